@@ -1,0 +1,330 @@
+//! `edgemtls cert`: create, inspect and manage the named client certificates.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Subcommand;
+use edgemtls_host::pki::{ExpiryStatus, ImportRequest, load_identity, validate_client_identity};
+use edgemtls_host::store::{CertificateRecord, NewCertificate, Store, validate_name};
+use edgemtls_host::{Environment, parse_environments};
+use time::OffsetDateTime;
+
+#[derive(Subcommand)]
+pub enum CertCommand {
+    /// Imports a client certificate and its key under a name.
+    ///
+    /// Accepts PEM (chain and key in separate files, or both in --cert), DER, PKCS#12 / PFX
+    /// (password from --password-env) and PKCS#7 .p7b chains with a separate --key.
+    Create {
+        /// The name handlers use (a JavaScript identifier, at most 64 characters).
+        #[arg(long)]
+        name: String,
+        /// The certificate file (PEM, DER, .p12/.pfx or .p7b).
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+        /// The private key file, unless --cert carries it.
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// The environment variable that holds the PKCS#12 password.
+        #[arg(long, value_name = "VAR")]
+        password_env: Option<String>,
+        /// An environment the certificate may be used in; repeatable.
+        #[arg(long = "env", visible_alias = "environment-type", value_name = "ENV", required = true)]
+        envs: Vec<String>,
+    },
+    /// Lists certificates.
+    List {
+        /// Only certificates usable in this environment.
+        #[arg(long, value_name = "ENV")]
+        env: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shows one certificate.
+    Show {
+        /// Name or id.
+        reference: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replaces the environments of a certificate.
+    Update {
+        /// Name or id.
+        reference: String,
+        /// The new environments; repeatable.
+        #[arg(long = "env", visible_alias = "environment-type", value_name = "ENV", required = true)]
+        envs: Vec<String>,
+    },
+    /// Disables a certificate: requests naming it are refused.
+    Disable {
+        /// Name or id.
+        reference: String,
+    },
+    /// Enables a disabled certificate.
+    Enable {
+        /// Name or id.
+        reference: String,
+    },
+    /// Deletes a disabled certificate.
+    Delete {
+        /// Name or id.
+        reference: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Reports expiry; exits 0 when all enabled certificates are valid, 1 on a warning,
+    /// 2 when one is critical or expired.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn open(store_dir: &Path) -> anyhow::Result<Store> {
+    Store::open(store_dir).with_context(|| format!("opening the store in '{}'", store_dir.display()))
+}
+
+impl CertCommand {
+    pub fn execute(self, store_dir: &Path) -> anyhow::Result<ExitCode> {
+        let now = OffsetDateTime::now_utc();
+        match self {
+            CertCommand::Create { name, cert, key, password_env, envs } => {
+                create(store_dir, now, name, &cert, key.as_deref(), password_env.as_deref(), &envs)
+            }
+            CertCommand::List { env, json } => {
+                let store = open(store_dir)?;
+                let filter: Option<Environment> = env.as_deref().map(str::parse).transpose()?;
+                let records: Vec<_> =
+                    store.list()?.into_iter().filter(|r| filter.is_none_or(|e| r.allows(e))).collect();
+                if json {
+                    let summaries: Vec<_> = records.iter().map(|r| r.summary(now)).collect();
+                    println!("{}", serde_json::to_string_pretty(&summaries)?);
+                } else {
+                    print_table(&records, now);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            CertCommand::Show { reference, json } => {
+                let store = open(store_dir)?;
+                let record = store.find(&reference)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&record.summary(now))?);
+                } else {
+                    print_details(&record, now);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            CertCommand::Update { reference, envs } => {
+                let environments = parse_environments(&envs)?;
+                let mut store = open(store_dir)?;
+                let record = store.set_environments(&reference, &environments)?;
+                println!("certificate '{}' ({}) is now scoped to {}", record.name, record.id, env_list(&record));
+                Ok(ExitCode::SUCCESS)
+            }
+            CertCommand::Disable { reference } => set_enabled(store_dir, &reference, false),
+            CertCommand::Enable { reference } => set_enabled(store_dir, &reference, true),
+            CertCommand::Delete { reference, yes } => {
+                let mut store = open(store_dir)?;
+                let record = store.find(&reference)?;
+                if record.enabled {
+                    anyhow::bail!("certificate '{}' is enabled; disable it first (edgemtls cert disable {})", record.name, record.name);
+                }
+                if !yes && !confirm(&format!("Delete certificate '{}' ({})?", record.name, record.id))? {
+                    anyhow::bail!("not deleted");
+                }
+                let record = store.delete(&record.id)?;
+                println!("deleted certificate '{}' ({})", record.name, record.id);
+                Ok(ExitCode::SUCCESS)
+            }
+            CertCommand::Status { json } => status(store_dir, now, json),
+        }
+    }
+}
+
+fn create(
+    store_dir: &Path,
+    now: OffsetDateTime,
+    name: String,
+    cert: &Path,
+    key: Option<&Path>,
+    password_env: Option<&str>,
+    envs: &[String],
+) -> anyhow::Result<ExitCode> {
+    // Everything that can be checked without the store is checked first, so a bad
+    // input never touches it.
+    validate_name(&name).map_err(|reason| anyhow::anyhow!("invalid certificate name '{name}': {reason}"))?;
+    let environments = parse_environments(envs)?;
+    let password = match password_env {
+        Some(var) => Some(
+            std::env::var(var).map_err(|_| anyhow::anyhow!("--password-env names '{var}', which is not set"))?,
+        ),
+        None => None,
+    };
+    let identity = load_identity(ImportRequest { cert_path: cert, key_path: key, password: password.as_deref() })?;
+    for warning in &identity.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let metadata = validate_client_identity(&identity, now)?;
+
+    let mut store = open(store_dir)?;
+    let record = store.create(NewCertificate { name, environments, identity, metadata })?;
+    let m = &record.metadata;
+    println!(
+        "created certificate '{}' ({}) for {}\n  subject: {}\n  expires: {} ({}, {} days left)",
+        record.name,
+        record.id,
+        env_list(&record),
+        m.subject,
+        rfc3339(m.not_after),
+        m.expiry_status(now),
+        m.days_left(now)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn set_enabled(store_dir: &Path, reference: &str, enabled: bool) -> anyhow::Result<ExitCode> {
+    let mut store = open(store_dir)?;
+    let record = store.set_enabled(reference, enabled)?;
+    let state = if enabled { "enabled" } else { "disabled" };
+    println!("certificate '{}' ({}) {state}", record.name, record.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(store_dir: &Path, now: OffsetDateTime, json: bool) -> anyhow::Result<ExitCode> {
+    let store = open(store_dir)?;
+    let records = store.list()?;
+    // Disabled certificates are reported but cannot be served, so they do not set the exit code.
+    let worst = records
+        .iter()
+        .filter(|r| r.enabled)
+        .map(|r| r.metadata.expiry_status(now))
+        .max()
+        .unwrap_or(ExpiryStatus::Valid);
+    if json {
+        let items: Vec<_> = records
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "id": r.id,
+                    "name": r.name,
+                    "enabled": r.enabled,
+                    "environments": r.environments.iter().map(|e| e.as_str()).collect::<Vec<_>>(),
+                    "not_after": rfc3339(r.metadata.not_after),
+                    "days_left": r.metadata.days_left(now),
+                    "expiry_status": r.metadata.expiry_status(now),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "worst": worst, "certificates": items }))?);
+    } else if records.is_empty() {
+        println!("no certificates");
+    } else {
+        let rows: Vec<Vec<String>> = records
+            .iter()
+            .map(|r| {
+                let m = &r.metadata;
+                vec![
+                    r.name.clone(),
+                    if r.enabled { "enabled" } else { "disabled" }.into(),
+                    rfc3339(m.not_after),
+                    m.days_left(now).to_string(),
+                    m.expiry_status(now).to_string(),
+                ]
+            })
+            .collect();
+        print_rows(&["NAME", "STATE", "NOT AFTER", "DAYS LEFT", "EXPIRY"], &rows);
+        println!("worst: {worst}");
+    }
+    Ok(ExitCode::from(match worst {
+        ExpiryStatus::Valid => 0,
+        ExpiryStatus::Warning => 1,
+        ExpiryStatus::Critical | ExpiryStatus::Expired => 2,
+    }))
+}
+
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        anyhow::bail!("refusing to delete without confirmation: standard input is not a terminal; pass --yes");
+    }
+    print!("{question} [y/N] ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    stdin.lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES"))
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
+}
+
+fn env_list(record: &CertificateRecord) -> String {
+    record.environments.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+fn print_table(records: &[CertificateRecord], now: OffsetDateTime) {
+    if records.is_empty() {
+        println!("no certificates (add one with: edgemtls cert create --name NAME --cert FILE --key FILE --env development)");
+        return;
+    }
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            let m = &r.metadata;
+            vec![
+                r.name.clone(),
+                r.id.clone(),
+                env_list(r),
+                if r.enabled { "enabled" } else { "disabled" }.into(),
+                format!("{} ({}d)", m.expiry_status(now), m.days_left(now)),
+                m.subject_cn.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    print_rows(&["NAME", "ID", "ENVIRONMENTS", "STATUS", "EXPIRY", "SUBJECT CN"], &rows);
+}
+
+fn print_rows(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+fn print_details(record: &CertificateRecord, now: OffsetDateTime) {
+    let m = &record.metadata;
+    let sans = if m.sans.is_empty() { "-".to_string() } else { m.sans.join(", ") };
+    println!("name:         {}", record.name);
+    println!("id:           {}", record.id);
+    println!("environments: {}", env_list(record));
+    println!("enabled:      {}", record.enabled);
+    println!("subject:      {}", m.subject);
+    println!("issuer:       {}", m.issuer);
+    println!("serial:       {}", m.serial);
+    println!("SANs:         {sans}");
+    println!("key:          {} ({} bits)", m.key_type, m.key_bits);
+    println!("not before:   {}", rfc3339(m.not_before));
+    println!("not after:    {}", rfc3339(m.not_after));
+    println!("expiry:       {} ({} days left)", m.expiry_status(now), m.days_left(now));
+    println!("chain:        {} certificate(s)", record.chain.len());
+    println!("spki sha256:  {}", m.spki_sha256);
+    println!("fingerprint:  {}", m.fingerprint_sha256);
+    println!("created:      {}", rfc3339(record.created_at));
+    println!("updated:      {}", rfc3339(record.updated_at));
+}

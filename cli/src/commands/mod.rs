@@ -1,0 +1,4 @@
+//! One module per top-level command; each has a `*Command` with `execute(self)`.
+
+pub mod cert;
+pub mod pki;

@@ -1,0 +1,174 @@
+//! A development PKI: a local CA that issues client and server certificates, so that a
+//! newcomer needs no openssl to try mutual TLS.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use time::{Duration, OffsetDateTime};
+
+use super::PkiError;
+
+/// A development certificate authority: `ca.pem` and `ca.key` in one directory.
+pub struct DevCa {
+    cert_pem: String,
+    key: KeyPair,
+}
+
+impl std::fmt::Debug for DevCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevCa").finish_non_exhaustive()
+    }
+}
+
+/// What to issue with [`DevCa::issue`].
+#[derive(Debug, Clone)]
+pub struct IssueOptions {
+    /// Subject common name; also the file stem of the output.
+    pub common_name: String,
+    /// Issue a server certificate (`serverAuth`, SANs) instead of a client one (`clientAuth`).
+    pub server: bool,
+    /// Subject alternative names (DNS names or IP addresses). Server certificates without any
+    /// get the common name.
+    pub sans: Vec<String>,
+    /// Validity in days from now.
+    pub days: u32,
+}
+
+/// The files written by [`DevCa::issue_to`].
+#[derive(Debug, Clone)]
+pub struct IssuedFiles {
+    /// The certificate followed by the CA certificate (PEM).
+    pub cert: PathBuf,
+    /// The private key (PKCS#8 PEM, mode 0600).
+    pub key: PathBuf,
+}
+
+fn generate_error(e: rcgen::Error) -> PkiError {
+    PkiError::Generate(e.to_string())
+}
+
+impl DevCa {
+    /// Creates a new CA (ECDSA P-256) valid for `days`.
+    pub fn generate(common_name: &str, days: u32) -> Result<Self, PkiError> {
+        let key = KeyPair::generate().map_err(generate_error)?;
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(generate_error)?;
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        params.distinguished_name.push(DnType::OrganizationName, "edgemtls development");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::minutes(5);
+        params.not_after = now + Duration::days(i64::from(days));
+        let cert = params.self_signed(&key).map_err(generate_error)?;
+        Ok(Self { cert_pem: cert.pem(), key })
+    }
+
+    /// Loads `ca.pem` and `ca.key` from `dir`.
+    pub fn load(dir: &Path) -> Result<Self, PkiError> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read_to_string(&path).map_err(|source| PkiError::Read { path, source })
+        };
+        let cert_pem = read("ca.pem")?;
+        let key_pem = read("ca.key")?;
+        let key = KeyPair::from_pem(&key_pem).map_err(|e| PkiError::Unparseable {
+            path: dir.join("ca.key"),
+            reason: e.to_string(),
+        })?;
+        // Fail now, with the file named, rather than on the first issue.
+        Issuer::from_ca_cert_pem(&cert_pem, &key).map_err(|e| PkiError::Unparseable {
+            path: dir.join("ca.pem"),
+            reason: e.to_string(),
+        })?;
+        Ok(Self { cert_pem, key })
+    }
+
+    /// The CA certificate (PEM).
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// Writes `ca.pem` and `ca.key` (0600) into `dir`, creating it.
+    pub fn write_to(&self, dir: &Path) -> Result<(PathBuf, PathBuf), PkiError> {
+        std::fs::create_dir_all(dir).map_err(|source| PkiError::Write { path: dir.to_path_buf(), source })?;
+        let cert = dir.join("ca.pem");
+        let key = dir.join("ca.key");
+        std::fs::write(&cert, &self.cert_pem).map_err(|source| PkiError::Write { path: cert.clone(), source })?;
+        write_private_file(&key, self.key.serialize_pem().as_bytes())?;
+        Ok((cert, key))
+    }
+
+    /// Issues a certificate and returns `(certificate chain PEM, private key PEM)`.
+    pub fn issue(&self, options: &IssueOptions) -> Result<(String, String), PkiError> {
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key).map_err(generate_error)?;
+        let key = KeyPair::generate().map_err(generate_error)?;
+
+        let mut sans = options.sans.clone();
+        if options.server && sans.is_empty() {
+            sans.push(options.common_name.clone());
+        }
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(generate_error)?;
+        for san in &sans {
+            params.subject_alt_names.push(match san.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(san.clone().try_into().map_err(generate_error)?),
+            });
+        }
+        params.distinguished_name.push(DnType::CommonName, options.common_name.as_str());
+        params.distinguished_name.push(DnType::OrganizationName, "edgemtls development");
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![if options.server {
+            ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        params.use_authority_key_identifier_extension = true;
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::minutes(5);
+        params.not_after = now + Duration::days(i64::from(options.days));
+        let cert = params.signed_by(&key, &issuer).map_err(generate_error)?;
+        Ok((format!("{}{}", cert.pem(), self.cert_pem), key.serialize_pem()))
+    }
+
+    /// Issues a certificate into `dir` as `<name>.pem` and `<name>.key` (0600), where `<name>`
+    /// is the common name with anything but letters, digits, `-`, `_` and `.` replaced by `-`.
+    pub fn issue_to(&self, options: &IssueOptions, dir: &Path) -> Result<IssuedFiles, PkiError> {
+        let (cert_pem, key_pem) = self.issue(options)?;
+        std::fs::create_dir_all(dir).map_err(|source| PkiError::Write { path: dir.to_path_buf(), source })?;
+        let stem: String = options
+            .common_name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' })
+            .collect();
+        let cert = dir.join(format!("{stem}.pem"));
+        let key = dir.join(format!("{stem}.key"));
+        std::fs::write(&cert, cert_pem).map_err(|source| PkiError::Write { path: cert.clone(), source })?;
+        write_private_file(&key, key_pem.as_bytes())?;
+        Ok(IssuedFiles { cert, key })
+    }
+}
+
+/// Writes a secret to `path` with mode 0600 (created that way, and tightened if it existed).
+pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), PkiError> {
+    let write_error = |source| PkiError::Write { path: path.to_path_buf(), source };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        let mut file = options.open(path).map_err(write_error)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(write_error)?;
+        file.write_all(contents).map_err(write_error)?;
+        file.sync_all().map_err(write_error)
+    }
+    #[cfg(not(unix))]
+    {
+        let mut file = options.open(path).map_err(write_error)?;
+        file.write_all(contents).map_err(write_error)
+    }
+}

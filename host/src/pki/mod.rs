@@ -1,0 +1,16 @@
+//! Parsing and validating client certificates and keys, and a small dev PKI.
+//!
+//! Import accepts every format operators have at hand (PEM, DER, PKCS#12, PKCS#7) and turns
+//! it into one shape, [`Identity`]: a leaf-first chain and a private key that is known to
+//! match the leaf and to be usable by rustls. Validation then decides whether that identity
+//! may become a client certificate in the store.
+
+mod error;
+mod import;
+mod inspect;
+mod issue;
+
+pub use error::PkiError;
+pub use import::{Identity, ImportRequest, MAX_FILE_SIZE, expand_tilde, load_identity};
+pub use inspect::{CertificateMetadata, ExpiryStatus, KeyType, inspect_leaf, validate_client_identity};
+pub use issue::{DevCa, IssueOptions, IssuedFiles, write_private_file};

@@ -1,0 +1,531 @@
+//! The certificate store: an SQLite file with private keys sealed by AES-256-GCM.
+//!
+//! Every write is one transaction and bumps a store-wide generation counter, so a running
+//! host can notice changes with one cheap query and reload its snapshot.
+
+mod model;
+mod names;
+mod seal;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
+use time::OffsetDateTime;
+
+pub use model::{CertificateRecord, CertificateSummary};
+pub use names::{MAX_NAME_LEN, validate_name};
+pub use seal::{KeySource, MASTER_KEY_ENV, MasterKey};
+
+use crate::Environment;
+use crate::pki::{CertificateMetadata, Identity};
+
+/// The variable that points at the store directory when `--store` is not given.
+pub const STORE_ENV: &str = "EDGEMTLS_STORE";
+/// The default store directory, relative to the working directory.
+pub const DEFAULT_STORE_DIR: &str = ".edgemtls";
+/// The database file inside the store directory.
+pub const DATABASE_FILE: &str = "store.db";
+/// The key file created beside the database when `EDGEMTLS_MASTER_KEY` is not set.
+pub const KEY_FILE: &str = "master.key";
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A file or directory could not be read or written.
+    #[error("{path}: {source}", path = path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The database could not be opened or queried.
+    #[error("store database '{path}': {source}", path = path.display())]
+    Database {
+        /// The database file.
+        path: PathBuf,
+        /// The SQLite error.
+        source: rusqlite::Error,
+    },
+    /// The master key is malformed or could not be made.
+    #[error("master key: {reason}")]
+    MasterKey {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The store was sealed with another master key.
+    #[error("the master key from {key_source} does not match the store '{path}': it was sealed with another key (check {env} or the key file)", path = path.display(), env = MASTER_KEY_ENV)]
+    WrongMasterKey {
+        /// The database file.
+        path: PathBuf,
+        /// Where the key came from.
+        key_source: KeySource,
+    },
+    /// The store has sealed keys but no master key is available.
+    #[error("no master key for the store '{path}': set {env} or restore '{key_file}'", path = path.display(), env = MASTER_KEY_ENV, key_file = key_file.display())]
+    MissingMasterKey {
+        /// The database file.
+        path: PathBuf,
+        /// The key file that was expected.
+        key_file: PathBuf,
+    },
+    /// A sealed private key could not be opened.
+    #[error("cannot unseal the private key of certificate '{name}': wrong master key or damaged record")]
+    Unseal {
+        /// The certificate name.
+        name: String,
+    },
+    /// The database was written by a newer edgemtls.
+    #[error("the store '{path}' has schema version {found}; this edgemtls supports up to {supported}", path = path.display())]
+    NewerSchema {
+        /// The database file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The newest this build knows.
+        supported: i64,
+    },
+    /// No certificate has that name or id.
+    #[error("no certificate named or with id '{0}'")]
+    NotFound(String),
+    /// The name is already used by another certificate.
+    #[error("a certificate named '{0}' already exists")]
+    NameTaken(String),
+    /// The name breaks the naming rules.
+    #[error("invalid certificate name '{name}': {reason}")]
+    InvalidName {
+        /// The name.
+        name: String,
+        /// The rule it breaks.
+        reason: String,
+    },
+    /// A certificate needs at least one environment.
+    #[error("a certificate needs at least one environment (--env development|preview|production)")]
+    NoEnvironments,
+    /// Enabled certificates cannot be deleted.
+    #[error("certificate '{0}' is enabled; disable it first (edgemtls cert disable {0})")]
+    StillEnabled(String),
+    /// A record could not be decoded.
+    #[error("certificate record '{id}' is damaged: {reason}")]
+    Corrupt {
+        /// The record id.
+        id: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A certificate to add with [`Store::create`].
+#[derive(Debug)]
+pub struct NewCertificate {
+    /// Unique name.
+    pub name: String,
+    /// Environments it may be used in.
+    pub environments: Vec<Environment>,
+    /// The validated chain and key.
+    pub identity: Identity,
+    /// The leaf's metadata from [`crate::pki::validate_client_identity`].
+    pub metadata: CertificateMetadata,
+}
+
+/// Resolves the store directory: an explicit path, else `EDGEMTLS_STORE`, else `.edgemtls`.
+pub fn store_dir(explicit: Option<&Path>) -> PathBuf {
+    if let Some(path) = explicit {
+        return crate::pki::expand_tilde(path);
+    }
+    match std::env::var_os(STORE_ENV) {
+        Some(dir) if !dir.is_empty() => crate::pki::expand_tilde(Path::new(&dir)),
+        _ => PathBuf::from(DEFAULT_STORE_DIR),
+    }
+}
+
+/// The newest schema version; [`MIGRATIONS`] has one entry per version.
+const SCHEMA_VERSION: i64 = 1;
+const MIGRATIONS: &[&str] = &[
+    // 1: certificates and store-wide metadata.
+    "CREATE TABLE certificates (
+        id           TEXT PRIMARY KEY,
+        name         TEXT NOT NULL UNIQUE,
+        environments TEXT NOT NULL,
+        enabled      INTEGER NOT NULL,
+        chain_pem    TEXT NOT NULL,
+        key_sealed   BLOB NOT NULL,
+        metadata     TEXT NOT NULL,
+        not_after    INTEGER NOT NULL,
+        created_at   INTEGER NOT NULL,
+        updated_at   INTEGER NOT NULL,
+        version      INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE TABLE store_meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+    INSERT INTO store_meta (key, value) VALUES ('generation', 0);",
+];
+
+/// The associated data that binds the key-check value to its purpose.
+const KEY_CHECK_CONTEXT: &str = "edgemtls master key check";
+
+/// An open certificate store.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    key: MasterKey,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`. The master key comes from
+    /// `EDGEMTLS_MASTER_KEY` or `dir/master.key`, which is created (mode 0600) for a new store.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        create_private_dir(dir)?;
+        let path = dir.join(DATABASE_FILE);
+        let conn = open_connection(&path)?;
+        restrict_mode(&path)?;
+        let db = |source| StoreError::Database { path: path.clone(), source };
+        migrate(&conn, &path)?;
+
+        let key_check: Option<Vec<u8>> = conn
+            .query_row("SELECT value FROM store_meta WHERE key = 'key_check'", [], |r| r.get(0))
+            .optional()
+            .map_err(db)?;
+        let key_file = dir.join(KEY_FILE);
+        let (key, source) = match MasterKey::from_env_or_file(&key_file)? {
+            Some(found) => found,
+            None if key_check.is_none() => {
+                let (key, text) = MasterKey::generate()?;
+                crate::pki::write_private_file(&key_file, format!("{text}\n").as_bytes())
+                    .map_err(|e| StoreError::MasterKey { reason: e.to_string() })?;
+                (key, KeySource::File(key_file.clone()))
+            }
+            None => return Err(StoreError::MissingMasterKey { path, key_file }),
+        };
+        match key_check {
+            Some(sealed) => {
+                if key.open(KEY_CHECK_CONTEXT, &sealed).is_none() {
+                    return Err(StoreError::WrongMasterKey { path, key_source: source });
+                }
+            }
+            None => {
+                let sealed = key.seal(KEY_CHECK_CONTEXT, b"ok")?;
+                conn.execute("INSERT OR IGNORE INTO store_meta (key, value) VALUES ('key_check', ?1)", [sealed])
+                    .map_err(db)?;
+            }
+        }
+        Ok(Self { conn, path, key })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn db_error(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        |source| StoreError::Database { path: self.path.clone(), source }
+    }
+
+    /// A counter that changes with every write; a host polls it to know when to reload.
+    pub fn generation(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("SELECT value FROM store_meta WHERE key = 'generation'", [], |r| r.get(0))
+            .map_err(self.db_error())
+    }
+
+    /// Adds a certificate. The name must be valid and free, with at least one environment.
+    pub fn create(&mut self, new: NewCertificate) -> Result<CertificateRecord, StoreError> {
+        validate_name(&new.name).map_err(|reason| StoreError::InvalidName { name: new.name.clone(), reason })?;
+        if new.environments.is_empty() {
+            return Err(StoreError::NoEnvironments);
+        }
+        let id = new_id()?;
+        let now = OffsetDateTime::now_utc();
+        let chain_pem = chain_to_pem(&new.identity.chain);
+        let key_sealed = self.key.seal(&id, &encode_key(&new.identity.key))?;
+        let metadata = serde_json::to_string(&new.metadata)
+            .map_err(|e| StoreError::Corrupt { id: id.clone(), reason: e.to_string() })?;
+
+        let path = self.path.clone();
+        let db = |source| StoreError::Database { path: path.clone(), source };
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+        let taken: bool = tx
+            .query_row("SELECT EXISTS(SELECT 1 FROM certificates WHERE name = ?1)", [&new.name], |r| r.get(0))
+            .map_err(db)?;
+        if taken {
+            return Err(StoreError::NameTaken(new.name));
+        }
+        tx.execute(
+            "INSERT INTO certificates (id, name, environments, enabled, chain_pem, key_sealed, metadata, not_after, created_at, updated_at)
+             VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8, ?8)",
+            params![
+                id,
+                new.name,
+                environments_to_text(&new.environments),
+                chain_pem,
+                key_sealed,
+                metadata,
+                new.metadata.not_after.unix_timestamp(),
+                now.unix_timestamp(),
+            ],
+        )
+        .map_err(db)?;
+        bump_generation(&tx).map_err(db)?;
+        tx.commit().map_err(db)?;
+        self.find(&id)
+    }
+
+    /// All certificates, ordered by name.
+    pub fn list(&self) -> Result<Vec<CertificateRecord>, StoreError> {
+        let mut stmt = self.conn.prepare(&format!("{SELECT_RECORD} ORDER BY name")).map_err(self.db_error())?;
+        let rows = stmt.query_map([], RawRecord::from_row).map_err(self.db_error())?;
+        let mut records = Vec::new();
+        for row in rows {
+            records.push(row.map_err(self.db_error())?.decode()?);
+        }
+        Ok(records)
+    }
+
+    /// The certificate with this id or name.
+    pub fn find(&self, reference: &str) -> Result<CertificateRecord, StoreError> {
+        self.conn
+            .query_row(
+                &format!("{SELECT_RECORD} WHERE id = ?1 OR name = ?1 ORDER BY id = ?1 DESC LIMIT 1"),
+                [reference],
+                RawRecord::from_row,
+            )
+            .optional()
+            .map_err(self.db_error())?
+            .ok_or_else(|| StoreError::NotFound(reference.to_string()))?
+            .decode()
+    }
+
+    /// Unseals the private key of a record.
+    pub fn private_key(&self, record: &CertificateRecord) -> Result<PrivateKeyDer<'static>, StoreError> {
+        let sealed: Vec<u8> = self
+            .conn
+            .query_row("SELECT key_sealed FROM certificates WHERE id = ?1", [&record.id], |r| r.get(0))
+            .optional()
+            .map_err(self.db_error())?
+            .ok_or_else(|| StoreError::NotFound(record.id.clone()))?;
+        let plain = self
+            .key
+            .open(&record.id, &sealed)
+            .ok_or_else(|| StoreError::Unseal { name: record.name.clone() })?;
+        decode_key(&plain).ok_or_else(|| StoreError::Corrupt { id: record.id.clone(), reason: "unknown key encoding".into() })
+    }
+
+    /// Replaces the environments of a certificate.
+    pub fn set_environments(&mut self, reference: &str, environments: &[Environment]) -> Result<CertificateRecord, StoreError> {
+        if environments.is_empty() {
+            return Err(StoreError::NoEnvironments);
+        }
+        let text = environments_to_text(environments);
+        self.update(reference, "environments = ?2", &text)
+    }
+
+    /// Enables or disables a certificate.
+    pub fn set_enabled(&mut self, reference: &str, enabled: bool) -> Result<CertificateRecord, StoreError> {
+        self.update(reference, "enabled = ?2", &i64::from(enabled))
+    }
+
+    fn update(&mut self, reference: &str, assignment: &str, value: &dyn rusqlite::ToSql) -> Result<CertificateRecord, StoreError> {
+        let record = self.find(reference)?;
+        let path = self.path.clone();
+        let db = |source| StoreError::Database { path: path.clone(), source };
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+        let changed = tx
+            .execute(
+                &format!("UPDATE certificates SET {assignment}, updated_at = ?3, version = version + 1 WHERE id = ?1"),
+                params![record.id, value, OffsetDateTime::now_utc().unix_timestamp()],
+            )
+            .map_err(db)?;
+        if changed == 0 {
+            return Err(StoreError::NotFound(reference.to_string()));
+        }
+        bump_generation(&tx).map_err(db)?;
+        tx.commit().map_err(db)?;
+        self.find(&record.id)
+    }
+
+    /// Deletes a disabled certificate and returns what it was.
+    pub fn delete(&mut self, reference: &str) -> Result<CertificateRecord, StoreError> {
+        let record = self.find(reference)?;
+        if record.enabled {
+            return Err(StoreError::StillEnabled(record.name));
+        }
+        let path = self.path.clone();
+        let db = |source| StoreError::Database { path: path.clone(), source };
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+        // Re-check inside the transaction: another process may have enabled it meanwhile.
+        let deleted = tx
+            .execute("DELETE FROM certificates WHERE id = ?1 AND enabled = 0", [&record.id])
+            .map_err(db)?;
+        if deleted == 0 {
+            return Err(StoreError::StillEnabled(record.name));
+        }
+        bump_generation(&tx).map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(record)
+    }
+}
+
+const SELECT_RECORD: &str =
+    "SELECT id, name, environments, enabled, chain_pem, metadata, created_at, updated_at, version FROM certificates";
+
+struct RawRecord {
+    id: String,
+    name: String,
+    environments: String,
+    enabled: bool,
+    chain_pem: String,
+    metadata: String,
+    created_at: i64,
+    updated_at: i64,
+    version: i64,
+}
+
+impl RawRecord {
+    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: row.get(0)?,
+            name: row.get(1)?,
+            environments: row.get(2)?,
+            enabled: row.get(3)?,
+            chain_pem: row.get(4)?,
+            metadata: row.get(5)?,
+            created_at: row.get(6)?,
+            updated_at: row.get(7)?,
+            version: row.get(8)?,
+        })
+    }
+
+    fn decode(self) -> Result<CertificateRecord, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt { id: self.id.clone(), reason };
+        let environments = crate::environment::parse_environments(self.environments.split(',').filter(|s| !s.is_empty()))
+            .map_err(|e| corrupt(e.to_string()))?;
+        let chain = pem::parse_many(&self.chain_pem)
+            .map_err(|e| corrupt(format!("chain: {e}")))?
+            .into_iter()
+            .map(|p| CertificateDer::from(p.into_contents()))
+            .collect();
+        let metadata = serde_json::from_str(&self.metadata).map_err(|e| corrupt(format!("metadata: {e}")))?;
+        let time = |t: i64| OffsetDateTime::from_unix_timestamp(t).map_err(|e| corrupt(e.to_string()));
+        Ok(CertificateRecord {
+            created_at: time(self.created_at)?,
+            updated_at: time(self.updated_at)?,
+            id: self.id,
+            name: self.name,
+            environments,
+            enabled: self.enabled,
+            chain,
+            metadata,
+            version: self.version,
+        })
+    }
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let db = |source| StoreError::Database { path: path.to_path_buf(), source };
+    let conn = Connection::open(path).map_err(db)?;
+    // WAL lets a running host read while the CLI writes; the timeout makes writers queue.
+    conn.busy_timeout(Duration::from_secs(5)).map_err(db)?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(db)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let db = |source| StoreError::Database { path: path.to_path_buf(), source };
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(db)?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema { path: path.to_path_buf(), found: version, supported: SCHEMA_VERSION });
+    }
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let mut conn_tx = conn.unchecked_transaction().map_err(db)?;
+    conn_tx.set_drop_behavior(rusqlite::DropBehavior::Rollback);
+    // Re-read inside the transaction: another process may have migrated meanwhile.
+    let version: i64 = conn_tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(db)?;
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        conn_tx.execute_batch(sql).map_err(db)?;
+        conn_tx.pragma_update(None, "user_version", index as i64 + 1).map_err(db)?;
+    }
+    conn_tx.commit().map_err(db)
+}
+
+fn bump_generation(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute("UPDATE store_meta SET value = value + 1 WHERE key = 'generation'", []).map(|_| ())
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    let io = |source| StoreError::Io { path: dir.to_path_buf(), source };
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(io)
+}
+
+fn restrict_mode(path: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
+    }
+    Ok(())
+}
+
+fn new_id() -> Result<String, StoreError> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 12];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| StoreError::MasterKey { reason: "the system random generator failed".into() })?;
+    Ok(format!("cert_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+}
+
+fn environments_to_text(environments: &[Environment]) -> String {
+    environments.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(",")
+}
+
+fn chain_to_pem(chain: &[CertificateDer<'_>]) -> String {
+    let pems: Vec<pem::Pem> = chain.iter().map(|c| pem::Pem::new("CERTIFICATE", c.to_vec())).collect();
+    pem::encode_many(&pems)
+}
+
+// The sealed plaintext is one tag byte for the key encoding followed by the DER.
+fn encode_key(key: &PrivateKeyDer<'_>) -> Vec<u8> {
+    let (tag, der) = match key {
+        PrivateKeyDer::Pkcs8(k) => (1u8, k.secret_pkcs8_der()),
+        PrivateKeyDer::Pkcs1(k) => (2u8, k.secret_pkcs1_der()),
+        PrivateKeyDer::Sec1(k) => (3u8, k.secret_sec1_der()),
+        _ => (0u8, &[][..]),
+    };
+    let mut out = Vec::with_capacity(der.len() + 1);
+    out.push(tag);
+    out.extend_from_slice(der);
+    out
+}
+
+fn decode_key(plain: &[u8]) -> Option<PrivateKeyDer<'static>> {
+    let (tag, der) = plain.split_first()?;
+    let der = der.to_vec();
+    match tag {
+        1 => Some(PrivatePkcs8KeyDer::from(der).into()),
+        2 => Some(PrivatePkcs1KeyDer::from(der).into()),
+        3 => Some(PrivateSec1KeyDer::from(der).into()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,112 @@
+//! What the store holds about a certificate.
+
+use rustls_pki_types::CertificateDer;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::Environment;
+use crate::pki::{CertificateMetadata, ExpiryStatus};
+
+/// One stored client certificate. The private key stays sealed in the store; use
+/// [`super::Store::private_key`] to unseal it.
+#[derive(Debug, Clone)]
+pub struct CertificateRecord {
+    /// Stable identifier, `cert_` followed by random characters.
+    pub id: String,
+    /// Unique name that handlers use (`mtlsCertificate: "billing_api"`).
+    pub name: String,
+    /// Environments the certificate may be used in (at least one, sorted).
+    pub environments: Vec<Environment>,
+    /// Disabled certificates are refused at resolution time.
+    pub enabled: bool,
+    /// The chain, leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// Parsed leaf metadata.
+    pub metadata: CertificateMetadata,
+    /// Creation time.
+    pub created_at: OffsetDateTime,
+    /// Last change (environments, enabled flag).
+    pub updated_at: OffsetDateTime,
+    /// Incremented on every change of this record; part of the identity of pooled connections.
+    pub version: i64,
+}
+
+/// The JSON shape of a certificate in `cert list --json` and `cert show --json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CertificateSummary<'a> {
+    /// Record id.
+    pub id: &'a str,
+    /// Name.
+    pub name: &'a str,
+    /// Environments.
+    pub environments: Vec<&'static str>,
+    /// Enabled flag.
+    pub enabled: bool,
+    /// Subject DN.
+    pub subject: &'a str,
+    /// Issuer DN.
+    pub issuer: &'a str,
+    /// Serial number.
+    pub serial: &'a str,
+    /// Subject alternative names.
+    pub sans: &'a [String],
+    /// Key algorithm.
+    pub key_type: String,
+    /// Key size in bits.
+    pub key_bits: u32,
+    /// Start of validity (RFC 3339).
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    /// End of validity (RFC 3339).
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    /// Whole days left until `not_after`.
+    pub days_left: i64,
+    /// `valid`, `warning`, `critical` or `expired`.
+    pub expiry_status: ExpiryStatus,
+    /// base64url SHA-256 of the SubjectPublicKeyInfo.
+    pub spki_sha256: &'a str,
+    /// Hex SHA-256 of the leaf certificate.
+    pub fingerprint_sha256: &'a str,
+    /// Number of certificates in the chain.
+    pub chain_length: usize,
+    /// Creation time.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Last change.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+impl CertificateRecord {
+    /// Whether the certificate may be used in `environment`.
+    pub fn allows(&self, environment: Environment) -> bool {
+        self.environments.contains(&environment)
+    }
+
+    /// The record as reported by `list` and `show`, with expiry computed at `now`.
+    pub fn summary(&self, now: OffsetDateTime) -> CertificateSummary<'_> {
+        let m = &self.metadata;
+        CertificateSummary {
+            id: &self.id,
+            name: &self.name,
+            environments: self.environments.iter().map(|e| e.as_str()).collect(),
+            enabled: self.enabled,
+            subject: &m.subject,
+            issuer: &m.issuer,
+            serial: &m.serial,
+            sans: &m.sans,
+            key_type: m.key_type.to_string(),
+            key_bits: m.key_bits,
+            not_before: m.not_before,
+            not_after: m.not_after,
+            days_left: m.days_left(now),
+            expiry_status: m.expiry_status(now),
+            spki_sha256: &m.spki_sha256,
+            fingerprint_sha256: &m.fingerprint_sha256,
+            chain_length: self.chain.len(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Sealing private keys at rest with AES-256-GCM under a master key.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
+
+use super::StoreError;
+
+/// The environment variable that carries the master key (base64 of 32 bytes).
+pub const MASTER_KEY_ENV: &str = "EDGEMTLS_MASTER_KEY";
+
+/// The 32-byte key that seals every private key in a store.
+pub struct MasterKey {
+    key: LessSafeKey,
+}
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(..)")
+    }
+}
+
+/// Where a master key came from, for error messages.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// The `EDGEMTLS_MASTER_KEY` variable.
+    Environment,
+    /// A key file.
+    File(PathBuf),
+}
+
+impl std::fmt::Display for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySource::Environment => write!(f, "{MASTER_KEY_ENV}"),
+            KeySource::File(path) => write!(f, "key file '{}'", path.display()),
+        }
+    }
+}
+
+impl MasterKey {
+    /// Parses a base64-encoded 32-byte key.
+    pub fn from_base64(text: &str, source: &KeySource) -> Result<Self, StoreError> {
+        let bytes = STANDARD.decode(text.trim()).map_err(|e| StoreError::MasterKey {
+            reason: format!("{source} is not valid base64: {e}"),
+        })?;
+        Self::from_bytes(&bytes).map_err(|_| StoreError::MasterKey {
+            reason: format!("{source} must decode to 32 bytes, got {}", bytes.len()),
+        })
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Result<Self, ring::error::Unspecified> {
+        Ok(Self { key: LessSafeKey::new(UnboundKey::new(&AES_256_GCM, bytes)?) })
+    }
+
+    /// Generates a fresh random key and returns it with its base64 form.
+    pub fn generate() -> Result<(Self, String), StoreError> {
+        let mut bytes = [0u8; 32];
+        SystemRandom::new()
+            .fill(&mut bytes)
+            .map_err(|_| StoreError::MasterKey { reason: "the system random generator failed".into() })?;
+        let key = Self::from_bytes(&bytes)
+            .map_err(|_| StoreError::MasterKey { reason: "cannot build AES-256-GCM key".into() })?;
+        Ok((key, STANDARD.encode(bytes)))
+    }
+
+    /// Reads the key from `EDGEMTLS_MASTER_KEY`, or from `key_file` if that exists.
+    /// Returns `None` when neither is there.
+    pub fn from_env_or_file(key_file: &Path) -> Result<Option<(Self, KeySource)>, StoreError> {
+        if let Ok(text) = std::env::var(MASTER_KEY_ENV) {
+            let source = KeySource::Environment;
+            return Ok(Some((Self::from_base64(&text, &source)?, source)));
+        }
+        match std::fs::read_to_string(key_file) {
+            Ok(text) => {
+                let source = KeySource::File(key_file.to_path_buf());
+                Ok(Some((Self::from_base64(&text, &source)?, source)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StoreError::Io { path: key_file.to_path_buf(), source }),
+        }
+    }
+
+    /// Encrypts `plaintext`, binding it to `context` (the record id): the output is
+    /// `nonce || ciphertext || tag`.
+    pub fn seal(&self, context: &str, plaintext: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .map_err(|_| StoreError::MasterKey { reason: "the system random generator failed".into() })?;
+        let mut in_out = plaintext.to_vec();
+        self.key
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(context.as_bytes()), &mut in_out)
+            .map_err(|_| StoreError::MasterKey { reason: "sealing failed".into() })?;
+        let mut sealed = nonce.to_vec();
+        sealed.extend_from_slice(&in_out);
+        Ok(sealed)
+    }
+
+    /// Decrypts what [`MasterKey::seal`] produced for the same `context`. Fails, rather than
+    /// returning garbage, for another key, another context or altered bytes.
+    pub fn open(&self, context: &str, sealed: &[u8]) -> Option<Vec<u8>> {
+        if sealed.len() < NONCE_LEN {
+            return None;
+        }
+        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut in_out = ciphertext.to_vec();
+        let plain = self.key.open_in_place(nonce, Aad::from(context.as_bytes()), &mut in_out).ok()?;
+        Some(plain.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_round_trips_and_refuses_other_key_or_context() -> Result<(), StoreError> {
+        let (key, _) = MasterKey::generate()?;
+        let (other, _) = MasterKey::generate()?;
+        let sealed = key.seal("cert_1", b"secret key bytes")?;
+        assert_eq!(key.open("cert_1", &sealed).as_deref(), Some(&b"secret key bytes"[..]));
+        assert!(other.open("cert_1", &sealed).is_none());
+        assert!(key.open("cert_2", &sealed).is_none());
+        let mut tampered = sealed.clone();
+        tampered[20] ^= 1;
+        assert!(key.open("cert_1", &tampered).is_none());
+        assert!(!sealed.windows(16).any(|w| w == b"secret key bytes"));
+        Ok(())
+    }
+
+    #[test]
+    fn bad_master_key_text_is_named() {
+        let err = MasterKey::from_base64("c2hvcnQ=", &KeySource::Environment).unwrap_err();
+        assert!(err.to_string().contains("EDGEMTLS_MASTER_KEY must decode to 32 bytes, got 5"), "{err}");
+    }
+}

@@ -1,0 +1,94 @@
+use super::*;
+use crate::pki::{DevCa, ImportRequest, IssueOptions, load_identity, validate_client_identity};
+
+fn identity(dir: &Path, ca: &DevCa, cn: &str) -> anyhow::Result<(Identity, CertificateMetadata)> {
+    let files = ca.issue_to(&IssueOptions { common_name: cn.into(), server: false, sans: vec![], days: 30 }, dir)?;
+    let identity = load_identity(ImportRequest { cert_path: &files.cert, key_path: Some(&files.key), password: None })?;
+    let metadata = validate_client_identity(&identity, OffsetDateTime::now_utc())?;
+    Ok((identity, metadata))
+}
+
+fn new_cert(dir: &Path, ca: &DevCa, name: &str) -> anyhow::Result<NewCertificate> {
+    let (identity, metadata) = identity(dir, ca, name)?;
+    Ok(NewCertificate { name: name.into(), environments: vec![Environment::Development], identity, metadata })
+}
+
+#[test]
+fn create_find_update_delete_and_generation() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let ca = DevCa::generate("test ca", 30)?;
+    let mut store = Store::open(&tmp.path().join("store"))?;
+    let g0 = store.generation()?;
+
+    let record = store.create(new_cert(tmp.path(), &ca, "billing_api")?)?;
+    assert!(record.id.starts_with("cert_"));
+    assert!(record.enabled);
+    assert_eq!(store.find("billing_api")?.id, record.id);
+    assert_eq!(store.find(&record.id)?.name, "billing_api");
+    assert!(store.generation()? > g0);
+
+    let err = store.create(new_cert(tmp.path(), &ca, "billing_api")?).unwrap_err();
+    assert!(matches!(err, StoreError::NameTaken(_)), "{err}");
+
+    let updated = store.set_environments("billing_api", &[Environment::Preview, Environment::Production])?;
+    assert_eq!(updated.environments, vec![Environment::Preview, Environment::Production]);
+    assert!(updated.version > record.version);
+
+    let err = store.delete("billing_api").unwrap_err();
+    assert!(err.to_string().contains("disable it first"), "{err}");
+    store.set_enabled("billing_api", false)?;
+    store.delete("billing_api")?;
+    assert!(matches!(store.find("billing_api"), Err(StoreError::NotFound(_))));
+    Ok(())
+}
+
+#[test]
+fn private_key_round_trips_and_is_not_stored_in_clear() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let ca = DevCa::generate("test ca", 30)?;
+    let dir = tmp.path().join("store");
+    let mut store = Store::open(&dir)?;
+    let new = new_cert(tmp.path(), &ca, "a")?;
+    let key_der = new.identity.key.secret_der().to_vec();
+    let record = store.create(new)?;
+    assert_eq!(store.private_key(&record)?.secret_der(), key_der.as_slice());
+    drop(store);
+
+    let mut bytes = std::fs::read(dir.join(DATABASE_FILE))?;
+    if let Ok(wal) = std::fs::read(dir.join("store.db-wal")) {
+        bytes.extend(wal);
+    }
+    assert!(!bytes.windows(key_der.len()).any(|w| w == key_der.as_slice()));
+    Ok(())
+}
+
+#[test]
+fn wrong_master_key_is_a_clear_error() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("store");
+    drop(Store::open(&dir)?);
+    // Replace the key file with another valid key.
+    let (_, other) = MasterKey::generate()?;
+    std::fs::write(dir.join(KEY_FILE), other)?;
+    let err = Store::open(&dir).unwrap_err();
+    assert!(err.to_string().contains("does not match the store"), "{err}");
+
+    std::fs::remove_file(dir.join(KEY_FILE))?;
+    let err = Store::open(&dir).unwrap_err();
+    assert!(err.to_string().contains("no master key"), "{err}");
+    Ok(())
+}
+
+#[cfg(unix)]
+#[test]
+fn key_file_and_database_are_private() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("store");
+    drop(Store::open(&dir)?);
+    for file in [KEY_FILE, DATABASE_FILE] {
+        let mode = std::fs::metadata(dir.join(file))?.permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{file}");
+    }
+    Ok(())
+}
