@@ -13,3 +13,8 @@ pub mod pki;
 pub mod store;
 
 pub use environment::{Environment, UnknownEnvironment, parse_environments};
+pub mod config;
+pub mod resolve;
+pub mod runtime;
+pub mod server;
+pub mod upstream;

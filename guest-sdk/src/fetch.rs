@@ -1,0 +1,287 @@
+//! Outbound requests, with or without a named client certificate.
+
+use std::fmt;
+use std::io::Write;
+
+use wasi::http::types::{ErrorCode, Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, Scheme};
+
+use crate::Response;
+use crate::bindings::edgemtls::mtls::outgoing;
+
+/// Why a named certificate could not be used. Each case carries the name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertificateError {
+    /// No certificate has this name.
+    NotFound(String),
+    /// The certificate is disabled.
+    Disabled(String),
+    /// The certificate is not scoped to the environment the host runs in.
+    NotInEnvironment(String),
+    /// The certificate has expired.
+    Expired(String),
+    /// The certificate is not valid yet.
+    NotYetValid(String),
+}
+
+impl CertificateError {
+    /// A stable short name: `not-found`, `disabled`, `not-in-environment`, `expired`, `not-yet-valid`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CertificateError::NotFound(_) => "not-found",
+            CertificateError::Disabled(_) => "disabled",
+            CertificateError::NotInEnvironment(_) => "not-in-environment",
+            CertificateError::Expired(_) => "expired",
+            CertificateError::NotYetValid(_) => "not-yet-valid",
+        }
+    }
+
+    /// The certificate name.
+    pub fn name(&self) -> &str {
+        match self {
+            CertificateError::NotFound(n)
+            | CertificateError::Disabled(n)
+            | CertificateError::NotInEnvironment(n)
+            | CertificateError::Expired(n)
+            | CertificateError::NotYetValid(n) => n,
+        }
+    }
+}
+
+impl fmt::Display for CertificateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self.name();
+        match self {
+            CertificateError::NotFound(_) => write!(f, "certificate '{name}' not found"),
+            CertificateError::Disabled(_) => write!(f, "certificate '{name}' is disabled"),
+            CertificateError::NotInEnvironment(_) => write!(f, "certificate '{name}' is not available in this environment"),
+            CertificateError::Expired(_) => write!(f, "certificate '{name}' has expired"),
+            CertificateError::NotYetValid(_) => write!(f, "certificate '{name}' is not valid yet"),
+        }
+    }
+}
+
+/// Why a fetch failed.
+#[derive(Debug, Clone)]
+pub enum FetchError {
+    /// The named certificate cannot be used; nothing was sent.
+    Certificate(CertificateError),
+    /// The request failed (connection, TLS, protocol...).
+    Http(ErrorCode),
+    /// The URL could not be used.
+    InvalidUrl(String),
+    /// Reading or writing a body failed.
+    Body(String),
+}
+
+impl fmt::Display for FetchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FetchError::Certificate(e) => e.fmt(f),
+            FetchError::Http(code) => write!(f, "upstream request failed: {code:?}"),
+            FetchError::InvalidUrl(reason) => write!(f, "invalid URL: {reason}"),
+            FetchError::Body(reason) => write!(f, "body transfer failed: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for FetchError {}
+
+impl FetchError {
+    /// The problem type: `certificate-not-found`, …, `upstream-error`, `invalid-url`, `body-error`.
+    pub fn kind(&self) -> String {
+        match self {
+            FetchError::Certificate(e) => format!("certificate-{}", e.kind()),
+            FetchError::Http(_) => "upstream-error".into(),
+            FetchError::InvalidUrl(_) => "invalid-url".into(),
+            FetchError::Body(_) => "body-error".into(),
+        }
+    }
+
+    /// The status a handler should answer with: 500 for a configuration problem on our
+    /// side (certificate, URL), 502 when the upstream failed.
+    pub fn status(&self) -> u16 {
+        match self {
+            FetchError::Certificate(_) | FetchError::InvalidUrl(_) => 500,
+            FetchError::Http(_) | FetchError::Body(_) => 502,
+        }
+    }
+
+    /// An RFC 9457 problem+json response describing this error.
+    pub fn into_response(self) -> Response {
+        let mut body = format!(
+            "{{\"type\":\"urn:edgemtls:problem:{}\",\"title\":\"Upstream request failed\",\"status\":{},\"detail\":{}",
+            self.kind(),
+            self.status(),
+            json_string(&self.to_string())
+        );
+        if let FetchError::Certificate(e) = &self {
+            body.push_str(&format!(",\"certificate\":{}", json_string(e.name())));
+        }
+        body.push('}');
+        Response::new(self.status()).with_header("content-type", "application/problem+json").with_body(body)
+    }
+}
+
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// An outbound HTTP request. Build it, optionally name a certificate, then [`Request::send`].
+#[derive(Debug, Clone)]
+pub struct Request {
+    method: Method,
+    url: String,
+    headers: Vec<(String, Vec<u8>)>,
+    body: Vec<u8>,
+    certificate: Option<String>,
+}
+
+impl Request {
+    /// A request with `method` (e.g. `"POST"`) to `url`.
+    pub fn new(method: &str, url: &str) -> Self {
+        let method = match method.to_ascii_uppercase().as_str() {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            "PATCH" => Method::Patch,
+            "OPTIONS" => Method::Options,
+            other => Method::Other(other.to_string()),
+        };
+        Self { method, url: url.to_string(), headers: Vec::new(), body: Vec::new(), certificate: None }
+    }
+
+    /// A `GET` request.
+    pub fn get(url: &str) -> Self {
+        Self::new("GET", url)
+    }
+
+    /// A `POST` request.
+    pub fn post(url: &str) -> Self {
+        Self::new("POST", url)
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
+        self.headers.push((name.to_string(), value.as_ref().to_vec()));
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Presents the client certificate named `name` (as in `edgemtls cert create --name`).
+    /// An empty name means no certificate.
+    pub fn mtls_certificate(mut self, name: &str) -> Self {
+        self.certificate = (!name.is_empty()).then(|| name.to_string());
+        self
+    }
+
+    /// Sends the request and reads the whole response.
+    pub fn send(self) -> Result<Response, FetchError> {
+        let (scheme, authority, path) = split_url(&self.url)?;
+        let headers = Fields::new();
+        for (name, value) in &self.headers {
+            headers.append(name, value).map_err(|e| FetchError::InvalidUrl(format!("header '{name}': {e:?}")))?;
+        }
+        let request = OutgoingRequest::new(headers);
+        let invalid = |what: &str| FetchError::InvalidUrl(format!("{what} rejected in '{}'", self.url));
+        request.set_method(&self.method).map_err(|()| invalid("method"))?;
+        request.set_scheme(Some(&scheme)).map_err(|()| invalid("scheme"))?;
+        request.set_authority(Some(&authority)).map_err(|()| invalid("authority"))?;
+        request.set_path_with_query(Some(&path)).map_err(|()| invalid("path"))?;
+        let body = request.body().map_err(|()| FetchError::Body("request body already taken".into()))?;
+
+        // Hand the request over first, then stream the body: the host reads while we write.
+        let future = match &self.certificate {
+            Some(name) => outgoing::handle(request, None, name).map_err(|error| match error {
+                outgoing::Error::Certificate(e) => FetchError::Certificate(match e {
+                    outgoing::CertificateError::NotFound(n) => CertificateError::NotFound(n),
+                    outgoing::CertificateError::Disabled(n) => CertificateError::Disabled(n),
+                    outgoing::CertificateError::NotInEnvironment(n) => CertificateError::NotInEnvironment(n),
+                    outgoing::CertificateError::Expired(n) => CertificateError::Expired(n),
+                    outgoing::CertificateError::NotYetValid(n) => CertificateError::NotYetValid(n),
+                }),
+                outgoing::Error::Http(code) => FetchError::Http(code),
+            })?,
+            None => wasi::http::outgoing_handler::handle(request, None).map_err(FetchError::Http)?,
+        };
+        write_body(body, &self.body)?;
+
+        let response = loop {
+            match future.get() {
+                Some(result) => break result,
+                None => future.subscribe().block(),
+            }
+        };
+        let response = response
+            .map_err(|()| FetchError::Body("response already taken".into()))?
+            .map_err(FetchError::Http)?;
+        let status = response.status();
+        let headers: Vec<(String, Vec<u8>)> = response.headers().entries();
+        let body = response.consume().map_err(|()| FetchError::Body("response body already taken".into()))?;
+        let bytes = read_body(body)?;
+        let mut out = Response::new(status).with_body(bytes);
+        for (name, value) in headers {
+            out = out.with_header(&name, value);
+        }
+        Ok(out)
+    }
+}
+
+fn write_body(body: OutgoingBody, bytes: &[u8]) -> Result<(), FetchError> {
+    {
+        let mut stream = body.write().map_err(|()| FetchError::Body("request body stream already taken".into()))?;
+        stream.write_all(bytes).map_err(|e| FetchError::Body(e.to_string()))?;
+        stream.flush().map_err(|e| FetchError::Body(e.to_string()))?;
+    }
+    OutgoingBody::finish(body, None).map_err(FetchError::Http)
+}
+
+pub(crate) fn read_body(body: IncomingBody) -> Result<Vec<u8>, FetchError> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    {
+        let mut stream = body.stream().map_err(|()| FetchError::Body("body stream already taken".into()))?;
+        stream.read_to_end(&mut bytes).map_err(|e| FetchError::Body(e.to_string()))?;
+    }
+    drop(IncomingBody::finish(body));
+    Ok(bytes)
+}
+
+/// Splits `scheme://authority/path?query` into the parts `wasi:http` wants.
+fn split_url(url: &str) -> Result<(Scheme, String, String), FetchError> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| FetchError::InvalidUrl(format!("'{url}' has no scheme (expected https://...)")))?;
+    let scheme = match scheme.to_ascii_lowercase().as_str() {
+        "https" => Scheme::Https,
+        "http" => Scheme::Http,
+        other => return Err(FetchError::InvalidUrl(format!("unsupported scheme '{other}' in '{url}'"))),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    if authority.is_empty() {
+        return Err(FetchError::InvalidUrl(format!("'{url}' has no host")));
+    }
+    let mut path = rest[end..].split('#').next().unwrap_or("").to_string();
+    if path.is_empty() || path.starts_with('?') {
+        path.insert(0, '/');
+    }
+    Ok((scheme, authority.to_string(), path))
+}

@@ -1,0 +1,139 @@
+//! The incoming side: the request a handler receives and the response it returns.
+
+use std::io::Write;
+
+use wasi::http::types::{Fields, IncomingRequest as WasiIncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam};
+
+use crate::FetchError;
+
+/// A request handler. Export it with [`crate::handler!`].
+pub trait Handler {
+    /// Answers one request. A panic becomes a 500 from the host.
+    fn handle(request: IncomingRequest) -> Response;
+}
+
+/// The request a handler receives.
+pub struct IncomingRequest {
+    inner: WasiIncomingRequest,
+}
+
+impl IncomingRequest {
+    /// The method, e.g. `GET`.
+    pub fn method(&self) -> String {
+        match self.inner.method() {
+            Method::Get => "GET".into(),
+            Method::Head => "HEAD".into(),
+            Method::Post => "POST".into(),
+            Method::Put => "PUT".into(),
+            Method::Delete => "DELETE".into(),
+            Method::Connect => "CONNECT".into(),
+            Method::Options => "OPTIONS".into(),
+            Method::Trace => "TRACE".into(),
+            Method::Patch => "PATCH".into(),
+            Method::Other(other) => other,
+        }
+    }
+
+    /// The path and query, e.g. `/billing/invoices?page=2`.
+    pub fn path_with_query(&self) -> String {
+        self.inner.path_with_query().unwrap_or_else(|| "/".into())
+    }
+
+    /// All headers, in order.
+    pub fn headers(&self) -> Vec<(String, Vec<u8>)> {
+        self.inner.headers().entries()
+    }
+
+    /// The first value of header `name` (case-insensitive), as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let name = name.to_ascii_lowercase();
+        self.inner
+            .headers()
+            .get(&name)
+            .into_iter()
+            .next()
+            .and_then(|v| String::from_utf8(v).ok())
+    }
+
+    /// Reads the whole body.
+    pub fn body(self) -> Result<Vec<u8>, FetchError> {
+        let body = self.inner.consume().map_err(|()| FetchError::Body("request body already taken".into()))?;
+        crate::fetch::read_body(body)
+    }
+
+    /// The underlying `wasi:http` request, for streaming.
+    pub fn into_inner(self) -> WasiIncomingRequest {
+        self.inner
+    }
+}
+
+/// A response: status, headers and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Headers, in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// An empty response with `status`.
+    pub fn new(status: u16) -> Self {
+        Self { status, headers: Vec::new(), body: Vec::new() }
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
+        self.headers.push((name.to_string(), value.as_ref().to_vec()));
+        self
+    }
+
+    /// Sets the body.
+    pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// The first value of header `name` (case-insensitive), as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+}
+
+/// Runs `H` for one request; used by [`crate::handler!`].
+#[doc(hidden)]
+pub fn run_handler<H: Handler>(request: WasiIncomingRequest, response_out: ResponseOutparam) {
+    let response = H::handle(IncomingRequest { inner: request });
+    send_response(response, response_out);
+}
+
+// Hop-by-hop and length headers are the host's to set.
+const SKIPPED_HEADERS: &[&str] = &["connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection", "content-length"];
+
+fn send_response(response: Response, out: ResponseOutparam) {
+    let headers = Fields::new();
+    for (name, value) in &response.headers {
+        if SKIPPED_HEADERS.iter().any(|h| name.eq_ignore_ascii_case(h)) {
+            continue;
+        }
+        // A header the host forbids is dropped rather than failing the response.
+        let _ = headers.append(name, value);
+    }
+    let outgoing = OutgoingResponse::new(headers);
+    let _ = outgoing.set_status_code(response.status);
+    let Ok(body) = outgoing.body() else {
+        return;
+    };
+    ResponseOutparam::set(out, Ok(outgoing));
+    if let Ok(mut stream) = body.write() {
+        // The client may have gone away; nothing useful to do about a write error then.
+        let _ = stream.write_all(&response.body);
+        let _ = stream.flush();
+    }
+    let _ = OutgoingBody::finish(body, None);
+}

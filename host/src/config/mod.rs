@@ -1,0 +1,289 @@
+//! `edgemtls.toml`: listen addresses, routes, per-environment variables and upstream trust.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::Environment;
+
+/// Why a config file was refused. Every message names the file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config '{path}': {source}", path = path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has an unknown key or a bad value.
+    #[error("invalid config '{path}': {message}", path = path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, which names the key and line.
+        message: String,
+    },
+    /// A value is well-formed TOML but not acceptable.
+    #[error("invalid config '{path}': {key}: {reason}", path = path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The key, e.g. `routes[0].path`.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A parsed and checked `edgemtls.toml`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Where to serve requests. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Where to serve `/healthz` and `/metrics`. Default: not served.
+    pub admin_listen: Option<SocketAddr>,
+    /// Variables per environment: `wasi:cli/environment` for guests and `$env(NAME)` in options.
+    pub vars: HashMap<Environment, BTreeMap<String, String>>,
+    /// Routes, in file order; the longest matching prefix wins.
+    pub routes: Vec<Route>,
+    /// Trust for upstream servers, matched by authority.
+    pub upstreams: Vec<UpstreamTrust>,
+    /// Per-request limits.
+    pub limits: Limits,
+}
+
+/// A route: a path prefix served by a handler component.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Path prefix, matched on segment boundaries (`/billing` matches `/billing/x`, not `/billingx`).
+    pub path: String,
+    /// The handler as written in the file.
+    pub handler: String,
+    /// The component file (paths resolve relative to the config file).
+    pub component: PathBuf,
+    /// Options for the guest's `wasi:config/store`, before `$env(NAME)` substitution.
+    pub options: BTreeMap<String, String>,
+}
+
+/// Trust settings for upstream servers whose authority is in `hosts`.
+#[derive(Debug, Clone)]
+pub struct UpstreamTrust {
+    /// `host:port` authorities (port 443 when omitted).
+    pub hosts: Vec<String>,
+    /// Extra CA certificates (PEM) trusted for these hosts, besides the public web roots.
+    pub ca_bundle: Option<PathBuf>,
+}
+
+/// Limits applied to each request.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Wall-clock deadline for a handler; over it the request gets 504. Default 30 s.
+    pub request_timeout: Duration,
+    /// Linear memory cap per instance; over it the request gets 500. Default 128 MiB.
+    pub memory_bytes: usize,
+    /// Outbound requests allowed per invocation. Default 32.
+    pub max_outbound_requests: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { request_timeout: Duration::from_secs(30), memory_bytes: 128 << 20, max_outbound_requests: 32 }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigToml {
+    listen: Option<String>,
+    admin_listen: Option<String>,
+    #[serde(default)]
+    environments: BTreeMap<String, EnvironmentToml>,
+    #[serde(default)]
+    routes: Vec<RouteToml>,
+    #[serde(default)]
+    upstreams: Vec<UpstreamToml>,
+    #[serde(default)]
+    limits: LimitsToml,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnvironmentToml {
+    #[serde(default)]
+    vars: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteToml {
+    path: String,
+    handler: String,
+    #[serde(default)]
+    options: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpstreamToml {
+    hosts: Vec<String>,
+    ca_bundle: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LimitsToml {
+    request_timeout_ms: Option<u64>,
+    memory_mib: Option<u64>,
+    max_outbound_requests: Option<u32>,
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses config text; `path` names the file in errors and anchors relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let raw: ConfigToml =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        let invalid = |key: String, reason: String| ConfigError::Invalid { path: path.to_path_buf(), key, reason };
+        let base = path.parent().unwrap_or(Path::new("."));
+
+        let addr = |key: &str, value: &str| {
+            value.parse::<SocketAddr>().map_err(|e| invalid(key.into(), format!("'{value}' is not an address like 127.0.0.1:8080 ({e})")))
+        };
+        let listen = addr("listen", raw.listen.as_deref().unwrap_or("127.0.0.1:8080"))?;
+        let admin_listen = raw.admin_listen.as_deref().map(|a| addr("admin_listen", a)).transpose()?;
+
+        let mut vars = HashMap::new();
+        for (name, env) in raw.environments {
+            let environment: Environment =
+                name.parse().map_err(|e: crate::UnknownEnvironment| invalid(format!("environments.{name}"), e.to_string()))?;
+            vars.insert(environment, env.vars);
+        }
+
+        let mut routes = Vec::new();
+        for (index, route) in raw.routes.into_iter().enumerate() {
+            let key = |field: &str| format!("routes[{index}].{field}");
+            if !route.path.starts_with('/') {
+                return Err(invalid(key("path"), format!("'{}' must start with '/'", route.path)));
+            }
+            if routes.iter().any(|r: &Route| r.path == route.path) {
+                return Err(invalid(key("path"), format!("'{}' is routed twice", route.path)));
+            }
+            let component = if route.handler.ends_with(".wasm") {
+                base.join(crate::pki::expand_tilde(Path::new(&route.handler)))
+            } else {
+                return Err(invalid(
+                    key("handler"),
+                    format!("'{}' is neither a built-in handler nor a path to a .wasm component", route.handler),
+                ));
+            };
+            let mut options = BTreeMap::new();
+            for (name, value) in route.options {
+                let text = match value {
+                    toml::Value::String(s) => s,
+                    toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => value.to_string(),
+                    other => {
+                        return Err(invalid(
+                            key(&format!("options.{name}")),
+                            format!("must be a string, number or boolean, not {}", other.type_str()),
+                        ));
+                    }
+                };
+                options.insert(name, text);
+            }
+            routes.push(Route { path: route.path.trim_end_matches('/').to_string(), handler: route.handler, component, options });
+            if routes.last().is_some_and(|r| r.path.is_empty()) {
+                if let Some(r) = routes.last_mut() {
+                    r.path = "/".into();
+                }
+            }
+        }
+
+        let mut upstreams = Vec::new();
+        for (index, upstream) in raw.upstreams.into_iter().enumerate() {
+            if upstream.hosts.is_empty() {
+                return Err(invalid(format!("upstreams[{index}].hosts"), "must name at least one host:port".into()));
+            }
+            let ca_bundle = upstream.ca_bundle.map(|p| base.join(crate::pki::expand_tilde(Path::new(&p))));
+            if let Some(bundle) = &ca_bundle
+                && !bundle.is_file()
+            {
+                return Err(invalid(format!("upstreams[{index}].ca_bundle"), format!("'{}' does not exist", bundle.display())));
+            }
+            upstreams.push(UpstreamTrust { hosts: upstream.hosts.iter().map(|h| normalize_authority(h)).collect(), ca_bundle });
+        }
+
+        let defaults = Limits::default();
+        let limits = Limits {
+            request_timeout: raw.limits.request_timeout_ms.map(Duration::from_millis).unwrap_or(defaults.request_timeout),
+            memory_bytes: raw.limits.memory_mib.map(|m| (m as usize) << 20).unwrap_or(defaults.memory_bytes),
+            max_outbound_requests: raw.limits.max_outbound_requests.unwrap_or(defaults.max_outbound_requests),
+        };
+
+        Ok(Config { path: path.to_path_buf(), listen, admin_listen, vars, routes, upstreams, limits })
+    }
+
+    /// The variables of `environment` (empty when the file has none).
+    pub fn vars_for(&self, environment: Environment) -> BTreeMap<String, String> {
+        self.vars.get(&environment).cloned().unwrap_or_default()
+    }
+
+    /// A route's options with `$env(NAME)` replaced from `environment`'s variables.
+    pub fn resolved_options(&self, route: &Route, environment: Environment) -> Result<BTreeMap<String, String>, ConfigError> {
+        let vars = self.vars_for(environment);
+        let mut resolved = BTreeMap::new();
+        for (key, value) in &route.options {
+            let value = substitute_env(value, &vars).map_err(|name| ConfigError::Invalid {
+                path: self.path.clone(),
+                key: format!("route '{}' option '{key}'", route.path),
+                reason: format!("variable '{name}' is not defined for environment {environment}"),
+            })?;
+            resolved.insert(key.clone(), value);
+        }
+        Ok(resolved)
+    }
+}
+
+/// Appends `:443` to an authority without a port, so `host` and `host:443` match.
+pub fn normalize_authority(authority: &str) -> String {
+    let lower = authority.trim().to_ascii_lowercase();
+    let has_port = if lower.starts_with('[') { lower.contains("]:") } else { lower.contains(':') };
+    if has_port { lower } else { format!("{lower}:443") }
+}
+
+/// Replaces every `$env(NAME)` in `value`; returns the first undefined name as the error.
+pub fn substitute_env(value: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("$env(") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 5..];
+        let Some(end) = after.find(')') else {
+            out.push_str(&rest[start..]);
+            return Ok(out);
+        };
+        let name = after[..end].trim();
+        match vars.get(name) {
+            Some(v) => out.push_str(v),
+            None => return Err(name.to_string()),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

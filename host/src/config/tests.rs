@@ -1,0 +1,56 @@
+use super::*;
+
+#[test]
+fn parses_the_design_example() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::create_dir(dir.path().join("certs"))?;
+    std::fs::write(dir.path().join("certs/ca.pem"), "")?;
+    let path = dir.path().join("edgemtls.toml");
+    let config = Config::parse(
+        &path,
+        r#"
+listen = "127.0.0.1:8081"
+[environments.production.vars]
+BACKEND_MTLS_CERT = "billing_prod"
+[environments.preview.vars]
+BACKEND_MTLS_CERT = "billing_staging"
+[[routes]]
+path = "/billing/"
+handler = "plugins/hello.wasm"
+[routes.options]
+baseUrl = "https://billing.internal:8443"
+mtlsCertificate = "$env(BACKEND_MTLS_CERT)"
+retries = 3
+[[upstreams]]
+hosts = ["billing.internal:8443", "Other.Internal"]
+ca_bundle = "certs/ca.pem"
+"#,
+    )?;
+    assert_eq!(config.listen.port(), 8081);
+    assert_eq!(config.routes[0].path, "/billing");
+    assert_eq!(config.routes[0].component, dir.path().join("plugins/hello.wasm"));
+    assert_eq!(config.routes[0].options["retries"], "3");
+    assert_eq!(config.upstreams[0].hosts, vec!["billing.internal:8443", "other.internal:443"]);
+    let prod = config.resolved_options(&config.routes[0], Environment::Production)?;
+    assert_eq!(prod["mtlsCertificate"], "billing_prod");
+    let err = config.resolved_options(&config.routes[0], Environment::Development).unwrap_err();
+    assert!(err.to_string().contains("variable 'BACKEND_MTLS_CERT' is not defined for environment development"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn unknown_keys_and_bad_values_are_named() {
+    let path = Path::new("/tmp/edgemtls.toml");
+    let cases = [
+        ("lisen = \"x\"", "unknown field `lisen`"),
+        ("listen = \"nope\"", "listen: 'nope' is not an address"),
+        ("[[routes]]\npath = \"/a\"\nhandler = \"a.wasm\"\ncolour = 1", "unknown field `colour`"),
+        ("[[routes]]\npath = \"a\"\nhandler = \"a.wasm\"", "routes[0].path"),
+        ("[environments.staging2.vars]\nA = \"b\"", "environments.staging2"),
+        ("[[routes]]\npath = \"/a\"\nhandler = \"nosuch\"", "neither a built-in handler"),
+    ];
+    for (text, expected) in cases {
+        let err = Config::parse(path, text).unwrap_err().to_string();
+        assert!(err.contains(expected) && err.contains("/tmp/edgemtls.toml"), "{text}: {err}");
+    }
+}

@@ -1,0 +1,246 @@
+//! Certificate names to client identities, in the environment the host runs in.
+//!
+//! The resolver holds an in-memory snapshot of the store: a request does one hash lookup
+//! and clones an `Arc`, never a database query. A watcher thread polls the store's
+//! generation counter and swaps in a new snapshot when anything changed; identities whose
+//! record did not change are carried over with their connection pools.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::Environment;
+use crate::store::{Store, StoreError};
+use crate::upstream::{Certificate, ClientIdentity, TrustProfiles};
+
+/// Why a certificate name cannot be used. These reach the guest as typed WIT errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResolveError {
+    /// No certificate has this name.
+    #[error("certificate '{name}' not found")]
+    NotFound {
+        /// The name.
+        name: String,
+    },
+    /// The certificate is disabled.
+    #[error("certificate '{name}' is disabled")]
+    Disabled {
+        /// The name.
+        name: String,
+    },
+    /// The certificate is not scoped to the running environment.
+    #[error("certificate '{name}' is not available in environment {environment}")]
+    NotInEnvironment {
+        /// The name.
+        name: String,
+        /// The environment the host runs in.
+        environment: Environment,
+    },
+    /// The certificate has expired.
+    #[error("certificate '{name}' expired at {not_after}")]
+    Expired {
+        /// The name.
+        name: String,
+        /// When it expired.
+        not_after: OffsetDateTime,
+    },
+    /// The certificate is not valid yet.
+    #[error("certificate '{name}' is not valid before {not_before}")]
+    NotYetValid {
+        /// The name.
+        name: String,
+        /// When it becomes valid.
+        not_before: OffsetDateTime,
+    },
+}
+
+struct Entry {
+    enabled: bool,
+    environments: Vec<Environment>,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+    /// Present when the certificate is enabled and allowed in this environment.
+    identity: Option<Arc<ClientIdentity>>,
+    id: String,
+    version: i64,
+}
+
+struct Snapshot {
+    generation: i64,
+    entries: HashMap<String, Entry>,
+}
+
+/// Resolves certificate names to identities; see the module docs.
+pub struct Resolver {
+    environment: Environment,
+    store: Mutex<Store>,
+    store_path: PathBuf,
+    trust: Arc<TrustProfiles>,
+    anonymous: Arc<ClientIdentity>,
+    snapshot: RwLock<Arc<Snapshot>>,
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolver").field("environment", &self.environment).field("store", &self.store_path).finish_non_exhaustive()
+    }
+}
+
+impl Resolver {
+    /// Opens the store in `store_dir` and loads the first snapshot.
+    pub fn open(store_dir: &Path, environment: Environment, trust: Arc<TrustProfiles>) -> Result<Arc<Self>, StoreError> {
+        let store = Store::open(store_dir)?;
+        let store_path = store.path().to_path_buf();
+        let snapshot = load_snapshot(&store, environment, &trust, None)?;
+        Ok(Arc::new(Self {
+            environment,
+            store: Mutex::new(store),
+            store_path,
+            anonymous: Arc::new(ClientIdentity::anonymous(trust.clone())),
+            trust,
+            snapshot: RwLock::new(Arc::new(snapshot)),
+        }))
+    }
+
+    /// The environment names are resolved in.
+    pub fn environment(&self) -> Environment {
+        self.environment
+    }
+
+    /// The identity that presents no certificate.
+    pub fn anonymous(&self) -> Arc<ClientIdentity> {
+        self.anonymous.clone()
+    }
+
+    fn current(&self) -> Arc<Snapshot> {
+        match self.snapshot.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Resolves `name` at the current time.
+    pub fn resolve(&self, name: &str) -> Result<Arc<ClientIdentity>, ResolveError> {
+        self.resolve_at(name, OffsetDateTime::now_utc())
+    }
+
+    /// Resolves `name` as of `now`.
+    pub fn resolve_at(&self, name: &str, now: OffsetDateTime) -> Result<Arc<ClientIdentity>, ResolveError> {
+        let snapshot = self.current();
+        let name_owned = || name.to_string();
+        let entry = snapshot.entries.get(name).ok_or_else(|| ResolveError::NotFound { name: name_owned() })?;
+        if !entry.enabled {
+            return Err(ResolveError::Disabled { name: name_owned() });
+        }
+        if !entry.environments.contains(&self.environment) {
+            return Err(ResolveError::NotInEnvironment { name: name_owned(), environment: self.environment });
+        }
+        if now > entry.not_after {
+            return Err(ResolveError::Expired { name: name_owned(), not_after: entry.not_after });
+        }
+        if now < entry.not_before {
+            return Err(ResolveError::NotYetValid { name: name_owned(), not_before: entry.not_before });
+        }
+        entry.identity.clone().ok_or_else(|| ResolveError::Disabled { name: name_owned() })
+    }
+
+    /// Reloads the snapshot if the store changed since the last load. Returns whether it did.
+    pub fn reload_if_changed(&self) -> Result<bool, StoreError> {
+        let store = match self.store.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let previous = self.current();
+        if store.generation()? == previous.generation {
+            return Ok(false);
+        }
+        let snapshot = load_snapshot(&store, self.environment, &self.trust, Some(&previous))?;
+        tracing::info!(generation = snapshot.generation, certificates = snapshot.entries.len(), "certificate store reloaded");
+        match self.snapshot.write() {
+            Ok(mut guard) => *guard = Arc::new(snapshot),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(snapshot),
+        }
+        Ok(true)
+    }
+
+    /// Starts a thread that reloads the snapshot every `interval` while the resolver lives.
+    pub fn watch(self: &Arc<Self>, interval: Duration) {
+        let weak: Weak<Self> = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new().name("edgemtls-store-watch".into()).spawn(move || {
+            loop {
+                std::thread::sleep(interval);
+                let Some(resolver) = weak.upgrade() else { break };
+                if let Err(error) = resolver.reload_if_changed() {
+                    tracing::warn!(%error, "certificate store reload failed; keeping the previous snapshot");
+                }
+            }
+        });
+        if let Err(error) = spawned {
+            tracing::error!(%error, "cannot start the store watcher; certificate changes need a restart");
+        }
+    }
+}
+
+fn load_snapshot(
+    store: &Store,
+    environment: Environment,
+    trust: &Arc<TrustProfiles>,
+    previous: Option<&Snapshot>,
+) -> Result<Snapshot, StoreError> {
+    // Read the generation first: a write that lands during the load makes the next poll reload.
+    let generation = store.generation()?;
+    let mut entries = HashMap::new();
+    for record in store.list()? {
+        let usable = record.enabled && record.allows(environment);
+        let reused = previous
+            .and_then(|p| p.entries.get(&record.name))
+            .filter(|e| e.id == record.id && e.version == record.version)
+            .and_then(|e| e.identity.clone());
+        let identity = match (usable, reused) {
+            (false, _) => None,
+            (true, Some(identity)) => Some(identity),
+            (true, None) => {
+                let key = store.private_key(&record)?;
+                Some(Arc::new(ClientIdentity::with_certificate(
+                    Certificate {
+                        id: record.id.clone(),
+                        name: record.name.clone(),
+                        version: record.version,
+                        chain: record.chain.clone(),
+                        key,
+                    },
+                    trust.clone(),
+                )))
+            }
+        };
+        entries.insert(
+            record.name.clone(),
+            Entry {
+                enabled: record.enabled,
+                environments: record.environments.clone(),
+                not_before: record.metadata.not_before,
+                not_after: record.metadata.not_after,
+                identity,
+                id: record.id,
+                version: record.version,
+            },
+        );
+    }
+    Ok(Snapshot { generation, entries })
+}
+
+impl Resolver {
+    /// A warning when `name`'s certificate is within 14 days of expiry at `now`.
+    pub fn expiry_warning(&self, name: &str, now: OffsetDateTime) -> Option<String> {
+        let snapshot = self.current();
+        let entry = snapshot.entries.get(name)?;
+        let status = crate::pki::ExpiryStatus::at(entry.not_after, now);
+        matches!(status, crate::pki::ExpiryStatus::Warning | crate::pki::ExpiryStatus::Critical).then(|| {
+            format!("certificate '{name}' expires in {} days ({status})", (entry.not_after - now).whole_days())
+        })
+    }
+}

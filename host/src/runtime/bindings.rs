@@ -1,0 +1,18 @@
+//! Host bindings for the `edgemtls:mtls` extension, generated from `wit/`.
+
+#[allow(missing_docs, reason = "bindgen-generated code")]
+mod generated {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "edgemtls:mtls/host-extension",
+        imports: { default: trappable },
+        require_store_data_send: true,
+        with: {
+            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+            "wasi:io": wasmtime_wasi::p2::bindings::io,
+            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+        },
+    });
+}
+
+pub use generated::edgemtls::mtls::outgoing;

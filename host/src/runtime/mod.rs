@@ -1,0 +1,250 @@
+//! The WebAssembly runtime: one engine, a `ProxyPre` per component prepared once, and a
+//! fresh instance per request with a deadline, a memory cap and an outbound request cap.
+
+mod bindings;
+mod state;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config as EngineConfig, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+pub use state::HostState;
+
+use crate::config::Limits;
+use crate::resolve::Resolver;
+
+/// How often the epoch advances; deadlines are counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Why a handler produced no response.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandlerError {
+    /// The component could not be loaded.
+    #[error("cannot load component '{path}': {reason}", path = path.display())]
+    Load {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Instantiation failed (for example, the instance pool is exhausted).
+    #[error("cannot instantiate the handler: {0}")]
+    Instantiate(String),
+    /// The handler ran past its deadline.
+    #[error("the handler did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The handler hit its memory cap.
+    #[error("the handler exceeded its memory limit of {0} bytes")]
+    MemoryExceeded(usize),
+    /// The handler trapped or panicked.
+    #[error("the handler failed: {0}")]
+    Trap(String),
+    /// The handler returned without setting a response.
+    #[error("the handler returned without a response")]
+    NoResponse,
+    /// The handler answered with a `wasi:http` error code.
+    #[error("the handler reported an error: {0:?}")]
+    Guest(ErrorCode),
+}
+
+/// The engine and linker shared by every handler.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    limits: Limits,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("limits", &self.limits).finish_non_exhaustive()
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A component ready to serve: instantiated afresh for each request.
+#[derive(Clone)]
+pub struct Handler {
+    pre: ProxyPre<HostState>,
+    /// The guest's `wasi:config/store` (the route's options, resolved).
+    config: Arc<WasiConfigVariables>,
+    /// The guest's `wasi:cli/environment` (the environment's variables).
+    env: Arc<[(String, String)]>,
+}
+
+impl std::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handler").finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Builds the engine (pooling allocator, epoch interruption) and the linker.
+    pub fn new(limits: Limits) -> anyhow::Result<Self> {
+        let mut pooling = PoolingAllocationConfig::new();
+        pooling
+            .total_component_instances(1000)
+            .total_memories(1000)
+            .total_tables(1000)
+            .max_memory_size(limits.memory_bytes)
+            // Keeping a little memory resident and resetting only dirty pages avoids the
+            // decommit IPIs that dominate per-request cost on VMs (FACTS-wasmtime48.md).
+            .linear_memory_keep_resident(2 << 20)
+            .table_keep_resident(64 << 10)
+            .async_stack_keep_resident(64 << 10)
+            .decommit_batch_size(16)
+            .pagemap_scan(wasmtime::Enabled::Auto);
+        let mut config = EngineConfig::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        let engine = Engine::new(&config).or_else(|error| {
+            // Some sandboxes refuse the pooling allocator's large reservations.
+            tracing::warn!(%error, "pooling allocator unavailable; using on-demand allocation");
+            let mut config = EngineConfig::new();
+            config.wasm_component_model(true).epoch_interruption(true);
+            Engine::new(&config)
+        })?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        wasmtime_wasi_config::add_to_linker(&mut linker, |state: &mut HostState| WasiConfig::from(&*state.config))?;
+        bindings::outgoing::add_to_linker::<_, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)?;
+
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let ticker_engine = engine.weak();
+        let stop = stop_ticker.clone();
+        std::thread::Builder::new().name("edgemtls-epoch".into()).spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                match ticker_engine.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        })?;
+        Ok(Self { engine, linker, limits, stop_ticker })
+    }
+
+    /// The limits applied to each request.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Compiles a component file and prepares it for instantiation.
+    pub fn load(&self, path: &Path) -> Result<ProxyPre<HostState>, HandlerError> {
+        let load_error = |reason: String| HandlerError::Load { path: path.to_path_buf(), reason };
+        let bytes = std::fs::read(path).map_err(|e| load_error(e.to_string()))?;
+        self.load_bytes(path, &bytes)
+    }
+
+    /// Compiles component bytes; `path` names them in errors.
+    pub fn load_bytes(&self, path: &Path, bytes: &[u8]) -> Result<ProxyPre<HostState>, HandlerError> {
+        let load_error = |reason: String| HandlerError::Load { path: path.to_path_buf(), reason };
+        let component = Component::new(&self.engine, bytes).map_err(|e| load_error(format!("{e:#}")))?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| load_error(format!("{e:#}")))?;
+        ProxyPre::new(pre).map_err(|e| load_error(format!("not a wasi:http/proxy component: {e:#}")))
+    }
+
+    /// A handler for `pre` with its options and environment variables.
+    pub fn handler<'a>(
+        &self,
+        pre: ProxyPre<HostState>,
+        options: impl IntoIterator<Item = (&'a String, &'a String)>,
+        env: impl IntoIterator<Item = (&'a String, &'a String)>,
+    ) -> Handler {
+        Handler {
+            pre,
+            config: Arc::new(options.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            env: env.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        }
+    }
+
+    /// Runs one request through a fresh instance of `handler`.
+    pub async fn serve<B>(
+        &self,
+        handler: &Handler,
+        resolver: Arc<Resolver>,
+        request: hyper::Request<B>,
+    ) -> Result<hyper::Response<HyperOutgoingBody>, HandlerError>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let wasi = WasiCtx::builder().envs(&handler.env).inherit_stdout().inherit_stderr().build();
+        let state = HostState::new(
+            wasi,
+            handler.config.clone(),
+            resolver,
+            self.limits.memory_bytes,
+            self.limits.max_outbound_requests,
+        );
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limits);
+        let ticks = (self.limits.request_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let setup = |store: &mut Store<HostState>| -> wasmtime::Result<_> {
+            let mut http = store.data_mut().http();
+            let request = http.new_incoming_request(Scheme::Http, request)?;
+            let outparam = http.new_response_outparam(sender)?;
+            Ok((request, outparam))
+        };
+        let (request, outparam) = setup(&mut store).map_err(|e| HandlerError::Instantiate(format!("{e:#}")))?;
+
+        let pre = handler.pre.clone();
+        let task = tokio::spawn(async move {
+            let proxy = pre.instantiate_async(&mut store).await?;
+            proxy.wasi_http_incoming_handler().call_handle(&mut store, request, outparam).await
+        });
+
+        let memory_limit = self.limits.memory_bytes;
+        let timeout = self.limits.request_timeout;
+        match tokio::time::timeout(timeout, receiver).await {
+            Ok(Ok(Ok(response))) => Ok(response),
+            Ok(Ok(Err(code))) => Err(HandlerError::Guest(code)),
+            Ok(Err(_closed)) => match task.await {
+                Ok(Ok(())) => Err(HandlerError::NoResponse),
+                Ok(Err(error)) => Err(classify_trap(&error, timeout, memory_limit)),
+                Err(join) => Err(HandlerError::Trap(format!("host task failed: {join}"))),
+            },
+            Err(_elapsed) => {
+                task.abort();
+                Err(HandlerError::Timeout(timeout))
+            }
+        }
+    }
+}
+
+fn classify_trap(error: &wasmtime::Error, timeout: Duration, memory_limit: usize) -> HandlerError {
+    if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
+        if *trap == wasmtime::Trap::Interrupt {
+            return HandlerError::Timeout(timeout);
+        }
+    }
+    let text = format!("{error:#}");
+    if text.contains("forcing trap when growing memory") || text.contains("memory allocation of") {
+        return HandlerError::MemoryExceeded(memory_limit);
+    }
+    HandlerError::Trap(text)
+}

@@ -1,0 +1,54 @@
+//! Turning connection failures into the `wasi:http` error a guest understands.
+
+use wasmtime_wasi_http::Error;
+
+/// Maps a client error to the closest `wasi:http` error code, looking through its causes
+/// for the TLS or socket error underneath.
+pub fn classify_client_error(error: &hyper_util::client::legacy::Error) -> Error {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
+            return classify_tls(tls);
+        }
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            if let Some(tls) = io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+                return classify_tls(tls);
+            }
+            use std::io::ErrorKind;
+            match io.kind() {
+                ErrorKind::ConnectionRefused => return Error::ConnectionRefused,
+                ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe
+                | ErrorKind::UnexpectedEof => return Error::ConnectionTerminated,
+                ErrorKind::TimedOut => return Error::ConnectionTimeout,
+                _ => {}
+            }
+        }
+        source = current.source();
+    }
+    if error.is_connect() {
+        return Error::DestinationUnavailable;
+    }
+    Error::InternalError(Some(error_chain(error)))
+}
+
+fn classify_tls(error: &rustls::Error) -> Error {
+    match error {
+        rustls::Error::AlertReceived(alert) => Error::TlsAlertReceived {
+            alert_id: Some(u8::from(*alert)),
+            alert_message: Some(format!("{alert:?}")),
+        },
+        rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => Error::TlsCertificateError,
+        _ => Error::TlsProtocolError,
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,149 @@
+//! Outbound mutual TLS: trust for upstream servers, and one connection pool per identity.
+//!
+//! A [`ClientIdentity`] is a client certificate (or none) together with the connection
+//! pools that present it. Pools belong to exactly one identity, so a connection opened with
+//! one certificate is never reused for a request that named another one, or none: the bug
+//! class of proxies that pool by `host:port` alone.
+
+mod error;
+mod trust;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use wasmtime_wasi_http::{RequestOptions, WasiBody};
+
+pub use error::classify_client_error;
+pub use trust::{TrustError, TrustProfiles};
+
+/// The HTTP client (and its connection pool) of one identity towards one trust profile.
+type PooledClient = Client<HttpsConnector<HttpConnector>, WasiBody>;
+
+/// The client certificate an outbound request presents, if any.
+pub struct Certificate {
+    /// Store id of the certificate.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Record version; a change makes a new identity (and new pools).
+    pub version: i64,
+    /// The chain, leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The unsealed private key. Lives only in host memory.
+    pub key: PrivateKeyDer<'static>,
+}
+
+/// A client identity: a certificate (or none) and its connection pools, one per trust profile.
+pub struct ClientIdentity {
+    certificate: Option<Certificate>,
+    trust: Arc<TrustProfiles>,
+    clients: Box<[OnceLock<PooledClient>]>,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientIdentity").field("name", &self.name()).finish_non_exhaustive()
+    }
+}
+
+impl ClientIdentity {
+    /// An identity that presents no client certificate.
+    pub fn anonymous(trust: Arc<TrustProfiles>) -> Self {
+        Self::new(None, trust)
+    }
+
+    /// An identity that presents `certificate`.
+    pub fn with_certificate(certificate: Certificate, trust: Arc<TrustProfiles>) -> Self {
+        Self::new(Some(certificate), trust)
+    }
+
+    fn new(certificate: Option<Certificate>, trust: Arc<TrustProfiles>) -> Self {
+        let clients = (0..trust.len()).map(|_| OnceLock::new()).collect();
+        Self { certificate, trust, clients }
+    }
+
+    /// The certificate name, or `None` for the anonymous identity.
+    pub fn name(&self) -> Option<&str> {
+        self.certificate.as_ref().map(|c| c.name.as_str())
+    }
+
+    /// The certificate's store id, or `None` for the anonymous identity.
+    pub fn certificate_id(&self) -> Option<&str> {
+        self.certificate.as_ref().map(|c| c.id.as_str())
+    }
+
+    /// The trust profiles this identity was built against.
+    pub fn trust(&self) -> &Arc<TrustProfiles> {
+        &self.trust
+    }
+
+    /// The pooled client for `authority` (`host:port`), built on first use.
+    fn client(&self, authority: &str) -> Result<&PooledClient, wasmtime_wasi_http::Error> {
+        let profile = self.trust.profile_for(authority);
+        let slot = self
+            .clients
+            .get(profile)
+            .ok_or_else(|| wasmtime_wasi_http::Error::InternalError(Some("trust profile out of range".into())))?;
+        if let Some(client) = slot.get() {
+            return Ok(client);
+        }
+        let config = self.client_config(profile)?;
+        Ok(slot.get_or_init(|| build_client(config)))
+    }
+
+    fn client_config(&self, profile: usize) -> Result<rustls::ClientConfig, wasmtime_wasi_http::Error> {
+        let builder = rustls::ClientConfig::builder_with_provider(self.trust.provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string())))?
+            .with_webpki_verifier(self.trust.verifier(profile));
+        match &self.certificate {
+            None => Ok(builder.with_no_client_auth()),
+            Some(cert) => builder.with_client_auth_cert(cert.chain.clone(), cert.key.clone_key()).map_err(|e| {
+                wasmtime_wasi_http::Error::InternalError(Some(format!("certificate '{}': {e}", cert.name)))
+            }),
+        }
+    }
+
+    /// Sends `request` through this identity's pool for the request's authority.
+    pub async fn send(
+        &self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+    ) -> Result<http::Response<WasiBody>, wasmtime_wasi_http::Error> {
+        let authority = request_authority(&request)?;
+        let client = self.client(&authority)?;
+        let response = client.request(request);
+        let first_byte = options.and_then(|o| o.first_byte_timeout).unwrap_or(Duration::from_secs(60));
+        let response = match tokio::time::timeout(first_byte, response).await {
+            Ok(result) => result.map_err(|e| classify_client_error(&e))?,
+            Err(_) => return Err(wasmtime_wasi_http::Error::HttpResponseTimeout),
+        };
+        Ok(response.map(|body| body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync()))
+    }
+}
+
+fn request_authority(request: &http::Request<WasiBody>) -> Result<String, wasmtime_wasi_http::Error> {
+    let uri = request.uri();
+    let host = uri.host().ok_or(wasmtime_wasi_http::Error::HttpRequestUriInvalid)?;
+    let port = uri.port_u16().unwrap_or(if uri.scheme() == Some(&http::uri::Scheme::HTTP) { 80 } else { 443 });
+    Ok(crate::config::normalize_authority(&format!("{host}:{port}")))
+}
+
+fn build_client(config: rustls::ClientConfig) -> PooledClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_or_http()
+        .enable_all_versions()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(connector)
+}
