@@ -27,14 +27,24 @@ enum Command {
     /// A development PKI: a local CA that issues client and server certificates.
     #[command(subcommand)]
     Pki(commands::pki::PkiCommand),
+    /// Serves WebAssembly handlers as configured in edgemtls.toml.
+    Serve(commands::serve::ServeCommand),
+    /// Checks a config: components load and every certificate name resolves.
+    Check(commands::serve::CheckCommand),
+    /// Runs a local HTTPS upstream that requires client certificates (for development).
+    DevUpstream(commands::serve::DevUpstreamCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_tracing();
     let store_dir = edgemtls_host::store::store_dir(cli.store.as_deref());
     let result = match cli.command {
         Command::Cert(command) => command.execute(&store_dir),
         Command::Pki(command) => command.execute(),
+        Command::Serve(command) => command.execute(&store_dir),
+        Command::Check(command) => command.execute(&store_dir),
+        Command::DevUpstream(command) => command.execute(),
     };
     match result {
         Ok(code) => code,
@@ -42,5 +52,18 @@ fn main() -> ExitCode {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` filters (default `info`), `EDGEMTLS_LOG_FORMAT=json` for machines.
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if std::env::var("EDGEMTLS_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
     }
 }

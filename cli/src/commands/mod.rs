@@ -2,3 +2,4 @@
 
 pub mod cert;
 pub mod pki;
+pub mod serve;

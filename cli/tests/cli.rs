@@ -1,0 +1,16 @@
+//! Integration tests of the `edgemtls` command line.
+//!
+//! Every test runs the real binary with `--store` pointing into its own temporary directory
+//! and without `EDGEMTLS_MASTER_KEY`, so tests never share state nor touch the user's store.
+//! Certificates are made with rcgen inside the tests; the tests marked "openssl" use files made
+//! by the `openssl` command and skip (with a message on stderr) when it is not installed.
+
+mod cli {
+    pub mod common;
+    mod formats;
+    mod manage;
+    mod openssl;
+    mod pki;
+    mod status;
+    mod validation;
+}

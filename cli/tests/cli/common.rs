@@ -1,0 +1,450 @@
+//! Helpers shared by the CLI tests: a sandbox per test, running the binary, and making
+//! certificates and keys in every format the importer accepts.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use anyhow::{Context, Result, bail, ensure};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use serde_json::Value;
+use time::{Duration, OffsetDateTime};
+
+/// The variable `cert create --password-env` is pointed at in the PKCS#12 tests.
+pub const PASSWORD_VAR: &str = "EDGEMTLS_TEST_P12_PASSWORD";
+
+/// One test's world: a temporary directory holding the store and the input files.
+pub struct Sandbox {
+    pub tmp: tempfile::TempDir,
+    pub store: PathBuf,
+}
+
+impl Sandbox {
+    pub fn new() -> Result<Self> {
+        let tmp = tempfile::tempdir()?;
+        let store = tmp.path().join("store");
+        Ok(Self { tmp, store })
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    /// The binary with `--store`, a clean environment for the master key and the store,
+    /// HOME at the sandbox and no standard input.
+    pub fn command<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_edgemtls"));
+        command
+            .arg("--store")
+            .arg(&self.store)
+            .args(args)
+            .current_dir(self.tmp.path())
+            .env_remove("EDGEMTLS_MASTER_KEY")
+            .env_remove("EDGEMTLS_STORE")
+            .env_remove(PASSWORD_VAR)
+            .env("HOME", self.tmp.path())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        command
+    }
+
+    pub fn run<I, S>(&self, args: I) -> Result<Output>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        output(self.command(args))
+    }
+
+    /// Runs and requires success; returns stdout.
+    pub fn ok<I, S>(&self, args: I) -> Result<String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        expect_success(self.command(args))
+    }
+
+    /// Runs and requires failure with `expected` in stderr; returns stderr.
+    pub fn fails<I, S>(&self, args: I, expected: &str) -> Result<String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        expect_failure(self.command(args), expected)
+    }
+
+    /// Writes a file into the sandbox with mode 0600 (so no permission warning) and returns its path.
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> Result<PathBuf> {
+        let path = self.path(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, contents)?;
+        set_mode(&path, 0o600)?;
+        Ok(path)
+    }
+
+    /// `cert create --name NAME --cert CERT [--key KEY] --env development` plus `extra`.
+    pub fn create_args(&self, name: &str, cert: &Path, key: Option<&Path>, extra: &[&str]) -> Vec<String> {
+        let mut args = vec!["cert".into(), "create".into(), "--name".into(), name.into(), "--cert".into(), text(cert)];
+        if let Some(key) = key {
+            args.push("--key".into());
+            args.push(text(key));
+        }
+        if !extra.iter().any(|a| *a == "--env" || *a == "--environment-type") {
+            args.push("--env".into());
+            args.push("development".into());
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    }
+
+    /// `cert list --json`, parsed.
+    pub fn list_json(&self) -> Result<Vec<Value>> {
+        let out = self.ok(["cert", "list", "--json"])?;
+        let value: Value = serde_json::from_str(&out).with_context(|| format!("cert list --json printed: {out}"))?;
+        match value {
+            Value::Array(items) => Ok(items),
+            other => bail!("cert list --json is not an array: {other}"),
+        }
+    }
+
+    /// `cert show REF --json`, parsed.
+    pub fn show_json(&self, reference: &str) -> Result<Value> {
+        let out = self.ok(["cert", "show", reference, "--json"])?;
+        serde_json::from_str(&out).with_context(|| format!("cert show --json printed: {out}"))
+    }
+
+    /// The store's bytes on disk and its listing, to prove a refused command changed nothing.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        let read_optional = |name: &str| -> Result<Option<Vec<u8>>> {
+            match std::fs::read(self.store.join(name)) {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        };
+        let database = read_optional("store.db")?.context("the store has no store.db")?;
+        let wal = read_optional("store.db-wal")?;
+        // The listing is compared without `days_left`/`expiry_status`, which depend on the clock.
+        let mut listing = self.list_json()?;
+        for item in &mut listing {
+            if let Value::Object(map) = item {
+                map.remove("days_left");
+                map.remove("expiry_status");
+            }
+        }
+        Ok(Snapshot { database, wal, listing })
+    }
+
+    /// Runs a command that must be refused with `expected` on stderr, and checks that the
+    /// store is byte-for-byte and listing-for-listing what it was.
+    pub fn refused<I, S>(&self, args: I, expected: &str) -> Result<String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.refused_command(self.command(args), expected)
+    }
+
+    /// [`Sandbox::refused`] for a prepared command (extra environment variables and the like).
+    pub fn refused_command(&self, command: Command, expected: &str) -> Result<String> {
+        let before = self.snapshot()?;
+        let stderr = expect_failure(command, expected)?;
+        let after = self.snapshot()?;
+        ensure!(before.database == after.database, "store.db changed after a refused command ({expected})");
+        ensure!(before.wal == after.wal, "store.db-wal changed after a refused command ({expected})");
+        ensure!(
+            before.listing == after.listing,
+            "cert list --json changed after a refused command ({expected}):\nbefore: {:#?}\nafter: {:#?}",
+            before.listing,
+            after.listing
+        );
+        Ok(stderr)
+    }
+
+    /// A store holding one valid certificate named `existing`, so refusals have something to keep.
+    pub fn with_existing_cert(&self, ca: &TestCa) -> Result<()> {
+        let leaf = ca.client("existing client")?;
+        let (cert, key) = leaf.write_pem_split(self, "existing")?;
+        self.ok(self.create_args("existing", &cert, Some(&key), &[]))?;
+        ensure!(self.store.join("store.db").exists(), "store.db was not created");
+        Ok(())
+    }
+}
+
+/// What [`Sandbox::snapshot`] records.
+#[derive(Debug)]
+pub struct Snapshot {
+    database: Vec<u8>,
+    wal: Option<Vec<u8>>,
+    listing: Vec<Value>,
+}
+
+pub fn text(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+pub fn output(mut command: Command) -> Result<Output> {
+    command.output().with_context(|| format!("running {command:?}"))
+}
+
+fn describe(output: &Output) -> String {
+    format!(
+        "status: {}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+pub fn expect_success(command: Command) -> Result<String> {
+    let args: Vec<String> = command.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+    let out = output(command)?;
+    ensure!(out.status.success(), "`edgemtls {}` failed:\n{}", args.join(" "), describe(&out));
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+pub fn expect_failure(command: Command, expected: &str) -> Result<String> {
+    let args: Vec<String> = command.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+    let out = output(command)?;
+    ensure!(!out.status.success(), "`edgemtls {}` succeeded but should fail:\n{}", args.join(" "), describe(&out));
+    let stderr = String::from_utf8(out.stderr.clone())?;
+    ensure!(
+        stderr.contains(expected),
+        "`edgemtls {}`: stderr lacks {expected:?}:\n{}",
+        args.join(" "),
+        describe(&out)
+    );
+    Ok(stderr)
+}
+
+#[cfg(unix)]
+pub fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+pub fn set_mode(_path: &Path, _mode: u32) -> Result<()> {
+    Ok(())
+}
+
+#[cfg(unix)]
+pub fn mode(path: &Path) -> Result<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    Ok(std::fs::metadata(path)?.permissions().mode() & 0o777)
+}
+
+/// A CA made with rcgen.
+pub struct TestCa {
+    pub params: CertificateParams,
+    pub key: KeyPair,
+    pub cert: rcgen::Certificate,
+}
+
+impl TestCa {
+    pub fn new(common_name: &str) -> Result<Self> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        params.distinguished_name.push(DnType::OrganizationName, "Acme Test");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::days(1);
+        params.not_after = now + Duration::days(365);
+        let cert = params.self_signed(&key)?;
+        Ok(Self { params, key, cert })
+    }
+
+    /// Signs `params` (for `key`) with this CA.
+    pub fn sign(&self, params: &CertificateParams, key: KeyPair) -> Result<TestLeaf> {
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let cert = params.signed_by(&key, &issuer)?;
+        Ok(TestLeaf { cert, key, ca_pem: Some(self.cert.pem()), ca_der: Some(self.cert.der().to_vec()) })
+    }
+
+    /// A client certificate valid from yesterday for 90 days.
+    pub fn client(&self, common_name: &str) -> Result<TestLeaf> {
+        let now = OffsetDateTime::now_utc();
+        self.sign(&client_params(common_name, now - Duration::days(1), now + Duration::days(90))?, KeyPair::generate()?)
+    }
+}
+
+/// Parameters of a client certificate (`clientAuth`) valid between the two times.
+pub fn client_params(common_name: &str, not_before: OffsetDateTime, not_after: OffsetDateTime) -> Result<CertificateParams> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, common_name);
+    params.distinguished_name.push(DnType::OrganizationName, "Acme Test");
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = not_before;
+    params.not_after = not_after;
+    Ok(params)
+}
+
+/// A leaf certificate, its key and (when CA-signed) the CA certificate.
+pub struct TestLeaf {
+    pub cert: rcgen::Certificate,
+    pub key: KeyPair,
+    pub ca_pem: Option<String>,
+    pub ca_der: Option<Vec<u8>>,
+}
+
+impl TestLeaf {
+    /// The leaf followed by the CA, PEM.
+    pub fn chain_pem(&self) -> String {
+        format!("{}{}", self.cert.pem(), self.ca_pem.as_deref().unwrap_or(""))
+    }
+
+    pub fn key_pkcs8_pem(&self) -> String {
+        self.key.serialize_pem()
+    }
+
+    pub fn key_pkcs8_der(&self) -> Vec<u8> {
+        self.key.serialize_der()
+    }
+
+    /// `<stem>.pem` (chain) and `<stem>.key` (PKCS#8 PEM, mode 0600).
+    pub fn write_pem_split(&self, sandbox: &Sandbox, stem: &str) -> Result<(PathBuf, PathBuf)> {
+        let cert = sandbox.write(&format!("{stem}.pem"), self.chain_pem())?;
+        let key = sandbox.write(&format!("{stem}.key"), self.key_pkcs8_pem())?;
+        Ok((cert, key))
+    }
+
+    /// The DER SubjectPublicKeyInfo read back from the certificate with x509-parser.
+    pub fn spki_der(&self) -> Result<Vec<u8>> {
+        spki_of_cert(self.cert.der())
+    }
+}
+
+/// The DER SubjectPublicKeyInfo of a DER certificate, via x509-parser.
+pub fn spki_of_cert(der: &[u8]) -> Result<Vec<u8>> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| anyhow::anyhow!("x509-parser: {e}"))?;
+    Ok(cert.tbs_certificate.subject_pki.raw.to_vec())
+}
+
+/// base64url (no padding) SHA-256, the pin format.
+pub fn pin(spki_der: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, spki_der))
+}
+
+/// The `privateKey` OCTET STRING of a PKCS#8 `PrivateKeyInfo`: PKCS#1 `RSAPrivateKey` for RSA,
+/// SEC1 `ECPrivateKey` for ECDSA.
+pub fn pkcs8_inner_key(pkcs8: &[u8]) -> Result<Vec<u8>> {
+    use der::asn1::{AnyRef, OctetStringRef};
+    use der::{Decode, Reader, SliceReader};
+    let mut reader = SliceReader::new(pkcs8)?;
+    let inner = reader.sequence(|r| {
+        let _version: u8 = r.decode()?;
+        let _algorithm: AnyRef<'_> = r.decode()?;
+        let key: OctetStringRef<'_> = r.decode()?;
+        // Attributes or a public key (PKCS#8 v2) may follow.
+        while !r.is_finished() {
+            let _: AnyRef<'_> = r.decode()?;
+        }
+        Ok(key.as_bytes().to_vec())
+    })?;
+    // Make sure what we extracted is itself one DER value.
+    AnyRef::from_der(&inner)?;
+    Ok(inner)
+}
+
+/// A degenerate PKCS#7 / CMS `SignedData` (no signers) carrying `certs`, DER.
+pub fn pkcs7_der(certs: &[&[u8]]) -> Result<Vec<u8>> {
+    use cms::cert::CertificateChoices;
+    use cms::cert::x509::Certificate;
+    use cms::content_info::{CmsVersion, ContentInfo};
+    use cms::signed_data::{CertificateSet, EncapsulatedContentInfo, SignedData, SignerInfos};
+    use der::asn1::SetOfVec;
+    use der::oid::ObjectIdentifier;
+    use der::{Any, Decode, Encode};
+
+    const ID_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.1");
+    const ID_SIGNED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.2");
+
+    let mut choices = Vec::new();
+    for der in certs {
+        choices.push(CertificateChoices::Certificate(Certificate::from_der(der)?));
+    }
+    let signed = SignedData {
+        version: CmsVersion::V1,
+        digest_algorithms: SetOfVec::new(),
+        encap_content_info: EncapsulatedContentInfo { econtent_type: ID_DATA, econtent: None },
+        certificates: Some(CertificateSet(SetOfVec::try_from(choices)?)),
+        crls: None,
+        signer_infos: SignerInfos(SetOfVec::new()),
+    };
+    let info = ContentInfo { content_type: ID_SIGNED_DATA, content: Any::encode_from(&signed)? };
+    Ok(info.to_der()?)
+}
+
+/// A PKCS#12 file made with p12-keystore: the key and the chain (leaf first), under `password`.
+pub fn pkcs12(leaf: &TestLeaf, password: &str) -> Result<Vec<u8>> {
+    use p12_keystore::{Certificate, KeyStore, KeyStoreEntry, PrivateKey, PrivateKeyChain};
+    let mut certs = vec![Certificate::from_der(leaf.cert.der())?];
+    if let Some(ca) = &leaf.ca_der {
+        certs.push(Certificate::from_der(ca)?);
+    }
+    let chain = PrivateKeyChain::new(b"edgemtls-test".to_vec(), PrivateKey::from_der(&leaf.key_pkcs8_der())?, certs);
+    let mut store = KeyStore::new();
+    store.add_entry("client", KeyStoreEntry::PrivateKeyChain(chain));
+    Ok(store.writer(password).write()?)
+}
+
+/// The PEM body (base64 without line breaks) of the first section of `pem_text`.
+pub fn pem_body(pem_text: &str) -> String {
+    pem_text.lines().filter(|l| !l.starts_with("-----")).collect::<String>()
+}
+
+/// Finds a JSON object with `name` in a listing.
+pub fn by_name<'a>(listing: &'a [Value], name: &str) -> Result<&'a Value> {
+    listing
+        .iter()
+        .find(|item| item["name"] == name)
+        .with_context(|| format!("no certificate named {name} in {listing:#?}"))
+}
+
+/// `openssl` on PATH, or a skip message.
+pub fn have_openssl(test: &str) -> bool {
+    let found = Command::new("openssl")
+        .arg("version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        eprintln!("skipping {test}: the openssl command is not on PATH");
+    }
+    found
+}
+
+/// Runs `openssl ARGS` in `dir` and requires success.
+pub fn openssl<I, S>(dir: &Path, args: I) -> Result<()>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut command = Command::new("openssl");
+    command.args(args).current_dir(dir).stdin(Stdio::null());
+    let out = output(command)?;
+    ensure!(out.status.success(), "openssl failed:\n{}", describe(&out));
+    Ok(())
+}

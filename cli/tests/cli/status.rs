@@ -1,0 +1,133 @@
+//! `cert status`: exit code 0 when every enabled certificate has more than 14 days left,
+//! 1 on a warning (7-14 days), 2 when one is critical (< 7 days).
+
+use anyhow::{Context, Result, ensure};
+use rcgen::KeyPair;
+use serde_json::Value;
+use time::{Duration, OffsetDateTime};
+
+use super::common::*;
+
+/// Adds a certificate `name` that expires in `days` days.
+fn add(sandbox: &Sandbox, ca: &TestCa, name: &str, days: i64) -> Result<()> {
+    let now = OffsetDateTime::now_utc();
+    let leaf = ca.sign(&client_params(name, now - Duration::days(1), now + Duration::days(days))?, KeyPair::generate()?)?;
+    let (cert, key) = leaf.write_pem_split(sandbox, name)?;
+    sandbox.ok(sandbox.create_args(name, &cert, Some(&key), &[]))?;
+    Ok(())
+}
+
+fn status(sandbox: &Sandbox, json: bool) -> Result<(i32, String)> {
+    let mut args = vec!["cert", "status"];
+    if json {
+        args.push("--json");
+    }
+    let out = sandbox.run(args)?;
+    let code = out.status.code().context("killed by a signal")?;
+    Ok((code, String::from_utf8(out.stdout)?))
+}
+
+fn status_json(sandbox: &Sandbox) -> Result<(i32, Value)> {
+    let (code, out) = status(sandbox, true)?;
+    Ok((code, serde_json::from_str(&out).with_context(|| format!("cert status --json printed: {out}"))?))
+}
+
+fn entry<'a>(report: &'a Value, name: &str) -> Result<&'a Value> {
+    report["certificates"]
+        .as_array()
+        .context("certificates is not an array")?
+        .iter()
+        .find(|c| c["name"] == name)
+        .with_context(|| format!("{name} not in {report:#}"))
+}
+
+#[test]
+fn exits_0_when_all_certificates_have_more_than_14_days() -> Result<()> {
+    let sandbox = Sandbox::new()?;
+    let ca = TestCa::new("Status CA")?;
+    add(&sandbox, &ca, "long_lived", 90)?;
+    add(&sandbox, &ca, "fifteen", 16)?;
+
+    let (code, out) = status(&sandbox, false)?;
+    ensure!(code == 0, "exit {code}: {out}");
+    ensure!(out.contains("long_lived") && out.contains("worst: valid"), "{out}");
+
+    let (code, report) = status_json(&sandbox)?;
+    ensure!(code == 0, "exit {code}: {report:#}");
+    ensure!(report["worst"] == "valid", "{report:#}");
+    let item = entry(&report, "long_lived")?;
+    ensure!(item["expiry_status"] == "valid" && item["enabled"] == true, "{item:#}");
+    ensure!((89..=90).contains(&item["days_left"].as_i64().context("days_left")?), "{item:#}");
+    ensure!(item["id"].as_str().is_some_and(|id| id.starts_with("cert_")), "{item:#}");
+    ensure!(item["environments"] == serde_json::json!(["development"]), "{item:#}");
+    let not_after = item["not_after"].as_str().context("not_after")?;
+    OffsetDateTime::parse(not_after, &time::format_description::well_known::Rfc3339)
+        .with_context(|| format!("not RFC 3339: {not_after}"))?;
+    ensure!(entry(&report, "fifteen")?["expiry_status"] == "valid");
+    Ok(())
+}
+
+#[test]
+fn exits_0_for_an_empty_store() -> Result<()> {
+    let sandbox = Sandbox::new()?;
+    let (code, out) = status(&sandbox, false)?;
+    ensure!(code == 0 && out.contains("no certificates"), "exit {code}: {out}");
+    let (code, report) = status_json(&sandbox)?;
+    ensure!(code == 0 && report["worst"] == "valid" && report["certificates"] == serde_json::json!([]), "{report:#}");
+    Ok(())
+}
+
+#[test]
+fn exits_1_when_a_certificate_has_10_days_left() -> Result<()> {
+    let sandbox = Sandbox::new()?;
+    let ca = TestCa::new("Status CA")?;
+    add(&sandbox, &ca, "long_lived", 90)?;
+    add(&sandbox, &ca, "ten_days", 10)?;
+
+    let (code, out) = status(&sandbox, false)?;
+    ensure!(code == 1, "exit {code}: {out}");
+    ensure!(out.contains("worst: warning"), "{out}");
+
+    let (code, report) = status_json(&sandbox)?;
+    ensure!(code == 1, "exit {code}: {report:#}");
+    ensure!(report["worst"] == "warning", "{report:#}");
+    let item = entry(&report, "ten_days")?;
+    ensure!(item["expiry_status"] == "warning", "{item:#}");
+    ensure!((9..=10).contains(&item["days_left"].as_i64().context("days_left")?), "{item:#}");
+    ensure!(entry(&report, "long_lived")?["expiry_status"] == "valid");
+    Ok(())
+}
+
+#[test]
+fn exits_2_when_a_certificate_has_3_days_left() -> Result<()> {
+    let sandbox = Sandbox::new()?;
+    let ca = TestCa::new("Status CA")?;
+    add(&sandbox, &ca, "long_lived", 90)?;
+    add(&sandbox, &ca, "ten_days", 10)?;
+    add(&sandbox, &ca, "three_days", 3)?;
+
+    let (code, out) = status(&sandbox, false)?;
+    ensure!(code == 2, "exit {code}: {out}");
+    ensure!(out.contains("worst: critical"), "{out}");
+
+    let (code, report) = status_json(&sandbox)?;
+    ensure!(code == 2, "exit {code}: {report:#}");
+    ensure!(report["worst"] == "critical", "{report:#}");
+    let item = entry(&report, "three_days")?;
+    ensure!(item["expiry_status"] == "critical", "{item:#}");
+    ensure!((2..=3).contains(&item["days_left"].as_i64().context("days_left")?), "{item:#}");
+    ensure!(entry(&report, "ten_days")?["expiry_status"] == "warning");
+
+    // `cert list --json` reports the same status.
+    ensure!(by_name(&sandbox.list_json()?, "three_days")?["expiry_status"] == "critical");
+
+    // Disabled certificates are reported but do not set the exit code.
+    sandbox.ok(["cert", "disable", "three_days"])?;
+    let (code, report) = status_json(&sandbox)?;
+    ensure!(code == 1 && report["worst"] == "warning", "exit {code}: {report:#}");
+    ensure!(entry(&report, "three_days")?["enabled"] == false);
+    sandbox.ok(["cert", "disable", "ten_days"])?;
+    let (code, _) = status_json(&sandbox)?;
+    ensure!(code == 0, "exit {code}");
+    Ok(())
+}
