@@ -221,7 +221,9 @@ impl Request {
             })?,
             None => wasi::http::outgoing_handler::handle(request, None).map_err(FetchError::Http)?,
         };
-        write_body(body, &self.body)?;
+        // If the host refused the request, the body stream is closed; the response future
+        // then carries the real reason, so report that before the body error.
+        let written = write_body(body, &self.body);
 
         let response = loop {
             match future.get() {
@@ -232,6 +234,7 @@ impl Request {
         let response = response
             .map_err(|()| FetchError::Body("response already taken".into()))?
             .map_err(FetchError::Http)?;
+        written?;
         let status = response.status();
         let headers: Vec<(String, Vec<u8>)> = response.headers().entries();
         let body = response.consume().map_err(|()| FetchError::Body("response body already taken".into()))?;

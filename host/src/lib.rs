@@ -14,6 +14,7 @@ pub mod store;
 
 pub use environment::{Environment, UnknownEnvironment, parse_environments};
 pub mod config;
+pub mod echo;
 pub mod resolve;
 pub mod runtime;
 pub mod server;

@@ -90,6 +90,22 @@ fn open(store_dir: &Path) -> anyhow::Result<Store> {
     Store::open(store_dir).with_context(|| format!("opening the store in '{}'", store_dir.display()))
 }
 
+/// Opens an existing store; commands that only read or change records never create one.
+fn open_existing(store_dir: &Path) -> anyhow::Result<Store> {
+    match Store::open_existing(store_dir) {
+        Err(error @ edgemtls_host::store::StoreError::NoStore { .. }) => Err(error.into()),
+        other => other.with_context(|| format!("opening the store in '{}'", store_dir.display())),
+    }
+}
+
+/// All records, or none when there is no store yet.
+fn list_records(store_dir: &Path) -> anyhow::Result<Vec<CertificateRecord>> {
+    match Store::open_existing(store_dir) {
+        Err(edgemtls_host::store::StoreError::NoStore { .. }) => Ok(Vec::new()),
+        other => Ok(other.with_context(|| format!("opening the store in '{}'", store_dir.display()))?.list()?),
+    }
+}
+
 impl CertCommand {
     pub fn execute(self, store_dir: &Path) -> anyhow::Result<ExitCode> {
         let now = OffsetDateTime::now_utc();
@@ -98,10 +114,9 @@ impl CertCommand {
                 create(store_dir, now, name, &cert, key.as_deref(), password_env.as_deref(), &envs)
             }
             CertCommand::List { env, json } => {
-                let store = open(store_dir)?;
                 let filter: Option<Environment> = env.as_deref().map(str::parse).transpose()?;
                 let records: Vec<_> =
-                    store.list()?.into_iter().filter(|r| filter.is_none_or(|e| r.allows(e))).collect();
+                    list_records(store_dir)?.into_iter().filter(|r| filter.is_none_or(|e| r.allows(e))).collect();
                 if json {
                     let summaries: Vec<_> = records.iter().map(|r| r.summary(now)).collect();
                     println!("{}", serde_json::to_string_pretty(&summaries)?);
@@ -111,7 +126,7 @@ impl CertCommand {
                 Ok(ExitCode::SUCCESS)
             }
             CertCommand::Show { reference, json } => {
-                let store = open(store_dir)?;
+                let store = open_existing(store_dir)?;
                 let record = store.find(&reference)?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&record.summary(now))?);
@@ -122,7 +137,7 @@ impl CertCommand {
             }
             CertCommand::Update { reference, envs } => {
                 let environments = parse_environments(&envs)?;
-                let mut store = open(store_dir)?;
+                let mut store = open_existing(store_dir)?;
                 let record = store.set_environments(&reference, &environments)?;
                 println!("certificate '{}' ({}) is now scoped to {}", record.name, record.id, env_list(&record));
                 Ok(ExitCode::SUCCESS)
@@ -130,7 +145,7 @@ impl CertCommand {
             CertCommand::Disable { reference } => set_enabled(store_dir, &reference, false),
             CertCommand::Enable { reference } => set_enabled(store_dir, &reference, true),
             CertCommand::Delete { reference, yes } => {
-                let mut store = open(store_dir)?;
+                let mut store = open_existing(store_dir)?;
                 let record = store.find(&reference)?;
                 if record.enabled {
                     anyhow::bail!("certificate '{}' is enabled; disable it first (edgemtls cert disable {})", record.name, record.name);
@@ -189,7 +204,7 @@ fn create(
 }
 
 fn set_enabled(store_dir: &Path, reference: &str, enabled: bool) -> anyhow::Result<ExitCode> {
-    let mut store = open(store_dir)?;
+    let mut store = open_existing(store_dir)?;
     let record = store.set_enabled(reference, enabled)?;
     let state = if enabled { "enabled" } else { "disabled" };
     println!("certificate '{}' ({}) {state}", record.name, record.id);
@@ -197,8 +212,7 @@ fn set_enabled(store_dir: &Path, reference: &str, enabled: bool) -> anyhow::Resu
 }
 
 fn status(store_dir: &Path, now: OffsetDateTime, json: bool) -> anyhow::Result<ExitCode> {
-    let store = open(store_dir)?;
-    let records = store.list()?;
+    let records = list_records(store_dir)?;
     // Disabled certificates are reported but cannot be served, so they do not set the exit code.
     let worst = records
         .iter()

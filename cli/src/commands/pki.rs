@@ -44,6 +44,9 @@ pub enum PkiCommand {
         /// Validity in days.
         #[arg(long, default_value_t = 365)]
         days: u32,
+        /// Overwrite existing files for this common name.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -59,11 +62,16 @@ impl PkiCommand {
                 let (cert, key) = ca.write_to(&out)?;
                 println!("created CA '{cn}'\n  certificate: {}\n  key:         {} (mode 0600)", cert.display(), key.display());
             }
-            PkiCommand::Issue { ca, cn, out, server, sans, days } => {
+            PkiCommand::Issue { ca, cn, out, server, sans, days, force } => {
                 let ca_dir = edgemtls_host::pki::expand_tilde(&ca);
                 let ca = DevCa::load(&ca_dir).with_context(|| format!("loading the CA in '{}'", ca_dir.display()))?;
                 let options = IssueOptions { common_name: cn.clone(), server, sans, days };
-                let files = ca.issue_to(&options, &edgemtls_host::pki::expand_tilde(&out))?;
+                let out = edgemtls_host::pki::expand_tilde(&out);
+                let existing = out.join(format!("{}.key", edgemtls_host::pki::file_stem(&cn)));
+                if existing.exists() && !force {
+                    anyhow::bail!("'{}' already exists; pass --force to replace it", existing.display());
+                }
+                let files = ca.issue_to(&options, &out)?;
                 let kind = if server { "server" } else { "client" };
                 println!(
                     "issued {kind} certificate '{cn}'\n  certificate: {}\n  key:         {} (mode 0600)",

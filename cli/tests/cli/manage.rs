@@ -279,3 +279,16 @@ fn a_different_master_key_is_a_clear_error() -> Result<()> {
     ensure!(sandbox.list_json()?.len() == 1);
     Ok(())
 }
+
+#[test]
+fn read_commands_never_create_a_store() -> Result<()> {
+    let sandbox = Sandbox::new()?;
+    let out = sandbox.ok(["cert", "list"])?;
+    ensure!(out.contains("no certificates"), "{out}");
+    sandbox.ok(["cert", "status"])?;
+    sandbox.fails(["cert", "show", "x"], "no certificate store in")?;
+    sandbox.fails(["cert", "disable", "x"], "no certificate store in")?;
+    sandbox.fails(["cert", "update", "x", "--env", "preview"], "no certificate store in")?;
+    ensure!(!sandbox.path("store").exists(), "a read command created the store");
+    Ok(())
+}

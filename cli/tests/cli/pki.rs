@@ -91,3 +91,21 @@ fn issue_from_a_missing_ca_names_the_directory() -> Result<()> {
     ensure!(stderr.contains("no-ca"), "{stderr}");
     Ok(())
 }
+
+#[test]
+fn issue_refuses_to_overwrite_without_force() -> Result<()> {
+    let sandbox = Sandbox::new()?;
+    let ca_dir = sandbox.path("ca");
+    let out_dir = sandbox.path("issued");
+    sandbox.ok(["pki", "init", "--out", &text(&ca_dir)])?;
+    let issue = ["pki", "issue", "--ca", &text(&ca_dir), "--cn", "svc", "--out", &text(&out_dir)].map(String::from);
+    sandbox.ok(issue.clone())?;
+    let key = std::fs::read(out_dir.join("svc.key"))?;
+    sandbox.fails(issue.clone(), "already exists; pass --force")?;
+    ensure!(std::fs::read(out_dir.join("svc.key"))? == key, "the key was overwritten");
+    let mut forced = issue.to_vec();
+    forced.push("--force".into());
+    sandbox.ok(forced)?;
+    ensure!(std::fs::read(out_dir.join("svc.key"))? != key, "--force did not replace the key");
+    Ok(())
+}

@@ -104,6 +104,18 @@ impl DevCa {
 
     /// Issues a certificate and returns `(certificate chain PEM, private key PEM)`.
     pub fn issue(&self, options: &IssueOptions) -> Result<(String, String), PkiError> {
+        let now = OffsetDateTime::now_utc();
+        self.issue_with_validity(options, now - Duration::minutes(5), now + Duration::days(i64::from(options.days)))
+    }
+
+    /// Like [`DevCa::issue`] with an explicit validity period (`options.days` is ignored), for
+    /// tests of expired and not-yet-valid certificates.
+    pub fn issue_with_validity(
+        &self,
+        options: &IssueOptions,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<(String, String), PkiError> {
         let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key).map_err(generate_error)?;
         let key = KeyPair::generate().map_err(generate_error)?;
 
@@ -127,9 +139,8 @@ impl DevCa {
             ExtendedKeyUsagePurpose::ClientAuth
         }];
         params.use_authority_key_identifier_extension = true;
-        let now = OffsetDateTime::now_utc();
-        params.not_before = now - Duration::minutes(5);
-        params.not_after = now + Duration::days(i64::from(options.days));
+        params.not_before = not_before;
+        params.not_after = not_after;
         let cert = params.signed_by(&key, &issuer).map_err(generate_error)?;
         Ok((format!("{}{}", cert.pem(), self.cert_pem), key.serialize_pem()))
     }
@@ -139,17 +150,18 @@ impl DevCa {
     pub fn issue_to(&self, options: &IssueOptions, dir: &Path) -> Result<IssuedFiles, PkiError> {
         let (cert_pem, key_pem) = self.issue(options)?;
         std::fs::create_dir_all(dir).map_err(|source| PkiError::Write { path: dir.to_path_buf(), source })?;
-        let stem: String = options
-            .common_name
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' })
-            .collect();
+        let stem = file_stem(&options.common_name);
         let cert = dir.join(format!("{stem}.pem"));
         let key = dir.join(format!("{stem}.key"));
         std::fs::write(&cert, cert_pem).map_err(|source| PkiError::Write { path: cert.clone(), source })?;
         write_private_file(&key, key_pem.as_bytes())?;
         Ok(IssuedFiles { cert, key })
     }
+}
+
+/// The file stem [`DevCa::issue_to`] uses for a common name.
+pub fn file_stem(common_name: &str) -> String {
+    common_name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' }).collect()
 }
 
 /// Writes a secret to `path` with mode 0600 (created that way, and tightened if it existed).

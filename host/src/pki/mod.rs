@@ -13,4 +13,4 @@ mod issue;
 pub use error::PkiError;
 pub use import::{Identity, ImportRequest, MAX_FILE_SIZE, expand_tilde, load_identity};
 pub use inspect::{CertificateMetadata, ExpiryStatus, KeyType, inspect_leaf, validate_client_identity};
-pub use issue::{DevCa, IssueOptions, IssuedFiles, write_private_file};
+pub use issue::{DevCa, IssueOptions, IssuedFiles, file_stem, write_private_file};

@@ -91,6 +91,12 @@ pub enum StoreError {
     /// No certificate has that name or id.
     #[error("no certificate named or with id '{0}'")]
     NotFound(String),
+    /// There is no store in the directory.
+    #[error("no certificate store in '{dir}' (create a certificate first, or pass --store DIR / set EDGEMTLS_STORE)", dir = dir.display())]
+    NoStore {
+        /// The directory.
+        dir: PathBuf,
+    },
     /// The name is already used by another certificate.
     #[error("a certificate named '{0}' already exists")]
     NameTaken(String),
@@ -218,6 +224,14 @@ impl Store {
             }
         }
         Ok(Self { conn, path, key })
+    }
+
+    /// Opens the store in `dir` only if it exists; never creates one.
+    pub fn open_existing(dir: &Path) -> Result<Self, StoreError> {
+        if !dir.join(DATABASE_FILE).is_file() {
+            return Err(StoreError::NoStore { dir: dir.to_path_buf() });
+        }
+        Self::open(dir)
     }
 
     /// The database file.

@@ -1,6 +1,7 @@
 //! Example edgemtls handler: fetches the `url` option, presenting the client certificate
-//! named by the `BACKEND_MTLS_CERT` variable of the running environment, and returns the
-//! upstream's answer. Without the variable it fetches without a certificate.
+//! named by the `mtlsCertificate` option, or else by the `BACKEND_MTLS_CERT` variable of the
+//! running environment, and returns the upstream's answer. An empty name sends no
+//! certificate.
 
 use edgemtls_guest::{IncomingRequest, Request, Response};
 
@@ -11,7 +12,9 @@ impl edgemtls_guest::Handler for HelloMtls {
         let Some(url) = edgemtls_guest::config("url") else {
             return Response::new(500).with_body("hello-mtls: the route has no 'url' option\n");
         };
-        let certificate = std::env::var("BACKEND_MTLS_CERT").unwrap_or_default();
+        let certificate = edgemtls_guest::config("mtlsCertificate")
+            .or_else(|| std::env::var("BACKEND_MTLS_CERT").ok())
+            .unwrap_or_default();
         match Request::get(&url).mtls_certificate(&certificate).send() {
             Ok(upstream) => {
                 let content_type = upstream.header("content-type").map(str::to_string);

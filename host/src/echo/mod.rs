@@ -1,0 +1,198 @@
+//! A small HTTPS upstream that requires client certificates and reports which one each
+//! connection presented. `edgemtls dev-upstream` serves it for local development, and the
+//! tests use it as the real peer that tells the truth about what it saw.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::PrivateKeyDer;
+use tokio::net::TcpListener;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// What the echo server saw for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenRequest {
+    /// The connection number (1-based, in accept order).
+    pub connection: usize,
+    /// The common name of the client certificate, if one was presented.
+    pub client_cn: Option<String>,
+    /// The request path and query.
+    pub path: String,
+    /// The value of the `x-expect-cn` header, if the client sent one.
+    pub expected_cn: Option<String>,
+}
+
+/// Counters and the request log of an [`EchoUpstream`].
+#[derive(Debug, Default)]
+pub struct EchoLog {
+    connections: AtomicUsize,
+    handshakes: AtomicUsize,
+    refused: AtomicUsize,
+    requests: Mutex<Vec<SeenRequest>>,
+}
+
+impl EchoLog {
+    /// TCP connections accepted.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+    /// TLS handshakes that completed.
+    pub fn handshakes(&self) -> usize {
+        self.handshakes.load(Ordering::SeqCst)
+    }
+    /// TLS handshakes that failed (for example, no or an untrusted client certificate).
+    pub fn refused_handshakes(&self) -> usize {
+        self.refused.load(Ordering::SeqCst)
+    }
+    /// Every request served, in order.
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        self.requests.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+/// How to run an [`EchoUpstream`].
+#[derive(Debug)]
+pub struct EchoOptions {
+    /// CA certificates that client certificates must chain to.
+    pub client_ca: Vec<CertificateDer<'static>>,
+    /// The server's certificate chain.
+    pub server_chain: Vec<CertificateDer<'static>>,
+    /// The server's private key.
+    pub server_key: PrivateKeyDer<'static>,
+    /// Refuse handshakes without a client certificate (true), or accept them and report
+    /// "no certificate" (false).
+    pub require_client_cert: bool,
+}
+
+/// A running echo upstream; stops when dropped.
+#[derive(Debug)]
+pub struct EchoUpstream {
+    addr: SocketAddr,
+    log: Arc<EchoLog>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for EchoUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = X509Certificate::from_der(cert).ok()?;
+    parsed.subject().iter_common_name().next()?.as_str().ok().map(str::to_string)
+}
+
+impl EchoUpstream {
+    /// Binds `addr` and serves until dropped. Client certificates are required.
+    pub async fn start(addr: SocketAddr, options: EchoOptions) -> anyhow::Result<Self> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in options.client_ca {
+            roots.add(ca)?;
+        }
+        let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+        if !options.require_client_cert {
+            verifier = verifier.allow_unauthenticated();
+        }
+        let verifier = verifier.build()?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(options.server_chain, options.server_key)?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let log = Arc::new(EchoLog::default());
+        let task_log = log.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let connection = task_log.connections.fetch_add(1, Ordering::SeqCst) + 1;
+                let acceptor = acceptor.clone();
+                let log = task_log.clone();
+                tokio::spawn(async move {
+                    let tls = match acceptor.accept(stream).await {
+                        Ok(tls) => tls,
+                        Err(error) => {
+                            log.refused.fetch_add(1, Ordering::SeqCst);
+                            tracing::debug!(%error, "echo upstream refused a handshake");
+                            return;
+                        }
+                    };
+                    log.handshakes.fetch_add(1, Ordering::SeqCst);
+                    let client_cn = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(common_name);
+                    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                        let log = log.clone();
+                        let client_cn = client_cn.clone();
+                        async move { Ok::<_, std::convert::Infallible>(answer(&log, connection, client_cn, request).await) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        Ok(Self { addr, log, task })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// What it has seen so far.
+    pub fn log(&self) -> &Arc<EchoLog> {
+        &self.log
+    }
+}
+
+async fn answer(
+    log: &EchoLog,
+    connection: usize,
+    client_cn: Option<String>,
+    request: hyper::Request<hyper::body::Incoming>,
+) -> hyper::Response<Full<Bytes>> {
+    let path = request.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    let expected_cn = request.headers().get("x-expect-cn").and_then(|v| v.to_str().ok()).map(str::to_string);
+    // `?bytes=N` asks for an N-byte body; otherwise the body echoes what was seen.
+    let size = request
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("bytes=")))
+        .and_then(|n| n.parse::<usize>().ok());
+    let received = request.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+    if let Ok(mut requests) = log.requests.lock() {
+        requests.push(SeenRequest { connection, client_cn: client_cn.clone(), path: path.clone(), expected_cn });
+    }
+    let body = match size {
+        Some(n) => Bytes::from(vec![b'x'; n]),
+        None => Bytes::from(
+            serde_json::json!({ "client_cn": client_cn, "connection": connection, "path": path, "received_bytes": received })
+                .to_string(),
+        ),
+    };
+    let mut response = hyper::Response::new(Full::new(body));
+    response.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
+    if let Some(cn) = client_cn.and_then(|cn| hyper::header::HeaderValue::from_str(&cn).ok()) {
+        response.headers_mut().insert("x-client-cn", cn);
+    }
+    response
+}
+
+pub use rustls_pki_types::CertificateDer as CertificateDer;
+
+/// The certificates in a PEM file.
+pub fn parse_pem_certificates(bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, pem::PemError> {
+    Ok(pem::parse_many(bytes)?
+        .into_iter()
+        .filter(|p| p.tag() == "CERTIFICATE")
+        .map(|p| CertificateDer::from(p.into_contents()))
+        .collect())
+}

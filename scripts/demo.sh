@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The main job: a real mTLS round trip on a fresh embedded store.
+#
+# Creates a dev CA and certificates with `edgemtls pki`, starts a local upstream that
+# requires client certificates, stores two certificates for two environments, serves the
+# hello-mtls plugin in production and in preview, and shows which certificate the upstream
+# saw each time, and a request that the upstream refuses because it named none.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
+echo "==> building edgemtls and the hello-mtls plugin"
+cargo build -q -p edgemtls
+cargo build -q -p hello-mtls --release --target wasm32-wasip2
+bin="$PWD/target/debug/edgemtls"
+plugin="$PWD/target/wasm32-wasip2/release/hello_mtls.wasm"
+
+work="$(mktemp -d -t edgemtls-demo.XXXXXX)"
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 did not open" >&2; return 1; }
+edgemtls() { echo "\$ edgemtls $*" >&2; "$bin" --store "$work/store" "$@"; }
+
+echo "==> a dev CA, two client certificates and a server certificate"
+edgemtls pki init --out "$work/pki"
+edgemtls pki issue --ca "$work/pki" --cn billing-prod --out "$work/pki"
+edgemtls pki issue --ca "$work/pki" --cn billing-staging --out "$work/pki"
+edgemtls pki issue --ca "$work/pki" --cn localhost --server --san localhost --san 127.0.0.1 --out "$work/pki"
+
+echo "==> storing them by name, scoped to an environment (keys sealed at rest)"
+edgemtls cert create --name billing_prod --cert "$work/pki/billing-prod.pem" --key "$work/pki/billing-prod.key" --env production
+edgemtls cert create --name billing_staging --cert "$work/pki/billing-staging.pem" --key "$work/pki/billing-staging.key" --env preview
+edgemtls cert list
+
+upstream_port="$(free_port)"
+echo "==> an upstream on 127.0.0.1:$upstream_port that requires client certificates"
+"$bin" dev-upstream --client-ca "$work/pki/ca.pem" --cert "$work/pki/localhost.pem" --key "$work/pki/localhost.key" \
+    --listen "127.0.0.1:$upstream_port" &
+pids+=($!)
+wait_port "$upstream_port"
+
+cat > "$work/edgemtls.toml" <<TOML
+[environments.production.vars]
+BACKEND_MTLS_CERT = "billing_prod"
+[environments.preview.vars]
+BACKEND_MTLS_CERT = "billing_staging"
+
+[[routes]]
+path = "/billing"
+handler = "$plugin"
+[routes.options]
+url = "https://localhost:$upstream_port/invoices"
+
+[[routes]]
+path = "/anonymous"
+handler = "$plugin"
+[routes.options]
+url = "https://localhost:$upstream_port/invoices"
+mtlsCertificate = ""
+
+[[upstreams]]
+hosts = ["localhost:$upstream_port"]
+ca_bundle = "pki/ca.pem"
+TOML
+
+for env in production preview; do
+    port="$(free_port)"
+    echo "==> serving in $env on 127.0.0.1:$port"
+    "$bin" --store "$work/store" serve --config "$work/edgemtls.toml" --env "$env" --listen "127.0.0.1:$port" &
+    pids+=($!)
+    wait_port "$port"
+    echo "\$ curl http://127.0.0.1:$port/billing"
+    body="$(curl -sS "http://127.0.0.1:$port/billing")"
+    echo "$body"
+    expected=$([ "$env" = production ] && echo billing-prod || echo billing-staging)
+    grep -q "\"client_cn\":\"$expected\"" <<<"$body" || { echo "FAILED: upstream did not see $expected" >&2; exit 1; }
+    echo "    -> the upstream saw the client certificate '$expected'"
+    if [ "$env" = production ]; then
+        echo "\$ curl http://127.0.0.1:$port/anonymous   (names no certificate)"
+        status="$(curl -sS -o "$work/refused.json" -w '%{http_code}' "http://127.0.0.1:$port/anonymous")"
+        cat "$work/refused.json"; echo
+        [ "$status" = 502 ] || { echo "FAILED: expected 502, got $status" >&2; exit 1; }
+        echo "    -> refused by the upstream: no client certificate ($status)"
+    fi
+    kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+done
+
+echo "==> check: every certificate name the config uses resolves in production"
+"$bin" --store "$work/store" check --config "$work/edgemtls.toml" --env production
+echo "demo ok"

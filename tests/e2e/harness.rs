@@ -1,0 +1,199 @@
+//! Shared fixtures: a dev PKI, a store, an echo upstream, a served config, an HTTP client.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use bytes::Bytes;
+use edgemtls_host::Environment;
+use edgemtls_host::config::Config;
+use edgemtls_host::echo::{EchoOptions, EchoUpstream, parse_pem_certificates};
+use edgemtls_host::pki::{DevCa, ImportRequest, IssueOptions, inspect_leaf, load_identity};
+use edgemtls_host::server::{App, ServerHandle};
+use edgemtls_host::store::{NewCertificate, Store};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use time::{Duration, OffsetDateTime};
+
+pub const HELLO_MTLS: &str = env!("HELLO_MTLS_WASM");
+pub const PROBE: &str = env!("MTLS_PROBE_WASM");
+
+/// A temp dir with a dev CA, a store and helpers to fill them.
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub ca: DevCa,
+}
+
+impl World {
+    pub fn new() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let ca = DevCa::generate("e2e test CA", 30)?;
+        ca.write_to(&dir.path().join("pki"))?;
+        Ok(Self { dir, ca })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn store_dir(&self) -> PathBuf {
+        self.path().join("store")
+    }
+
+    /// Issues a client certificate with common name `cn` valid from `not_before` to
+    /// `not_after` and stores it as `name` for `environments` (bypassing create-time
+    /// validation, so expired and future certificates can be stored too).
+    pub fn add_cert_with_validity(
+        &self,
+        name: &str,
+        cn: &str,
+        environments: &[Environment],
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> anyhow::Result<()> {
+        let options = IssueOptions { common_name: cn.into(), server: false, sans: vec![], days: 1 };
+        let (cert_pem, key_pem) = self.ca.issue_with_validity(&options, not_before, not_after)?;
+        let cert_path = self.path().join(format!("{name}.pem"));
+        let key_path = self.path().join(format!("{name}.key"));
+        std::fs::write(&cert_path, cert_pem)?;
+        std::fs::write(&key_path, key_pem)?;
+        let identity = load_identity(ImportRequest { cert_path: &cert_path, key_path: Some(&key_path), password: None })?;
+        let metadata = inspect_leaf(&cert_path, &identity.chain[0])?;
+        let mut store = Store::open(&self.store_dir())?;
+        store.create(NewCertificate { name: name.into(), environments: environments.to_vec(), identity, metadata })?;
+        Ok(())
+    }
+
+    pub fn add_cert(&self, name: &str, cn: &str, environments: &[Environment]) -> anyhow::Result<()> {
+        let now = OffsetDateTime::now_utc();
+        self.add_cert_with_validity(name, cn, environments, now - Duration::minutes(5), now + Duration::days(30))
+    }
+
+    pub fn store(&self) -> anyhow::Result<Store> {
+        Ok(Store::open(&self.store_dir())?)
+    }
+
+    /// Starts an echo upstream on 127.0.0.1 with a server certificate for localhost.
+    pub async fn upstream(&self, require_client_cert: bool) -> anyhow::Result<EchoUpstream> {
+        let options = IssueOptions {
+            common_name: "localhost".into(),
+            server: true,
+            sans: vec!["localhost".into(), "127.0.0.1".into()],
+            days: 30,
+        };
+        let (chain_pem, key_pem) = self.ca.issue(&options)?;
+        let key_path = self.path().join("upstream.key");
+        let chain_path = self.path().join("upstream.pem");
+        std::fs::write(&chain_path, chain_pem)?;
+        std::fs::write(&key_path, key_pem)?;
+        let identity = load_identity(ImportRequest { cert_path: &chain_path, key_path: Some(&key_path), password: None })?;
+        let client_ca = parse_pem_certificates(self.ca.cert_pem().as_bytes())?;
+        EchoUpstream::start(
+            "127.0.0.1:0".parse()?,
+            EchoOptions { client_ca, server_chain: identity.chain, server_key: identity.key, require_client_cert },
+        )
+        .await
+    }
+
+    /// Writes `edgemtls.toml` with `body` plus an `[[upstreams]]` entry trusting the dev CA
+    /// for `upstream`, and returns its path.
+    pub fn config(&self, body: &str, upstream: SocketAddr) -> anyhow::Result<PathBuf> {
+        let path = self.path().join("edgemtls.toml");
+        let text = format!(
+            "{body}\n[[upstreams]]\nhosts = [\"localhost:{port}\", \"127.0.0.1:{port}\"]\nca_bundle = \"pki/ca.pem\"\n",
+            port = upstream.port()
+        );
+        std::fs::write(&path, text)?;
+        Ok(path)
+    }
+
+    /// Prepares and serves `config` in `environment` on a free port.
+    pub async fn serve(&self, config: &Path, environment: Environment) -> anyhow::Result<Served> {
+        let config = Config::load(config)?;
+        let prepared = App::prepare(&config, environment, &self.store_dir());
+        let app = prepared.app.map_err(|problems| {
+            anyhow::anyhow!("startup problems: {}", problems.iter().map(|p| p.0.clone()).collect::<Vec<_>>().join("; "))
+        })?;
+        let (addr, handle) = edgemtls_host::server::spawn(app, "127.0.0.1:0".parse()?).await?;
+        Ok(Served { addr, _handle: handle, client: client() })
+    }
+}
+
+/// A route table for the probe guest at `/probe` and hello-mtls at `/hello`.
+pub fn probe_routes(hello_url: &str) -> String {
+    format!(
+        "[[routes]]\npath = \"/probe\"\nhandler = \"{PROBE}\"\n\n[[routes]]\npath = \"/hello\"\nhandler = \"{HELLO_MTLS}\"\n[routes.options]\nurl = \"{hello_url}\"\n"
+    )
+}
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+/// A running host.
+pub struct Served {
+    pub addr: SocketAddr,
+    _handle: ServerHandle,
+    client: HttpClient,
+}
+
+/// What came back from the host.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> anyhow::Result<serde_json::Value> {
+        serde_json::from_str(&self.body).with_context(|| format!("body is not JSON: {}", self.body))
+    }
+}
+
+impl Served {
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> anyhow::Result<Reply> {
+        let mut request = hyper::Request::get(format!("http://{}{path}", self.addr));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = self.client.request(request.body(Full::new(Bytes::new()))?).await?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok(Reply { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
+    }
+
+    /// Asks the probe to fetch `target` naming `certificate` (None: no certificate).
+    pub async fn probe(&self, target: &str, certificate: Option<&str>) -> anyhow::Result<Reply> {
+        let mut headers = vec![("x-target", target)];
+        if let Some(name) = certificate {
+            headers.push(("x-certificate", name));
+        }
+        self.get("/probe", &headers).await
+    }
+}
+
+pub fn all_envs() -> Vec<Environment> {
+    Environment::ALL.to_vec()
+}
+
+pub fn upstream_url(upstream: &EchoUpstream, path: &str) -> String {
+    format!("https://localhost:{}{path}", upstream.addr().port())
+}
+
+#[allow(dead_code)]
+pub fn options(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+#[allow(dead_code)]
+pub fn arc<T>(t: T) -> Arc<T> {
+    Arc::new(t)
+}

@@ -1,0 +1,91 @@
+//! nginx as the upstream: `ssl_verify_client on` with our dev CA.
+
+use std::process::{Child, Command};
+
+use edgemtls_host::Environment;
+
+use crate::harness::*;
+
+fn nginx_binary() -> Option<String> {
+    ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
+        .iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .map(|p| p.to_string())
+}
+
+struct Nginx(Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn nginx_requiring_client_certificates() -> anyhow::Result<()> {
+    let Some(nginx) = nginx_binary() else {
+        eprintln!("skipped: nginx is not installed (apt-get install nginx; .ci/run installs it)");
+        return Ok(());
+    };
+    let world = World::new()?;
+    world.add_cert("nginx_client", "nginx-client", &all_envs())?;
+    // The server certificate and key nginx presents.
+    let upstream = world.upstream(true).await?; // also writes upstream.pem / upstream.key
+    let port = {
+        let socket = std::net::TcpListener::bind("127.0.0.1:0")?;
+        socket.local_addr()?.port()
+    };
+    let dir = world.path();
+    std::fs::create_dir_all(dir.join("nginx/logs"))?;
+    let conf = format!(
+        r#"daemon off;
+master_process off;
+worker_processes 1;
+pid {dir}/nginx/nginx.pid;
+error_log {dir}/nginx/logs/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/nginx/body;
+    proxy_temp_path {dir}/nginx/proxy;
+    fastcgi_temp_path {dir}/nginx/fastcgi;
+    uwsgi_temp_path {dir}/nginx/uwsgi;
+    scgi_temp_path {dir}/nginx/scgi;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        server_name localhost;
+        ssl_certificate {dir}/upstream.pem;
+        ssl_certificate_key {dir}/upstream.key;
+        ssl_client_certificate {dir}/pki/ca.pem;
+        ssl_verify_client on;
+        location / {{ return 200 "nginx saw $ssl_client_s_dn\n"; }}
+    }}
+}}
+"#,
+        dir = dir.display()
+    );
+    std::fs::write(dir.join("nginx/nginx.conf"), conf)?;
+    let child = Command::new(&nginx).arg("-c").arg(dir.join("nginx/nginx.conf")).arg("-p").arg(dir.join("nginx")).spawn()?;
+    let _nginx = Nginx(child);
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let nginx_addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    drop(upstream);
+    let config = world.config(&probe_routes("https://unused.invalid/"), nginx_addr)?;
+    let host = world.serve(&config, Environment::Development).await?;
+    let target = format!("https://localhost:{port}/");
+
+    let with = host.probe(&target, Some("nginx_client")).await?;
+    assert_eq!(with.status, 200, "{}", with.body);
+    assert!(with.body.contains("CN=nginx-client"), "{}", with.body);
+
+    let without = host.probe(&target, None).await?;
+    assert_eq!(without.status, 400, "nginx answers 400 when no certificate was sent: {}", without.body);
+    Ok(())
+}

@@ -1,0 +1,43 @@
+//! The guest contract never hands out key material.
+
+use std::path::Path;
+
+use wit_parser::{Resolve, Type, TypeDefKind};
+
+fn carries_bytes(resolve: &Resolve, ty: &Type) -> bool {
+    let Type::Id(id) = ty else { return false };
+    match &resolve.types[*id].kind {
+        TypeDefKind::List(Type::U8) => true,
+        TypeDefKind::List(inner) | TypeDefKind::Option(inner) => carries_bytes(resolve, inner),
+        TypeDefKind::Result(r) => {
+            r.ok.as_ref().is_some_and(|t| carries_bytes(resolve, t)) || r.err.as_ref().is_some_and(|t| carries_bytes(resolve, t))
+        }
+        TypeDefKind::Tuple(t) => t.types.iter().any(|t| carries_bytes(resolve, t)),
+        TypeDefKind::Record(r) => r.fields.iter().any(|f| carries_bytes(resolve, &f.ty)),
+        TypeDefKind::Variant(v) => v.cases.iter().any(|c| c.ty.as_ref().is_some_and(|t| carries_bytes(resolve, t))),
+        TypeDefKind::Type(t) => carries_bytes(resolve, t),
+        _ => false,
+    }
+}
+
+#[test]
+fn the_mtls_extension_returns_no_bytes() -> anyhow::Result<()> {
+    let mut resolve = Resolve::default();
+    resolve.push_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit"))?;
+    let (package_id, _) = resolve
+        .packages
+        .iter()
+        .find(|(_, p)| p.name.namespace == "edgemtls" && p.name.name == "mtls")
+        .ok_or_else(|| anyhow::anyhow!("package edgemtls:mtls not found"))?;
+    let mut functions = 0;
+    for (_, interface_id) in &resolve.packages[package_id].interfaces {
+        for (name, function) in &resolve.interfaces[*interface_id].functions {
+            functions += 1;
+            if let Some(result) = &function.result {
+                assert!(!carries_bytes(&resolve, result), "{name} returns bytes");
+            }
+        }
+    }
+    assert_eq!(functions, 1, "the extension has exactly one function, handle");
+    Ok(())
+}
