@@ -15,6 +15,10 @@ struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     store: Option<PathBuf>,
 
+    /// Log format on stderr: `text` for people, `json` for machines.
+    #[arg(long, global = true, value_name = "FORMAT", env = "EDGEMTLS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -37,7 +41,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    init_tracing(cli.log_format == "json");
     let store_dir = edgemtls_host::store::store_dir(cli.store.as_deref());
     let result = match cli.command {
         Command::Cert(command) => command.execute(&store_dir),
@@ -55,13 +59,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr; `RUST_LOG` filters (default `info`), `EDGEMTLS_LOG_FORMAT=json` for machines.
-fn init_tracing() {
+/// Logs to stderr; `RUST_LOG` filters (default `info`).
+fn init_tracing(json: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if std::env::var("EDGEMTLS_LOG_FORMAT").is_ok_and(|f| f == "json") {
+    if json {
         builder.json().init();
     } else {
         builder.init();

@@ -1,11 +1,10 @@
 //! Outbound requests, with or without a named client certificate.
 
 use std::fmt;
-use std::io::Write;
 
-use wasi::http::types::{ErrorCode, Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, Scheme};
+use wasi::http::types::{ErrorCode, Fields, Method, OutgoingRequest, Scheme};
 
-use crate::Response;
+use crate::{Body, Response};
 use crate::bindings::edgemtls::mtls::outgoing;
 
 /// Why a named certificate could not be used. Each case carries the name.
@@ -138,12 +137,12 @@ fn json_string(text: &str) -> String {
 }
 
 /// An outbound HTTP request. Build it, optionally name a certificate, then [`Request::send`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Request {
     method: Method,
     url: String,
     headers: Vec<(String, Vec<u8>)>,
-    body: Vec<u8>,
+    body: Body,
     certificate: Option<String>,
 }
 
@@ -160,7 +159,7 @@ impl Request {
             "OPTIONS" => Method::Options,
             other => Method::Other(other.to_string()),
         };
-        Self { method, url: url.to_string(), headers: Vec::new(), body: Vec::new(), certificate: None }
+        Self { method, url: url.to_string(), headers: Vec::new(), body: Body::default(), certificate: None }
     }
 
     /// A `GET` request.
@@ -179,8 +178,9 @@ impl Request {
         self
     }
 
-    /// Sets the body.
-    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+    /// Sets the body; a [`Body::Stream`] (e.g. [`crate::IncomingRequest::into_body`]) is
+    /// passed through without buffering.
+    pub fn body(mut self, body: impl Into<Body>) -> Self {
         self.body = body.into();
         self
     }
@@ -192,12 +192,22 @@ impl Request {
         self
     }
 
-    /// Sends the request and reads the whole response.
+    /// Sends the request. The response body is a [`Body::Stream`]: pass it on, or read it
+    /// with [`Body::into_bytes`].
     pub fn send(self) -> Result<Response, FetchError> {
         let (scheme, authority, path) = split_url(&self.url)?;
         let headers = Fields::new();
+        let full_length = self.body.len_hint();
         for (name, value) in &self.headers {
+            if crate::HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+                || (full_length.is_some() && name.eq_ignore_ascii_case("content-length"))
+            {
+                continue;
+            }
             headers.append(name, value).map_err(|e| FetchError::InvalidUrl(format!("header '{name}': {e:?}")))?;
+        }
+        if let Some(length) = full_length.filter(|n| *n > 0) {
+            headers.append("content-length", length.to_string().as_bytes()).map_err(|e| FetchError::Body(format!("{e:?}")))?;
         }
         let request = OutgoingRequest::new(headers);
         let invalid = |what: &str| FetchError::InvalidUrl(format!("{what} rejected in '{}'", self.url));
@@ -223,7 +233,7 @@ impl Request {
         };
         // If the host refused the request, the body stream is closed; the response future
         // then carries the real reason, so report that before the body error.
-        let written = write_body(body, &self.body);
+        let written = self.body.write_to(body);
 
         let response = loop {
             match future.get() {
@@ -238,33 +248,12 @@ impl Request {
         let status = response.status();
         let headers: Vec<(String, Vec<u8>)> = response.headers().entries();
         let body = response.consume().map_err(|()| FetchError::Body("response body already taken".into()))?;
-        let bytes = read_body(body)?;
-        let mut out = Response::new(status).with_body(bytes);
+        let mut out = Response::new(status).with_body(Body::Stream(body));
         for (name, value) in headers {
             out = out.with_header(&name, value);
         }
         Ok(out)
     }
-}
-
-fn write_body(body: OutgoingBody, bytes: &[u8]) -> Result<(), FetchError> {
-    {
-        let mut stream = body.write().map_err(|()| FetchError::Body("request body stream already taken".into()))?;
-        stream.write_all(bytes).map_err(|e| FetchError::Body(e.to_string()))?;
-        stream.flush().map_err(|e| FetchError::Body(e.to_string()))?;
-    }
-    OutgoingBody::finish(body, None).map_err(FetchError::Http)
-}
-
-pub(crate) fn read_body(body: IncomingBody) -> Result<Vec<u8>, FetchError> {
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    {
-        let mut stream = body.stream().map_err(|()| FetchError::Body("body stream already taken".into()))?;
-        stream.read_to_end(&mut bytes).map_err(|e| FetchError::Body(e.to_string()))?;
-    }
-    drop(IncomingBody::finish(body));
-    Ok(bytes)
 }
 
 /// Splits `scheme://authority/path?query` into the parts `wasi:http` wants.

@@ -1,10 +1,8 @@
 //! The incoming side: the request a handler receives and the response it returns.
 
-use std::io::Write;
+use wasi::http::types::{Fields, IncomingRequest as WasiIncomingRequest, Method, OutgoingResponse, ResponseOutparam};
 
-use wasi::http::types::{Fields, IncomingRequest as WasiIncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam};
-
-use crate::FetchError;
+use crate::{Body, FetchError};
 
 /// A request handler. Export it with [`crate::handler!`].
 pub trait Handler {
@@ -55,10 +53,26 @@ impl IncomingRequest {
             .and_then(|v| String::from_utf8(v).ok())
     }
 
+    /// The path without the query, e.g. `/billing/invoices`.
+    pub fn path(&self) -> String {
+        let full = self.path_with_query();
+        full.split('?').next().unwrap_or("/").to_string()
+    }
+
+    /// The query without `?`, or an empty string.
+    pub fn query(&self) -> String {
+        self.path_with_query().split_once('?').map(|(_, q)| q.to_string()).unwrap_or_default()
+    }
+
+    /// The body, as a stream that can be passed on without buffering.
+    pub fn into_body(self) -> Result<Body, FetchError> {
+        let body = self.inner.consume().map_err(|()| FetchError::Body("request body already taken".into()))?;
+        Ok(Body::Stream(body))
+    }
+
     /// Reads the whole body.
     pub fn body(self) -> Result<Vec<u8>, FetchError> {
-        let body = self.inner.consume().map_err(|()| FetchError::Body("request body already taken".into()))?;
-        crate::fetch::read_body(body)
+        self.into_body()?.into_bytes()
     }
 
     /// The underlying `wasi:http` request, for streaming.
@@ -68,20 +82,20 @@ impl IncomingRequest {
 }
 
 /// A response: status, headers and body.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Response {
     /// Status code.
     pub status: u16,
     /// Headers, in order.
     pub headers: Vec<(String, Vec<u8>)>,
-    /// Body bytes.
-    pub body: Vec<u8>,
+    /// The body.
+    pub body: Body,
 }
 
 impl Response {
     /// An empty response with `status`.
     pub fn new(status: u16) -> Self {
-        Self { status, headers: Vec::new(), body: Vec::new() }
+        Self { status, headers: Vec::new(), body: Body::default() }
     }
 
     /// Adds a header.
@@ -91,7 +105,7 @@ impl Response {
     }
 
     /// Sets the body.
-    pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
+    pub fn with_body(mut self, body: impl Into<Body>) -> Self {
         self.body = body.into();
         self
     }
@@ -112,17 +126,27 @@ pub fn run_handler<H: Handler>(request: WasiIncomingRequest, response_out: Respo
     send_response(response, response_out);
 }
 
-// Hop-by-hop and length headers are the host's to set.
-const SKIPPED_HEADERS: &[&str] = &["connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection", "content-length"];
+/// Hop-by-hop headers (RFC 9110 §7.6.1) and those the host sets itself; a proxy must not
+/// pass them on.
+pub const HOP_BY_HOP: &[&str] = &[
+    "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
+    "te", "trailer", "transfer-encoding", "upgrade", "host", "http2-settings",
+];
 
 fn send_response(response: Response, out: ResponseOutparam) {
     let headers = Fields::new();
+    let full_length = response.body.len_hint();
     for (name, value) in &response.headers {
-        if SKIPPED_HEADERS.iter().any(|h| name.eq_ignore_ascii_case(h)) {
-            continue;
+        let skip = HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+            // A body held in memory gets its own, exact length below.
+            || (full_length.is_some() && name.eq_ignore_ascii_case("content-length"));
+        if !skip {
+            // A header the host forbids is dropped rather than failing the response.
+            let _ = headers.append(name, value);
         }
-        // A header the host forbids is dropped rather than failing the response.
-        let _ = headers.append(name, value);
+    }
+    if let Some(length) = full_length {
+        let _ = headers.append("content-length", length.to_string().as_bytes());
     }
     let outgoing = OutgoingResponse::new(headers);
     let _ = outgoing.set_status_code(response.status);
@@ -130,10 +154,6 @@ fn send_response(response: Response, out: ResponseOutparam) {
         return;
     };
     ResponseOutparam::set(out, Ok(outgoing));
-    if let Ok(mut stream) = body.write() {
-        // The client may have gone away; nothing useful to do about a write error then.
-        let _ = stream.write_all(&response.body);
-        let _ = stream.flush();
-    }
-    let _ = OutgoingBody::finish(body, None);
+    // The client may have gone away; nothing useful to do about a write error then.
+    let _ = response.body.write_to(body);
 }

@@ -17,6 +17,7 @@
 //!         let url = edgemtls_guest::config("url").unwrap_or_default();
 //!         let name = std::env::var("BACKEND_MTLS_CERT").unwrap_or_default();
 //!         match Request::get(&url).mtls_certificate(&name).send() {
+//!             // The upstream body streams through; nothing is buffered whole.
 //!             Ok(upstream) => Response::new(upstream.status).with_body(upstream.body),
 //!             // Tells "certificate not found / disabled / ..." apart, as problem+json.
 //!             Err(error) => error.into_response(),
@@ -28,11 +29,13 @@
 //! ```
 #![deny(missing_docs)]
 
+mod body;
 mod fetch;
 mod incoming;
 
+pub use body::Body;
 pub use fetch::{CertificateError, FetchError, Request};
-pub use incoming::{Handler, IncomingRequest, Response, run_handler};
+pub use incoming::{HOP_BY_HOP, Handler, IncomingRequest, Response, run_handler};
 
 /// The `wasi` crate this SDK is built on, for direct use of any WASI interface.
 pub use wasi;

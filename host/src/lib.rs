@@ -15,6 +15,7 @@ pub mod store;
 pub use environment::{Environment, UnknownEnvironment, parse_environments};
 pub mod config;
 pub mod echo;
+pub mod metrics;
 pub mod resolve;
 pub mod runtime;
 pub mod server;

@@ -19,8 +19,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use time::{Duration, OffsetDateTime};
 
-pub const HELLO_MTLS: &str = env!("HELLO_MTLS_WASM");
-pub const PROBE: &str = env!("MTLS_PROBE_WASM");
+pub const HELLO_MTLS: &str = edgemtls_plugins::paths::HELLO_MTLS;
+pub const PROBE: &str = edgemtls_plugins::paths::MTLS_PROBE;
 
 /// A temp dir with a dev CA, a store and helpers to fill them.
 pub struct World {
@@ -118,8 +118,8 @@ impl World {
         let app = prepared.app.map_err(|problems| {
             anyhow::anyhow!("startup problems: {}", problems.iter().map(|p| p.0.clone()).collect::<Vec<_>>().join("; "))
         })?;
-        let (addr, handle) = edgemtls_host::server::spawn(app, "127.0.0.1:0".parse()?).await?;
-        Ok(Served { addr, _handle: handle, client: client() })
+        let handle = edgemtls_host::server::spawn(app, "127.0.0.1:0".parse()?).await?;
+        Ok(Served { addr: handle.addr, handle, client: client() })
     }
 }
 
@@ -139,7 +139,7 @@ pub fn client() -> HttpClient {
 /// A running host.
 pub struct Served {
     pub addr: SocketAddr,
-    _handle: ServerHandle,
+    pub handle: ServerHandle,
     client: HttpClient,
 }
 

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Subcommand;
 use edgemtls_host::pki::{ExpiryStatus, ImportRequest, load_identity, validate_client_identity};
-use edgemtls_host::store::{CertificateRecord, NewCertificate, Store, validate_name};
+use edgemtls_host::store::{CertificateRecord, Deployment, NewCertificate, Store, validate_name};
 use edgemtls_host::{Environment, parse_environments};
 use time::OffsetDateTime;
 
@@ -117,21 +117,23 @@ impl CertCommand {
                 let filter: Option<Environment> = env.as_deref().map(str::parse).transpose()?;
                 let records: Vec<_> =
                     list_records(store_dir)?.into_iter().filter(|r| filter.is_none_or(|e| r.allows(e))).collect();
+                let deployments = live_deployments(store_dir);
                 if json {
-                    let summaries: Vec<_> = records.iter().map(|r| r.summary(now)).collect();
+                    let summaries: Vec<_> = records.iter().map(|r| with_usage(r, now, &deployments)).collect();
                     println!("{}", serde_json::to_string_pretty(&summaries)?);
                 } else {
-                    print_table(&records, now);
+                    print_table(&records, now, &deployments);
                 }
                 Ok(ExitCode::SUCCESS)
             }
             CertCommand::Show { reference, json } => {
                 let store = open_existing(store_dir)?;
                 let record = store.find(&reference)?;
+                let deployments = store.live_deployments()?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&record.summary(now))?);
+                    println!("{}", serde_json::to_string_pretty(&with_usage(&record, now, &deployments))?);
                 } else {
-                    print_details(&record, now);
+                    print_details(&record, now, &deployments);
                 }
                 Ok(ExitCode::SUCCESS)
             }
@@ -262,6 +264,33 @@ fn status(store_dir: &Path, now: OffsetDateTime, json: bool) -> anyhow::Result<E
     }))
 }
 
+/// Live deployments, or none when there is no store.
+fn live_deployments(store_dir: &Path) -> Vec<Deployment> {
+    Store::open_existing(store_dir).and_then(|s| s.live_deployments()).unwrap_or_default()
+}
+
+fn users<'a>(record: &CertificateRecord, deployments: &'a [Deployment]) -> Vec<&'a Deployment> {
+    deployments.iter().filter(|d| d.certificates.contains(&record.name)).collect()
+}
+
+/// The JSON of a record plus `used_by`: the live deployments whose config references it.
+fn with_usage(record: &CertificateRecord, now: OffsetDateTime, deployments: &[Deployment]) -> serde_json::Value {
+    let mut value = serde_json::to_value(record.summary(now)).unwrap_or_default();
+    let used_by: Vec<_> = users(record, deployments)
+        .into_iter()
+        .map(|d| {
+            serde_json::json!({
+                "deployment": d.id, "environment": d.environment.as_str(), "config": d.config_path,
+                "host": d.hostname, "pid": d.pid, "listen": d.listen,
+            })
+        })
+        .collect();
+    if let Some(object) = value.as_object_mut() {
+        object.insert("used_by".into(), serde_json::Value::Array(used_by));
+    }
+    value
+}
+
 fn confirm(question: &str) -> anyhow::Result<bool> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
@@ -282,7 +311,7 @@ fn env_list(record: &CertificateRecord) -> String {
     record.environments.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(", ")
 }
 
-fn print_table(records: &[CertificateRecord], now: OffsetDateTime) {
+fn print_table(records: &[CertificateRecord], now: OffsetDateTime, deployments: &[Deployment]) {
     if records.is_empty() {
         println!("no certificates (add one with: edgemtls cert create --name NAME --cert FILE --key FILE --env development)");
         return;
@@ -298,10 +327,14 @@ fn print_table(records: &[CertificateRecord], now: OffsetDateTime) {
                 if r.enabled { "enabled" } else { "disabled" }.into(),
                 format!("{} ({}d)", m.expiry_status(now), m.days_left(now)),
                 m.subject_cn.clone().unwrap_or_default(),
+                match users(r, deployments).len() {
+                    0 => "-".to_string(),
+                    n => format!("{n} deployment(s)"),
+                },
             ]
         })
         .collect();
-    print_rows(&["NAME", "ID", "ENVIRONMENTS", "STATUS", "EXPIRY", "SUBJECT CN"], &rows);
+    print_rows(&["NAME", "ID", "ENVIRONMENTS", "STATUS", "EXPIRY", "SUBJECT CN", "IN USE"], &rows);
 }
 
 fn print_rows(header: &[&str], rows: &[Vec<String>]) {
@@ -321,7 +354,7 @@ fn print_rows(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-fn print_details(record: &CertificateRecord, now: OffsetDateTime) {
+fn print_details(record: &CertificateRecord, now: OffsetDateTime, deployments: &[Deployment]) {
     let m = &record.metadata;
     let sans = if m.sans.is_empty() { "-".to_string() } else { m.sans.join(", ") };
     println!("name:         {}", record.name);
@@ -341,4 +374,11 @@ fn print_details(record: &CertificateRecord, now: OffsetDateTime) {
     println!("fingerprint:  {}", m.fingerprint_sha256);
     println!("created:      {}", rfc3339(record.created_at));
     println!("updated:      {}", rfc3339(record.updated_at));
+    let used_by = users(record, deployments);
+    if used_by.is_empty() {
+        println!("used by:      -");
+    }
+    for (i, d) in used_by.iter().enumerate() {
+        println!("{}{}", if i == 0 { "used by:      " } else { "              " }, d.describe());
+    }
 }

@@ -22,6 +22,10 @@ pub struct Target {
 }
 
 /// Serves the routes of a config file.
+///
+/// Certificate changes in the store apply within a second. The config file is reloaded on
+/// SIGHUP, and on every change with --watch; a config with problems is refused and the
+/// previous one keeps serving.
 #[derive(Args)]
 pub struct ServeCommand {
     #[command(flatten)]
@@ -29,6 +33,9 @@ pub struct ServeCommand {
     /// Listen address (overrides `listen` in the config).
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// Reload the config whenever the file changes.
+    #[arg(long)]
+    watch: bool,
 }
 
 /// Validates a config: loads every component and resolves every certificate name it uses.
@@ -67,12 +74,55 @@ impl ServeCommand {
             let local = listener.local_addr()?;
             tracing::info!(addr = %local, environment = %self.target.env, routes = config.routes.len(), "serving");
             println!("edgemtls serving on http://{local} (environment {}, {} routes)", self.target.env, config.routes.len());
+            let app = std::sync::Arc::new(app);
+            tokio::spawn(reload_on_signal_or_change(app.clone(), self.target.config.clone(), self.watch));
             app.serve(listener, async {
                 let _ = tokio::signal::ctrl_c().await;
             })
             .await?;
             Ok(ExitCode::SUCCESS)
         })
+    }
+}
+
+/// Reloads the config on SIGHUP, and when `watch` is set, whenever the file changes.
+async fn reload_on_signal_or_change(app: std::sync::Arc<App>, path: PathBuf, watch: bool) {
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let mut last_seen = modified(&path);
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGHUP; config reload only with --watch");
+            None
+        }
+    };
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        let reason = tokio::select! {
+            Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => "SIGHUP",
+            _ = tick.tick(), if watch => {
+                let now = modified(&path);
+                if now == last_seen { continue; }
+                last_seen = now;
+                "file change"
+            }
+        };
+        match Config::load(&path) {
+            Ok(config) => match app.reload(&config) {
+                Ok(warnings) => {
+                    for warning in warnings {
+                        tracing::warn!("{warning}");
+                    }
+                    tracing::info!(%reason, "config reloaded");
+                }
+                Err(problems) => {
+                    for problem in &problems {
+                        tracing::error!(%reason, "config reload refused: {problem}");
+                    }
+                }
+            },
+            Err(error) => tracing::error!(%reason, "config reload refused: {error}"),
+        }
     }
 }
 

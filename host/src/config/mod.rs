@@ -67,10 +67,19 @@ pub struct Route {
     pub path: String,
     /// The handler as written in the file.
     pub handler: String,
-    /// The component file (paths resolve relative to the config file).
-    pub component: PathBuf,
+    /// Where the component comes from.
+    pub component: ComponentSource,
     /// Options for the guest's `wasi:config/store`, before `$env(NAME)` substitution.
     pub options: BTreeMap<String, String>,
+}
+
+/// Where a route's component comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ComponentSource {
+    /// A handler that ships with edgemtls (`url-forward`, `url-rewrite`, `hello-mtls`).
+    Builtin(&'static edgemtls_plugins::Builtin),
+    /// A component file (resolved relative to the config file).
+    File(PathBuf),
 }
 
 /// Trust settings for upstream servers whose authority is in `hosts`.
@@ -80,6 +89,22 @@ pub struct UpstreamTrust {
     pub hosts: Vec<String>,
     /// Extra CA certificates (PEM) trusted for these hosts, besides the public web roots.
     pub ca_bundle: Option<PathBuf>,
+    /// Verify the server's certificate chain. Default true; `false` is refused in production.
+    pub verify: bool,
+    /// Check that the certificate names the host. Default true; `false` is refused in production.
+    pub check_hostname: bool,
+    /// Certificate revocation lists (PEM or DER); a revoked server certificate is refused.
+    pub crl: Vec<PathBuf>,
+    /// Accepted SHA-256 pins (base64url, no padding) of the server's SubjectPublicKeyInfo;
+    /// when set, a server whose key matches none is refused. Default: no pinning.
+    pub pin_spki_sha256: Vec<[u8; 32]>,
+}
+
+impl UpstreamTrust {
+    /// Whether this entry weakens verification (`verify = false` or `check_hostname = false`).
+    pub fn is_weakened(&self) -> bool {
+        !self.verify || !self.check_hostname
+    }
 }
 
 /// Limits applied to each request.
@@ -135,6 +160,12 @@ struct RouteToml {
 struct UpstreamToml {
     hosts: Vec<String>,
     ca_bundle: Option<String>,
+    verify: Option<bool>,
+    check_hostname: Option<bool>,
+    #[serde(default)]
+    crl: Vec<String>,
+    #[serde(default)]
+    pin_spki_sha256: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -181,12 +212,19 @@ impl Config {
             if routes.iter().any(|r: &Route| r.path == route.path) {
                 return Err(invalid(key("path"), format!("'{}' is routed twice", route.path)));
             }
-            let component = if route.handler.ends_with(".wasm") {
-                base.join(crate::pki::expand_tilde(Path::new(&route.handler)))
+            let component = if let Some(builtin) = edgemtls_plugins::builtin(&route.handler) {
+                ComponentSource::Builtin(builtin)
+            } else if route.handler.ends_with(".wasm") {
+                ComponentSource::File(base.join(crate::pki::expand_tilde(Path::new(&route.handler))))
             } else {
+                let names: Vec<_> = edgemtls_plugins::BUILTINS.iter().map(|b| b.name).collect();
                 return Err(invalid(
                     key("handler"),
-                    format!("'{}' is neither a built-in handler nor a path to a .wasm component", route.handler),
+                    format!(
+                        "'{}' is neither a built-in handler ({}) nor a path to a .wasm component",
+                        route.handler,
+                        names.join(", ")
+                    ),
                 ));
             };
             let mut options = BTreeMap::new();
@@ -216,13 +254,31 @@ impl Config {
             if upstream.hosts.is_empty() {
                 return Err(invalid(format!("upstreams[{index}].hosts"), "must name at least one host:port".into()));
             }
-            let ca_bundle = upstream.ca_bundle.map(|p| base.join(crate::pki::expand_tilde(Path::new(&p))));
-            if let Some(bundle) = &ca_bundle
-                && !bundle.is_file()
-            {
-                return Err(invalid(format!("upstreams[{index}].ca_bundle"), format!("'{}' does not exist", bundle.display())));
+            let key = |field: &str| format!("upstreams[{index}].{field}");
+            let existing = |field: &str, path: String| {
+                let path = base.join(crate::pki::expand_tilde(Path::new(&path)));
+                if path.is_file() { Ok(path) } else { Err(invalid(key(field), format!("'{}' does not exist", path.display()))) }
+            };
+            let ca_bundle = upstream.ca_bundle.map(|p| existing("ca_bundle", p)).transpose()?;
+            let crl = upstream.crl.into_iter().map(|p| existing("crl", p)).collect::<Result<Vec<_>, _>>()?;
+            let mut pins = Vec::new();
+            for pin in &upstream.pin_spki_sha256 {
+                use base64::Engine;
+                let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(pin.trim_end_matches('='))
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                    .ok_or_else(|| invalid(key("pin_spki_sha256"), format!("'{pin}' is not a base64url SHA-256 (43 characters)")))?;
+                pins.push(bytes);
             }
-            upstreams.push(UpstreamTrust { hosts: upstream.hosts.iter().map(|h| normalize_authority(h)).collect(), ca_bundle });
+            upstreams.push(UpstreamTrust {
+                hosts: upstream.hosts.iter().map(|h| normalize_authority(h)).collect(),
+                ca_bundle,
+                verify: upstream.verify.unwrap_or(true),
+                check_hostname: upstream.check_hostname.unwrap_or(true),
+                crl,
+                pin_spki_sha256: pins,
+            });
         }
 
         let defaults = Limits::default();

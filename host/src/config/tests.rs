@@ -28,7 +28,7 @@ ca_bundle = "certs/ca.pem"
     )?;
     assert_eq!(config.listen.port(), 8081);
     assert_eq!(config.routes[0].path, "/billing");
-    assert_eq!(config.routes[0].component, dir.path().join("plugins/hello.wasm"));
+    assert_eq!(config.routes[0].component, ComponentSource::File(dir.path().join("plugins/hello.wasm")));
     assert_eq!(config.routes[0].options["retries"], "3");
     assert_eq!(config.upstreams[0].hosts, vec!["billing.internal:8443", "other.internal:443"]);
     let prod = config.resolved_options(&config.routes[0], Environment::Production)?;

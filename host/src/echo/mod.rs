@@ -6,8 +6,14 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::{Body, Frame, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::PrivateKeyDer;
@@ -158,7 +164,7 @@ async fn answer(
     connection: usize,
     client_cn: Option<String>,
     request: hyper::Request<hyper::body::Incoming>,
-) -> hyper::Response<Full<Bytes>> {
+) -> hyper::Response<UnsyncBoxBody<Bytes, Infallible>> {
     let path = request.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
     let expected_cn = request.headers().get("x-expect-cn").and_then(|v| v.to_str().ok()).map(str::to_string);
     // `?bytes=N` asks for an N-byte body; otherwise the body echoes what was seen.
@@ -166,24 +172,64 @@ async fn answer(
         .uri()
         .query()
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("bytes=")))
-        .and_then(|n| n.parse::<usize>().ok());
-    let received = request.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+        .and_then(|n| n.parse::<u64>().ok());
+    // Count the request body as it streams; never hold it whole.
+    let mut body = request.into_body();
+    let mut received: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => received += frame.data_ref().map(|d| d.len() as u64).unwrap_or(0),
+            Err(_) => break,
+        }
+    }
     if let Ok(mut requests) = log.requests.lock() {
         requests.push(SeenRequest { connection, client_cn: client_cn.clone(), path: path.clone(), expected_cn });
     }
     let body = match size {
-        Some(n) => Bytes::from(vec![b'x'; n]),
-        None => Bytes::from(
+        Some(n) => RepeatBody { remaining: n }.boxed_unsync(),
+        None => Full::new(Bytes::from(
             serde_json::json!({ "client_cn": client_cn, "connection": connection, "path": path, "received_bytes": received })
                 .to_string(),
-        ),
+        ))
+        .boxed_unsync(),
     };
-    let mut response = hyper::Response::new(Full::new(body));
-    response.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
+    let mut response = hyper::Response::new(body);
+    let kind = if size.is_some() { "application/octet-stream" } else { "application/json" };
+    response.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static(kind));
+    response.headers_mut().insert("x-received-bytes", hyper::header::HeaderValue::from(received));
     if let Some(cn) = client_cn.and_then(|cn| hyper::header::HeaderValue::from_str(&cn).ok()) {
         response.headers_mut().insert("x-client-cn", cn);
     }
     response
+}
+
+/// `remaining` bytes of `x`, produced 64 KiB at a time.
+struct RepeatBody {
+    remaining: u64,
+}
+
+const CHUNK: &[u8] = &[b'x'; 64 * 1024];
+
+impl Body for RepeatBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.remaining.min(CHUNK.len() as u64) as usize;
+        self.remaining -= n as u64;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&CHUNK[..n])))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
 }
 
 pub use rustls_pki_types::CertificateDer as CertificateDer;

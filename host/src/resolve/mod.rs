@@ -13,7 +13,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::Environment;
-use crate::store::{Store, StoreError};
+use crate::store::{Deployment, Store, StoreError};
 use crate::upstream::{Certificate, ClientIdentity, TrustProfiles};
 
 /// Why a certificate name cannot be used. These reach the guest as typed WIT errors.
@@ -79,9 +79,34 @@ pub struct Resolver {
     environment: Environment,
     store: Mutex<Store>,
     store_path: PathBuf,
-    trust: Arc<TrustProfiles>,
-    anonymous: Arc<ClientIdentity>,
+    trust: RwLock<(Arc<TrustProfiles>, Arc<ClientIdentity>)>,
     snapshot: RwLock<Arc<Snapshot>>,
+    /// This host's registration, kept fresh by the watcher.
+    deployment: Mutex<Option<Deployment>>,
+}
+
+/// How often a serving host refreshes its deployment heartbeat.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+
+fn read<T: Clone>(lock: &RwLock<T>) -> T {
+    match lock.read() {
+        Ok(guard) => guard.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
+}
+
+fn write<T>(lock: &RwLock<T>, value: T) {
+    match lock.write() {
+        Ok(mut guard) => *guard = value,
+        Err(poisoned) => *poisoned.into_inner() = value,
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
 }
 
 impl std::fmt::Debug for Resolver {
@@ -100,9 +125,9 @@ impl Resolver {
             environment,
             store: Mutex::new(store),
             store_path,
-            anonymous: Arc::new(ClientIdentity::anonymous(trust.clone())),
-            trust,
+            trust: RwLock::new((trust.clone(), Arc::new(ClientIdentity::anonymous(trust)))),
             snapshot: RwLock::new(Arc::new(snapshot)),
+            deployment: Mutex::new(None),
         }))
     }
 
@@ -113,14 +138,70 @@ impl Resolver {
 
     /// The identity that presents no certificate.
     pub fn anonymous(&self) -> Arc<ClientIdentity> {
-        self.anonymous.clone()
+        read(&self.trust).1
     }
 
     fn current(&self) -> Arc<Snapshot> {
-        match self.snapshot.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
+        read(&self.snapshot)
+    }
+
+    /// Replaces the upstream trust (after a config reload). Every identity is rebuilt against
+    /// it, with new pools; requests in flight finish on the identities they hold.
+    pub fn set_trust(&self, trust: Arc<TrustProfiles>) -> Result<(), StoreError> {
+        let store = lock(&self.store);
+        let snapshot = load_snapshot(&store, self.environment, &trust, None)?;
+        write(&self.trust, (trust.clone(), Arc::new(ClientIdentity::anonymous(trust))));
+        write(&self.snapshot, Arc::new(snapshot));
+        Ok(())
+    }
+
+    /// Registers this host in the store as a deployment using `certificates`; the watcher
+    /// keeps its heartbeat fresh and the registration is removed when the resolver drops.
+    pub fn register_deployment(&self, mut deployment: Deployment) -> Result<String, StoreError> {
+        let mut store = lock(&self.store);
+        if let Some(previous) = lock(&self.deployment).as_ref() {
+            deployment.id = previous.id.clone();
         }
+        store.register_deployment(&deployment)?;
+        let id = deployment.id.clone();
+        *lock(&self.deployment) = Some(deployment);
+        Ok(id)
+    }
+
+    /// Updates the certificate names this deployment uses (after a config reload).
+    pub fn update_deployment_certificates(&self, certificates: Vec<String>) -> Result<(), StoreError> {
+        let mut deployment = lock(&self.deployment);
+        if let Some(deployment) = deployment.as_mut() {
+            deployment.certificates = certificates;
+            lock(&self.store).heartbeat(&deployment.id, &deployment.certificates)?;
+        }
+        Ok(())
+    }
+
+    fn heartbeat(&self) -> Result<(), StoreError> {
+        let deployment = lock(&self.deployment).clone();
+        if let Some(deployment) = deployment {
+            lock(&self.store).heartbeat(&deployment.id, &deployment.certificates)?;
+        }
+        Ok(())
+    }
+
+    /// Seconds until expiry of every enabled certificate usable in this environment.
+    pub fn expiries(&self, now: OffsetDateTime) -> Vec<(String, i64)> {
+        let snapshot = self.current();
+        let mut out: Vec<_> = snapshot
+            .entries
+            .iter()
+            .filter(|(_, e)| e.enabled && e.environments.contains(&self.environment))
+            .map(|(name, e)| (name.clone(), (e.not_after - now).whole_seconds()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Number of certificates in the current snapshot.
+    pub fn certificate_count(&self) -> usize {
+        self.current().entries.len()
     }
 
     /// Resolves `name` at the current time.
@@ -150,20 +231,15 @@ impl Resolver {
 
     /// Reloads the snapshot if the store changed since the last load. Returns whether it did.
     pub fn reload_if_changed(&self) -> Result<bool, StoreError> {
-        let store = match self.store.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let store = lock(&self.store);
         let previous = self.current();
         if store.generation()? == previous.generation {
             return Ok(false);
         }
-        let snapshot = load_snapshot(&store, self.environment, &self.trust, Some(&previous))?;
+        let trust = read(&self.trust).0;
+        let snapshot = load_snapshot(&store, self.environment, &trust, Some(&previous))?;
         tracing::info!(generation = snapshot.generation, certificates = snapshot.entries.len(), "certificate store reloaded");
-        match self.snapshot.write() {
-            Ok(mut guard) => *guard = Arc::new(snapshot),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(snapshot),
-        }
+        write(&self.snapshot, Arc::new(snapshot));
         Ok(true)
     }
 
@@ -171,11 +247,18 @@ impl Resolver {
     pub fn watch(self: &Arc<Self>, interval: Duration) {
         let weak: Weak<Self> = Arc::downgrade(self);
         let spawned = std::thread::Builder::new().name("edgemtls-store-watch".into()).spawn(move || {
+            let mut last_heartbeat = std::time::Instant::now();
             loop {
                 std::thread::sleep(interval);
                 let Some(resolver) = weak.upgrade() else { break };
                 if let Err(error) = resolver.reload_if_changed() {
                     tracing::warn!(%error, "certificate store reload failed; keeping the previous snapshot");
+                }
+                if last_heartbeat.elapsed() >= HEARTBEAT_EVERY {
+                    last_heartbeat = std::time::Instant::now();
+                    if let Err(error) = resolver.heartbeat() {
+                        tracing::warn!(%error, "deployment heartbeat failed");
+                    }
                 }
             }
         });
@@ -231,6 +314,16 @@ fn load_snapshot(
         );
     }
     Ok(Snapshot { generation, entries })
+}
+
+impl Drop for Resolver {
+    fn drop(&mut self) {
+        if let Some(deployment) = lock(&self.deployment).take() {
+            if let Err(error) = lock(&self.store).remove_deployment(&deployment.id) {
+                tracing::warn!(%error, "cannot remove the deployment registration");
+            }
+        }
+    }
 }
 
 impl Resolver {

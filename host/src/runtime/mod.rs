@@ -18,10 +18,9 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-pub use state::HostState;
+pub use state::{HostState, RouteContext};
 
 use crate::config::Limits;
-use crate::resolve::Resolver;
 
 /// How often the epoch advances; deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -82,8 +81,12 @@ impl Drop for Runtime {
 #[derive(Clone)]
 pub struct Handler {
     pre: ProxyPre<HostState>,
+    /// Who is calling out, for resolution, metrics and the audit log.
+    context: Arc<RouteContext>,
     /// The guest's `wasi:config/store` (the route's options, resolved).
     config: Arc<WasiConfigVariables>,
+    /// The same options, kept to merge route parameters into.
+    options: Arc<[(String, String)]>,
     /// The guest's `wasi:cli/environment` (the environment's variables).
     env: Arc<[(String, String)]>,
 }
@@ -149,6 +152,16 @@ impl Runtime {
         self.limits
     }
 
+    /// Compiles a route's component (built-in or file) and prepares it for instantiation.
+    pub fn load_source(&self, source: &crate::config::ComponentSource) -> Result<ProxyPre<HostState>, HandlerError> {
+        match source {
+            crate::config::ComponentSource::Builtin(builtin) => {
+                self.load_bytes(Path::new(&format!("<built-in {}>", builtin.name)), builtin.wasm)
+            }
+            crate::config::ComponentSource::File(path) => self.load(path),
+        }
+    }
+
     /// Compiles a component file and prepares it for instantiation.
     pub fn load(&self, path: &Path) -> Result<ProxyPre<HostState>, HandlerError> {
         let load_error = |reason: String| HandlerError::Load { path: path.to_path_buf(), reason };
@@ -168,21 +181,28 @@ impl Runtime {
     pub fn handler<'a>(
         &self,
         pre: ProxyPre<HostState>,
+        context: Arc<RouteContext>,
         options: impl IntoIterator<Item = (&'a String, &'a String)>,
         env: impl IntoIterator<Item = (&'a String, &'a String)>,
     ) -> Handler {
+        let options: Arc<[(String, String)]> = options.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         Handler {
             pre,
-            config: Arc::new(options.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            context,
+            config: Arc::new(options.iter().cloned().collect()),
+            options,
             env: env.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         }
     }
 
     /// Runs one request through a fresh instance of `handler`.
+    ///
+    /// `params` are the route parameters (`/users/:id`); the guest reads them from
+    /// `wasi:config/store` as `params.NAME`.
     pub async fn serve<B>(
         &self,
         handler: &Handler,
-        resolver: Arc<Resolver>,
+        params: &std::collections::BTreeMap<String, String>,
         request: hyper::Request<B>,
     ) -> Result<hyper::Response<HyperOutgoingBody>, HandlerError>
     where
@@ -190,10 +210,23 @@ impl Runtime {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let wasi = WasiCtx::builder().envs(&handler.env).inherit_stdout().inherit_stderr().build();
+        // Only routes with parameters pay for a per-request config.
+        let config = if params.is_empty() {
+            handler.config.clone()
+        } else {
+            let mut vars: WasiConfigVariables = WasiConfigVariables::new();
+            for (key, value) in handler.options.iter() {
+                vars.insert(key.clone(), value.clone());
+            }
+            for (key, value) in params {
+                vars.insert(format!("params.{key}"), value.clone());
+            }
+            Arc::new(vars)
+        };
         let state = HostState::new(
             wasi,
-            handler.config.clone(),
-            resolver,
+            config,
+            handler.context.clone(),
             self.limits.memory_bytes,
             self.limits.max_outbound_requests,
         );

@@ -11,8 +11,26 @@ use wasmtime_wasi_http::p2::types::{HostFutureIncomingResponse, HostOutgoingRequ
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use super::bindings::outgoing;
+use crate::Environment;
+use crate::metrics::Metrics;
 use crate::resolve::{ResolveError, Resolver};
 use crate::upstream::ClientIdentity;
+
+/// What a request's outbound calls need to know about where they come from; one per route,
+/// shared by its requests.
+#[derive(Debug)]
+pub struct RouteContext {
+    /// Resolves certificate names.
+    pub resolver: Arc<Resolver>,
+    /// Where outbound requests are counted.
+    pub metrics: Arc<Metrics>,
+    /// The route's path pattern (audit log, metrics).
+    pub route: String,
+    /// The handler as configured (audit log).
+    pub handler: String,
+    /// The environment the host runs in (audit log).
+    pub environment: Environment,
+}
 
 /// Everything one handler invocation owns.
 pub struct HostState {
@@ -28,7 +46,7 @@ impl HostState {
     pub(super) fn new(
         wasi: WasiCtx,
         config: Arc<WasiConfigVariables>,
-        resolver: Arc<Resolver>,
+        context: Arc<RouteContext>,
         memory_bytes: usize,
         max_outbound: u32,
     ) -> Self {
@@ -36,7 +54,7 @@ impl HostState {
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            hooks: OutboundHooks { resolver, next_identity: None, sent: 0, max_outbound },
+            hooks: OutboundHooks { context, next_identity: None, sent: 0, max_outbound },
             config,
             limits: StoreLimitsBuilder::new().memory_size(memory_bytes).trap_on_grow_failure(true).build(),
         }
@@ -57,7 +75,7 @@ impl WasiHttpView for HostState {
 
 /// Sends the guest's outbound requests through the identity they named.
 struct OutboundHooks {
-    resolver: Arc<Resolver>,
+    context: Arc<RouteContext>,
     /// Set by `edgemtls:mtls/outgoing.handle` right before it delegates to the standard
     /// `handle`, which calls `send_request` synchronously: so exactly that request takes it.
     next_identity: Option<Arc<ClientIdentity>>,
@@ -82,7 +100,7 @@ impl WasiHttpHooks for OutboundHooks {
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> SendFuture {
         // A request through plain wasi:http (no name) presents no certificate.
-        let identity = self.next_identity.take().unwrap_or_else(|| self.resolver.anonymous());
+        let identity = self.next_identity.take().unwrap_or_else(|| self.context.resolver.anonymous());
         self.sent += 1;
         if self.sent > self.max_outbound {
             let max = self.max_outbound;
@@ -93,20 +111,30 @@ impl WasiHttpHooks for OutboundHooks {
                 ))))
             });
         }
+        let context = self.context.clone();
         Box::new(async move {
             let started = std::time::Instant::now();
-            let uri = request.uri().clone();
+            let upstream = request.uri().authority().map(|a| a.to_string()).unwrap_or_default();
             let result = identity.send(request, options).await;
+            let elapsed = started.elapsed();
+            let outcome = match &result {
+                Ok(response) => response.status().as_u16().to_string(),
+                Err(error) => format!("{error:?}").split(['(', ' ', '{']).next().unwrap_or("error").to_string(),
+            };
+            context.metrics.record_outbound(identity.name(), &outcome, elapsed);
             if let Some(name) = identity.name() {
+                let duration_ms = elapsed.as_millis() as u64;
                 match &result {
                     Ok(response) => tracing::info!(
-                        target: "edgemtls::audit", certificate = name, certificate_id = identity.certificate_id(),
-                        upstream = %uri.authority().map(|a| a.as_str()).unwrap_or(""), status = response.status().as_u16(),
-                        duration_ms = started.elapsed().as_millis() as u64, "outbound request"),
+                        target: "edgemtls::audit", route = %context.route, handler = %context.handler,
+                        certificate = name, certificate_id = identity.certificate_id(),
+                        environment = %context.environment, upstream = %upstream,
+                        status = response.status().as_u16(), duration_ms, "outbound request"),
                     Err(error) => tracing::warn!(
-                        target: "edgemtls::audit", certificate = name, certificate_id = identity.certificate_id(),
-                        upstream = %uri.authority().map(|a| a.as_str()).unwrap_or(""), %error,
-                        duration_ms = started.elapsed().as_millis() as u64, "outbound request failed"),
+                        target: "edgemtls::audit", route = %context.route, handler = %context.handler,
+                        certificate = name, certificate_id = identity.certificate_id(),
+                        environment = %context.environment, upstream = %upstream,
+                        %error, duration_ms, "outbound request failed"),
                 }
             }
             let response = result?;
@@ -138,10 +166,15 @@ impl outgoing::Host for HostState {
         certificate: String,
     ) -> wasmtime::Result<Result<Resource<HostFutureIncomingResponse>, outgoing::Error>> {
         let options_rep = options.as_ref().map(|o| o.rep());
-        let identity = match self.hooks.resolver.resolve(&certificate) {
+        let identity = match self.hooks.context.resolver.resolve(&certificate) {
             Ok(identity) => identity,
             Err(error) => {
-                tracing::warn!(target: "edgemtls::audit", certificate = %certificate, %error, "outbound request refused");
+                let context = &self.hooks.context;
+                context.metrics.record_outbound(Some(&certificate), "refused", std::time::Duration::ZERO);
+                tracing::warn!(
+                    target: "edgemtls::audit", route = %context.route, handler = %context.handler,
+                    certificate = %certificate, environment = %context.environment, %error,
+                    "outbound request refused");
                 // The host owns both resources now; drop them or they live as long as the store.
                 self.table.delete(request)?;
                 if let Some(options) = options {

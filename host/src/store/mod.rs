@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
 use time::OffsetDateTime;
 
-pub use model::{CertificateRecord, CertificateSummary};
+pub use model::{CertificateRecord, CertificateSummary, Deployment};
 pub use names::{MAX_NAME_LEN, validate_name};
 pub use seal::{KeySource, MASTER_KEY_ENV, MasterKey};
 
@@ -114,6 +114,14 @@ pub enum StoreError {
     /// Enabled certificates cannot be deleted.
     #[error("certificate '{0}' is enabled; disable it first (edgemtls cert disable {0})")]
     StillEnabled(String),
+    /// A live deployment's config references the certificate.
+    #[error("certificate '{name}' is in use by {}; change their config and reload first", deployments.join(", "))]
+    InUse {
+        /// The certificate name.
+        name: String,
+        /// The deployments, described.
+        deployments: Vec<String>,
+    },
     /// A record could not be decoded.
     #[error("certificate record '{id}' is damaged: {reason}")]
     Corrupt {
@@ -149,7 +157,7 @@ pub fn store_dir(explicit: Option<&Path>) -> PathBuf {
 }
 
 /// The newest schema version; [`MIGRATIONS`] has one entry per version.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 const MIGRATIONS: &[&str] = &[
     // 1: certificates and store-wide metadata.
     "CREATE TABLE certificates (
@@ -167,6 +175,19 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE TABLE store_meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
     INSERT INTO store_meta (key, value) VALUES ('generation', 0);",
+    // 2: serving hosts and the certificate names their config uses. Writes here do not
+    // bump the generation: a heartbeat is not a certificate change.
+    "CREATE TABLE deployments (
+        id           TEXT PRIMARY KEY,
+        hostname     TEXT NOT NULL,
+        pid          INTEGER NOT NULL,
+        config_path  TEXT NOT NULL,
+        environment  TEXT NOT NULL,
+        listen       TEXT NOT NULL,
+        certificates TEXT NOT NULL,
+        started_at   INTEGER NOT NULL,
+        heartbeat_at INTEGER NOT NULL
+    );",
 ];
 
 /// The associated data that binds the key-check value to its purpose.
@@ -374,6 +395,15 @@ impl Store {
         let path = self.path.clone();
         let db = |source| StoreError::Database { path: path.clone(), source };
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+        let users: Vec<String> = live_deployments(&tx, OffsetDateTime::now_utc())
+            .map_err(db)?
+            .into_iter()
+            .filter(|d| d.certificates.contains(&record.name))
+            .map(|d| d.describe())
+            .collect();
+        if !users.is_empty() {
+            return Err(StoreError::InUse { name: record.name, deployments: users });
+        }
         // Re-check inside the transaction: another process may have enabled it meanwhile.
         let deleted = tx
             .execute("DELETE FROM certificates WHERE id = ?1 AND enabled = 0", [&record.id])
@@ -385,6 +415,82 @@ impl Store {
         tx.commit().map_err(db)?;
         Ok(record)
     }
+}
+
+/// A deployment whose heartbeat is older than this is considered gone.
+pub const DEPLOYMENT_TTL: time::Duration = time::Duration::seconds(15);
+
+impl Store {
+    /// Records a serving host; returns its deployment id.
+    pub fn register_deployment(&mut self, deployment: &Deployment) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let db = |source| StoreError::Database { path: path.clone(), source };
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO deployments (id, hostname, pid, config_path, environment, listen, certificates, started_at, heartbeat_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+                params![
+                    deployment.id,
+                    deployment.hostname,
+                    deployment.pid,
+                    deployment.config_path,
+                    deployment.environment.as_str(),
+                    deployment.listen,
+                    serde_json::to_string(&deployment.certificates).unwrap_or_else(|_| "[]".into()),
+                    OffsetDateTime::now_utc().unix_timestamp(),
+                ],
+            )
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Refreshes a deployment's heartbeat and the certificate names it uses.
+    pub fn heartbeat(&mut self, id: &str, certificates: &[String]) -> Result<(), StoreError> {
+        let names = serde_json::to_string(certificates).unwrap_or_else(|_| "[]".into());
+        self.conn
+            .execute(
+                "UPDATE deployments SET heartbeat_at = ?2, certificates = ?3 WHERE id = ?1",
+                params![id, OffsetDateTime::now_utc().unix_timestamp(), names],
+            )
+            .map_err(self.db_error())?;
+        Ok(())
+    }
+
+    /// Removes a deployment (its host stopped).
+    pub fn remove_deployment(&mut self, id: &str) -> Result<(), StoreError> {
+        self.conn.execute("DELETE FROM deployments WHERE id = ?1", [id]).map_err(self.db_error())?;
+        Ok(())
+    }
+
+    /// Deployments whose heartbeat is recent.
+    pub fn live_deployments(&self) -> Result<Vec<Deployment>, StoreError> {
+        live_deployments(&self.conn, OffsetDateTime::now_utc()).map_err(self.db_error())
+    }
+}
+
+fn live_deployments(conn: &Connection, now: OffsetDateTime) -> rusqlite::Result<Vec<Deployment>> {
+    let cutoff = (now - DEPLOYMENT_TTL).unix_timestamp();
+    let mut stmt = conn.prepare(
+        "SELECT id, hostname, pid, config_path, environment, listen, certificates, started_at, heartbeat_at
+         FROM deployments WHERE heartbeat_at >= ?1 ORDER BY started_at",
+    )?;
+    let rows = stmt.query_map([cutoff], |row| {
+        let environment: String = row.get(4)?;
+        let certificates: String = row.get(6)?;
+        let time = |t: i64| OffsetDateTime::from_unix_timestamp(t).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        Ok(Deployment {
+            id: row.get(0)?,
+            hostname: row.get(1)?,
+            pid: row.get(2)?,
+            config_path: row.get(3)?,
+            environment: environment.parse().unwrap_or(Environment::Development),
+            listen: row.get(5)?,
+            certificates: serde_json::from_str(&certificates).unwrap_or_default(),
+            started_at: time(row.get(7)?),
+            heartbeat_at: time(row.get(8)?),
+        })
+    })?;
+    rows.collect()
 }
 
 const SELECT_RECORD: &str =

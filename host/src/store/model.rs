@@ -5,6 +5,12 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::Environment;
+
+impl serde::Serialize for Environment {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
 use crate::pki::{CertificateMetadata, ExpiryStatus};
 
 /// One stored client certificate. The private key stays sealed in the store; use
@@ -108,5 +114,40 @@ impl CertificateRecord {
             created_at: self.created_at,
             updated_at: self.updated_at,
         }
+    }
+}
+
+/// A serving host, as registered in the store.
+#[derive(Debug, Clone, Serialize)]
+pub struct Deployment {
+    /// Random id, `dep_…`.
+    pub id: String,
+    /// The machine's host name.
+    pub hostname: String,
+    /// The serving process.
+    pub pid: u32,
+    /// The config file it serves.
+    pub config_path: String,
+    /// The environment it runs in.
+    pub environment: Environment,
+    /// Its listen address.
+    pub listen: String,
+    /// Certificate names its config references, directly or through variables.
+    pub certificates: Vec<String>,
+    /// When it started.
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    /// Its last heartbeat.
+    #[serde(with = "time::serde::rfc3339")]
+    pub heartbeat_at: OffsetDateTime,
+}
+
+impl Deployment {
+    /// A one-line description for messages: `dep_… (production, /etc/edgemtls.toml on host:pid)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "deployment {} ({}, {} on {} pid {})",
+            self.id, self.environment, self.config_path, self.hostname, self.pid
+        )
     }
 }

@@ -1,13 +1,19 @@
-//! Which servers an outbound request trusts: the public web roots plus configured CA bundles,
-//! chosen by the upstream's authority. Hostname verification is always on.
+//! Which servers an outbound request trusts, chosen by the upstream's authority.
+//!
+//! Profile 0 trusts the public web roots with full verification. Each `[[upstreams]]` entry
+//! adds a profile for its hosts: its CA bundle on top of the web roots, optional CRLs and
+//! SPKI pins, and the two explicit, logged escape hatches `verify = false` and
+//! `check_hostname = false`. Handshake signatures are always checked.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::RootCertStore;
 use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, ServerName, UnixTime};
 
 use crate::config::UpstreamTrust;
 
@@ -23,6 +29,14 @@ pub enum TrustError {
         /// What is wrong.
         reason: String,
     },
+    /// A CRL file could not be read or parsed.
+    #[error("CRL '{path}': {reason}", path = path.display())]
+    Crl {
+        /// The CRL file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// rustls refused to build a verifier.
     #[error("cannot build the verifier for upstream hosts {hosts}: {reason}")]
     Verifier {
@@ -33,11 +47,15 @@ pub enum TrustError {
     },
 }
 
-/// Trust profiles: profile 0 trusts the public web roots; each `[[upstreams]]` entry adds one
-/// that also trusts its CA bundle, for its hosts.
+/// The server key did not match any configured pin.
+#[derive(Debug, thiserror::Error)]
+#[error("the server's public key matches no pin_spki_sha256 entry")]
+pub struct PinMismatch;
+
+/// Trust profiles; see the module docs.
 pub struct TrustProfiles {
     provider: Arc<CryptoProvider>,
-    verifiers: Vec<Arc<WebPkiServerVerifier>>,
+    verifiers: Vec<Arc<UpstreamVerifier>>,
     by_authority: HashMap<String, usize>,
 }
 
@@ -47,39 +65,63 @@ impl std::fmt::Debug for TrustProfiles {
     }
 }
 
+fn read_pem_or_der(path: &Path, tag: &str) -> Result<Vec<Vec<u8>>, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    if bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+        let sections = pem::parse_many(&bytes).map_err(|e| format!("invalid PEM: {e}"))?;
+        Ok(sections.into_iter().filter(|p| p.tag() == tag).map(|p| p.into_contents()).collect())
+    } else {
+        Ok(vec![bytes])
+    }
+}
+
 impl TrustProfiles {
     /// Builds the profiles for the `[[upstreams]]` entries of a config.
     pub fn new(upstreams: &[UpstreamTrust]) -> Result<Self, TrustError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut web_roots = RootCertStore::empty();
         web_roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let verifier = |roots: RootCertStore, hosts: &str| {
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .build()
-                .map_err(|e| TrustError::Verifier { hosts: hosts.to_string(), reason: e.to_string() })
-        };
-        let mut verifiers = vec![verifier(web_roots.clone(), "(default)")?];
+        let default = WebPkiServerVerifier::builder_with_provider(Arc::new(web_roots.clone()), provider.clone())
+            .build()
+            .map_err(|e| TrustError::Verifier { hosts: "(default)".into(), reason: e.to_string() })?;
+        let mut verifiers = vec![Arc::new(UpstreamVerifier::strict(default))];
         let mut by_authority = HashMap::new();
         for entry in upstreams {
             let hosts = entry.hosts.join(", ");
             let mut roots = web_roots.clone();
             if let Some(path) = &entry.ca_bundle {
-                let bytes = std::fs::read(path)
-                    .map_err(|e| TrustError::CaBundle { path: path.clone(), reason: e.to_string() })?;
-                let sections = pem::parse_many(&bytes)
-                    .map_err(|e| TrustError::CaBundle { path: path.clone(), reason: format!("invalid PEM: {e}") })?;
-                let certs: Vec<_> = sections
-                    .into_iter()
-                    .filter(|p| p.tag() == "CERTIFICATE")
-                    .map(|p| rustls_pki_types::CertificateDer::from(p.into_contents()))
-                    .collect();
-                let (added, _ignored) = roots.add_parsable_certificates(certs);
+                let certs = read_pem_or_der(path, "CERTIFICATE")
+                    .map_err(|reason| TrustError::CaBundle { path: path.clone(), reason })?;
+                let (added, _ignored) = roots.add_parsable_certificates(certs.into_iter().map(CertificateDer::from));
                 if added == 0 {
                     return Err(TrustError::CaBundle { path: path.clone(), reason: "no usable CA certificate".into() });
                 }
             }
+            let mut crls = Vec::new();
+            for path in &entry.crl {
+                let ders = read_pem_or_der(path, "X509 CRL").map_err(|reason| TrustError::Crl { path: path.clone(), reason })?;
+                if ders.is_empty() {
+                    return Err(TrustError::Crl { path: path.clone(), reason: "no X509 CRL section".into() });
+                }
+                crls.extend(ders.into_iter().map(CertificateRevocationListDer::from));
+            }
+            let mut builder = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+            if !crls.is_empty() {
+                builder = builder.with_crls(crls).only_check_end_entity_revocation();
+            }
+            let inner = builder.build().map_err(|e| TrustError::Verifier { hosts: hosts.clone(), reason: e.to_string() })?;
+            if !entry.verify {
+                tracing::warn!(hosts = %hosts, "UPSTREAM CERTIFICATE VERIFICATION IS OFF (verify = false): any server certificate is accepted");
+            } else if !entry.check_hostname {
+                tracing::warn!(hosts = %hosts, "UPSTREAM HOSTNAME CHECK IS OFF (check_hostname = false)");
+            }
             let index = verifiers.len();
-            verifiers.push(verifier(roots, &hosts)?);
+            verifiers.push(Arc::new(UpstreamVerifier {
+                inner,
+                verify: entry.verify,
+                check_hostname: entry.check_hostname,
+                pins: entry.pin_spki_sha256.clone(),
+            }));
             for host in &entry.hosts {
                 by_authority.insert(host.clone(), index);
             }
@@ -102,11 +144,85 @@ impl TrustProfiles {
         self.by_authority.get(authority).copied().unwrap_or(0)
     }
 
-    pub(crate) fn verifier(&self, profile: usize) -> Arc<WebPkiServerVerifier> {
+    pub(crate) fn verifier(&self, profile: usize) -> Arc<UpstreamVerifier> {
         self.verifiers[profile.min(self.verifiers.len() - 1)].clone()
     }
 
     pub(crate) fn provider(&self) -> Arc<CryptoProvider> {
         self.provider.clone()
+    }
+}
+
+/// WebPKI verification plus pins, with the configured (and logged) relaxations.
+#[derive(Debug)]
+pub(crate) struct UpstreamVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    verify: bool,
+    check_hostname: bool,
+    pins: Vec<[u8; 32]>,
+}
+
+impl UpstreamVerifier {
+    fn strict(inner: Arc<WebPkiServerVerifier>) -> Self {
+        Self { inner, verify: true, check_hostname: true, pins: Vec::new() }
+    }
+}
+
+fn spki_sha256(cert: &CertificateDer<'_>) -> Option<[u8; 32]> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, parsed) = X509Certificate::from_der(cert).ok()?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, parsed.public_key().raw);
+    digest.as_ref().try_into().ok()
+}
+
+impl ServerCertVerifier for UpstreamVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if self.verify {
+            match self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+                Ok(_) => {}
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+                )) if !self.check_hostname => {}
+                Err(error) => return Err(error),
+            }
+        }
+        if !self.pins.is_empty() {
+            let actual = spki_sha256(end_entity).ok_or(rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+            if !self.pins.contains(&actual) {
+                return Err(rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
+                    PinMismatch,
+                )))));
+            }
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }

@@ -1,19 +1,22 @@
-//! Compiles the guest components the end-to-end tests run (wasm32-wasip2, release) and
-//! exposes their paths as `env!` constants.
+//! Compiles the guest components (wasm32-wasip2, release): the built-in handlers that the
+//! host embeds, the example plugin, and the test programs. Each path is exposed to the
+//! crate as an `env!` constant.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 /// (cargo package, constant name, wasm file stem)
 const GUESTS: &[(&str, &str, &str)] = &[
+    ("url-forward", "URL_FORWARD_WASM", "url_forward"),
+    ("url-rewrite", "URL_REWRITE_WASM", "url_rewrite"),
     ("hello-mtls", "HELLO_MTLS_WASM", "hello_mtls"),
     ("mtls-probe", "MTLS_PROBE_WASM", "mtls_probe"),
 ];
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let root = manifest.parent().expect("tests/ is inside the workspace").to_path_buf();
-    for dir in ["guest-sdk", "plugins", "tests/guests", "wit"] {
+    let root = manifest.parent().expect("plugins/ is inside the workspace").to_path_buf();
+    for dir in ["guest-sdk", "plugins/hello-mtls", "plugins/url-forward", "plugins/url-rewrite", "tests/guests", "wit"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     // A separate target dir: the outer cargo holds the lock on the main one.
@@ -31,7 +34,10 @@ fn main() {
         command.args(["-p", package]);
     }
     let status = command.status().expect("running cargo for the guests");
-    assert!(status.success(), "building the guests failed; is the wasm32-wasip2 target installed? (rustup target add wasm32-wasip2)");
+    assert!(
+        status.success(),
+        "building the guests failed; is the wasm32-wasip2 target installed? (rustup target add wasm32-wasip2)"
+    );
     for (_, constant, stem) in GUESTS {
         let path = target_dir.join("wasm32-wasip2/release").join(format!("{stem}.wasm"));
         assert!(path.exists(), "{} was not built", path.display());

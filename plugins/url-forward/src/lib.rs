@@ -1,0 +1,47 @@
+//! `url-forward`: forwards the request to `baseUrl` + the request path.
+//!
+//! Options: `baseUrl` (required), `mtlsCertificate` (a certificate name; empty or absent:
+//! none), `forwardSearch` (default `true`: append the query string). Method, headers (minus
+//! hop-by-hop) and body are forwarded; bodies stream both ways.
+
+use edgemtls_guest::{IncomingRequest, Request, Response, config};
+
+struct UrlForward;
+
+fn misconfigured(detail: &str) -> Response {
+    Response::new(500).with_header("content-type", "application/problem+json").with_body(format!(
+        "{{\"type\":\"urn:edgemtls:problem:handler-config\",\"title\":\"url-forward is misconfigured\",\"status\":500,\"detail\":\"{detail}\"}}"
+    ))
+}
+
+impl edgemtls_guest::Handler for UrlForward {
+    fn handle(request: IncomingRequest) -> Response {
+        let Some(base) = config("baseUrl").filter(|b| !b.is_empty()) else {
+            return misconfigured("option baseUrl is required");
+        };
+        let forward_search = config("forwardSearch").is_none_or(|v| !v.eq_ignore_ascii_case("false"));
+        let mut url = format!("{}{}", base.trim_end_matches('/'), request.path());
+        let query = request.query();
+        if forward_search && !query.is_empty() {
+            url.push('?');
+            url.push_str(&query);
+        }
+        let certificate = config("mtlsCertificate").unwrap_or_default();
+        let method = request.method();
+        let headers = request.headers();
+        let body = match request.into_body() {
+            Ok(body) => body,
+            Err(error) => return error.into_response(),
+        };
+        let mut outbound = Request::new(&method, &url).mtls_certificate(&certificate).body(body);
+        for (name, value) in headers {
+            outbound = outbound.header(&name, value);
+        }
+        match outbound.send() {
+            Ok(upstream) => upstream,
+            Err(error) => error.into_response(),
+        }
+    }
+}
+
+edgemtls_guest::handler!(UrlForward);
