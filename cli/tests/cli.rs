@@ -7,6 +7,7 @@
 
 mod cli {
     pub mod common;
+    mod cert_test;
     mod formats;
     mod manage;
     mod openssl;

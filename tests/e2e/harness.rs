@@ -13,6 +13,7 @@ use edgemtls_host::echo::{EchoOptions, EchoUpstream, parse_pem_certificates};
 use edgemtls_host::pki::{DevCa, ImportRequest, IssueOptions, inspect_leaf, load_identity};
 use edgemtls_host::server::{App, ServerHandle};
 use edgemtls_host::store::{NewCertificate, Store};
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -86,8 +87,22 @@ impl World {
             days: 30,
         };
         let (chain_pem, key_pem) = self.ca.issue(&options)?;
-        let key_path = self.path().join("upstream.key");
-        let chain_path = self.path().join("upstream.pem");
+        // nginx.rs reuses these two files.
+        self.start_upstream("upstream", &chain_pem, &key_pem, require_client_cert).await
+    }
+
+    /// Starts an echo upstream on 127.0.0.1 that presents `chain_pem` (leaf first) with
+    /// `key_pem`, and accepts client certificates issued by this world's CA. The files are
+    /// kept as `upstream-N.pem` / `upstream-N.key`.
+    pub async fn upstream_with(&self, chain_pem: &str, key_pem: &str, require_client_cert: bool) -> anyhow::Result<EchoUpstream> {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.start_upstream(&format!("upstream-{n}"), chain_pem, key_pem, require_client_cert).await
+    }
+
+    async fn start_upstream(&self, stem: &str, chain_pem: &str, key_pem: &str, require_client_cert: bool) -> anyhow::Result<EchoUpstream> {
+        let key_path = self.path().join(format!("{stem}.key"));
+        let chain_path = self.path().join(format!("{stem}.pem"));
         std::fs::write(&chain_path, chain_pem)?;
         std::fs::write(&key_path, key_pem)?;
         let identity = load_identity(ImportRequest { cert_path: &chain_path, key_path: Some(&key_path), password: None })?;
@@ -97,6 +112,14 @@ impl World {
             EchoOptions { client_ca, server_chain: identity.chain, server_key: identity.key, require_client_cert },
         )
         .await
+    }
+
+    /// Writes `text` as `edgemtls.toml` exactly as given (no `[[upstreams]]` entry is added)
+    /// and returns its path.
+    pub fn config_raw(&self, text: &str) -> anyhow::Result<PathBuf> {
+        let path = self.path().join("edgemtls.toml");
+        std::fs::write(&path, text)?;
+        Ok(path)
     }
 
     /// Writes `edgemtls.toml` with `body` plus an `[[upstreams]]` entry trusting the dev CA
@@ -130,7 +153,7 @@ pub fn probe_routes(hello_url: &str) -> String {
     )
 }
 
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+pub type HttpClient = Client<HttpConnector, UnsyncBoxBody<Bytes, std::convert::Infallible>>;
 
 pub fn client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build(HttpConnector::new())
@@ -141,6 +164,13 @@ pub struct Served {
     pub addr: SocketAddr,
     pub handle: ServerHandle,
     client: HttpClient,
+}
+
+async fn reply(response: hyper::Response<hyper::body::Incoming>) -> anyhow::Result<Reply> {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok(Reply { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
 }
 
 /// What came back from the host.
@@ -159,15 +189,32 @@ impl Reply {
 
 impl Served {
     pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> anyhow::Result<Reply> {
-        let mut request = hyper::Request::get(format!("http://{}{path}", self.addr));
+        self.request("GET", path, headers, Bytes::new()).await
+    }
+
+    pub async fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Bytes) -> anyhow::Result<Reply> {
+        let mut request = hyper::Request::builder().method(method).uri(format!("http://{}{path}", self.addr));
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let response = self.client.request(request.body(Full::new(Bytes::new()))?).await?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response.into_body().collect().await?.to_bytes();
-        Ok(Reply { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
+        let response = self.client.request(request.body(Full::new(body).boxed_unsync())?).await?;
+        reply(response).await
+    }
+
+    /// Sends a streamed body.
+    pub async fn request_streaming<B>(&self, method: &str, path: &str, body: B) -> anyhow::Result<Reply>
+    where
+        B: hyper::body::Body<Data = Bytes, Error = std::convert::Infallible> + Send + 'static,
+    {
+        let request = hyper::Request::builder().method(method).uri(format!("http://{}{path}", self.addr));
+        let response = self.client.request(request.body(body.boxed_unsync())?).await?;
+        reply(response).await
+    }
+
+    /// A GET whose response body the caller reads.
+    pub async fn raw_get(&self, path: &str) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
+        let request = hyper::Request::get(format!("http://{}{path}", self.addr));
+        Ok(self.client.request(request.body(Full::new(Bytes::new()).boxed_unsync())?).await?)
     }
 
     /// Asks the probe to fetch `target` naming `certificate` (None: no certificate).

@@ -5,7 +5,12 @@ mod harness;
 
 mod environments;
 mod failures;
+mod handlers;
 mod isolation;
 mod limits;
 mod nginx;
+mod operations;
+mod rotation;
+mod startup;
+mod trust;
 mod wit_contract;

@@ -84,6 +84,26 @@ pub enum CertCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Makes a real mTLS request with a certificate and reports the handshake, the server's
+    /// certificate, the status code and timings: the check before switching to it.
+    Test {
+        /// Name or id.
+        reference: String,
+        /// The https:// URL to request.
+        url: String,
+        /// Resolve the name in this environment.
+        #[arg(long, env = "EDGEMTLS_ENV", default_value = "development")]
+        env: Environment,
+        /// Take upstream trust ([[upstreams]]) from this config file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Also trust this CA (PEM) for the URL's host.
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn open(store_dir: &Path) -> anyhow::Result<Store> {
@@ -160,6 +180,9 @@ impl CertCommand {
                 Ok(ExitCode::SUCCESS)
             }
             CertCommand::Status { json } => status(store_dir, now, json),
+            CertCommand::Test { reference, url, env, config, ca, json } => {
+                test(store_dir, &reference, &url, env, config.as_deref(), ca.as_deref(), json)
+            }
         }
     }
 }
@@ -203,6 +226,68 @@ fn create(
         m.days_left(now)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn test(
+    store_dir: &Path,
+    reference: &str,
+    url: &str,
+    env: Environment,
+    config: Option<&Path>,
+    ca: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use edgemtls_host::config::{Config, UpstreamTrust, normalize_authority};
+    let uri: http::Uri = url.parse().with_context(|| format!("invalid URL '{url}'"))?;
+    let host = uri.host().ok_or_else(|| anyhow::anyhow!("the URL '{url}' has no host"))?;
+    let authority = normalize_authority(&format!("{host}:{}", uri.port_u16().unwrap_or(443)));
+    let mut upstreams = match config {
+        Some(path) => Config::load(path)?.upstreams,
+        None => Vec::new(),
+    };
+    if let Some(ca) = ca {
+        // The explicit CA replaces any config entry for this host.
+        upstreams.retain(|u| !u.hosts.contains(&authority));
+        upstreams.push(UpstreamTrust {
+            hosts: vec![authority.clone()],
+            ca_bundle: Some(edgemtls_host::pki::expand_tilde(ca)),
+            verify: true,
+            check_hostname: true,
+            crl: Vec::new(),
+            pin_spki_sha256: Vec::new(),
+        });
+    }
+    let trust = std::sync::Arc::new(edgemtls_host::upstream::TrustProfiles::new(&upstreams)?);
+    open_existing(store_dir)?; // a clear error when there is no store
+    let resolver = edgemtls_host::resolve::Resolver::open(store_dir, env, trust)?;
+    let name = match Store::open_existing(store_dir)?.find(reference) {
+        Ok(record) => record.name,
+        Err(_) => reference.to_string(),
+    };
+    let identity = resolver.resolve(&name).with_context(|| format!("cannot use certificate '{name}' in {env}"))?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let report = runtime.block_on(edgemtls_host::upstream::probe(&identity, &uri));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let show = |label: &str, value: Option<String>| {
+            if let Some(value) = value {
+                println!("{label:<16}{value}");
+            }
+        };
+        println!("{:<16}{}", "certificate:", name);
+        println!("{:<16}{}", "url:", report.url);
+        show("connect:", report.connect_ms.map(|t| format!("{t} ms")));
+        show("handshake:", report.handshake_ms.map(|t| format!("{t} ms ({})", report.tls_version.clone().unwrap_or_default())));
+        show("cipher suite:", report.cipher_suite.clone());
+        show("server subject:", report.server_subject.clone());
+        show("server issuer:", report.server_issuer.clone());
+        show("server expires:", report.server_not_after.clone());
+        show("status:", report.status.map(|s| s.to_string()));
+        show("total:", report.total_ms.map(|t| format!("{t} ms")));
+        show("error:", report.error.clone());
+    }
+    Ok(if report.error.is_none() && report.status.is_some_and(|s| s < 400) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn set_enabled(store_dir: &Path, reference: &str, enabled: bool) -> anyhow::Result<ExitCode> {

@@ -27,8 +27,12 @@ pub struct SeenRequest {
     pub connection: usize,
     /// The common name of the client certificate, if one was presented.
     pub client_cn: Option<String>,
+    /// The request method.
+    pub method: String,
     /// The request path and query.
     pub path: String,
+    /// Request body bytes received.
+    pub received_bytes: u64,
     /// The value of the `x-expect-cn` header, if the client sent one.
     pub expected_cn: Option<String>,
 }
@@ -166,6 +170,7 @@ async fn answer(
     request: hyper::Request<hyper::body::Incoming>,
 ) -> hyper::Response<UnsyncBoxBody<Bytes, Infallible>> {
     let path = request.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    let method = request.method().to_string();
     let expected_cn = request.headers().get("x-expect-cn").and_then(|v| v.to_str().ok()).map(str::to_string);
     // `?bytes=N` asks for an N-byte body; otherwise the body echoes what was seen.
     let size = request
@@ -183,7 +188,14 @@ async fn answer(
         }
     }
     if let Ok(mut requests) = log.requests.lock() {
-        requests.push(SeenRequest { connection, client_cn: client_cn.clone(), path: path.clone(), expected_cn });
+        requests.push(SeenRequest {
+            connection,
+            client_cn: client_cn.clone(),
+            method,
+            path: path.clone(),
+            received_bytes: received,
+            expected_cn,
+        });
     }
     let body = match size {
         Some(n) => RepeatBody { remaining: n }.boxed_unsync(),

@@ -5,8 +5,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SanType, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -143,6 +143,40 @@ impl DevCa {
         params.not_after = not_after;
         let cert = params.signed_by(&key, &issuer).map_err(generate_error)?;
         Ok((format!("{}{}", cert.pem(), self.cert_pem), key.serialize_pem()))
+    }
+
+    /// Signs a certificate revocation list (PEM, valid for 7 days from now) that revokes the
+    /// certificates with `serials`, each written as [`super::CertificateMetadata::serial`]
+    /// shows it (colon-separated hex, e.g. `3a:0f:…`). For testing `crl = [...]` upstream
+    /// trust; an empty list gives a valid CRL that revokes nothing.
+    pub fn revocation_list(&self, serials: &[&str]) -> Result<String, PkiError> {
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key).map_err(generate_error)?;
+        let now = OffsetDateTime::now_utc();
+        let mut revoked_certs = Vec::new();
+        for serial in serials {
+            let bytes = serial
+                .split(':')
+                .map(|byte| u8::from_str_radix(byte.trim(), 16))
+                .collect::<Result<Vec<u8>, _>>()
+                .ok()
+                .filter(|bytes| !bytes.is_empty())
+                .ok_or_else(|| PkiError::Generate(format!("'{serial}' is not a serial number in colon-separated hex")))?;
+            revoked_certs.push(RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&bytes),
+                revocation_time: now - Duration::minutes(1),
+                reason_code: None,
+                invalidity_date: None,
+            });
+        }
+        let params = CertificateRevocationListParams {
+            this_update: now - Duration::minutes(5),
+            next_update: now + Duration::days(7),
+            crl_number: SerialNumber::from(now.unix_timestamp().unsigned_abs()),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        params.signed_by(&issuer).map_err(generate_error)?.pem().map_err(generate_error)
     }
 
     /// Issues a certificate into `dir` as `<name>.pem` and `<name>.key` (0600), where `<name>`

@@ -198,11 +198,11 @@ impl App {
             return Err(problems);
         }
         let trust = TrustProfiles::new(&config.upstreams).map_err(|e| vec![StartupProblem(e.to_string())])?;
-        // Resolve against the new trust before swapping anything in.
-        self.resolver.set_trust(Arc::new(trust)).map_err(|e| vec![StartupProblem(e.to_string())])?;
         let routes =
             build_routes(&self.runtime, &self.resolver, &self.metrics, config, self.environment, &mut problems, &mut warnings)
                 .ok_or(problems)?;
+        // Everything is valid: only now swap in the new trust and routes.
+        self.resolver.set_trust(Arc::new(trust)).map_err(|e| vec![StartupProblem(e.to_string())])?;
         let certificates: Vec<String> = routes.certificates.iter().cloned().collect();
         match self.routes.write() {
             Ok(mut guard) => *guard = Arc::new(routes),
@@ -294,13 +294,23 @@ impl App {
     /// Serves on `listener` (and the admin listener, if configured) until `shutdown`
     /// resolves; reloads certificates while serving.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-        self.register(listener.local_addr()?);
+        self.start(listener.local_addr()?).await?;
+        self.accept(listener, shutdown).await
+    }
+
+    /// Registers the deployment, starts the store watcher and the admin listener.
+    async fn start(self: &Arc<Self>, listen: SocketAddr) -> std::io::Result<()> {
+        self.register(listen);
         self.resolver.watch(STORE_POLL_INTERVAL);
         if let Some(addr) = self.admin_listen {
             let admin = TcpListener::bind(addr).await?;
             tracing::info!(addr = %admin.local_addr()?, "admin endpoints: /healthz, /metrics");
             tokio::spawn(admin::serve(self.clone(), admin));
         }
+        Ok(())
+    }
+
+    async fn accept(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
@@ -328,8 +338,9 @@ pub async fn spawn(app: App, addr: SocketAddr) -> std::io::Result<ServerHandle> 
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let app = Arc::new(app);
+    app.start(local).await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(app.clone().serve(listener, async {
+    let task = tokio::spawn(app.clone().accept(listener, async {
         let _ = stopped.await;
     }));
     Ok(ServerHandle { addr: local, app, stop: Some(stop), task })

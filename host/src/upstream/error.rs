@@ -22,10 +22,18 @@ pub fn classify_client_error(error: &hyper_util::client::legacy::Error) -> Error
                 ErrorKind::TimedOut => return Error::ConnectionTimeout,
                 _ => {}
             }
+            // `io::Error::source()` skips the error it wraps (it returns that error's own
+            // source), so descend through `get_ref()`: hyper-rustls wraps tokio-rustls'
+            // `io::Error`, which holds the `rustls::Error`, in a second `io::Error`.
+            if let Some(inner) = io.get_ref() {
+                source = Some(inner as &(dyn std::error::Error + 'static));
+                continue;
+            }
         }
         source = current.source();
     }
     if error.is_connect() {
+        tracing::debug!(error = %error_chain(error), "connect failed");
         return Error::DestinationUnavailable;
     }
     Error::InternalError(Some(error_chain(error)))

@@ -6,6 +6,7 @@
 //! class of proxies that pool by `host:port` alone.
 
 mod error;
+mod probe;
 mod trust;
 
 use std::sync::{Arc, OnceLock};
@@ -20,6 +21,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use wasmtime_wasi_http::{RequestOptions, WasiBody};
 
 pub use error::classify_client_error;
+pub use probe::{ProbeReport, probe};
 pub use trust::{PinMismatch, TrustError, TrustProfiles};
 
 /// The HTTP client (and its connection pool) of one identity towards one trust profile.
@@ -95,6 +97,11 @@ impl ClientIdentity {
         }
         let config = self.client_config(profile)?;
         Ok(slot.get_or_init(|| build_client(config)))
+    }
+
+    /// The TLS client config this identity uses towards `authority` (`host:port`).
+    pub fn tls_config(&self, authority: &str) -> Result<rustls::ClientConfig, wasmtime_wasi_http::Error> {
+        self.client_config(self.trust.profile_for(authority))
     }
 
     fn client_config(&self, profile: usize) -> Result<rustls::ClientConfig, wasmtime_wasi_http::Error> {

@@ -1,0 +1,92 @@
+//! `cert test`: a real mTLS request against `edgemtls dev-upstream`, a server that requires
+//! client certificates from the dev CA.
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, ensure};
+
+use super::common::*;
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_for(port: u16) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        ensure!(Instant::now() < deadline, "dev-upstream did not start on port {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+#[test]
+fn cert_test_reports_a_real_mtls_exchange_and_a_refusal() -> Result<()> {
+    let sandbox = Sandbox::new()?;
+    let pki = sandbox.path("pki");
+    let other = sandbox.path("other");
+    let pki_s = text(&pki);
+    sandbox.ok(["pki", "init", "--out", &pki_s])?;
+    sandbox.ok(["pki", "issue", "--ca", &pki_s, "--cn", "good-client", "--out", &pki_s])?;
+    sandbox.ok(["pki", "issue", "--ca", &pki_s, "--cn", "localhost", "--server", "--san", "localhost", "--out", &pki_s])?;
+    // A client certificate from a CA the upstream does not trust.
+    sandbox.ok(["pki", "init", "--out", &text(&other)])?;
+    sandbox.ok(["pki", "issue", "--ca", &text(&other), "--cn", "stranger", "--out", &text(&other)])?;
+    for (name, dir, cn) in [("good", &pki, "good-client"), ("stranger", &other, "stranger")] {
+        let cert = text(&dir.join(format!("{cn}.pem")));
+        let key = text(&dir.join(format!("{cn}.key")));
+        sandbox.ok(["cert", "create", "--name", name, "--cert", &cert, "--key", &key, "--env", "development"])?;
+    }
+
+    let port = free_port()?;
+    let upstream = sandbox
+        .command([
+            "dev-upstream",
+            "--client-ca",
+            &text(&pki.join("ca.pem")),
+            "--cert",
+            &text(&pki.join("localhost.pem")),
+            "--key",
+            &text(&pki.join("localhost.key")),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let _upstream = Running(upstream);
+    wait_for(port)?;
+    let url = format!("https://localhost:{port}/check");
+    let ca = text(&pki.join("ca.pem"));
+
+    let out = sandbox.ok(["cert", "test", "good", &url, "--ca", &ca])?;
+    ensure!(out.contains("status:         200"), "{out}");
+    ensure!(out.contains("server subject: CN=localhost"), "{out}");
+    ensure!(out.contains("handshake:"), "{out}");
+
+    let json = sandbox.run(["cert", "test", "good", &url, "--ca", &ca, "--json"])?;
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout)?;
+    ensure!(report["status"] == 200 && report["certificate"] == "good", "{report}");
+
+    // The upstream refuses a certificate from another CA: the report says where it failed.
+    let refused = sandbox.run(["cert", "test", "stranger", &url, "--ca", &ca])?;
+    ensure!(!refused.status.success(), "a refused certificate must fail");
+    let stdout = String::from_utf8_lossy(&refused.stdout);
+    ensure!(stdout.contains("error:") && !stdout.contains("status:"), "{stdout}");
+
+    // Without trusting the dev CA, our side refuses the server.
+    let untrusted = sandbox.run(["cert", "test", "good", &url])?;
+    let stdout = String::from_utf8_lossy(&untrusted.stdout);
+    ensure!(!untrusted.status.success() && stdout.contains("UnknownIssuer"), "{stdout}");
+    Ok(())
+}

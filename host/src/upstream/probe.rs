@@ -1,0 +1,128 @@
+//! One real request with an identity, reported step by step: what `edgemtls cert test`
+//! shows before an operator switches to a new certificate.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use serde::Serialize;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use super::ClientIdentity;
+
+/// What happened, as far as it got.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ProbeReport {
+    /// The URL requested.
+    pub url: String,
+    /// The certificate presented (`None`: no certificate).
+    pub certificate: Option<String>,
+    /// TCP connect time.
+    pub connect_ms: Option<f64>,
+    /// TLS handshake time.
+    pub handshake_ms: Option<f64>,
+    /// Negotiated TLS version.
+    pub tls_version: Option<String>,
+    /// Negotiated cipher suite.
+    pub cipher_suite: Option<String>,
+    /// The server certificate's subject.
+    pub server_subject: Option<String>,
+    /// The server certificate's issuer.
+    pub server_issuer: Option<String>,
+    /// The server certificate's end of validity (RFC 3339).
+    pub server_not_after: Option<String>,
+    /// HTTP status of a `GET` over the connection.
+    pub status: Option<u16>,
+    /// Time to the response head, from the start.
+    pub total_ms: Option<f64>,
+    /// Where it failed, and why.
+    pub error: Option<String>,
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0 * 10.0).round() / 10.0
+}
+
+/// Connects to `url` (https) presenting `identity`, sends `GET`, and reports each step.
+/// Never fails: a failure is recorded in the report's `error`.
+pub async fn probe(identity: &ClientIdentity, url: &http::Uri) -> ProbeReport {
+    let mut report = ProbeReport {
+        url: url.to_string(),
+        certificate: identity.name().map(str::to_string),
+        ..ProbeReport::default()
+    };
+    if let Err(error) = run(identity, url, &mut report).await {
+        report.error = Some(error);
+    }
+    report
+}
+
+async fn run(identity: &ClientIdentity, url: &http::Uri, report: &mut ProbeReport) -> Result<(), String> {
+    if url.scheme() != Some(&http::uri::Scheme::HTTPS) {
+        return Err("only https:// URLs can be tested".into());
+    }
+    let host = url.host().ok_or("the URL has no host")?.trim_start_matches('[').trim_end_matches(']').to_string();
+    let port = url.port_u16().unwrap_or(443);
+    let authority = crate::config::normalize_authority(&format!("{host}:{port}"));
+    let config = identity.tls_config(&authority).map_err(|e| format!("cannot build the TLS config: {e}"))?;
+
+    let started = Instant::now();
+    let tcp = tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect((host.as_str(), port)))
+        .await
+        .map_err(|_| "connect: timed out after 10 s".to_string())?
+        .map_err(|e| format!("connect: {e}"))?;
+    report.connect_ms = Some(ms(started.elapsed()));
+
+    let server_name = ServerName::try_from(host.clone()).map_err(|e| format!("invalid server name '{host}': {e}"))?;
+    let handshake_started = Instant::now();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake: {e}"))?;
+    report.handshake_ms = Some(ms(handshake_started.elapsed()));
+    let (_, session) = tls.get_ref();
+    report.tls_version = session.protocol_version().map(|v| format!("{v:?}"));
+    report.cipher_suite = session.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite()));
+    if let Some(leaf) = session.peer_certificates().and_then(|c| c.first())
+        && let Ok((_, cert)) = X509Certificate::from_der(leaf)
+    {
+        report.server_subject = Some(cert.subject().to_string());
+        report.server_issuer = Some(cert.issuer().to_string());
+        report.server_not_after = cert
+            .validity()
+            .not_after
+            .to_datetime()
+            .format(&time::format_description::well_known::Rfc3339)
+            .ok();
+    }
+
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| format!("HTTP: {e}"))?;
+    tokio::spawn(connection);
+    let path = url.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let request = http::Request::get(path)
+        .header(http::header::HOST, url.authority().map(|a| a.as_str()).unwrap_or(&host))
+        .header(http::header::USER_AGENT, concat!("edgemtls/", env!("CARGO_PKG_VERSION"), " cert-test"))
+        .body(Empty::<bytes::Bytes>::new())
+        .map_err(|e| format!("building the request: {e}"))?;
+    // TLS 1.3 servers refuse a client certificate after the handshake; that surfaces here.
+    let response = sender.send_request(request).await.map_err(|e| format!("request: {}", error_chain(&e)))?;
+    report.status = Some(response.status().as_u16());
+    report.total_ms = Some(ms(started.elapsed()));
+    let _ = response.into_body().collect().await;
+    Ok(())
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
