@@ -12,6 +12,7 @@ mod cli {
     mod manage;
     mod openssl;
     mod pki;
+    mod serve;
     mod status;
     mod validation;
 }
