@@ -43,6 +43,12 @@ pub struct EchoLog {
     connections: AtomicUsize,
     handshakes: AtomicUsize,
     refused: AtomicUsize,
+    served: AtomicUsize,
+    /// Requests whose `x-expect-cn` matched the certificate presented (`none`: no certificate).
+    matched: AtomicUsize,
+    /// Requests whose `x-expect-cn` did not match.
+    mismatched: AtomicUsize,
+    record: bool,
     requests: Mutex<Vec<SeenRequest>>,
 }
 
@@ -59,9 +65,40 @@ impl EchoLog {
     pub fn refused_handshakes(&self) -> usize {
         self.refused.load(Ordering::SeqCst)
     }
-    /// Every request served, in order.
+    /// Every request served, in order (empty unless [`EchoTuning::record_requests`]).
     pub fn requests(&self) -> Vec<SeenRequest> {
         self.requests.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+    /// Requests served.
+    pub fn served(&self) -> usize {
+        self.served.load(Ordering::SeqCst)
+    }
+    /// Requests whose `x-expect-cn` matched the presented certificate.
+    pub fn matched(&self) -> usize {
+        self.matched.load(Ordering::SeqCst)
+    }
+    /// Requests whose `x-expect-cn` did not match the presented certificate.
+    pub fn mismatched(&self) -> usize {
+        self.mismatched.load(Ordering::SeqCst)
+    }
+}
+
+/// Knobs for benchmarks; the defaults suit tests and local development.
+#[derive(Debug, Clone, Copy)]
+pub struct EchoTuning {
+    /// Keep every request in the log (tests); off, only counters are kept.
+    pub record_requests: bool,
+    /// Offer only X25519 for key exchange.
+    pub x25519_only: bool,
+    /// Allow TLS session resumption (tickets and session ids).
+    pub resumption: bool,
+    /// Close the connection after each response, forcing a new connection per request.
+    pub close_connections: bool,
+}
+
+impl Default for EchoTuning {
+    fn default() -> Self {
+        Self { record_requests: true, x25519_only: false, resumption: true, close_connections: false }
     }
 }
 
@@ -99,9 +136,18 @@ fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
 }
 
 impl EchoUpstream {
-    /// Binds `addr` and serves until dropped. Client certificates are required.
+    /// Binds `addr` and serves until dropped.
     pub async fn start(addr: SocketAddr, options: EchoOptions) -> anyhow::Result<Self> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Self::start_tuned(addr, options, EchoTuning::default()).await
+    }
+
+    /// Like [`EchoUpstream::start`], with benchmark knobs.
+    pub async fn start_tuned(addr: SocketAddr, options: EchoOptions, tuning: EchoTuning) -> anyhow::Result<Self> {
+        let mut provider = rustls::crypto::ring::default_provider();
+        if tuning.x25519_only {
+            provider.kx_groups = vec![rustls::crypto::ring::kx_group::X25519];
+        }
+        let provider = Arc::new(provider);
         let mut roots = rustls::RootCertStore::empty();
         for ca in options.client_ca {
             roots.add(ca)?;
@@ -116,11 +162,19 @@ impl EchoUpstream {
             .with_client_cert_verifier(verifier)
             .with_single_cert(options.server_chain, options.server_key)?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        if !tuning.resumption {
+            config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+            config.send_tls13_tickets = 0;
+        }
+        if tuning.close_connections {
+            // One request per connection is an HTTP/1.1 notion.
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        }
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
 
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let log = Arc::new(EchoLog::default());
+        let log = Arc::new(EchoLog { record: tuning.record_requests, ..EchoLog::default() });
         let task_log = log.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -141,7 +195,13 @@ impl EchoUpstream {
                     let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
                         let log = log.clone();
                         let client_cn = client_cn.clone();
-                        async move { Ok::<_, std::convert::Infallible>(answer(&log, connection, client_cn, request).await) }
+                        async move {
+                            let mut response = answer(&log, connection, client_cn, request).await;
+                            if tuning.close_connections {
+                                response.headers_mut().insert("connection", hyper::header::HeaderValue::from_static("close"));
+                            }
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(tls), service)
@@ -187,7 +247,15 @@ async fn answer(
             Err(_) => break,
         }
     }
-    if let Ok(mut requests) = log.requests.lock() {
+    log.served.fetch_add(1, Ordering::SeqCst);
+    if let Some(expected) = &expected_cn {
+        let actual = client_cn.as_deref().unwrap_or("none");
+        let counter = if expected == actual { &log.matched } else { &log.mismatched };
+        counter.fetch_add(1, Ordering::SeqCst);
+    }
+    if log.record
+        && let Ok(mut requests) = log.requests.lock()
+    {
         requests.push(SeenRequest {
             connection,
             client_cn: client_cn.clone(),

@@ -1,0 +1,634 @@
+#!/usr/bin/env python3
+"""edgemtls benchmarks against nginx, `wasmtime serve` and a native hyper+rustls proxy.
+
+One command builds everything, starts every peer on 127.0.0.1, runs the scenarios with wrk,
+checks correctness while it measures (status codes, body sizes, which client certificate
+the upstream saw) and writes bench/results/latest.{md,json} with ratios. It fails loudly
+instead of reporting a number from a broken run. See bench/README.md.
+
+    python3 bench/run.py            # full run (release build, minutes)
+    python3 bench/run.py --smoke    # a few seconds per scenario, debug build (CI)
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+CLIENT_CN = "bench-client"
+
+
+class BenchError(Exception):
+    """A broken run: never report its numbers."""
+
+
+def log(message):
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc=None, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise BenchError(f"process {proc.args[0]} exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise BenchError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_kib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def http_get(port, path, headers=None):
+    """A plain HTTP/1.1 GET (no client library); returns (status, body bytes)."""
+    headers = headers or {}
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    if b"transfer-encoding: chunked" in head.lower():
+        decoded, rest = b"", body
+        while rest:
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line.split(b";")[0], 16)
+            if size == 0:
+                break
+            decoded, rest = decoded + rest[:size], rest[size + 2:]
+        body = decoded
+    return status, body
+
+
+class Processes:
+    """Starts processes and stops them all at the end."""
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.procs = []
+
+    def start(self, name, cmd, port=None, env=None, cwd=None):
+        log_file = open(self.workdir / f"{name}.log", "w")
+        proc = subprocess.Popen(
+            [str(c) for c in cmd], stdout=log_file, stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})}, cwd=cwd or self.workdir, start_new_session=True,
+        )
+        proc.name = name
+        self.procs.append(proc)
+        if port is not None:
+            try:
+                wait_port(port, proc)
+            except BenchError:
+                log_file.flush()
+                raise BenchError(f"{name} did not start: {(self.workdir / f'{name}.log').read_text()[-2000:]}")
+        return proc
+
+    def stop(self, proc):
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        if proc in self.procs:
+            self.procs.remove(proc)
+
+    def stop_all(self):
+        for proc in list(self.procs):
+            self.stop(proc)
+
+
+WRK_SCRIPT = r"""
+local threads = {}
+local expected = tonumber(os.getenv("BENCH_EXPECT_BYTES") or "-1")
+local fanout = tonumber(os.getenv("BENCH_FANOUT") or "0")
+local target = os.getenv("BENCH_TARGET") or ""
+local style = os.getenv("BENCH_STYLE") or ""
+local counter = 0
+bad_bodies = 0
+bad_status = 0
+
+function setup(thread)
+  table.insert(threads, thread)
+  thread:set("id", #threads)
+end
+
+function init(args)
+  counter = id * 7919
+end
+
+function request()
+  if fanout > 0 then
+    counter = counter + 1
+    local i = counter % fanout
+    local h = { ["x-expect-cn"] = "id-cn-" .. i }
+    if style == "edgemtls" then
+      h["x-certificate"] = "id" .. i
+      h["x-target"] = target
+    else
+      h["x-cert"] = "id" .. i
+    end
+    return wrk.format(nil, nil, h)
+  end
+  return wrk.format()
+end
+
+function response(status, headers, body)
+  if status ~= 200 then bad_status = bad_status + 1 end
+  if expected >= 0 and #body ~= expected then bad_bodies = bad_bodies + 1 end
+end
+
+function done(summary, latency, requests)
+  local bodies, statuses = 0, 0
+  for _, t in ipairs(threads) do
+    bodies = bodies + t:get("bad_bodies")
+    statuses = statuses + t:get("bad_status")
+  end
+  io.write(string.format("BENCH_BAD_BODIES %d\nBENCH_BAD_STATUS %d\n", bodies, statuses))
+  io.write(string.format("BENCH_P50_US %d\nBENCH_P99_US %d\n", latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.smoke = args.smoke
+        self.duration = args.duration or (1 if self.smoke else 8)
+        self.connections = args.connections
+        self.profile = "debug" if self.smoke else "release"
+        self.workdir = Path(tempfile.mkdtemp(prefix="edgemtls-bench-"))
+        self.procs = Processes(self.workdir)
+        self.results = {"scenarios": [], "notes": []}
+        self.bin = ROOT / "target" / self.profile
+        self.guests = ROOT / "target" / "wasm32-wasip2" / "release"
+        self.wrk_script = self.workdir / "check.lua"
+        self.wrk_script.write_text(WRK_SCRIPT)
+
+    # ---------------------------------------------------------------- setup
+
+    def build(self):
+        profile_flag = [] if self.profile == "debug" else ["--release"]
+        log(f"building ({self.profile})")
+        subprocess.run(["cargo", "build", "-q", *profile_flag, "-p", "edgemtls", "-p", "edgemtls-bench"], cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", "-q", "--release", "--target", "wasm32-wasip2", "-p", "bench-constant", "-p", "mtls-probe"],
+                       cwd=ROOT, check=True)
+
+    def edgemtls(self, *args, store=None):
+        cmd = [self.bin / "edgemtls"]
+        if store:
+            cmd += ["--store", store]
+        return subprocess.run([str(c) for c in cmd + list(args)], cwd=self.workdir, check=True, capture_output=True, text=True).stdout
+
+    def make_pki(self):
+        pki = self.workdir / "pki"
+        self.edgemtls("pki", "init", "--out", pki)
+        self.edgemtls("pki", "issue", "--ca", pki, "--cn", CLIENT_CN, "--out", pki)
+        self.edgemtls("pki", "issue", "--ca", pki, "--cn", "localhost", "--server", "--san", "localhost", "--out", pki)
+        self.pki = pki
+        self.store = self.workdir / "store"
+        self.edgemtls("cert", "create", "--name", "bench_client", "--cert", pki / f"{CLIENT_CN}.pem",
+                      "--key", pki / f"{CLIENT_CN}.key", "--env", "production", store=self.store)
+        count = 16 if self.smoke else 1024
+        self.fanout_files = self.workdir / "identities"
+        out = subprocess.run([str(self.bin / "bench-tool"), "populate", "--store", str(self.store), "--ca", str(pki),
+                              "--count", str(count), "--prefix", "id", "--write-files", str(self.fanout_files)],
+                             check=True, capture_output=True, text=True).stdout
+        log(f"identities: {out.strip()}")
+        self.fanout_count = count
+
+    def start_upstreams(self):
+        """S1 keep-alive, S2 new connection + full handshake per request, S3 resumption."""
+        self.upstreams = {}
+        for name, flags in [("keepalive", []), ("handshake", ["--close", "--no-resumption"]), ("resumption", ["--close"])]:
+            port, stats = free_port(), free_port()
+            self.procs.start(f"upstream-{name}", [self.bin / "bench-upstream", "--client-ca", self.pki / "ca.pem",
+                                                  "--cert", self.pki / "localhost.pem", "--key", self.pki / "localhost.key",
+                                                  "--listen", f"127.0.0.1:{port}", "--stats-listen", f"127.0.0.1:{stats}", *flags],
+                             port=stats)
+            self.upstreams[name] = (port, stats)
+
+    def upstream_stats(self, name):
+        status, body = http_get(self.upstreams[name][1], "/stats")
+        if status != 200:
+            raise BenchError(f"upstream stats: {status}")
+        return json.loads(body)
+
+    def start_edgemtls(self):
+        port = free_port()
+        routes = []
+        for name, (up, _) in self.upstreams.items():
+            routes.append(f"""
+[[routes]]
+path = "/{name}"
+handler = "url-forward"
+[routes.options]
+baseUrl = "https://localhost:{up}"
+mtlsCertificate = "bench_client"
+""")
+        routes.append(f"""
+[[routes]]
+path = "/const"
+handler = "{self.guests / 'bench_constant.wasm'}"
+
+[[routes]]
+path = "/fanout"
+handler = "{self.guests / 'mtls_probe.wasm'}"
+""")
+        hosts = ", ".join(f'"localhost:{up}"' for up, _ in self.upstreams.values())
+        config = self.workdir / "edgemtls.toml"
+        config.write_text("".join(routes) + f"""
+[[upstreams]]
+hosts = [{hosts}]
+ca_bundle = "{self.pki / 'ca.pem'}"
+""")
+        proc = self.procs.start("edgemtls", [self.bin / "edgemtls", "--store", self.store, "serve", "--config", config,
+                                             "--env", "production", "--listen", f"127.0.0.1:{port}"],
+                                port=port, env={"RUST_LOG": "warn"})
+        return port, proc
+
+    def start_native(self):
+        natives = {}
+        for name, (up, _) in self.upstreams.items():
+            port = free_port()
+            proc = self.procs.start(f"native-{name}", [self.bin / "native-proxy", "--listen", f"127.0.0.1:{port}",
+                                                        "--upstream", f"https://localhost:{up}",
+                                                        "--cert", self.pki / f"{CLIENT_CN}.pem",
+                                                        "--key", self.pki / f"{CLIENT_CN}.key", "--ca", self.pki / "ca.pem"],
+                                    port=port)
+            natives[name] = (port, proc)
+        return natives
+
+    def start_nginx(self):
+        nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+        if not nginx:
+            self.results["notes"].append("nginx is not installed: (b) did not take part (apt-get install nginx).")
+            return None, None
+        port = free_port()
+        d = self.workdir / "nginx"
+        (d / "logs").mkdir(parents=True, exist_ok=True)
+        pki = self.pki
+        blocks, locations = [], []
+        for name, (up, _) in self.upstreams.items():
+            blocks.append(f"upstream up_{name} {{ server 127.0.0.1:{up}; keepalive 64; }}")
+            locations.append(f"""
+        location /{name} {{
+            proxy_pass https://up_{name};
+            proxy_ssl_certificate {pki}/{CLIENT_CN}.pem;
+            proxy_ssl_certificate_key {pki}/{CLIENT_CN}.key;
+        }}""")
+        # Fan-out: one upstream{{}} (and so one keep-alive pool) per identity, chosen by map.
+        fan_up = self.upstreams["keepalive"][0]
+        maps = []
+        for i in range(self.fanout_count):
+            blocks.append(f"upstream id{i} {{ server 127.0.0.1:{fan_up}; keepalive 4; }}")
+            maps.append(f"        id{i} id{i};")
+        conf = f"""
+daemon off;
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/logs/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    map_hash_bucket_size 128;
+    map_hash_max_size 8192;
+    {chr(10).join('    ' + b for b in blocks)}
+    map $http_x_cert $fan_backend {{
+        default "";
+{chr(10).join(maps)}
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_ssl_verify on;
+        proxy_ssl_trusted_certificate {pki}/ca.pem;
+        proxy_ssl_name localhost;
+        proxy_ssl_server_name on;
+        proxy_ssl_session_reuse on;
+        proxy_buffering off;
+{''.join(locations)}
+        location /const {{ return 200 "ok\\n"; }}
+        location /fanout {{
+            if ($fan_backend = "") {{ return 400; }}
+            proxy_pass https://$fan_backend;
+            proxy_ssl_certificate {self.fanout_files}/$fan_backend.pem;
+            proxy_ssl_certificate_key {self.fanout_files}/$fan_backend.key;
+        }}
+    }}
+}}
+"""
+        (d / "nginx.conf").write_text(conf)
+        version = subprocess.run([nginx, "-v"], capture_output=True, text=True).stderr.strip()
+        self.results["nginx"] = version
+        proc = self.procs.start("nginx", [nginx, "-c", d / "nginx.conf", "-p", d], port=port)
+        return port, proc
+
+    def start_wasmtime(self):
+        wasmtime = shutil.which("wasmtime")
+        if not wasmtime:
+            self.results["notes"].append(
+                "wasmtime-cli is not installed: (c) did not take part (cargo install wasmtime-cli --version 48.0.8 --locked).")
+            return None, None
+        version = subprocess.run([wasmtime, "--version"], capture_output=True, text=True).stdout.strip()
+        self.results["wasmtime"] = version
+        port = free_port()
+        proc = self.procs.start("wasmtime", [wasmtime, "serve", "--addr", f"127.0.0.1:{port}", "-Scli",
+                                             self.guests / "bench_constant.wasm"], port=port)
+        return port, proc
+
+    # ---------------------------------------------------------------- measuring
+
+    def wrk(self, port, path, proc, expect_bytes, env=None, stats_upstream=None, expect_cn=CLIENT_CN):
+        """Runs wrk against one system; returns rps, latency and CPU per request, after
+        checking that every response was 200 with the right body and identity."""
+        headers = ["-H", f"x-expect-cn: {expect_cn}"] if expect_cn else []
+        before = self.upstream_stats(stats_upstream) if stats_upstream else None
+        cpu_before = cpu_seconds(proc.pid)
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{self.connections}", f"-d{self.duration}s", "--latency", "-s", str(self.wrk_script),
+             *headers, f"http://127.0.0.1:{port}{path}"],
+            capture_output=True, text=True, env={**os.environ, "BENCH_EXPECT_BYTES": str(expect_bytes), **(env or {})},
+        )
+        cpu = cpu_seconds(proc.pid) - cpu_before
+        if out.returncode != 0:
+            raise BenchError(f"wrk failed: {out.stderr}")
+        text = out.stdout
+        requests = int(re.search(r"(\d+) requests in", text).group(1))
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+        bad_bodies = int(re.search(r"BENCH_BAD_BODIES (\d+)", text).group(1))
+        bad_status = int(re.search(r"BENCH_BAD_STATUS (\d+)", text).group(1))
+        errors = re.search(r"Socket errors: (.*)", text)
+        problems = []
+        if requests == 0:
+            problems.append("no requests completed")
+        if bad_status:
+            problems.append(f"{bad_status} responses were not 200")
+        if bad_bodies:
+            problems.append(f"{bad_bodies} bodies were not {expect_bytes} bytes")
+        if errors and re.search(r"(read|write|timeout) [1-9]", errors.group(1)):
+            problems.append(f"socket errors: {errors.group(1)}")
+        if stats_upstream:
+            after = self.upstream_stats(stats_upstream)
+            mismatched = after["mismatched"] - before["mismatched"]
+            matched = after["matched"] - before["matched"]
+            if mismatched:
+                problems.append(f"{mismatched} requests reached the upstream with another identity's certificate")
+            if matched < requests * 0.99:
+                problems.append(f"the upstream confirmed only {matched} of {requests} requests")
+        if problems:
+            raise BenchError(f"{path} on :{port}: " + "; ".join(problems) + f"\n{text}")
+        return {
+            "rps": rps,
+            "p50_ms": int(re.search(r"BENCH_P50_US (\d+)", text).group(1)) / 1000,
+            "p99_ms": int(re.search(r"BENCH_P99_US (\d+)", text).group(1)) / 1000,
+            "cpu_us_per_request": cpu * 1e6 / requests,
+            "requests": requests,
+        }
+
+    def scenario(self, name, systems, unavailable=None):
+        """systems: {label: callable -> result dict}; unavailable: {label: reason}."""
+        row = {"scenario": name, "results": {}, "unavailable": dict(unavailable or {})}
+        for label, run in systems.items():
+            if run is None:
+                continue
+            log(f"{name}: {label}")
+            row["results"][label] = run()
+        self.results["scenarios"].append(row)
+        self.write()
+
+    # ---------------------------------------------------------------- scenarios
+
+    def run(self):
+        self.build()
+        self.make_pki()
+        self.start_upstreams()
+        e_port, e_proc = self.start_edgemtls()
+        natives = self.start_native()
+        n_port, n_proc = self.start_nginx()
+        w_port, w_proc = self.start_wasmtime()
+        no_certs = "wasmtime serve has no client certificates and trusts only public roots: it cannot reach an mTLS upstream"
+
+        # Correctness first: one request through each, with the body and identity checked.
+        for label, port in [("edgemtls", e_port), ("native", natives["keepalive"][0]), ("nginx", n_port)]:
+            if port is None:
+                continue
+            status, body = http_get(port, "/keepalive/x?bytes=1000", {"x-expect-cn": CLIENT_CN})
+            if status != 200 or len(body) != 1000:
+                raise BenchError(f"{label}: first request answered {status} with {len(body)} bytes: {body[:300]!r}")
+        stats = self.upstream_stats("keepalive")
+        if stats["mismatched"] or stats["matched"] < 2:
+            raise BenchError(f"the upstream did not confirm the client certificate: {stats}")
+
+        sizes = [0, 1024] if self.smoke else [0, 1024, 64 * 1024, 1024 * 1024]
+        for size in sizes:
+            path = f"/keepalive/b?bytes={size}"
+            self.scenario(f"S1 keep-alive, {size} B", {
+                "a": lambda: self.wrk(e_port, path, e_proc, size, stats_upstream="keepalive"),
+                "b": (lambda: self.wrk(n_port, path, n_proc, size, stats_upstream="keepalive")) if n_port else None,
+                "d": lambda: self.wrk(natives["keepalive"][0], path, natives["keepalive"][1], size, stats_upstream="keepalive"),
+            }, {"c": no_certs})
+
+        rate = json.loads(subprocess.run([str(self.bin / "bench-tool"), "handshake-rate", "--ca", str(self.pki / "ca.pem"),
+                                          "--client-cert", str(self.pki / f"{CLIENT_CN}.pem"),
+                                          "--client-key", str(self.pki / f"{CLIENT_CN}.key"),
+                                          "--server-cert", str(self.pki / "localhost.pem"),
+                                          "--server-key", str(self.pki / "localhost.key"),
+                                          "--seconds", str(self.duration)],
+                                         check=True, capture_output=True, text=True).stdout)
+        self.results["rustls_client_auth_handshakes_per_second"] = rate["per_second"]
+        for label, upstream in [("S2 full mTLS handshake per request", "handshake"), ("S3 resumption, no keep-alive", "resumption")]:
+            path = f"/{upstream}/b?bytes=0"
+            self.scenario(label, {
+                "a": lambda: self.wrk(e_port, path, e_proc, 0, stats_upstream=upstream),
+                "b": (lambda: self.wrk(n_port, path, n_proc, 0, stats_upstream=upstream)) if n_port else None,
+                "d": lambda: self.wrk(natives[upstream][0], path, natives[upstream][1], 0, stats_upstream=upstream),
+            }, {"c": no_certs})
+
+        fanouts = [1, 16] if self.smoke else [1, 16, 256, 1024]
+        target = f"https://localhost:{self.upstreams['keepalive'][0]}/fan"
+        for n in fanouts:
+            env = {"BENCH_FANOUT": str(n), "BENCH_TARGET": target}
+            self.scenario(f"S4 identity fan-out, N={n}", {
+                # The edgemtls probe handler picks the name from x-certificate.
+                "a": lambda: self.wrk(e_port, "/fanout", e_proc, -1, env={**env, "BENCH_STYLE": "edgemtls"},
+                                      stats_upstream="keepalive", expect_cn=None),
+                "b": (lambda: self.wrk(n_port, "/fanout", n_proc, -1, env={**env, "BENCH_STYLE": "nginx"},
+                                       stats_upstream="keepalive", expect_cn=None)) if n_port else None,
+            }, {"c": no_certs, "d": "the native proxy has one identity by design"})
+
+        self.scenario("per-request WebAssembly overhead (constant answer)", {
+            "a": lambda: self.wrk(e_port, "/const", e_proc, 3, expect_cn=None),
+            "b": (lambda: self.wrk(n_port, "/const", n_proc, 3, expect_cn=None)) if n_port else None,
+            "c": (lambda: self.wrk(w_port, "/", w_proc, 3, expect_cn=None)) if w_port else None,
+            "d": lambda: self.wrk(natives["keepalive"][0], "/const", natives["keepalive"][1], 3, expect_cn=None),
+        })
+        self.procs.stop_all()
+        self.store_scale()
+        self.write()
+
+    def store_scale(self):
+        """10,000 certificates: cert list, serve start, RSS and lookup, against a small store."""
+        big = 200 if self.smoke else 10_000
+        out = {}
+        for label, count in [("small", 10), ("large", big)]:
+            store = self.workdir / f"store-{label}"
+            subprocess.run([str(self.bin / "bench-tool"), "populate", "--store", str(store), "--ca", str(self.pki),
+                            "--count", str(count), "--prefix", "s"], check=True, capture_output=True)
+            times = []
+            for _ in range(3):
+                started = time.perf_counter()
+                listing = self.edgemtls("cert", "list", "--json", store=store)
+                times.append(time.perf_counter() - started)
+            if len(json.loads(listing)) != count:
+                raise BenchError(f"cert list returned the wrong number of certificates for {count}")
+            config = self.workdir / "scale.toml"
+            config.write_text(f'[[routes]]\npath = "/"\nhandler = "{self.guests / "bench_constant.wasm"}"\n')
+            port = free_port()
+            started = time.perf_counter()
+            proc = self.procs.start(f"scale-{label}", [self.bin / "edgemtls", "--store", store, "serve", "--config", config,
+                                                       "--env", "production", "--listen", f"127.0.0.1:{port}"], port=port)
+            start_seconds = time.perf_counter() - started
+            rss = rss_kib(proc.pid)
+            self.procs.stop(proc)
+            lookup = json.loads(subprocess.run([str(self.bin / "bench-tool"), "lookup", "--store", str(store)],
+                                               check=True, capture_output=True, text=True).stdout)
+            out[label] = {"certificates": count, "cert_list_seconds": statistics.median(times),
+                          "serve_start_seconds": start_seconds, "serve_rss_mib": rss / 1024,
+                          "resolve_ns": lookup["resolve_ns"], "hashmap_ns": lookup["hashmap_ns"],
+                          "resolve_vs_hashmap": lookup["ratio"]}
+        self.results["store_scale"] = out
+
+    # ---------------------------------------------------------------- output
+
+    def write(self):
+        results_dir = Path(self.args.out)
+        results_dir.mkdir(parents=True, exist_ok=True)
+        self.results["machine"] = {
+            "cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version(),
+            "profile": self.profile, "duration_s": self.duration, "connections": self.connections,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        }
+        (results_dir / "latest.json").write_text(json.dumps(self.results, indent=2))
+        (results_dir / "latest.md").write_text(render_markdown(self.results))
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}" if a and b else "–"
+
+
+def render_markdown(results):
+    m = results["machine"]
+    lines = [f"Run {m['date']}, {m['cpus']} cores, kernel {m['kernel']}, {m['profile']} build, "
+             f"wrk -t1 -c{m['connections']} for {m['duration_s']} s per cell.",
+             "", "a = edgemtls (url-forward), b = nginx, c = wasmtime serve, d = native hyper+rustls proxy. "
+             "Ratios are of requests/s (> 1: a is faster) and of CPU time per request (< 1: a is cheaper).", "",
+             "| scenario | a req/s | b req/s | c req/s | d req/s | a/b req/s | a/d req/s | a/c req/s | a p50/p99 ms | b p50/p99 ms | d p50/p99 ms | a CPU µs/req | b CPU µs/req | d CPU µs/req | a/b CPU | a/d CPU |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in results["scenarios"]:
+        r = row["results"]
+        get = lambda k, f: r[k][f] if k in r else None
+        cell = lambda k: f"{r[k]['rps']:.0f}" if k in r else ("n/a" if k in row["unavailable"] else "–")
+        lat = lambda k: f"{r[k]['p50_ms']:.2f}/{r[k]['p99_ms']:.2f}" if k in r else "–"
+        cpu = lambda k: f"{r[k]['cpu_us_per_request']:.0f}" if k in r else "–"
+        lines.append(f"| {row['scenario']} | {cell('a')} | {cell('b')} | {cell('c')} | {cell('d')} | "
+                     f"{ratio(get('a', 'rps'), get('b', 'rps'))} | {ratio(get('a', 'rps'), get('d', 'rps'))} | "
+                     f"{ratio(get('a', 'rps'), get('c', 'rps'))} | {lat('a')} | {lat('b')} | {lat('d')} | "
+                     f"{cpu('a')} | {cpu('b')} | {cpu('d')} | "
+                     f"{ratio(get('a', 'cpu_us_per_request'), get('b', 'cpu_us_per_request'))} | "
+                     f"{ratio(get('a', 'cpu_us_per_request'), get('d', 'cpu_us_per_request'))} |")
+    unavailable = {}
+    for row in results["scenarios"]:
+        for k, reason in row["unavailable"].items():
+            unavailable.setdefault(reason, []).append(f"{k} in {row['scenario']}")
+    if unavailable:
+        lines += ["", "Could not take part:"]
+        lines += [f"- {', '.join(where)}: {reason}" for reason, where in unavailable.items()]
+    if "rustls_client_auth_handshakes_per_second" in results:
+        lines += ["", f"S2 ceiling: rustls alone completes {results['rustls_client_auth_handshakes_per_second']:.0f} "
+                      "client-auth handshakes/s in process (client and server in one thread, no I/O)."]
+    if "store_scale" in results:
+        s, l = results["store_scale"]["small"], results["store_scale"]["large"]
+        lines += ["", "| store | certificates | cert list s | serve start s | serve RSS MiB | resolve ns | HashMap ns | resolve/HashMap |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for label, x in [("small", s), ("large", l)]:
+            lines.append(f"| {label} | {x['certificates']} | {x['cert_list_seconds']:.3f} | {x['serve_start_seconds']:.2f} | "
+                         f"{x['serve_rss_mib']:.1f} | {x['resolve_ns']:.0f} | {x['hashmap_ns']:.0f} | {x['resolve_vs_hashmap']:.1f} |")
+        lines.append(f"| large/small | {l['certificates'] / s['certificates']:.0f}× | "
+                     f"{ratio(l['cert_list_seconds'], s['cert_list_seconds'])} | {ratio(l['serve_start_seconds'], s['serve_start_seconds'])} | "
+                     f"{ratio(l['serve_rss_mib'], s['serve_rss_mib'])} | {ratio(l['resolve_ns'], s['resolve_ns'])} | | |")
+    for note in results["notes"]:
+        lines += ["", f"Note: {note}"]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="a few seconds per scenario, debug build (CI)")
+    parser.add_argument("--duration", type=int, help="seconds per cell (default 8; smoke 1)")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"), help="results directory")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not installed (apt-get install wrk)")
+    bench = Bench(args)
+    try:
+        bench.run()
+    except BenchError as error:
+        print(f"BENCHMARK FAILED: {error}", file=sys.stderr)
+        print(f"logs: {bench.workdir}", file=sys.stderr)
+        sys.exit(1)
+    finally:
+        bench.procs.stop_all()
+    print((Path(args.out) / "latest.md").read_text())
+    if not args.smoke:
+        shutil.rmtree(bench.workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
