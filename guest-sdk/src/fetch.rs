@@ -277,3 +277,23 @@ fn split_url(url: &str) -> Result<(Scheme, String, String), FetchError> {
     }
     Ok((scheme, authority.to_string(), path))
 }
+
+/// Forwards `request` to `url` — method, headers (minus hop-by-hop) and body, streaming —
+/// presenting the certificate `certificate` (empty: none), and returns the upstream's
+/// response (streaming) or a problem+json response describing the failure.
+pub fn forward(request: crate::IncomingRequest, url: &str, certificate: &str) -> Response {
+    let method = request.method();
+    let headers = request.headers();
+    let body = match request.into_body() {
+        Ok(body) => body,
+        Err(error) => return error.into_response(),
+    };
+    let mut outbound = Request::new(&method, url).mtls_certificate(certificate).body(body);
+    for (name, value) in headers {
+        outbound = outbound.header(&name, value);
+    }
+    match outbound.send() {
+        Ok(upstream) => upstream,
+        Err(error) => error.into_response(),
+    }
+}

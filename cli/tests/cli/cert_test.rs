@@ -1,34 +1,12 @@
 //! `cert test`: a real mTLS request against `edgemtls dev-upstream`, a server that requires
 //! client certificates from the dev CA.
 
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+
 
 use anyhow::{Result, ensure};
 
 use super::common::*;
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn wait_for(port: u16) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        ensure!(Instant::now() < deadline, "dev-upstream did not start on port {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
-}
 
 #[test]
 fn cert_test_reports_a_real_mtls_exchange_and_a_refusal() -> Result<()> {

@@ -11,6 +11,7 @@ use serde::Serialize;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::ClientIdentity;
+use super::error::error_chain;
 
 /// What happened, as far as it got.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -114,15 +115,4 @@ async fn run(identity: &ClientIdentity, url: &http::Uri, report: &mut ProbeRepor
     report.total_ms = Some(ms(started.elapsed()));
     let _ = response.into_body().collect().await;
     Ok(())
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

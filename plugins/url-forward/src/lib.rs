@@ -4,7 +4,7 @@
 //! none), `forwardSearch` (default `true`: append the query string). Method, headers (minus
 //! hop-by-hop) and body are forwarded; bodies stream both ways.
 
-use edgemtls_guest::{IncomingRequest, Request, Response, config};
+use edgemtls_guest::{IncomingRequest, Response, config, forward};
 
 struct UrlForward;
 
@@ -27,20 +27,7 @@ impl edgemtls_guest::Handler for UrlForward {
             url.push_str(&query);
         }
         let certificate = config("mtlsCertificate").unwrap_or_default();
-        let method = request.method();
-        let headers = request.headers();
-        let body = match request.into_body() {
-            Ok(body) => body,
-            Err(error) => return error.into_response(),
-        };
-        let mut outbound = Request::new(&method, &url).mtls_certificate(&certificate).body(body);
-        for (name, value) in headers {
-            outbound = outbound.header(&name, value);
-        }
-        match outbound.send() {
-            Ok(upstream) => upstream,
-            Err(error) => error.into_response(),
-        }
+        forward(request, &url, &certificate)
     }
 }
 

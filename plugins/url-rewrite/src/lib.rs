@@ -6,7 +6,7 @@
 //! Options: `rewritePattern` (required), `mtlsCertificate`. Method, headers (minus
 //! hop-by-hop) and body are forwarded; bodies stream both ways.
 
-use edgemtls_guest::{IncomingRequest, Request, Response, config};
+use edgemtls_guest::{IncomingRequest, Response, config, forward};
 
 struct UrlRewrite;
 
@@ -64,20 +64,7 @@ impl edgemtls_guest::Handler for UrlRewrite {
             Err(reason) => return misconfigured(&reason),
         };
         let certificate = config("mtlsCertificate").unwrap_or_default();
-        let method = request.method();
-        let headers = request.headers();
-        let body = match request.into_body() {
-            Ok(body) => body,
-            Err(error) => return error.into_response(),
-        };
-        let mut outbound = Request::new(&method, &url).mtls_certificate(&certificate).body(body);
-        for (name, value) in headers {
-            outbound = outbound.header(&name, value);
-        }
-        match outbound.send() {
-            Ok(upstream) => upstream,
-            Err(error) => error.into_response(),
-        }
+        forward(request, &url, &certificate)
     }
 }
 
