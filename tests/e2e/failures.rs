@@ -25,6 +25,9 @@ async fn named_certificate_reaches_the_upstream_and_none_is_refused() -> anyhow:
     let reply = host.probe(&target, None).await?;
     assert_eq!(reply.status, 502, "{}", reply.body);
     assert_eq!(reply.json()?["type"], "urn:edgemtls:problem:upstream-error");
+    // The guest learns why: the upstream's TLS alert, not a generic failure.
+    let detail = reply.json()?["detail"].as_str().unwrap_or_default().to_string();
+    assert!(detail.contains("TlsAlertReceived") && detail.contains("CertificateRequired"), "{detail}");
     assert_eq!(upstream.log().requests().len(), 1, "the upstream must not have served a request without a certificate");
     assert!(upstream.log().refused_handshakes() > refused_before, "the upstream refused the handshake");
     Ok(())

@@ -14,6 +14,13 @@ pub fn classify_client_error(error: &hyper_util::client::legacy::Error) -> Error
             if let Some(tls) = io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
                 return classify_tls(tls);
             }
+            // An alert that arrives after the handshake (TLS 1.3 servers refuse a missing or
+            // unwanted client certificate then) reaches us from rustls' reader as text only.
+            if io.kind() == std::io::ErrorKind::InvalidData
+                && let Some(alert) = io.get_ref().and_then(|e| e.to_string().strip_prefix("received fatal alert: ").map(str::to_string))
+            {
+                return Error::TlsAlertReceived { alert_id: None, alert_message: Some(alert) };
+            }
             use std::io::ErrorKind;
             match io.kind() {
                 ErrorKind::ConnectionRefused => return Error::ConnectionRefused,
