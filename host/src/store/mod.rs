@@ -421,7 +421,7 @@ impl Store {
 pub const DEPLOYMENT_TTL: time::Duration = time::Duration::seconds(15);
 
 impl Store {
-    /// Records a serving host; returns its deployment id.
+    /// Records (or replaces) a serving host.
     pub fn register_deployment(&mut self, deployment: &Deployment) -> Result<(), StoreError> {
         let path = self.path.clone();
         let db = |source| StoreError::Database { path: path.clone(), source };
