@@ -568,8 +568,8 @@ def render_markdown(results):
              f"wrk -t1 -c{m['connections']} for {m['duration_s']} s per cell.",
              "", "a = edgemtls (url-forward), b = nginx, c = wasmtime serve, d = native hyper+rustls proxy. "
              "Ratios are of requests/s (> 1: a is faster) and of CPU time per request (< 1: a is cheaper).", "",
-             "| scenario | a req/s | b req/s | c req/s | d req/s | a/b req/s | a/d req/s | a/c req/s | a p50/p99 ms | b p50/p99 ms | d p50/p99 ms | a CPU µs/req | b CPU µs/req | d CPU µs/req | a/b CPU | a/d CPU |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| scenario | a req/s | b req/s | c req/s | d req/s | a/b req/s | a/d req/s | a/c req/s | a p50/p99 ms | b p50/p99 ms | c p50/p99 ms | d p50/p99 ms | a CPU µs/req | b CPU µs/req | c CPU µs/req | d CPU µs/req | a/b CPU | a/d CPU | a/c CPU |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in results["scenarios"]:
         r = row["results"]
         get = lambda k, f: r[k][f] if k in r else None
@@ -578,10 +578,11 @@ def render_markdown(results):
         cpu = lambda k: f"{r[k]['cpu_us_per_request']:.0f}" if k in r else "–"
         lines.append(f"| {row['scenario']} | {cell('a')} | {cell('b')} | {cell('c')} | {cell('d')} | "
                      f"{ratio(get('a', 'rps'), get('b', 'rps'))} | {ratio(get('a', 'rps'), get('d', 'rps'))} | "
-                     f"{ratio(get('a', 'rps'), get('c', 'rps'))} | {lat('a')} | {lat('b')} | {lat('d')} | "
-                     f"{cpu('a')} | {cpu('b')} | {cpu('d')} | "
+                     f"{ratio(get('a', 'rps'), get('c', 'rps'))} | {lat('a')} | {lat('b')} | {lat('c')} | {lat('d')} | "
+                     f"{cpu('a')} | {cpu('b')} | {cpu('c')} | {cpu('d')} | "
                      f"{ratio(get('a', 'cpu_us_per_request'), get('b', 'cpu_us_per_request'))} | "
-                     f"{ratio(get('a', 'cpu_us_per_request'), get('d', 'cpu_us_per_request'))} |")
+                     f"{ratio(get('a', 'cpu_us_per_request'), get('d', 'cpu_us_per_request'))} | "
+                     f"{ratio(get('a', 'cpu_us_per_request'), get('c', 'cpu_us_per_request'))} |")
     unavailable = {}
     for row in results["scenarios"]:
         for k, reason in row["unavailable"].items():
@@ -613,7 +614,13 @@ def main():
     parser.add_argument("--duration", type=int, help="seconds per cell (default 8; smoke 1)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"), help="results directory")
+    parser.add_argument("--render", action="store_true", help="only re-render latest.md from latest.json")
     args = parser.parse_args()
+    if args.render:
+        results = json.loads((Path(args.out) / "latest.json").read_text())
+        (Path(args.out) / "latest.md").write_text(render_markdown(results))
+        print((Path(args.out) / "latest.md").read_text())
+        return
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (apt-get install wrk)")
     bench = Bench(args)
