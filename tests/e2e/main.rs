@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
 //! End-to-end tests: the host serves real components; upstreams are real TLS servers that
 //! require client certificates and report which certificate each connection presented.
 

@@ -45,7 +45,10 @@ pub struct CheckCommand {
     target: Target,
 }
 
-fn prepare(target: &Target, store_dir: &Path) -> anyhow::Result<(Config, Result<App, Vec<String>>, Vec<String>)> {
+/// The config, the app (or every problem), and the warnings.
+type PreparedApp = (Config, Result<App, Vec<String>>, Vec<String>);
+
+fn prepare(target: &Target, store_dir: &Path) -> anyhow::Result<PreparedApp> {
     let config = Config::load(&target.config)?;
     let prepared = App::prepare(&config, target.env, store_dir);
     let app = prepared.app.map_err(|problems| problems.into_iter().map(|p| p.0).collect());

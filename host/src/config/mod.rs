@@ -242,11 +242,10 @@ impl Config {
                 options.insert(name, text);
             }
             routes.push(Route { path: route.path.trim_end_matches('/').to_string(), handler: route.handler, component, options });
-            if routes.last().is_some_and(|r| r.path.is_empty()) {
-                if let Some(r) = routes.last_mut() {
+            if routes.last().is_some_and(|r| r.path.is_empty())
+                && let Some(r) = routes.last_mut() {
                     r.path = "/".into();
                 }
-            }
         }
 
         let mut upstreams = Vec::new();

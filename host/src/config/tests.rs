@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
+
 use super::*;
 
 #[test]

@@ -300,7 +300,9 @@ fn order_chain(
         reason: "cannot derive the public key".into(),
     })?;
 
-    let mut remaining: Vec<(CertificateDer<'static>, Vec<u8>, Vec<u8>, Vec<u8>)> = Vec::new();
+    // (certificate, SPKI, subject, issuer), raw DER.
+    type Candidate = (CertificateDer<'static>, Vec<u8>, Vec<u8>, Vec<u8>);
+    let mut remaining: Vec<Candidate> = Vec::new();
     for cert in certs {
         let (_, parsed) = X509Certificate::from_der(&cert)
             .map_err(|e| unparseable(cert_path, format!("invalid X.509 certificate: {e}")))?;

@@ -318,11 +318,10 @@ fn load_snapshot(
 
 impl Drop for Resolver {
     fn drop(&mut self) {
-        if let Some(deployment) = lock(&self.deployment).take() {
-            if let Err(error) = lock(&self.store).remove_deployment(&deployment.id) {
+        if let Some(deployment) = lock(&self.deployment).take()
+            && let Err(error) = lock(&self.store).remove_deployment(&deployment.id) {
                 tracing::warn!(%error, "cannot remove the deployment registration");
             }
-        }
     }
 }
 

@@ -270,11 +270,10 @@ impl Runtime {
 }
 
 fn classify_trap(error: &wasmtime::Error, timeout: Duration, memory_limit: usize) -> HandlerError {
-    if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
-        if *trap == wasmtime::Trap::Interrupt {
+    if let Some(trap) = error.downcast_ref::<wasmtime::Trap>()
+        && *trap == wasmtime::Trap::Interrupt {
             return HandlerError::Timeout(timeout);
         }
-    }
     let text = format!("{error:#}");
     if text.contains("forcing trap when growing memory") || text.contains("memory allocation of") {
         return HandlerError::MemoryExceeded(memory_limit);

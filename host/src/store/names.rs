@@ -36,6 +36,7 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
 mod tests {
     use super::validate_name;
 

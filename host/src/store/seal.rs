@@ -115,6 +115,7 @@ impl MasterKey {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
 mod tests {
     use super::*;
 

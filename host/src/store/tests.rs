@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
+
 use super::*;
 use crate::pki::{DevCa, ImportRequest, IssueOptions, load_identity, validate_client_identity};
 
