@@ -107,18 +107,28 @@ impl FetchError {
 
     /// An RFC 9457 problem+json response describing this error.
     pub fn into_response(self) -> Response {
-        let mut body = format!(
-            "{{\"type\":\"urn:edgemtls:problem:{}\",\"title\":\"Upstream request failed\",\"status\":{},\"detail\":{}",
-            self.kind(),
-            self.status(),
-            json_string(&self.to_string())
-        );
-        if let FetchError::Certificate(e) = &self {
-            body.push_str(&format!(",\"certificate\":{}", json_string(e.name())));
-        }
-        body.push('}');
-        Response::new(self.status()).with_header("content-type", "application/problem+json").with_body(body)
+        let certificate = match &self {
+            FetchError::Certificate(e) => Some(e.name()),
+            _ => None,
+        };
+        problem_response(self.status(), &self.kind(), "Upstream request failed", &self.to_string(), certificate)
     }
+}
+
+/// An RFC 9457 problem+json response; `kind` becomes `urn:edgemtls:problem:<kind>`, and
+/// `certificate`, when given, names the certificate the problem is about.
+pub(crate) fn problem_response(status: u16, kind: &str, title: &str, detail: &str, certificate: Option<&str>) -> Response {
+    let mut body = format!(
+        "{{\"type\":{},\"title\":{},\"status\":{status},\"detail\":{}",
+        json_string(&format!("urn:edgemtls:problem:{kind}")),
+        json_string(title),
+        json_string(detail)
+    );
+    if let Some(name) = certificate {
+        body.push_str(&format!(",\"certificate\":{}", json_string(name)));
+    }
+    body.push('}');
+    Response::new(status).with_header("content-type", "application/problem+json").with_body(body)
 }
 
 fn json_string(text: &str) -> String {

@@ -110,6 +110,12 @@ impl Response {
         self
     }
 
+    /// An RFC 9457 `application/problem+json` response with type
+    /// `urn:edgemtls:problem:<kind>`, the shape the host and [`crate::FetchError`] use.
+    pub fn problem(status: u16, kind: &str, title: &str, detail: &str) -> Self {
+        crate::fetch::problem_response(status, kind, title, detail, None)
+    }
+
     /// The first value of header `name` (case-insensitive), as text.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers

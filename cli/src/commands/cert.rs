@@ -258,12 +258,12 @@ fn test(
         });
     }
     let trust = std::sync::Arc::new(edgemtls_host::upstream::TrustProfiles::new(&upstreams)?);
-    open_existing(store_dir)?; // a clear error when there is no store
-    let resolver = edgemtls_host::resolve::Resolver::open(store_dir, env, trust)?;
-    let name = match Store::open_existing(store_dir)?.find(reference) {
+    // An id works as well as a name; a missing store is a clear error, not a new store.
+    let name = match open_existing(store_dir)?.find(reference) {
         Ok(record) => record.name,
         Err(_) => reference.to_string(),
     };
+    let resolver = edgemtls_host::resolve::Resolver::open(store_dir, env, trust)?;
     let identity = resolver.resolve(&name).with_context(|| format!("cannot use certificate '{name}' in {env}"))?;
     let runtime = tokio::runtime::Runtime::new()?;
     let report = runtime.block_on(edgemtls_host::upstream::probe(&identity, &uri));

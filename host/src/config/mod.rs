@@ -241,11 +241,12 @@ impl Config {
                 };
                 options.insert(name, text);
             }
-            routes.push(Route { path: route.path.trim_end_matches('/').to_string(), handler: route.handler, component, options });
-            if routes.last().is_some_and(|r| r.path.is_empty())
-                && let Some(r) = routes.last_mut() {
-                    r.path = "/".into();
-                }
+            // "/billing/" and "/billing" are the same prefix; "/" stays "/".
+            let path = match route.path.trim_end_matches('/') {
+                "" => "/".to_string(),
+                trimmed => trimmed.to_string(),
+            };
+            routes.push(Route { path, handler: route.handler, component, options });
         }
 
         let mut upstreams = Vec::new();

@@ -157,12 +157,8 @@ impl Resolver {
 
     /// Registers this host in the store as a deployment using `certificates`; the watcher
     /// keeps its heartbeat fresh and the registration is removed when the resolver drops.
-    pub fn register_deployment(&self, mut deployment: Deployment) -> Result<String, StoreError> {
-        let mut store = lock(&self.store);
-        if let Some(previous) = lock(&self.deployment).as_ref() {
-            deployment.id = previous.id.clone();
-        }
-        store.register_deployment(&deployment)?;
+    pub fn register_deployment(&self, deployment: Deployment) -> Result<String, StoreError> {
+        lock(&self.store).register_deployment(&deployment)?;
         let id = deployment.id.clone();
         *lock(&self.deployment) = Some(deployment);
         Ok(id)

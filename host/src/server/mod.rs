@@ -275,7 +275,8 @@ impl App {
     /// Registers this host as a deployment in the store (`listen` is what it reports).
     pub fn register(&self, listen: SocketAddr) {
         let deployment = Deployment {
-            id: format!("dep_{}", std::process::id()),
+            // One process may serve several listeners (tests do): the port tells them apart.
+            id: format!("dep_{}_{}", std::process::id(), listen.port()),
             hostname: std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into()),
             pid: std::process::id(),
             config_path: std::fs::canonicalize(&self.config_path).unwrap_or_else(|_| self.config_path.clone()).display().to_string(),
@@ -285,8 +286,7 @@ impl App {
             started_at: time::OffsetDateTime::now_utc(),
             heartbeat_at: time::OffsetDateTime::now_utc(),
         };
-        let id = format!("{}_{}", deployment.id, listen.port());
-        if let Err(error) = self.resolver.register_deployment(Deployment { id, ..deployment }) {
+        if let Err(error) = self.resolver.register_deployment(deployment) {
             tracing::warn!(%error, "cannot register the deployment; `cert delete` will not see this host");
         }
     }

@@ -9,9 +9,7 @@ use edgemtls_guest::{IncomingRequest, Response, config, forward};
 struct UrlForward;
 
 fn misconfigured(detail: &str) -> Response {
-    Response::new(500).with_header("content-type", "application/problem+json").with_body(format!(
-        "{{\"type\":\"urn:edgemtls:problem:handler-config\",\"title\":\"url-forward is misconfigured\",\"status\":500,\"detail\":\"{detail}\"}}"
-    ))
+    Response::problem(500, "handler-config", "url-forward is misconfigured", detail)
 }
 
 impl edgemtls_guest::Handler for UrlForward {

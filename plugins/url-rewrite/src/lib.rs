@@ -11,10 +11,7 @@ use edgemtls_guest::{IncomingRequest, Response, config, forward};
 struct UrlRewrite;
 
 fn misconfigured(detail: &str) -> Response {
-    let detail = detail.replace('"', "'");
-    Response::new(500).with_header("content-type", "application/problem+json").with_body(format!(
-        "{{\"type\":\"urn:edgemtls:problem:handler-config\",\"title\":\"url-rewrite is misconfigured\",\"status\":500,\"detail\":\"{detail}\"}}"
-    ))
+    Response::problem(500, "handler-config", "url-rewrite is misconfigured", detail)
 }
 
 /// Expands the placeholders of `pattern` for `request`.
