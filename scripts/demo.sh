@@ -22,6 +22,18 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 did not open" >&2; return 1; }
 edgemtls() { echo "\$ edgemtls $*" >&2; "$bin" --store "$work/store" "$@"; }
+# GET URL BODY_FILE: prints the status code. Python, because a fresh machine may lack curl.
+http_get() {
+    python3 - "$1" "$2" <<'PY'
+import sys, urllib.request, urllib.error
+try:
+    response = urllib.request.urlopen(sys.argv[1], timeout=30)
+except urllib.error.HTTPError as error:
+    response = error
+open(sys.argv[2], "wb").write(response.read())
+print(response.status if hasattr(response, "status") else response.code)
+PY
+}
 
 echo "==> a dev CA, two client certificates and a server certificate"
 edgemtls pki init --out "$work/pki"
@@ -71,15 +83,16 @@ for env in production preview; do
     "$bin" --store "$work/store" serve --config "$work/edgemtls.toml" --env "$env" --listen "127.0.0.1:$port" &
     pids+=($!)
     wait_port "$port"
-    echo "\$ curl http://127.0.0.1:$port/billing"
-    body="$(curl -sS "http://127.0.0.1:$port/billing")"
+    echo "\$ GET http://127.0.0.1:$port/billing"
+    http_get "http://127.0.0.1:$port/billing" "$work/billing.json" >/dev/null
+    body="$(cat "$work/billing.json")"
     echo "$body"
     expected=$([ "$env" = production ] && echo billing-prod || echo billing-staging)
     grep -q "\"client_cn\":\"$expected\"" <<<"$body" || { echo "FAILED: upstream did not see $expected" >&2; exit 1; }
     echo "    -> the upstream saw the client certificate '$expected'"
     if [ "$env" = production ]; then
-        echo "\$ curl http://127.0.0.1:$port/anonymous   (names no certificate)"
-        status="$(curl -sS -o "$work/refused.json" -w '%{http_code}' "http://127.0.0.1:$port/anonymous")"
+        echo "\$ GET http://127.0.0.1:$port/anonymous   (names no certificate)"
+        status="$(http_get "http://127.0.0.1:$port/anonymous" "$work/refused.json")"
         cat "$work/refused.json"; echo
         [ "$status" = 502 ] || { echo "FAILED: expected 502, got $status" >&2; exit 1; }
         echo "    -> refused by the upstream: no client certificate ($status)"
