@@ -35,6 +35,8 @@ enum Command {
     Serve(commands::serve::ServeCommand),
     /// Checks a config: components load and every certificate name resolves.
     Check(commands::serve::CheckCommand),
+    /// Reloads a running host's config and waits until the new one serves.
+    Reload(commands::serve::ReloadCommand),
     /// Runs a local HTTPS upstream that requires client certificates (for development).
     DevUpstream(commands::serve::DevUpstreamCommand),
 }
@@ -48,15 +50,33 @@ fn main() -> ExitCode {
         Command::Pki(command) => command.execute(),
         Command::Serve(command) => command.execute(&store_dir),
         Command::Check(command) => command.execute(&store_dir),
+        Command::Reload(command) => command.execute(),
         Command::DevUpstream(command) => command.execute(),
     };
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", describe(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, `: `-separated, leaving out a cause the message before it
+/// already ends with (many errors quote their source, and then also return it as one).
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.ends_with(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
 }
 
 /// Logs to stderr; `RUST_LOG` filters (default `info`).

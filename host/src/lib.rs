@@ -14,7 +14,9 @@ pub mod store;
 
 pub use environment::{Environment, UnknownEnvironment, parse_environments};
 pub mod config;
+pub mod drain;
 pub mod echo;
+pub mod files;
 pub mod metrics;
 pub mod resolve;
 pub mod runtime;

@@ -77,19 +77,23 @@ async fn disabling_a_certificate_takes_effect_without_restart() -> anyhow::Resul
 
     // Another process (the CLI) disables it.
     world.store()?.set_enabled("rotating", false)?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    // The store is polled every 250 ms; the deadline is generous for a loaded machine.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let reply = host.probe(&target, Some("rotating")).await?;
         if reply.status == 500 {
             assert_eq!(reply.json()?["type"], "urn:edgemtls:problem:certificate-disabled");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "still served a second after `cert disable`");
+        assert!(std::time::Instant::now() < deadline, "still served 10 s after `cert disable`");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     // And enabling it again brings it back.
     world.store()?.set_enabled("rotating", true)?;
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
-    assert_eq!(host.probe(&target, Some("rotating")).await?.status, 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while host.probe(&target, Some("rotating")).await?.status != 200 {
+        assert!(std::time::Instant::now() < deadline, "still refused 10 s after `cert enable`");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     Ok(())
 }

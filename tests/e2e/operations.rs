@@ -29,16 +29,8 @@ async fn healthz_and_metrics() -> anyhow::Result<()> {
             anyhow::Ok((status, String::from_utf8_lossy(&body).into_owned()))
         }
     };
-    // The admin listener starts with the server; give it a moment.
-    let mut health = get("/healthz").await;
-    for _ in 0..20 {
-        if health.is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        health = get("/healthz").await;
-    }
-    let (status, body) = health?;
+    // The admin listener is bound before the server is handed back.
+    let (status, body) = get("/healthz").await?;
     assert_eq!(status, 200);
     let json: serde_json::Value = serde_json::from_str(&body)?;
     assert_eq!(json["status"], "ok");

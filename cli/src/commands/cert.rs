@@ -52,17 +52,29 @@ pub enum CertCommand {
         json: bool,
     },
     /// Replaces the environments of a certificate.
+    ///
+    /// Refused when a running deployment uses the certificate in an environment the new list
+    /// leaves out, unless --force.
     Update {
         /// Name or id.
         reference: String,
         /// The new environments; repeatable.
         #[arg(long = "env", visible_alias = "environment-type", value_name = "ENV", required = true)]
         envs: Vec<String>,
+        /// Change it even if a running deployment would lose the certificate.
+        #[arg(long)]
+        force: bool,
     },
     /// Disables a certificate: requests naming it are refused.
+    ///
+    /// Refused while a running deployment's config uses it (switch the config and run
+    /// `edgemtls reload` first), unless --force.
     Disable {
         /// Name or id.
         reference: String,
+        /// Disable it even if a running deployment uses it (its requests will fail).
+        #[arg(long)]
+        force: bool,
     },
     /// Enables a disabled certificate.
     Enable {
@@ -157,15 +169,18 @@ impl CertCommand {
                 }
                 Ok(ExitCode::SUCCESS)
             }
-            CertCommand::Update { reference, envs } => {
+            CertCommand::Update { reference, envs, force } => {
                 let environments = parse_environments(&envs)?;
                 let mut store = open_existing(store_dir)?;
-                let record = store.set_environments(&reference, &environments)?;
+                let record = store.rescope(&reference, &environments, force)?;
+                if force {
+                    tracing::warn!(certificate = %record.name, "scope changed with --force; deployments using it elsewhere lose it");
+                }
                 println!("certificate '{}' ({}) is now scoped to {}", record.name, record.id, env_list(&record));
                 Ok(ExitCode::SUCCESS)
             }
-            CertCommand::Disable { reference } => set_enabled(store_dir, &reference, false),
-            CertCommand::Enable { reference } => set_enabled(store_dir, &reference, true),
+            CertCommand::Disable { reference, force } => disable(store_dir, &reference, force),
+            CertCommand::Enable { reference } => enable(store_dir, &reference),
             CertCommand::Delete { reference, yes } => {
                 let mut store = open_existing(store_dir)?;
                 let record = store.find(&reference)?;
@@ -290,11 +305,20 @@ fn test(
     Ok(if report.error.is_none() && report.status.is_some_and(|s| s < 400) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn set_enabled(store_dir: &Path, reference: &str, enabled: bool) -> anyhow::Result<ExitCode> {
+fn disable(store_dir: &Path, reference: &str, force: bool) -> anyhow::Result<ExitCode> {
     let mut store = open_existing(store_dir)?;
-    let record = store.set_enabled(reference, enabled)?;
-    let state = if enabled { "enabled" } else { "disabled" };
-    println!("certificate '{}' ({}) {state}", record.name, record.id);
+    let record = store.disable(reference, force)?;
+    if force {
+        tracing::warn!(certificate = %record.name, "disabled with --force; deployments still using it will fail their requests");
+    }
+    println!("certificate '{}' ({}) disabled", record.name, record.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn enable(store_dir: &Path, reference: &str) -> anyhow::Result<ExitCode> {
+    let mut store = open_existing(store_dir)?;
+    let record = store.set_enabled(reference, true)?;
+    println!("certificate '{}' ({}) enabled", record.name, record.id);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -23,9 +23,10 @@ pub struct Target {
 
 /// Serves the routes of a config file.
 ///
-/// Certificate changes in the store apply within a second. The config file is reloaded on
-/// SIGHUP, and on every change with --watch; a config with problems is refused and the
-/// previous one keeps serving.
+/// Certificate changes in the store apply within a second. The config file is reloaded by
+/// `edgemtls reload` (which waits for the result), on SIGHUP, and on every change with
+/// --watch; a config with problems is refused and the previous one keeps serving. SIGTERM
+/// and SIGINT stop accepting, let requests in flight finish and unregister the deployment.
 #[derive(Args)]
 pub struct ServeCommand {
     #[command(flatten)]
@@ -33,6 +34,10 @@ pub struct ServeCommand {
     /// Listen address (overrides `listen` in the config).
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// Admin listen address for /healthz, /metrics and POST /reload (overrides
+    /// `admin_listen` in the config).
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<SocketAddr>,
     /// Reload the config whenever the file changes.
     #[arg(long)]
     watch: bool,
@@ -45,6 +50,23 @@ pub struct CheckCommand {
     target: Target,
 }
 
+/// Reloads the config of a running `edgemtls serve` and waits for the result.
+///
+/// Asks the host's admin endpoint (`admin_listen` in the config, or --admin) to reload the
+/// config file it was started with. Returns when the new config serves and the requests
+/// that started on the previous one have finished, so a certificate the previous config used
+/// can be disabled right after. Exit 0 when reloaded, 1 when refused (every problem is
+/// printed; the previous config keeps serving) or when the host cannot be reached.
+#[derive(Args)]
+pub struct ReloadCommand {
+    /// The config file of the host to reload (its `admin_listen` says where the host is).
+    #[arg(long, value_name = "FILE", default_value = "edgemtls.toml")]
+    config: PathBuf,
+    /// The host's admin address (overrides `admin_listen` in the config).
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+}
+
 /// The config, the app (or every problem), and the warnings.
 type PreparedApp = (Config, Result<App, Vec<String>>, Vec<String>);
 
@@ -55,10 +77,33 @@ fn prepare(target: &Target, store_dir: &Path) -> anyhow::Result<PreparedApp> {
     Ok((config, app, prepared.warnings))
 }
 
+fn plural(count: usize, one: &str, many: &str) -> String {
+    format!("{count} {}", if count == 1 { one } else { many })
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+async fn stop_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; stop with SIGINT");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}
+
 impl ServeCommand {
     pub fn execute(self, store_dir: &Path) -> anyhow::Result<ExitCode> {
         let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-        runtime.block_on(async move {
+        let result = runtime.block_on(async move {
             let (config, app, warnings) = prepare(&self.target, store_dir)?;
             for warning in &warnings {
                 tracing::warn!("{warning}");
@@ -69,22 +114,32 @@ impl ServeCommand {
                     for problem in &problems {
                         eprintln!("error: {problem}");
                     }
-                    anyhow::bail!("refusing to start: {} problem(s) in '{}'", problems.len(), config.path.display());
+                    anyhow::bail!(
+                        "refusing to start: {} in '{}'",
+                        plural(problems.len(), "problem", "problems"),
+                        config.path.display()
+                    );
                 }
             };
             let addr = self.listen.unwrap_or(config.listen);
-            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (listen)"))?;
+            let admin = app.bind_admin(self.admin_listen).await?;
             let local = listener.local_addr()?;
+            let routes = plural(config.routes.len(), "route", "routes");
             tracing::info!(addr = %local, environment = %self.target.env, routes = config.routes.len(), "serving");
-            println!("edgemtls serving on http://{local} (environment {}, {} routes)", self.target.env, config.routes.len());
+            println!("edgemtls serving on http://{local} (environment {}, {routes})", self.target.env);
             let app = std::sync::Arc::new(app);
             tokio::spawn(reload_on_signal_or_change(app.clone(), self.target.config.clone(), self.watch));
-            app.serve(listener, async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await?;
+            // Requests get their own deadline; a second more lets their answers go out.
+            let drain_timeout = config.limits.request_timeout + std::time::Duration::from_secs(1);
+            app.serve(listener, admin, stop_signal(), drain_timeout).await?;
+            tracing::info!("stopped");
             Ok(ExitCode::SUCCESS)
-        })
+        });
+        // Guests still running past the drain timeout meet their deadline on their own; do
+        // not wait for them here.
+        runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+        result
     }
 }
 
@@ -95,7 +150,7 @@ async fn reload_on_signal_or_change(app: std::sync::Arc<App>, path: PathBuf, wat
     let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(signal) => Some(signal),
         Err(error) => {
-            tracing::warn!(%error, "cannot listen for SIGHUP; config reload only with --watch");
+            tracing::warn!(%error, "cannot listen for SIGHUP; config reload only with --watch or edgemtls reload");
             None
         }
     };
@@ -111,12 +166,12 @@ async fn reload_on_signal_or_change(app: std::sync::Arc<App>, path: PathBuf, wat
             }
         };
         match Config::load(&path) {
-            Ok(config) => match app.reload(&config) {
-                Ok(warnings) => {
-                    for warning in warnings {
+            Ok(config) => match app.reload(config).await {
+                Ok(report) => {
+                    for warning in report.warnings {
                         tracing::warn!("{warning}");
                     }
-                    tracing::info!(%reason, "config reloaded");
+                    tracing::info!(%reason, took_ms = report.took_ms, "config reload done");
                 }
                 Err(problems) => {
                     for problem in &problems {
@@ -127,6 +182,76 @@ async fn reload_on_signal_or_change(app: std::sync::Arc<App>, path: PathBuf, wat
             Err(error) => tracing::error!(%reason, "config reload refused: {error}"),
         }
     }
+}
+
+impl ReloadCommand {
+    pub fn execute(self) -> anyhow::Result<ExitCode> {
+        let admin = match self.admin {
+            Some(admin) => admin,
+            None => {
+                let config = Config::load(&self.config)?;
+                config.admin_listen.with_context(|| {
+                    format!(
+                        "'{}' has no admin_listen, so there is no host to ask; add admin_listen = \"127.0.0.1:9090\" to it \
+                         (and restart the host), or name the address with --admin",
+                        self.config.display()
+                    )
+                })?
+            }
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+        let (status, body) = runtime.block_on(post_reload(admin)).with_context(|| {
+            format!("cannot reach the admin endpoint at {admin}; is `edgemtls serve --config {}` running?", self.config.display())
+        })?;
+        let reply: serde_json::Value = serde_json::from_slice(&body)
+            .with_context(|| format!("the host at {admin} answered HTTP {status} with something other than a reload report"))?;
+        let strings = |key: &str| -> Vec<String> {
+            reply[key].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default()
+        };
+        if status == 200 {
+            for warning in strings("warnings") {
+                println!("warning: {warning}");
+            }
+            let names = strings("certificates");
+            println!(
+                "reloaded '{}' in {} ms; certificates in use: {}",
+                reply["config"].as_str().unwrap_or_default(),
+                reply["took_ms"].as_u64().unwrap_or_default(),
+                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+            );
+            if reply["drained"] == false {
+                println!(
+                    "note: requests that started on the previous config were still running; the host keeps \
+                     reporting its certificates as in use until they finish"
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        } else {
+            let problems = strings("problems");
+            for problem in &problems {
+                eprintln!("error: {problem}");
+            }
+            anyhow::bail!(
+                "reload refused ({}); the previous config keeps serving",
+                plural(problems.len(), "problem", "problems")
+            )
+        }
+    }
+}
+
+/// `POST /reload` to the admin listener at `admin`; the status and the body.
+async fn post_reload(admin: SocketAddr) -> anyhow::Result<(u16, bytes::Bytes)> {
+    use http_body_util::{BodyExt, Empty};
+    let stream = tokio::net::TcpStream::connect(admin).await?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let request = hyper::Request::post("/reload")
+        .header(hyper::header::HOST, admin.to_string())
+        .body(Empty::<bytes::Bytes>::new())?;
+    let response = sender.send_request(request).await?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, body))
 }
 
 impl CheckCommand {
@@ -140,10 +265,10 @@ impl CheckCommand {
             match app {
                 Ok(_) => {
                     println!(
-                        "ok: '{}' is ready for environment {} ({} routes)",
+                        "ok: '{}' is ready for environment {} ({})",
                         config.path.display(),
                         self.target.env,
-                        config.routes.len()
+                        plural(config.routes.len(), "route", "routes")
                     );
                     Ok(ExitCode::SUCCESS)
                 }
@@ -151,7 +276,12 @@ impl CheckCommand {
                     for problem in &problems {
                         println!("error: {problem}");
                     }
-                    println!("{} problem(s) in '{}' for environment {}", problems.len(), config.path.display(), self.target.env);
+                    println!(
+                        "{} in '{}' for environment {}",
+                        plural(problems.len(), "problem", "problems"),
+                        config.path.display(),
+                        self.target.env
+                    );
                     Ok(ExitCode::FAILURE)
                 }
             }

@@ -87,26 +87,32 @@ fn serve_reloads_on_sighup_and_protects_referenced_certificates() -> Result<()> 
     let body = get(port, "/hello")?;
     ensure!(body.contains("\"client_cn\":\"old-client\""), "{body}");
 
-    // The running deployment references old_cert: delete is refused, naming it.
-    sandbox.ok(["cert", "disable", "old_cert"])?;
+    // The running deployment references old_cert: disable is refused, and delete too even
+    // after a forced disable, naming it.
+    sandbox.fails(["cert", "disable", "old_cert"], "would cut off deployment")?;
+    sandbox.ok(["cert", "disable", "old_cert", "--force"])?;
     sandbox.fails(["cert", "delete", "old_cert", "--yes"], "is in use by deployment")?;
     let list: Vec<serde_json::Value> = serde_json::from_str(&sandbox.ok(["cert", "list", "--json"])?)?;
     let old = list.iter().find(|c| c["name"] == "old_cert").context("old_cert listed")?;
     ensure!(old["used_by"].as_array().is_some_and(|u| u.len() == 1), "{old}");
     sandbox.ok(["cert", "enable", "old_cert"])?;
 
-    // Point the variable at the new certificate and reload with SIGHUP.
+    // Point the variable at the new certificate and reload with SIGHUP, which reports
+    // nothing: wait until the deployment no longer lists the old certificate.
     write_config(&config, "new_cert", upstream_port)?;
     signal(&serve.0, "HUP")?;
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let body = get(port, "/hello")?;
-        if body.contains("\"client_cn\":\"new-client\"") {
+        let list: Vec<serde_json::Value> = serde_json::from_str(&sandbox.ok(["cert", "list", "--json"])?)?;
+        let old = list.iter().find(|c| c["name"] == "old_cert").context("old_cert listed")?;
+        if old["used_by"].as_array().is_some_and(|u| u.is_empty()) {
             break;
         }
-        ensure!(Instant::now() < deadline, "still {body} after SIGHUP");
+        ensure!(Instant::now() < deadline, "old_cert still in use 30 s after SIGHUP");
         std::thread::sleep(Duration::from_millis(100));
     }
+    let body = get(port, "/hello")?;
+    ensure!(body.contains("\"client_cn\":\"new-client\""), "{body}");
 
     // The old certificate is no longer referenced: disable and delete it.
     sandbox.ok(["cert", "disable", "old_cert"])?;
@@ -123,5 +129,168 @@ fn serve_reloads_on_sighup_and_protects_referenced_certificates() -> Result<()> 
     }
     let list: Vec<serde_json::Value> = serde_json::from_str(&sandbox.ok(["cert", "list", "--json"])?)?;
     ensure!(list.iter().all(|c| c["used_by"].as_array().is_some_and(|u| u.is_empty())), "{list:?}");
+    Ok(())
+}
+
+/// A plain HTTP/1.1 GET; returns the status code and the body.
+fn status_and_body(port: u16, path: &str) -> Result<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).context("no status line")?;
+    let (_, body) = response.split_once("\r\n\r\n").context("no HTTP body")?;
+    Ok((status, body.to_string()))
+}
+
+/// Clients sending requests back to back until stopped, counting answers by client CN.
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<Vec<Result<String, String>>>>,
+}
+
+impl Load {
+    fn start(port: u16, clients: usize) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..clients)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut outcomes = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        outcomes.push(match status_and_body(port, "/api/charge") {
+                            Ok((200, body)) => serde_json::from_str::<serde_json::Value>(&body)
+                                .ok()
+                                .and_then(|json| json["client_cn"].as_str().map(str::to_string))
+                                .ok_or(body),
+                            Ok((status, body)) => Err(format!("{status} {body}")),
+                            Err(error) => Err(error.to_string()),
+                        });
+                    }
+                    outcomes
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+
+    fn finish(self) -> Vec<Result<String, String>> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.threads.into_iter().flat_map(|t| t.join().unwrap_or_default()).collect()
+    }
+}
+
+fn rotation_config(path: &std::path::Path, certificate: &str, upstream_port: u16, admin_port: u16) -> Result<()> {
+    std::fs::write(
+        path,
+        format!(
+            r#"admin_listen = "127.0.0.1:{admin_port}"
+
+[environments.production.vars]
+BACKEND_MTLS_CERT = "{certificate}"
+
+[[routes]]
+path = "/api"
+handler = "url-forward"
+[routes.options]
+baseUrl = "https://localhost:{upstream_port}"
+mtlsCertificate = "$env(BACKEND_MTLS_CERT)"
+
+[[upstreams]]
+hosts = ["localhost:{upstream_port}"]
+ca_bundle = "pki/ca.pem"
+"#
+        ),
+    )?;
+    Ok(())
+}
+
+/// The README's rotation runbook, command for command, against a `serve` kept busy by four
+/// clients: no request fails, and disabling the old certificate too early is refused.
+#[test]
+fn readme_rotation_runbook_under_load_drops_nothing() -> Result<()> {
+    let sandbox = Sandbox::new()?;
+    let pki = text(&sandbox.path("pki"));
+    sandbox.ok(["pki", "init", "--out", &pki])?;
+    for cn in ["billing-2025", "billing-2026"] {
+        sandbox.ok(["pki", "issue", "--ca", &pki, "--cn", cn, "--out", &pki])?;
+    }
+    sandbox.ok(["pki", "issue", "--ca", &pki, "--cn", "localhost", "--server", "--san", "localhost", "--out", &pki])?;
+    sandbox.ok(["cert", "create", "--name", "billing_2025", "--cert", &format!("{pki}/billing-2025.pem"),
+        "--key", &format!("{pki}/billing-2025.key"), "--env", "production"])?;
+
+    let upstream_port = free_port()?;
+    let upstream = sandbox
+        .command(["dev-upstream", "--client-ca", &format!("{pki}/ca.pem"), "--cert", &format!("{pki}/localhost.pem"),
+            "--key", &format!("{pki}/localhost.key"), "--listen", &format!("127.0.0.1:{upstream_port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let _upstream = Running(upstream);
+    wait_for(upstream_port)?;
+
+    let config = sandbox.path("edgemtls.toml");
+    let config_arg = text(&config);
+    let admin_port = free_port()?;
+    rotation_config(&config, "billing_2025", upstream_port, admin_port)?;
+    let port = free_port()?;
+    let serve = sandbox
+        .command(["serve", "--config", &config_arg, "--env", "production", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut serve = Running(serve);
+    wait_for(port)?;
+    let load = Load::start(port, 4);
+
+    // 1. Create the new certificate under a new name, scoped to production.
+    sandbox.ok(["cert", "create", "--name", "billing_2026", "--cert", &format!("{pki}/billing-2026.pem"),
+        "--key", &format!("{pki}/billing-2026.key"), "--env", "production"])?;
+    // 2. Test it against the upstream before switching.
+    let test = sandbox.ok(["cert", "test", "billing_2026", &format!("https://localhost:{upstream_port}/health"),
+        "--env", "production", "--config", &config_arg])?;
+    ensure!(test.contains("200"), "{test}");
+    // Too early: the running deployment still uses the old certificate.
+    let refused = sandbox.fails(["cert", "disable", "billing_2025"], "would cut off deployment")?;
+    ensure!(refused.contains("edgemtls reload"), "{refused}");
+    // 3. Point the variable at it, check, reload (returns once the new config serves).
+    rotation_config(&config, "billing_2026", upstream_port, admin_port)?;
+    sandbox.ok(["check", "--config", &config_arg, "--env", "production"])?;
+    let reloaded = sandbox.ok(["reload", "--config", &config_arg])?;
+    ensure!(reloaded.contains("certificates in use: billing_2026"), "{reloaded}");
+    // 4. Disable the old certificate, 5. delete it.
+    sandbox.ok(["cert", "disable", "billing_2025"])?;
+    sandbox.ok(["cert", "delete", "billing_2025", "--yes"])?;
+    // Keep the load on the new certificate for a while: every client gets answers.
+    let after: usize = (0..20).map(|_| status_and_body(port, "/api/charge").map(|(s, _)| usize::from(s == 200))).sum::<Result<_>>()?;
+    ensure!(after == 20, "requests failed after the rotation");
+
+    let outcomes = load.finish();
+    let failures: Vec<_> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+    ensure!(failures.is_empty(), "{} of {} requests failed: {:?}", failures.len(), outcomes.len(), &failures[..failures.len().min(5)]);
+    ensure!(outcomes.len() >= 20, "too little load to mean anything ({} requests)", outcomes.len());
+    ensure!(outcomes.iter().flatten().all(|cn| cn == "billing-2025" || cn == "billing-2026"), "{outcomes:?}");
+
+    // SIGTERM (systemd, docker) stops the host and unregisters the deployment at once.
+    signal(&serve.0, "TERM")?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while serve.0.try_wait()?.is_none() {
+        ensure!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    sandbox.ok(["cert", "disable", "billing_2026"])?;
+    sandbox.ok(["cert", "delete", "billing_2026", "--yes"])?;
+    Ok(())
+}
+
+#[test]
+fn reload_explains_what_is_missing() -> Result<()> {
+    let sandbox = Sandbox::new()?;
+    let config = sandbox.write("edgemtls.toml", "")?;
+    sandbox.fails(["reload", "--config", &text(&config)], "has no admin_listen")?;
+    let port = free_port()?;
+    sandbox.write("edgemtls.toml", format!("admin_listen = \"127.0.0.1:{port}\"\n"))?;
+    sandbox.fails(["reload", "--config", &text(&config)], &format!("cannot reach the admin endpoint at 127.0.0.1:{port}"))?;
     Ok(())
 }

@@ -41,6 +41,9 @@ pub enum ConfigError {
     },
 }
 
+/// The largest config file read.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 /// A parsed and checked `edgemtls.toml`.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -179,7 +182,10 @@ struct LimitsToml {
 impl Config {
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let bytes = crate::files::read_regular_file(path, MAX_CONFIG_BYTES)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| ConfigError::Parse { path: path.to_path_buf(), message: "the file is not UTF-8 text".into() })?;
         Self::parse(path, &text)
     }
 

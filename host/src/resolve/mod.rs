@@ -69,9 +69,50 @@ struct Entry {
     version: i64,
 }
 
-struct Snapshot {
+/// One consistent view of the store, with the upstream trust its identities were built for.
+/// A config reload validates against a snapshot read at that moment and installs exactly it.
+pub struct Snapshot {
     generation: i64,
     entries: HashMap<String, Entry>,
+    environment: Environment,
+    trust: Arc<TrustProfiles>,
+    anonymous: Arc<ClientIdentity>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot").field("generation", &self.generation).finish_non_exhaustive()
+    }
+}
+
+impl Snapshot {
+    /// Resolves `name` as of `now`.
+    pub fn resolve_at(&self, name: &str, now: OffsetDateTime) -> Result<Arc<ClientIdentity>, ResolveError> {
+        let name_owned = || name.to_string();
+        let entry = self.entries.get(name).ok_or_else(|| ResolveError::NotFound { name: name_owned() })?;
+        if !entry.enabled {
+            return Err(ResolveError::Disabled { name: name_owned() });
+        }
+        if !entry.environments.contains(&self.environment) {
+            return Err(ResolveError::NotInEnvironment { name: name_owned(), environment: self.environment });
+        }
+        if now > entry.not_after {
+            return Err(ResolveError::Expired { name: name_owned(), not_after: entry.not_after });
+        }
+        if now < entry.not_before {
+            return Err(ResolveError::NotYetValid { name: name_owned(), not_before: entry.not_before });
+        }
+        entry.identity.clone().ok_or_else(|| ResolveError::Disabled { name: name_owned() })
+    }
+
+    /// A warning when `name`'s certificate is within 14 days of expiry at `now`.
+    pub fn expiry_warning(&self, name: &str, now: OffsetDateTime) -> Option<String> {
+        let entry = self.entries.get(name)?;
+        let status = crate::pki::ExpiryStatus::at(entry.not_after, now);
+        matches!(status, crate::pki::ExpiryStatus::Warning | crate::pki::ExpiryStatus::Critical).then(|| {
+            format!("certificate '{name}' expires in {} days ({status})", (entry.not_after - now).whole_days())
+        })
+    }
 }
 
 /// Resolves certificate names to identities; see the module docs.
@@ -79,7 +120,6 @@ pub struct Resolver {
     environment: Environment,
     store: Mutex<Store>,
     store_path: PathBuf,
-    trust: RwLock<(Arc<TrustProfiles>, Arc<ClientIdentity>)>,
     snapshot: RwLock<Arc<Snapshot>>,
     /// This host's registration, kept fresh by the watcher.
     deployment: Mutex<Option<Deployment>>,
@@ -120,12 +160,11 @@ impl Resolver {
     pub fn open(store_dir: &Path, environment: Environment, trust: Arc<TrustProfiles>) -> Result<Arc<Self>, StoreError> {
         let store = Store::open(store_dir)?;
         let store_path = store.path().to_path_buf();
-        let snapshot = load_snapshot(&store, environment, &trust, None)?;
+        let snapshot = load_snapshot(&store, environment, trust, None)?;
         Ok(Arc::new(Self {
             environment,
             store: Mutex::new(store),
             store_path,
-            trust: RwLock::new((trust.clone(), Arc::new(ClientIdentity::anonymous(trust)))),
             snapshot: RwLock::new(Arc::new(snapshot)),
             deployment: Mutex::new(None),
         }))
@@ -138,30 +177,46 @@ impl Resolver {
 
     /// The identity that presents no certificate.
     pub fn anonymous(&self) -> Arc<ClientIdentity> {
-        read(&self.trust).1
+        self.current().anonymous.clone()
     }
 
-    fn current(&self) -> Arc<Snapshot> {
+    /// The snapshot requests resolve against now.
+    pub fn current(&self) -> Arc<Snapshot> {
         read(&self.snapshot)
     }
 
-    /// Replaces the upstream trust (after a config reload). Every identity is rebuilt against
-    /// it, with new pools; requests in flight finish on the identities they hold.
-    pub fn set_trust(&self, trust: Arc<TrustProfiles>) -> Result<(), StoreError> {
+    /// Reads the store as it is now and builds every identity against `trust`, with new
+    /// pools, without installing anything: a config reload validates its certificate names
+    /// against this and then installs exactly it with [`Resolver::install`].
+    pub fn load_with_trust(&self, trust: Arc<TrustProfiles>) -> Result<Arc<Snapshot>, StoreError> {
         let store = lock(&self.store);
-        let snapshot = load_snapshot(&store, self.environment, &trust, None)?;
-        write(&self.trust, (trust.clone(), Arc::new(ClientIdentity::anonymous(trust))));
-        write(&self.snapshot, Arc::new(snapshot));
-        Ok(())
+        Ok(Arc::new(load_snapshot(&store, self.environment, trust, None)?))
+    }
+
+    /// Makes `snapshot` (from [`Resolver::load_with_trust`]) the one requests resolve
+    /// against. Requests in flight finish on the identities they hold; if the store changed
+    /// since it was read, the next poll reloads on top of it.
+    pub fn install(&self, snapshot: Arc<Snapshot>) {
+        write(&self.snapshot, snapshot);
     }
 
     /// Registers this host in the store as a deployment using `certificates`; the watcher
-    /// keeps its heartbeat fresh and the registration is removed when the resolver drops.
+    /// keeps its heartbeat fresh and the registration is removed by [`Resolver::unregister`]
+    /// or when the resolver drops.
     pub fn register_deployment(&self, deployment: Deployment) -> Result<String, StoreError> {
         lock(&self.store).register_deployment(&deployment)?;
         let id = deployment.id.clone();
         *lock(&self.deployment) = Some(deployment);
         Ok(id)
+    }
+
+    /// Removes this host's deployment registration (it is stopping).
+    pub fn unregister(&self) {
+        if let Some(deployment) = lock(&self.deployment).take()
+            && let Err(error) = lock(&self.store).remove_deployment(&deployment.id)
+        {
+            tracing::warn!(%error, "cannot remove the deployment registration");
+        }
     }
 
     /// Updates the certificate names this deployment uses (after a config reload).
@@ -207,22 +262,12 @@ impl Resolver {
 
     /// Resolves `name` as of `now`.
     pub fn resolve_at(&self, name: &str, now: OffsetDateTime) -> Result<Arc<ClientIdentity>, ResolveError> {
-        let snapshot = self.current();
-        let name_owned = || name.to_string();
-        let entry = snapshot.entries.get(name).ok_or_else(|| ResolveError::NotFound { name: name_owned() })?;
-        if !entry.enabled {
-            return Err(ResolveError::Disabled { name: name_owned() });
-        }
-        if !entry.environments.contains(&self.environment) {
-            return Err(ResolveError::NotInEnvironment { name: name_owned(), environment: self.environment });
-        }
-        if now > entry.not_after {
-            return Err(ResolveError::Expired { name: name_owned(), not_after: entry.not_after });
-        }
-        if now < entry.not_before {
-            return Err(ResolveError::NotYetValid { name: name_owned(), not_before: entry.not_before });
-        }
-        entry.identity.clone().ok_or_else(|| ResolveError::Disabled { name: name_owned() })
+        self.current().resolve_at(name, now)
+    }
+
+    /// A warning when `name`'s certificate is within 14 days of expiry at `now`.
+    pub fn expiry_warning(&self, name: &str, now: OffsetDateTime) -> Option<String> {
+        self.current().expiry_warning(name, now)
     }
 
     /// Reloads the snapshot if the store changed since the last load. Returns whether it did.
@@ -232,11 +277,24 @@ impl Resolver {
         if store.generation()? == previous.generation {
             return Ok(false);
         }
-        let trust = read(&self.trust).0;
-        let snapshot = load_snapshot(&store, self.environment, &trust, Some(&previous))?;
-        tracing::info!(generation = snapshot.generation, certificates = snapshot.entries.len(), "certificate store reloaded");
-        write(&self.snapshot, Arc::new(snapshot));
-        Ok(true)
+        let snapshot = Arc::new(load_snapshot(&store, self.environment, previous.trust.clone(), Some(&previous))?);
+        // Install only on top of the snapshot this was built from: a config reload may have
+        // installed one with new trust meanwhile, which must not be undone.
+        let installed = match self.snapshot.write() {
+            Ok(mut guard) if Arc::ptr_eq(&guard, &previous) => {
+                *guard = snapshot.clone();
+                true
+            }
+            Ok(_) => false,
+            Err(poisoned) => {
+                *poisoned.into_inner() = snapshot.clone();
+                true
+            }
+        };
+        if installed {
+            tracing::info!(generation = snapshot.generation, certificates = snapshot.entries.len(), "certificate store reloaded");
+        }
+        Ok(installed)
     }
 
     /// Starts a thread that reloads the snapshot every `interval` while the resolver lives.
@@ -267,7 +325,7 @@ impl Resolver {
 fn load_snapshot(
     store: &Store,
     environment: Environment,
-    trust: &Arc<TrustProfiles>,
+    trust: Arc<TrustProfiles>,
     previous: Option<&Snapshot>,
 ) -> Result<Snapshot, StoreError> {
     // Read the generation first: a write that lands during the load makes the next poll reload.
@@ -309,26 +367,17 @@ fn load_snapshot(
             },
         );
     }
-    Ok(Snapshot { generation, entries })
+    // Identities are reused only from a snapshot built with the same trust (the watcher's
+    // reloads); a config reload passes no previous snapshot and builds them all anew.
+    let anonymous = match previous {
+        Some(previous) => previous.anonymous.clone(),
+        None => Arc::new(ClientIdentity::anonymous(trust.clone())),
+    };
+    Ok(Snapshot { generation, entries, environment, trust, anonymous })
 }
 
 impl Drop for Resolver {
     fn drop(&mut self) {
-        if let Some(deployment) = lock(&self.deployment).take()
-            && let Err(error) = lock(&self.store).remove_deployment(&deployment.id) {
-                tracing::warn!(%error, "cannot remove the deployment registration");
-            }
-    }
-}
-
-impl Resolver {
-    /// A warning when `name`'s certificate is within 14 days of expiry at `now`.
-    pub fn expiry_warning(&self, name: &str, now: OffsetDateTime) -> Option<String> {
-        let snapshot = self.current();
-        let entry = snapshot.entries.get(name)?;
-        let status = crate::pki::ExpiryStatus::at(entry.not_after, now);
-        matches!(status, crate::pki::ExpiryStatus::Warning | crate::pki::ExpiryStatus::Critical).then(|| {
-            format!("certificate '{name}' expires in {} days ({status})", (entry.not_after - now).whole_days())
-        })
+        self.unregister();
     }
 }

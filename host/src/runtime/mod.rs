@@ -5,8 +5,9 @@ mod bindings;
 mod state;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wasmtime::component::{Component, Linker};
@@ -62,18 +63,21 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     limits: Limits,
-    stop_ticker: Arc<AtomicBool>,
+    /// Compiled components by the SHA-256 of their bytes: a reload that keeps a `.wasm`
+    /// file does not compile it again.
+    compiled: Mutex<HashMap<[u8; 32], ProxyPre<HostState>>>,
+    compilations: AtomicU64,
 }
+
+/// How many compiled components the cache keeps (a reload only recompiles beyond this).
+const COMPILED_CACHE_ENTRIES: usize = 256;
+
+/// The largest component file `load` reads.
+pub const MAX_COMPONENT_BYTES: u64 = 256 << 20;
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime").field("limits", &self.limits).finish_non_exhaustive()
-    }
-}
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        self.stop_ticker.store(true, Ordering::Relaxed);
     }
 }
 
@@ -132,11 +136,11 @@ impl Runtime {
         wasmtime_wasi_config::add_to_linker(&mut linker, |state: &mut HostState| WasiConfig::from(&*state.config))?;
         bindings::outgoing::add_to_linker::<_, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)?;
 
-        let stop_ticker = Arc::new(AtomicBool::new(false));
+        // The epoch ticks for as long as the engine lives, and every guest's store holds the
+        // engine: so a guest still running at shutdown still meets its deadline.
         let ticker_engine = engine.weak();
-        let stop = stop_ticker.clone();
         std::thread::Builder::new().name("edgemtls-epoch".into()).spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
+            loop {
                 std::thread::sleep(EPOCH_TICK);
                 match ticker_engine.upgrade() {
                     Some(engine) => engine.increment_epoch(),
@@ -144,7 +148,7 @@ impl Runtime {
                 }
             }
         })?;
-        Ok(Self { engine, linker, limits, stop_ticker })
+        Ok(Self { engine, linker, limits, compiled: Mutex::new(HashMap::new()), compilations: AtomicU64::new(0) })
     }
 
     /// The limits applied to each request.
@@ -162,19 +166,46 @@ impl Runtime {
         }
     }
 
-    /// Compiles a component file and prepares it for instantiation.
+    /// Compiles a component file and prepares it for instantiation. Only regular files of
+    /// at most [`MAX_COMPONENT_BYTES`] are read (never a FIFO or a device).
     pub fn load(&self, path: &Path) -> Result<ProxyPre<HostState>, HandlerError> {
         let load_error = |reason: String| HandlerError::Load { path: path.to_path_buf(), reason };
-        let bytes = std::fs::read(path).map_err(|e| load_error(e.to_string()))?;
+        let bytes = crate::files::read_regular_file(path, MAX_COMPONENT_BYTES).map_err(|e| load_error(e.to_string()))?;
         self.load_bytes(path, &bytes)
     }
 
-    /// Compiles component bytes; `path` names them in errors.
+    /// Compiles component bytes, or takes them from the cache when the same bytes were
+    /// compiled before; `path` names them in errors.
     pub fn load_bytes(&self, path: &Path, bytes: &[u8]) -> Result<ProxyPre<HostState>, HandlerError> {
+        // SHA-256 output is always 32 bytes.
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
+        if let Some(pre) = self.cache().get(&digest) {
+            return Ok(pre.clone());
+        }
         let load_error = |reason: String| HandlerError::Load { path: path.to_path_buf(), reason };
+        self.compilations.fetch_add(1, Ordering::Relaxed);
         let component = Component::new(&self.engine, bytes).map_err(|e| load_error(format!("{e:#}")))?;
         let pre = self.linker.instantiate_pre(&component).map_err(|e| load_error(format!("{e:#}")))?;
-        ProxyPre::new(pre).map_err(|e| load_error(format!("not a wasi:http/proxy component: {e:#}")))
+        let pre = ProxyPre::new(pre).map_err(|e| load_error(format!("not a wasi:http/proxy component: {e:#}")))?;
+        let mut cache = self.cache();
+        if cache.len() >= COMPILED_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(digest, pre.clone());
+        Ok(pre)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], ProxyPre<HostState>>> {
+        match self.compiled.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// How many components this runtime has compiled (cache hits do not count).
+    pub fn compilations(&self) -> u64 {
+        self.compilations.load(Ordering::Relaxed)
     }
 
     /// A handler for `pre` with its options and environment variables.

@@ -30,6 +30,9 @@ pub struct RouteContext {
     pub handler: String,
     /// The environment the host runs in (audit log).
     pub environment: Environment,
+    /// The config version this route belongs to; held by every request running on it, so a
+    /// reload knows when they have all finished.
+    pub version: Arc<crate::drain::Version>,
 }
 
 /// Everything one handler invocation owns.

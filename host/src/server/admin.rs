@@ -1,4 +1,5 @@
-//! The admin listener: `/healthz` for load balancers and `/metrics` for Prometheus.
+//! The admin listener: `/healthz` for load balancers, `/metrics` for Prometheus, and
+//! `POST /reload`, which reloads the config and answers when the new one serves.
 
 use std::sync::Arc;
 
@@ -8,14 +9,23 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 use super::App;
+use crate::config::Config;
 
 pub(super) async fn serve(app: Arc<App>, listener: TcpListener) {
-    while let Ok((stream, _)) = listener.accept().await {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "admin listener cannot accept a connection");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
         let app = app.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
                 let app = app.clone();
-                async move { Ok::<_, std::convert::Infallible>(answer(&app, request.uri().path())) }
+                async move { Ok::<_, std::convert::Infallible>(answer(&app, request.method(), request.uri().path()).await) }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
@@ -24,18 +34,20 @@ pub(super) async fn serve(app: Arc<App>, listener: TcpListener) {
     }
 }
 
-fn answer(app: &App, path: &str) -> hyper::Response<Full<Bytes>> {
-    let (status, kind, body) = match path {
-        "/healthz" => {
+const JSON: &str = "application/json";
+
+async fn answer(app: &Arc<App>, method: &hyper::Method, path: &str) -> hyper::Response<Full<Bytes>> {
+    let (status, kind, body) = match (method, path) {
+        (_, "/healthz") => {
             let body = serde_json::json!({
                 "status": "ok",
                 "environment": app.environment().as_str(),
                 "certificates": app.resolver().certificate_count(),
                 "certificates_in_use": app.certificate_names(),
             });
-            (200, "application/json", body.to_string())
+            (200, JSON, body.to_string())
         }
-        "/metrics" => {
+        (_, "/metrics") => {
             let now = time::OffsetDateTime::now_utc();
             let environment = app.environment().as_str();
             app.metrics().clear_expiry();
@@ -44,6 +56,8 @@ fn answer(app: &App, path: &str) -> hyper::Response<Full<Bytes>> {
             }
             (200, "application/openmetrics-text; version=1.0.0; charset=utf-8", app.metrics().encode())
         }
+        (&hyper::Method::POST, "/reload") => reload(app).await,
+        (_, "/reload") => (405, JSON, serde_json::json!({"status": "error", "problems": ["use POST /reload"]}).to_string()),
         _ => (404, "text/plain", "not found\n".to_string()),
     };
     let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
@@ -52,4 +66,30 @@ fn answer(app: &App, path: &str) -> hyper::Response<Full<Bytes>> {
         response.headers_mut().insert(hyper::header::CONTENT_TYPE, value);
     }
     response
+}
+
+/// Reloads the config file the host was started with; 200 with the report when the new
+/// config serves, 422 with every problem when it was refused (the old one keeps serving).
+async fn reload(app: &Arc<App>) -> (u16, &'static str, String) {
+    let refused = |problems: Vec<String>| {
+        for problem in &problems {
+            tracing::error!(reason = "POST /reload", "config reload refused: {problem}");
+        }
+        (422, JSON, serde_json::json!({"status": "refused", "problems": problems}).to_string())
+    };
+    let config = match Config::load(app.config_path()) {
+        Ok(config) => config,
+        Err(error) => return refused(vec![error.to_string()]),
+    };
+    match app.reload(config).await {
+        Ok(report) => {
+            for warning in &report.warnings {
+                tracing::warn!("{warning}");
+            }
+            let mut body = serde_json::to_value(&report).unwrap_or_default();
+            body["status"] = "reloaded".into();
+            (200, JSON, body.to_string())
+        }
+        Err(problems) => refused(problems.into_iter().map(|p| p.0).collect()),
+    }
 }

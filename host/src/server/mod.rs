@@ -8,7 +8,7 @@ mod router;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
@@ -22,7 +22,8 @@ pub use router::{RouteMatch, Router};
 use crate::Environment;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::resolve::Resolver;
+use crate::drain;
+use crate::resolve::{Resolver, Snapshot};
 use crate::runtime::{HandlerError, RouteContext, Runtime};
 use crate::store::Deployment;
 use crate::upstream::TrustProfiles;
@@ -44,6 +45,31 @@ impl std::fmt::Display for StartupProblem {
 struct Routes {
     router: Router,
     certificates: BTreeSet<String>,
+    /// Held by these routes and every request running on them (see [`crate::drain`]).
+    version: Arc<drain::Version>,
+}
+
+/// A previous version of the routes whose requests may still be running.
+struct Draining {
+    version: Weak<drain::Version>,
+    certificates: BTreeSet<String>,
+}
+
+/// What [`App::reload`] did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadReport {
+    /// The config file.
+    pub config: String,
+    /// Things worth knowing that did not stop the reload.
+    pub warnings: Vec<String>,
+    /// The certificate names the new config uses.
+    pub certificates: Vec<String>,
+    /// Whether every request that started on the previous config had finished when the
+    /// reload returned. When false, the deployment keeps reporting the previous config's
+    /// certificates (so `cert disable` and `cert delete` still refuse them) until they have.
+    pub drained: bool,
+    /// Milliseconds from the start of the reload until it returned.
+    pub took_ms: u64,
 }
 
 /// Everything needed to answer requests. The routes are swapped on reload; requests in
@@ -53,6 +79,9 @@ pub struct App {
     resolver: Arc<Resolver>,
     metrics: Arc<Metrics>,
     routes: RwLock<Arc<Routes>>,
+    draining: Mutex<Vec<Draining>>,
+    /// One reload at a time (SIGHUP, `--watch` and `POST /reload` may coincide).
+    reloading: tokio::sync::Mutex<()>,
     environment: Environment,
     config_path: PathBuf,
     admin_listen: Option<SocketAddr>,
@@ -87,10 +116,13 @@ fn trust_problems(config: &Config, environment: Environment, problems: &mut Vec<
     }
 }
 
-/// Loads every route's component and resolves every certificate name the config uses.
+/// Loads every route's component and checks every certificate name the config uses against
+/// `snapshot`, the store as it was read for this version of the config.
+#[allow(clippy::too_many_arguments)]
 fn build_routes(
     runtime: &Runtime,
     resolver: &Arc<Resolver>,
+    snapshot: &Snapshot,
     metrics: &Arc<Metrics>,
     config: &Config,
     environment: Environment,
@@ -98,6 +130,7 @@ fn build_routes(
     warnings: &mut Vec<String>,
 ) -> Option<Routes> {
     let vars = config.vars_for(environment);
+    let version = drain::Version::new();
     let mut names = BTreeSet::new();
     let mut router = Router::default();
     for route in &config.routes {
@@ -119,6 +152,7 @@ fn build_routes(
                     route: route.path.clone(),
                     handler: route.handler.clone(),
                     environment,
+                    version: version.clone(),
                 });
                 router.add(&route.path, runtime.handler(pre, context, &options, &vars));
             }
@@ -134,9 +168,9 @@ fn build_routes(
     let now = time::OffsetDateTime::now_utc();
     let mut certificates = BTreeSet::new();
     for (name, origin) in names {
-        match resolver.resolve_at(&name, now) {
+        match snapshot.resolve_at(&name, now) {
             Ok(_) => {
-                if let Some(warning) = resolver.expiry_warning(&name, now) {
+                if let Some(warning) = snapshot.expiry_warning(&name, now) {
                     warnings.push(format!("{origin}: {warning}"));
                 }
             }
@@ -144,7 +178,14 @@ fn build_routes(
         }
         certificates.insert(name);
     }
-    problems.is_empty().then_some(Routes { router, certificates })
+    problems.is_empty().then_some(Routes { router, certificates, version })
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
 }
 
 impl App {
@@ -171,7 +212,9 @@ impl App {
             Err(error) => return fail(format!("cannot start the runtime: {error:#}"), warnings),
         };
         let metrics = Arc::new(Metrics::new());
-        let Some(routes) = build_routes(&runtime, &resolver, &metrics, config, environment, &mut problems, &mut warnings)
+        let snapshot = resolver.current();
+        let Some(routes) =
+            build_routes(&runtime, &resolver, &snapshot, &metrics, config, environment, &mut problems, &mut warnings)
         else {
             return Prepared { app: Err(problems), warnings };
         };
@@ -180,6 +223,8 @@ impl App {
             resolver,
             metrics,
             routes: RwLock::new(Arc::new(routes)),
+            draining: Mutex::new(Vec::new()),
+            reloading: tokio::sync::Mutex::new(()),
             environment,
             config_path: config.path.clone(),
             admin_listen: config.admin_listen,
@@ -188,9 +233,65 @@ impl App {
     }
 
     /// Applies a new version of the config: new routes, options, variables and upstream
-    /// trust. Nothing changes unless all of it is valid. Limits and listen addresses need a
-    /// restart.
-    pub fn reload(&self, config: &Config) -> Result<Vec<String>, Vec<StartupProblem>> {
+    /// trust, checked against the store as it is now. Nothing changes unless all of it is
+    /// valid. Returns once the new config serves and the requests that started on the
+    /// previous one have finished (at most the request timeout later), so that a
+    /// certificate the previous config used can be disabled safely right after. Limits and
+    /// listen addresses need a restart.
+    pub async fn reload(self: &Arc<Self>, config: Config) -> Result<ReloadReport, Vec<StartupProblem>> {
+        let started = Instant::now();
+        let _one_at_a_time = self.reloading.lock().await;
+        // Reading the store and compiling components block: keep them off the async workers.
+        let app = self.clone();
+        let prepared = tokio::task::spawn_blocking(move || app.prepare_reload(&config).map(|(routes, snapshot, warnings)| (routes, snapshot, warnings, config)))
+            .await
+            .map_err(|error| vec![StartupProblem(format!("the reload stopped unexpectedly: {error}"))])?;
+        let (routes, snapshot, warnings, config) = prepared?;
+
+        // Everything is valid: only now swap in the new trust and routes.
+        self.resolver.install(snapshot);
+        let certificates: Vec<String> = routes.certificates.iter().cloned().collect();
+        let previous = {
+            let mut guard = match self.routes.write() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            std::mem::replace(&mut *guard, Arc::new(routes))
+        };
+        lock(&self.draining)
+            .push(Draining { version: Arc::downgrade(&previous.version), certificates: previous.certificates.clone() });
+        self.metrics.record_reload();
+        tracing::info!(config = %config.path.display(), "config reloaded; waiting for requests on the previous config");
+
+        // Until the previous version's requests are done, the deployment reports the
+        // certificates of both, so nothing they use can be disabled under them.
+        self.publish_certificates_in_use();
+        let mut finished = drain::retire(previous.version.clone());
+        drop(previous);
+        let limit = self.runtime.limits().request_timeout + Duration::from_secs(1);
+        let drained = drain::finished_within(&mut finished, limit).await;
+        if drained {
+            self.publish_certificates_in_use();
+        } else {
+            let app = self.clone();
+            tokio::spawn(async move {
+                let _ = finished.await;
+                app.publish_certificates_in_use();
+            });
+        }
+        let report = ReloadReport {
+            config: config.path.display().to_string(),
+            warnings,
+            certificates,
+            drained,
+            took_ms: started.elapsed().as_millis() as u64,
+        };
+        tracing::info!(config = %report.config, drained, took_ms = report.took_ms, "config reloaded");
+        Ok(report)
+    }
+
+    /// The blocking part of a reload: trust, a fresh read of the store, the routes.
+    fn prepare_reload(&self, config: &Config) -> Result<(Routes, Arc<Snapshot>, Vec<String>), Vec<StartupProblem>> {
         let mut problems = Vec::new();
         let mut warnings = Vec::new();
         trust_problems(config, self.environment, &mut problems, &mut warnings);
@@ -198,22 +299,26 @@ impl App {
             return Err(problems);
         }
         let trust = TrustProfiles::new(&config.upstreams).map_err(|e| vec![StartupProblem(e.to_string())])?;
-        let routes =
-            build_routes(&self.runtime, &self.resolver, &self.metrics, config, self.environment, &mut problems, &mut warnings)
-                .ok_or(problems)?;
-        // Everything is valid: only now swap in the new trust and routes.
-        self.resolver.set_trust(Arc::new(trust)).map_err(|e| vec![StartupProblem(e.to_string())])?;
-        let certificates: Vec<String> = routes.certificates.iter().cloned().collect();
-        match self.routes.write() {
-            Ok(mut guard) => *guard = Arc::new(routes),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(routes),
+        let snapshot = self.resolver.load_with_trust(Arc::new(trust)).map_err(|e| vec![StartupProblem(e.to_string())])?;
+        let routes = build_routes(
+            &self.runtime,
+            &self.resolver,
+            &snapshot,
+            &self.metrics,
+            config,
+            self.environment,
+            &mut problems,
+            &mut warnings,
+        )
+        .ok_or(problems)?;
+        Ok((routes, snapshot, warnings))
+    }
+
+    /// Writes the certificate names in use to this deployment's record in the store.
+    fn publish_certificates_in_use(&self) {
+        if let Err(error) = self.resolver.update_deployment_certificates(self.certificate_names()) {
+            tracing::warn!(%error, "cannot update the deployment record; `cert delete` may see stale names");
         }
-        if let Err(error) = self.resolver.update_deployment_certificates(certificates) {
-            warnings.push(format!("cannot update the deployment record: {error}"));
-        }
-        self.metrics.record_reload();
-        tracing::info!(config = %config.path.display(), "config reloaded");
-        Ok(warnings)
     }
 
     fn routes(&self) -> Arc<Routes> {
@@ -238,9 +343,21 @@ impl App {
         self.environment
     }
 
-    /// The certificate names the current config uses.
+    /// The config file this app was started with (and reloads).
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// The certificate names in use: the current config's, and those of previous configs
+    /// whose requests are still running.
     pub fn certificate_names(&self) -> Vec<String> {
-        self.routes().certificates.iter().cloned().collect()
+        let mut names = self.routes().certificates.clone();
+        let mut draining = lock(&self.draining);
+        draining.retain(|d| d.version.strong_count() > 0);
+        for previous in draining.iter() {
+            names.extend(previous.certificates.iter().cloned());
+        }
+        names.into_iter().collect()
     }
 
     /// Answers one request.
@@ -292,44 +409,83 @@ impl App {
     }
 
     /// Serves on `listener` (and the admin listener, if configured) until `shutdown`
-    /// resolves; reloads certificates while serving.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-        self.start(listener.local_addr()?).await?;
-        self.accept(listener, shutdown).await
+    /// resolves, then stops accepting, lets requests in flight finish (at most
+    /// `drain_timeout`) and removes this host's deployment registration.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        admin: Option<TcpListener>,
+        shutdown: impl Future<Output = ()>,
+        drain_timeout: Duration,
+    ) -> std::io::Result<()> {
+        self.start(listener.local_addr()?, admin)?;
+        self.accept(listener, shutdown, drain_timeout).await
     }
 
-    /// Registers the deployment, starts the store watcher and the admin listener.
-    async fn start(self: &Arc<Self>, listen: SocketAddr) -> std::io::Result<()> {
+    /// Binds the admin listener (`admin_listen` in the config, unless `addr` overrides it).
+    pub async fn bind_admin(&self, addr: Option<SocketAddr>) -> std::io::Result<Option<TcpListener>> {
+        let Some(addr) = addr.or(self.admin_listen) else { return Ok(None) };
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|error| std::io::Error::new(error.kind(), format!("cannot listen on {addr} (admin_listen): {error}")))?;
+        Ok(Some(listener))
+    }
+
+    /// Registers the deployment, starts the store watcher and the admin endpoints.
+    fn start(self: &Arc<Self>, listen: SocketAddr, admin: Option<TcpListener>) -> std::io::Result<()> {
         self.register(listen);
         self.resolver.watch(STORE_POLL_INTERVAL);
-        if let Some(addr) = self.admin_listen {
-            let admin = TcpListener::bind(addr).await?;
-            tracing::info!(addr = %admin.local_addr()?, "admin endpoints: /healthz, /metrics");
+        if let Some(admin) = admin {
+            tracing::info!(addr = %admin.local_addr()?, "admin endpoints: /healthz, /metrics, POST /reload");
             tokio::spawn(admin::serve(self.clone(), admin));
         }
         Ok(())
     }
 
-    async fn accept(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+    async fn accept(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+        drain_timeout: Duration,
+    ) -> std::io::Result<()> {
         tokio::pin!(shutdown);
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         loop {
             let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => accepted?,
-                () = &mut shutdown => return Ok(()),
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors and the like: never fatal; let some close.
+                        tracing::warn!(%error, "cannot accept a connection");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
             let app = self.clone();
+            let service = hyper::service::service_fn(move |request| {
+                let app = app.clone();
+                async move { Ok::<_, std::convert::Infallible>(app.handle(request).await) }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+            let connection = graceful.watch(connection);
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request| {
-                    let app = app.clone();
-                    async move { Ok::<_, std::convert::Infallible>(app.handle(request).await) }
-                });
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                if let Err(error) = builder.serve_connection(TokioIo::new(stream), service).await {
+                if let Err(error) = connection.await {
                     tracing::debug!(%peer, error = %error, "connection closed with an error");
                 }
             });
         }
+        drop(listener);
+        tracing::info!(timeout_ms = drain_timeout.as_millis() as u64, "stopping: finishing requests in flight");
+        let drained = tokio::time::timeout(drain_timeout, graceful.shutdown()).await.is_ok();
+        if !drained {
+            tracing::warn!("stopping with requests still in flight after the drain timeout");
+        }
+        self.resolver.unregister();
+        Ok(())
     }
 }
 
@@ -338,11 +494,17 @@ pub async fn spawn(app: App, addr: SocketAddr) -> std::io::Result<ServerHandle> 
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let app = Arc::new(app);
-    app.start(local).await?;
+    let admin = app.bind_admin(None).await?;
+    app.start(local, admin)?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(app.clone().accept(listener, async {
-        let _ = stopped.await;
-    }));
+    let drain_timeout = app.runtime.limits().request_timeout;
+    let task = tokio::spawn(app.clone().accept(
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+        drain_timeout,
+    ));
     Ok(ServerHandle { addr: local, app, stop: Some(stop), task })
 }
 
@@ -359,6 +521,15 @@ impl ServerHandle {
     /// The app being served (to reload its config).
     pub fn app(&self) -> &Arc<App> {
         &self.app
+    }
+
+    /// Stops as SIGTERM does: no new connections, requests in flight finish, the deployment
+    /// is unregistered. Returns when all of that is done.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
     }
 }
 

@@ -122,6 +122,22 @@ pub enum StoreError {
         /// The deployments, described.
         deployments: Vec<String>,
     },
+    /// A change would take a certificate away from live deployments that use it.
+    #[error(
+        "{change} certificate '{name}' would cut off {} which {} it; point {} config at another certificate and run \
+         `edgemtls reload` first, or pass --force to do it anyway",
+        deployments.join(", "),
+        if deployments.len() == 1 { "uses" } else { "use" },
+        if deployments.len() == 1 { "its" } else { "their" }
+    )]
+    WouldCutOff {
+        /// What was asked, e.g. "disabling" or "scoping to preview".
+        change: String,
+        /// The certificate name.
+        name: String,
+        /// The deployments, described.
+        deployments: Vec<String>,
+    },
     /// A record could not be decoded.
     #[error("certificate record '{id}' is damaged: {reason}")]
     Corrupt {
@@ -353,7 +369,28 @@ impl Store {
         decode_key(&plain).ok_or_else(|| StoreError::Corrupt { id: record.id.clone(), reason: "unknown key encoding".into() })
     }
 
-    /// Replaces the environments of a certificate.
+    /// Disables a certificate unless a live deployment uses it (checked in the same
+    /// transaction as the change); `force` disables it regardless.
+    pub fn disable(&mut self, reference: &str, force: bool) -> Result<CertificateRecord, StoreError> {
+        let guard = |deployment: &Deployment, name: &str| !force && deployment.certificates.iter().any(|c| c == name);
+        self.update_guarded(reference, "enabled = ?2", &0_i64, "disabling", &guard)
+    }
+
+    /// Replaces the environments of a certificate unless that takes it away from a live
+    /// deployment in an environment no longer listed; `force` does it regardless.
+    pub fn rescope(&mut self, reference: &str, environments: &[Environment], force: bool) -> Result<CertificateRecord, StoreError> {
+        if environments.is_empty() {
+            return Err(StoreError::NoEnvironments);
+        }
+        let text = environments_to_text(environments);
+        let change = format!("scoping to {}", environments.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(", "));
+        let guard = |deployment: &Deployment, name: &str| {
+            !force && deployment.certificates.iter().any(|c| c == name) && !environments.contains(&deployment.environment)
+        };
+        self.update_guarded(reference, "environments = ?2", &text, &change, &guard)
+    }
+
+    /// Replaces the environments of a certificate, whoever uses it.
     pub fn set_environments(&mut self, reference: &str, environments: &[Environment]) -> Result<CertificateRecord, StoreError> {
         if environments.is_empty() {
             return Err(StoreError::NoEnvironments);
@@ -368,10 +405,32 @@ impl Store {
     }
 
     fn update(&mut self, reference: &str, assignment: &str, value: &dyn rusqlite::ToSql) -> Result<CertificateRecord, StoreError> {
+        self.update_guarded(reference, assignment, value, "", &|_, _| false)
+    }
+
+    /// Applies `assignment` to one record, unless `cut_off` says the change takes the
+    /// certificate away from a live deployment: then nothing changes and the error names them.
+    fn update_guarded(
+        &mut self,
+        reference: &str,
+        assignment: &str,
+        value: &dyn rusqlite::ToSql,
+        change: &str,
+        cut_off: &dyn Fn(&Deployment, &str) -> bool,
+    ) -> Result<CertificateRecord, StoreError> {
         let record = self.find(reference)?;
         let path = self.path.clone();
         let db = |source| StoreError::Database { path: path.clone(), source };
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+        let affected: Vec<String> = live_deployments(&tx, OffsetDateTime::now_utc())
+            .map_err(db)?
+            .into_iter()
+            .filter(|d| cut_off(d, &record.name))
+            .map(|d| d.describe())
+            .collect();
+        if !affected.is_empty() {
+            return Err(StoreError::WouldCutOff { change: change.to_string(), name: record.name, deployments: affected });
+        }
         let changed = tx
             .execute(
                 &format!("UPDATE certificates SET {assignment}, updated_at = ?3, version = version + 1 WHERE id = ?1"),
