@@ -15,13 +15,62 @@ pub struct Builtin {
     pub name: &'static str,
     /// The component bytes.
     pub wasm: &'static [u8],
+    /// Every option it reads: any other is a mistake in the config.
+    pub options: &'static [OptionSpec],
+    /// Environment variables it reads as certificate names when no option names one.
+    pub certificate_vars: &'static [&'static str],
 }
+
+/// One option a built-in handler reads from `wasi:config/store`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionSpec {
+    /// The option's name, as written under `[routes.options]`.
+    pub name: &'static str,
+    /// What its value must be.
+    pub kind: OptionKind,
+    /// Whether the handler cannot work without it.
+    pub required: bool,
+}
+
+/// What an option's value must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptionKind {
+    /// Any text.
+    Text,
+    /// An absolute `http://` or `https://` URL.
+    Url,
+    /// `true` or `false`.
+    Boolean,
+    /// The name (or id) of a certificate in the store; empty means none.
+    CertificateName,
+}
+
+const MTLS_CERTIFICATE: OptionSpec = OptionSpec { name: "mtlsCertificate", kind: OptionKind::CertificateName, required: false };
 
 /// Every built-in handler.
 pub const BUILTINS: &[Builtin] = &[
-    Builtin { name: "url-forward", wasm: include_bytes!(env!("URL_FORWARD_WASM")) },
-    Builtin { name: "url-rewrite", wasm: include_bytes!(env!("URL_REWRITE_WASM")) },
-    Builtin { name: "hello-mtls", wasm: include_bytes!(env!("HELLO_MTLS_WASM")) },
+    Builtin {
+        name: "url-forward",
+        wasm: include_bytes!(env!("URL_FORWARD_WASM")),
+        options: &[
+            OptionSpec { name: "baseUrl", kind: OptionKind::Url, required: true },
+            MTLS_CERTIFICATE,
+            OptionSpec { name: "forwardSearch", kind: OptionKind::Boolean, required: false },
+        ],
+        certificate_vars: &[],
+    },
+    Builtin {
+        name: "url-rewrite",
+        wasm: include_bytes!(env!("URL_REWRITE_WASM")),
+        options: &[OptionSpec { name: "rewritePattern", kind: OptionKind::Text, required: true }, MTLS_CERTIFICATE],
+        certificate_vars: &[],
+    },
+    Builtin {
+        name: "hello-mtls",
+        wasm: include_bytes!(env!("HELLO_MTLS_WASM")),
+        options: &[OptionSpec { name: "url", kind: OptionKind::Url, required: true }, MTLS_CERTIFICATE],
+        certificate_vars: &["BACKEND_MTLS_CERT"],
+    },
 ];
 
 /// The built-in handler called `name`.

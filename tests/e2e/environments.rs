@@ -40,16 +40,17 @@ async fn startup_refuses_a_config_whose_certificate_is_missing_in_the_environmen
     let world = World::new()?;
     world.add_cert("billing_prod", "billing-prod", &[Environment::Production])?;
     let upstream = world.upstream(true).await?;
+    // hello-mtls declares that it reads BACKEND_MTLS_CERT as a certificate name.
     let body = format!(
-        "[environments.development.vars]\nBACKEND_MTLS_CERT = \"billing_prod\"\n{}",
-        probe_routes(&upstream_url(&upstream, "/"))
+        "[environments.development.vars]\nBACKEND_MTLS_CERT = \"billing_prod\"\n\n[[routes]]\npath = \"/hello\"\nhandler = \"hello-mtls\"\n[routes.options]\nurl = \"{}\"\n",
+        upstream_url(&upstream, "/")
     );
     let config = world.config(&body, upstream.addr())?;
     let Err(error) = world.serve(&config, Environment::Development).await else {
         anyhow::bail!("served a config whose certificate is not available in development");
     };
     let text = error.to_string();
-    assert!(text.contains("variable BACKEND_MTLS_CERT of environment development"), "{text}");
+    assert!(text.contains("route '/hello' (hello-mtls reads variable BACKEND_MTLS_CERT)"), "{text}");
     assert!(text.contains("certificate 'billing_prod' is not available in environment development"), "{text}");
     Ok(())
 }

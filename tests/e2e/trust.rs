@@ -258,3 +258,27 @@ async fn weakened_verification_is_refused_in_production_and_allowed_in_developme
     assert_refused(&reply, &upstream, before, "the same untrusted upstream with verification on")?;
     Ok(())
 }
+
+#[tokio::test]
+async fn the_star_entry_sets_trust_for_every_upstream_not_listed() -> anyhow::Result<()> {
+    let world = world()?;
+    let upstream = world.upstream(true).await?;
+    let target = upstream_url(&upstream, "/default");
+    // No entry: the dev CA is not trusted, the handshake fails before any request.
+    world.config_raw(&probe_routes("https://unused.invalid/"))?;
+    let host = world.serve(&world.path().join("edgemtls.toml"), Environment::Production).await?;
+    assert_ne!(host.probe(&target, Some(CLIENT)).await?.status, 200);
+    assert!(upstream.log().requests().is_empty());
+    drop(host);
+
+    // `hosts = ["*"]` with the dev CA: trusted, and the hostname is still checked.
+    let config = world.config_raw(&format!(
+        "{}\n[[upstreams]]\nhosts = [\"*\"]\nca_bundle = \"pki/ca.pem\"\n",
+        probe_routes("https://unused.invalid/")
+    ))?;
+    let host = world.serve(&config, Environment::Production).await?;
+    let reply = host.probe(&target, Some(CLIENT)).await?;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()?["client_cn"], CLIENT_CN);
+    Ok(())
+}

@@ -9,6 +9,9 @@ use serde::Deserialize;
 
 use crate::Environment;
 
+mod options;
+pub use options::{CertificateReference, certificate_references, option_problems};
+
 /// Why a config file was refused. Every message names the file.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -74,6 +77,9 @@ pub struct Route {
     pub component: ComponentSource,
     /// Options for the guest's `wasi:config/store`, before `$env(NAME)` substitution.
     pub options: BTreeMap<String, String>,
+    /// Certificate names the handler uses besides those its options name (before `$env()`
+    /// substitution): checked at start and reload, and protected from `cert disable`.
+    pub certificates: Vec<String>,
 }
 
 /// Where a route's component comes from.
@@ -88,7 +94,7 @@ pub enum ComponentSource {
 /// Trust settings for upstream servers whose authority is in `hosts`.
 #[derive(Debug, Clone)]
 pub struct UpstreamTrust {
-    /// `host:port` authorities (port 443 when omitted).
+    /// `host:port` authorities, or `*` alone for every upstream no other entry lists.
     pub hosts: Vec<String>,
     /// Extra CA certificates (PEM) trusted for these hosts, besides the public web roots.
     pub ca_bundle: Option<PathBuf>,
@@ -156,6 +162,8 @@ struct RouteToml {
     handler: String,
     #[serde(default)]
     options: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    certificates: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -252,7 +260,7 @@ impl Config {
                 "" => "/".to_string(),
                 trimmed => trimmed.to_string(),
             };
-            routes.push(Route { path, handler: route.handler, component, options });
+            routes.push(Route { path, handler: route.handler, component, options, certificates: route.certificates });
         }
 
         let mut upstreams = Vec::new();
@@ -277,8 +285,25 @@ impl Config {
                     .ok_or_else(|| invalid(key("pin_spki_sha256"), format!("'{pin}' is not a base64url SHA-256 (43 characters)")))?;
                 pins.push(bytes);
             }
+            let mut hosts = Vec::new();
+            for (position, host) in upstream.hosts.iter().enumerate() {
+                let host = upstream_host(host).map_err(|reason| invalid(format!("upstreams[{index}].hosts[{position}]"), reason))?;
+                if host == DEFAULT_UPSTREAM && upstream.hosts.len() > 1 {
+                    return Err(invalid(
+                        format!("upstreams[{index}].hosts"),
+                        "\"*\" (every upstream not listed elsewhere) must be alone in its entry".into(),
+                    ));
+                }
+                if let Some(other) = upstreams.iter().position(|u: &UpstreamTrust| u.hosts.contains(&host)) {
+                    return Err(invalid(
+                        format!("upstreams[{index}].hosts[{position}]"),
+                        format!("'{host}' is already in upstreams[{other}]; one entry per host"),
+                    ));
+                }
+                hosts.push(host);
+            }
             upstreams.push(UpstreamTrust {
-                hosts: upstream.hosts.iter().map(|h| normalize_authority(h)).collect(),
+                hosts,
                 ca_bundle,
                 verify: upstream.verify.unwrap_or(true),
                 check_hostname: upstream.check_hostname.unwrap_or(true),
@@ -316,6 +341,55 @@ impl Config {
         }
         Ok(resolved)
     }
+}
+
+impl Config {
+    /// A route's `certificates` with `$env(NAME)` replaced from `environment`'s variables.
+    pub fn resolved_certificates(&self, route: &Route, environment: Environment) -> Result<Vec<String>, ConfigError> {
+        let vars = self.vars_for(environment);
+        route
+            .certificates
+            .iter()
+            .enumerate()
+            .map(|(index, value)| {
+                substitute_env(value, &vars).map_err(|name| ConfigError::Invalid {
+                    path: self.path.clone(),
+                    key: format!("route '{}' certificates[{index}]", route.path),
+                    reason: format!("variable '{name}' is not defined for environment {environment}"),
+                })
+            })
+            .collect()
+    }
+}
+
+/// The `hosts` entry that gives trust to every upstream no other entry lists.
+pub const DEFAULT_UPSTREAM: &str = "*";
+
+/// Checks one `[[upstreams]] hosts` entry and returns it normalised (lower case). Entries
+/// that could never match a request are refused with the fix, not silently ignored.
+fn upstream_host(host: &str) -> Result<String, String> {
+    let trimmed = host.trim();
+    if trimmed == DEFAULT_UPSTREAM {
+        return Ok(DEFAULT_UPSTREAM.to_string());
+    }
+    if let Some((scheme, rest)) = trimmed.split_once("://") {
+        let authority = rest.split('/').next().unwrap_or_default();
+        return Err(format!("'{host}' has a scheme ({scheme}://); write the host and port alone, like '{authority}'"));
+    }
+    if trimmed.contains('*') {
+        return Err(format!(
+            "'{host}': wildcards are not supported; list each host:port, or use \"*\" alone for every upstream not listed"
+        ));
+    }
+    let authority: http::uri::Authority =
+        trimmed.parse().map_err(|_| format!("'{host}' is not a host:port like 'billing.internal:8443'"))?;
+    if authority.as_str().contains('@') || authority.host().is_empty() {
+        return Err(format!("'{host}' is not a host:port like 'billing.internal:8443'"));
+    }
+    if authority.port_u16().is_none() {
+        return Err(format!("'{host}' has no port; write '{host}:443' or the port the upstream listens on"));
+    }
+    Ok(normalize_authority(trimmed))
 }
 
 /// Appends `:443` to an authority without a port, so `host` and `host:443` match.

@@ -24,7 +24,7 @@ baseUrl = "https://billing.internal:8443"
 mtlsCertificate = "$env(BACKEND_MTLS_CERT)"
 retries = 3
 [[upstreams]]
-hosts = ["billing.internal:8443", "Other.Internal"]
+hosts = ["billing.internal:8443", "Other.Internal:443"]
 ca_bundle = "certs/ca.pem"
 "#,
     )?;
@@ -55,4 +55,27 @@ fn unknown_keys_and_bad_values_are_named() {
         let err = Config::parse(path, text).unwrap_err().to_string();
         assert!(err.contains(expected) && err.contains("/tmp/edgemtls.toml"), "{text}: {err}");
     }
+}
+
+#[test]
+fn upstream_hosts_that_could_never_match_are_refused_with_the_fix() {
+    let path = Path::new("/tmp/edgemtls.toml");
+    let cases = [
+        (r#"hosts = ["localhost"]"#, "hosts[0]: 'localhost' has no port; write 'localhost:443'"),
+        (r#"hosts = ["https://localhost:18443"]"#, "has a scheme (https://); write the host and port alone, like 'localhost:18443'"),
+        (r#"hosts = ["*.internal:8443"]"#, "wildcards are not supported"),
+        (r#"hosts = ["*", "a:1"]"#, "must be alone in its entry"),
+        (r#"hosts = ["a b:1"]"#, "is not a host:port"),
+    ];
+    for (hosts, expected) in cases {
+        let text = format!("[[upstreams]]\n{hosts}\n");
+        let err = Config::parse(path, &text).unwrap_err().to_string();
+        assert!(err.contains(expected), "{hosts}: {err}");
+    }
+    let twice = "[[upstreams]]\nhosts = [\"a:1\"]\n[[upstreams]]\nhosts = [\"A:1\"]\n";
+    assert!(Config::parse(path, twice).unwrap_err().to_string().contains("already in upstreams[0]"));
+    // "*" alone is the default profile for every upstream not listed.
+    let config = Config::parse(path, "[[upstreams]]\nhosts = [\"*\"]\n[[upstreams]]\nhosts = [\"[::1]:8443\"]\n").unwrap();
+    assert_eq!(config.upstreams[0].hosts, vec!["*"]);
+    assert_eq!(config.upstreams[1].hosts, vec!["[::1]:8443"]);
 }

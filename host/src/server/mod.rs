@@ -20,7 +20,7 @@ pub use problem::problem_response;
 pub use router::{RouteMatch, Router};
 
 use crate::Environment;
-use crate::config::Config;
+use crate::config::{Config, certificate_references, option_problems};
 use crate::metrics::Metrics;
 use crate::drain;
 use crate::resolve::{Resolver, Snapshot};
@@ -141,8 +141,16 @@ fn build_routes(
                 continue;
             }
         };
-        if let Some(name) = options.get("mtlsCertificate").filter(|n| !n.is_empty()) {
-            names.insert((name.clone(), format!("route '{}' option mtlsCertificate", route.path)));
+        let declared = match config.resolved_certificates(route, environment) {
+            Ok(declared) => declared,
+            Err(error) => {
+                problems.push(StartupProblem(error.to_string()));
+                continue;
+            }
+        };
+        problems.extend(option_problems(route, &options).into_iter().map(StartupProblem));
+        for reference in certificate_references(route, &options, &declared, &vars) {
+            names.insert((reference.name, reference.origin));
         }
         match runtime.load_source(&route.component) {
             Ok(pre) => {
@@ -157,12 +165,6 @@ fn build_routes(
                 router.add(&route.path, runtime.handler(pre, context, &options, &vars));
             }
             Err(error) => problems.push(StartupProblem(format!("route '{}': {error}", route.path))),
-        }
-    }
-    // Variables whose name mentions a certificate are taken to hold certificate names.
-    for (key, value) in &vars {
-        if key.to_ascii_uppercase().contains("CERT") && !value.is_empty() {
-            names.insert((value.clone(), format!("variable {key} of environment {environment}")));
         }
     }
     let now = time::OffsetDateTime::now_utc();

@@ -115,13 +115,20 @@ impl TrustProfiles {
             } else if !entry.check_hostname {
                 tracing::warn!(hosts = %hosts, "UPSTREAM HOSTNAME CHECK IS OFF (check_hostname = false)");
             }
-            let index = verifiers.len();
-            verifiers.push(Arc::new(UpstreamVerifier {
+            // `hosts = ["*"]` replaces the default profile (index 0) for every unlisted host.
+            let is_default = entry.hosts.iter().any(|h| h == crate::config::DEFAULT_UPSTREAM);
+            let index = if is_default { 0 } else { verifiers.len() };
+            let verifier = Arc::new(UpstreamVerifier {
                 inner,
                 verify: entry.verify,
                 check_hostname: entry.check_hostname,
                 pins: entry.pin_spki_sha256.clone(),
-            }));
+            });
+            if is_default {
+                verifiers[0] = verifier;
+                continue;
+            }
+            verifiers.push(verifier);
             for host in &entry.hosts {
                 by_authority.insert(host.clone(), index);
             }
