@@ -62,6 +62,7 @@ BACKEND_MTLS_CERT = "billing_staging"
 [[routes]]
 path = "/billing"
 handler = "$plugin"
+certificates = ["\$env(BACKEND_MTLS_CERT)"]   # the names this handler uses, checked at start
 [routes.options]
 url = "https://localhost:$upstream_port/invoices"
 

@@ -209,3 +209,77 @@ fn openssl_rsa_1024_is_refused() -> Result<()> {
     ensure!(stderr.contains("small.pem"), "{stderr}");
     Ok(())
 }
+
+/// Kills the child when dropped.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// ContextForge's recipe: `openssl x509 -req` with no extensions file makes an X.509 v1
+/// client certificate. It imports, and it works against an OpenSSL server that requires and
+/// verifies client certificates (as nginx and curl accept it too).
+#[test]
+fn an_x509_v1_client_certificate_works_against_openssl_s_server() -> Result<()> {
+    if !have_openssl("an_x509_v1_client_certificate_works_against_openssl_s_server") {
+        return Ok(());
+    }
+    let sandbox = Sandbox::new()?;
+    let dir = sandbox.dir();
+    let (ca, _, _) = openssl_ca_and_leaf(dir)?;
+    openssl(dir, ["req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "v1.key", "-out", "v1.csr", "-subj", "/CN=v1 client"])?;
+    openssl(dir, ["x509", "-req", "-in", "v1.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "v1.pem", "-days", "30"])?;
+    let printed = output({
+        let mut command = std::process::Command::new("openssl");
+        command.args(["x509", "-in", "v1.pem", "-noout", "-text"]).current_dir(dir);
+        command
+    })?;
+    ensure!(String::from_utf8_lossy(&printed.stdout).contains("Version: 1 (0x0)"), "openssl did not make a v1 certificate");
+    set_mode(&sandbox.path("v1.key"), 0o600)?;
+    sandbox.ok(["cert", "create", "--name", "v1_client", "--cert", &text_of(dir, "v1.pem"), "--key", &text_of(dir, "v1.key"), "--env", "development"])?;
+
+    // A server certificate for localhost from the same CA, and s_server requiring a client
+    // certificate that verifies against it.
+    std::fs::write(dir.join("server.ext"), "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n")?;
+    openssl(dir, ["req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"])?;
+    openssl(dir, ["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem",
+        "-days", "30", "-extfile", "server.ext"])?;
+    let port = free_port()?;
+    let server = std::process::Command::new("openssl")
+        .args(["s_server", "-quiet", "-accept", &port.to_string(), "-cert", "server.pem", "-key", "server.key",
+            "-CAfile", "ca.pem", "-Verify", "1", "-verify_return_error", "-www"])
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let _server = Server(server);
+    wait_for(port)?;
+    let report = sandbox.ok(["cert", "test", "v1_client", &format!("https://localhost:{port}/"), "--ca", &text(&ca)])?;
+    ensure!(report.contains("200"), "{report}");
+    Ok(())
+}
+
+#[test]
+fn a_ca_certificate_is_refused_as_a_client_certificate() -> Result<()> {
+    if !have_openssl("a_ca_certificate_is_refused_as_a_client_certificate") {
+        return Ok(());
+    }
+    let sandbox = Sandbox::new()?;
+    let (ca, leaf, leaf_key) = openssl_ca_and_leaf(sandbox.dir())?;
+    set_mode(&sandbox.path("ca.key"), 0o600)?;
+    sandbox.ok(["cert", "create", "--name", "leaf", "--cert", &text(&leaf), "--key", &text(&leaf_key), "--env", "development"])?;
+    sandbox.refused(
+        ["cert", "create", "--name", "ca_as_client", "--cert", &text(&ca), "--key", &text_of(sandbox.dir(), "ca.key"), "--env", "development"],
+        "is a CA certificate (basic constraints CA:TRUE), not a client certificate",
+    )?;
+    Ok(())
+}
+
+fn text_of(dir: &Path, name: &str) -> String {
+    text(&dir.join(name))
+}

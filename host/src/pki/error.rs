@@ -110,6 +110,12 @@ pub enum PkiError {
         /// The usages it does allow.
         usages: String,
     },
+    /// The leaf is a CA certificate (basic constraints CA:TRUE) with no clientAuth EKU.
+    #[error("the certificate in '{path}' is a CA certificate (basic constraints CA:TRUE), not a client certificate; import a certificate the CA issued (edgemtls pki issue --ca DIR --cn NAME makes one), or give this one extendedKeyUsage=clientAuth")]
+    CaCertificate {
+        /// The certificate file.
+        path: PathBuf,
+    },
     /// Writing a dev PKI file failed.
     #[error("cannot write '{path}': {source}")]
     Write {

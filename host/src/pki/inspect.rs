@@ -251,6 +251,16 @@ pub fn validate_client_identity(identity: &Identity, now: OffsetDateTime) -> Res
         path: path.to_path_buf(),
         reason: format!("invalid X.509 certificate: {e}"),
     })?;
+    // A CA certificate is not a client certificate, unless it says it is one with an
+    // explicit clientAuth EKU (`openssl req -x509` marks self-signed client certificates
+    // CA:TRUE by default).
+    let says_client_auth = matches!(cert.extended_key_usage(), Ok(Some(eku)) if eku.value.client_auth);
+    if let Ok(Some(constraints)) = cert.basic_constraints()
+        && constraints.value.ca
+        && !says_client_auth
+    {
+        return Err(PkiError::CaCertificate { path: path.to_path_buf() });
+    }
     if let Ok(Some(eku)) = cert.extended_key_usage() {
         let eku = eku.value;
         // No EKU at all means "any use"; an EKU list must name clientAuth (or anyExtendedKeyUsage).

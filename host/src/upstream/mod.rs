@@ -113,9 +113,16 @@ impl ClientIdentity {
             .with_custom_certificate_verifier(self.trust.verifier(profile));
         match &self.certificate {
             None => Ok(builder.with_no_client_auth()),
-            Some(cert) => builder.with_client_auth_cert(cert.chain.clone(), cert.key.clone_key()).map_err(|e| {
-                wasmtime_wasi_http::Error::InternalError(Some(format!("certificate '{}': {e}", cert.name)))
-            }),
+            Some(cert) => {
+                // Not `with_client_auth_cert`: its key check parses the leaf with webpki,
+                // which refuses X.509 v1 certificates that nginx, curl and OpenSSL servers
+                // accept. Import already proved that the key matches the leaf.
+                let key = self.trust.provider().key_provider.load_private_key(cert.key.clone_key()).map_err(|e| {
+                    wasmtime_wasi_http::Error::InternalError(Some(format!("certificate '{}': {e}", cert.name)))
+                })?;
+                let certified = rustls::sign::CertifiedKey::new(cert.chain.clone(), key);
+                Ok(builder.with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified))))
+            }
         }
     }
 
