@@ -1,5 +1,16 @@
 //! `edgemtls`: the edge runtime for WebAssembly handlers that call upstreams over mutual TLS.
 
+/// `println!` for command output: a reader that goes away (`edgemtls cert list | head -1`)
+/// ends the command quietly, as it would a C tool, instead of a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(error) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            $crate::output_failed(error);
+        }
+    }};
+}
+
 mod commands;
 
 use std::path::PathBuf;
@@ -60,6 +71,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Standard output failed: a closed pipe ends the process like SIGPIPE would (status 141,
+/// nothing printed); anything else is reported.
+pub(crate) fn output_failed(error: std::io::Error) -> ! {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(141);
+    }
+    eprintln!("error: cannot write to standard output: {error}");
+    std::process::exit(1);
 }
 
 /// The error and its causes, `: `-separated, leaving out a cause the message before it

@@ -152,7 +152,7 @@ impl CertCommand {
                 let deployments = live_deployments(store_dir);
                 if json {
                     let summaries: Vec<_> = records.iter().map(|r| with_usage(r, now, &deployments)).collect();
-                    println!("{}", serde_json::to_string_pretty(&summaries)?);
+                    say!("{}", serde_json::to_string_pretty(&summaries)?);
                 } else {
                     print_table(&records, now, &deployments);
                 }
@@ -163,7 +163,7 @@ impl CertCommand {
                 let record = store.find(&reference)?;
                 let deployments = store.live_deployments()?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&with_usage(&record, now, &deployments))?);
+                    say!("{}", serde_json::to_string_pretty(&with_usage(&record, now, &deployments))?);
                 } else {
                     print_details(&record, now, &deployments);
                 }
@@ -176,7 +176,7 @@ impl CertCommand {
                 if force {
                     tracing::warn!(certificate = %record.name, "scope changed with --force; deployments using it elsewhere lose it");
                 }
-                println!("certificate '{}' ({}) is now scoped to {}", record.name, record.id, env_list(&record));
+                say!("certificate '{}' ({}) is now scoped to {}", record.name, record.id, env_list(&record));
                 Ok(ExitCode::SUCCESS)
             }
             CertCommand::Disable { reference, force } => disable(store_dir, &reference, force),
@@ -191,7 +191,7 @@ impl CertCommand {
                     anyhow::bail!("not deleted");
                 }
                 let record = store.delete(&record.id)?;
-                println!("deleted certificate '{}' ({})", record.name, record.id);
+                say!("deleted certificate '{}' ({})", record.name, record.id);
                 Ok(ExitCode::SUCCESS)
             }
             CertCommand::Status { json } => status(store_dir, now, json),
@@ -230,7 +230,7 @@ fn create(
     let mut store = open(store_dir)?;
     let record = store.create(NewCertificate { name, environments, identity, metadata })?;
     let m = &record.metadata;
-    println!(
+    say!(
         "created certificate '{}' ({}) for {}\n  subject: {}\n  expires: {} ({}, {} days left)",
         record.name,
         record.id,
@@ -272,6 +272,10 @@ fn test(
             pin_spki_sha256: Vec::new(),
         });
     }
+    for upstream in upstreams.iter().filter(|u| u.is_weakened()) {
+        let what = if upstream.verify { "check_hostname = false" } else { "verify = false" };
+        eprintln!("warning: upstreams ({}): {what} weakens upstream verification", upstream.hosts.join(", "));
+    }
     let trust = std::sync::Arc::new(edgemtls_host::upstream::TrustProfiles::new(&upstreams)?);
     // An id works as well as a name; a missing store is a clear error, not a new store.
     let name = match open_existing(store_dir)?.find(reference) {
@@ -283,15 +287,15 @@ fn test(
     let runtime = tokio::runtime::Runtime::new()?;
     let report = runtime.block_on(edgemtls_host::upstream::probe(&identity, &uri));
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        say!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         let show = |label: &str, value: Option<String>| {
             if let Some(value) = value {
-                println!("{label:<16}{value}");
+                say!("{label:<16}{value}");
             }
         };
-        println!("{:<16}{}", "certificate:", name);
-        println!("{:<16}{}", "url:", report.url);
+        say!("{:<16}{}", "certificate:", name);
+        say!("{:<16}{}", "url:", report.url);
         show("connect:", report.connect_ms.map(|t| format!("{t} ms")));
         show("handshake:", report.handshake_ms.map(|t| format!("{t} ms ({})", report.tls_version.clone().unwrap_or_default())));
         show("cipher suite:", report.cipher_suite.clone());
@@ -311,14 +315,14 @@ fn disable(store_dir: &Path, reference: &str, force: bool) -> anyhow::Result<Exi
     if force {
         tracing::warn!(certificate = %record.name, "disabled with --force; deployments still using it will fail their requests");
     }
-    println!("certificate '{}' ({}) disabled", record.name, record.id);
+    say!("certificate '{}' ({}) disabled", record.name, record.id);
     Ok(ExitCode::SUCCESS)
 }
 
 fn enable(store_dir: &Path, reference: &str) -> anyhow::Result<ExitCode> {
     let mut store = open_existing(store_dir)?;
     let record = store.set_enabled(reference, true)?;
-    println!("certificate '{}' ({}) enabled", record.name, record.id);
+    say!("certificate '{}' ({}) enabled", record.name, record.id);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -346,9 +350,9 @@ fn status(store_dir: &Path, now: OffsetDateTime, json: bool) -> anyhow::Result<E
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "worst": worst, "certificates": items }))?);
+        say!("{}", serde_json::to_string_pretty(&serde_json::json!({ "worst": worst, "certificates": items }))?);
     } else if records.is_empty() {
-        println!("no certificates");
+        say!("no certificates");
     } else {
         let rows: Vec<Vec<String>> = records
             .iter()
@@ -364,7 +368,7 @@ fn status(store_dir: &Path, now: OffsetDateTime, json: bool) -> anyhow::Result<E
             })
             .collect();
         print_rows(&["NAME", "STATE", "NOT AFTER", "DAYS LEFT", "EXPIRY"], &rows);
-        println!("worst: {worst}");
+        say!("worst: {worst}");
     }
     Ok(ExitCode::from(match worst {
         ExpiryStatus::Valid => 0,
@@ -422,7 +426,7 @@ fn env_list(record: &CertificateRecord) -> String {
 
 fn print_table(records: &[CertificateRecord], now: OffsetDateTime, deployments: &[Deployment]) {
     if records.is_empty() {
-        println!("no certificates (add one with: edgemtls cert create --name NAME --cert FILE --key FILE --env development)");
+        say!("no certificates (add one with: edgemtls cert create --name NAME --cert FILE --key FILE --env development)");
         return;
     }
     let rows: Vec<Vec<String>> = records
@@ -455,7 +459,7 @@ fn print_rows(header: &[&str], rows: &[Vec<String>]) {
     }
     let line = |cells: Vec<&str>| {
         let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", padded.join("  ").trim_end());
+        say!("{}", padded.join("  ").trim_end());
     };
     line(header.to_vec());
     for row in rows {
@@ -466,28 +470,28 @@ fn print_rows(header: &[&str], rows: &[Vec<String>]) {
 fn print_details(record: &CertificateRecord, now: OffsetDateTime, deployments: &[Deployment]) {
     let m = &record.metadata;
     let sans = if m.sans.is_empty() { "-".to_string() } else { m.sans.join(", ") };
-    println!("name:         {}", record.name);
-    println!("id:           {}", record.id);
-    println!("environments: {}", env_list(record));
-    println!("enabled:      {}", record.enabled);
-    println!("subject:      {}", m.subject);
-    println!("issuer:       {}", m.issuer);
-    println!("serial:       {}", m.serial);
-    println!("SANs:         {sans}");
-    println!("key:          {} ({} bits)", m.key_type, m.key_bits);
-    println!("not before:   {}", rfc3339(m.not_before));
-    println!("not after:    {}", rfc3339(m.not_after));
-    println!("expiry:       {} ({} days left)", m.expiry_status(now), m.days_left(now));
-    println!("chain:        {} certificate(s)", record.chain.len());
-    println!("spki sha256:  {}", m.spki_sha256);
-    println!("fingerprint:  {}", m.fingerprint_sha256);
-    println!("created:      {}", rfc3339(record.created_at));
-    println!("updated:      {}", rfc3339(record.updated_at));
+    say!("name:         {}", record.name);
+    say!("id:           {}", record.id);
+    say!("environments: {}", env_list(record));
+    say!("enabled:      {}", record.enabled);
+    say!("subject:      {}", m.subject);
+    say!("issuer:       {}", m.issuer);
+    say!("serial:       {}", m.serial);
+    say!("SANs:         {sans}");
+    say!("key:          {} ({} bits)", m.key_type, m.key_bits);
+    say!("not before:   {}", rfc3339(m.not_before));
+    say!("not after:    {}", rfc3339(m.not_after));
+    say!("expiry:       {} ({} days left)", m.expiry_status(now), m.days_left(now));
+    say!("chain:        {} certificate(s)", record.chain.len());
+    say!("spki sha256:  {}", m.spki_sha256);
+    say!("fingerprint:  {}", m.fingerprint_sha256);
+    say!("created:      {}", rfc3339(record.created_at));
+    say!("updated:      {}", rfc3339(record.updated_at));
     let used_by = users(record, deployments);
     if used_by.is_empty() {
-        println!("used by:      -");
+        say!("used by:      -");
     }
     for (i, d) in used_by.iter().enumerate() {
-        println!("{}{}", if i == 0 { "used by:      " } else { "              " }, d.describe());
+        say!("{}{}", if i == 0 { "used by:      " } else { "              " }, d.describe());
     }
 }

@@ -60,7 +60,7 @@ impl PkiCommand {
                 }
                 let ca = DevCa::generate(&cn, days)?;
                 let (cert, key) = ca.write_to(&out)?;
-                println!("created CA '{cn}'\n  certificate: {}\n  key:         {} (mode 0600)", cert.display(), key.display());
+                say!("created CA '{cn}'\n  certificate: {}\n  key:         {} (mode 0600)", cert.display(), key.display());
             }
             PkiCommand::Issue { ca, cn, out, server, sans, days, force } => {
                 let ca_dir = edgemtls_host::pki::expand_tilde(&ca);
@@ -73,7 +73,7 @@ impl PkiCommand {
                 }
                 let files = ca.issue_to(&options, &out)?;
                 let kind = if server { "server" } else { "client" };
-                println!(
+                say!(
                     "issued {kind} certificate '{cn}'\n  certificate: {}\n  key:         {} (mode 0600)",
                     files.cert.display(),
                     files.key.display()

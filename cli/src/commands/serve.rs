@@ -127,7 +127,7 @@ impl ServeCommand {
             let local = listener.local_addr()?;
             let routes = plural(config.routes.len(), "route", "routes");
             tracing::info!(addr = %local, environment = %self.target.env, routes = config.routes.len(), "serving");
-            println!("edgemtls serving on http://{local} (environment {}, {routes})", self.target.env);
+            say!("edgemtls serving on http://{local} (environment {}, {routes})", self.target.env);
             let app = std::sync::Arc::new(app);
             tokio::spawn(reload_on_signal_or_change(app.clone(), self.target.config.clone(), self.watch));
             // Requests get their own deadline; a second more lets their answers go out.
@@ -210,17 +210,17 @@ impl ReloadCommand {
         };
         if status == 200 {
             for warning in strings("warnings") {
-                println!("warning: {warning}");
+                say!("warning: {warning}");
             }
             let names = strings("certificates");
-            println!(
+            say!(
                 "reloaded '{}' in {} ms; certificates in use: {}",
                 reply["config"].as_str().unwrap_or_default(),
                 reply["took_ms"].as_u64().unwrap_or_default(),
                 if names.is_empty() { "none".to_string() } else { names.join(", ") }
             );
             if reply["drained"] == false {
-                println!(
+                say!(
                     "note: requests that started on the previous config were still running; the host keeps \
                      reporting its certificates as in use until they finish"
                 );
@@ -260,11 +260,11 @@ impl CheckCommand {
         runtime.block_on(async move {
             let (config, app, warnings) = prepare(&self.target, store_dir)?;
             for warning in &warnings {
-                println!("warning: {warning}");
+                say!("warning: {warning}");
             }
             match app {
                 Ok(_) => {
-                    println!(
+                    say!(
                         "ok: '{}' is ready for environment {} ({})",
                         config.path.display(),
                         self.target.env,
@@ -274,9 +274,9 @@ impl CheckCommand {
                 }
                 Err(problems) => {
                     for problem in &problems {
-                        println!("error: {problem}");
+                        say!("error: {problem}");
                     }
-                    println!(
+                    say!(
                         "{} in '{}' for environment {}",
                         plural(problems.len(), "problem", "problems"),
                         config.path.display(),
@@ -330,7 +330,7 @@ impl DevUpstreamCommand {
         let runtime = tokio::runtime::Runtime::new()?;
         runtime.block_on(async move {
             let upstream = edgemtls_host::echo::EchoUpstream::start(self.listen, options).await?;
-            println!("dev upstream on https://{} (client certificates required)", upstream.addr());
+            say!("dev upstream on https://{} (client certificates required)", upstream.addr());
             let _ = tokio::signal::ctrl_c().await;
             Ok(ExitCode::SUCCESS)
         })

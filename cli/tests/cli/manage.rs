@@ -292,3 +292,23 @@ fn read_commands_never_create_a_store() -> Result<()> {
     ensure!(!sandbox.path("store").exists(), "a read command created the store");
     Ok(())
 }
+
+/// `edgemtls cert show NAME | true`: the reader is gone before anything is written. The
+/// command ends quietly, as SIGPIPE would end a C tool, and never panics.
+#[test]
+fn a_closed_pipe_ends_output_quietly() -> Result<()> {
+    let sandbox = Sandbox::new()?;
+    sandbox.with_existing_cert(&TestCa::new("Pipe CA")?)?;
+    let name = sandbox.list_json()?[0]["name"].as_str().context("a name")?.to_string();
+    for args in [vec!["cert", "show", name.as_str()], vec!["cert", "list"], vec!["cert", "list", "--json"]] {
+        let (reader, writer) = std::io::pipe()?;
+        drop(reader);
+        let mut command = sandbox.command(&args);
+        command.stdout(writer).stderr(std::process::Stdio::piped());
+        let out = command.output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        ensure!(out.status.code() == Some(141), "{args:?}: {:?} {stderr}", out.status);
+    }
+    Ok(())
+}

@@ -194,9 +194,16 @@ impl DevCa {
 }
 
 /// The file stem [`DevCa::issue_to`] uses for a common name.
+///
+/// Only letters, digits, `-`, `_` and inner dots survive, so the stem never names a hidden
+/// file or another directory (`../evil` becomes `evil`).
 pub fn file_stem(common_name: &str) -> String {
-    common_name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' }).collect()
+    let mapped: String =
+        common_name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' }).collect();
+    let trimmed = mapped.trim_matches(|c| c == '.' || c == '-');
+    if trimmed.is_empty() { "certificate".to_string() } else { trimmed.to_string() }
 }
+
 
 /// Writes a secret to `path` with mode 0600 (created that way, and tightened if it existed).
 pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), PkiError> {
@@ -216,5 +223,19 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), PkiError> 
     {
         let mut file = options.open(path).map_err(write_error)?;
         file.write_all(contents).map_err(write_error)
+    }
+}
+
+#[cfg(test)]
+mod file_stem_tests {
+    use super::file_stem;
+
+    #[test]
+    fn never_hidden_and_never_a_path() {
+        assert_eq!(file_stem("../evil"), "evil");
+        assert_eq!(file_stem(".hidden"), "hidden");
+        assert_eq!(file_stem("billing client"), "billing-client");
+        assert_eq!(file_stem("api.example.com"), "api.example.com");
+        assert_eq!(file_stem("../.."), "certificate");
     }
 }

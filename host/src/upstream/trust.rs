@@ -110,11 +110,8 @@ impl TrustProfiles {
                 builder = builder.with_crls(crls).only_check_end_entity_revocation();
             }
             let inner = builder.build().map_err(|e| TrustError::Verifier { hosts: hosts.clone(), reason: e.to_string() })?;
-            if !entry.verify {
-                tracing::warn!(hosts = %hosts, "UPSTREAM CERTIFICATE VERIFICATION IS OFF (verify = false): any server certificate is accepted");
-            } else if !entry.check_hostname {
-                tracing::warn!(hosts = %hosts, "UPSTREAM HOSTNAME CHECK IS OFF (check_hostname = false)");
-            }
+            // Weakened entries are reported once, by whoever loads the config (`serve`,
+            // `check`, `cert test`), not again here on every reload.
             // `hosts = ["*"]` replaces the default profile (index 0) for every unlisted host.
             let is_default = entry.hosts.iter().any(|h| h == crate::config::DEFAULT_UPSTREAM);
             let index = if is_default { 0 } else { verifiers.len() };
