@@ -84,10 +84,6 @@ impl Load {
     }
 }
 
-fn reload_config(path: &std::path::Path) -> anyhow::Result<Config> {
-    Ok(Config::load(path)?)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zuplo_rotation_under_load_has_zero_failures() -> anyhow::Result<()> {
     let world = World::new()?;
@@ -111,11 +107,8 @@ async fn zuplo_rotation_under_load_has_zero_failures() -> anyhow::Result<()> {
 
     // 2. Point the variable at it, 3. reload, at once (what `edgemtls reload` does). It
     // returns when the new config serves and the requests on the old one have finished.
-    std::fs::write(&config_path, format!(
-        "{}\n[[upstreams]]\nhosts = [\"localhost:{port}\"]\nca_bundle = \"pki/ca.pem\"\n",
-        config_text(port, "billing_2026")
-    ))?;
-    let report = host.handle.app().reload(reload_config(&config_path)?).await.map_err(|p| anyhow::anyhow!("{p:?}"))?;
+    world.config(&config_text(port, "billing_2026"), upstream.addr())?;
+    let report = host.handle.app().reload(Config::load(&config_path)?).await.map_err(|p| anyhow::anyhow!("{p:?}"))?;
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
     assert!(report.drained, "requests on the old config did not finish");
     assert_eq!(report.certificates, vec!["billing_2026".to_string()]);
@@ -156,7 +149,7 @@ async fn a_reload_sees_a_certificate_created_just_before() -> anyhow::Result<()>
     // No wait for the store poll: the reload itself reads the store.
     world.add_cert("second", "second", &[Environment::Production])?;
     world.config(&config_text(port, "second"), upstream.addr())?;
-    host.handle.app().reload(reload_config(&config_path)?).await.map_err(|p| anyhow::anyhow!("{p:?}"))?;
+    host.handle.app().reload(Config::load(&config_path)?).await.map_err(|p| anyhow::anyhow!("{p:?}"))?;
     let reply = host.get("/api/x", &[]).await?;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.json()?["client_cn"], "second");
@@ -212,11 +205,8 @@ async fn delete_is_refused_while_a_live_deployment_references_the_certificate() 
     // The deployment stops referencing it: reload, at once, a config naming a new one.
     store.set_enabled("pinned", true)?;
     world.add_cert("replacement", "replacement", &[Environment::Production])?;
-    std::fs::write(&config_path, format!(
-        "{}\n[[upstreams]]\nhosts = [\"localhost:{port}\"]\nca_bundle = \"pki/ca.pem\"\n",
-        config_text(port, "replacement")
-    ))?;
-    host.handle.app().reload(reload_config(&config_path)?).await.map_err(|p| anyhow::anyhow!("{p:?}"))?;
+    world.config(&config_text(port, "replacement"), upstream.addr())?;
+    host.handle.app().reload(Config::load(&config_path)?).await.map_err(|p| anyhow::anyhow!("{p:?}"))?;
     store.disable("pinned", false)?;
     store.delete("pinned")?;
 
@@ -236,7 +226,7 @@ async fn a_reload_with_problems_changes_nothing() -> anyhow::Result<()> {
     let host = world.serve(&config_path, Environment::Production).await?;
 
     std::fs::write(&config_path, config_text(port, "no_such_cert"))?;
-    let problems = host.handle.app().reload(reload_config(&config_path)?).await.unwrap_err();
+    let problems = host.handle.app().reload(Config::load(&config_path)?).await.unwrap_err();
     assert!(problems.iter().any(|p| p.0.contains("certificate 'no_such_cert' not found")), "{problems:?}");
     let reply = host.get("/api/still", &[]).await?;
     assert_eq!(reply.status, 200, "{}", reply.body);

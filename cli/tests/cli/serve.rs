@@ -12,19 +12,35 @@ use super::common::*;
 
 /// A plain HTTP/1.1 GET; returns the body.
 fn get(port: u16, path: &str) -> Result<String> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (_, body) = response.split_once("\r\n\r\n").context("no HTTP body")?;
-    Ok(body.to_string())
+    Ok(status_and_body(port, path)?.1)
 }
 
 fn signal(child: &Child, name: &str) -> Result<()> {
     let status = Command::new("kill").arg(format!("-{name}")).arg(child.id().to_string()).status()?;
     ensure!(status.success(), "kill -{name} failed");
     Ok(())
+}
+
+/// A dev CA in `pki/` with a client certificate for each of `client_cns` and a server
+/// certificate for localhost, and `edgemtls dev-upstream` serving with it (requiring client
+/// certificates from that CA). Returns the PKI directory, the upstream and its port.
+fn dev_pki_and_upstream(sandbox: &Sandbox, client_cns: &[&str]) -> Result<(String, Running, u16)> {
+    let pki = text(&sandbox.path("pki"));
+    sandbox.ok(["pki", "init", "--out", &pki])?;
+    for cn in client_cns {
+        sandbox.ok(["pki", "issue", "--ca", &pki, "--cn", cn, "--out", &pki])?;
+    }
+    sandbox.ok(["pki", "issue", "--ca", &pki, "--cn", "localhost", "--server", "--san", "localhost", "--out", &pki])?;
+    let port = free_port()?;
+    let upstream = sandbox
+        .command(["dev-upstream", "--client-ca", &format!("{pki}/ca.pem"), "--cert", &format!("{pki}/localhost.pem"),
+            "--key", &format!("{pki}/localhost.key"), "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let upstream = Running(upstream);
+    wait_for(port)?;
+    Ok((pki, upstream, port))
 }
 
 fn write_config(path: &std::path::Path, certificate: &str, upstream_port: u16) -> Result<()> {
@@ -52,27 +68,12 @@ ca_bundle = "pki/ca.pem"
 #[test]
 fn serve_reloads_on_sighup_and_protects_referenced_certificates() -> Result<()> {
     let sandbox = Sandbox::new()?;
-    let pki = text(&sandbox.path("pki"));
-    sandbox.ok(["pki", "init", "--out", &pki])?;
-    for cn in ["old-client", "new-client"] {
-        sandbox.ok(["pki", "issue", "--ca", &pki, "--cn", cn, "--out", &pki])?;
-    }
-    sandbox.ok(["pki", "issue", "--ca", &pki, "--cn", "localhost", "--server", "--san", "localhost", "--out", &pki])?;
+    let (pki, _upstream, upstream_port) = dev_pki_and_upstream(&sandbox, &["old-client", "new-client"])?;
     for (name, cn) in [("old_cert", "old-client"), ("new_cert", "new-client")] {
         let cert = format!("{pki}/{cn}.pem");
         let key = format!("{pki}/{cn}.key");
         sandbox.ok(["cert", "create", "--name", name, "--cert", &cert, "--key", &key, "--env", "development"])?;
     }
-
-    let upstream_port = free_port()?;
-    let upstream = sandbox
-        .command(["dev-upstream", "--client-ca", &format!("{pki}/ca.pem"), "--cert", &format!("{pki}/localhost.pem"),
-            "--key", &format!("{pki}/localhost.key"), "--listen", &format!("127.0.0.1:{upstream_port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let _upstream = Running(upstream);
-    wait_for(upstream_port)?;
 
     let config = sandbox.path("edgemtls.toml");
     write_config(&config, "old_cert", upstream_port)?;
@@ -211,24 +212,9 @@ ca_bundle = "pki/ca.pem"
 #[test]
 fn readme_rotation_runbook_under_load_drops_nothing() -> Result<()> {
     let sandbox = Sandbox::new()?;
-    let pki = text(&sandbox.path("pki"));
-    sandbox.ok(["pki", "init", "--out", &pki])?;
-    for cn in ["billing-2025", "billing-2026"] {
-        sandbox.ok(["pki", "issue", "--ca", &pki, "--cn", cn, "--out", &pki])?;
-    }
-    sandbox.ok(["pki", "issue", "--ca", &pki, "--cn", "localhost", "--server", "--san", "localhost", "--out", &pki])?;
+    let (pki, _upstream, upstream_port) = dev_pki_and_upstream(&sandbox, &["billing-2025", "billing-2026"])?;
     sandbox.ok(["cert", "create", "--name", "billing_2025", "--cert", &format!("{pki}/billing-2025.pem"),
         "--key", &format!("{pki}/billing-2025.key"), "--env", "production"])?;
-
-    let upstream_port = free_port()?;
-    let upstream = sandbox
-        .command(["dev-upstream", "--client-ca", &format!("{pki}/ca.pem"), "--cert", &format!("{pki}/localhost.pem"),
-            "--key", &format!("{pki}/localhost.key"), "--listen", &format!("127.0.0.1:{upstream_port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let _upstream = Running(upstream);
-    wait_for(upstream_port)?;
 
     let config = sandbox.path("edgemtls.toml");
     let config_arg = text(&config);

@@ -245,10 +245,10 @@ impl App {
         let _one_at_a_time = self.reloading.lock().await;
         // Reading the store and compiling components block: keep them off the async workers.
         let app = self.clone();
-        let prepared = tokio::task::spawn_blocking(move || app.prepare_reload(&config).map(|(routes, snapshot, warnings)| (routes, snapshot, warnings, config)))
+        let (prepared, config) = tokio::task::spawn_blocking(move || (app.prepare_reload(&config), config))
             .await
             .map_err(|error| vec![StartupProblem(format!("the reload stopped unexpectedly: {error}"))])?;
-        let (routes, snapshot, warnings, config) = prepared?;
+        let (routes, snapshot, warnings) = prepared?;
 
         // Everything is valid: only now swap in the new trust and routes.
         self.resolver.install(snapshot);

@@ -124,15 +124,17 @@ pub enum StoreError {
     },
     /// A change would take a certificate away from live deployments that use it.
     #[error(
-        "{change} certificate '{name}' would cut off {} which {} it; point {} config at another certificate and run \
+        "{change} certificate '{name}'{detail} would cut off {} which {} it; point {} config at another certificate and run \
          `edgemtls reload` first, or pass --force to do it anyway",
         deployments.join(", "),
         if deployments.len() == 1 { "uses" } else { "use" },
         if deployments.len() == 1 { "its" } else { "their" }
     )]
     WouldCutOff {
-        /// What was asked, e.g. "disabling" or "scoping to preview".
+        /// What was asked: "disabling" or "scoping".
         change: String,
+        /// What follows the name, e.g. " to preview" (empty for disabling).
+        detail: String,
         /// The certificate name.
         name: String,
         /// The deployments, described.
@@ -373,7 +375,7 @@ impl Store {
     /// transaction as the change); `force` disables it regardless.
     pub fn disable(&mut self, reference: &str, force: bool) -> Result<CertificateRecord, StoreError> {
         let guard = |deployment: &Deployment, name: &str| !force && deployment.certificates.iter().any(|c| c == name);
-        self.update_guarded(reference, "enabled = ?2", &0_i64, "disabling", &guard)
+        self.update_guarded(reference, "enabled = ?2", &0_i64, ("disabling", ""), &guard)
     }
 
     /// Replaces the environments of a certificate unless that takes it away from a live
@@ -383,11 +385,11 @@ impl Store {
             return Err(StoreError::NoEnvironments);
         }
         let text = environments_to_text(environments);
-        let change = format!("scoping to {}", environments.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(", "));
+        let detail = format!(" to {}", environments.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(", "));
         let guard = |deployment: &Deployment, name: &str| {
             !force && deployment.certificates.iter().any(|c| c == name) && !environments.contains(&deployment.environment)
         };
-        self.update_guarded(reference, "environments = ?2", &text, &change, &guard)
+        self.update_guarded(reference, "environments = ?2", &text, ("scoping", &detail), &guard)
     }
 
     /// Replaces the environments of a certificate, whoever uses it.
@@ -405,7 +407,7 @@ impl Store {
     }
 
     fn update(&mut self, reference: &str, assignment: &str, value: &dyn rusqlite::ToSql) -> Result<CertificateRecord, StoreError> {
-        self.update_guarded(reference, assignment, value, "", &|_, _| false)
+        self.update_guarded(reference, assignment, value, ("", ""), &|_, _| false)
     }
 
     /// Applies `assignment` to one record, unless `cut_off` says the change takes the
@@ -415,7 +417,7 @@ impl Store {
         reference: &str,
         assignment: &str,
         value: &dyn rusqlite::ToSql,
-        change: &str,
+        (change, detail): (&str, &str),
         cut_off: &dyn Fn(&Deployment, &str) -> bool,
     ) -> Result<CertificateRecord, StoreError> {
         let record = self.find(reference)?;
@@ -429,7 +431,12 @@ impl Store {
             .map(|d| d.describe())
             .collect();
         if !affected.is_empty() {
-            return Err(StoreError::WouldCutOff { change: change.to_string(), name: record.name, deployments: affected });
+            return Err(StoreError::WouldCutOff {
+                change: change.to_string(),
+                name: record.name,
+                detail: detail.to_string(),
+                deployments: affected,
+            });
         }
         let changed = tx
             .execute(
