@@ -8,6 +8,7 @@
 mod cli {
     pub mod common;
     mod cert_test;
+    mod failures;
     mod formats;
     mod manage;
     mod openssl;

@@ -112,17 +112,26 @@ impl Body {
                             match output.blocking_splice(&input, 1 << 20) {
                                 Ok(_) => {}
                                 Err(StreamError::Closed) => break,
-                                Err(StreamError::LastOperationFailed(e)) => {
-                                    return Err(FetchError::Body(e.to_debug_string()));
-                                }
+                                Err(StreamError::LastOperationFailed(e)) => return Err(stream_failure(e)),
                             }
                         }
-                        output.blocking_flush().map_err(|e| FetchError::Body(format!("{e:?}")))?;
+                        output.blocking_flush().map_err(|e| match e {
+                            StreamError::Closed => FetchError::Body("the upstream closed the request body".into()),
+                            StreamError::LastOperationFailed(e) => stream_failure(e),
+                        })?;
                     }
                     drop(IncomingBody::finish(body));
                 }
             }
         }
-        OutgoingBody::finish(out, None).map_err(FetchError::Http)
+        OutgoingBody::finish(out, None).map_err(|code| FetchError::Upstream(crate::fetch::UpstreamFailure::from_code(code)))
+    }
+}
+
+/// A stream error in plain words: the HTTP reason when there is one.
+fn stream_failure(error: wasi::io::error::Error) -> FetchError {
+    match wasi::http::types::http_error_code(&error) {
+        Some(code) => FetchError::Upstream(crate::fetch::UpstreamFailure::from_code(code)),
+        None => FetchError::Body(error.to_debug_string()),
     }
 }

@@ -59,13 +59,93 @@ impl fmt::Display for CertificateError {
     }
 }
 
+/// Why an upstream request failed: a stable reason and what to do, in plain words.
+///
+/// The host says this for requests it sent (`edgemtls:mtls/outgoing.failure`); for anything
+/// else it is derived from the `wasi:http` error code.
+#[derive(Debug, Clone)]
+pub struct UpstreamFailure {
+    reason: String,
+    message: String,
+    code: Option<ErrorCode>,
+}
+
+impl UpstreamFailure {
+    /// The machine-readable reason, as the host's audit log writes it:
+    /// `upstream-hostname-mismatch`, `upstream-unknown-issuer`, `client-certificate-required`, ….
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// What failed and what to do.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The `wasi:http` error code, when the failure came with one.
+    pub fn code(&self) -> Option<&ErrorCode> {
+        self.code.as_ref()
+    }
+
+    /// The host's account of a failed request, or one derived from `code`.
+    fn of(future: &wasi::http::types::FutureIncomingResponse, code: ErrorCode) -> Self {
+        match outgoing::failure(future) {
+            Some(failure) => Self { reason: failure.reason, message: failure.message, code: Some(code) },
+            None => Self::from_code(code),
+        }
+    }
+
+    /// Plain words for a `wasi:http` error code.
+    pub(crate) fn from_code(code: ErrorCode) -> Self {
+        let (reason, message): (&str, String) = match &code {
+            ErrorCode::DnsTimeout => ("connect-failed", "looking up the upstream's name timed out".into()),
+            ErrorCode::DnsError(_) | ErrorCode::DestinationNotFound => ("connect-failed", "the upstream's name does not resolve".into()),
+            ErrorCode::DestinationUnavailable | ErrorCode::DestinationIpUnroutable => {
+                ("connect-failed", "the upstream cannot be reached".into())
+            }
+            ErrorCode::DestinationIpProhibited => ("connect-failed", "the host does not allow connections to that address".into()),
+            ErrorCode::ConnectionRefused => ("connection-refused", "the upstream refused the connection".into()),
+            ErrorCode::ConnectionTerminated => ("connection-lost", "the upstream closed the connection before it answered".into()),
+            ErrorCode::ConnectionTimeout => ("connect-timeout", "connecting to the upstream timed out".into()),
+            ErrorCode::ConnectionReadTimeout | ErrorCode::ConnectionWriteTimeout | ErrorCode::HttpResponseTimeout => {
+                ("response-timeout", "the upstream did not answer in time".into())
+            }
+            ErrorCode::ConnectionLimitReached => ("outbound-limit", "too many connections are open".into()),
+            ErrorCode::TlsProtocolError => ("tls-handshake-failed", "the TLS handshake with the upstream failed".into()),
+            ErrorCode::TlsCertificateError => ("upstream-certificate-invalid", "the upstream's certificate was not accepted".into()),
+            ErrorCode::TlsAlertReceived(alert) => (
+                "tls-alert",
+                match &alert.alert_message {
+                    Some(name) => format!("the upstream ended the TLS handshake with alert {name}"),
+                    None => "the upstream ended the TLS handshake with an alert".into(),
+                },
+            ),
+            ErrorCode::HttpRequestUriInvalid | ErrorCode::HttpRequestMethodInvalid => {
+                ("invalid-request", "the request's URL or method is not valid".into())
+            }
+            ErrorCode::HttpRequestBodySize(_) => ("invalid-request", "the request body does not match its content-length".into()),
+            ErrorCode::HttpResponseIncomplete => ("connection-lost", "the upstream's response ended early".into()),
+            ErrorCode::HttpProtocolError => ("upstream-error", "the upstream's response is not valid HTTP".into()),
+            ErrorCode::InternalError(Some(text)) => ("upstream-error", text.clone()),
+            _ => ("upstream-error", "the upstream request failed".into()),
+        };
+        Self { reason: reason.to_string(), message, code: Some(code) }
+    }
+}
+
+impl fmt::Display for UpstreamFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Why a fetch failed.
 #[derive(Debug, Clone)]
 pub enum FetchError {
     /// The named certificate cannot be used; nothing was sent.
     Certificate(CertificateError),
     /// The request failed (connection, TLS, protocol...).
-    Http(ErrorCode),
+    Upstream(UpstreamFailure),
     /// The URL could not be used.
     InvalidUrl(String),
     /// Reading or writing a body failed.
@@ -76,7 +156,7 @@ impl fmt::Display for FetchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FetchError::Certificate(e) => e.fmt(f),
-            FetchError::Http(code) => write!(f, "upstream request failed: {code:?}"),
+            FetchError::Upstream(failure) => failure.fmt(f),
             FetchError::InvalidUrl(reason) => write!(f, "invalid URL: {reason}"),
             FetchError::Body(reason) => write!(f, "body transfer failed: {reason}"),
         }
@@ -86,11 +166,12 @@ impl fmt::Display for FetchError {
 impl std::error::Error for FetchError {}
 
 impl FetchError {
-    /// The problem type: `certificate-not-found`, …, `upstream-error`, `invalid-url`, `body-error`.
+    /// The problem type and reason: `certificate-not-found`, …, the upstream failure's
+    /// reason (`upstream-hostname-mismatch`, …), `invalid-url`, `body-error`.
     pub fn kind(&self) -> String {
         match self {
             FetchError::Certificate(e) => format!("certificate-{}", e.kind()),
-            FetchError::Http(_) => "upstream-error".into(),
+            FetchError::Upstream(failure) => failure.reason.clone(),
             FetchError::InvalidUrl(_) => "invalid-url".into(),
             FetchError::Body(_) => "body-error".into(),
         }
@@ -101,17 +182,28 @@ impl FetchError {
     pub fn status(&self) -> u16 {
         match self {
             FetchError::Certificate(_) | FetchError::InvalidUrl(_) => 500,
-            FetchError::Http(_) | FetchError::Body(_) => 502,
+            FetchError::Upstream(failure) if failure.reason == "response-timeout" => 504,
+            FetchError::Upstream(_) | FetchError::Body(_) => 502,
         }
     }
 
-    /// An RFC 9457 problem+json response describing this error.
+    /// A short title for the problem: nothing was sent for a certificate or URL problem.
+    pub fn title(&self) -> &'static str {
+        match self {
+            FetchError::Certificate(_) => "Client certificate cannot be used",
+            FetchError::InvalidUrl(_) => "Invalid upstream URL",
+            FetchError::Upstream(_) | FetchError::Body(_) => "Upstream request failed",
+        }
+    }
+
+    /// An RFC 9457 problem+json response describing this error, with a `reason` member
+    /// (the [`FetchError::kind`]) and, for certificate problems, the `certificate` name.
     pub fn into_response(self) -> Response {
         let certificate = match &self {
             FetchError::Certificate(e) => Some(e.name()),
             _ => None,
         };
-        problem_response(self.status(), &self.kind(), "Upstream request failed", &self.to_string(), certificate)
+        problem_response(self.status(), &self.kind(), self.title(), &self.to_string(), certificate)
     }
 }
 
@@ -119,10 +211,11 @@ impl FetchError {
 /// `certificate`, when given, names the certificate the problem is about.
 pub(crate) fn problem_response(status: u16, kind: &str, title: &str, detail: &str, certificate: Option<&str>) -> Response {
     let mut body = format!(
-        "{{\"type\":{},\"title\":{},\"status\":{status},\"detail\":{}",
+        "{{\"type\":{},\"title\":{},\"status\":{status},\"detail\":{},\"reason\":{}",
         json_string(&format!("urn:edgemtls:problem:{kind}")),
         json_string(title),
-        json_string(detail)
+        json_string(detail),
+        json_string(kind)
     );
     if let Some(name) = certificate {
         body.push_str(&format!(",\"certificate\":{}", json_string(name)));
@@ -214,10 +307,12 @@ impl Request {
             {
                 continue;
             }
-            headers.append(name, value).map_err(|e| FetchError::InvalidUrl(format!("header '{name}': {e:?}")))?;
+            headers.append(name, value).map_err(|e| FetchError::InvalidUrl(header_problem(name, e)))?;
         }
         if let Some(length) = full_length.filter(|n| *n > 0) {
-            headers.append("content-length", length.to_string().as_bytes()).map_err(|e| FetchError::Body(format!("{e:?}")))?;
+            headers
+                .append("content-length", length.to_string().as_bytes())
+                .map_err(|e| FetchError::InvalidUrl(header_problem("content-length", e)))?;
         }
         let request = OutgoingRequest::new(headers);
         let invalid = |what: &str| FetchError::InvalidUrl(format!("{what} rejected in '{}'", self.url));
@@ -228,19 +323,19 @@ impl Request {
         let body = request.body().map_err(|()| FetchError::Body("request body already taken".into()))?;
 
         // Hand the request over first, then stream the body: the host reads while we write.
-        let future = match &self.certificate {
-            Some(name) => outgoing::handle(request, None, name).map_err(|error| match error {
-                outgoing::Error::Certificate(e) => FetchError::Certificate(match e {
-                    outgoing::CertificateError::NotFound(n) => CertificateError::NotFound(n),
-                    outgoing::CertificateError::Disabled(n) => CertificateError::Disabled(n),
-                    outgoing::CertificateError::NotInEnvironment(n) => CertificateError::NotInEnvironment(n),
-                    outgoing::CertificateError::Expired(n) => CertificateError::Expired(n),
-                    outgoing::CertificateError::NotYetValid(n) => CertificateError::NotYetValid(n),
-                }),
-                outgoing::Error::Http(code) => FetchError::Http(code),
-            })?,
-            None => wasi::http::outgoing_handler::handle(request, None).map_err(FetchError::Http)?,
-        };
+        // Through edgemtls:mtls even without a certificate (an empty name), so the host can
+        // say why a request failed.
+        let name = self.certificate.as_deref().unwrap_or("");
+        let future = outgoing::handle(request, None, name).map_err(|error| match error {
+            outgoing::Error::Certificate(e) => FetchError::Certificate(match e {
+                outgoing::CertificateError::NotFound(n) => CertificateError::NotFound(n),
+                outgoing::CertificateError::Disabled(n) => CertificateError::Disabled(n),
+                outgoing::CertificateError::NotInEnvironment(n) => CertificateError::NotInEnvironment(n),
+                outgoing::CertificateError::Expired(n) => CertificateError::Expired(n),
+                outgoing::CertificateError::NotYetValid(n) => CertificateError::NotYetValid(n),
+            }),
+            outgoing::Error::Http(code) => FetchError::Upstream(UpstreamFailure::from_code(code)),
+        })?;
         // If the host refused the request, the body stream is closed; the response future
         // then carries the real reason, so report that before the body error.
         let written = self.body.write_to(body);
@@ -253,7 +348,7 @@ impl Request {
         };
         let response = response
             .map_err(|()| FetchError::Body("response already taken".into()))?
-            .map_err(FetchError::Http)?;
+            .map_err(|code| FetchError::Upstream(UpstreamFailure::of(&future, code)))?;
         written?;
         let status = response.status();
         let headers: Vec<(String, Vec<u8>)> = response.headers().entries();
@@ -263,6 +358,15 @@ impl Request {
             out = out.with_header(&name, value);
         }
         Ok(out)
+    }
+}
+
+fn header_problem(name: &str, error: wasi::http::types::HeaderError) -> String {
+    use wasi::http::types::HeaderError;
+    match error {
+        HeaderError::InvalidSyntax => format!("header '{name}' is not a valid HTTP header"),
+        HeaderError::Forbidden => format!("header '{name}' may not be set by a handler"),
+        HeaderError::Immutable => format!("header '{name}' cannot be changed here"),
     }
 }
 

@@ -34,7 +34,7 @@ mod fetch;
 mod incoming;
 
 pub use body::Body;
-pub use fetch::{CertificateError, FetchError, Request, forward};
+pub use fetch::{CertificateError, FetchError, Request, UpstreamFailure, forward};
 pub use incoming::{HOP_BY_HOP, Handler, IncomingRequest, Response, run_handler};
 
 /// The `wasi` crate this SDK is built on, for direct use of any WASI interface.

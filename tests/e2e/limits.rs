@@ -31,7 +31,8 @@ async fn traps_timeouts_memory_and_outbound_caps() -> anyhow::Result<()> {
     let target = upstream_url(&upstream, "/flood");
     let flood = host.get("/probe", &[("x-mode", "flood"), ("x-target", &target), ("x-certificate", "alpha")]).await?;
     assert_eq!(flood.status, 502, "{}", flood.body);
-    assert!(flood.body.contains("outbound request limit of 5"), "{}", flood.body);
+    assert_eq!(flood.json()?["reason"], "outbound-limit", "{}", flood.body);
+    assert!(flood.body.contains("at most 5 outbound requests"), "{}", flood.body);
     assert_eq!(upstream.log().requests().len(), 5);
 
     // The host is still fine.

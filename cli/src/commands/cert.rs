@@ -305,6 +305,7 @@ fn test(
         show("status:", report.status.map(|s| s.to_string()));
         show("total:", report.total_ms.map(|t| format!("{t} ms")));
         show("error:", report.error.clone());
+        show("reason:", report.reason.clone());
     }
     Ok(if report.error.is_none() && report.status.is_some_and(|s| s < 400) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -65,6 +65,6 @@ fn cert_test_reports_a_real_mtls_exchange_and_a_refusal() -> Result<()> {
     // Without trusting the dev CA, our side refuses the server.
     let untrusted = sandbox.run(["cert", "test", "good", &url])?;
     let stdout = String::from_utf8_lossy(&untrusted.stdout);
-    ensure!(!untrusted.status.success() && stdout.contains("UnknownIssuer"), "{stdout}");
+    ensure!(!untrusted.status.success() && stdout.contains("reason:         upstream-unknown-issuer"), "{stdout}");
     Ok(())
 }

@@ -2,7 +2,6 @@
 //! `edgemtls dev-upstream`, a config reload on SIGHUP, and `cert delete` refused while the
 //! running deployment references the certificate.
 
-use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,7 +11,7 @@ use super::common::*;
 
 /// A plain HTTP/1.1 GET; returns the body.
 fn get(port: u16, path: &str) -> Result<String> {
-    Ok(status_and_body(port, path)?.1)
+    Ok(http_get(port, path)?.1)
 }
 
 fn signal(child: &Child, name: &str) -> Result<()> {
@@ -133,18 +132,6 @@ fn serve_reloads_on_sighup_and_protects_referenced_certificates() -> Result<()> 
     Ok(())
 }
 
-/// A plain HTTP/1.1 GET; returns the status code and the body.
-fn status_and_body(port: u16, path: &str) -> Result<(u16, String)> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).context("no status line")?;
-    let (_, body) = response.split_once("\r\n\r\n").context("no HTTP body")?;
-    Ok((status, body.to_string()))
-}
-
 /// Clients sending requests back to back until stopped, counting answers by client CN.
 struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -160,7 +147,7 @@ impl Load {
                 std::thread::spawn(move || {
                     let mut outcomes = Vec::new();
                     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                        outcomes.push(match status_and_body(port, "/api/charge") {
+                        outcomes.push(match http_get(port, "/api/charge") {
                             Ok((200, body)) => serde_json::from_str::<serde_json::Value>(&body)
                                 .ok()
                                 .and_then(|json| json["client_cn"].as_str().map(str::to_string))
@@ -249,7 +236,7 @@ fn readme_rotation_runbook_under_load_drops_nothing() -> Result<()> {
     sandbox.ok(["cert", "disable", "billing_2025"])?;
     sandbox.ok(["cert", "delete", "billing_2025", "--yes"])?;
     // Keep the load on the new certificate for a while: every client gets answers.
-    let after: usize = (0..20).map(|_| status_and_body(port, "/api/charge").map(|(s, _)| usize::from(s == 200))).sum::<Result<_>>()?;
+    let after: usize = (0..20).map(|_| http_get(port, "/api/charge").map(|(s, _)| usize::from(s == 200))).sum::<Result<_>>()?;
     ensure!(after == 20, "requests failed after the rotation");
 
     let outcomes = load.finish();

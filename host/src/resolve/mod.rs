@@ -41,7 +41,7 @@ pub enum ResolveError {
         environment: Environment,
     },
     /// The certificate has expired.
-    #[error("certificate '{name}' expired at {not_after}")]
+    #[error("certificate '{name}' expired at {}; import a renewed one under a new name and switch to it", rfc3339(*not_after))]
     Expired {
         /// The name.
         name: String,
@@ -49,13 +49,31 @@ pub enum ResolveError {
         not_after: OffsetDateTime,
     },
     /// The certificate is not valid yet.
-    #[error("certificate '{name}' is not valid before {not_before}")]
+    #[error("certificate '{name}' is not valid before {}", rfc3339(*not_before))]
     NotYetValid {
         /// The name.
         name: String,
         /// When it becomes valid.
         not_before: OffsetDateTime,
     },
+}
+
+impl ResolveError {
+    /// The stable, machine-readable reason: `certificate-not-found`, `certificate-disabled`,
+    /// `certificate-not-in-environment`, `certificate-expired`, `certificate-not-yet-valid`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NotFound { .. } => "certificate-not-found",
+            Self::Disabled { .. } => "certificate-disabled",
+            Self::NotInEnvironment { .. } => "certificate-not-in-environment",
+            Self::Expired { .. } => "certificate-expired",
+            Self::NotYetValid { .. } => "certificate-not-yet-valid",
+        }
+    }
+}
+
+fn rfc3339(time: OffsetDateTime) -> String {
+    time.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| time.unix_timestamp().to_string())
 }
 
 struct Entry {

@@ -1,6 +1,7 @@
 //! The per-request store data: WASI, wasi:http with our outbound hooks, and guest options.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
@@ -14,7 +15,7 @@ use super::bindings::outgoing;
 use crate::Environment;
 use crate::metrics::Metrics;
 use crate::resolve::{ResolveError, Resolver};
-use crate::upstream::ClientIdentity;
+use crate::upstream::{ClientIdentity, FailureReason, UpstreamFailure};
 
 /// What a request's outbound calls need to know about where they come from; one per route,
 /// shared by its requests.
@@ -57,7 +58,14 @@ impl HostState {
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            hooks: OutboundHooks { context, next_identity: None, sent: 0, max_outbound },
+            hooks: OutboundHooks {
+                context,
+                next_identity: None,
+                next_failure: None,
+                failures: HashMap::new(),
+                sent: 0,
+                max_outbound,
+            },
             config,
             limits: StoreLimitsBuilder::new().memory_size(memory_bytes).trap_on_grow_failure(true).build(),
         }
@@ -82,9 +90,17 @@ struct OutboundHooks {
     /// Set by `edgemtls:mtls/outgoing.handle` right before it delegates to the standard
     /// `handle`, which calls `send_request` synchronously: so exactly that request takes it.
     next_identity: Option<Arc<ClientIdentity>>,
+    /// Where `send_request` records why the request it just started failed, if it does;
+    /// `handle` files it under the response future it returns.
+    next_failure: Option<FailureSlot>,
+    /// Why requests sent through `edgemtls:mtls/outgoing.handle` failed, by the rep of their
+    /// response future (`edgemtls:mtls/outgoing.failure`). At most one per request sent.
+    failures: HashMap<u32, FailureSlot>,
     sent: u32,
     max_outbound: u32,
 }
+
+type FailureSlot = Arc<OnceLock<UpstreamFailure>>;
 
 type SendFuture = Box<
     dyn Future<
@@ -104,15 +120,19 @@ impl WasiHttpHooks for OutboundHooks {
     ) -> SendFuture {
         // A request through plain wasi:http (no name) presents no certificate.
         let identity = self.next_identity.take().unwrap_or_else(|| self.context.resolver.anonymous());
+        let slot = FailureSlot::default();
+        self.next_failure = Some(slot.clone());
         self.sent += 1;
         if self.sent > self.max_outbound {
             let max = self.max_outbound;
             tracing::warn!(max, "handler exceeded its outbound request limit");
-            return Box::new(async move {
-                Err(wasmtime_wasi_http::Error::InternalError(Some(format!(
-                    "outbound request limit of {max} per invocation reached"
-                ))))
-            });
+            let failure = UpstreamFailure::new(
+                FailureReason::OutboundLimit,
+                format!("this handler may send at most {max} outbound requests per invocation (limits.max_outbound_requests)"),
+            );
+            let code = failure.error_code();
+            let _ = slot.set(failure);
+            return Box::new(async move { Err(code) });
         }
         let context = self.context.clone();
         Box::new(async move {
@@ -122,25 +142,28 @@ impl WasiHttpHooks for OutboundHooks {
             let elapsed = started.elapsed();
             let outcome = match &result {
                 Ok(response) => response.status().as_u16().to_string(),
-                Err(error) => format!("{error:?}").split(['(', ' ', '{']).next().unwrap_or("error").to_string(),
+                Err(failure) => failure.reason().as_str().to_string(),
             };
             context.metrics.record_outbound(identity.name(), &outcome, elapsed);
-            if let Some(name) = identity.name() {
-                let duration_ms = elapsed.as_millis() as u64;
-                match &result {
-                    Ok(response) => tracing::info!(
-                        target: "edgemtls::audit", route = %context.route, handler = %context.handler,
-                        certificate = name, certificate_id = identity.certificate_id(),
-                        environment = %context.environment, upstream = %upstream,
-                        status = response.status().as_u16(), duration_ms, "outbound request"),
-                    Err(error) => tracing::warn!(
-                        target: "edgemtls::audit", route = %context.route, handler = %context.handler,
-                        certificate = name, certificate_id = identity.certificate_id(),
-                        environment = %context.environment, upstream = %upstream,
-                        %error, duration_ms, "outbound request failed"),
-                }
+            // Every outbound request is audited; `certificate` is absent when none was presented.
+            let duration_ms = elapsed.as_millis() as u64;
+            match &result {
+                Ok(response) => tracing::info!(
+                    target: "edgemtls::audit", route = %context.route, handler = %context.handler,
+                    certificate = identity.name(), certificate_id = identity.certificate_id(),
+                    environment = %context.environment, upstream = %upstream,
+                    status = response.status().as_u16(), duration_ms, "outbound request"),
+                Err(failure) => tracing::warn!(
+                    target: "edgemtls::audit", route = %context.route, handler = %context.handler,
+                    certificate = identity.name(), certificate_id = identity.certificate_id(),
+                    environment = %context.environment, upstream = %upstream,
+                    reason = %failure.reason(), error = %failure, duration_ms, "outbound request failed"),
             }
-            let response = result?;
+            let response = result.map_err(|failure| {
+                let code = failure.error_code();
+                let _ = slot.set(failure);
+                code
+            })?;
             let io: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send> = Box::new(async { Ok(()) });
             Ok((response, io))
         })
@@ -169,15 +192,18 @@ impl outgoing::Host for HostState {
         certificate: String,
     ) -> wasmtime::Result<Result<Resource<HostFutureIncomingResponse>, outgoing::Error>> {
         let options_rep = options.as_ref().map(|o| o.rep());
-        let identity = match self.hooks.context.resolver.resolve(&certificate) {
+        // An empty name presents no certificate, like plain wasi:http.
+        let resolved =
+            if certificate.is_empty() { Ok(self.hooks.context.resolver.anonymous()) } else { self.hooks.context.resolver.resolve(&certificate) };
+        let identity = match resolved {
             Ok(identity) => identity,
             Err(error) => {
                 let context = &self.hooks.context;
-                context.metrics.record_outbound(Some(&certificate), "refused", std::time::Duration::ZERO);
+                context.metrics.record_outbound(Some(&certificate), error.reason(), std::time::Duration::ZERO);
                 tracing::warn!(
                     target: "edgemtls::audit", route = %context.route, handler = %context.handler,
-                    certificate = %certificate, environment = %context.environment, %error,
-                    "outbound request refused");
+                    certificate = %certificate, environment = %context.environment,
+                    reason = error.reason(), %error, "outbound request refused");
                 // The host owns both resources now; drop them or they live as long as the store.
                 self.table.delete(request)?;
                 if let Some(options) = options {
@@ -191,6 +217,10 @@ impl outgoing::Host for HostState {
         // `handle` may fail before it reaches `send_request`; never let the identity leak
         // into a later request.
         self.hooks.next_identity = None;
+        let failure = self.hooks.next_failure.take();
+        if let (Ok(future), Some(slot)) = (&result, failure) {
+            self.hooks.failures.insert(future.rep(), slot);
+        }
         if let Some(rep) = options_rep {
             let _ = self.table.delete(Resource::<RequestOptions>::new_own(rep));
         }
@@ -201,5 +231,13 @@ impl outgoing::Host for HostState {
                 Err(trap) => Err(trap),
             },
         }
+    }
+
+    fn failure(&mut self, response: Resource<HostFutureIncomingResponse>) -> wasmtime::Result<Option<outgoing::UpstreamFailure>> {
+        let failure = self.hooks.failures.get(&response.rep()).and_then(|slot| slot.get());
+        Ok(failure.map(|failure| outgoing::UpstreamFailure {
+            reason: failure.reason().as_str().to_string(),
+            message: failure.message().to_string(),
+        }))
     }
 }

@@ -5,8 +5,9 @@
 //! one certificate is never reused for a request that named another one, or none: the bug
 //! class of proxies that pool by `host:port` alone.
 
-mod error;
+mod failure;
 mod probe;
+mod recording;
 mod trust;
 
 use std::sync::{Arc, OnceLock};
@@ -17,15 +18,16 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use recording::{LastTlsError, RecordingConnector};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use wasmtime_wasi_http::{RequestOptions, WasiBody};
 
-pub use error::classify_client_error;
+pub use failure::{Attempt, FailureReason, UpstreamFailure, classify};
 pub use probe::{ProbeReport, probe};
-pub use trust::{PinMismatch, TrustError, TrustProfiles};
+pub use trust::{HostnameMismatch, PinMismatch, TrustError, TrustProfiles};
 
 /// The HTTP client (and its connection pool) of one identity towards one trust profile.
-type PooledClient = Client<HttpsConnector<HttpConnector>, WasiBody>;
+type PooledClient = Client<RecordingConnector<HttpsConnector<HttpConnector>>, WasiBody>;
 
 /// The client certificate an outbound request presents, if any.
 pub struct Certificate {
@@ -86,12 +88,9 @@ impl ClientIdentity {
     }
 
     /// The pooled client for `authority` (`host:port`), built on first use.
-    fn client(&self, authority: &str) -> Result<&PooledClient, wasmtime_wasi_http::Error> {
+    fn client(&self, authority: &str) -> Result<&PooledClient, UpstreamFailure> {
         let profile = self.trust.profile_for(authority);
-        let slot = self
-            .clients
-            .get(profile)
-            .ok_or_else(|| wasmtime_wasi_http::Error::InternalError(Some("trust profile out of range".into())))?;
+        let slot = self.clients.get(profile).ok_or_else(|| UpstreamFailure::new(FailureReason::Other, "trust profile out of range"))?;
         if let Some(client) = slot.get() {
             return Ok(client);
         }
@@ -100,14 +99,14 @@ impl ClientIdentity {
     }
 
     /// The TLS client config this identity uses towards `authority` (`host:port`).
-    pub fn tls_config(&self, authority: &str) -> Result<rustls::ClientConfig, wasmtime_wasi_http::Error> {
+    pub fn tls_config(&self, authority: &str) -> Result<rustls::ClientConfig, UpstreamFailure> {
         self.client_config(self.trust.profile_for(authority))
     }
 
-    fn client_config(&self, profile: usize) -> Result<rustls::ClientConfig, wasmtime_wasi_http::Error> {
+    fn client_config(&self, profile: usize) -> Result<rustls::ClientConfig, UpstreamFailure> {
         let builder = rustls::ClientConfig::builder_with_provider(self.trust.provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string())))?
+            .map_err(|e| UpstreamFailure::new(FailureReason::Other, format!("cannot configure TLS: {e}")))?
             .dangerous()
             // Our verifier wraps WebPKI verification; see `trust.rs`.
             .with_custom_certificate_verifier(self.trust.verifier(profile));
@@ -118,7 +117,7 @@ impl ClientIdentity {
                 // which refuses X.509 v1 certificates that nginx, curl and OpenSSL servers
                 // accept. Import already proved that the key matches the leaf.
                 let key = self.trust.provider().key_provider.load_private_key(cert.key.clone_key()).map_err(|e| {
-                    wasmtime_wasi_http::Error::InternalError(Some(format!("certificate '{}': {e}", cert.name)))
+                    UpstreamFailure::new(FailureReason::Other, format!("certificate '{}': its key cannot sign: {e}", cert.name))
                 })?;
                 let certified = rustls::sign::CertifiedKey::new(cert.chain.clone(), key);
                 Ok(builder.with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified))))
@@ -131,22 +130,29 @@ impl ClientIdentity {
         &self,
         request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
-    ) -> Result<http::Response<WasiBody>, wasmtime_wasi_http::Error> {
+    ) -> Result<http::Response<WasiBody>, UpstreamFailure> {
         let authority = request_authority(&request)?;
+        let attempt = Attempt { authority: &authority, certificate: self.name() };
         let client = self.client(&authority)?;
         let response = client.request(request);
         let first_byte = options.and_then(|o| o.first_byte_timeout).unwrap_or(Duration::from_secs(60));
         let response = match tokio::time::timeout(first_byte, response).await {
-            Ok(result) => result.map_err(|e| classify_client_error(&e))?,
-            Err(_) => return Err(wasmtime_wasi_http::Error::HttpResponseTimeout),
+            // The connection's own TLS error, when it recorded one, is the real cause.
+            Ok(result) => result.map_err(|e| match LastTlsError::of(&e) {
+                Some(tls) => classify(&tls, &attempt),
+                None => classify(&e, &attempt),
+            })?,
+            Err(_) => return Err(UpstreamFailure::response_timeout(&attempt, first_byte)),
         };
         Ok(response.map(|body| body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync()))
     }
 }
 
-fn request_authority(request: &http::Request<WasiBody>) -> Result<String, wasmtime_wasi_http::Error> {
+fn request_authority(request: &http::Request<WasiBody>) -> Result<String, UpstreamFailure> {
     let uri = request.uri();
-    let host = uri.host().ok_or(wasmtime_wasi_http::Error::HttpRequestUriInvalid)?;
+    let host = uri
+        .host()
+        .ok_or_else(|| UpstreamFailure::new(FailureReason::InvalidRequest, format!("the URL '{uri}' has no host")))?;
     let port = uri.port_u16().unwrap_or(if uri.scheme() == Some(&http::uri::Scheme::HTTP) { 80 } else { 443 });
     Ok(crate::config::normalize_authority(&format!("{host}:{port}")))
 }
@@ -161,5 +167,5 @@ fn build_client(config: rustls::ClientConfig) -> PooledClient {
         .https_or_http()
         .enable_all_versions()
         .wrap_connector(http);
-    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(connector)
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(RecordingConnector(connector))
 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::ClientIdentity;
-use super::error::error_chain;
+use super::failure::{Attempt, FailureReason, UpstreamFailure, classify};
 
 /// What happened, as far as it got.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -38,7 +38,9 @@ pub struct ProbeReport {
     pub status: Option<u16>,
     /// Time to the response head, from the start.
     pub total_ms: Option<f64>,
-    /// Where it failed, and why.
+    /// Why it failed, machine-readable (as in the audit log): `upstream-unknown-issuer`, ….
+    pub reason: Option<String>,
+    /// Why it failed, in plain words.
     pub error: Option<String>,
 }
 
@@ -54,38 +56,58 @@ pub async fn probe(identity: &ClientIdentity, url: &http::Uri) -> ProbeReport {
         certificate: identity.name().map(str::to_string),
         ..ProbeReport::default()
     };
-    if let Err(error) = run(identity, url, &mut report).await {
-        report.error = Some(error);
+    if let Err(failure) = run(identity, url, &mut report).await {
+        report.reason = Some(failure.reason().as_str().to_string());
+        report.error = Some(failure.message().to_string());
     }
     report
 }
 
-async fn run(identity: &ClientIdentity, url: &http::Uri, report: &mut ProbeReport) -> Result<(), String> {
-    if url.scheme() != Some(&http::uri::Scheme::HTTPS) {
-        return Err("only https:// URLs can be tested".into());
+fn invalid(message: String) -> UpstreamFailure {
+    UpstreamFailure::new(FailureReason::InvalidRequest, message)
+}
+
+/// `TLS 1.3`, as people write it.
+fn tls_version_name(version: rustls::ProtocolVersion) -> String {
+    match version {
+        rustls::ProtocolVersion::TLSv1_3 => "TLS 1.3".into(),
+        rustls::ProtocolVersion::TLSv1_2 => "TLS 1.2".into(),
+        other => format!("TLS version 0x{:04x}", u16::from(other)),
     }
-    let host = url.host().ok_or("the URL has no host")?.trim_start_matches('[').trim_end_matches(']').to_string();
+}
+
+async fn run(identity: &ClientIdentity, url: &http::Uri, report: &mut ProbeReport) -> Result<(), UpstreamFailure> {
+    if url.scheme() != Some(&http::uri::Scheme::HTTPS) {
+        return Err(invalid(format!("'{url}' is not an https:// URL; only those can be tested")));
+    }
+    // `host()` keeps an IPv6 literal's brackets, as an authority must; the socket and
+    // the server name take the bare address.
+    let host_in_url = url.host().ok_or_else(|| invalid(format!("'{url}' has no host")))?;
+    let host = host_in_url.trim_start_matches('[').trim_end_matches(']').to_string();
     let port = url.port_u16().unwrap_or(443);
-    let authority = crate::config::normalize_authority(&format!("{host}:{port}"));
-    let config = identity.tls_config(&authority).map_err(|e| format!("cannot build the TLS config: {e}"))?;
+    let authority = crate::config::normalize_authority(&format!("{host_in_url}:{port}"));
+    let attempt = Attempt { authority: &authority, certificate: identity.name() };
+    let config = identity.tls_config(&authority)?;
 
     let started = Instant::now();
     let tcp = tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect((host.as_str(), port)))
         .await
-        .map_err(|_| "connect: timed out after 10 s".to_string())?
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(|_| {
+            UpstreamFailure::new(FailureReason::ConnectTimeout, format!("connecting to {authority} timed out after 10 s"))
+        })?
+        .map_err(|e| classify(&e, &attempt))?;
     report.connect_ms = Some(ms(started.elapsed()));
 
-    let server_name = ServerName::try_from(host.clone()).map_err(|e| format!("invalid server name '{host}': {e}"))?;
+    let server_name = ServerName::try_from(host.clone()).map_err(|e| invalid(format!("'{host}' is not a valid server name: {e}")))?;
     let handshake_started = Instant::now();
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(server_name, tcp)
         .await
-        .map_err(|e| format!("TLS handshake: {e}"))?;
+        .map_err(|e| classify(&e, &attempt))?;
     report.handshake_ms = Some(ms(handshake_started.elapsed()));
     let (_, session) = tls.get_ref();
-    report.tls_version = session.protocol_version().map(|v| format!("{v:?}"));
-    report.cipher_suite = session.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite()));
+    report.tls_version = session.protocol_version().map(tls_version_name);
+    report.cipher_suite = session.negotiated_cipher_suite().and_then(|s| s.suite().as_str()).map(str::to_string);
     if let Some(leaf) = session.peer_certificates().and_then(|c| c.first())
         && let Ok((_, cert)) = X509Certificate::from_der(leaf)
     {
@@ -99,18 +121,27 @@ async fn run(identity: &ClientIdentity, url: &http::Uri, report: &mut ProbeRepor
             .ok();
     }
 
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .map_err(|e| format!("HTTP: {e}"))?;
-    tokio::spawn(connection);
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| classify(&e, &attempt))?;
+    let connection = tokio::spawn(connection);
     let path = url.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let request = http::Request::get(path)
         .header(http::header::HOST, url.authority().map(|a| a.as_str()).unwrap_or(&host))
         .header(http::header::USER_AGENT, concat!("edgemtls/", env!("CARGO_PKG_VERSION"), " cert-test"))
         .body(Empty::<bytes::Bytes>::new())
-        .map_err(|e| format!("building the request: {e}"))?;
-    // TLS 1.3 servers refuse a client certificate after the handshake; that surfaces here.
-    let response = sender.send_request(request).await.map_err(|e| format!("request: {}", error_chain(&e)))?;
+        .map_err(|e| invalid(format!("cannot build a request for '{url}': {e}")))?;
+    let response = match sender.send_request(request).await {
+        Ok(response) => response,
+        Err(error) => {
+            // TLS 1.3 servers refuse a client certificate after the handshake: the connection
+            // fails with the alert, and the request only sees it end. Report the cause.
+            let cause = match tokio::time::timeout(Duration::from_secs(5), connection).await {
+                Ok(Ok(Err(connection_error))) => connection_error,
+                _ => error,
+            };
+            return Err(classify(&cause, &attempt));
+        }
+    };
     report.status = Some(response.status().as_u16());
     report.total_ms = Some(ms(started.elapsed()));
     let _ = response.into_body().collect().await;

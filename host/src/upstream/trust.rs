@@ -49,8 +49,49 @@ pub enum TrustError {
 
 /// The server key did not match any configured pin.
 #[derive(Debug, thiserror::Error)]
-#[error("the server's public key matches no pin_spki_sha256 entry")]
-pub struct PinMismatch;
+#[error("the server's public key ({actual}) matches no pin_spki_sha256 entry")]
+pub struct PinMismatch {
+    /// The server key's pin, base64url as `pin_spki_sha256` takes it.
+    pub actual: String,
+}
+
+/// The server certificate is not for the name the request used.
+#[derive(Debug, thiserror::Error)]
+#[error("the certificate is for {}, not '{expected}'", self.names_text())]
+pub struct HostnameMismatch {
+    /// The name the request used.
+    pub expected: String,
+    /// The DNS names and IP addresses the certificate is for.
+    pub names: Vec<String>,
+}
+
+impl HostnameMismatch {
+    /// The certificate's names for a sentence: `a.example, 10.0.0.1`, or `no name at all`.
+    pub fn names_text(&self) -> String {
+        if self.names.is_empty() { "no name at all".into() } else { self.names.join(", ") }
+    }
+}
+
+/// The DNS names and IP addresses in a certificate's subjectAltName, which is what
+/// hostname verification matches (the subject CN is not used).
+fn subject_alt_names(cert: &CertificateDer<'_>) -> Vec<String> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let Ok((_, parsed)) = X509Certificate::from_der(cert) else { return Vec::new() };
+    let Ok(Some(san)) = parsed.subject_alternative_name() else { return Vec::new() };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(dns) => Some(dns.to_string()),
+            GeneralName::IPAddress(bytes) => match bytes.len() {
+                4 => <[u8; 4]>::try_from(*bytes).ok().map(|b| std::net::IpAddr::from(b).to_string()),
+                16 => <[u8; 16]>::try_from(*bytes).ok().map(|b| std::net::IpAddr::from(b).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
 
 /// Trust profiles; see the module docs.
 pub struct TrustProfiles {
@@ -194,14 +235,29 @@ impl ServerCertVerifier for UpstreamVerifier {
                 Err(rustls::Error::InvalidCertificate(
                     CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
                 )) if !self.check_hostname => {}
+                // Say which names the certificate is for, from the certificate itself
+                // (webpki's list is formatted for debugging).
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+                )) => {
+                    let mismatch = HostnameMismatch {
+                        expected: server_name.to_str().into_owned(),
+                        names: subject_alt_names(end_entity),
+                    };
+                    return Err(rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
+                        mismatch,
+                    )))));
+                }
                 Err(error) => return Err(error),
             }
         }
         if !self.pins.is_empty() {
             let actual = spki_sha256(end_entity).ok_or(rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
             if !self.pins.contains(&actual) {
+                use base64::Engine;
+                let actual = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(actual);
                 return Err(rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
-                    PinMismatch,
+                    PinMismatch { actual },
                 )))));
             }
         }
