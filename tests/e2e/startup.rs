@@ -61,6 +61,16 @@ fn run_case(case: &Path) -> anyhow::Result<()> {
     let config = Config::load(&case.join("edgemtls.toml"))?;
     let prepared = App::prepare(&config, environment, &world.store_dir());
     let warnings = prepared.warnings.join("\n");
+    // Whatever a case says, it says it in plain words.
+    let said = match &prepared.app {
+        Ok(_) => warnings.clone(),
+        Err(problems) => problems.iter().map(|p| p.0.as_str()).collect::<Vec<_>>().join("\n") + &warnings,
+    };
+    for debug in ["Some(", "Other(", "::", "{"] {
+        if said.contains(debug) {
+            anyhow::bail!("the problems or warnings contain Rust debug text '{debug}':\n{said}");
+        }
+    }
     match (prepared.app, starts) {
         (Ok(_), false) => anyhow::bail!("started in {environment}, but it must be refused (warnings: {warnings:?})"),
         (Err(problems), true) => {

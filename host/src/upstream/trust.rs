@@ -116,6 +116,39 @@ fn read_pem_or_der(path: &Path, tag: &str) -> Result<Vec<Vec<u8>>, String> {
     }
 }
 
+/// Parses one CRL as the verifier will, so a bad file is named with a plain reason.
+fn check_crl(crl: &CertificateRevocationListDer<'static>, path: &Path, provider: &Arc<CryptoProvider>) -> Result<(), TrustError> {
+    use rustls::CertRevocationListError as E;
+    use rustls::client::VerifierBuilderError;
+    // Any root will do: only the CRL's own parsing is checked here.
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().take(1).cloned());
+    let error = match WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .with_crls([crl.clone()])
+        .build()
+    {
+        Ok(_) => return Ok(()),
+        Err(error) => error,
+    };
+    let reason = match &error {
+        VerifierBuilderError::InvalidCrl(crl_error) => match crl_error {
+            E::ParseError | E::Other(_) => "not a valid X.509 CRL: it could not be parsed".to_string(),
+            E::BadSignature => "its signature does not verify".into(),
+            E::InvalidCrlNumber => "its CRL number is invalid".into(),
+            E::InvalidRevokedCertSerialNumber => "it lists an invalid serial number".into(),
+            E::IssuerInvalidForCrl => "its issuer may not sign CRLs (no cRLSign key usage)".into(),
+            E::UnsupportedCrlVersion => "only version 2 CRLs are supported".into(),
+            E::UnsupportedCriticalExtension => "it has a critical extension that is not supported".into(),
+            E::UnsupportedDeltaCrl => "delta CRLs are not supported; use a complete CRL".into(),
+            E::UnsupportedIndirectCrl => "indirect CRLs are not supported".into(),
+            E::UnsupportedRevocationReason => "it uses a revocation reason that is not supported".into(),
+            _ => "it cannot be used (its signature algorithm is not supported)".into(),
+        },
+        other => other.to_string(),
+    };
+    Err(TrustError::Crl { path: path.to_path_buf(), reason })
+}
+
 impl TrustProfiles {
     /// Builds the profiles for the `[[upstreams]]` entries of a config.
     pub fn new(upstreams: &[UpstreamTrust]) -> Result<Self, TrustError> {
@@ -144,7 +177,11 @@ impl TrustProfiles {
                 if ders.is_empty() {
                     return Err(TrustError::Crl { path: path.clone(), reason: "no X509 CRL section".into() });
                 }
-                crls.extend(ders.into_iter().map(CertificateRevocationListDer::from));
+                for der in ders {
+                    let crl = CertificateRevocationListDer::from(der);
+                    check_crl(&crl, path, &provider)?;
+                    crls.push(crl);
+                }
             }
             let mut builder = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone());
             if !crls.is_empty() {
