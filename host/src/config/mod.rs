@@ -80,6 +80,32 @@ pub struct Route {
     /// Certificate names the handler uses besides those its options name (before `$env()`
     /// substitution): checked at start and reload, and protected from `cert disable`.
     pub certificates: Vec<String>,
+    /// How the route's instances are reused.
+    pub reuse: Reuse,
+}
+
+/// How a route reuses its instances between requests (one request at a time each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reuse {
+    /// Requests one instance serves before it is replaced; 1 means a fresh instance for every
+    /// request. Default: 1,000 for built-in handlers, 1 for component files (a `wasi:http`
+    /// guest written for `wasmtime serve` may assume a fresh instance; set it to opt in).
+    pub max_requests_per_instance: u32,
+    /// How long an unused instance stays warm. Default 10 s.
+    pub idle_timeout: Duration,
+    /// How many unused instances the route keeps warm. Default 8.
+    pub max_idle_instances: u32,
+}
+
+impl Reuse {
+    /// The defaults for a route's component: reuse for built-ins, fresh instances for files.
+    pub fn default_for(component: &ComponentSource) -> Self {
+        let max_requests_per_instance = match component {
+            ComponentSource::Builtin(_) => 1000,
+            ComponentSource::File(_) => 1,
+        };
+        Self { max_requests_per_instance, idle_timeout: Duration::from_secs(10), max_idle_instances: 8 }
+    }
 }
 
 /// Where a route's component comes from.
@@ -164,6 +190,9 @@ struct RouteToml {
     options: BTreeMap<String, toml::Value>,
     #[serde(default)]
     certificates: Vec<String>,
+    max_requests_per_instance: Option<u32>,
+    idle_timeout_ms: Option<u64>,
+    max_idle_instances: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -260,7 +289,33 @@ impl Config {
                 "" => "/".to_string(),
                 trimmed => trimmed.to_string(),
             };
-            routes.push(Route { path, handler: route.handler, component, options, certificates: route.certificates });
+            let mut reuse = Reuse::default_for(&component);
+            if let Some(max) = route.max_requests_per_instance {
+                if !(1..=1_000_000).contains(&max) {
+                    return Err(invalid(key("max_requests_per_instance"), format!("{max} is out of range: use 1 (a fresh instance per request) to 1000000")));
+                }
+                reuse.max_requests_per_instance = max;
+            }
+            if let Some(ms) = route.idle_timeout_ms {
+                if !(1..=3_600_000).contains(&ms) {
+                    return Err(invalid(key("idle_timeout_ms"), format!("{ms} is out of range: use 1 to 3600000 (one hour)")));
+                }
+                reuse.idle_timeout = Duration::from_millis(ms);
+            }
+            if let Some(count) = route.max_idle_instances {
+                if count > 1000 {
+                    return Err(invalid(key("max_idle_instances"), format!("{count} is out of range: use 0 to 1000")));
+                }
+                reuse.max_idle_instances = count;
+            }
+            routes.push(Route {
+                path,
+                handler: route.handler,
+                component,
+                options,
+                certificates: route.certificates,
+                reuse,
+            });
         }
 
         let mut upstreams = Vec::new();

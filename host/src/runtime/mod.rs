@@ -1,7 +1,13 @@
-//! The WebAssembly runtime: one engine, a `ProxyPre` per component prepared once, and a
-//! fresh instance per request with a deadline, a memory cap and an outbound request cap.
+//! The WebAssembly runtime: one engine, a `ProxyPre` per component prepared once, and per
+//! route a pool of warm instances, each serving one request at a time with the request's own
+//! deadline, memory cap and outbound request cap.
+//!
+//! Guests run on the async workers and yield to them at every epoch tick, so a guest that
+//! computes costs its own request only; at the deadline the guest is interrupted (or, when
+//! it waits on the host, dropped) and its instance reclaimed.
 
 mod bindings;
+mod pool;
 mod state;
 
 use std::path::{Path, PathBuf};
@@ -11,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config as EngineConfig, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime::{Config as EngineConfig, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
 use wasmtime_wasi_http::WasiHttpView;
@@ -21,7 +27,8 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 pub use state::{HostState, RouteContext};
 
-use crate::config::Limits;
+use crate::config::{Limits, Reuse};
+use pool::{Instance, InstancePool};
 
 /// How often the epoch advances; deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -38,9 +45,12 @@ pub enum HandlerError {
         /// Why.
         reason: String,
     },
-    /// Instantiation failed (for example, the instance pool is exhausted).
+    /// Instantiation failed.
     #[error("cannot instantiate the handler: {0}")]
     Instantiate(String),
+    /// Every instance slot is in use: the host is at its concurrency limit.
+    #[error("the host is running {0} handler instances, its limit; try again shortly")]
+    Busy(u32),
     /// The handler ran past its deadline.
     #[error("the handler did not answer within {0:?}")]
     Timeout(Duration),
@@ -69,6 +79,10 @@ pub struct Runtime {
     compilations: AtomicU64,
 }
 
+/// How many handler instances (running or warm) the host holds at once; beyond it a request
+/// is answered 503 with `Retry-After`.
+pub const MAX_INSTANCES: u32 = 1000;
+
 /// How many compiled components the cache keeps (a reload only recompiles beyond this).
 const COMPILED_CACHE_ENTRIES: usize = 256;
 
@@ -81,10 +95,11 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
-/// A component ready to serve: instantiated afresh for each request.
+/// A component ready to serve, with its route's warm instances.
 #[derive(Clone)]
 pub struct Handler {
     pre: ProxyPre<HostState>,
+    pool: Arc<InstancePool>,
     /// Who is calling out, for resolution, metrics and the audit log.
     context: Arc<RouteContext>,
     /// The guest's `wasi:config/store` (the route's options, resolved).
@@ -105,10 +120,14 @@ impl Runtime {
     /// Builds the engine (pooling allocator, epoch interruption) and the linker.
     pub fn new(limits: Limits) -> anyhow::Result<Self> {
         let mut pooling = PoolingAllocationConfig::new();
+        // A Rust wasi:http component is about three core instances with a memory and a
+        // table or two each: size every pool so that component instances run out first.
         pooling
-            .total_component_instances(1000)
-            .total_memories(1000)
-            .total_tables(1000)
+            .total_component_instances(MAX_INSTANCES)
+            .total_core_instances(MAX_INSTANCES * 8)
+            .total_memories(MAX_INSTANCES * 2)
+            .total_tables(MAX_INSTANCES * 4)
+            .total_stacks(MAX_INSTANCES)
             .max_memory_size(limits.memory_bytes)
             // Keeping a little memory resident and resetting only dirty pages avoids the
             // decommit IPIs that dominate per-request cost on VMs (FACTS-wasmtime48.md).
@@ -208,17 +227,19 @@ impl Runtime {
         self.compilations.load(Ordering::Relaxed)
     }
 
-    /// A handler for `pre` with its options and environment variables.
+    /// A handler for `pre` with its options, environment variables and reuse settings.
     pub fn handler<'a>(
         &self,
         pre: ProxyPre<HostState>,
         context: Arc<RouteContext>,
         options: impl IntoIterator<Item = (&'a String, &'a String)>,
         env: impl IntoIterator<Item = (&'a String, &'a String)>,
+        reuse: Reuse,
     ) -> Handler {
         let options: Arc<[(String, String)]> = options.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         Handler {
             pre,
+            pool: Arc::new(InstancePool::new(reuse)),
             context,
             config: Arc::new(options.iter().cloned().collect()),
             options,
@@ -226,12 +247,38 @@ impl Runtime {
         }
     }
 
-    /// Runs one request through a fresh instance of `handler`.
+    /// A new instance of `handler` in its own store: the guest yields to the executor at
+    /// every epoch tick and is interrupted at its current request's deadline.
+    async fn instantiate(&self, handler: &Handler) -> Result<Instance, HandlerError> {
+        let wasi = WasiCtx::builder().envs(&handler.env).inherit_stdout().inherit_stderr().build();
+        let state = HostState::new(
+            wasi,
+            handler.config.clone(),
+            handler.context.clone(),
+            self.limits.memory_bytes,
+            self.limits.max_outbound_requests,
+        );
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limits);
+        store.epoch_deadline_callback(|store| {
+            Ok(if std::time::Instant::now() >= store.data().deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+        });
+        // Instantiation runs the component's start functions: under a deadline too.
+        store.data_mut().deadline = std::time::Instant::now() + self.limits.request_timeout;
+        store.set_epoch_deadline(1);
+        match handler.pre.instantiate_async(&mut store).await {
+            Ok(proxy) => Ok(Instance { store, proxy, served: 0 }),
+            Err(error) if error.is::<wasmtime::PoolConcurrencyLimitError>() => Err(HandlerError::Busy(MAX_INSTANCES)),
+            Err(error) => Err(classify_trap(&error, self.limits.request_timeout, self.limits.memory_bytes)),
+        }
+    }
+
+    /// Runs one request on a warm instance of `handler`, or a new one.
     ///
     /// `params` are the route parameters (`/users/:id`); the guest reads them from
     /// `wasi:config/store` as `params.NAME`.
     pub async fn serve<B>(
-        &self,
+        self: &Arc<Self>,
         handler: &Handler,
         params: &std::collections::BTreeMap<String, String>,
         request: hyper::Request<B>,
@@ -240,7 +287,8 @@ impl Runtime {
         B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let wasi = WasiCtx::builder().envs(&handler.env).inherit_stdout().inherit_stderr().build();
+        let timeout = self.limits.request_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
         // Only routes with parameters pay for a per-request config.
         let config = if params.is_empty() {
             handler.config.clone()
@@ -254,42 +302,42 @@ impl Runtime {
             }
             Arc::new(vars)
         };
-        let state = HostState::new(
-            wasi,
-            config,
-            handler.context.clone(),
-            self.limits.memory_bytes,
-            self.limits.max_outbound_requests,
-        );
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.limits);
-        let ticks = (self.limits.request_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
 
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let setup = |store: &mut Store<HostState>| -> wasmtime::Result<_> {
-            let mut http = store.data_mut().http();
-            let request = http.new_incoming_request(Scheme::Http, request)?;
-            let outparam = http.new_response_outparam(sender)?;
-            Ok((request, outparam))
-        };
-        let (request, outparam) = setup(&mut store).map_err(|e| HandlerError::Instantiate(format!("{e:#}")))?;
-
-        let pre = handler.pre.clone();
+        let runtime = self.clone();
+        let handler = handler.clone();
+        let memory_limit = self.limits.memory_bytes;
         let task = tokio::spawn(async move {
-            let proxy = pre.instantiate_async(&mut store).await?;
-            proxy.wasi_http_incoming_handler().call_handle(&mut store, request, outparam).await
+            let mut instance = match handler.pool.take() {
+                Some(instance) => instance,
+                None => runtime.instantiate(&handler).await?,
+            };
+            instance.served += 1;
+            let store = &mut instance.store;
+            store.data_mut().begin_request(config, deadline.into_std());
+            store.set_epoch_deadline(1);
+            let mut http = store.data_mut().http();
+            let request = http.new_incoming_request(Scheme::Http, request).map_err(|e| HandlerError::Instantiate(format!("{e:#}")))?;
+            let outparam = http.new_response_outparam(sender).map_err(|e| HandlerError::Instantiate(format!("{e:#}")))?;
+            let call = instance.proxy.wasi_http_incoming_handler().call_handle(&mut instance.store, request, outparam);
+            // A guest waiting on the host is not interrupted by the epoch: the deadline drops
+            // it (and its instance) here.
+            match tokio::time::timeout_at(deadline, call).await {
+                Ok(Ok(())) => {
+                    handler.pool.give_back(instance);
+                    Ok(())
+                }
+                Ok(Err(error)) => Err(classify_trap(&error, timeout, memory_limit)),
+                Err(_elapsed) => Err(HandlerError::Timeout(timeout)),
+            }
         });
 
-        let memory_limit = self.limits.memory_bytes;
-        let timeout = self.limits.request_timeout;
-        match tokio::time::timeout(timeout, receiver).await {
+        match tokio::time::timeout_at(deadline, receiver).await {
             Ok(Ok(Ok(response))) => Ok(response),
             Ok(Ok(Err(code))) => Err(HandlerError::Guest(code)),
             Ok(Err(_closed)) => match task.await {
                 Ok(Ok(())) => Err(HandlerError::NoResponse),
-                Ok(Err(error)) => Err(classify_trap(&error, timeout, memory_limit)),
+                Ok(Err(error)) => Err(error),
                 Err(join) => Err(HandlerError::Trap(format!("host task failed: {join}"))),
             },
             Err(_elapsed) => {

@@ -36,7 +36,7 @@ pub struct RouteContext {
     pub version: Arc<crate::drain::Version>,
 }
 
-/// Everything one handler invocation owns.
+/// Everything one instance owns; the per-request part is reset by [`HostState::begin_request`].
 pub struct HostState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
@@ -44,6 +44,8 @@ pub struct HostState {
     hooks: OutboundHooks,
     pub(super) config: Arc<WasiConfigVariables>,
     pub(super) limits: StoreLimits,
+    /// When the current request must end: the epoch callback interrupts the guest then.
+    pub(super) deadline: std::time::Instant,
 }
 
 impl HostState {
@@ -68,7 +70,19 @@ impl HostState {
             },
             config,
             limits: StoreLimitsBuilder::new().memory_size(memory_bytes).trap_on_grow_failure(true).build(),
+            deadline: std::time::Instant::now(),
         }
+    }
+
+    /// Starts a request on this instance: its options, its deadline, and a fresh outbound
+    /// count and failure record.
+    pub(super) fn begin_request(&mut self, config: Arc<WasiConfigVariables>, deadline: std::time::Instant) {
+        self.config = config;
+        self.deadline = deadline;
+        self.hooks.sent = 0;
+        self.hooks.next_identity = None;
+        self.hooks.next_failure = None;
+        self.hooks.failures.clear();
     }
 }
 

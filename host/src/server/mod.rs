@@ -75,7 +75,7 @@ pub struct ReloadReport {
 /// Everything needed to answer requests. The routes are swapped on reload; requests in
 /// flight finish on the routes (and identities) they started with.
 pub struct App {
-    runtime: Runtime,
+    runtime: Arc<Runtime>,
     resolver: Arc<Resolver>,
     metrics: Arc<Metrics>,
     routes: RwLock<Arc<Routes>>,
@@ -162,7 +162,7 @@ fn build_routes(
                     environment,
                     version: version.clone(),
                 });
-                router.add(&route.path, runtime.handler(pre, context, &options, &vars));
+                router.add(&route.path, runtime.handler(pre, context, &options, &vars, route.reuse));
             }
             Err(error) => problems.push(StartupProblem(format!("route '{}': {error}", route.path))),
         }
@@ -210,7 +210,7 @@ impl App {
             Err(error) => return fail(error.to_string(), warnings),
         };
         let runtime = match Runtime::new(config.limits) {
-            Ok(runtime) => runtime,
+            Ok(runtime) => Arc::new(runtime),
             Err(error) => return fail(format!("cannot start the runtime: {error:#}"), warnings),
         };
         let metrics = Arc::new(Metrics::new());
@@ -380,11 +380,16 @@ impl App {
                     HandlerError::Timeout(_) => (hyper::StatusCode::GATEWAY_TIMEOUT, "handler-timeout"),
                     HandlerError::MemoryExceeded(_) => (hyper::StatusCode::INTERNAL_SERVER_ERROR, "handler-memory-limit"),
                     HandlerError::Instantiate(_) => (hyper::StatusCode::SERVICE_UNAVAILABLE, "handler-unavailable"),
+                    HandlerError::Busy(_) => (hyper::StatusCode::SERVICE_UNAVAILABLE, "host-busy"),
                     HandlerError::Guest(_) => (hyper::StatusCode::BAD_GATEWAY, "handler-error"),
                     _ => (hyper::StatusCode::INTERNAL_SERVER_ERROR, "handler-failed"),
                 };
                 tracing::warn!(route = found.pattern, %error, "request failed");
-                problem_response(status, kind, "Handler failed", &error.to_string())
+                let mut response = problem_response(status, kind, "Handler failed", &error.to_string());
+                if matches!(error, HandlerError::Busy(_)) {
+                    response.headers_mut().insert(hyper::header::RETRY_AFTER, hyper::header::HeaderValue::from_static("1"));
+                }
+                response
             }
         };
         self.metrics.record_request(found.pattern, response.status().as_u16(), started.elapsed());

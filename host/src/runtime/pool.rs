@@ -1,0 +1,80 @@
+//! Warm instances of one route, reused one request at a time.
+//!
+//! An instance that answered a request cleanly goes back to its route's pool and serves the
+//! next one: no instantiation, no new WASI or wasi:http context. An instance that trapped, ran
+//! past its deadline or served `max_requests_per_instance` requests is dropped, which returns
+//! its slot to the engine's pooling allocator.
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use wasmtime::Store;
+use wasmtime_wasi_http::p2::bindings::Proxy;
+
+use super::HostState;
+use crate::config::Reuse;
+
+/// An instantiated component and the store it lives in.
+pub(super) struct Instance {
+    pub(super) store: Store<HostState>,
+    pub(super) proxy: Proxy,
+    /// Requests this instance has started.
+    pub(super) served: u32,
+}
+
+struct Idle {
+    instance: Instance,
+    since: Instant,
+}
+
+/// The idle instances of one route.
+pub(super) struct InstancePool {
+    reuse: Reuse,
+    idle: Mutex<Vec<Idle>>,
+}
+
+impl InstancePool {
+    pub(super) fn new(reuse: Reuse) -> Self {
+        Self { reuse, idle: Mutex::new(Vec::new()) }
+    }
+
+    /// The most recently used idle instance, if one is still fresh enough.
+    pub(super) fn take(&self) -> Option<Instance> {
+        if self.reuse.max_requests_per_instance <= 1 {
+            return None;
+        }
+        let now = Instant::now();
+        let (taken, expired) = {
+            let mut idle = self.lock();
+            // Oldest first: the expired ones are at the front.
+            let fresh_from = idle.iter().position(|i| now.duration_since(i.since) < self.reuse.idle_timeout).unwrap_or(idle.len());
+            let expired: Vec<Idle> = idle.drain(..fresh_from).collect();
+            (idle.pop(), expired)
+        };
+        // Dropping a store returns its slot to the allocator: not under the lock.
+        drop(expired);
+        taken.map(|idle| idle.instance)
+    }
+
+    /// Keeps `instance` for a later request, unless it has served its share or the route
+    /// already keeps enough idle instances.
+    pub(super) fn give_back(&self, instance: Instance) {
+        if instance.served >= self.reuse.max_requests_per_instance {
+            return;
+        }
+        let surplus = {
+            let mut idle = self.lock();
+            if idle.len() < self.reuse.max_idle_instances as usize {
+                idle.push(Idle { instance, since: Instant::now() });
+                None
+            } else {
+                Some(instance)
+            }
+        };
+        drop(surplus);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
