@@ -53,6 +53,7 @@ pub struct Metrics {
     outbound_seconds: Family<CertificateOnly, Histogram, fn() -> Histogram>,
     expiry: Family<ExpiryLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     reloads: Counter<u64, AtomicU64>,
+    instances: Family<RouteOnly, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -78,6 +79,7 @@ impl Metrics {
             Family::<CertificateOnly, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
         let expiry = Family::default();
         let reloads = Counter::default();
+        let instances = Family::<RouteOnly, Counter>::default();
         registry.register("requests", "Requests served, by route and status", requests.clone());
         registry.register("request_duration_seconds", "Request latency by route", request_seconds.clone());
         registry.register(
@@ -92,7 +94,12 @@ impl Metrics {
             expiry.clone(),
         );
         registry.register("config_reloads", "Successful config reloads", reloads.clone());
-        Self { registry, requests, request_seconds, outbound, outbound_seconds, expiry, reloads }
+        registry.register(
+            "instances_created",
+            "Handler instances created, by route (with reuse, far fewer than requests)",
+            instances.clone(),
+        );
+        Self { registry, requests, request_seconds, outbound, outbound_seconds, expiry, reloads, instances }
     }
 
     /// Counts a served request.
@@ -106,6 +113,16 @@ impl Metrics {
         let certificate = certificate.unwrap_or("none").to_string();
         self.outbound.get_or_create(&OutboundLabels { certificate: certificate.clone(), outcome: outcome.to_string() }).inc();
         self.outbound_seconds.get_or_create(&CertificateOnly { certificate }).observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a new handler instance for `route`.
+    pub fn record_instance(&self, route: &str) {
+        self.instances.get_or_create(&RouteOnly { route: route.to_string() }).inc();
+    }
+
+    /// How many instances were created for `route`.
+    pub fn instances_created(&self, route: &str) -> u64 {
+        self.instances.get_or_create(&RouteOnly { route: route.to_string() }).get()
     }
 
     /// Counts a config reload.

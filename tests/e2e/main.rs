@@ -5,6 +5,7 @@
 mod harness;
 
 mod environments;
+mod execution;
 mod failures;
 mod handlers;
 mod isolation;

@@ -151,11 +151,14 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// Outbound requests allowed per invocation. Default 32.
     pub max_outbound_requests: u32,
+    /// Handler instances (running or warm) the host holds at once; beyond it requests get 503
+    /// with `Retry-After`. Default 1,000.
+    pub max_instances: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { request_timeout: Duration::from_secs(30), memory_bytes: 128 << 20, max_outbound_requests: 32 }
+        Self { request_timeout: Duration::from_secs(30), memory_bytes: 128 << 20, max_outbound_requests: 32, max_instances: 1000 }
     }
 }
 
@@ -214,6 +217,7 @@ struct LimitsToml {
     request_timeout_ms: Option<u64>,
     memory_mib: Option<u64>,
     max_outbound_requests: Option<u32>,
+    max_instances: Option<u32>,
 }
 
 impl Config {
@@ -368,10 +372,28 @@ impl Config {
         }
 
         let defaults = Limits::default();
+        let within = |field: &str, value: Option<u64>, range: std::ops::RangeInclusive<u64>| -> Result<Option<u64>, ConfigError> {
+            match value {
+                Some(v) if !range.contains(&v) => Err(invalid(
+                    format!("limits.{field}"),
+                    format!("{v} is out of range: use {} to {}", range.start(), range.end()),
+                )),
+                other => Ok(other),
+            }
+        };
         let limits = Limits {
-            request_timeout: raw.limits.request_timeout_ms.map(Duration::from_millis).unwrap_or(defaults.request_timeout),
-            memory_bytes: raw.limits.memory_mib.map(|m| (m as usize) << 20).unwrap_or(defaults.memory_bytes),
-            max_outbound_requests: raw.limits.max_outbound_requests.unwrap_or(defaults.max_outbound_requests),
+            request_timeout: within("request_timeout_ms", raw.limits.request_timeout_ms, 1..=3_600_000)?
+                .map(Duration::from_millis)
+                .unwrap_or(defaults.request_timeout),
+            memory_bytes: within("memory_mib", raw.limits.memory_mib, 1..=4096)?
+                .map(|m| (m as usize) << 20)
+                .unwrap_or(defaults.memory_bytes),
+            max_outbound_requests: within("max_outbound_requests", raw.limits.max_outbound_requests.map(u64::from), 1..=10_000)?
+                .map(|n| n as u32)
+                .unwrap_or(defaults.max_outbound_requests),
+            max_instances: within("max_instances", raw.limits.max_instances.map(u64::from), 1..=10_000)?
+                .map(|n| n as u32)
+                .unwrap_or(defaults.max_instances),
         };
 
         Ok(Config { path: path.to_path_buf(), listen, admin_listen, vars, routes, upstreams, limits })

@@ -79,10 +79,6 @@ pub struct Runtime {
     compilations: AtomicU64,
 }
 
-/// How many handler instances (running or warm) the host holds at once; beyond it a request
-/// is answered 503 with `Retry-After`.
-pub const MAX_INSTANCES: u32 = 1000;
-
 /// How many compiled components the cache keeps (a reload only recompiles beyond this).
 const COMPILED_CACHE_ENTRIES: usize = 256;
 
@@ -122,12 +118,13 @@ impl Runtime {
         let mut pooling = PoolingAllocationConfig::new();
         // A Rust wasi:http component is about three core instances with a memory and a
         // table or two each: size every pool so that component instances run out first.
+        let instances = limits.max_instances;
         pooling
-            .total_component_instances(MAX_INSTANCES)
-            .total_core_instances(MAX_INSTANCES * 8)
-            .total_memories(MAX_INSTANCES * 2)
-            .total_tables(MAX_INSTANCES * 4)
-            .total_stacks(MAX_INSTANCES)
+            .total_component_instances(instances)
+            .total_core_instances(instances * 8)
+            .total_memories(instances * 2)
+            .total_tables(instances * 4)
+            .total_stacks(instances)
             .max_memory_size(limits.memory_bytes)
             // Keeping a little memory resident and resetting only dirty pages avoids the
             // decommit IPIs that dominate per-request cost on VMs (FACTS-wasmtime48.md).
@@ -167,7 +164,9 @@ impl Runtime {
                 }
             }
         })?;
-        Ok(Self { engine, linker, limits, compiled: Mutex::new(HashMap::new()), compilations: AtomicU64::new(0) })
+        Ok(Self { engine, linker, limits, compiled: Mutex::new(HashMap::new()),
+            compilations: AtomicU64::new(0),
+        })
     }
 
     /// The limits applied to each request.
@@ -267,8 +266,11 @@ impl Runtime {
         store.data_mut().deadline = std::time::Instant::now() + self.limits.request_timeout;
         store.set_epoch_deadline(1);
         match handler.pre.instantiate_async(&mut store).await {
-            Ok(proxy) => Ok(Instance { store, proxy, served: 0 }),
-            Err(error) if error.is::<wasmtime::PoolConcurrencyLimitError>() => Err(HandlerError::Busy(MAX_INSTANCES)),
+            Ok(proxy) => {
+                handler.context.metrics.record_instance(&handler.context.route);
+                Ok(Instance { store, proxy, served: 0 })
+            }
+            Err(error) if error.is::<wasmtime::PoolConcurrencyLimitError>() => Err(HandlerError::Busy(self.limits.max_instances)),
             Err(error) => Err(classify_trap(&error, self.limits.request_timeout, self.limits.memory_bytes)),
         }
     }
