@@ -10,6 +10,7 @@ mod cli {
     mod cert_test;
     mod failures;
     mod formats;
+    mod guests;
     mod manage;
     mod openssl;
     mod pki;

@@ -133,3 +133,25 @@ async fn when_every_instance_is_busy_the_host_answers_503_with_retry_after() -> 
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_request_without_a_host_is_a_bad_request_and_costs_no_instance() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let world = World::new()?;
+    let config = world.config_raw(&format!("[[routes]]\npath = \"/probe\"\nhandler = \"{PROBE}\"\nmax_requests_per_instance = 10\n"))?;
+    let host = world.serve(&config, Environment::Development).await?;
+    let metrics = host.handle.app().metrics().clone();
+    assert_eq!(host.get("/probe", &[("x-mode", "env"), ("x-var", "HOME")]).await?.status, 200);
+
+    let mut stream = tokio::net::TcpStream::connect(host.addr).await?;
+    stream.write_all(b"GET /probe HTTP/1.0\r\nx-mode: env\r\n\r\n").await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    assert!(response.starts_with("HTTP/1.0 400"), "{response}");
+    assert!(response.contains("urn:edgemtls:problem:bad-request"), "{response}");
+
+    // The instance the refused request took went back to the pool.
+    assert_eq!(host.get("/probe", &[("x-mode", "env"), ("x-var", "HOME")]).await?.status, 200);
+    assert_eq!(metrics.instances_created("/probe"), 1);
+    Ok(())
+}

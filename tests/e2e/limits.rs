@@ -20,6 +20,8 @@ async fn traps_timeouts_memory_and_outbound_caps() -> anyhow::Result<()> {
     assert_eq!(trap.status, 500, "{}", trap.body);
     assert_eq!(trap.headers["content-type"], "application/problem+json");
     assert_eq!(trap.json()?["type"], "urn:edgemtls:problem:handler-failed");
+    // The trap's text and backtrace go to the log, not to the caller.
+    assert!(!trap.body.contains("probe asked to trap") && !trap.body.contains("wasm"), "{}", trap.body);
 
     let spin = host.get("/probe", &[("x-mode", "spin")]).await?;
     assert_eq!(spin.status, 504, "{}", spin.body);

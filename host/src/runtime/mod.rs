@@ -48,6 +48,9 @@ pub enum HandlerError {
     /// Instantiation failed.
     #[error("cannot instantiate the handler: {0}")]
     Instantiate(String),
+    /// The request cannot be handed to a guest (for example, it names no host).
+    #[error("the request cannot be handled: {0}")]
+    BadRequest(String),
     /// Every instance slot is in use: the host is at its concurrency limit.
     #[error("the host is running {0} handler instances, its limit; try again shortly")]
     Busy(u32),
@@ -319,7 +322,14 @@ impl Runtime {
             store.data_mut().begin_request(config, deadline.into_std());
             store.set_epoch_deadline(1);
             let mut http = store.data_mut().http();
-            let request = http.new_incoming_request(Scheme::Http, request).map_err(|e| HandlerError::Instantiate(format!("{e:#}")))?;
+            let request = match http.new_incoming_request(Scheme::Http, request) {
+                Ok(request) => request,
+                Err(error) => {
+                    // The guest never saw it: the instance is as good as before.
+                    handler.pool.give_back(instance);
+                    return Err(HandlerError::BadRequest(error.to_string()));
+                }
+            };
             let outparam = http.new_response_outparam(sender).map_err(|e| HandlerError::Instantiate(format!("{e:#}")))?;
             let call = instance.proxy.wasi_http_incoming_handler().call_handle(&mut instance.store, request, outparam);
             // A guest waiting on the host is not interrupted by the epoch: the deadline drops

@@ -376,16 +376,26 @@ impl App {
         let response = match self.runtime.serve(found.handler, &found.params, request).await {
             Ok(response) => response,
             Err(error) => {
-                let (status, kind) = match &error {
-                    HandlerError::Timeout(_) => (hyper::StatusCode::GATEWAY_TIMEOUT, "handler-timeout"),
-                    HandlerError::MemoryExceeded(_) => (hyper::StatusCode::INTERNAL_SERVER_ERROR, "handler-memory-limit"),
-                    HandlerError::Instantiate(_) => (hyper::StatusCode::SERVICE_UNAVAILABLE, "handler-unavailable"),
-                    HandlerError::Busy(_) => (hyper::StatusCode::SERVICE_UNAVAILABLE, "host-busy"),
-                    HandlerError::Guest(_) => (hyper::StatusCode::BAD_GATEWAY, "handler-error"),
-                    _ => (hyper::StatusCode::INTERNAL_SERVER_ERROR, "handler-failed"),
+                // The caller gets a short problem; the details (trap text, backtraces) stay
+                // in the log.
+                use hyper::StatusCode as S;
+                let (status, kind, title, detail) = match &error {
+                    HandlerError::Timeout(_) => (S::GATEWAY_TIMEOUT, "handler-timeout", "Handler timed out", error.to_string()),
+                    HandlerError::MemoryExceeded(_) => {
+                        (S::INTERNAL_SERVER_ERROR, "handler-memory-limit", "Handler exceeded its memory limit", error.to_string())
+                    }
+                    HandlerError::Busy(_) => (S::SERVICE_UNAVAILABLE, "host-busy", "Host busy", error.to_string()),
+                    HandlerError::BadRequest(_) => (S::BAD_REQUEST, "bad-request", "Bad request", error.to_string()),
+                    HandlerError::Instantiate(_) | HandlerError::Load { .. } => {
+                        (S::SERVICE_UNAVAILABLE, "handler-unavailable", "Handler unavailable", "the handler could not be started".into())
+                    }
+                    HandlerError::Guest(_) => {
+                        (S::BAD_GATEWAY, "handler-error", "Handler reported an error", "the handler reported an error".into())
+                    }
+                    _ => (S::INTERNAL_SERVER_ERROR, "handler-failed", "Handler failed", "the handler failed; the host log has the details".into()),
                 };
                 tracing::warn!(route = found.pattern, %error, "request failed");
-                let mut response = problem_response(status, kind, "Handler failed", &error.to_string());
+                let mut response = problem_response(status, kind, title, &detail);
                 if matches!(error, HandlerError::Busy(_)) {
                     response.headers_mut().insert(hyper::header::RETRY_AFTER, hyper::header::HeaderValue::from_static("1"));
                 }
