@@ -268,10 +268,17 @@ mtlsCertificate = "bench_client"
 [[routes]]
 path = "/const"
 handler = "{self.guests / 'bench_constant.wasm'}"
+max_requests_per_instance = 1000
+
+[[routes]]
+path = "/const-fresh"
+handler = "{self.guests / 'bench_constant.wasm'}"
+max_requests_per_instance = 1
 
 [[routes]]
 path = "/fanout"
 handler = "{self.guests / 'mtls_probe.wasm'}"
+max_requests_per_instance = 1000
 """)
         hosts = ", ".join(f'"localhost:{up}"' for up, _ in self.upstreams.values())
         config = self.workdir / "edgemtls.toml"
@@ -502,7 +509,11 @@ http {{
                                        stats_upstream="keepalive", expect_cn=None)) if n_port else None,
             }, {"c": no_certs, "d": "the native proxy has one identity by design"})
 
-        self.scenario("per-request WebAssembly overhead (constant answer)", {
+        self.scenario("per-request WebAssembly overhead, fresh instance per request (max_requests_per_instance = 1)", {
+            "a": lambda: self.wrk(e_port, "/const-fresh", e_proc, 3, expect_cn=None),
+            "b": (lambda: self.wrk(n_port, "/const", n_proc, 3, expect_cn=None)) if n_port else None,
+        })
+        self.scenario("per-request WebAssembly overhead (constant answer, reused instances)", {
             "a": lambda: self.wrk(e_port, "/const", e_proc, 3, expect_cn=None),
             "b": (lambda: self.wrk(n_port, "/const", n_proc, 3, expect_cn=None)) if n_port else None,
             "c": (lambda: self.wrk(w_port, "/", w_proc, 3, expect_cn=None)) if w_port else None,

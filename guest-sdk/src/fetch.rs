@@ -302,7 +302,7 @@ impl Request {
         let headers = Fields::new();
         let full_length = self.body.len_hint();
         for (name, value) in &self.headers {
-            if crate::HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+            if crate::incoming::is_hop_by_hop(name, &self.headers)
                 || (full_length.is_some() && name.eq_ignore_ascii_case("content-length"))
             {
                 continue;

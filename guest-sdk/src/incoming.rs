@@ -139,11 +139,20 @@ pub const HOP_BY_HOP: &[&str] = &[
     "te", "trailer", "transfer-encoding", "upgrade", "host", "http2-settings",
 ];
 
+/// Whether `name` is hop-by-hop: one of [`HOP_BY_HOP`], or named by a `Connection` header
+/// among `headers` (RFC 9110 §7.6.1), so it must not be forwarded.
+pub(crate) fn is_hop_by_hop(name: &str, headers: &[(String, Vec<u8>)]) -> bool {
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        || headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("connection")).any(|(_, value)| {
+            String::from_utf8_lossy(value).split(',').any(|listed| listed.trim().eq_ignore_ascii_case(name))
+        })
+}
+
 fn send_response(response: Response, out: ResponseOutparam) {
     let headers = Fields::new();
     let full_length = response.body.len_hint();
     for (name, value) in &response.headers {
-        let skip = HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        let skip = is_hop_by_hop(name, &response.headers)
             // A body held in memory gets its own, exact length below.
             || (full_length.is_some() && name.eq_ignore_ascii_case("content-length"));
         if !skip {

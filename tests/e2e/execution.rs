@@ -155,3 +155,84 @@ async fn a_request_without_a_host_is_a_bad_request_and_costs_no_instance() -> an
     assert_eq!(metrics.instances_created("/probe"), 1);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_cut_off_by_the_deadline_ends_with_an_error_not_a_clean_end() -> anyhow::Result<()> {
+    let world = World::new()?;
+    world.add_cert("alpha", "alpha-client", &all_envs())?;
+    let upstream = world.upstream(true).await?;
+    let body = format!("[limits]\nrequest_timeout_ms = 500\n\n[[routes]]\npath = \"/probe\"\nhandler = \"{PROBE}\"\n");
+    let config = world.config(&body, upstream.addr())?;
+    let host = world.serve(&config, Environment::Development).await?;
+
+    // 1 GiB streamed through the guest cannot finish within 500 ms: the deadline cuts it.
+    let target = upstream_url(&upstream, "/big?bytes=1073741824");
+    let request = hyper::Request::get(format!("http://{}/probe", host.addr))
+        .header("x-target", &target)
+        .header("x-certificate", "alpha")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))?;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let response = client.request(request).await?;
+    assert_eq!(response.status(), 200, "the head was sent before the deadline");
+    assert!(response.headers().get("content-length").is_none(), "the body must be chunked for this test");
+    let mut body = response.into_body();
+    let mut received = 0usize;
+    let ended = loop {
+        use http_body_util::BodyExt;
+        match body.frame().await {
+            Some(Ok(frame)) => received += frame.data_ref().map(|d| d.len()).unwrap_or(0),
+            Some(Err(error)) => break Err(error),
+            None => break Ok(()),
+        }
+    };
+    assert!(ended.is_err(), "a cut-off body ended cleanly after {received} bytes");
+    assert!(received < 1 << 30, "the whole body arrived: the deadline did not cut it");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_reused_instance_presents_exactly_the_named_certificate_300_times() -> anyhow::Result<()> {
+    let world = World::new()?;
+    world.add_cert("alpha", "alpha-client", &all_envs())?;
+    world.add_cert("beta", "beta-client", &all_envs())?;
+    let upstream = world.upstream(false).await?;
+    let body = format!(
+        "[[routes]]\npath = \"/probe\"\nhandler = \"{PROBE}\"\nmax_requests_per_instance = 1000\n\n\
+         [[routes]]\npath = \"/users/:id\"\nhandler = \"{PROBE}\"\nmax_requests_per_instance = 1000\n"
+    );
+    let config = world.config(&body, upstream.addr())?;
+    let host = world.serve(&config, Environment::Development).await?;
+    let metrics = host.handle.app().metrics().clone();
+    let target = upstream_url(&upstream, "/who");
+
+    let names = [Some("alpha"), Some("beta"), None];
+    for i in 0..300 {
+        let name = names[i % 3];
+        let reply = host.probe(&target, name).await?;
+        assert_eq!(reply.status, 200, "request {i}: {}", reply.body);
+        let expected = match name {
+            Some("alpha") => "alpha-client",
+            Some(_) => "beta-client",
+            None => "",
+        };
+        assert_eq!(reply.headers["x-upstream-cn"], expected, "request {i} named {name:?}");
+    }
+    assert_eq!(metrics.instances_created("/probe"), 1, "300 sequential requests, one instance");
+    let seen = upstream.log().requests();
+    assert_eq!(seen.len(), 300);
+    for (i, request) in seen.iter().enumerate() {
+        let expected = names[i % 3].map(|n| format!("{n}-client"));
+        assert_eq!(request.client_cn, expected, "upstream request {i}");
+    }
+
+    // Route parameters belong to their request only.
+    let first = host.get("/users/7", &[("x-mode", "env"), ("x-var", "HOME")]).await?;
+    assert_eq!(first.status, 200);
+    for id in ["8", "9"] {
+        let reply = host.get(&format!("/users/{id}"), &[("x-mode", "param"), ("x-param", "id")]).await?;
+        assert_eq!(reply.body, id, "the parameter of an earlier request leaked");
+    }
+    assert_eq!(metrics.instances_created("/users/:id"), 1);
+    Ok(())
+}

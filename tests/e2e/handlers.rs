@@ -146,3 +146,40 @@ async fn fifty_mebibytes_stream_each_way_in_bounded_memory() -> anyhow::Result<(
     Ok(())
 }
 
+
+#[tokio::test]
+async fn url_forward_never_leaves_its_base_path_and_drops_connection_listed_headers() -> anyhow::Result<()> {
+    let world = World::new()?;
+    world.add_cert("alpha", "alpha-client", &all_envs())?;
+    let upstream = world.upstream(true).await?;
+    let base = upstream_url(&upstream, "/base");
+    let body = format!(
+        "[[routes]]\npath = \"/hdr\"\nhandler = \"url-forward\"\n[routes.options]\nbaseUrl = \"{base}\"\nmtlsCertificate = \"alpha\"\n"
+    );
+    let config = world.config(&body, upstream.addr())?;
+    let host = world.serve(&config, Environment::Development).await?;
+
+    // Dot segments resolve before routing; the upstream sees a path under its base.
+    let reply = host.get("/hdr/x/../y", &[]).await?;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()?["path"], "/base/hdr/y");
+
+    // Climbing out, or hiding the climb in encodings, is refused before anything is sent.
+    for path in ["/hdr/../../admin", "/hdr/..%2f..%2fadmin", "/hdr/%2e%2e/%2e%2e/admin", "/hdr/..%5c..%5cadmin"] {
+        let reply = host.get(path, &[]).await?;
+        assert_eq!(reply.status, 400, "{path}: {}", reply.body);
+        assert_eq!(reply.json()?["type"], "urn:edgemtls:problem:bad-path", "{path}");
+    }
+    // A route's prefix cannot be borrowed by a path that leaves it.
+    let reply = host.get("/hdr/../other", &[]).await?;
+    assert_eq!(reply.status, 404, "{}", reply.body);
+    assert_eq!(upstream.log().requests().len(), 1, "only the first request may reach the upstream");
+
+    // A header named in Connection is hop-by-hop: it is not forwarded.
+    let reply = host.get("/hdr/h", &[("connection", "x-internal-token"), ("x-internal-token", "secret"), ("x-kept", "1")]).await?;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let seen = reply.json()?["headers"].as_array().cloned().unwrap_or_default();
+    assert!(seen.iter().any(|h| h == "x-kept"), "{seen:?}");
+    assert!(!seen.iter().any(|h| h == "x-internal-token"), "a Connection-listed header was forwarded: {seen:?}");
+    Ok(())
+}

@@ -10,15 +10,15 @@ use crate::harness::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interleaved_identities_never_share_a_connection() -> anyhow::Result<()> {
     let world = World::new()?;
-    world.add_cert("cert_a", "client-a", &all_envs())?;
-    world.add_cert("cert_b", "client-b", &all_envs())?;
+    world.add_cert("ident_a", "client-a", &all_envs())?;
+    world.add_cert("ident_b", "client-b", &all_envs())?;
     // The upstream asks for a certificate but accepts none, so it can report "none" too.
     let upstream = world.upstream(false).await?;
     let config = world.config(&probe_routes("https://unused.invalid/"), upstream.addr())?;
     let host = Arc::new(world.serve(&config, Environment::Development).await?);
     let target = upstream_url(&upstream, "/isolation");
 
-    let identities = [(Some("cert_a"), "client-a"), (Some("cert_b"), "client-b"), (None, "none")];
+    let identities = [(Some("ident_a"), "client-a"), (Some("ident_b"), "client-b"), (None, "none")];
     let mut tasks = Vec::new();
     // 200 requests, interleaved, 8 at a time over keep-alive.
     for worker in 0..8 {

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod connections;
 mod environments;
 mod execution;
 mod failures;

@@ -235,7 +235,7 @@ fn create(
         record.name,
         record.id,
         env_list(&record),
-        m.subject,
+        printable(&m.subject),
         rfc3339(m.not_after),
         m.expiry_status(now),
         m.days_left(now)
@@ -299,8 +299,8 @@ fn test(
         show("connect:", report.connect_ms.map(|t| format!("{t} ms")));
         show("handshake:", report.handshake_ms.map(|t| format!("{t} ms ({})", report.tls_version.clone().unwrap_or_default())));
         show("cipher suite:", report.cipher_suite.clone());
-        show("server subject:", report.server_subject.clone());
-        show("server issuer:", report.server_issuer.clone());
+        show("server subject:", report.server_subject.as_deref().map(printable));
+        show("server issuer:", report.server_issuer.as_deref().map(printable));
         show("server expires:", report.server_not_after.clone());
         show("status:", report.status.map(|s| s.to_string()));
         show("total:", report.total_ms.map(|t| format!("{t} ms")));
@@ -451,7 +451,15 @@ fn print_table(records: &[CertificateRecord], now: OffsetDateTime, deployments: 
     print_rows(&["NAME", "ID", "ENVIRONMENTS", "STATUS", "EXPIRY", "SUBJECT CN", "IN USE"], &rows);
 }
 
+/// `text` with control characters (escape sequences, newlines) shown as escapes: names and
+/// subjects come from certificates, and must not forge lines or recolour a terminal.
+fn printable(text: &str) -> String {
+    text.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
+}
+
 fn print_rows(header: &[&str], rows: &[Vec<String>]) {
+    let rows: Vec<Vec<String>> = rows.iter().map(|row| row.iter().map(|cell| printable(cell)).collect()).collect();
+    let rows = &rows;
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -470,13 +478,13 @@ fn print_rows(header: &[&str], rows: &[Vec<String>]) {
 
 fn print_details(record: &CertificateRecord, now: OffsetDateTime, deployments: &[Deployment]) {
     let m = &record.metadata;
-    let sans = if m.sans.is_empty() { "-".to_string() } else { m.sans.join(", ") };
+    let sans = if m.sans.is_empty() { "-".to_string() } else { printable(&m.sans.join(", ")) };
     say!("name:         {}", record.name);
     say!("id:           {}", record.id);
     say!("environments: {}", env_list(record));
     say!("enabled:      {}", record.enabled);
-    say!("subject:      {}", m.subject);
-    say!("issuer:       {}", m.issuer);
+    say!("subject:      {}", printable(&m.subject));
+    say!("issuer:       {}", printable(&m.issuer));
     say!("serial:       {}", m.serial);
     say!("SANs:         {sans}");
     say!("key:          {} ({} bits)", m.key_type, m.key_bits);

@@ -17,8 +17,8 @@ pub enum PkiCommand {
         /// The CA's common name.
         #[arg(long, default_value = "edgemtls development CA")]
         cn: String,
-        /// Validity in days.
-        #[arg(long, default_value_t = 3650)]
+        /// Validity in days (1 to 36500).
+        #[arg(long, default_value_t = 3650, value_parser = clap::value_parser!(u32).range(1..=36500))]
         days: u32,
         /// Overwrite an existing CA in DIR.
         #[arg(long)]
@@ -41,8 +41,8 @@ pub enum PkiCommand {
         /// A subject alternative name (DNS name or IP address); repeatable.
         #[arg(long = "san", value_name = "HOST")]
         sans: Vec<String>,
-        /// Validity in days.
-        #[arg(long, default_value_t = 365)]
+        /// Validity in days (1 to 36500).
+        #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=36500))]
         days: u32,
         /// Overwrite existing files for this common name.
         #[arg(long)]

@@ -312,3 +312,21 @@ fn a_closed_pipe_ends_output_quietly() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn control_characters_in_a_certificate_are_shown_escaped_not_obeyed() -> Result<()> {
+    let sandbox = Sandbox::new()?;
+    let ca = TestCa::new("Escape CA")?;
+    let now = OffsetDateTime::now_utc();
+    let forged = "evil\nforged_row  cert_0000  production  enabled\u{1b}[2J";
+    let leaf = ca.sign(&client_params(forged, now - Duration::days(1), now + Duration::days(30))?, rcgen::KeyPair::generate()?)?;
+    let (cert, key) = leaf.write_pem_split(&sandbox, "evil")?;
+    sandbox.ok(sandbox.create_args("evil", &cert, Some(&key), &[]))?;
+
+    let listed = sandbox.ok(["cert", "list"])?;
+    ensure!(listed.lines().count() == 2, "the subject forged a row:\n{listed}");
+    ensure!(!listed.contains('\u{1b}') && listed.contains("\\n") && listed.contains("\\u{1b}"), "{listed}");
+    let shown = sandbox.ok(["cert", "show", "evil"])?;
+    ensure!(!shown.contains('\u{1b}') && !shown.contains("evil\nforged"), "{shown}");
+    Ok(())
+}

@@ -109,3 +109,13 @@ fn issue_refuses_to_overwrite_without_force() -> Result<()> {
     ensure!(std::fs::read(out_dir.join("svc.key"))? != key, "--force did not replace the key");
     Ok(())
 }
+
+#[test]
+fn a_validity_beyond_what_certificates_can_say_is_refused_in_plain_words() -> anyhow::Result<()> {
+    let sandbox = Sandbox::new()?;
+    let out = text(&sandbox.path("ca"));
+    let stderr = sandbox.fails(["pki", "init", "--out", &out, "--days", "3000000"], "3000000")?;
+    anyhow::ensure!(stderr.contains("1..=36500") && !stderr.contains("panicked"), "{stderr}");
+    anyhow::ensure!(!sandbox.path("ca").join("ca.pem").exists(), "nothing may be written");
+    Ok(())
+}

@@ -154,11 +154,24 @@ pub struct Limits {
     /// Handler instances (running or warm) the host holds at once; beyond it requests get 503
     /// with `Retry-After`. Default 1,000.
     pub max_instances: u32,
+    /// Time a client has to send a request's headers, and how long an idle keep-alive
+    /// connection is kept. Default 60 s (nginx: `client_header_timeout` 60 s).
+    pub header_timeout: Duration,
+    /// Open client connections; beyond it a new connection is answered 503 and closed.
+    /// Default 10,000.
+    pub max_connections: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { request_timeout: Duration::from_secs(30), memory_bytes: 128 << 20, max_outbound_requests: 32, max_instances: 1000 }
+        Self {
+            request_timeout: Duration::from_secs(30),
+            memory_bytes: 128 << 20,
+            max_outbound_requests: 32,
+            max_instances: 1000,
+            header_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+        }
     }
 }
 
@@ -218,6 +231,8 @@ struct LimitsToml {
     memory_mib: Option<u64>,
     max_outbound_requests: Option<u32>,
     max_instances: Option<u32>,
+    header_timeout_ms: Option<u64>,
+    max_connections: Option<u32>,
 }
 
 impl Config {
@@ -394,6 +409,12 @@ impl Config {
             max_instances: within("max_instances", raw.limits.max_instances.map(u64::from), 1..=10_000)?
                 .map(|n| n as u32)
                 .unwrap_or(defaults.max_instances),
+            header_timeout: within("header_timeout_ms", raw.limits.header_timeout_ms, 1..=3_600_000)?
+                .map(Duration::from_millis)
+                .unwrap_or(defaults.header_timeout),
+            max_connections: within("max_connections", raw.limits.max_connections.map(u64::from), 1..=1_000_000)?
+                .map(|n| n as u32)
+                .unwrap_or(defaults.max_connections),
         };
 
         Ok(Config { path: path.to_path_buf(), listen, admin_listen, vars, routes, upstreams, limits })

@@ -232,6 +232,7 @@ async fn answer(
     let path = request.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
     let method = request.method().to_string();
     let expected_cn = request.headers().get("x-expect-cn").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let header_names: Vec<String> = request.headers().keys().map(|name| name.as_str().to_string()).collect();
     // `?bytes=N` asks for an N-byte body; otherwise the body echoes what was seen.
     let size = request
         .uri()
@@ -268,7 +269,13 @@ async fn answer(
     let body = match size {
         Some(n) => RepeatBody { remaining: n }.boxed_unsync(),
         None => Full::new(Bytes::from(
-            serde_json::json!({ "client_cn": client_cn, "connection": connection, "path": path, "received_bytes": received })
+            serde_json::json!({
+                "client_cn": client_cn,
+                "connection": connection,
+                "path": path,
+                "received_bytes": received,
+                "headers": header_names,
+            })
                 .to_string(),
         ))
         .boxed_unsync(),

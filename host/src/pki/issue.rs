@@ -62,7 +62,7 @@ impl DevCa {
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let now = OffsetDateTime::now_utc();
         params.not_before = now - Duration::minutes(5);
-        params.not_after = now + Duration::days(i64::from(days));
+        params.not_after = valid_until(now, days)?;
         let cert = params.self_signed(&key).map_err(generate_error)?;
         Ok(Self { cert_pem: cert.pem(), key })
     }
@@ -105,7 +105,7 @@ impl DevCa {
     /// Issues a certificate and returns `(certificate chain PEM, private key PEM)`.
     pub fn issue(&self, options: &IssueOptions) -> Result<(String, String), PkiError> {
         let now = OffsetDateTime::now_utc();
-        self.issue_with_validity(options, now - Duration::minutes(5), now + Duration::days(i64::from(options.days)))
+        self.issue_with_validity(options, now - Duration::minutes(5), valid_until(now, options.days)?)
     }
 
     /// Like [`DevCa::issue`] with an explicit validity period (`options.days` is ignored), for
@@ -224,6 +224,13 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), PkiError> 
         let mut file = options.open(path).map_err(write_error)?;
         file.write_all(contents).map_err(write_error)
     }
+}
+
+/// `days` after `now`, or a plain error when that is past what certificates can say.
+fn valid_until(now: OffsetDateTime, days: u32) -> Result<OffsetDateTime, PkiError> {
+    now.checked_add(Duration::days(i64::from(days)))
+        .filter(|end| end.year() <= 9999)
+        .ok_or_else(|| PkiError::Generate(format!("a validity of {days} days ends after the year 9999; use fewer days")))
 }
 
 #[cfg(test)]

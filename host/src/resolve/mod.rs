@@ -56,6 +56,12 @@ pub enum ResolveError {
         /// When it becomes valid.
         not_before: OffsetDateTime,
     },
+    /// The stored key does not unseal.
+    #[error("certificate '{name}' cannot be used: its stored key does not unseal (another master key, or a damaged record); import it again under a new name")]
+    Damaged {
+        /// The name.
+        name: String,
+    },
 }
 
 impl ResolveError {
@@ -68,6 +74,7 @@ impl ResolveError {
             Self::NotInEnvironment { .. } => "certificate-not-in-environment",
             Self::Expired { .. } => "certificate-expired",
             Self::NotYetValid { .. } => "certificate-not-yet-valid",
+            Self::Damaged { .. } => "certificate-damaged",
         }
     }
 }
@@ -85,6 +92,23 @@ struct Entry {
     identity: Option<Arc<ClientIdentity>>,
     id: String,
     version: i64,
+    /// The stored key does not unseal: the name resolves to an error.
+    damaged: bool,
+}
+
+impl Entry {
+    fn damaged(record: &crate::store::CertificateRecord) -> Self {
+        Entry {
+            enabled: record.enabled,
+            environments: record.environments.clone(),
+            not_before: record.metadata.not_before,
+            not_after: record.metadata.not_after,
+            identity: None,
+            id: record.id.clone(),
+            version: record.version,
+            damaged: true,
+        }
+    }
 }
 
 /// One consistent view of the store, with the upstream trust its identities were built for.
@@ -92,6 +116,8 @@ struct Entry {
 pub struct Snapshot {
     generation: i64,
     entries: HashMap<String, Entry>,
+    /// Certificate ids, to the name they belong to: an id works wherever a name does.
+    ids: HashMap<String, String>,
     environment: Environment,
     trust: Arc<TrustProfiles>,
     anonymous: Arc<ClientIdentity>,
@@ -107,7 +133,10 @@ impl Snapshot {
     /// Resolves `name` as of `now`.
     pub fn resolve_at(&self, name: &str, now: OffsetDateTime) -> Result<Arc<ClientIdentity>, ResolveError> {
         let name_owned = || name.to_string();
-        let entry = self.entries.get(name).ok_or_else(|| ResolveError::NotFound { name: name_owned() })?;
+        let entry = self.entry(name).ok_or_else(|| ResolveError::NotFound { name: name_owned() })?;
+        if entry.damaged {
+            return Err(ResolveError::Damaged { name: name_owned() });
+        }
         if !entry.enabled {
             return Err(ResolveError::Disabled { name: name_owned() });
         }
@@ -123,9 +152,14 @@ impl Snapshot {
         entry.identity.clone().ok_or_else(|| ResolveError::Disabled { name: name_owned() })
     }
 
+    /// The entry for a name, or for an id.
+    fn entry(&self, reference: &str) -> Option<&Entry> {
+        self.entries.get(reference).or_else(|| self.ids.get(reference).and_then(|name| self.entries.get(name)))
+    }
+
     /// A warning when `name`'s certificate is within 14 days of expiry at `now`.
     pub fn expiry_warning(&self, name: &str, now: OffsetDateTime) -> Option<String> {
-        let entry = self.entries.get(name)?;
+        let entry = self.entry(name)?;
         let status = crate::pki::ExpiryStatus::at(entry.not_after, now);
         matches!(status, crate::pki::ExpiryStatus::Warning | crate::pki::ExpiryStatus::Critical).then(|| {
             format!("certificate '{name}' expires in {} days ({status})", (entry.not_after - now).whole_days())
@@ -349,7 +383,9 @@ fn load_snapshot(
     // Read the generation first: a write that lands during the load makes the next poll reload.
     let generation = store.generation()?;
     let mut entries = HashMap::new();
+    let mut ids = HashMap::new();
     for record in store.list()? {
+        ids.insert(record.id.clone(), record.name.clone());
         let usable = record.enabled && record.allows(environment);
         let reused = previous
             .and_then(|p| p.entries.get(&record.name))
@@ -359,7 +395,15 @@ fn load_snapshot(
             (false, _) => None,
             (true, Some(identity)) => Some(identity),
             (true, None) => {
-                let key = store.private_key(&record)?;
+                // One record that does not unseal costs its own name, not the whole store.
+                let key = match store.private_key(&record) {
+                    Ok(key) => key,
+                    Err(error) => {
+                        tracing::error!(certificate = %record.name, %error, "certificate cannot be used; the others are served");
+                        entries.insert(record.name.clone(), Entry::damaged(&record));
+                        continue;
+                    }
+                };
                 Some(Arc::new(ClientIdentity::with_certificate(
                     Certificate {
                         id: record.id.clone(),
@@ -382,6 +426,7 @@ fn load_snapshot(
                 identity,
                 id: record.id,
                 version: record.version,
+                damaged: false,
             },
         );
     }
@@ -391,11 +436,50 @@ fn load_snapshot(
         Some(previous) => previous.anonymous.clone(),
         None => Arc::new(ClientIdentity::anonymous(trust.clone())),
     };
-    Ok(Snapshot { generation, entries, environment, trust, anonymous })
+    Ok(Snapshot { generation, entries, ids, environment, trust, anonymous })
 }
 
 impl Drop for Resolver {
     fn drop(&mut self) {
         self.unregister();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
+mod tests {
+    use super::*;
+    use crate::pki::{DevCa, ImportRequest, IssueOptions, load_identity, validate_client_identity};
+    use crate::store::NewCertificate;
+
+    fn add(store: &mut Store, dir: &Path, ca: &DevCa, name: &str) -> anyhow::Result<String> {
+        let files = ca.issue_to(&IssueOptions { common_name: name.into(), server: false, sans: vec![], days: 30 }, dir)?;
+        let identity = load_identity(ImportRequest { cert_path: &files.cert, key_path: Some(&files.key), password: None })?;
+        let metadata = validate_client_identity(&identity, OffsetDateTime::now_utc())?;
+        Ok(store.create(NewCertificate { name: name.into(), environments: Environment::ALL.to_vec(), identity, metadata })?.id)
+    }
+
+    #[test]
+    fn an_id_resolves_like_its_name_and_a_damaged_record_costs_only_its_own_name() -> anyhow::Result<()> {
+        let tmp = tempfile::tempdir()?;
+        let ca = DevCa::generate("test ca", 30)?;
+        let dir = tmp.path().join("store");
+        let mut store = Store::open(&dir)?;
+        let good = add(&mut store, tmp.path(), &ca, "good")?;
+        let broken = add(&mut store, tmp.path(), &ca, "broken")?;
+        drop(store);
+        // Damage one sealed key on disk.
+        let db = rusqlite::Connection::open(dir.join("store.db"))?;
+        db.execute("UPDATE certificates SET key_sealed = zeroblob(64) WHERE id = ?1", [&broken])?;
+        drop(db);
+
+        let trust = Arc::new(TrustProfiles::new(&[])?);
+        let resolver = Resolver::open(&dir, Environment::Development, trust)?;
+        assert_eq!(resolver.resolve("good")?.name(), Some("good"));
+        assert_eq!(resolver.resolve(&good)?.name(), Some("good"), "an id resolves to its certificate");
+        let error = resolver.resolve("broken").unwrap_err();
+        assert!(matches!(error, ResolveError::Damaged { .. }), "{error}");
+        assert!(resolver.resolve(&broken).is_err());
+        Ok(())
     }
 }

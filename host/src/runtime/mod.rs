@@ -7,6 +7,7 @@
 //! it waits on the host, dropped) and its instance reclaimed.
 
 mod bindings;
+mod outcome;
 mod pool;
 mod state;
 
@@ -309,7 +310,9 @@ impl Runtime {
         };
 
         let (sender, receiver) = tokio::sync::oneshot::channel();
+        let (outcome_sender, outcome) = tokio::sync::oneshot::channel();
         let runtime = self.clone();
+        let route = handler.context.route.clone();
         let handler = handler.clone();
         let memory_limit = self.limits.memory_bytes;
         let task = tokio::spawn(async move {
@@ -319,13 +322,14 @@ impl Runtime {
             };
             instance.served += 1;
             let store = &mut instance.store;
-            store.data_mut().begin_request(config, deadline.into_std());
+            store.data_mut().begin_request(config, deadline.into_std(), outcome_sender);
             store.set_epoch_deadline(1);
             let mut http = store.data_mut().http();
             let request = match http.new_incoming_request(Scheme::Http, request) {
                 Ok(request) => request,
                 Err(error) => {
                     // The guest never saw it: the instance is as good as before.
+                    drop(instance.store.data_mut().end_request());
                     handler.pool.give_back(instance);
                     return Err(HandlerError::BadRequest(error.to_string()));
                 }
@@ -336,7 +340,11 @@ impl Runtime {
             // it (and its instance) here.
             match tokio::time::timeout_at(deadline, call).await {
                 Ok(Ok(())) => {
+                    let outcome = instance.store.data_mut().end_request();
                     handler.pool.give_back(instance);
+                    if let Some(outcome) = outcome {
+                        let _ = outcome.send(outcome::Outcome::Succeeded);
+                    }
                     Ok(())
                 }
                 Ok(Err(error)) => Err(classify_trap(&error, timeout, memory_limit)),
@@ -345,7 +353,7 @@ impl Runtime {
         });
 
         match tokio::time::timeout_at(deadline, receiver).await {
-            Ok(Ok(Ok(response))) => Ok(response),
+            Ok(Ok(Ok(response))) => Ok(response.map(|body| outcome::GuardedBody::wrap(body, outcome, &route))),
             Ok(Ok(Err(code))) => Err(HandlerError::Guest(code)),
             Ok(Err(_closed)) => match task.await {
                 Ok(Ok(())) => Err(HandlerError::NoResponse),

@@ -12,6 +12,7 @@ use wasmtime_wasi_http::p2::types::{HostFutureIncomingResponse, HostOutgoingRequ
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use super::bindings::outgoing;
+use super::outcome::Outcome;
 use crate::Environment;
 use crate::metrics::Metrics;
 use crate::resolve::{ResolveError, Resolver};
@@ -46,6 +47,18 @@ pub struct HostState {
     pub(super) limits: StoreLimits,
     /// When the current request must end: the epoch callback interrupts the guest then.
     pub(super) deadline: std::time::Instant,
+    /// Where the current request's outcome is reported (see `outcome.rs`).
+    outcome: Option<tokio::sync::oneshot::Sender<Outcome>>,
+}
+
+impl Drop for HostState {
+    /// The store is going away with a request unfinished: say so before the request's
+    /// resources (its response body among them) are dropped with the fields.
+    fn drop(&mut self) {
+        if let Some(outcome) = self.outcome.take() {
+            let _ = outcome.send(Outcome::Failed);
+        }
+    }
 }
 
 impl HostState {
@@ -71,18 +84,31 @@ impl HostState {
             config,
             limits: StoreLimitsBuilder::new().memory_size(memory_bytes).trap_on_grow_failure(true).build(),
             deadline: std::time::Instant::now(),
+            outcome: None,
         }
     }
 
     /// Starts a request on this instance: its options, its deadline, and a fresh outbound
     /// count and failure record.
-    pub(super) fn begin_request(&mut self, config: Arc<WasiConfigVariables>, deadline: std::time::Instant) {
+    pub(super) fn begin_request(
+        &mut self,
+        config: Arc<WasiConfigVariables>,
+        deadline: std::time::Instant,
+        outcome: tokio::sync::oneshot::Sender<Outcome>,
+    ) {
+        self.outcome = Some(outcome);
         self.config = config;
         self.deadline = deadline;
         self.hooks.sent = 0;
         self.hooks.next_identity = None;
         self.hooks.next_failure = None;
         self.hooks.failures.clear();
+    }
+
+    /// The handler returned: takes where to report that, to report it once the instance
+    /// is back in its pool.
+    pub(super) fn end_request(&mut self) -> Option<tokio::sync::oneshot::Sender<Outcome>> {
+        self.outcome.take()
     }
 }
 
@@ -192,9 +218,9 @@ fn certificate_error(error: ResolveError) -> outgoing::CertificateError {
         ResolveError::NotInEnvironment { name, .. } => E::NotInEnvironment(name),
         ResolveError::Expired { name, .. } => E::Expired(name),
         ResolveError::NotYetValid { name, .. } => E::NotYetValid(name),
-        // ResolveError is non_exhaustive; a new reason is still "cannot use this name".
-        #[allow(unreachable_patterns)]
-        _ => E::NotFound(String::new()),
+        // The WIT variant is fixed (a new case would break compiled guests): a record that
+        // does not unseal is "no usable certificate by this name"; the host log says why.
+        ResolveError::Damaged { name } => E::NotFound(name),
     }
 }
 
@@ -213,7 +239,13 @@ impl outgoing::Host for HostState {
             Ok(identity) => identity,
             Err(error) => {
                 let context = &self.hooks.context;
-                context.metrics.record_outbound(Some(&certificate), error.reason(), std::time::Duration::ZERO);
+                // A guest chooses the name: a name the store does not know shares one label, so
+                // made-up names cannot grow the metrics without bound.
+                let label = match &error {
+                    ResolveError::NotFound { .. } => "(unknown)",
+                    _ => certificate.as_str(),
+                };
+                context.metrics.record_outbound(Some(label), error.reason(), std::time::Duration::ZERO);
                 tracing::warn!(
                     target: "edgemtls::audit", route = %context.route, handler = %context.handler,
                     certificate = %certificate, environment = %context.environment,

@@ -2,6 +2,7 @@
 //! and turning failures into problem+json.
 
 mod admin;
+mod path;
 mod problem;
 mod router;
 
@@ -171,14 +172,19 @@ fn build_routes(
     let mut certificates = BTreeSet::new();
     for (name, origin) in names {
         match snapshot.resolve_at(&name, now) {
-            Ok(_) => {
+            Ok(identity) => {
                 if let Some(warning) = snapshot.expiry_warning(&name, now) {
                     warnings.push(format!("{origin}: {warning}"));
                 }
+                // Deployments list the certificate's name, also when the config used its id,
+                // so that delete and disable protection see it.
+                certificates.insert(identity.name().map(str::to_string).unwrap_or(name));
             }
-            Err(error) => problems.push(StartupProblem(format!("{origin}: {error}"))),
+            Err(error) => {
+                problems.push(StartupProblem(format!("{origin}: {error}")));
+                certificates.insert(name);
+            }
         }
-        certificates.insert(name);
     }
     problems.is_empty().then_some(Routes { router, certificates, version })
 }
@@ -363,9 +369,35 @@ impl App {
     }
 
     /// Answers one request.
-    pub async fn handle(self: Arc<Self>, request: hyper::Request<Incoming>) -> hyper::Response<HyperOutgoingBody> {
+    pub async fn handle(self: Arc<Self>, mut request: hyper::Request<Incoming>) -> hyper::Response<HyperOutgoingBody> {
         let started = Instant::now();
         let routes = self.routes();
+        // Routes and guests see the path with its dot segments resolved.
+        let normalized = match path::normalize(request.uri().path()) {
+            Ok(std::borrow::Cow::Borrowed(_)) => None,
+            Ok(std::borrow::Cow::Owned(normalized)) => Some(normalized),
+            Err(problem) => {
+                self.metrics.record_request("(none)", 400, started.elapsed());
+                return problem_response(hyper::StatusCode::BAD_REQUEST, "bad-path", "Bad request path", &problem.to_string());
+            }
+        };
+        if let Some(normalized) = normalized {
+            let path_and_query = match request.uri().query() {
+                Some(query) => format!("{normalized}?{query}"),
+                None => normalized,
+            };
+            let mut parts = request.uri().clone().into_parts();
+            parts.path_and_query = path_and_query.parse().ok();
+            match hyper::Uri::from_parts(parts) {
+                Ok(uri) => *request.uri_mut() = uri,
+                // Never route the unresolved path.
+                Err(_) => {
+                    self.metrics.record_request("(none)", 400, started.elapsed());
+                    return problem_response(hyper::StatusCode::BAD_REQUEST, "bad-path", "Bad request path", "the path cannot be normalized");
+                }
+            }
+        }
+        remove_connection_listed(request.headers_mut());
         let path = request.uri().path().to_string();
         let Some(found) = routes.router.route(&path) else {
             let response =
@@ -467,6 +499,17 @@ impl App {
     ) -> std::io::Result<()> {
         tokio::pin!(shutdown);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let limits = self.runtime.limits();
+        let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections as usize));
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        // Slow or idle clients do not hold a connection for ever: the headers of each request,
+        // and the next request on a keep-alive connection, must come within the timeout.
+        builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(limits.header_timeout);
+        builder
+            .http2()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(Some(Duration::from_secs(20)))
+            .keep_alive_timeout(Duration::from_secs(20));
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -481,16 +524,28 @@ impl App {
                 () = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
+            let Ok(permit) = connections.clone().try_acquire_owned() else {
+                tokio::spawn(shed(stream));
+                continue;
+            };
             let app = self.clone();
             let service = hyper::service::service_fn(move |request| {
                 let app = app.clone();
                 async move { Ok::<_, std::convert::Infallible>(app.handle(request).await) }
             });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-            let connection = graceful.watch(connection);
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            let header_timeout = limits.header_timeout;
             tokio::spawn(async move {
-                if let Err(error) = connection.await {
+                let _permit = permit;
+                // The protocol detection below waits for the first bytes without a timer: a
+                // connection that sends nothing is closed after the header timeout here.
+                let mut first = [0u8; 1];
+                if !matches!(tokio::time::timeout(header_timeout, stream.peek(&mut first)).await, Ok(Ok(1..))) {
+                    return;
+                }
+                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                if let Err(error) = watcher.watch(connection).await {
                     tracing::debug!(%peer, error = %error, "connection closed with an error");
                 }
             });
@@ -504,6 +559,29 @@ impl App {
         self.resolver.unregister();
         Ok(())
     }
+}
+
+/// Removes the headers a `Connection` header names: they are for this hop only (RFC 9110
+/// §7.6.1), and guests never see `Connection` itself to know it.
+fn remove_connection_listed(headers: &mut hyper::HeaderMap) {
+    let listed: Vec<hyper::header::HeaderName> = headers
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|token| hyper::header::HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+}
+
+/// Answers a connection over `max_connections` with a 503 and closes it.
+async fn shed(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+    tracing::debug!("connection limit reached; answering 503");
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(BUSY)).await;
 }
 
 /// Binds `addr` and serves `app` in the background; the handle stops it when dropped.

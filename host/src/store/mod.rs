@@ -56,6 +56,12 @@ pub enum StoreError {
         /// What is wrong.
         reason: String,
     },
+    /// The key file exists but is empty.
+    #[error("the master key file '{path}' is empty (a write was interrupted): restore it from your backup, or, if this store never held a certificate, delete the store directory and start again", path = path.display())]
+    EmptyKeyFile {
+        /// The key file.
+        path: PathBuf,
+    },
     /// The store was sealed with another master key.
     #[error("the master key from {key_source} does not match the store '{path}': it was sealed with another key (check {env} or the key file)", path = path.display(), env = MASTER_KEY_ENV)]
     WrongMasterKey {
@@ -240,27 +246,32 @@ impl Store {
             .optional()
             .map_err(db)?;
         let key_file = dir.join(KEY_FILE);
-        let (key, source) = match MasterKey::from_env_or_file(&key_file)? {
-            Some(found) => found,
-            None if key_check.is_none() => {
-                let (key, text) = MasterKey::generate()?;
-                crate::pki::write_private_file(&key_file, format!("{text}\n").as_bytes())
-                    .map_err(|e| StoreError::MasterKey { reason: e.to_string() })?;
-                (key, KeySource::File(key_file.clone()))
+        let found = match MasterKey::from_env_or_file(&key_file) {
+            // An empty key file in a store that never sealed anything is the trace of an
+            // interrupted first start (older versions wrote the file in place): replace it.
+            Err(StoreError::EmptyKeyFile { .. }) if key_check.is_none() => {
+                std::fs::remove_file(&key_file).map_err(|source| StoreError::Io { path: key_file.clone(), source })?;
+                None
             }
+            other => other?,
+        };
+        let (key, source) = match found {
+            Some(found) => found,
+            None if key_check.is_none() => MasterKey::create_file(&key_file)?,
             None => return Err(StoreError::MissingMasterKey { path, key_file }),
         };
-        match key_check {
-            Some(sealed) => {
-                if key.open(KEY_CHECK_CONTEXT, &sealed).is_none() {
-                    return Err(StoreError::WrongMasterKey { path, key_source: source });
-                }
-            }
+        let key_check = match key_check {
+            Some(sealed) => sealed,
             None => {
                 let sealed = key.seal(KEY_CHECK_CONTEXT, b"ok")?;
                 conn.execute("INSERT OR IGNORE INTO store_meta (key, value) VALUES ('key_check', ?1)", [sealed])
                     .map_err(db)?;
+                // Another process may have recorded its key first: check against what is there.
+                conn.query_row("SELECT value FROM store_meta WHERE key = 'key_check'", [], |r| r.get(0)).map_err(db)?
             }
+        };
+        if key.open(KEY_CHECK_CONTEXT, &key_check).is_none() {
+            return Err(StoreError::WrongMasterKey { path, key_source: source });
         }
         Ok(Self { conn, path, key })
     }
@@ -305,11 +316,13 @@ impl Store {
         let path = self.path.clone();
         let db = |source| StoreError::Database { path: path.clone(), source };
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
-        let taken: bool = tx
-            .query_row("SELECT EXISTS(SELECT 1 FROM certificates WHERE name = ?1)", [&new.name], |r| r.get(0))
+        // Names differ by more than case: `Billing` next to `billing` is a mistake waiting.
+        let taken: Option<String> = tx
+            .query_row("SELECT name FROM certificates WHERE lower(name) = lower(?1)", [&new.name], |r| r.get(0))
+            .optional()
             .map_err(db)?;
-        if taken {
-            return Err(StoreError::NameTaken(new.name));
+        if let Some(existing) = taken {
+            return Err(StoreError::NameTaken(existing));
         }
         tx.execute(
             "INSERT INTO certificates (id, name, environments, enabled, chain_pem, key_sealed, metadata, not_after, created_at, updated_at)
@@ -619,9 +632,31 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(db)?;
     // WAL lets a running host read while the CLI writes; the timeout makes writers queue.
     conn.busy_timeout(Duration::from_secs(5)).map_err(db)?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
+    use_wal(&conn).map_err(db)?;
     conn.pragma_update(None, "synchronous", "NORMAL").map_err(db)?;
     Ok(conn)
+}
+
+/// Puts the database in WAL mode (it stays so, in the file). Switching needs an exclusive
+/// lock and SQLite reports a busy database at once instead of waiting on the busy timeout,
+/// which happens when several processes open a new store together: retry for as long.
+fn use_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+        if mode.eq_ignore_ascii_case("wal") {
+            return Ok(());
+        }
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Ok(()) => return Ok(()),
+            Err(rusqlite::Error::SqliteFailure(error, _))
+                if error.code == rusqlite::ErrorCode::DatabaseBusy && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
@@ -633,7 +668,9 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     if version == SCHEMA_VERSION {
         return Ok(());
     }
-    let mut conn_tx = conn.unchecked_transaction().map_err(db)?;
+    // IMMEDIATE: take the write lock first, so two processes migrating a new store queue
+    // on the busy timeout instead of one failing on a lock upgrade.
+    let mut conn_tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(db)?;
     conn_tx.set_drop_behavior(rusqlite::DropBehavior::Rollback);
     // Re-read inside the transaction: another process may have migrated meanwhile.
     let version: i64 = conn_tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(db)?;

@@ -29,6 +29,9 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     if let Some(bad) = chars.find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '$')) {
         return Err(format!("'{bad}' is not allowed; use letters, digits, '_' and '$' (a JavaScript identifier)"));
     }
+    if name.len() >= 5 && name[..5].eq_ignore_ascii_case("cert_") {
+        return Err("names starting with 'cert_' are reserved: certificate ids look like that".into());
+    }
     if RESERVED.contains(&name) {
         return Err(format!("'{name}' is a reserved word in JavaScript"));
     }
@@ -51,6 +54,8 @@ mod tests {
             ("billing-api", "'-' is not allowed"),
             ("class", "reserved"),
             (&"a".repeat(65), "at most 64"),
+            ("cert_0123abcd", "reserved: certificate ids"),
+            ("CERT_x", "reserved: certificate ids"),
         ] {
             let err = validate_name(bad).unwrap_err();
             assert!(err.contains(why), "{bad}: {err}");

@@ -67,6 +67,45 @@ impl MasterKey {
         Ok((key, STANDARD.encode(bytes)))
     }
 
+    /// Makes a new key and publishes it as `key_file` (mode 0600) in one step: the file is
+    /// written whole under a temporary name and linked into place, which fails if the file
+    /// exists. So a reader never sees a partial key, and when several processes open a new
+    /// store at once, one key wins and every process uses it.
+    pub fn create_file(key_file: &Path) -> Result<(Self, KeySource), StoreError> {
+        let (key, text) = Self::generate()?;
+        let mut suffix = [0u8; 8];
+        SystemRandom::new()
+            .fill(&mut suffix)
+            .map_err(|_| StoreError::MasterKey { reason: "the system random generator failed".into() })?;
+        let temporary = key_file.with_file_name(format!(
+            ".{}.{}-{}",
+            key_file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            std::process::id(),
+            suffix.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ));
+        let io = |source| StoreError::Io { path: key_file.to_path_buf(), source };
+        crate::pki::write_private_file(&temporary, format!("{text}\n").as_bytes())
+            .map_err(|e| StoreError::MasterKey { reason: e.to_string() })?;
+        let linked = std::fs::hard_link(&temporary, key_file);
+        let _ = std::fs::remove_file(&temporary);
+        match linked {
+            Ok(()) => {
+                // The new name must survive a crash too.
+                if let Some(dir) = key_file.parent() {
+                    let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+                }
+                Ok((key, KeySource::File(key_file.to_path_buf())))
+            }
+            // Another process published its key first: use that one.
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                let text = std::fs::read_to_string(key_file).map_err(io)?;
+                let source = KeySource::File(key_file.to_path_buf());
+                Ok((Self::from_base64(&text, &source)?, source))
+            }
+            Err(error) => Err(io(error)),
+        }
+    }
+
     /// Reads the key from `EDGEMTLS_MASTER_KEY`, or from `key_file` if that exists.
     /// Returns `None` when neither is there.
     pub fn from_env_or_file(key_file: &Path) -> Result<Option<(Self, KeySource)>, StoreError> {
@@ -75,6 +114,7 @@ impl MasterKey {
             return Ok(Some((Self::from_base64(&text, &source)?, source)));
         }
         match std::fs::read_to_string(key_file) {
+            Ok(text) if text.trim().is_empty() => Err(StoreError::EmptyKeyFile { path: key_file.to_path_buf() }),
             Ok(text) => {
                 let source = KeySource::File(key_file.to_path_buf());
                 Ok(Some((Self::from_base64(&text, &source)?, source)))

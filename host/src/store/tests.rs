@@ -31,6 +31,9 @@ fn create_find_update_delete_and_generation() -> anyhow::Result<()> {
 
     let err = store.create(new_cert(tmp.path(), &ca, "billing_api")?).unwrap_err();
     assert!(matches!(err, StoreError::NameTaken(_)), "{err}");
+    // Names differ by more than case; the error names the one that exists.
+    let err = store.create(new_cert(tmp.path(), &ca, "Billing_API")?).unwrap_err();
+    assert!(err.to_string().contains("'billing_api' already exists"), "{err}");
 
     let updated = store.set_environments("billing_api", &[Environment::Preview, Environment::Production])?;
     assert_eq!(updated.environments, vec![Environment::Preview, Environment::Production]);
@@ -92,5 +95,63 @@ fn key_file_and_database_are_private() -> anyhow::Result<()> {
         let mode = std::fs::metadata(dir.join(file))?.permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{file}");
     }
+    Ok(())
+}
+
+#[test]
+fn concurrent_first_use_of_a_new_store_loses_no_key() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let ca = DevCa::generate("test ca", 30)?;
+    const TRIALS: usize = 50;
+    const WRITERS: usize = 4;
+    for trial in 0..TRIALS {
+        let dir = tmp.path().join(format!("store-{trial}"));
+        let certs: Vec<NewCertificate> =
+            (0..WRITERS).map(|n| new_cert(tmp.path(), &ca, &format!("c{n}"))).collect::<anyhow::Result<_>>()?;
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(WRITERS));
+        let writers: Vec<_> = certs
+            .into_iter()
+            .map(|cert| {
+                let dir = dir.clone();
+                let barrier = barrier.clone();
+                std::thread::spawn(move || -> Result<String, StoreError> {
+                    barrier.wait();
+                    let mut store = Store::open(&dir)?;
+                    Ok(store.create(cert)?.name)
+                })
+            })
+            .collect();
+        for writer in writers {
+            let result = writer.join().map_err(|_| anyhow::anyhow!("a writer panicked"))?;
+            assert!(result.is_ok(), "trial {trial}: {}", result.unwrap_err());
+        }
+        // Every key unseals with the key file that is left.
+        let store = Store::open(&dir)?;
+        let records = store.list()?;
+        assert_eq!(records.len(), WRITERS, "trial {trial}");
+        for record in &records {
+            store.private_key(record).map_err(|e| anyhow::anyhow!("trial {trial}: {}: {e}", record.name))?;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn an_empty_key_file_is_replaced_in_a_new_store_and_explained_in_a_used_one() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let ca = DevCa::generate("test ca", 30)?;
+    // A new store whose first start was interrupted after creating the file.
+    let fresh = tmp.path().join("fresh");
+    std::fs::create_dir_all(&fresh)?;
+    std::fs::write(fresh.join(KEY_FILE), "")?;
+    let mut store = Store::open(&fresh)?;
+    let record = store.create(new_cert(tmp.path(), &ca, "a")?)?;
+    store.private_key(&record)?;
+
+    // A store that sealed keys, whose key file was emptied: a clear error, nothing changed.
+    std::fs::write(fresh.join(KEY_FILE), "")?;
+    let error = Store::open(&fresh).unwrap_err();
+    assert!(matches!(error, StoreError::EmptyKeyFile { .. }), "{error}");
+    assert!(error.to_string().contains("is empty") && error.to_string().contains("restore it"), "{error}");
     Ok(())
 }

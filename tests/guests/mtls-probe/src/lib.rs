@@ -2,7 +2,8 @@
 //! - `x-target`: the URL to fetch; `x-certificate`: the certificate name (absent: none);
 //!   `x-expect-cn` is forwarded so the upstream can check what it saw;
 //! - `x-mode`: `trap` (panic), `spin` (loop forever), `oom` (allocate without bound),
-//!   `flood` (fetch `x-target` 1000 times), `env` (answer with variable `x-var`).
+//!   `flood` (fetch `x-target` 1000 times), `env` (answer with variable `x-var`), `param`
+//!   (answer with route parameter `x-param`).
 
 use edgemtls_guest::{IncomingRequest, Request, Response};
 
@@ -24,6 +25,11 @@ impl edgemtls_guest::Handler for Probe {
                     hoard.push(vec![1u8; 1 << 20]);
                     std::hint::black_box(&hoard);
                 }
+            }
+            Some("param") => {
+                let name = request.header("x-param").unwrap_or_default();
+                let value = edgemtls_guest::config(&format!("params.{name}")).unwrap_or_else(|| "<unset>".into());
+                Response::new(200).with_body(value)
             }
             Some("env") => {
                 let name = request.header("x-var").unwrap_or_default();

@@ -1,0 +1,76 @@
+//! A response body that ends with an error when its handler failed, so a client never takes
+//! a cut-off answer for a whole one.
+//!
+//! wasmtime-wasi-http ends an outgoing body cleanly when the guest's store is dropped before
+//! the guest finished the body (a trap, the deadline), exactly as if the guest had finished
+//! it. Each request therefore gets an outcome that the store reports: `Succeeded` once the
+//! handler returned and its instance is back in the pool, and `Failed` from `HostState`'s
+//! `Drop`, which runs before the store's resources (and the body's finish channel) are
+//! dropped. The body's end waits for it: a response is complete when its handler succeeded,
+//! and a client that sends its next request then finds the instance free.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::sync::oneshot;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+/// How the request's handler ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// The handler returned normally.
+    Succeeded,
+    /// The handler trapped, ran out of time, or its instance was dropped mid-request.
+    Failed,
+}
+
+/// A response body that turns a clean end into an error when the handler failed.
+pub(super) struct GuardedBody {
+    inner: HyperOutgoingBody,
+    /// `None` once read.
+    outcome: Option<oneshot::Receiver<Outcome>>,
+    route: String,
+}
+
+impl GuardedBody {
+    pub(super) fn wrap(inner: HyperOutgoingBody, outcome: oneshot::Receiver<Outcome>, route: &str) -> HyperOutgoingBody {
+        use http_body_util::BodyExt;
+        GuardedBody { inner, outcome: Some(outcome), route: route.to_string() }.boxed_unsync()
+    }
+}
+
+impl Body for GuardedBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.outcome.is_some() {
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Ready(None) => {}
+                other => return other,
+            }
+        }
+        // The guest's body ended: it is whole only if the handler succeeded.
+        let Some(outcome) = self.outcome.as_mut() else { return Poll::Ready(None) };
+        let succeeded = match Pin::new(outcome).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(result) => result == Ok(Outcome::Succeeded),
+        };
+        self.outcome = None;
+        if succeeded {
+            return Poll::Ready(None);
+        }
+        tracing::warn!(route = %self.route, "the handler failed after its response started: the response is cut off");
+        Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpProtocolError)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.outcome.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

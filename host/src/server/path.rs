@@ -1,0 +1,83 @@
+//! Request paths as routes and upstreams must see them: without dot segments, and without
+//! encodings that a later decoder could turn into them.
+//!
+//! `/public/../admin` must neither match the route `/public` nor reach an upstream as a path
+//! that escapes `baseUrl`'s prefix once the upstream resolves it. The host resolves `.` and
+//! `..` before routing (RFC 3986 §5.2.4) and refuses what it cannot resolve safely: a `..`
+//! above the root, and percent-encoded `/`, `\` or `.` (which upstreams decode differently).
+
+/// Why a path was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathProblem {
+    /// `..` would leave the root.
+    #[error("the path '{0}' climbs above the root with '..'")]
+    AboveRoot(String),
+    /// An encoded separator or dot that upstreams may decode into one.
+    #[error("the path '{0}' contains an encoded '/', '\\' or '.' (%2F, %5C, %2E); send it unencoded")]
+    EncodedSeparator(String),
+    /// A backslash, which some servers treat as a separator.
+    #[error("the path '{0}' contains a backslash")]
+    Backslash(String),
+}
+
+/// The path with dot segments resolved, or why it is refused. Paths that need no change
+/// come back borrowed.
+pub fn normalize(path: &str) -> Result<std::borrow::Cow<'_, str>, PathProblem> {
+    let lower = path.to_ascii_lowercase();
+    if ["%2f", "%5c", "%2e"].iter().any(|encoded| lower.contains(encoded)) {
+        return Err(PathProblem::EncodedSeparator(path.to_string()));
+    }
+    if path.contains('\\') {
+        return Err(PathProblem::Backslash(path.to_string()));
+    }
+    if !path.split('/').any(|segment| segment == "." || segment == "..") {
+        return Ok(std::borrow::Cow::Borrowed(path));
+    }
+    let mut segments: Vec<&str> = Vec::new();
+    let mut parts = path.split('/').skip(1).peekable();
+    while let Some(segment) = parts.next() {
+        let last = parts.peek().is_none();
+        match segment {
+            "." => {
+                if last {
+                    segments.push("");
+                }
+            }
+            ".." => {
+                if segments.pop().is_none() {
+                    return Err(PathProblem::AboveRoot(path.to_string()));
+                }
+                if last {
+                    segments.push("");
+                }
+            }
+            other => segments.push(other),
+        }
+    }
+    Ok(std::borrow::Cow::Owned(format!("/{}", segments.join("/"))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments_resolve_and_clean_paths_are_untouched() {
+        assert_eq!(normalize("/api/users/7").unwrap(), "/api/users/7");
+        assert!(matches!(normalize("/api/users/7").unwrap(), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(normalize("/public/../admin").unwrap(), "/admin");
+        assert_eq!(normalize("/a/./b/").unwrap(), "/a/b/");
+        assert_eq!(normalize("/a/b/..").unwrap(), "/a/");
+        assert_eq!(normalize("/a/b/.").unwrap(), "/a/b/");
+        assert_eq!(normalize("/").unwrap(), "/");
+    }
+
+    #[test]
+    fn escapes_and_encodings_are_refused() {
+        assert!(matches!(normalize("/hdr/../../admin"), Err(PathProblem::AboveRoot(_))));
+        assert!(matches!(normalize("/hdr/..%2f..%2fadmin"), Err(PathProblem::EncodedSeparator(_))));
+        assert!(matches!(normalize("/hdr/%2E%2E/admin"), Err(PathProblem::EncodedSeparator(_))));
+        assert!(matches!(normalize("/hdr/..%5cadmin"), Err(PathProblem::EncodedSeparator(_))));
+        assert!(matches!(normalize("/hdr\\..\\admin"), Err(PathProblem::Backslash(_))));
+    }
+}

@@ -1,0 +1,88 @@
+//! Callers that hold connections: slow headers and idle keep-alive connections are closed
+//! after the header timeout, and connections beyond `max_connections` get a 503.
+
+use std::time::{Duration, Instant};
+
+use edgemtls_host::Environment;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::harness::*;
+
+/// Reads until the server closes the connection; returns what it sent. Fails after 30 s.
+async fn read_until_closed(stream: &mut TcpStream) -> anyhow::Result<String> {
+    let mut received = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut buffer = [0u8; 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Ok(String::from_utf8_lossy(&received).into_owned()),
+            Ok(Ok(n)) => received.extend_from_slice(&buffer[..n]),
+            Err(_) => anyhow::bail!("the connection was still open after 30 s"),
+        }
+    }
+}
+
+fn config(world: &World, limits: &str) -> anyhow::Result<std::path::PathBuf> {
+    world.config_raw(&format!("[limits]\n{limits}\n\n[[routes]]\npath = \"/probe\"\nhandler = \"{PROBE}\"\n"))
+}
+
+#[tokio::test]
+async fn slow_headers_and_idle_connections_are_closed_after_the_header_timeout() -> anyhow::Result<()> {
+    let world = World::new()?;
+    let host = world.serve(&config(&world, "header_timeout_ms = 300")?, Environment::Development).await?;
+
+    // Slowloris: a request line and one header, then nothing.
+    let mut slow = TcpStream::connect(host.addr).await?;
+    slow.write_all(b"GET /probe HTTP/1.1\r\nHost: x\r\n").await?;
+    // Idle: connected, silent.
+    let mut idle = TcpStream::connect(host.addr).await?;
+    // Keep-alive: one request answered, then silence.
+    let mut kept = TcpStream::connect(host.addr).await?;
+    kept.write_all(b"GET /probe HTTP/1.1\r\nHost: x\r\nx-mode: env\r\nx-var: HOME\r\n\r\n").await?;
+
+    read_until_closed(&mut slow).await?;
+    read_until_closed(&mut idle).await?;
+    let answered = read_until_closed(&mut kept).await?;
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    // And the host still serves.
+    assert_eq!(host.get("/probe", &[("x-mode", "env"), ("x-var", "HOME")]).await?.status, 200);
+    Ok(())
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_get_503_and_the_rest_are_served() -> anyhow::Result<()> {
+    let world = World::new()?;
+    let host = world.serve(&config(&world, "max_connections = 3")?, Environment::Development).await?;
+
+    // Three connections, each proven open by an answered request.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut stream = TcpStream::connect(host.addr).await?;
+        stream.write_all(b"GET /probe HTTP/1.1\r\nHost: x\r\nx-mode: env\r\nx-var: HOME\r\n\r\n").await?;
+        let mut buffer = [0u8; 12];
+        stream.read_exact(&mut buffer).await?;
+        assert_eq!(&buffer, b"HTTP/1.1 200");
+        held.push(stream);
+    }
+    let mut fourth = TcpStream::connect(host.addr).await?;
+    let answer = read_until_closed(&mut fourth).await?;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("retry-after: 1"), "{answer}");
+
+    // Once one closes, new connections are served again.
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut stream = TcpStream::connect(host.addr).await?;
+        stream.write_all(b"GET /probe HTTP/1.1\r\nHost: x\r\nx-mode: env\r\nx-var: HOME\r\nConnection: close\r\n\r\n").await?;
+        let answer = read_until_closed(&mut stream).await?;
+        if answer.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still refused 30 s after a connection closed: {answer}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
