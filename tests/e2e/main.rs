@@ -5,6 +5,7 @@
 mod harness;
 
 mod connections;
+mod egress;
 mod environments;
 mod execution;
 mod failures;

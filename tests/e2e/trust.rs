@@ -115,7 +115,7 @@ async fn ca_bundle_of_another_ca_is_refused_and_the_issuing_ca_is_trusted() -> a
     assert_refused(&reply, &upstream, before, "upstream-unknown-issuer", "server cert from a CA not in ca_bundle")?;
 
     // No entry at all: only the public web roots, which do not include it either.
-    let config = world.config_raw(&probe_routes("https://unused.invalid/"))?;
+    let config = world.config_raw(&format!("[[routes]]\npath = \"/probe\"\nhandler = \"{PROBE}\"\nallowed_outbound_hosts = [\"*\"]\n"))?;
     let host = world.serve(&config, Environment::Development).await?;
     let before = Seen::of(&upstream);
     let reply = host.probe(&upstream_url(&upstream, "/no-entry"), Some(CLIENT)).await?;
@@ -264,9 +264,10 @@ async fn the_star_entry_sets_trust_for_every_upstream_not_listed() -> anyhow::Re
     let upstream = world.upstream(true).await?;
     let target = upstream_url(&upstream, "/default");
     // No entry: the dev CA is not trusted, the handshake fails before any request.
-    world.config_raw(&probe_routes("https://unused.invalid/"))?;
+    world.config_raw(&format!("[[routes]]\npath = \"/probe\"\nhandler = \"{PROBE}\"\nallowed_outbound_hosts = [\"*\"]\n"))?;
     let host = world.serve(&world.path().join("edgemtls.toml"), Environment::Production).await?;
-    assert_ne!(host.probe(&target, Some(CLIENT)).await?.status, 200);
+    let reply = host.probe(&target, Some(CLIENT)).await?;
+    assert_eq!(reply.json()?["reason"], "upstream-unknown-issuer", "{}", reply.body);
     assert!(upstream.log().requests().is_empty());
     drop(host);
 

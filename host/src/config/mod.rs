@@ -9,7 +9,9 @@ use serde::Deserialize;
 
 use crate::Environment;
 
+mod egress;
 mod options;
+pub use egress::{Egress, HostPattern};
 pub use options::{CertificateReference, certificate_references, option_problems};
 
 /// Why a config file was refused. Every message names the file.
@@ -82,6 +84,9 @@ pub struct Route {
     pub certificates: Vec<String>,
     /// How the route's instances are reused.
     pub reuse: Reuse,
+    /// Where its handler may send requests (`allowed_outbound_hosts`); `None`: what the
+    /// route's options and `[[upstreams]]` name.
+    pub allowed_outbound_hosts: Option<Vec<HostPattern>>,
 }
 
 /// How a route reuses its instances between requests (one request at a time each).
@@ -209,6 +214,7 @@ struct RouteToml {
     max_requests_per_instance: Option<u32>,
     idle_timeout_ms: Option<u64>,
     max_idle_instances: Option<u32>,
+    allowed_outbound_hosts: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -327,6 +333,16 @@ impl Config {
                 }
                 reuse.max_idle_instances = count;
             }
+            let allowed_outbound_hosts = match route.allowed_outbound_hosts {
+                None => None,
+                Some(entries) => Some(
+                    entries
+                        .iter()
+                        .enumerate()
+                        .map(|(n, entry)| HostPattern::parse(entry).map_err(|reason| invalid(key(&format!("allowed_outbound_hosts[{n}]")), reason)))
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
+            };
             routes.push(Route {
                 path,
                 handler: route.handler,
@@ -334,6 +350,7 @@ impl Config {
                 options,
                 certificates: route.certificates,
                 reuse,
+                allowed_outbound_hosts,
             });
         }
 

@@ -35,6 +35,8 @@ pub struct RouteContext {
     /// The config version this route belongs to; held by every request running on it, so a
     /// reload knows when they have all finished.
     pub version: Arc<crate::drain::Version>,
+    /// Where the route's handler may send requests.
+    pub egress: crate::config::Egress,
 }
 
 /// Everything one instance owns; the per-request part is reset by [`HostState::begin_request`].
@@ -170,6 +172,18 @@ impl WasiHttpHooks for OutboundHooks {
                 FailureReason::OutboundLimit,
                 format!("this handler may send at most {max} outbound requests per invocation (limits.max_outbound_requests)"),
             );
+            let code = failure.error_code();
+            let _ = slot.set(failure);
+            return Box::new(async move { Err(code) });
+        }
+        if let Err(message) = self.context.egress.check(request.uri()) {
+            let context = &self.context;
+            tracing::warn!(
+                target: "edgemtls::audit", route = %context.route, handler = %context.handler,
+                certificate = identity.name(), environment = %context.environment, upstream = %request.uri(),
+                reason = "egress-denied", error = %message, "outbound request refused");
+            context.metrics.record_outbound(identity.name(), "egress-denied", std::time::Duration::ZERO);
+            let failure = UpstreamFailure::new(FailureReason::EgressDenied, message);
             let code = failure.error_code();
             let _ = slot.set(failure);
             return Box::new(async move { Err(code) });

@@ -25,6 +25,7 @@ use crate::config::{Config, certificate_references, option_problems};
 use crate::metrics::Metrics;
 use crate::drain;
 use crate::resolve::{Resolver, Snapshot};
+use crate::config::Egress;
 use crate::runtime::{HandlerError, RouteContext, Runtime};
 use crate::store::Deployment;
 use crate::upstream::TrustProfiles;
@@ -153,6 +154,10 @@ fn build_routes(
         for reference in certificate_references(route, &options, &declared, &vars) {
             names.insert((reference.name, reference.origin));
         }
+        let egress = Egress::for_route(route.allowed_outbound_hosts.as_deref(), options.values(), &config.upstreams);
+        if egress.allows_everything() {
+            warnings.push(format!("route '{}': allowed_outbound_hosts = [\"*\"] lets its handler call any upstream", route.path));
+        }
         match runtime.load_source(&route.component) {
             Ok(pre) => {
                 let context = Arc::new(RouteContext {
@@ -162,6 +167,7 @@ fn build_routes(
                     handler: route.handler.clone(),
                     environment,
                     version: version.clone(),
+                    egress: egress.clone(),
                 });
                 router.add(&route.path, runtime.handler(pre, context, &options, &vars, route.reuse));
             }
@@ -485,7 +491,10 @@ impl App {
         self.register(listen);
         self.resolver.watch(STORE_POLL_INTERVAL);
         if let Some(admin) = admin {
-            tracing::info!(addr = %admin.local_addr()?, "admin endpoints: /healthz, /metrics, POST /reload");
+            let addr = admin.local_addr()?;
+            // The host's own guests may never call its admin endpoints.
+            crate::upstream::forbid_admin_listener(addr);
+            tracing::info!(%addr, "admin endpoints: /healthz, /metrics, POST /reload");
             tokio::spawn(admin::serve(self.clone(), admin));
         }
         Ok(())

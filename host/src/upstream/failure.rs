@@ -52,6 +52,8 @@ pub enum FailureReason {
     ResponseTimeout,
     /// The handler sent more outbound requests than its limit.
     OutboundLimit,
+    /// The route may not call this upstream (`allowed_outbound_hosts`, or a forbidden address).
+    EgressDenied,
     /// The request could not be sent as given (URL, headers).
     InvalidRequest,
     /// Anything else.
@@ -80,6 +82,7 @@ impl FailureReason {
             Self::ConnectionLost => "connection-lost",
             Self::ResponseTimeout => "response-timeout",
             Self::OutboundLimit => "outbound-limit",
+            Self::EgressDenied => "egress-denied",
             Self::InvalidRequest => "invalid-request",
             Self::Other => "upstream-error",
         }
@@ -167,6 +170,7 @@ impl UpstreamFailure {
             FailureReason::ConnectionLost => Code::ConnectionTerminated,
             FailureReason::ResponseTimeout => Code::HttpResponseTimeout,
             FailureReason::InvalidRequest => Code::HttpRequestUriInvalid,
+            FailureReason::EgressDenied => Code::HttpRequestDenied,
             FailureReason::OutboundLimit | FailureReason::Other => Code::InternalError(Some(self.message.clone())),
         }
     }
@@ -186,6 +190,12 @@ pub fn classify(error: &(dyn std::error::Error + 'static), attempt: &Attempt<'_>
         if let Some(io) = current.downcast_ref::<std::io::Error>() {
             if let Some(tls) = io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
                 return from_tls(tls, attempt);
+            }
+            if let Some(forbidden) = io.get_ref().and_then(|inner| inner.downcast_ref::<super::ForbiddenPeer>()) {
+                return UpstreamFailure::new(
+                    FailureReason::EgressDenied,
+                    format!("{} is {}, which {}; handlers may never call it", attempt.authority, forbidden.peer, forbidden.why),
+                );
             }
             use std::io::ErrorKind;
             let authority = attempt.authority;

@@ -5,9 +5,9 @@
 //! one certificate is never reused for a request that named another one, or none: the bug
 //! class of proxies that pool by `host:port` alone.
 
+mod connector;
 mod failure;
 mod probe;
-mod recording;
 mod trust;
 
 use std::sync::{Arc, OnceLock};
@@ -18,10 +18,11 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use recording::{LastTlsError, RecordingConnector};
+use connector::{LastTlsError, RecordingConnector};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use wasmtime_wasi_http::{RequestOptions, WasiBody};
 
+pub use connector::{ForbiddenPeer, forbid_admin_listener};
 pub use failure::{Attempt, FailureReason, UpstreamFailure, classify};
 pub use probe::{ProbeReport, probe};
 pub use trust::{HostnameMismatch, PinMismatch, TrustError, TrustProfiles};

@@ -1,4 +1,10 @@
-//! Connections that remember the TLS error that ended them.
+//! The connector under every upstream pool: it refuses peers no guest may reach, and its
+//! connections remember the TLS error that ended them.
+//!
+//! Forbidden peers are link-local addresses (cloud metadata services live at 169.254.169.254),
+//! unspecified addresses, and this process's own admin listener, whatever name or address
+//! the request used: the check is on the address actually connected to, before any request
+//! byte is sent.
 //!
 //! A TLS 1.3 server refuses a client certificate after the handshake, so the alert fails a
 //! later read inside the connection's task, not the request. By the time the request fails,
@@ -10,8 +16,58 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use std::net::{IpAddr, SocketAddr};
+use std::sync::RwLock;
+
 use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpInfo};
+
+/// The admin listeners of this process: the addresses its own guests must never reach.
+/// Process-wide because it is a fact about the process (what it listens on), shared by
+/// every config version and pool.
+static ADMIN_LISTENERS: RwLock<Vec<SocketAddr>> = RwLock::new(Vec::new());
+
+/// Records that this process serves its admin endpoints on `addr`.
+pub fn forbid_admin_listener(addr: SocketAddr) {
+    if let Ok(mut listeners) = ADMIN_LISTENERS.write()
+        && !listeners.contains(&addr)
+    {
+        listeners.push(addr);
+    }
+}
+
+/// A connection to a peer no guest may reach.
+#[derive(Debug, thiserror::Error)]
+#[error("{peer} may not be called from a handler: it {why}")]
+pub struct ForbiddenPeer {
+    /// The address connected to.
+    pub peer: SocketAddr,
+    /// Why.
+    pub why: &'static str,
+}
+
+fn forbidden(peer: SocketAddr) -> Option<&'static str> {
+    let ip = match peer.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    };
+    let link_local = match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    };
+    if link_local {
+        return Some("is link-local (cloud metadata and the like)");
+    }
+    if ip.is_unspecified() {
+        return Some("is an unspecified address");
+    }
+    let listeners = ADMIN_LISTENERS.read().ok()?;
+    let admin = listeners.iter().any(|admin| {
+        admin.port() == peer.port()
+            && (admin.ip() == ip || (admin.ip().is_unspecified() || admin.ip().is_loopback()) && ip.is_loopback())
+    });
+    admin.then_some("is this host's admin listener")
+}
 
 /// The first TLS error a connection read, shared with the client as connection info.
 #[derive(Clone, Default)]
@@ -43,6 +99,8 @@ pub(crate) struct RecordingConnector<C>(pub(crate) C);
 impl<C> tower_service::Service<http::Uri> for RecordingConnector<C>
 where
     C: tower_service::Service<http::Uri>,
+    C::Response: Connection,
+    C::Error: From<std::io::Error>,
     C::Future: Send + 'static,
 {
     type Response = Recording<C::Response>;
@@ -54,8 +112,29 @@ where
     }
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
+        // An address literal is refused before any packet is sent.
+        let literal = uri.host().and_then(|h| h.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok());
+        let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 });
+        if let Some(ip) = literal {
+            let peer = SocketAddr::new(ip, port);
+            if let Some(why) = forbidden(peer) {
+                return Box::pin(async move {
+                    Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, ForbiddenPeer { peer, why }).into())
+                });
+            }
+        }
         let connecting = self.0.call(uri);
-        Box::pin(async move { Ok(Recording { inner: connecting.await?, last: LastTlsError::default() }) })
+        Box::pin(async move {
+            let inner = connecting.await?;
+            let mut extras = http::Extensions::new();
+            inner.connected().get_extras(&mut extras);
+            if let Some(peer) = extras.get::<HttpInfo>().map(HttpInfo::remote_addr)
+                && let Some(why) = forbidden(peer)
+            {
+                return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, ForbiddenPeer { peer, why }).into());
+            }
+            Ok(Recording { inner, last: LastTlsError::default() })
+        })
     }
 }
 
