@@ -236,3 +236,20 @@ async fn one_reused_instance_presents_exactly_the_named_certificate_300_times() 
     assert_eq!(metrics.instances_created("/users/:id"), 1);
     Ok(())
 }
+
+#[tokio::test]
+async fn idle_instances_make_room_for_requests_to_other_routes() -> anyhow::Result<()> {
+    let world = World::new()?;
+    let body = format!(
+        "[limits]\nmax_instances = 1\n\n[[routes]]\npath = \"/a\"\nhandler = \"{PROBE}\"\nmax_requests_per_instance = 100\n\n\
+         [[routes]]\npath = \"/b\"\nhandler = \"{PROBE}\"\nmax_requests_per_instance = 100\n"
+    );
+    let config = world.config_raw(&body)?;
+    let host = world.serve(&config, Environment::Development).await?;
+    // /a keeps its instance warm, which takes the only slot; /b still gets served.
+    for path in ["/a", "/b", "/a"] {
+        let reply = host.get(path, &[("x-mode", "env"), ("x-var", "HOME")]).await?;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+    }
+    Ok(())
+}

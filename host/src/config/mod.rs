@@ -98,7 +98,7 @@ pub struct Reuse {
     pub max_requests_per_instance: u32,
     /// How long an unused instance stays warm. Default 10 s.
     pub idle_timeout: Duration,
-    /// How many unused instances the route keeps warm. Default 8.
+    /// How many unused instances the route keeps warm. Default 32.
     pub max_idle_instances: u32,
 }
 
@@ -109,7 +109,7 @@ impl Reuse {
             ComponentSource::Builtin(_) => 1000,
             ComponentSource::File(_) => 1,
         };
-        Self { max_requests_per_instance, idle_timeout: Duration::from_secs(10), max_idle_instances: 8 }
+        Self { max_requests_per_instance, idle_timeout: Duration::from_secs(10), max_idle_instances: 32 }
     }
 }
 

@@ -81,6 +81,8 @@ pub struct Runtime {
     /// file does not compile it again.
     compiled: Mutex<HashMap<[u8; 32], ProxyPre<HostState>>>,
     compilations: AtomicU64,
+    /// Every route's pool, so that idle instances give their slots up to real demand.
+    pools: Mutex<Vec<std::sync::Weak<InstancePool>>>,
 }
 
 /// How many compiled components the cache keeps (a reload only recompiles beyond this).
@@ -170,6 +172,7 @@ impl Runtime {
         })?;
         Ok(Self { engine, linker, limits, compiled: Mutex::new(HashMap::new()),
             compilations: AtomicU64::new(0),
+            pools: Mutex::new(Vec::new()),
         })
     }
 
@@ -240,9 +243,15 @@ impl Runtime {
         reuse: Reuse,
     ) -> Handler {
         let options: Arc<[(String, String)]> = options.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let pool = Arc::new(InstancePool::new(reuse));
+        {
+            let mut pools = self.pools.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            pools.retain(|pool| pool.strong_count() > 0);
+            pools.push(Arc::downgrade(&pool));
+        }
         Handler {
             pre,
-            pool: Arc::new(InstancePool::new(reuse)),
+            pool,
             context,
             config: Arc::new(options.iter().cloned().collect()),
             options,
@@ -253,6 +262,23 @@ impl Runtime {
     /// A new instance of `handler` in its own store: the guest yields to the executor at
     /// every epoch tick and is interrupted at its current request's deadline.
     async fn instantiate(&self, handler: &Handler) -> Result<Instance, HandlerError> {
+        match self.instantiate_once(handler).await {
+            // Idle instances are a cache: when every slot is taken, they make room first.
+            Err(HandlerError::Busy(_)) => {
+                let pools: Vec<Arc<InstancePool>> = {
+                    let pools = self.pools.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    pools.iter().filter_map(std::sync::Weak::upgrade).collect()
+                };
+                for pool in pools {
+                    pool.evict_all();
+                }
+                self.instantiate_once(handler).await
+            }
+            other => other,
+        }
+    }
+
+    async fn instantiate_once(&self, handler: &Handler) -> Result<Instance, HandlerError> {
         let wasi = WasiCtx::builder().envs(&handler.env).inherit_stdout().inherit_stderr().build();
         let state = HostState::new(
             wasi,

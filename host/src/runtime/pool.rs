@@ -74,6 +74,12 @@ impl InstancePool {
         drop(surplus);
     }
 
+    /// Drops every idle instance, returning their slots to the allocator.
+    pub(super) fn evict_all(&self) {
+        let evicted: Vec<Idle> = std::mem::take(&mut *self.lock());
+        drop(evicted);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
         self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
