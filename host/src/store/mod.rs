@@ -56,6 +56,12 @@ pub enum StoreError {
         /// What is wrong.
         reason: String,
     },
+    /// A record was changed without the master key.
+    #[error("certificate '{name}' was changed outside edgemtls (its name, environments, state or chain no longer match its seal): it will not be used; import it again, and check who can write the store")]
+    Tampered {
+        /// The name as the record says.
+        name: String,
+    },
     /// The key file exists but is empty.
     #[error("the master key file '{path}' is empty (a write was interrupted): restore it from your backup, or, if this store never held a certificate, delete the store directory and start again", path = path.display())]
     EmptyKeyFile {
@@ -181,7 +187,7 @@ pub fn store_dir(explicit: Option<&Path>) -> PathBuf {
 }
 
 /// The newest schema version; [`MIGRATIONS`] has one entry per version.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 const MIGRATIONS: &[&str] = &[
     // 1: certificates and store-wide metadata.
     "CREATE TABLE certificates (
@@ -212,10 +218,74 @@ const MIGRATIONS: &[&str] = &[
         started_at   INTEGER NOT NULL,
         heartbeat_at INTEGER NOT NULL
     );",
+    // 3: each record is authenticated under the master key (see `record_mac`); existing
+    // records get theirs at the first open with the key.
+    "ALTER TABLE certificates ADD COLUMN record_mac BLOB;",
 ];
 
 /// The associated data that binds the key-check value to its purpose.
 const KEY_CHECK_CONTEXT: &str = "edgemtls master key check";
+
+/// The key-check plaintext of a store whose records all carry a MAC; `b"ok"` marks a store
+/// from before record MACs, whose records get theirs at the next open. The marker is sealed,
+/// so it cannot be forged into "older store" without the master key.
+const RECORDS_AUTHENTICATED: &[u8] = b"records-authenticated";
+
+/// What decides where a key may be used, bound under the master key: without the key,
+/// nobody can rename, re-scope, enable or re-chain a record unnoticed.
+fn record_context(id: &str, name: &str, environments: &str, enabled: bool, chain_pem: &str) -> String {
+    let chain = ring::digest::digest(&ring::digest::SHA256, chain_pem.as_bytes());
+    let chain: String = chain.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("edgemtls record v1\n{id}\n{name}\n{environments}\n{enabled}\n{chain}")
+}
+
+/// The columns a record MAC covers, and the MAC, of one row.
+struct Authenticated {
+    id: String,
+    name: String,
+    environments: String,
+    enabled: bool,
+    chain_pem: String,
+    mac: Option<Vec<u8>>,
+}
+
+impl Authenticated {
+    const SELECT: &'static str = "SELECT id, name, environments, enabled, chain_pem, record_mac FROM certificates";
+
+    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: row.get(0)?,
+            name: row.get(1)?,
+            environments: row.get(2)?,
+            enabled: row.get(3)?,
+            chain_pem: row.get(4)?,
+            mac: row.get(5)?,
+        })
+    }
+
+    fn context(&self) -> String {
+        record_context(&self.id, &self.name, &self.environments, self.enabled, &self.chain_pem)
+    }
+
+    fn verify(&self, key: &MasterKey) -> Result<(), StoreError> {
+        match &self.mac {
+            Some(mac) if key.open(&self.context(), mac).is_some() => Ok(()),
+            _ => Err(StoreError::Tampered { name: self.name.clone() }),
+        }
+    }
+
+    fn read(conn: &Connection, id: &str) -> rusqlite::Result<Option<Self>> {
+        conn.query_row(&format!("{} WHERE id = ?1", Self::SELECT), [id], Self::from_row).optional()
+    }
+
+    /// Computes and stores the row's MAC.
+    fn seal(&self, conn: &Connection, key: &MasterKey) -> Result<(), StoreError> {
+        let mac = key.seal(&self.context(), b"")?;
+        conn.execute("UPDATE certificates SET record_mac = ?2 WHERE id = ?1", params![self.id, mac])
+            .map(|_| ())
+            .map_err(|source| StoreError::Database { path: PathBuf::new(), source })
+    }
+}
 
 /// An open certificate store.
 pub struct Store {
@@ -263,15 +333,21 @@ impl Store {
         let key_check = match key_check {
             Some(sealed) => sealed,
             None => {
-                let sealed = key.seal(KEY_CHECK_CONTEXT, b"ok")?;
+                let sealed = key.seal(KEY_CHECK_CONTEXT, RECORDS_AUTHENTICATED)?;
                 conn.execute("INSERT OR IGNORE INTO store_meta (key, value) VALUES ('key_check', ?1)", [sealed])
                     .map_err(db)?;
                 // Another process may have recorded its key first: check against what is there.
                 conn.query_row("SELECT value FROM store_meta WHERE key = 'key_check'", [], |r| r.get(0)).map_err(db)?
             }
         };
-        if key.open(KEY_CHECK_CONTEXT, &key_check).is_none() {
+        let Some(marker) = key.open(KEY_CHECK_CONTEXT, &key_check) else {
             return Err(StoreError::WrongMasterKey { path, key_source: source });
+        };
+        if marker != RECORDS_AUTHENTICATED {
+            authenticate_existing_records(&conn, &key).map_err(|error| match error {
+                StoreError::Database { source, .. } => StoreError::Database { path: path.clone(), source },
+                other => other,
+            })?;
         }
         Ok(Self { conn, path, key })
     }
@@ -324,18 +400,21 @@ impl Store {
         if let Some(existing) = taken {
             return Err(StoreError::NameTaken(existing));
         }
+        let environments = environments_to_text(&new.environments);
+        let mac = self.key.seal(&record_context(&id, &new.name, &environments, true, &chain_pem), b"")?;
         tx.execute(
-            "INSERT INTO certificates (id, name, environments, enabled, chain_pem, key_sealed, metadata, not_after, created_at, updated_at)
-             VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8, ?8)",
+            "INSERT INTO certificates (id, name, environments, enabled, chain_pem, key_sealed, metadata, not_after, created_at, updated_at, record_mac)
+             VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8, ?8, ?9)",
             params![
                 id,
                 new.name,
-                environments_to_text(&new.environments),
+                environments,
                 chain_pem,
                 key_sealed,
                 metadata,
                 new.metadata.not_after.unix_timestamp(),
                 now.unix_timestamp(),
+                mac,
             ],
         )
         .map_err(db)?;
@@ -371,6 +450,10 @@ impl Store {
 
     /// Unseals the private key of a record.
     pub fn private_key(&self, record: &CertificateRecord) -> Result<PrivateKeyDer<'static>, StoreError> {
+        Authenticated::read(&self.conn, &record.id)
+            .map_err(self.db_error())?
+            .ok_or_else(|| StoreError::NotFound(record.id.clone()))?
+            .verify(&self.key)?;
         let sealed: Vec<u8> = self
             .conn
             .query_row("SELECT key_sealed FROM certificates WHERE id = ?1", [&record.id], |r| r.get(0))
@@ -451,6 +534,11 @@ impl Store {
                 deployments: affected,
             });
         }
+        // A record changed behind the store's back is not blessed by a legitimate update.
+        Authenticated::read(&tx, &record.id)
+            .map_err(db)?
+            .ok_or_else(|| StoreError::NotFound(reference.to_string()))?
+            .verify(&self.key)?;
         let changed = tx
             .execute(
                 &format!("UPDATE certificates SET {assignment}, updated_at = ?3, version = version + 1 WHERE id = ?1"),
@@ -459,6 +547,12 @@ impl Store {
             .map_err(db)?;
         if changed == 0 {
             return Err(StoreError::NotFound(reference.to_string()));
+        }
+        if let Some(updated) = Authenticated::read(&tx, &record.id).map_err(db)? {
+            updated.seal(&tx, &self.key).map_err(|error| match error {
+                StoreError::Database { source, .. } => db(source),
+                other => other,
+            })?;
         }
         bump_generation(&tx).map_err(db)?;
         tx.commit().map_err(db)?;
@@ -635,6 +729,27 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     use_wal(&conn).map_err(db)?;
     conn.pragma_update(None, "synchronous", "NORMAL").map_err(db)?;
     Ok(conn)
+}
+
+/// Gives every record of a store from before record MACs its MAC, then marks the store as
+/// authenticated. One transaction: concurrent opens do it once.
+fn authenticate_existing_records(conn: &Connection, key: &MasterKey) -> Result<(), StoreError> {
+    let db = |source| StoreError::Database { path: PathBuf::new(), source };
+    let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(db)?;
+    let marker: Vec<u8> = tx.query_row("SELECT value FROM store_meta WHERE key = 'key_check'", [], |r| r.get(0)).map_err(db)?;
+    if key.open(KEY_CHECK_CONTEXT, &marker).as_deref() == Some(RECORDS_AUTHENTICATED) {
+        return Ok(());
+    }
+    let rows: Vec<Authenticated> = {
+        let mut statement = tx.prepare(Authenticated::SELECT).map_err(db)?;
+        statement.query_map([], Authenticated::from_row).map_err(db)?.collect::<Result<_, _>>().map_err(db)?
+    };
+    for row in &rows {
+        row.seal(&tx, key)?;
+    }
+    let sealed = key.seal(KEY_CHECK_CONTEXT, RECORDS_AUTHENTICATED)?;
+    tx.execute("UPDATE store_meta SET value = ?1 WHERE key = 'key_check'", [sealed]).map_err(db)?;
+    tx.commit().map_err(db)
 }
 
 /// Puts the database in WAL mode (it stays so, in the file). Switching needs an exclusive

@@ -155,3 +155,64 @@ fn an_empty_key_file_is_replaced_in_a_new_store_and_explained_in_a_used_one() ->
     assert!(error.to_string().contains("is empty") && error.to_string().contains("restore it"), "{error}");
     Ok(())
 }
+
+#[test]
+fn records_changed_without_the_master_key_are_refused() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let ca = DevCa::generate("test ca", 30)?;
+    let dir = tmp.path().join("store");
+    let mut store = Store::open(&dir)?;
+    let dev = store.create(new_cert(tmp.path(), &ca, "dev_only")?)?;
+    let off = store.create(new_cert(tmp.path(), &ca, "switched_off")?)?;
+    store.set_enabled("switched_off", false)?;
+    let untouched = store.create(new_cert(tmp.path(), &ca, "untouched")?)?;
+    drop(store);
+
+    // Someone with write access to store.db but not the key re-scopes one record to
+    // production and switches another on.
+    let db = rusqlite::Connection::open(dir.join(DATABASE_FILE))?;
+    db.execute("UPDATE certificates SET environments = 'production' WHERE id = ?1", [&dev.id])?;
+    db.execute("UPDATE certificates SET enabled = 1 WHERE id = ?1", [&off.id])?;
+    drop(db);
+
+    let mut store = Store::open(&dir)?;
+    for (record, name) in [(&dev, "dev_only"), (&off, "switched_off")] {
+        let current = store.find(&record.id)?;
+        let error = store.private_key(&current).unwrap_err();
+        assert!(matches!(error, StoreError::Tampered { .. }), "{name}: {error}");
+        assert!(error.to_string().contains("changed outside edgemtls"), "{error}");
+    }
+    // The untouched record still works, and a legitimate update does not bless a tampered one.
+    store.private_key(&store.find(&untouched.id)?)?;
+    let error = store.set_enabled("dev_only", false).unwrap_err();
+    assert!(matches!(error, StoreError::Tampered { .. }), "{error}");
+    Ok(())
+}
+
+#[test]
+fn a_store_from_before_record_macs_gets_them_at_first_open() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let ca = DevCa::generate("test ca", 30)?;
+    let dir = tmp.path().join("store");
+    let mut store = Store::open(&dir)?;
+    let record = store.create(new_cert(tmp.path(), &ca, "legacy")?)?;
+    drop(store);
+    // As an older edgemtls left it: no MAC, and the old key-check marker.
+    let key_text = std::fs::read_to_string(dir.join(KEY_FILE))?;
+    let key = MasterKey::from_base64(&key_text, &KeySource::Environment)?;
+    let db = rusqlite::Connection::open(dir.join(DATABASE_FILE))?;
+    db.execute("UPDATE certificates SET record_mac = NULL", [])?;
+    db.execute("UPDATE store_meta SET value = ?1 WHERE key = 'key_check'", [key.seal(KEY_CHECK_CONTEXT, b"ok")?])?;
+    drop(db);
+
+    let store = Store::open(&dir)?;
+    store.private_key(&store.find(&record.id)?)?;
+    drop(store);
+    // From then on a missing MAC is tampering, not an old store.
+    let db = rusqlite::Connection::open(dir.join(DATABASE_FILE))?;
+    db.execute("UPDATE certificates SET record_mac = NULL", [])?;
+    drop(db);
+    let store = Store::open(&dir)?;
+    assert!(matches!(store.private_key(&store.find(&record.id)?), Err(StoreError::Tampered { .. })));
+    Ok(())
+}
