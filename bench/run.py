@@ -501,6 +501,8 @@ http {{
         target = f"https://localhost:{self.upstreams['keepalive'][0]}/fan"
         for n in fanouts:
             env = {"BENCH_FANOUT": str(n), "BENCH_TARGET": target}
+            # The probe is a component file built with the guest SDK that fetches upstream naming
+            # a certificate per request: N=1 is the row for handlers users write.
             self.scenario(f"S4 identity fan-out, N={n}", {
                 # The edgemtls probe handler picks the name from x-certificate.
                 "a": lambda: self.wrk(e_port, "/fanout", e_proc, -1, env={**env, "BENCH_STYLE": "edgemtls"},
