@@ -119,3 +119,34 @@ fn a_validity_beyond_what_certificates_can_say_is_refused_in_plain_words() -> an
     anyhow::ensure!(!sandbox.path("ca").join("ca.pem").exists(), "nothing may be written");
     Ok(())
 }
+
+#[test]
+fn a_ca_key_that_is_not_the_certificates_and_a_san_that_is_not_a_host_are_refused() -> anyhow::Result<()> {
+    let sandbox = Sandbox::new()?;
+    let (a, b) = (text(&sandbox.path("a")), text(&sandbox.path("b")));
+    sandbox.ok(["pki", "init", "--out", &a])?;
+    sandbox.ok(["pki", "init", "--out", &b])?;
+    std::fs::copy(sandbox.path("b").join("ca.key"), sandbox.path("a").join("ca.key"))?;
+    let out = text(&sandbox.path("out"));
+    sandbox.fails(["pki", "issue", "--ca", &a, "--cn", "x", "--out", &out], "does not belong to the certificate in ca.pem")?;
+    sandbox.fails(
+        ["pki", "issue", "--ca", &b, "--cn", "x", "--server", "--san", "not a host!", "--out", &out],
+        "'not a host!' is neither a DNS name nor an IP address",
+    )?;
+    anyhow::ensure!(!sandbox.path("out").join("x.pem").exists(), "nothing may be written");
+    Ok(())
+}
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_named_as_a_key_is_refused_not_waited_on() -> anyhow::Result<()> {
+    let sandbox = Sandbox::new()?;
+    let ca = TestCa::new("Fifo CA")?;
+    let (cert, _key) = ca.client("fifo")?.write_pem_split(&sandbox, "fifo")?;
+    let fifo = sandbox.path("key.fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status()?;
+    anyhow::ensure!(made.success(), "mkfifo failed");
+    // Without the check this would wait for a writer for ever (the test would time out).
+    sandbox.fails(sandbox.create_args("fifo", &cert, Some(&fifo), &[]), "not a regular file")?;
+    Ok(())
+}

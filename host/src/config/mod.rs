@@ -277,8 +277,13 @@ impl Config {
             if !route.path.starts_with('/') {
                 return Err(invalid(key("path"), format!("'{}' must start with '/'", route.path)));
             }
-            if routes.iter().any(|r: &Route| r.path == route.path) {
-                return Err(invalid(key("path"), format!("'{}' is routed twice", route.path)));
+            // `/a` and `/a/` are one route, and so are `/u/:id` and `/u/:name`: the second
+            // could never be reached.
+            if let Some(earlier) = routes.iter().find(|r: &&Route| route_shape(&r.path) == route_shape(&route.path)) {
+                return Err(invalid(
+                    key("path"),
+                    format!("'{}' matches exactly what '{}' matches, so one would never be reached", route.path, earlier.path),
+                ));
             }
             let component = if let Some(builtin) = edgemtls_plugins::builtin(&route.handler) {
                 ComponentSource::Builtin(builtin)
@@ -505,6 +510,11 @@ fn upstream_host(host: &str) -> Result<String, String> {
         return Err(format!("'{host}' has no port; write '{host}:443' or the port the upstream listens on"));
     }
     Ok(normalize_authority(trimmed))
+}
+
+/// A route path with parameter names erased: two routes of one shape match the same requests.
+fn route_shape(path: &str) -> Vec<&str> {
+    path.split('/').filter(|s| !s.is_empty()).map(|s| if s.starts_with(':') { ":" } else { s }).collect()
 }
 
 /// Appends `:443` to an authority without a port, so `host` and `host:443` match.

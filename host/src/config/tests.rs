@@ -50,6 +50,13 @@ fn unknown_keys_and_bad_values_are_named() {
         ("[[routes]]\npath = \"a\"\nhandler = \"a.wasm\"", "routes[0].path"),
         ("[environments.staging2.vars]\nA = \"b\"", "environments.staging2"),
         ("[[routes]]\npath = \"/a\"\nhandler = \"nosuch\"", "neither a built-in handler"),
+        ("[[routes]]\npath = \"/a\"\nhandler = \"a.wasm\"\n[[routes]]\npath = \"/a/\"\nhandler = \"b.wasm\"", "one would never be reached"),
+        ("[[routes]]\npath = \"/u/:id\"\nhandler = \"a.wasm\"\n[[routes]]\npath = \"/u/:name\"\nhandler = \"b.wasm\"", "matches exactly what '/u/:id' matches"),
+        ("[limits]\nrequest_timeout_ms = 0", "limits.request_timeout_ms: 0 is out of range"),
+        ("[limits]\nmemory_mib = 18446744073709551615", "limits.memory_mib"),
+        ("[limits]\nmax_outbound_requests = 0", "limits.max_outbound_requests"),
+        ("[[routes]]\npath = \"/a\"\nhandler = \"a.wasm\"\nallowed_outbound_hosts = [\"ftp://x\"]", "allowed_outbound_hosts[0]"),
+        ("[[routes]]\npath = \"/a\"\nhandler = \"a.wasm\"\nmax_requests_per_instance = 0", "max_requests_per_instance"),
     ];
     for (text, expected) in cases {
         let err = Config::parse(path, text).unwrap_err().to_string();

@@ -86,6 +86,14 @@ pub enum PkiError {
         /// The key length.
         bits: usize,
     },
+    /// The RSA key is larger than the TLS library signs with.
+    #[error("the RSA key of the certificate in '{path}' has {bits} bits, more than the TLS library signs with; use 2048 to 4096 bits, or ECDSA P-256", path = path.display())]
+    RsaKeyTooLarge {
+        /// The certificate file.
+        path: PathBuf,
+        /// The key length.
+        bits: usize,
+    },
     /// The leaf certificate has expired.
     #[error("the certificate in '{path}' expired on {not_after}")]
     Expired {

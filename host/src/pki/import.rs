@@ -118,6 +118,10 @@ struct Parsed {
 
 fn read_limited(path: &Path) -> Result<Vec<u8>, PkiError> {
     let read_error = |source| PkiError::Read { path: path.to_path_buf(), source };
+    // Opening a FIFO for reading waits for a writer: look before opening.
+    if !std::fs::metadata(path).map_err(read_error)?.is_file() {
+        return Err(read_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file")));
+    }
     let file = std::fs::File::open(path).map_err(read_error)?;
     let size = file.metadata().map_err(read_error)?.len();
     if size > MAX_FILE_SIZE {
@@ -347,9 +351,14 @@ fn signing_key(
         for cert in certs {
             if let Ok((_, parsed)) = X509Certificate::from_der(cert)
                 && let Ok(x509_parser::public_key::PublicKey::RSA(rsa)) = parsed.public_key().parsed()
-                && rsa.key_size() < 2048
             {
-                return PkiError::RsaKeyTooSmall { path: cert_path.to_path_buf(), bits: rsa.key_size() };
+                let bits = rsa.key_size();
+                if bits < 2048 {
+                    return PkiError::RsaKeyTooSmall { path: cert_path.to_path_buf(), bits };
+                }
+                if bits > 4096 {
+                    return PkiError::RsaKeyTooLarge { path: cert_path.to_path_buf(), bits };
+                }
             }
         }
         PkiError::UnsupportedKey {

@@ -71,7 +71,9 @@ impl DevCa {
     pub fn load(dir: &Path) -> Result<Self, PkiError> {
         let read = |name: &str| {
             let path = dir.join(name);
-            std::fs::read_to_string(&path).map_err(|source| PkiError::Read { path, source })
+            crate::files::read_regular_file(&path, 1 << 20)
+                .and_then(|bytes| String::from_utf8(bytes).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text")))
+                .map_err(|source| PkiError::Read { path, source })
         };
         let cert_pem = read("ca.pem")?;
         let key_pem = read("ca.key")?;
@@ -84,6 +86,17 @@ impl DevCa {
             path: dir.join("ca.pem"),
             reason: e.to_string(),
         })?;
+        // A key that is not the certificate's would issue certificates nothing can verify.
+        let cert_spki = pem::parse(&cert_pem).ok().and_then(|section| {
+            use x509_parser::prelude::{FromDer, X509Certificate};
+            X509Certificate::from_der(section.contents()).ok().map(|(_, cert)| cert.public_key().subject_public_key.data.to_vec())
+        });
+        if cert_spki.as_deref() != Some(key.public_key_raw()) {
+            return Err(PkiError::Unparseable {
+                path: dir.join("ca.key"),
+                reason: "this key does not belong to the certificate in ca.pem; use the pair `pki init` wrote".into(),
+            });
+        }
         Ok(Self { cert_pem, key })
     }
 
@@ -127,7 +140,13 @@ impl DevCa {
         for san in &sans {
             params.subject_alt_names.push(match san.parse::<std::net::IpAddr>() {
                 Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName(san.clone().try_into().map_err(generate_error)?),
+                Err(_) => {
+                    // rcgen takes any IA5 string; a SAN must be a name TLS clients can match.
+                    rustls_pki_types::DnsName::try_from(san.as_str()).map_err(|_| {
+                        PkiError::Generate(format!("'{san}' is neither a DNS name nor an IP address; use --san with a host name such as api.example.com, or an address"))
+                    })?;
+                    SanType::DnsName(san.clone().try_into().map_err(generate_error)?)
+                }
             });
         }
         params.distinguished_name.push(DnType::CommonName, options.common_name.as_str());
