@@ -29,6 +29,8 @@ async fn traps_timeouts_memory_and_outbound_caps() -> anyhow::Result<()> {
 
     let oom = host.get("/probe", &[("x-mode", "oom")]).await?;
     assert_eq!(oom.status, 500, "{}", oom.body);
+    // Told apart by the limiter's record, not by the trap's message.
+    assert_eq!(oom.json()?["type"], "urn:edgemtls:problem:handler-memory-limit", "{}", oom.body);
 
     let target = upstream_url(&upstream, "/flood");
     let flood = host.get("/probe", &[("x-mode", "flood"), ("x-target", &target), ("x-certificate", "alpha")]).await?;

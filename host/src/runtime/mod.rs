@@ -301,7 +301,7 @@ impl Runtime {
                 Ok(Instance { store, proxy, served: 0 })
             }
             Err(error) if error.is::<wasmtime::PoolConcurrencyLimitError>() => Err(HandlerError::Busy(self.limits.max_instances)),
-            Err(error) => Err(classify_trap(&error, self.limits.request_timeout, self.limits.memory_bytes)),
+            Err(error) => Err(classify_trap(&error, store.data().limits.refused(), self.limits.request_timeout, self.limits.memory_bytes)),
         }
     }
 
@@ -373,7 +373,7 @@ impl Runtime {
                     }
                     Ok(())
                 }
-                Ok(Err(error)) => Err(classify_trap(&error, timeout, memory_limit)),
+                Ok(Err(error)) => Err(classify_trap(&error, instance.store.data().limits.refused(), timeout, memory_limit)),
                 Err(_elapsed) => Err(HandlerError::Timeout(timeout)),
             }
         });
@@ -394,14 +394,16 @@ impl Runtime {
     }
 }
 
-fn classify_trap(error: &wasmtime::Error, timeout: Duration, memory_limit: usize) -> HandlerError {
+fn classify_trap(error: &wasmtime::Error, memory_refused: bool, timeout: Duration, memory_limit: usize) -> HandlerError {
     if let Some(trap) = error.downcast_ref::<wasmtime::Trap>()
-        && *trap == wasmtime::Trap::Interrupt {
-            return HandlerError::Timeout(timeout);
-        }
-    let text = format!("{error:#}");
-    if text.contains("forcing trap when growing memory") || text.contains("memory allocation of") {
+        && *trap == wasmtime::Trap::Interrupt
+    {
+        return HandlerError::Timeout(timeout);
+    }
+    // The limiter refused a growth: whatever the guest did next (trap, abort on a failed
+    // allocation), the memory cap is why.
+    if memory_refused {
         return HandlerError::MemoryExceeded(memory_limit);
     }
-    HandlerError::Trap(text)
+    HandlerError::Trap(format!("{error:#}"))
 }

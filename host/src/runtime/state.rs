@@ -39,6 +39,46 @@ pub struct RouteContext {
     pub egress: crate::config::Egress,
 }
 
+/// wasmtime's store limits, remembering whether they refused a memory growth: how a trap
+/// is told to be the memory cap, without reading its message.
+pub(super) struct MemoryLimit {
+    inner: StoreLimits,
+    refused: bool,
+}
+
+impl MemoryLimit {
+    /// Whether a growth was refused since the instance began.
+    pub(super) fn refused(&self) -> bool {
+        self.refused
+    }
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimit {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let allowed = self.inner.memory_growing(current, desired, maximum);
+        if !matches!(allowed, Ok(true)) {
+            self.refused = true;
+        }
+        allowed
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
+}
+
 /// Everything one instance owns; the per-request part is reset by [`HostState::begin_request`].
 pub struct HostState {
     wasi: WasiCtx,
@@ -46,7 +86,7 @@ pub struct HostState {
     table: ResourceTable,
     hooks: OutboundHooks,
     pub(super) config: Arc<WasiConfigVariables>,
-    pub(super) limits: StoreLimits,
+    pub(super) limits: MemoryLimit,
     /// When the current request must end: the epoch callback interrupts the guest then.
     pub(super) deadline: std::time::Instant,
     /// Where the current request's outcome is reported (see `outcome.rs`).
@@ -84,7 +124,10 @@ impl HostState {
                 max_outbound,
             },
             config,
-            limits: StoreLimitsBuilder::new().memory_size(memory_bytes).trap_on_grow_failure(true).build(),
+            limits: MemoryLimit {
+                inner: StoreLimitsBuilder::new().memory_size(memory_bytes).trap_on_grow_failure(true).build(),
+                refused: false,
+            },
             deadline: std::time::Instant::now(),
             outcome: None,
         }
