@@ -330,3 +330,51 @@ fn control_characters_in_a_certificate_are_shown_escaped_not_obeyed() -> Result<
     ensure!(!shown.contains('\u{1b}') && !shown.contains("evil\nforged"), "{shown}");
     Ok(())
 }
+
+/// Runs the binary as `nobody` (needs root and setpriv); `None` when that is not possible.
+fn as_nobody(args: &[&str]) -> Option<std::process::Output> {
+    let root = std::process::Command::new("id").arg("-u").output().ok().is_some_and(|o| o.stdout == b"0\n");
+    if !root {
+        return None;
+    }
+    std::process::Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", env!("CARGO_BIN_EXE_edgemtls")])
+        .args(args)
+        .env_remove("EDGEMTLS_MASTER_KEY")
+        .current_dir("/")
+        .output()
+        .ok()
+}
+
+#[test]
+fn a_store_that_cannot_be_written_is_still_read_and_says_why_writes_fail() -> Result<()> {
+    let sandbox = Sandbox::new()?;
+    let ca = TestCa::new("Read Only CA")?;
+    let (cert, key) = ca.client("reader")?.write_pem_split(&sandbox, "reader")?;
+    sandbox.ok(sandbox.create_args("reader", &cert, Some(&key), &[]))?;
+    // World-readable, nobody-writable: as another user, this store is read-only.
+    use std::os::unix::fs::PermissionsExt;
+    let tmp_dir = sandbox.dir();
+    std::fs::set_permissions(tmp_dir, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::set_permissions(&sandbox.store, std::fs::Permissions::from_mode(0o555))?;
+    for entry in std::fs::read_dir(&sandbox.store)? {
+        std::fs::set_permissions(entry?.path(), std::fs::Permissions::from_mode(0o444))?;
+    }
+    let store = text(&sandbox.store);
+    let Some(listed) = as_nobody(&["--store", &store, "cert", "list"]) else {
+        eprintln!("skipped: needs root and setpriv to act as another user");
+        return Ok(());
+    };
+    let out = String::from_utf8_lossy(&listed.stdout);
+    ensure!(listed.status.success() && out.contains("reader"), "{out}{}", String::from_utf8_lossy(&listed.stderr));
+    let disabled = as_nobody(&["--store", &store, "cert", "disable", "reader"]).context("setpriv")?;
+    let err = String::from_utf8_lossy(&disabled.stderr);
+    ensure!(!disabled.status.success() && err.contains("is read-only here"), "{err}");
+
+    // A store this user cannot even look into is not "no certificates".
+    std::fs::set_permissions(&sandbox.store, std::fs::Permissions::from_mode(0o700))?;
+    let hidden = as_nobody(&["--store", &store, "cert", "list"]).context("setpriv")?;
+    let err = String::from_utf8_lossy(&hidden.stderr);
+    ensure!(!hidden.status.success() && err.contains("Permission denied"), "{err}");
+    Ok(())
+}

@@ -62,6 +62,14 @@ pub enum StoreError {
         /// The name as the record says.
         name: String,
     },
+    /// The store can be read here but not written.
+    #[error("the store in '{dir}' is read-only here (a read-only disk, or no write permission): it can be read, but to {action} run where it is writable", dir = dir.display())]
+    ReadOnly {
+        /// The store directory.
+        dir: PathBuf,
+        /// What could not be done.
+        action: String,
+    },
     /// The key file exists but is empty.
     #[error("the master key file '{path}' is empty (a write was interrupted): restore it from your backup, or, if this store never held a certificate, delete the store directory and start again", path = path.display())]
     EmptyKeyFile {
@@ -292,6 +300,7 @@ pub struct Store {
     conn: Connection,
     path: PathBuf,
     key: MasterKey,
+    read_only: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -300,10 +309,34 @@ impl std::fmt::Debug for Store {
     }
 }
 
+impl StoreError {
+    /// Whether the error says the database or its directory cannot be written.
+    fn is_read_only(&self) -> bool {
+        match self {
+            StoreError::Database { source: rusqlite::Error::SqliteFailure(error, _), .. } => {
+                error.code == rusqlite::ErrorCode::ReadOnly
+            }
+            StoreError::Io { source, .. } => {
+                matches!(source.kind(), std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem)
+            }
+            _ => false,
+        }
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) the store in `dir`. The master key comes from
     /// `EDGEMTLS_MASTER_KEY` or `dir/master.key`, which is created (mode 0600) for a new store.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        match Self::open_writable(dir) {
+            // A store on a read-only disk, or one this user may read but not write: reading
+            // still works (list, show, status, serve); writes say why they cannot.
+            Err(error) if error.is_read_only() => Self::open_read_only(dir),
+            other => other,
+        }
+    }
+
+    fn open_writable(dir: &Path) -> Result<Self, StoreError> {
         create_private_dir(dir)?;
         let path = dir.join(DATABASE_FILE);
         let conn = open_connection(&path)?;
@@ -349,15 +382,71 @@ impl Store {
                 other => other,
             })?;
         }
-        Ok(Self { conn, path, key })
+        Ok(Self { conn, path, key, read_only: false })
+    }
+
+    fn open_read_only(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join(DATABASE_FILE);
+        let db = |source| StoreError::Database { path: path.clone(), source };
+        // Without write access SQLite cannot make the WAL index; when there is no WAL to
+        // read, the file is opened as immutable.
+        let wal = dir.join(format!("{DATABASE_FILE}-wal"));
+        let has_wal = std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
+        let location: String = path
+            .to_string_lossy()
+            .chars()
+            .map(|c| match c {
+                '?' => "%3f".to_string(),
+                '#' => "%23".to_string(),
+                '%' => "%25".to_string(),
+                c => c.to_string(),
+            })
+            .collect();
+        let uri = format!("file:{location}?{}", if has_wal { "mode=ro" } else { "immutable=1" });
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&uri, flags).map_err(db)?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(db)?;
+        let key_check: Option<Vec<u8>> = conn
+            .query_row("SELECT value FROM store_meta WHERE key = 'key_check'", [], |r| r.get(0))
+            .optional()
+            .map_err(db)?;
+        let key_file = dir.join(KEY_FILE);
+        let (Some(key_check), Some((key, source))) = (key_check, MasterKey::from_env_or_file(&key_file)?) else {
+            return Err(StoreError::MissingMasterKey { path, key_file });
+        };
+        let marker = key.open(KEY_CHECK_CONTEXT, &key_check).ok_or_else(|| StoreError::WrongMasterKey { path: path.clone(), key_source: source })?;
+        if version != SCHEMA_VERSION || marker != RECORDS_AUTHENTICATED {
+            return Err(StoreError::ReadOnly {
+                dir: dir.to_path_buf(),
+                action: "upgrade it to this version of edgemtls (open it once where it is writable)".into(),
+            });
+        }
+        Ok(Self { conn, path, key, read_only: true })
     }
 
     /// Opens the store in `dir` only if it exists; never creates one.
     pub fn open_existing(dir: &Path) -> Result<Self, StoreError> {
-        if !dir.join(DATABASE_FILE).is_file() {
-            return Err(StoreError::NoStore { dir: dir.to_path_buf() });
+        let database = dir.join(DATABASE_FILE);
+        match std::fs::metadata(&database) {
+            Ok(metadata) if metadata.is_file() => Self::open(dir),
+            Ok(_) => Err(StoreError::NoStore { dir: dir.to_path_buf() }),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Err(StoreError::NoStore { dir: dir.to_path_buf() }),
+            // Not "no store": a store this user cannot see into is an answer of its own.
+            Err(source) => Err(StoreError::Io { path: database, source }),
         }
-        Self::open(dir)
+    }
+
+    /// Whether this store was opened read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    fn writable(&self, action: &str) -> Result<(), StoreError> {
+        if self.read_only {
+            let dir = self.path.parent().map(Path::to_path_buf).unwrap_or_default();
+            return Err(StoreError::ReadOnly { dir, action: action.to_string() });
+        }
+        Ok(())
     }
 
     /// The database file.
@@ -378,6 +467,7 @@ impl Store {
 
     /// Adds a certificate. The name must be valid and free, with at least one environment.
     pub fn create(&mut self, new: NewCertificate) -> Result<CertificateRecord, StoreError> {
+        self.writable("add a certificate")?;
         validate_name(&new.name).map_err(|reason| StoreError::InvalidName { name: new.name.clone(), reason })?;
         if new.environments.is_empty() {
             return Err(StoreError::NoEnvironments);
@@ -516,6 +606,7 @@ impl Store {
         (change, detail): (&str, &str),
         cut_off: &dyn Fn(&Deployment, &str) -> bool,
     ) -> Result<CertificateRecord, StoreError> {
+        self.writable("change a certificate")?;
         let record = self.find(reference)?;
         let path = self.path.clone();
         let db = |source| StoreError::Database { path: path.clone(), source };
@@ -561,6 +652,7 @@ impl Store {
 
     /// Deletes a disabled certificate and returns what it was.
     pub fn delete(&mut self, reference: &str) -> Result<CertificateRecord, StoreError> {
+        self.writable("delete a certificate")?;
         let record = self.find(reference)?;
         if record.enabled {
             return Err(StoreError::StillEnabled(record.name));
@@ -596,6 +688,7 @@ pub const DEPLOYMENT_TTL: time::Duration = time::Duration::seconds(15);
 impl Store {
     /// Records (or replaces) a serving host.
     pub fn register_deployment(&mut self, deployment: &Deployment) -> Result<(), StoreError> {
+        self.writable("register a deployment")?;
         let path = self.path.clone();
         let db = |source| StoreError::Database { path: path.clone(), source };
         self.conn
@@ -619,6 +712,7 @@ impl Store {
 
     /// Refreshes a deployment's heartbeat and the certificate names it uses.
     pub fn heartbeat(&mut self, id: &str, certificates: &[String]) -> Result<(), StoreError> {
+        self.writable("record a heartbeat")?;
         let names = serde_json::to_string(certificates).unwrap_or_else(|_| "[]".into());
         self.conn
             .execute(
@@ -631,6 +725,7 @@ impl Store {
 
     /// Removes a deployment (its host stopped).
     pub fn remove_deployment(&mut self, id: &str) -> Result<(), StoreError> {
+        self.writable("remove a deployment")?;
         self.conn.execute("DELETE FROM deployments WHERE id = ?1", [id]).map_err(self.db_error())?;
         Ok(())
     }
@@ -816,8 +911,10 @@ fn restrict_mode(path: &Path) -> Result<(), StoreError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
+        let io = |source| StoreError::Io { path: path.to_path_buf(), source };
+        if std::fs::metadata(path).map_err(io)?.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        }
     }
     Ok(())
 }
