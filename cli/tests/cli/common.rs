@@ -477,10 +477,20 @@ pub fn wait_for(port: u16) -> Result<()> {
 /// A plain GET to 127.0.0.1:`port`: the status code and the body (HTTP/1.0, so the body is
 /// not chunked and the server closes the connection).
 pub fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
+    http_get_with(port, path, &[])
+}
+
+/// [`http_get`] with request headers.
+pub fn http_get_with(port: u16, path: &str, headers: &[(&str, &str)]) -> Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes())?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).context("no status line")?;

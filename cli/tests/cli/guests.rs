@@ -87,3 +87,46 @@ fn sigint_stops_the_host_while_guests_spin() -> Result<()> {
 fn sigterm_stops_the_host_while_guests_spin() -> Result<()> {
     stops_on("TERM")
 }
+
+#[test]
+fn what_a_guest_prints_is_logged_with_its_route_up_to_a_budget() -> Result<()> {
+    let sandbox = Sandbox::new()?;
+    let config = sandbox.write(
+        "edgemtls.toml",
+        format!("[[routes]]\npath = \"/probe\"\nhandler = \"{PROBE}\"\nmax_requests_per_instance = 10\n"),
+    )?;
+    let log = sandbox.path("serve.log");
+    let port = free_port()?;
+    let serve = sandbox
+        .command(["--log-format", "json", "serve", "--config", &text(&config), "--env", "development",
+            "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()?;
+    let _serve = Running(serve);
+    wait_for(port)?;
+
+    // 10,000 lines of ~100 bytes: about 1 MB, sixteen times the budget; twice, on one
+    // instance, to show the budget is per request.
+    for _ in 0..2 {
+        let (status, body) = http_get_with(port, "/probe", &[("x-mode", "print"), ("x-lines", "10000")])?;
+        ensure!(status == 200 && body == "printed 10000 lines", "{status}: {body}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (lines, dropped) = loop {
+        let text = std::fs::read_to_string(&log)?;
+        let events: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let lines = events.iter().filter(|e| e["target"] == "edgemtls::guest" && e["fields"]["stream"] == "stdout").count();
+        let dropped = events.iter().filter(|e| e["fields"]["message"].as_str().is_some_and(|m| m.contains("the rest of it is dropped"))).count();
+        if dropped == 2 || Instant::now() > deadline {
+            break (lines, dropped);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    ensure!(dropped == 2, "each request says once that its output was cut ({dropped})");
+    // 64 KiB of ~100-byte lines is about 650 per request.
+    ensure!((1000..=1400).contains(&lines), "{lines} guest lines logged for two requests");
+    let text = std::fs::read_to_string(&log)?;
+    ensure!(text.contains("probe line 000000") && text.contains("\"route\":\"/probe\""), "the first line, with its route");
+    Ok(())
+}

@@ -7,6 +7,7 @@
 //! it waits on the host, dropped) and its instance reclaimed.
 
 mod bindings;
+mod guest_output;
 mod outcome;
 mod pool;
 mod state;
@@ -279,9 +280,16 @@ impl Runtime {
     }
 
     async fn instantiate_once(&self, handler: &Handler) -> Result<Instance, HandlerError> {
-        let wasi = WasiCtx::builder().envs(&handler.env).inherit_stdout().inherit_stderr().build();
+        let budget = guest_output::OutputBudget::new();
+        let route = &handler.context.route;
+        let wasi = WasiCtx::builder()
+            .envs(&handler.env)
+            .stdout(guest_output::GuestOutput::new(route, "stdout", budget.clone()))
+            .stderr(guest_output::GuestOutput::new(route, "stderr", budget.clone()))
+            .build();
         let state = HostState::new(
             wasi,
+            budget,
             handler.config.clone(),
             handler.context.clone(),
             self.limits.memory_bytes,

@@ -91,6 +91,8 @@ pub struct HostState {
     pub(super) deadline: std::time::Instant,
     /// Where the current request's outcome is reported (see `outcome.rs`).
     outcome: Option<tokio::sync::oneshot::Sender<Outcome>>,
+    /// What the guest may still print during this request.
+    output: super::guest_output::OutputBudget,
 }
 
 impl Drop for HostState {
@@ -106,6 +108,7 @@ impl Drop for HostState {
 impl HostState {
     pub(super) fn new(
         wasi: WasiCtx,
+        output: super::guest_output::OutputBudget,
         config: Arc<WasiConfigVariables>,
         context: Arc<RouteContext>,
         memory_bytes: usize,
@@ -130,6 +133,7 @@ impl HostState {
             },
             deadline: std::time::Instant::now(),
             outcome: None,
+            output,
         }
     }
 
@@ -142,6 +146,7 @@ impl HostState {
         outcome: tokio::sync::oneshot::Sender<Outcome>,
     ) {
         self.outcome = Some(outcome);
+        self.output.reset();
         self.config = config;
         self.deadline = deadline;
         self.hooks.sent = 0;

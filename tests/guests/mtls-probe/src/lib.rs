@@ -3,7 +3,7 @@
 //!   `x-expect-cn` is forwarded so the upstream can check what it saw;
 //! - `x-mode`: `trap` (panic), `spin` (loop forever), `oom` (allocate without bound),
 //!   `flood` (fetch `x-target` 1000 times), `env` (answer with variable `x-var`), `param`
-//!   (answer with route parameter `x-param`).
+//!   (answer with route parameter `x-param`), `print` (print `x-lines` lines of ~100 bytes).
 
 use edgemtls_guest::{IncomingRequest, Request, Response};
 
@@ -25,6 +25,13 @@ impl edgemtls_guest::Handler for Probe {
                     hoard.push(vec![1u8; 1 << 20]);
                     std::hint::black_box(&hoard);
                 }
+            }
+            Some("print") => {
+                let lines: usize = request.header("x-lines").and_then(|n| n.parse().ok()).unwrap_or(1);
+                for n in 0..lines {
+                    println!("probe line {n:06} {}", "x".repeat(80));
+                }
+                Response::new(200).with_body(format!("printed {lines} lines"))
             }
             Some("param") => {
                 let name = request.header("x-param").unwrap_or_default();
