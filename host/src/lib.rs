@@ -17,6 +17,7 @@ pub mod config;
 pub mod drain;
 pub mod echo;
 pub mod files;
+pub mod log_limit;
 pub mod metrics;
 pub mod resolve;
 pub mod runtime;

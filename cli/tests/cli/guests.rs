@@ -130,3 +130,35 @@ fn what_a_guest_prints_is_logged_with_its_route_up_to_a_budget() -> Result<()> {
     ensure!(text.contains("probe line 000000") && text.contains("\"route\":\"/probe\""), "the first line, with its route");
     Ok(())
 }
+
+#[test]
+fn a_flood_of_failing_requests_is_not_a_flood_of_log_lines() -> Result<()> {
+    let sandbox = Sandbox::new()?;
+    let config = sandbox.write("edgemtls.toml", format!("[[routes]]\npath = \"/probe\"\nhandler = \"{PROBE}\"\n"))?;
+    let log = sandbox.path("serve.log");
+    let port = free_port()?;
+    let serve = sandbox
+        .command(["serve", "--config", &text(&config), "--env", "development", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()?;
+    let _serve = Running(serve);
+    wait_for(port)?;
+    for _ in 0..200 {
+        let (status, _) = http_get_with(port, "/probe", &[("x-mode", "trap")])?;
+        ensure!(status == 500);
+    }
+    // Once the limiter's second has passed, the next failure reports what was dropped.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        http_get_with(port, "/probe", &[("x-mode", "trap")])?;
+        if std::fs::read_to_string(&log)?.contains("similar warnings were not logged") {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "no summary of suppressed warnings");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let logged = std::fs::read_to_string(&log)?.matches("request failed").count();
+    ensure!(logged < 150, "{logged} 'request failed' lines for about 200 failing requests");
+    Ok(())
+}

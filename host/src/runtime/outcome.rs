@@ -62,7 +62,7 @@ impl Body for GuardedBody {
         if succeeded {
             return Poll::Ready(None);
         }
-        tracing::warn!(route = %self.route, "the handler failed after its response started: the response is cut off");
+        crate::warn_limited!(route = %self.route, "the handler failed after its response started: the response is cut off");
         Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpProtocolError)))
     }
 

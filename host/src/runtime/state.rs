@@ -215,7 +215,7 @@ impl WasiHttpHooks for OutboundHooks {
         self.sent += 1;
         if self.sent > self.max_outbound {
             let max = self.max_outbound;
-            tracing::warn!(max, "handler exceeded its outbound request limit");
+            crate::warn_limited!(max, "handler exceeded its outbound request limit");
             let failure = UpstreamFailure::new(
                 FailureReason::OutboundLimit,
                 format!("this handler may send at most {max} outbound requests per invocation (limits.max_outbound_requests)"),

@@ -16,7 +16,7 @@ pub(super) async fn serve(app: Arc<App>, listener: TcpListener) {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(error) => {
-                tracing::warn!(%error, "admin listener cannot accept a connection");
+                crate::warn_limited!(%error, "admin listener cannot accept a connection");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }

@@ -432,7 +432,7 @@ impl App {
                     }
                     _ => (S::INTERNAL_SERVER_ERROR, "handler-failed", "Handler failed", "the handler failed; the host log has the details".into()),
                 };
-                tracing::warn!(route = found.pattern, %error, "request failed");
+                crate::warn_limited!(route = found.pattern, %error, "request failed");
                 let mut response = problem_response(status, kind, title, &detail);
                 if matches!(error, HandlerError::Busy(_)) {
                     response.headers_mut().insert(hyper::header::RETRY_AFTER, hyper::header::HeaderValue::from_static("1"));
@@ -525,7 +525,7 @@ impl App {
                     Ok(accepted) => accepted,
                     Err(error) => {
                         // Out of file descriptors and the like: never fatal; let some close.
-                        tracing::warn!(%error, "cannot accept a connection");
+                        crate::warn_limited!(%error, "cannot accept a connection");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
