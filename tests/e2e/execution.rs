@@ -156,38 +156,53 @@ async fn a_request_without_a_host_is_a_bad_request_and_costs_no_instance() -> an
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_response_cut_off_by_the_deadline_ends_with_an_error_not_a_clean_end() -> anyhow::Result<()> {
-    let world = World::new()?;
-    world.add_cert("alpha", "alpha-client", &all_envs())?;
-    let upstream = world.upstream(true).await?;
-    let body = format!("[limits]\nrequest_timeout_ms = 500\n\n[[routes]]\npath = \"/probe\"\nhandler = \"{PROBE}\"\n");
-    let config = world.config(&body, upstream.addr())?;
-    let host = world.serve(&config, Environment::Development).await?;
-
-    // 1 GiB streamed through the guest cannot finish within 500 ms: the deadline cuts it.
-    let target = upstream_url(&upstream, "/big?bytes=1073741824");
+/// GETs `target` through the probe and reads the whole body: the status, the bytes that
+/// arrived, and whether the body ended cleanly.
+async fn stream_through(host: &Served, target: &str) -> anyhow::Result<(u16, usize, bool)> {
+    use http_body_util::BodyExt;
     let request = hyper::Request::get(format!("http://{}/probe", host.addr))
-        .header("x-target", &target)
+        .header("x-target", target)
         .header("x-certificate", "alpha")
         .body(http_body_util::Full::new(bytes::Bytes::new()))?;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build(hyper_util::client::legacy::connect::HttpConnector::new());
     let response = client.request(request).await?;
-    assert_eq!(response.status(), 200, "the head was sent before the deadline");
+    let status = response.status().as_u16();
     assert!(response.headers().get("content-length").is_none(), "the body must be chunked for this test");
     let mut body = response.into_body();
     let mut received = 0usize;
-    let ended = loop {
-        use http_body_util::BodyExt;
+    loop {
         match body.frame().await {
             Some(Ok(frame)) => received += frame.data_ref().map(|d| d.len()).unwrap_or(0),
-            Some(Err(error)) => break Err(error),
-            None => break Ok(()),
+            Some(Err(_)) => return Ok((status, received, false)),
+            None => return Ok((status, received, true)),
         }
-    };
-    assert!(ended.is_err(), "a cut-off body ended cleanly after {received} bytes");
-    assert!(received < 1 << 30, "the whole body arrived: the deadline did not cut it");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_response_lives_while_it_flows_and_ends_in_an_error_when_it_stalls() -> anyhow::Result<()> {
+    let world = World::new()?;
+    world.add_cert("alpha", "alpha-client", &all_envs())?;
+    let upstream = world.upstream(true).await?;
+    let body = format!(
+        "[limits]\nrequest_timeout_ms = 300\nstream_idle_timeout_ms = 2000\n\n[[routes]]\npath = \"/probe\"\nhandler = \"{PROBE}\"\n"
+    );
+    let config = world.config(&body, upstream.addr())?;
+    let host = world.serve(&config, Environment::Development).await?;
+
+    // Ten chunks 100 ms apart: a second in all, three times the request timeout, but never
+    // idle for long. It arrives whole.
+    let (status, received, clean) = stream_through(&host, &upstream_url(&upstream, "/slow?bytes=655360&pause_ms=100")).await?;
+    assert_eq!((status, received, clean), (200, 655_360, true), "a download that makes progress is not cut");
+
+    // 1 MiB, then the upstream stalls: after the idle timeout the guest is stopped, and the
+    // client learns the body is cut off (an error, not a clean end).
+    let (status, received, clean) =
+        stream_through(&host, &upstream_url(&upstream, "/stall?bytes=4194304&stall_after=1048576")).await?;
+    assert_eq!(status, 200, "the head was sent");
+    assert!(!clean, "a cut-off body ended cleanly after {received} bytes");
+    assert!(received <= 1_048_576, "{received}");
     Ok(())
 }
 

@@ -165,6 +165,9 @@ pub struct Limits {
     /// Open client connections; beyond it a new connection is answered 503 and closed.
     /// Default 10,000.
     pub max_connections: u32,
+    /// Once a response streams, how long it may go without a chunk before the handler is
+    /// stopped; a download that makes progress is not cut by `request_timeout`. Default 30 s.
+    pub stream_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -176,6 +179,7 @@ impl Default for Limits {
             max_instances: 1000,
             header_timeout: Duration::from_secs(60),
             max_connections: 10_000,
+            stream_idle_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -239,6 +243,7 @@ struct LimitsToml {
     max_instances: Option<u32>,
     header_timeout_ms: Option<u64>,
     max_connections: Option<u32>,
+    stream_idle_timeout_ms: Option<u64>,
 }
 
 impl Config {
@@ -437,6 +442,9 @@ impl Config {
             max_connections: within("max_connections", raw.limits.max_connections.map(u64::from), 1..=1_000_000)?
                 .map(|n| n as u32)
                 .unwrap_or(defaults.max_connections),
+            stream_idle_timeout: within("stream_idle_timeout_ms", raw.limits.stream_idle_timeout_ms, 1..=3_600_000)?
+                .map(Duration::from_millis)
+                .unwrap_or(defaults.stream_idle_timeout),
         };
 
         Ok(Config { path: path.to_path_buf(), listen, admin_listen, vars, routes, upstreams, limits })

@@ -234,11 +234,18 @@ async fn answer(
     let expected_cn = request.headers().get("x-expect-cn").and_then(|v| v.to_str().ok()).map(str::to_string);
     let header_names: Vec<String> = request.headers().keys().map(|name| name.as_str().to_string()).collect();
     // `?bytes=N` asks for an N-byte body; otherwise the body echoes what was seen.
-    let size = request
-        .uri()
-        .query()
-        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("bytes=")))
-        .and_then(|n| n.parse::<u64>().ok());
+    // `&stall_after=M` sends M of them and then nothing more (a stalled upstream).
+    let query_number = |name: &str| {
+        request
+            .uri()
+            .query()
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')))
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    let size = query_number("bytes");
+    let stall_after = query_number("stall_after");
+    // `&pause_ms=P` waits P ms before each 64 KiB chunk (a slow upstream).
+    let pause = query_number("pause_ms").map(std::time::Duration::from_millis);
     // Count the request body as it streams; never hold it whole.
     let mut body = request.into_body();
     let mut received: u64 = 0;
@@ -267,7 +274,7 @@ async fn answer(
         });
     }
     let body = match size {
-        Some(n) => RepeatBody { remaining: n }.boxed_unsync(),
+        Some(n) => RepeatBody { remaining: n, stall_at: stall_after.map(|m| n.saturating_sub(m)), pause, sleep: None }.boxed_unsync(),
         None => Full::new(Bytes::from(
             serde_json::json!({
                 "client_cn": client_cn,
@@ -293,6 +300,11 @@ async fn answer(
 /// `remaining` bytes of `x`, produced 64 KiB at a time.
 struct RepeatBody {
     remaining: u64,
+    /// Stop sending (without ending) when `remaining` reaches this.
+    stall_at: Option<u64>,
+    /// Wait this long before each chunk.
+    pause: Option<std::time::Duration>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 const CHUNK: &[u8] = &[b'x'; 64 * 1024];
@@ -301,11 +313,22 @@ impl Body for RepeatBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         if self.remaining == 0 {
             return Poll::Ready(None);
         }
-        let n = self.remaining.min(CHUNK.len() as u64) as usize;
+        if let Some(pause) = self.pause {
+            let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(pause)));
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.sleep = None;
+        }
+        let stall_at = self.stall_at.unwrap_or(0);
+        if self.stall_at.is_some() && self.remaining <= stall_at {
+            return Poll::Pending;
+        }
+        let n = self.remaining.min(CHUNK.len() as u64).min(self.remaining - stall_at) as usize;
         self.remaining -= n as u64;
         Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&CHUNK[..n])))))
     }

@@ -7,6 +7,7 @@
 //! it waits on the host, dropped) and its instance reclaimed.
 
 mod bindings;
+mod deadline;
 mod guest_output;
 mod outcome;
 mod pool;
@@ -298,10 +299,10 @@ impl Runtime {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_callback(|store| {
-            Ok(if std::time::Instant::now() >= store.data().deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+            Ok(if store.data().deadline.passed() { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
         });
         // Instantiation runs the component's start functions: under a deadline too.
-        store.data_mut().deadline = std::time::Instant::now() + self.limits.request_timeout;
+        store.data_mut().deadline = deadline::Deadline::new(std::time::Instant::now() + self.limits.request_timeout);
         store.set_epoch_deadline(1);
         match handler.pre.instantiate_async(&mut store).await {
             Ok(proxy) => {
@@ -345,6 +346,9 @@ impl Runtime {
 
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let (outcome_sender, outcome) = tokio::sync::oneshot::channel();
+        let request_deadline = deadline::Deadline::new(deadline.into_std());
+        let body_deadline = request_deadline.clone();
+        let stream_idle = self.limits.stream_idle_timeout;
         let runtime = self.clone();
         let route = handler.context.route.clone();
         let handler = handler.clone();
@@ -356,7 +360,7 @@ impl Runtime {
             };
             instance.served += 1;
             let store = &mut instance.store;
-            store.data_mut().begin_request(config, deadline.into_std(), outcome_sender);
+            store.data_mut().begin_request(config, request_deadline.clone(), outcome_sender);
             store.set_epoch_deadline(1);
             let mut http = store.data_mut().http();
             let request = match http.new_incoming_request(Scheme::Http, request) {
@@ -369,10 +373,23 @@ impl Runtime {
                 }
             };
             let outparam = http.new_response_outparam(sender).map_err(|e| HandlerError::Instantiate(format!("{e:#}")))?;
-            let call = instance.proxy.wasi_http_incoming_handler().call_handle(&mut instance.store, request, outparam);
             // A guest waiting on the host is not interrupted by the epoch: the deadline drops
-            // it (and its instance) here.
-            match tokio::time::timeout_at(deadline, call).await {
+            // it (and its instance) here. The deadline may move while the response streams.
+            let finished = {
+                let call = instance.proxy.wasi_http_incoming_handler().call_handle(&mut instance.store, request, outparam);
+                let mut call = std::pin::pin!(call);
+                loop {
+                    tokio::select! {
+                        result = &mut call => break Ok(result),
+                        () = tokio::time::sleep_until(request_deadline.get().into()) => {
+                            if request_deadline.passed() {
+                                break Err(());
+                            }
+                        }
+                    }
+                }
+            };
+            match finished {
                 Ok(Ok(())) => {
                     let outcome = instance.store.data_mut().end_request();
                     handler.pool.give_back(instance);
@@ -387,7 +404,9 @@ impl Runtime {
         });
 
         match tokio::time::timeout_at(deadline, receiver).await {
-            Ok(Ok(Ok(response))) => Ok(response.map(|body| outcome::GuardedBody::wrap(body, outcome, &route))),
+            Ok(Ok(Ok(response))) => {
+                Ok(response.map(|body| outcome::GuardedBody::wrap(body, outcome, body_deadline, stream_idle, &route)))
+            }
             Ok(Ok(Err(code))) => Err(HandlerError::Guest(code)),
             Ok(Err(_closed)) => match task.await {
                 Ok(Ok(())) => Err(HandlerError::NoResponse),

@@ -31,13 +31,22 @@ pub(super) struct GuardedBody {
     inner: HyperOutgoingBody,
     /// `None` once read.
     outcome: Option<oneshot::Receiver<Outcome>>,
+    /// The request's deadline, which each chunk pushes `stream_idle` ahead.
+    deadline: super::deadline::Deadline,
+    stream_idle: std::time::Duration,
     route: String,
 }
 
 impl GuardedBody {
-    pub(super) fn wrap(inner: HyperOutgoingBody, outcome: oneshot::Receiver<Outcome>, route: &str) -> HyperOutgoingBody {
+    pub(super) fn wrap(
+        inner: HyperOutgoingBody,
+        outcome: oneshot::Receiver<Outcome>,
+        deadline: super::deadline::Deadline,
+        stream_idle: std::time::Duration,
+        route: &str,
+    ) -> HyperOutgoingBody {
         use http_body_util::BodyExt;
-        GuardedBody { inner, outcome: Some(outcome), route: route.to_string() }.boxed_unsync()
+        GuardedBody { inner, outcome: Some(outcome), deadline, stream_idle, route: route.to_string() }.boxed_unsync()
     }
 }
 
@@ -49,6 +58,11 @@ impl Body for GuardedBody {
         if self.outcome.is_some() {
             match Pin::new(&mut self.inner).poll_frame(cx) {
                 Poll::Ready(None) => {}
+                Poll::Ready(Some(Ok(frame))) => {
+                    // Progress: the handler may take another idle period.
+                    self.deadline.extend_to(std::time::Instant::now() + self.stream_idle);
+                    return Poll::Ready(Some(Ok(frame)));
+                }
                 other => return other,
             }
         }

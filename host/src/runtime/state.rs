@@ -88,7 +88,7 @@ pub struct HostState {
     pub(super) config: Arc<WasiConfigVariables>,
     pub(super) limits: MemoryLimit,
     /// When the current request must end: the epoch callback interrupts the guest then.
-    pub(super) deadline: std::time::Instant,
+    pub(super) deadline: super::deadline::Deadline,
     /// Where the current request's outcome is reported (see `outcome.rs`).
     outcome: Option<tokio::sync::oneshot::Sender<Outcome>>,
     /// What the guest may still print during this request.
@@ -131,7 +131,7 @@ impl HostState {
                 inner: StoreLimitsBuilder::new().memory_size(memory_bytes).trap_on_grow_failure(true).build(),
                 refused: false,
             },
-            deadline: std::time::Instant::now(),
+            deadline: super::deadline::Deadline::new(std::time::Instant::now()),
             outcome: None,
             output,
         }
@@ -142,7 +142,7 @@ impl HostState {
     pub(super) fn begin_request(
         &mut self,
         config: Arc<WasiConfigVariables>,
-        deadline: std::time::Instant,
+        deadline: super::deadline::Deadline,
         outcome: tokio::sync::oneshot::Sender<Outcome>,
     ) {
         self.outcome = Some(outcome);
