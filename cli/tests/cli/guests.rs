@@ -162,3 +162,50 @@ fn a_flood_of_failing_requests_is_not_a_flood_of_log_lines() -> Result<()> {
     ensure!(logged < 150, "{logged} 'request failed' lines for about 200 failing requests");
     Ok(())
 }
+
+#[test]
+fn running_out_of_file_descriptors_sheds_connections_and_keeps_serving() -> Result<()> {
+    let Ok(true) = Command::new("prlimit").arg("--version").output().map(|o| o.status.success()) else {
+        eprintln!("skipped: prlimit is not installed");
+        return Ok(());
+    };
+    let sandbox = Sandbox::new()?;
+    let config = sandbox.write("edgemtls.toml", format!("[[routes]]\npath = \"/probe\"\nhandler = \"{PROBE}\"\n"))?;
+    let port = free_port()?;
+    let mut command = sandbox.command(["serve", "--config", &text(&config), "--env", "development", "--listen", &format!("127.0.0.1:{port}")]);
+    // The same invocation, under a limit of 128 open files.
+    let program = command.get_program().to_owned();
+    let args: Vec<_> = command.get_args().map(|a| a.to_owned()).collect();
+    let mut limited = Command::new("prlimit");
+    limited.arg("--nofile=128").arg("--").arg(program).args(args);
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => limited.env(key, value),
+            None => limited.env_remove(key),
+        };
+    }
+    limited.current_dir(sandbox.dir()).stdout(Stdio::null()).stderr(Stdio::null());
+    let mut serve = Running(limited.spawn()?);
+    wait_for(port)?;
+
+    // Twice as many idle connections as the process may hold files.
+    // (Once the backlog is full too, a connect waits on SYN retries: give up on the first.)
+    let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let held: Vec<_> = (0..256)
+        .map_while(|_| std::net::TcpStream::connect_timeout(&address, Duration::from_secs(1)).ok())
+        .collect();
+    ensure!(held.len() > 128, "only {} connections could be opened", held.len());
+    ensure!(serve.0.try_wait()?.is_none(), "serve exited when it ran out of file descriptors");
+    drop(held);
+    // Once they are gone, requests are served again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok((200, _)) = http_get_with(port, "/probe", &[("x-mode", "env"), ("x-var", "HOME")]) {
+            break;
+        }
+        ensure!(serve.0.try_wait()?.is_none(), "serve exited");
+        ensure!(Instant::now() < deadline, "not serving 30 s after the connections closed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
