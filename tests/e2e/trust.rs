@@ -271,10 +271,10 @@ async fn the_star_entry_sets_trust_for_every_upstream_not_listed() -> anyhow::Re
     assert!(upstream.log().requests().is_empty());
     drop(host);
 
-    // `hosts = ["*"]` with the dev CA: trusted, and the hostname is still checked.
+    // `hosts = ["*"]` with the dev CA: trusted, and the hostname is still checked. (It sets
+    // trust only: the route allows the call itself.)
     let config = world.config_raw(&format!(
-        "{}\n[[upstreams]]\nhosts = [\"*\"]\nca_bundle = \"pki/ca.pem\"\n",
-        probe_routes("https://unused.invalid/")
+        "[[routes]]\npath = \"/probe\"\nhandler = \"{PROBE}\"\nallowed_outbound_hosts = [\"*\"]\n\n[[upstreams]]\nhosts = [\"*\"]\nca_bundle = \"pki/ca.pem\"\n"
     ))?;
     let host = world.serve(&config, Environment::Production).await?;
     let reply = host.probe(&target, Some(CLIENT)).await?;

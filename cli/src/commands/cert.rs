@@ -304,7 +304,7 @@ fn test(
         show("server expires:", report.server_not_after.clone());
         show("status:", report.status.map(|s| s.to_string()));
         show("total:", report.total_ms.map(|t| format!("{t} ms")));
-        show("error:", report.error.clone());
+        show("error:", report.error.as_deref().map(printable));
         show("reason:", report.reason.clone());
     }
     Ok(if report.error.is_none() && report.status.is_some_and(|s| s < 400) { ExitCode::SUCCESS } else { ExitCode::FAILURE })

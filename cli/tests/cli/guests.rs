@@ -172,7 +172,7 @@ fn running_out_of_file_descriptors_sheds_connections_and_keeps_serving() -> Resu
     let sandbox = Sandbox::new()?;
     let config = sandbox.write("edgemtls.toml", format!("[[routes]]\npath = \"/probe\"\nhandler = \"{PROBE}\"\n"))?;
     let port = free_port()?;
-    let mut command = sandbox.command(["serve", "--config", &text(&config), "--env", "development", "--listen", &format!("127.0.0.1:{port}")]);
+    let command = sandbox.command(["serve", "--config", &text(&config), "--env", "development", "--listen", &format!("127.0.0.1:{port}")]);
     // The same invocation, under a limit of 128 open files.
     let program = command.get_program().to_owned();
     let args: Vec<_> = command.get_args().map(|a| a.to_owned()).collect();

@@ -62,12 +62,9 @@ impl HostPattern {
         Some(Self { scheme: Some(scheme), host, port: Some(port) })
     }
 
-    /// The pattern for an `[[upstreams]]` host (`host:port`), either scheme; `"*"` (the
-    /// default trust for every upstream) names every upstream.
+    /// The pattern for an `[[upstreams]]` host (`host:port`), either scheme. The `"*"` entry
+    /// sets trust for unlisted upstreams; it does not allow calling them.
     pub fn for_authority(authority: &str) -> Option<Self> {
-        if authority == super::DEFAULT_UPSTREAM {
-            return Some(Self { scheme: None, host: "*".into(), port: None });
-        }
         let (host, port) = split_host_port(authority);
         Some(Self { scheme: None, host: host.to_ascii_lowercase(), port: Some(port?.parse().ok()?) })
     }

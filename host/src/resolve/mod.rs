@@ -324,7 +324,14 @@ impl Resolver {
 
     /// Reloads the snapshot if the store changed since the last load. Returns whether it did.
     pub fn reload_if_changed(&self) -> Result<bool, StoreError> {
-        let store = lock(&self.store);
+        let mut store = lock(&self.store);
+        // A read-only connection may not see later writes by the store's owner (it can be
+        // opened as immutable): open it afresh to look.
+        if store.is_read_only()
+            && let Some(dir) = self.store_path.parent()
+        {
+            *store = Store::open(dir)?;
+        }
         let previous = self.current();
         if store.generation()? == previous.generation {
             return Ok(false);

@@ -81,7 +81,12 @@ impl LineWriter {
             return;
         }
         let text = String::from_utf8_lossy(&self.line);
-        let text = text.trim_end_matches(['\n', '\r']);
+        // Control characters (escape sequences, stray carriage returns) are shown, not obeyed.
+        let text: String = text
+            .trim_end_matches(['\n', '\r'])
+            .chars()
+            .flat_map(|c| if c.is_control() && c != '\t' { c.escape_default().collect::<Vec<_>>() } else { vec![c] })
+            .collect();
         tracing::info!(target: "edgemtls::guest", route = %self.output.route, stream = self.output.stream, "{text}");
         self.line.clear();
     }

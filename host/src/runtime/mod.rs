@@ -230,6 +230,18 @@ impl Runtime {
         }
     }
 
+    /// Drops idle instances past their route's idle timeout, in every route; the server
+    /// calls it every second, so a route that goes quiet gives its memory back.
+    pub fn expire_idle_instances(&self) {
+        let pools: Vec<Arc<InstancePool>> = {
+            let pools = self.pools.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            pools.iter().filter_map(std::sync::Weak::upgrade).collect()
+        };
+        for pool in pools {
+            pool.expire_idle();
+        }
+    }
+
     /// How many components this runtime has compiled (cache hits do not count).
     pub fn compilations(&self) -> u64 {
         self.compilations.load(Ordering::Relaxed)
@@ -390,6 +402,12 @@ impl Runtime {
                 }
             };
             match finished {
+                // Returned, but still holding its response body or other HTTP resources: the
+                // request is not finished, and the instance must not serve another.
+                Ok(Ok(())) if instance.store.data_mut().holds_http_resources() => {
+                    crate::warn_limited!(route = %handler.context.route, "the handler returned without finishing its response body; the response is cut off");
+                    Err(HandlerError::Trap("the handler returned without finishing its response body".into()))
+                }
                 Ok(Ok(())) => {
                     let outcome = instance.store.data_mut().end_request();
                     handler.pool.give_back(instance);

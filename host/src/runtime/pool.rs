@@ -74,6 +74,17 @@ impl InstancePool {
         drop(surplus);
     }
 
+    /// Drops the idle instances unused for longer than the idle timeout.
+    pub(super) fn expire_idle(&self) {
+        let now = Instant::now();
+        let expired: Vec<Idle> = {
+            let mut idle = self.lock();
+            let fresh_from = idle.iter().position(|i| now.duration_since(i.since) < self.reuse.idle_timeout).unwrap_or(idle.len());
+            idle.drain(..fresh_from).collect()
+        };
+        drop(expired);
+    }
+
     /// Drops every idle instance, returning their slots to the allocator.
     pub(super) fn evict_all(&self) {
         let evicted: Vec<Idle> = std::mem::take(&mut *self.lock());

@@ -79,6 +79,9 @@ impl wasmtime::ResourceLimiter for MemoryLimit {
     }
 }
 
+/// Resources (streams, requests, bodies…) one instance may hold at once.
+const MAX_RESOURCES: usize = 10_000;
+
 /// Everything one instance owns; the per-request part is reset by [`HostState::begin_request`].
 pub struct HostState {
     wasi: WasiCtx,
@@ -117,7 +120,12 @@ impl HostState {
         Self {
             wasi,
             http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
+            table: {
+                // A guest that creates resources without bound runs out here, not the host.
+                let mut table = ResourceTable::new();
+                table.set_max_capacity(MAX_RESOURCES);
+                table
+            },
             hooks: OutboundHooks {
                 context,
                 next_identity: None,
@@ -153,6 +161,27 @@ impl HostState {
         self.hooks.next_identity = None;
         self.hooks.next_failure = None;
         self.hooks.failures.clear();
+    }
+
+    /// Whether the guest still holds HTTP resources after its handler returned: an unfinished
+    /// response body (whose client would wait for ever, and which the next request on this
+    /// instance could write into), a pending outbound request or response. Such an instance
+    /// is not reused.
+    pub(super) fn holds_http_resources(&mut self) -> bool {
+        use wasmtime_wasi_http::p2::body::{HostIncomingBody, HostOutgoingBody};
+        use wasmtime_wasi_http::p2::types::{
+            HostIncomingResponse, HostOutgoingRequest, HostOutgoingResponse, HostResponseOutparam,
+        };
+        self.table.iter_mut().any(|entry| {
+            let entry: &dyn std::any::Any = entry;
+            entry.is::<HostOutgoingBody>()
+                || entry.is::<HostIncomingBody>()
+                || entry.is::<HostFutureIncomingResponse>()
+                || entry.is::<HostOutgoingRequest>()
+                || entry.is::<HostIncomingResponse>()
+                || entry.is::<HostOutgoingResponse>()
+                || entry.is::<HostResponseOutparam>()
+        })
     }
 
     /// The handler returned: takes where to report that, to report it once the instance

@@ -489,6 +489,15 @@ impl App {
     /// Registers the deployment, starts the store watcher and the admin endpoints.
     fn start(self: &Arc<Self>, listen: SocketAddr, admin: Option<TcpListener>) -> std::io::Result<()> {
         self.register(listen);
+        let runtime = Arc::downgrade(&self.runtime);
+        tokio::spawn(async move {
+            let mut every_second = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every_second.tick().await;
+                let Some(runtime) = runtime.upgrade() else { break };
+                runtime.expire_idle_instances();
+            }
+        });
         self.resolver.watch(STORE_POLL_INTERVAL);
         if let Some(admin) = admin {
             let addr = admin.local_addr()?;

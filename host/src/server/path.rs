@@ -15,6 +15,9 @@ pub enum PathProblem {
     /// An encoded separator or dot that upstreams may decode into one.
     #[error("the path '{0}' contains an encoded '/', '\\' or '.' (%2F, %5C, %2E); send it unencoded")]
     EncodedSeparator(String),
+    /// A dot segment with a path parameter (`..;x`), which some servers treat as `..`.
+    #[error("the path '{0}' has a '.' or '..' segment with a parameter (;)")]
+    DotWithParameter(String),
     /// A backslash, which some servers treat as a separator.
     #[error("the path '{0}' contains a backslash")]
     Backslash(String),
@@ -29,6 +32,10 @@ pub fn normalize(path: &str) -> Result<std::borrow::Cow<'_, str>, PathProblem> {
     }
     if path.contains('\\') {
         return Err(PathProblem::Backslash(path.to_string()));
+    }
+    // `..;x` is `..` to servers that strip path parameters (Tomcat, Spring).
+    if path.split('/').any(|segment| segment.starts_with(".;") || segment.starts_with("..;")) {
+        return Err(PathProblem::DotWithParameter(path.to_string()));
     }
     if !path.split('/').any(|segment| segment == "." || segment == "..") {
         return Ok(std::borrow::Cow::Borrowed(path));
@@ -79,5 +86,7 @@ mod tests {
         assert!(matches!(normalize("/hdr/%2E%2E/admin"), Err(PathProblem::EncodedSeparator(_))));
         assert!(matches!(normalize("/hdr/..%5cadmin"), Err(PathProblem::EncodedSeparator(_))));
         assert!(matches!(normalize("/hdr\\..\\admin"), Err(PathProblem::Backslash(_))));
+        assert!(matches!(normalize("/public/..;/admin"), Err(PathProblem::DotWithParameter(_))));
+        assert_eq!(normalize("/a;b/c").unwrap(), "/a;b/c");
     }
 }

@@ -71,10 +71,16 @@ pub enum StoreError {
         action: String,
     },
     /// The key file exists but is empty.
-    #[error("the master key file '{path}' is empty (a write was interrupted): restore it from your backup, or, if this store never held a certificate, delete the store directory and start again", path = path.display())]
+    #[error("the master key file '{path}' is empty (a write was interrupted): {}", if *sealed_anything {
+        "restore it from your backup (the store's keys were sealed with the key it held)"
+    } else {
+        "this store never sealed a key, so delete that file and run the command again"
+    }, path = path.display())]
     EmptyKeyFile {
         /// The key file.
         path: PathBuf,
+        /// Whether the store holds anything sealed with the lost key.
+        sealed_anything: bool,
     },
     /// The store was sealed with another master key.
     #[error("the master key from {key_source} does not match the store '{path}': it was sealed with another key (check {env} or the key file)", path = path.display(), env = MASTER_KEY_ENV)]
@@ -236,7 +242,9 @@ const KEY_CHECK_CONTEXT: &str = "edgemtls master key check";
 
 /// The key-check plaintext of a store whose records all carry a MAC; `b"ok"` marks a store
 /// from before record MACs, whose records get theirs at the next open. The marker is sealed,
-/// so it cannot be forged into "older store" without the master key.
+/// so it cannot be forged without the master key; what the seal cannot stop is a replay of
+/// an earlier valid state (an old marker, or a record rolled back to a version it once had):
+/// it detects changes, not rollbacks. Keep the store's directory writable by its owner only.
 const RECORDS_AUTHENTICATED: &[u8] = b"records-authenticated";
 
 /// What decides where a key may be used, bound under the master key: without the key,
@@ -350,11 +358,10 @@ impl Store {
             .map_err(db)?;
         let key_file = dir.join(KEY_FILE);
         let found = match MasterKey::from_env_or_file(&key_file) {
-            // An empty key file in a store that never sealed anything is the trace of an
-            // interrupted first start (older versions wrote the file in place): replace it.
-            Err(StoreError::EmptyKeyFile { .. }) if key_check.is_none() => {
-                std::fs::remove_file(&key_file).map_err(|source| StoreError::Io { path: key_file.clone(), source })?;
-                None
+            // An empty key file is the trace of an interrupted first start of an older version.
+            // Replacing it here could race another process doing the same; say what to do.
+            Err(StoreError::EmptyKeyFile { path: key_file, .. }) => {
+                return Err(StoreError::EmptyKeyFile { path: key_file, sealed_anything: key_check.is_some() });
             }
             other => other?,
         };

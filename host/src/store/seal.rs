@@ -114,7 +114,9 @@ impl MasterKey {
             return Ok(Some((Self::from_base64(&text, &source)?, source)));
         }
         match std::fs::read_to_string(key_file) {
-            Ok(text) if text.trim().is_empty() => Err(StoreError::EmptyKeyFile { path: key_file.to_path_buf() }),
+            Ok(text) if text.trim().is_empty() => {
+                Err(StoreError::EmptyKeyFile { path: key_file.to_path_buf(), sealed_anything: true })
+            }
             Ok(text) => {
                 let source = KeySource::File(key_file.to_path_buf());
                 Ok(Some((Self::from_base64(&text, &source)?, source)))

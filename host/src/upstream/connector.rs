@@ -46,25 +46,34 @@ pub struct ForbiddenPeer {
     pub why: &'static str,
 }
 
-fn forbidden(peer: SocketAddr) -> Option<&'static str> {
-    let ip = match peer.ip() {
+/// Cloud metadata services that are not link-local: AWS over IPv6, Alibaba Cloud.
+const METADATA_ADDRESSES: &[IpAddr] = &[
+    IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)),
+    IpAddr::V4(std::net::Ipv4Addr::new(100, 100, 100, 200)),
+];
+
+/// Why a guest may not reach `peer`, if it may not. `local` is our side of an established
+/// connection: a peer with our own address is this host, whichever interface it used.
+fn forbidden(peer: SocketAddr, local: Option<IpAddr>) -> Option<&'static str> {
+    let unmapped = |ip: IpAddr| match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
     };
+    let ip = unmapped(peer.ip());
     let link_local = match ip {
         IpAddr::V4(v4) => v4.is_link_local(),
         IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
     };
-    if link_local {
-        return Some("is link-local (cloud metadata and the like)");
+    if link_local || METADATA_ADDRESSES.contains(&ip) {
+        return Some("is link-local or a cloud metadata address");
     }
     if ip.is_unspecified() {
         return Some("is an unspecified address");
     }
+    let this_host = ip.is_loopback() || local.map(unmapped) == Some(ip);
     let listeners = ADMIN_LISTENERS.read().ok()?;
     let admin = listeners.iter().any(|admin| {
-        admin.port() == peer.port()
-            && (admin.ip() == ip || (admin.ip().is_unspecified() || admin.ip().is_loopback()) && ip.is_loopback())
+        admin.port() == peer.port() && (admin.ip() == ip || ((admin.ip().is_unspecified() || admin.ip().is_loopback()) && this_host))
     });
     admin.then_some("is this host's admin listener")
 }
@@ -92,15 +101,64 @@ impl LastTlsError {
     }
 }
 
-/// Wraps a connector so that each of its connections records its TLS error.
+/// Wraps the TCP connector: refuses forbidden peers after the TCP connect and before TLS, so
+/// a refused peer never sees our server name or certificate (address literals are refused
+/// before any packet is sent).
+#[derive(Clone)]
+pub(crate) struct PeerGuard<C>(pub(crate) C);
+
+fn refused(peer: SocketAddr, why: &'static str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::PermissionDenied, ForbiddenPeer { peer, why })
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<C> tower_service::Service<http::Uri> for PeerGuard<C>
+where
+    C: tower_service::Service<http::Uri>,
+    C::Response: Connection,
+    C::Error: Into<BoxError>,
+    C::Future: Send + 'static,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let literal = uri.host().and_then(|h| h.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok());
+        let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 });
+        if let Some(ip) = literal {
+            let peer = SocketAddr::new(ip, port);
+            if let Some(why) = forbidden(peer, None) {
+                return Box::pin(async move { Err(refused(peer, why).into()) });
+            }
+        }
+        let connecting = self.0.call(uri);
+        Box::pin(async move {
+            let connection = connecting.await.map_err(Into::into)?;
+            let mut extras = http::Extensions::new();
+            connection.connected().get_extras(&mut extras);
+            if let Some(info) = extras.get::<HttpInfo>()
+                && let Some(why) = forbidden(info.remote_addr(), Some(info.local_addr().ip()))
+            {
+                return Err(refused(info.remote_addr(), why).into());
+            }
+            Ok(connection)
+        })
+    }
+}
+
+/// Wraps the TLS connector so that each of its connections records its TLS error.
 #[derive(Clone)]
 pub(crate) struct RecordingConnector<C>(pub(crate) C);
 
 impl<C> tower_service::Service<http::Uri> for RecordingConnector<C>
 where
     C: tower_service::Service<http::Uri>,
-    C::Response: Connection,
-    C::Error: From<std::io::Error>,
     C::Future: Send + 'static,
 {
     type Response = Recording<C::Response>;
@@ -112,29 +170,8 @@ where
     }
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
-        // An address literal is refused before any packet is sent.
-        let literal = uri.host().and_then(|h| h.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok());
-        let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 });
-        if let Some(ip) = literal {
-            let peer = SocketAddr::new(ip, port);
-            if let Some(why) = forbidden(peer) {
-                return Box::pin(async move {
-                    Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, ForbiddenPeer { peer, why }).into())
-                });
-            }
-        }
         let connecting = self.0.call(uri);
-        Box::pin(async move {
-            let inner = connecting.await?;
-            let mut extras = http::Extensions::new();
-            inner.connected().get_extras(&mut extras);
-            if let Some(peer) = extras.get::<HttpInfo>().map(HttpInfo::remote_addr)
-                && let Some(why) = forbidden(peer)
-            {
-                return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, ForbiddenPeer { peer, why }).into());
-            }
-            Ok(Recording { inner, last: LastTlsError::default() })
-        })
+        Box::pin(async move { Ok(Recording { inner: connecting.await?, last: LastTlsError::default() }) })
     }
 }
 

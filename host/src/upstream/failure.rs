@@ -355,11 +355,10 @@ fn from_alert(alert: AlertDescription, attempt: &Attempt<'_>) -> UpstreamFailure
         AlertDescription::AccessDenied,
         AlertDescription::DecryptError,
         AlertDescription::CertificateRequired,
-        AlertDescription::HandshakeFailure,
     ];
     let mut failure = match attempt.certificate {
         // TLS 1.3 servers send certificate_required; TLS 1.2 ones handshake_failure or bad_certificate.
-        None if refusals.contains(&alert) => UpstreamFailure::new(
+        None if refusals.contains(&alert) || alert == AlertDescription::HandshakeFailure => UpstreamFailure::new(
             FailureReason::ClientCertificateRequired,
             format!(
                 "{authority} requires a client certificate and this request presented none (TLS alert {name}); \
@@ -379,6 +378,15 @@ fn from_alert(alert: AlertDescription, attempt: &Attempt<'_>) -> UpstreamFailure
                 format!("{authority} refused client certificate '{certificate}' (TLS alert {name}): {why}"),
             )
         }
+        // With a certificate presented, handshake_failure says no more than "we could not
+        // agree": a key type, a cipher suite or a version.
+        Some(certificate) if alert == AlertDescription::HandshakeFailure => UpstreamFailure::new(
+            FailureReason::TlsAlert,
+            format!(
+                "{authority} ended the TLS handshake with alert handshake_failure: it may not accept the key type of \
+                 '{certificate}', or shares no TLS version or cipher suite with this host"
+            ),
+        ),
         _ => UpstreamFailure::new(FailureReason::TlsAlert, format!("{authority} ended the TLS handshake with alert {name}")),
     };
     failure.alert = Some(u8::from(alert));

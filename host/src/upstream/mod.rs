@@ -18,7 +18,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use connector::{LastTlsError, RecordingConnector};
+use connector::{LastTlsError, PeerGuard, RecordingConnector};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use wasmtime_wasi_http::{RequestOptions, WasiBody};
 
@@ -28,7 +28,7 @@ pub use probe::{ProbeReport, probe};
 pub use trust::{HostnameMismatch, PinMismatch, TrustError, TrustProfiles};
 
 /// The HTTP client (and its connection pool) of one identity towards one trust profile.
-type PooledClient = Client<RecordingConnector<HttpsConnector<HttpConnector>>, WasiBody>;
+type PooledClient = Client<RecordingConnector<HttpsConnector<PeerGuard<HttpConnector>>>, WasiBody>;
 
 /// The client certificate an outbound request presents, if any.
 pub struct Certificate {
@@ -167,6 +167,6 @@ fn build_client(config: rustls::ClientConfig) -> PooledClient {
         .with_tls_config(config)
         .https_or_http()
         .enable_all_versions()
-        .wrap_connector(http);
+        .wrap_connector(PeerGuard(http));
     Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(RecordingConnector(connector))
 }
