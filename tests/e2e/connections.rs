@@ -38,12 +38,16 @@ async fn slow_headers_and_idle_connections_are_closed_after_the_header_timeout()
     slow.write_all(b"GET /probe HTTP/1.1\r\nHost: x\r\n").await?;
     // Idle: connected, silent.
     let mut idle = TcpStream::connect(host.addr).await?;
+    // The start of the HTTP/2 preface, then nothing.
+    let mut preface = TcpStream::connect(host.addr).await?;
+    preface.write_all(b"PRI * HT").await?;
     // Keep-alive: one request answered, then silence.
     let mut kept = TcpStream::connect(host.addr).await?;
     kept.write_all(b"GET /probe HTTP/1.1\r\nHost: x\r\nx-mode: env\r\nx-var: HOME\r\n\r\n").await?;
 
     read_until_closed(&mut slow).await?;
     read_until_closed(&mut idle).await?;
+    read_until_closed(&mut preface).await?;
     let answered = read_until_closed(&mut kept).await?;
     assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
     // And the host still serves.

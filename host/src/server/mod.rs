@@ -556,10 +556,10 @@ impl App {
             let header_timeout = limits.header_timeout;
             tokio::spawn(async move {
                 let _permit = permit;
-                // The protocol detection below waits for the first bytes without a timer: a
-                // connection that sends nothing is closed after the header timeout here.
-                let mut first = [0u8; 1];
-                if !matches!(tokio::time::timeout(header_timeout, stream.peek(&mut first)).await, Ok(Ok(1..))) {
+                // The protocol detection below waits, without a timer, for enough bytes to tell
+                // HTTP/1 from the HTTP/2 preface: a connection that does not send them within
+                // the header timeout is closed here.
+                if tokio::time::timeout(header_timeout, protocol_decidable(&stream)).await != Ok(true) {
                     return;
                 }
                 let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
@@ -576,6 +576,26 @@ impl App {
         }
         self.resolver.unregister();
         Ok(())
+    }
+}
+
+/// Waits until `stream` has sent enough to tell its protocol: the 24-byte HTTP/2 preface, or
+/// an HTTP/1 request line (a line ending, or bytes that cannot start the preface). `false`
+/// when it closes first.
+async fn protocol_decidable(stream: &tokio::net::TcpStream) -> bool {
+    const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut buffer = [0u8; 24];
+    loop {
+        let n = match stream.peek(&mut buffer).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => n,
+        };
+        if n == buffer.len() || !H2_PREFACE.starts_with(&buffer[..n]) || buffer[..n].contains(&b'\n') {
+            return true;
+        }
+        // A prefix of the preface: look again shortly (peeking leaves the socket readable,
+        // so waiting on readiness would spin).
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
