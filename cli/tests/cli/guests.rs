@@ -165,6 +165,8 @@ fn a_flood_of_failing_requests_is_not_a_flood_of_log_lines() -> Result<()> {
 
 #[test]
 fn running_out_of_file_descriptors_sheds_connections_and_keeps_serving() -> Result<()> {
+    // More connections than the server may hold files: it accepts what it can, the rest
+    // wait in the listen backlog, and it must neither exit nor stop serving.
     let Ok(true) = Command::new("prlimit").arg("--version").output().map(|o| o.status.success()) else {
         eprintln!("skipped: prlimit is not installed");
         return Ok(());
@@ -173,11 +175,11 @@ fn running_out_of_file_descriptors_sheds_connections_and_keeps_serving() -> Resu
     let config = sandbox.write("edgemtls.toml", format!("[[routes]]\npath = \"/probe\"\nhandler = \"{PROBE}\"\n"))?;
     let port = free_port()?;
     let command = sandbox.command(["serve", "--config", &text(&config), "--env", "development", "--listen", &format!("127.0.0.1:{port}")]);
-    // The same invocation, under a limit of 128 open files.
+    // The same invocation, under a limit of 64 open files.
     let program = command.get_program().to_owned();
     let args: Vec<_> = command.get_args().map(|a| a.to_owned()).collect();
     let mut limited = Command::new("prlimit");
-    limited.arg("--nofile=128").arg("--").arg(program).args(args);
+    limited.arg("--nofile=64").arg("--").arg(program).args(args);
     for (key, value) in command.get_envs() {
         match value {
             Some(value) => limited.env(key, value),
@@ -194,7 +196,7 @@ fn running_out_of_file_descriptors_sheds_connections_and_keeps_serving() -> Resu
     let held: Vec<_> = (0..256)
         .map_while(|_| std::net::TcpStream::connect_timeout(&address, Duration::from_secs(1)).ok())
         .collect();
-    ensure!(held.len() > 128, "only {} connections could be opened", held.len());
+    ensure!(held.len() > 64, "only {} connections could be opened", held.len());
     ensure!(serve.0.try_wait()?.is_none(), "serve exited when it ran out of file descriptors");
     drop(held);
     // Once they are gone, requests are served again.

@@ -302,6 +302,14 @@ impl Resolver {
         out
     }
 
+    /// The certificates whose stored key does not unseal (named in the log when loaded).
+    pub fn damaged_certificates(&self) -> Vec<String> {
+        let snapshot = self.current();
+        let mut names: Vec<String> = snapshot.entries.iter().filter(|(_, e)| e.damaged).map(|(n, _)| n.clone()).collect();
+        names.sort();
+        names
+    }
+
     /// Number of certificates in the current snapshot.
     pub fn certificate_count(&self) -> usize {
         self.current().entries.len()
@@ -486,6 +494,7 @@ mod tests {
         assert_eq!(resolver.resolve(&good)?.name(), Some("good"), "an id resolves to its certificate");
         let error = resolver.resolve("broken").unwrap_err();
         assert!(matches!(error, ResolveError::Damaged { .. }), "{error}");
+        assert_eq!(resolver.damaged_certificates(), vec!["broken".to_string()], "reported for /healthz");
         assert!(resolver.resolve(&broken).is_err());
         Ok(())
     }

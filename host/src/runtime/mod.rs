@@ -93,6 +93,8 @@ pub struct Runtime {
     pools: Mutex<Vec<std::sync::Weak<InstancePool>>>,
     /// Requests running guests now: the epoch ticks fast only while there are some.
     running: Arc<AtomicU64>,
+    /// One permit per instance that may exist (`max_instances`).
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Counts a running request for as long as it lives.
@@ -208,6 +210,7 @@ impl Runtime {
             compilations: AtomicU64::new(0),
             pools: Mutex::new(Vec::new()),
             running,
+            slots: Arc::new(tokio::sync::Semaphore::new(limits.max_instances as usize)),
         })
     }
 
@@ -326,6 +329,9 @@ impl Runtime {
     }
 
     async fn instantiate_once(&self, handler: &Handler) -> Result<Instance, HandlerError> {
+        // `max_instances` is counted here, so it holds with the on-demand allocator too (the
+        // pooling allocator's own limit is sized above it).
+        let slot = self.slots.clone().try_acquire_owned().map_err(|_| HandlerError::Busy(self.limits.max_instances))?;
         let budget = guest_output::OutputBudget::new();
         let route = &handler.context.route;
         let wasi = WasiCtx::builder()
@@ -358,7 +364,7 @@ impl Runtime {
         match handler.pre.instantiate_async(&mut store).await {
             Ok(proxy) => {
                 handler.context.metrics.record_instance(&handler.context.route);
-                Ok(Instance { store, proxy, served: 0 })
+                Ok(Instance { store, proxy, served: 0, _slot: slot })
             }
             Err(error) if error.is::<wasmtime::PoolConcurrencyLimitError>() => Err(HandlerError::Busy(self.limits.max_instances)),
             Err(error) => Err(classify_trap(&error, store.data().limits.refused(), self.limits.request_timeout, self.limits.memory_bytes)),

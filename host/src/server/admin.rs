@@ -39,11 +39,14 @@ const JSON: &str = "application/json";
 async fn answer(app: &Arc<App>, method: &hyper::Method, path: &str) -> hyper::Response<Full<Bytes>> {
     let (status, kind, body) = match (method, path) {
         (_, "/healthz") => {
+            // Damaged records do not make the host unhealthy (it serves the rest), but they
+            // are reported where an operator looks.
             let body = serde_json::json!({
                 "status": "ok",
                 "environment": app.environment().as_str(),
                 "certificates": app.resolver().certificate_count(),
                 "certificates_in_use": app.certificate_names(),
+                "certificates_damaged": app.resolver().damaged_certificates(),
             });
             (200, JSON, body.to_string())
         }
