@@ -90,3 +90,38 @@ async fn connections_over_the_limit_get_503_and_the_rest_are_served() -> anyhow:
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_loses_its_connection_after_the_timeout() -> anyhow::Result<()> {
+    let world = World::new()?;
+    world.add_cert("alpha", "alpha-client", &all_envs())?;
+    let upstream = world.upstream(true).await?;
+    let body = format!(
+        "[limits]\nheader_timeout_ms = 300\nmax_connections = 1\nstream_idle_timeout_ms = 120000\n\n[[routes]]\npath = \"/probe\"\nhandler = \"{PROBE}\"\n"
+    );
+    let config = world.config(&body, upstream.addr())?;
+    let host = world.serve(&config, Environment::Development).await?;
+
+    // Asks for 64 MiB and reads none of it, holding the only connection slot.
+    let target = upstream_url(&upstream, "/big?bytes=67108864");
+    let mut reader_that_never_reads = TcpStream::connect(host.addr).await?;
+    reader_that_never_reads
+        .write_all(format!("GET /probe HTTP/1.1\r\nHost: x\r\nx-target: {target}\r\nx-certificate: alpha\r\n\r\n").as_bytes())
+        .await?;
+
+    // The slot comes back once the stalled write times out.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut stream = TcpStream::connect(host.addr).await?;
+        stream.write_all(b"GET /probe HTTP/1.1\r\nHost: x\r\nx-mode: env\r\nx-var: HOME\r\nConnection: close\r\n\r\n").await?;
+        let answer = read_until_closed(&mut stream).await?;
+        if answer.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(Instant::now() < deadline, "the stalled connection still held the slot after 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(reader_that_never_reads);
+    Ok(())
+}

@@ -39,6 +39,9 @@ use pool::{Instance, InstancePool};
 /// Deadlines are instants, not tick counts.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
 
+/// How long a request waits for an instance slot before it is answered 503.
+const SLOT_WAIT: Duration = Duration::from_millis(100);
+
 /// How often the epoch advances while no request runs.
 const IDLE_TICK: Duration = Duration::from_millis(50);
 
@@ -331,7 +334,12 @@ impl Runtime {
     async fn instantiate_once(&self, handler: &Handler) -> Result<Instance, HandlerError> {
         // `max_instances` is counted here, so it holds with the on-demand allocator too (the
         // pooling allocator's own limit is sized above it).
-        let slot = self.slots.clone().try_acquire_owned().map_err(|_| HandlerError::Busy(self.limits.max_instances))?;
+        // A short wait smooths a burst, and the moment between a response's last byte and
+        // its instance going back to the pool.
+        let slot = match tokio::time::timeout(SLOT_WAIT, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(slot)) => slot,
+            _ => return Err(HandlerError::Busy(self.limits.max_instances)),
+        };
         let budget = guest_output::OutputBudget::new();
         let route = &handler.context.route;
         let wasi = WasiCtx::builder()

@@ -5,6 +5,7 @@ mod admin;
 mod path;
 mod problem;
 mod router;
+mod write_timeout;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -562,7 +563,9 @@ impl App {
                 if tokio::time::timeout(header_timeout, protocol_decidable(&stream)).await != Ok(true) {
                     return;
                 }
-                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                // A client that stops reading is dropped after the header timeout too.
+                let io = write_timeout::WriteTimeout::new(TokioIo::new(stream), header_timeout);
+                let connection = builder.serve_connection(io, service).into_owned();
                 if let Err(error) = watcher.watch(connection).await {
                     tracing::debug!(%peer, error = %error, "connection closed with an error");
                 }

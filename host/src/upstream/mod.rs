@@ -135,9 +135,19 @@ impl ClientIdentity {
         let authority = request_authority(&request)?;
         let attempt = Attempt { authority: &authority, certificate: self.name() };
         let client = self.client(&authority)?;
-        let response = client.request(request);
         let first_byte = options.and_then(|o| o.first_byte_timeout).unwrap_or(Duration::from_secs(60));
-        let response = match tokio::time::timeout(first_byte, response).await {
+        let deadline = tokio::time::Instant::now() + first_byte;
+        // A pooled connection the upstream closed just as it was handed out fails the request
+        // before any answer; a bodiless GET or HEAD is safe to send again, once.
+        let replay = replayable(&request);
+        let mut result = tokio::time::timeout_at(deadline, client.request(request)).await;
+        if let (Some(parts), Ok(Err(error))) = (replay, &result)
+            && closed_before_answering(error)
+        {
+            let again = http::Request::from_parts(parts, http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync());
+            result = tokio::time::timeout_at(deadline, client.request(again)).await;
+        }
+        let response = match result {
             // The connection's own TLS error, when it recorded one, is the real cause.
             Ok(result) => result.map_err(|e| match LastTlsError::of(&e) {
                 Some(tls) => classify(&tls, &attempt),
@@ -147,6 +157,33 @@ impl ClientIdentity {
         };
         Ok(response.map(|body| body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync()))
     }
+}
+
+/// The parts of a GET or HEAD without a body, to send it again; `None` for anything else.
+fn replayable(request: &http::Request<WasiBody>) -> Option<http::request::Parts> {
+    let bodiless = request.headers().get(http::header::TRANSFER_ENCODING).is_none()
+        && request.headers().get(http::header::CONTENT_LENGTH).is_none_or(|length| length == "0");
+    if !(bodiless && matches!(*request.method(), http::Method::GET | http::Method::HEAD)) {
+        return None;
+    }
+    let mut parts = http::Request::new(()).into_parts().0;
+    parts.method = request.method().clone();
+    parts.uri = request.uri().clone();
+    parts.version = request.version();
+    parts.headers = request.headers().clone();
+    Some(parts)
+}
+
+/// Whether the connection closed before any response (hyper's "incomplete message").
+fn closed_before_answering(error: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(current) = source {
+        if let Some(hyper_error) = current.downcast_ref::<hyper::Error>() {
+            return hyper_error.is_incomplete_message();
+        }
+        source = current.source();
+    }
+    false
 }
 
 fn request_authority(request: &http::Request<WasiBody>) -> Result<String, UpstreamFailure> {
