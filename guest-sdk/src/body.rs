@@ -115,10 +115,19 @@ impl Body {
                                 Err(StreamError::LastOperationFailed(e)) => return Err(stream_failure(e)),
                             }
                         }
-                        output.blocking_flush().map_err(|e| match e {
-                            StreamError::Closed => FetchError::Body("the upstream closed the request body".into()),
-                            StreamError::LastOperationFailed(e) => stream_failure(e),
-                        })?;
+                        match output.blocking_flush() {
+                            Ok(()) => {}
+                            // The upstream stopped reading: it has answered (or failed), and
+                            // the response says which. Nothing more to send.
+                            Err(StreamError::Closed) => {
+                                drop(output);
+                                drop(input);
+                                drop(IncomingBody::finish(body));
+                                let _ = OutgoingBody::finish(out, None);
+                                return Ok(());
+                            }
+                            Err(StreamError::LastOperationFailed(e)) => return Err(stream_failure(e)),
+                        }
                     }
                     drop(IncomingBody::finish(body));
                 }
