@@ -395,6 +395,11 @@ http {{
         """Runs wrk against one system; returns rps, latency and CPU per request, after
         checking that every response was 200 with the right body and identity."""
         headers = ["-H", f"x-expect-cn: {expect_cn}"] if expect_cn else []
+        # Warm up first, unmeasured: instances, connection pools and caches, so the first
+        # cell of a run is not charged for them.
+        if not self.smoke:
+            subprocess.run(["wrk", "-t1", f"-c{self.connections}", "-d1s", *headers, f"http://127.0.0.1:{port}{path}"],
+                           capture_output=True, text=True, env={**os.environ, **(env or {})})
         before = self.upstream_stats(stats_upstream) if stats_upstream else None
         cpu_before = cpu_seconds(proc.pid)
         out = subprocess.run(
