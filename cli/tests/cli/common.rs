@@ -497,3 +497,19 @@ pub fn http_get_with(port: u16, path: &str, headers: &[(&str, &str)]) -> Result<
     let (_, body) = response.split_once("\r\n\r\n").context("no HTTP body")?;
     Ok((status, body.to_string()))
 }
+
+/// `edgemtls serve` on a free port with `config` in development, its log (JSON lines when
+/// `json_log`) going to `serve.log` in the sandbox. Returns once it listens.
+pub fn serve_logged(sandbox: &Sandbox, config: &Path, json_log: bool) -> Result<(Running, u16, PathBuf)> {
+    let log = sandbox.path("serve.log");
+    let port = free_port()?;
+    let mut args = Vec::new();
+    if json_log {
+        args.extend(["--log-format".to_string(), "json".to_string()]);
+    }
+    args.extend(["serve", "--config", &text(config), "--env", "development", "--listen", &format!("127.0.0.1:{port}")].map(String::from));
+    let serve = sandbox.command(args).stdout(Stdio::null()).stderr(std::fs::File::create(&log)?).spawn()?;
+    let serve = Running(serve);
+    wait_for(port)?;
+    Ok((serve, port, log))
+}

@@ -200,16 +200,7 @@ fn each_tls_failure_says_what_failed_and_what_to_do() -> Result<()> {
     }
     let config_path = sandbox.write("edgemtls.toml", &config)?;
 
-    let log = sandbox.path("serve.log");
-    let port = free_port()?;
-    let serve = sandbox
-        .command(["--log-format", "json", "serve", "--config", &text(&config_path), "--env", "development",
-            "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?)
-        .spawn()?;
-    let _serve = Running(serve);
-    wait_for(port)?;
+    let (_serve, port, log) = serve_logged(&sandbox, &config_path, true)?;
 
     for (case, (_, upstream_port)) in cases.iter().zip(&servers) {
         let name = case.name;

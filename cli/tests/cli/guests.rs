@@ -95,16 +95,7 @@ fn what_a_guest_prints_is_logged_with_its_route_up_to_a_budget() -> Result<()> {
         "edgemtls.toml",
         format!("[[routes]]\npath = \"/probe\"\nhandler = \"{PROBE}\"\nmax_requests_per_instance = 10\n"),
     )?;
-    let log = sandbox.path("serve.log");
-    let port = free_port()?;
-    let serve = sandbox
-        .command(["--log-format", "json", "serve", "--config", &text(&config), "--env", "development",
-            "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?)
-        .spawn()?;
-    let _serve = Running(serve);
-    wait_for(port)?;
+    let (_serve, port, log) = serve_logged(&sandbox, &config, true)?;
 
     // 10,000 lines of ~100 bytes: about 1 MB, sixteen times the budget; twice, on one
     // instance, to show the budget is per request.
@@ -135,15 +126,7 @@ fn what_a_guest_prints_is_logged_with_its_route_up_to_a_budget() -> Result<()> {
 fn a_flood_of_failing_requests_is_not_a_flood_of_log_lines() -> Result<()> {
     let sandbox = Sandbox::new()?;
     let config = sandbox.write("edgemtls.toml", format!("[[routes]]\npath = \"/probe\"\nhandler = \"{PROBE}\"\n"))?;
-    let log = sandbox.path("serve.log");
-    let port = free_port()?;
-    let serve = sandbox
-        .command(["serve", "--config", &text(&config), "--env", "development", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?)
-        .spawn()?;
-    let _serve = Running(serve);
-    wait_for(port)?;
+    let (_serve, port, log) = serve_logged(&sandbox, &config, false)?;
     for _ in 0..200 {
         let (status, _) = http_get_with(port, "/probe", &[("x-mode", "trap")])?;
         ensure!(status == 500);

@@ -272,13 +272,15 @@ impl Runtime {
     /// Drops idle instances past their route's idle timeout, in every route; the server
     /// calls it every second, so a route that goes quiet gives its memory back.
     pub fn expire_idle_instances(&self) {
-        let pools: Vec<Arc<InstancePool>> = {
-            let pools = self.pools.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            pools.iter().filter_map(std::sync::Weak::upgrade).collect()
-        };
-        for pool in pools {
+        for pool in self.live_pools() {
             pool.expire_idle();
         }
+    }
+
+    /// The pools of the routes that still exist.
+    fn live_pools(&self) -> Vec<Arc<InstancePool>> {
+        let pools = self.pools.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        pools.iter().filter_map(std::sync::Weak::upgrade).collect()
     }
 
     /// How many components this runtime has compiled (cache hits do not count).
@@ -318,11 +320,7 @@ impl Runtime {
         match self.instantiate_once(handler).await {
             // Idle instances are a cache: when every slot is taken, they make room first.
             Err(HandlerError::Busy(_)) => {
-                let pools: Vec<Arc<InstancePool>> = {
-                    let pools = self.pools.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                    pools.iter().filter_map(std::sync::Weak::upgrade).collect()
-                };
-                for pool in pools {
+                for pool in self.live_pools() {
                     pool.evict_all();
                 }
                 self.instantiate_once(handler).await

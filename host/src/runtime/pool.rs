@@ -45,17 +45,21 @@ impl InstancePool {
         if self.reuse.max_requests_per_instance <= 1 {
             return None;
         }
-        let now = Instant::now();
         let (taken, expired) = {
             let mut idle = self.lock();
-            // Oldest first: the expired ones are at the front.
-            let fresh_from = idle.iter().position(|i| now.duration_since(i.since) < self.reuse.idle_timeout).unwrap_or(idle.len());
-            let expired: Vec<Idle> = idle.drain(..fresh_from).collect();
+            let expired = self.drain_expired(&mut idle);
             (idle.pop(), expired)
         };
         // Dropping a store returns its slot to the allocator: not under the lock.
         drop(expired);
         taken.map(|idle| idle.instance)
+    }
+
+    /// Removes the instances idle for longer than the timeout (the oldest are at the front).
+    fn drain_expired(&self, idle: &mut Vec<Idle>) -> Vec<Idle> {
+        let now = Instant::now();
+        let fresh_from = idle.iter().position(|i| now.duration_since(i.since) < self.reuse.idle_timeout).unwrap_or(idle.len());
+        idle.drain(..fresh_from).collect()
     }
 
     /// Keeps `instance` for a later request, unless it has served its share or the route
@@ -78,12 +82,7 @@ impl InstancePool {
 
     /// Drops the idle instances unused for longer than the idle timeout.
     pub(super) fn expire_idle(&self) {
-        let now = Instant::now();
-        let expired: Vec<Idle> = {
-            let mut idle = self.lock();
-            let fresh_from = idle.iter().position(|i| now.duration_since(i.since) < self.reuse.idle_timeout).unwrap_or(idle.len());
-            idle.drain(..fresh_from).collect()
-        };
+        let expired = self.drain_expired(&mut self.lock());
         drop(expired);
     }
 

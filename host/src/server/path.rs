@@ -26,8 +26,11 @@ pub enum PathProblem {
 /// The path with dot segments resolved, or why it is refused. Paths that need no change
 /// come back borrowed.
 pub fn normalize(path: &str) -> Result<std::borrow::Cow<'_, str>, PathProblem> {
-    let lower = path.to_ascii_lowercase();
-    if ["%2f", "%5c", "%2e"].iter().any(|encoded| lower.contains(encoded)) {
+    // Per request: look for the encodings without lowercasing a copy of the path.
+    let encoded_separator = path.as_bytes().windows(3).any(|w| {
+        w[0] == b'%' && ((w[1] == b'2' && matches!(w[2] | 0x20, b'f' | b'e')) || (w[1] == b'5' && w[2] | 0x20 == b'c'))
+    });
+    if encoded_separator {
         return Err(PathProblem::EncodedSeparator(path.to_string()));
     }
     if path.contains('\\') {
