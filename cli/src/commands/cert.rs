@@ -89,8 +89,8 @@ pub enum CertCommand {
         #[arg(long)]
         yes: bool,
     },
-    /// Reports expiry; exits 0 when all enabled certificates are valid, 1 on a warning,
-    /// 2 when one is critical or expired.
+    /// Reports expiry and damaged records; exits 0 when all enabled certificates are valid,
+    /// 1 on a warning, 2 when one is critical, expired or cannot be unsealed.
     Status {
         /// Print JSON.
         #[arg(long)]
@@ -328,7 +328,21 @@ fn enable(store_dir: &Path, reference: &str) -> anyhow::Result<ExitCode> {
 }
 
 fn status(store_dir: &Path, now: OffsetDateTime, json: bool) -> anyhow::Result<ExitCode> {
-    let records = list_records(store_dir)?;
+    let store = match Store::open_existing(store_dir) {
+        Err(edgemtls_host::store::StoreError::NoStore { .. }) => None,
+        other => Some(other.with_context(|| format!("opening the store in '{}'", store_dir.display()))?),
+    };
+    let records = match &store {
+        Some(store) => store.list()?,
+        None => Vec::new(),
+    };
+    // A record whose key does not unseal cannot be served: `serve` skips it and fails only the
+    // routes that name it, so this is where an operator learns of it before a request does.
+    let problems: Vec<Option<String>> = records
+        .iter()
+        .map(|r| store.as_ref().and_then(|s| s.private_key(r).err()).map(|e| e.to_string()))
+        .collect();
+    let damaged_enabled = records.iter().zip(&problems).any(|(r, p)| r.enabled && p.is_some());
     // Disabled certificates are reported but cannot be served, so they do not set the exit code.
     let worst = records
         .iter()
@@ -339,11 +353,14 @@ fn status(store_dir: &Path, now: OffsetDateTime, json: bool) -> anyhow::Result<E
     if json {
         let items: Vec<_> = records
             .iter()
-            .map(|r| {
+            .zip(&problems)
+            .map(|(r, problem)| {
                 serde_json::json!({
                     "id": r.id,
                     "name": r.name,
                     "enabled": r.enabled,
+                    "damaged": problem.is_some(),
+                    "problem": problem,
                     "environments": r.environments.iter().map(|e| e.as_str()).collect::<Vec<_>>(),
                     "not_after": rfc3339(r.metadata.not_after),
                     "days_left": r.metadata.days_left(now),
@@ -357,11 +374,17 @@ fn status(store_dir: &Path, now: OffsetDateTime, json: bool) -> anyhow::Result<E
     } else {
         let rows: Vec<Vec<String>> = records
             .iter()
-            .map(|r| {
+            .zip(&problems)
+            .map(|(r, problem)| {
                 let m = &r.metadata;
+                let state = match (problem, r.enabled) {
+                    (Some(_), _) => "damaged",
+                    (None, true) => "enabled",
+                    (None, false) => "disabled",
+                };
                 vec![
                     r.name.clone(),
-                    if r.enabled { "enabled" } else { "disabled" }.into(),
+                    state.into(),
                     rfc3339(m.not_after),
                     m.days_left(now).to_string(),
                     m.expiry_status(now).to_string(),
@@ -370,6 +393,14 @@ fn status(store_dir: &Path, now: OffsetDateTime, json: bool) -> anyhow::Result<E
             .collect();
         print_rows(&["NAME", "STATE", "NOT AFTER", "DAYS LEFT", "EXPIRY"], &rows);
         say!("worst: {worst}");
+        for (record, problem) in records.iter().zip(&problems) {
+            if let Some(problem) = problem {
+                say!("{}: {}", printable(&record.name), printable(problem));
+            }
+        }
+    }
+    if damaged_enabled {
+        return Ok(ExitCode::from(2));
     }
     Ok(ExitCode::from(match worst {
         ExpiryStatus::Valid => 0,

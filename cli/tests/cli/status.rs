@@ -131,3 +131,34 @@ fn exits_2_when_a_certificate_has_3_days_left() -> Result<()> {
     ensure!(code == 0, "exit {code}");
     Ok(())
 }
+
+#[test]
+fn a_key_that_does_not_unseal_is_reported_damaged_and_exits_2() -> Result<()> {
+    let sandbox = Sandbox::new()?;
+    let ca = TestCa::new("Status CA")?;
+    add(&sandbox, &ca, "healthy", 90)?;
+    add(&sandbox, &ca, "broken", 90)?;
+    // What a bad sector or a stray write does to one sealed key.
+    let db = rusqlite::Connection::open(sandbox.store.join("store.db"))?;
+    let changed = db.execute("UPDATE certificates SET key_sealed = zeroblob(64) WHERE name = 'broken'", [])?;
+    ensure!(changed == 1, "no record named broken");
+    drop(db);
+
+    let (code, out) = status(&sandbox, false)?;
+    ensure!(code == 2, "exit {code}: {out}");
+    ensure!(out.lines().any(|l| l.starts_with("broken") && l.contains("damaged")), "{out}");
+    ensure!(out.lines().any(|l| l.starts_with("healthy") && l.contains("enabled")), "{out}");
+    ensure!(out.contains("broken: cannot unseal the private key"), "the reason is printed: {out}");
+
+    let (code, report) = status_json(&sandbox)?;
+    ensure!(code == 2, "exit {code}: {report:#}");
+    ensure!(entry(&report, "broken")?["damaged"] == true, "{report:#}");
+    ensure!(entry(&report, "healthy")?["damaged"] == false, "{report:#}");
+
+    // Disabled, it no longer sets the exit code, but it is still reported.
+    sandbox.ok(["cert", "disable", "broken"])?;
+    let (code, report) = status_json(&sandbox)?;
+    ensure!(code == 0, "exit {code}: {report:#}");
+    ensure!(entry(&report, "broken")?["damaged"] == true, "{report:#}");
+    Ok(())
+}
