@@ -125,3 +125,31 @@ async fn a_client_that_stops_reading_loses_its_connection_after_the_timeout() ->
     drop(reader_that_never_reads);
     Ok(())
 }
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_the_header_timeout() -> anyhow::Result<()> {
+    use http_body_util::{BodyExt, Empty};
+    let world = World::new()?;
+    let host = world.serve(&config(&world, "header_timeout_ms = 300")?, Environment::Development).await?;
+
+    let stream = TcpStream::connect(host.addr).await?;
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await?;
+    let connection = tokio::spawn(connection);
+    let request = hyper::Request::get(format!("http://{}/probe", host.addr))
+        .header("x-mode", "env")
+        .header("x-var", "HOME")
+        .body(Empty::<bytes::Bytes>::new())?;
+    let response = sender.send_request(request).await?;
+    assert_eq!(response.status(), 200);
+    response.into_body().collect().await?;
+
+    // HTTP/2 pings keep the connection alive, so only the host's idle timer can close it.
+    let closed = tokio::time::timeout(Duration::from_secs(30), connection).await;
+    assert!(closed.is_ok(), "the idle HTTP/2 connection was still open after 30 s");
+    assert_eq!(host.get("/probe", &[("x-mode", "env"), ("x-var", "HOME")]).await?.status, 200);
+    Ok(())
+}

@@ -2,6 +2,7 @@
 //! and turning failures into problem+json.
 
 mod admin;
+mod connection;
 mod path;
 mod problem;
 mod router;
@@ -14,7 +15,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
@@ -517,12 +518,13 @@ impl App {
         drain_timeout: Duration,
     ) -> std::io::Result<()> {
         tokio::pin!(shutdown);
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let stopping = connection::Stopping::new();
         let limits = self.runtime.limits();
         let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections as usize));
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         // Slow or idle clients do not hold a connection for ever: the headers of each request,
-        // and the next request on a keep-alive connection, must come within the timeout.
+        // and the next request on a keep-alive connection, must come within the timeout
+        // (HTTP/2's idle connections are closed by `connection::serve`).
         builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(limits.header_timeout);
         builder
             .http2()
@@ -544,61 +546,25 @@ impl App {
             };
             let _ = stream.set_nodelay(true);
             let Ok(permit) = connections.clone().try_acquire_owned() else {
-                tokio::spawn(shed(stream));
+                tokio::spawn(connection::shed(stream));
                 continue;
             };
             let app = self.clone();
-            let service = hyper::service::service_fn(move |request| {
-                let app = app.clone();
-                async move { Ok::<_, std::convert::Infallible>(app.handle(request).await) }
-            });
-            let builder = builder.clone();
-            let watcher = graceful.watcher();
-            let header_timeout = limits.header_timeout;
+            let handle = move |request| app.clone().handle(request);
+            let served = connection::serve(stream, peer, builder.clone(), limits.header_timeout, stopping.watcher(), handle);
             tokio::spawn(async move {
                 let _permit = permit;
-                // The protocol detection below waits, without a timer, for enough bytes to tell
-                // HTTP/1 from the HTTP/2 preface: a connection that does not send them within
-                // the header timeout is closed here.
-                if tokio::time::timeout(header_timeout, protocol_decidable(&stream)).await != Ok(true) {
-                    return;
-                }
-                // A client that stops reading is dropped after the header timeout too.
-                let io = write_timeout::WriteTimeout::new(TokioIo::new(stream), header_timeout);
-                let connection = builder.serve_connection(io, service).into_owned();
-                if let Err(error) = watcher.watch(connection).await {
-                    tracing::debug!(%peer, error = %error, "connection closed with an error");
-                }
+                served.await;
             });
         }
         drop(listener);
         tracing::info!(timeout_ms = drain_timeout.as_millis() as u64, "stopping: finishing requests in flight");
-        let drained = tokio::time::timeout(drain_timeout, graceful.shutdown()).await.is_ok();
+        let drained = tokio::time::timeout(drain_timeout, stopping.finished()).await.is_ok();
         if !drained {
             tracing::warn!("stopping with requests still in flight after the drain timeout");
         }
         self.resolver.unregister();
         Ok(())
-    }
-}
-
-/// Waits until `stream` has sent enough to tell its protocol: the 24-byte HTTP/2 preface, or
-/// an HTTP/1 request line (a line ending, or bytes that cannot start the preface). `false`
-/// when it closes first.
-async fn protocol_decidable(stream: &tokio::net::TcpStream) -> bool {
-    const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    let mut buffer = [0u8; 24];
-    loop {
-        let n = match stream.peek(&mut buffer).await {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => n,
-        };
-        if n == buffer.len() || !H2_PREFACE.starts_with(&buffer[..n]) || buffer[..n].contains(&b'\n') {
-            return true;
-        }
-        // A prefix of the preface: look again shortly (peeking leaves the socket readable,
-        // so waiting on readiness would spin).
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -615,14 +581,6 @@ fn remove_connection_listed(headers: &mut hyper::HeaderMap) {
     for name in listed {
         headers.remove(name);
     }
-}
-
-/// Answers a connection over `max_connections` with a 503 and closes it.
-async fn shed(mut stream: tokio::net::TcpStream) {
-    use tokio::io::AsyncWriteExt;
-    const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
-    tracing::debug!("connection limit reached; answering 503");
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(BUSY)).await;
 }
 
 /// Binds `addr` and serves `app` in the background; the handle stops it when dropped.

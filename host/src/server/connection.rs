@@ -1,0 +1,186 @@
+//! One accepted connection, from its first bytes to its close: protocol detection with a
+//! deadline, slow readers, idle connections of either protocol, and the server's shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use super::write_timeout::WriteTimeout;
+
+/// The server's stop signal. Every connection holds a [`StopWatcher`]; [`Stopping::finished`]
+/// returns when all of them have closed.
+pub(super) struct Stopping {
+    signal: watch::Sender<bool>,
+}
+
+/// A connection's side of [`Stopping`].
+pub(super) struct StopWatcher {
+    signal: watch::Receiver<bool>,
+}
+
+impl Stopping {
+    pub(super) fn new() -> Self {
+        Self { signal: watch::channel(false).0 }
+    }
+
+    pub(super) fn watcher(&self) -> StopWatcher {
+        StopWatcher { signal: self.signal.subscribe() }
+    }
+
+    /// Asks every connection to finish what it is doing and close, and waits until they have.
+    pub(super) async fn finished(self) {
+        let _ = self.signal.send(true);
+        self.signal.closed().await;
+    }
+}
+
+impl StopWatcher {
+    async fn stopping(&mut self) {
+        // An error means the server is gone: stop as well.
+        let _ = self.signal.wait_for(|stop| *stop).await;
+    }
+}
+
+/// When a connection last finished a request, and how many it is running now. hyper closes
+/// an idle HTTP/1 connection after its header timeout; an HTTP/2 connection has no such
+/// timer (its pings keep it alive), so without this an idle client held a connection slot
+/// for ever.
+struct Activity {
+    started: Instant,
+    /// Milliseconds after `started` of the last request's end (or of the accept).
+    last_ms: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self { started: Instant::now(), last_ms: AtomicU64::new(0), in_flight: AtomicUsize::new(0) }
+    }
+
+    fn begin(self: &Arc<Self>) -> RequestGuard {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        RequestGuard(self.clone())
+    }
+
+    /// Returns once no request has run for `timeout`.
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let last = self.started + Duration::from_millis(self.last_ms.load(Ordering::SeqCst));
+            let idle_at = last + timeout;
+            if self.in_flight.load(Ordering::SeqCst) == 0 && Instant::now() >= idle_at {
+                return;
+            }
+            // Busy, or a request ended meanwhile: look again when the latest it could be
+            // idle comes.
+            let wake = idle_at.max(Instant::now() + timeout.min(Duration::from_secs(1)));
+            tokio::time::sleep_until(wake.into()).await;
+        }
+    }
+}
+
+/// Marks a request as running until dropped (also when the client goes away mid-request).
+struct RequestGuard(Arc<Activity>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        activity.last_ms.store(activity.started.elapsed().as_millis() as u64, Ordering::SeqCst);
+        activity.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Serves one accepted connection until it closes, goes idle for `header_timeout`, or the
+/// server stops (requests in flight finish first, as hyper's graceful shutdown does).
+pub(super) async fn serve<H, F>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    builder: Builder<TokioExecutor>,
+    header_timeout: Duration,
+    mut stop: StopWatcher,
+    handle: H,
+) where
+    H: Fn(hyper::Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = hyper::Response<HyperOutgoingBody>> + Send + 'static,
+{
+    // The protocol detection below waits, without a timer, for enough bytes to tell HTTP/1
+    // from the HTTP/2 preface: a connection that does not send them within the header
+    // timeout is closed here.
+    if tokio::time::timeout(header_timeout, protocol_decidable(&stream)).await != Ok(true) {
+        return;
+    }
+    let activity = Arc::new(Activity::new());
+    let service = {
+        let activity = activity.clone();
+        hyper::service::service_fn(move |request| {
+            let running = activity.begin();
+            let response = handle(request);
+            async move {
+                let response = response.await;
+                drop(running);
+                Ok::<_, Infallible>(response)
+            }
+        })
+    };
+    // A client that stops reading is dropped after the header timeout too.
+    let io = WriteTimeout::new(TokioIo::new(stream), header_timeout);
+    let connection = builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%peer, %error, "connection closed with an error");
+                }
+                return;
+            }
+            () = stop.stopping(), if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = activity.idle_for(header_timeout), if !closing => {
+                tracing::debug!(%peer, "closing an idle connection");
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+    }
+}
+
+/// Waits until `stream` has sent enough to tell its protocol: the 24-byte HTTP/2 preface, or
+/// an HTTP/1 request line (a line ending, or bytes that cannot start the preface). `false`
+/// when it closes first.
+async fn protocol_decidable(stream: &TcpStream) -> bool {
+    const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut buffer = [0u8; 24];
+    loop {
+        let n = match stream.peek(&mut buffer).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => n,
+        };
+        if n == buffer.len() || !H2_PREFACE.starts_with(&buffer[..n]) || buffer[..n].contains(&b'\n') {
+            return true;
+        }
+        // A prefix of the preface: look again shortly (peeking leaves the socket readable,
+        // so waiting on readiness would spin).
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Answers a connection over `max_connections` with a 503 and closes it.
+pub(super) async fn shed(mut stream: TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+    tracing::debug!("connection limit reached; answering 503");
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(BUSY)).await;
+}
