@@ -14,6 +14,7 @@ pub mod store;
 
 pub use environment::{Environment, UnknownEnvironment, parse_environments};
 pub mod config;
+pub mod deployment;
 pub mod drain;
 pub mod echo;
 pub mod files;

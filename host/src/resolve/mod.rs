@@ -7,13 +7,14 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use time::OffsetDateTime;
 
 use crate::Environment;
-use crate::store::{Deployment, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::upstream::{Certificate, ClientIdentity, TrustProfiles};
 
 /// Why a certificate name cannot be used. These reach the guest as typed WIT errors.
@@ -172,26 +173,7 @@ pub struct Resolver {
     environment: Environment,
     store: Mutex<Store>,
     store_path: PathBuf,
-    snapshot: RwLock<Arc<Snapshot>>,
-    /// This host's registration, kept fresh by the watcher.
-    deployment: Mutex<Option<Deployment>>,
-}
-
-/// How often a serving host refreshes its deployment heartbeat.
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
-
-fn read<T: Clone>(lock: &RwLock<T>) -> T {
-    match lock.read() {
-        Ok(guard) => guard.clone(),
-        Err(poisoned) => poisoned.into_inner().clone(),
-    }
-}
-
-fn write<T>(lock: &RwLock<T>, value: T) {
-    match lock.write() {
-        Ok(mut guard) => *guard = value,
-        Err(poisoned) => *poisoned.into_inner() = value,
-    }
+    snapshot: ArcSwap<Snapshot>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -217,8 +199,7 @@ impl Resolver {
             environment,
             store: Mutex::new(store),
             store_path,
-            snapshot: RwLock::new(Arc::new(snapshot)),
-            deployment: Mutex::new(None),
+            snapshot: ArcSwap::from_pointee(snapshot),
         }))
     }
 
@@ -234,7 +215,7 @@ impl Resolver {
 
     /// The snapshot requests resolve against now.
     pub fn current(&self) -> Arc<Snapshot> {
-        read(&self.snapshot)
+        self.snapshot.load_full()
     }
 
     /// Reads the store as it is now and builds every identity against `trust`, with new
@@ -249,44 +230,7 @@ impl Resolver {
     /// against. Requests in flight finish on the identities they hold; if the store changed
     /// since it was read, the next poll reloads on top of it.
     pub fn install(&self, snapshot: Arc<Snapshot>) {
-        write(&self.snapshot, snapshot);
-    }
-
-    /// Registers this host in the store as a deployment using `certificates`; the watcher
-    /// keeps its heartbeat fresh and the registration is removed by [`Resolver::unregister`]
-    /// or when the resolver drops.
-    pub fn register_deployment(&self, deployment: Deployment) -> Result<String, StoreError> {
-        lock(&self.store).register_deployment(&deployment)?;
-        let id = deployment.id.clone();
-        *lock(&self.deployment) = Some(deployment);
-        Ok(id)
-    }
-
-    /// Removes this host's deployment registration (it is stopping).
-    pub fn unregister(&self) {
-        if let Some(deployment) = lock(&self.deployment).take()
-            && let Err(error) = lock(&self.store).remove_deployment(&deployment.id)
-        {
-            tracing::warn!(%error, "cannot remove the deployment registration");
-        }
-    }
-
-    /// Updates the certificate names this deployment uses (after a config reload).
-    pub fn update_deployment_certificates(&self, certificates: Vec<String>) -> Result<(), StoreError> {
-        let mut deployment = lock(&self.deployment);
-        if let Some(deployment) = deployment.as_mut() {
-            deployment.certificates = certificates;
-            lock(&self.store).heartbeat(&deployment.id, &deployment.certificates)?;
-        }
-        Ok(())
-    }
-
-    fn heartbeat(&self) -> Result<(), StoreError> {
-        let deployment = lock(&self.deployment).clone();
-        if let Some(deployment) = deployment {
-            lock(&self.store).heartbeat(&deployment.id, &deployment.certificates)?;
-        }
-        Ok(())
+        self.snapshot.store(snapshot);
     }
 
     /// Seconds until expiry of every enabled certificate usable in this environment.
@@ -347,17 +291,8 @@ impl Resolver {
         let snapshot = Arc::new(load_snapshot(&store, self.environment, previous.trust.clone(), Some(&previous))?);
         // Install only on top of the snapshot this was built from: a config reload may have
         // installed one with new trust meanwhile, which must not be undone.
-        let installed = match self.snapshot.write() {
-            Ok(mut guard) if Arc::ptr_eq(&guard, &previous) => {
-                *guard = snapshot.clone();
-                true
-            }
-            Ok(_) => false,
-            Err(poisoned) => {
-                *poisoned.into_inner() = snapshot.clone();
-                true
-            }
-        };
+        let replaced = self.snapshot.compare_and_swap(&previous, snapshot.clone());
+        let installed = Arc::ptr_eq(&replaced, &previous);
         if installed {
             tracing::info!(generation = snapshot.generation, certificates = snapshot.entries.len(), "certificate store reloaded");
         }
@@ -368,18 +303,11 @@ impl Resolver {
     pub fn watch(self: &Arc<Self>, interval: Duration) {
         let weak: Weak<Self> = Arc::downgrade(self);
         let spawned = std::thread::Builder::new().name("edgemtls-store-watch".into()).spawn(move || {
-            let mut last_heartbeat = std::time::Instant::now();
             loop {
                 std::thread::sleep(interval);
                 let Some(resolver) = weak.upgrade() else { break };
                 if let Err(error) = resolver.reload_if_changed() {
                     tracing::warn!(%error, "certificate store reload failed; keeping the previous snapshot");
-                }
-                if last_heartbeat.elapsed() >= HEARTBEAT_EVERY {
-                    last_heartbeat = std::time::Instant::now();
-                    if let Err(error) = resolver.heartbeat() {
-                        tracing::warn!(%error, "deployment heartbeat failed");
-                    }
                 }
             }
         });
@@ -452,12 +380,6 @@ fn load_snapshot(
         None => Arc::new(ClientIdentity::anonymous(trust.clone())),
     };
     Ok(Snapshot { generation, entries, ids, environment, trust, anonymous })
-}
-
-impl Drop for Resolver {
-    fn drop(&mut self) {
-        self.unregister();
-    }
 }
 
 #[cfg(test)]

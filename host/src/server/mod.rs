@@ -11,9 +11,10 @@ mod write_timeout;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
@@ -29,7 +30,7 @@ use crate::drain;
 use crate::resolve::{Resolver, Snapshot};
 use crate::config::Egress;
 use crate::runtime::{HandlerError, RouteContext, Runtime};
-use crate::store::Deployment;
+use crate::deployment::{HostInfo, Registration};
 use crate::upstream::TrustProfiles;
 
 /// How often a serving host polls the store for changes.
@@ -82,8 +83,11 @@ pub struct App {
     runtime: Arc<Runtime>,
     resolver: Arc<Resolver>,
     metrics: Arc<Metrics>,
-    routes: RwLock<Arc<Routes>>,
+    routes: ArcSwap<Routes>,
     draining: Mutex<Vec<Draining>>,
+    /// This host's record in the store, from when it listens until it stops.
+    registration: Mutex<Option<Arc<Registration>>>,
+    store_dir: PathBuf,
     /// One reload at a time (SIGHUP, `--watch` and `POST /reload` may coincide).
     reloading: tokio::sync::Mutex<()>,
     environment: Environment,
@@ -238,8 +242,10 @@ impl App {
             runtime,
             resolver,
             metrics,
-            routes: RwLock::new(Arc::new(routes)),
+            routes: ArcSwap::from_pointee(routes),
             draining: Mutex::new(Vec::new()),
+            registration: Mutex::new(None),
+            store_dir: store_dir.to_path_buf(),
             reloading: tokio::sync::Mutex::new(()),
             environment,
             config_path: config.path.clone(),
@@ -267,13 +273,7 @@ impl App {
         // Everything is valid: only now swap in the new trust and routes.
         self.resolver.install(snapshot);
         let certificates: Vec<String> = routes.certificates.iter().cloned().collect();
-        let previous = {
-            let mut guard = match self.routes.write() {
-                Ok(guard) => guard,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            std::mem::replace(&mut *guard, Arc::new(routes))
-        };
+        let previous = self.routes.swap(Arc::new(routes));
         lock(&self.draining)
             .push(Draining { version: Arc::downgrade(&previous.version), certificates: previous.certificates.clone() });
         self.metrics.record_reload();
@@ -332,16 +332,16 @@ impl App {
 
     /// Writes the certificate names in use to this deployment's record in the store.
     fn publish_certificates_in_use(&self) {
-        if let Err(error) = self.resolver.update_deployment_certificates(self.certificate_names()) {
+        let registration = lock(&self.registration).clone();
+        if let Some(registration) = registration
+            && let Err(error) = registration.set_certificates(self.certificate_names())
+        {
             tracing::warn!(%error, "cannot update the deployment record; `cert delete` may see stale names");
         }
     }
 
     fn routes(&self) -> Arc<Routes> {
-        match self.routes.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.routes.load_full()
     }
 
     /// The resolver (for tests and admin endpoints).
@@ -448,20 +448,15 @@ impl App {
 
     /// Registers this host as a deployment in the store (`listen` is what it reports).
     pub fn register(&self, listen: SocketAddr) {
-        let deployment = Deployment {
-            // One process may serve several listeners (tests do): the port tells them apart.
-            id: format!("dep_{}_{}", std::process::id(), listen.port()),
-            hostname: std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into()),
-            pid: std::process::id(),
-            config_path: std::fs::canonicalize(&self.config_path).unwrap_or_else(|_| self.config_path.clone()).display().to_string(),
+        let host = HostInfo {
+            listen,
+            config_path: &self.config_path,
             environment: self.environment,
-            listen: listen.to_string(),
             certificates: self.certificate_names(),
-            started_at: time::OffsetDateTime::now_utc(),
-            heartbeat_at: time::OffsetDateTime::now_utc(),
         };
-        if let Err(error) = self.resolver.register_deployment(deployment) {
-            tracing::warn!(%error, "cannot register the deployment; `cert delete` will not see this host");
+        match Registration::register(&self.store_dir, host) {
+            Ok(registration) => *lock(&self.registration) = Some(registration),
+            Err(error) => tracing::warn!(%error, "cannot register the deployment; `cert delete` will not see this host"),
         }
     }
 
@@ -563,7 +558,9 @@ impl App {
         if !drained {
             tracing::warn!("stopping with requests still in flight after the drain timeout");
         }
-        self.resolver.unregister();
+        // Removes the registration (unless a heartbeat holds it this instant; then it goes
+        // when that ends).
+        lock(&self.registration).take();
         Ok(())
     }
 }

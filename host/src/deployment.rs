@@ -1,0 +1,118 @@
+//! This host's registration in the store: which config it serves and which certificate
+//! names that config uses. `cert disable`, `update` and `delete` read these registrations to
+//! refuse cutting off a live deployment; a registration whose heartbeat stops is ignored.
+//!
+//! The server owns its [`Registration`]: it registers when it starts listening, publishes the
+//! names again after a reload, and the registration is removed when it stops (or drops).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::Environment;
+use crate::store::{Deployment, Store, StoreError};
+
+/// How often a serving host refreshes its heartbeat.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+
+/// One serving host's record in the store, kept fresh while it lives.
+pub struct Registration {
+    store: Mutex<Store>,
+    deployment: Mutex<Deployment>,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration").field("id", &lock(&self.deployment).id).finish_non_exhaustive()
+    }
+}
+
+/// What a host says about itself when it registers.
+#[derive(Debug, Clone)]
+pub struct HostInfo<'a> {
+    /// The address it serves on; the port tells apart several listeners of one process.
+    pub listen: SocketAddr,
+    /// The config file it serves.
+    pub config_path: &'a Path,
+    /// The environment it serves.
+    pub environment: Environment,
+    /// The certificate names its config uses.
+    pub certificates: Vec<String>,
+}
+
+impl Registration {
+    /// Registers this host in the store in `store_dir` and keeps its heartbeat fresh on a
+    /// thread of its own until the registration drops.
+    pub fn register(store_dir: &Path, host: HostInfo<'_>) -> Result<Arc<Self>, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let deployment = Deployment {
+            id: format!("dep_{}_{}", std::process::id(), host.listen.port()),
+            hostname: gethostname::gethostname().to_string_lossy().into_owned(),
+            pid: std::process::id(),
+            config_path: std::fs::canonicalize(host.config_path)
+                .unwrap_or_else(|_| host.config_path.to_path_buf())
+                .display()
+                .to_string(),
+            environment: host.environment,
+            listen: host.listen.to_string(),
+            certificates: host.certificates,
+            started_at: now,
+            heartbeat_at: now,
+        };
+        let mut store = Store::open_existing(store_dir)?;
+        store.register_deployment(&deployment)?;
+        let registration = Arc::new(Self { store: Mutex::new(store), deployment: Mutex::new(deployment) });
+        registration.keep_alive();
+        Ok(registration)
+    }
+
+    /// The deployment id (`dep_…`).
+    pub fn id(&self) -> String {
+        lock(&self.deployment).id.clone()
+    }
+
+    /// Replaces the certificate names this deployment reports (after a config reload, and
+    /// again once the previous config's requests have finished).
+    pub fn set_certificates(&self, certificates: Vec<String>) -> Result<(), StoreError> {
+        let mut deployment = lock(&self.deployment);
+        deployment.certificates = certificates;
+        lock(&self.store).heartbeat(&deployment.id, &deployment.certificates)
+    }
+
+    fn heartbeat(&self) -> Result<(), StoreError> {
+        let deployment = lock(&self.deployment).clone();
+        lock(&self.store).heartbeat(&deployment.id, &deployment.certificates)
+    }
+
+    fn keep_alive(self: &Arc<Self>) {
+        let weak: Weak<Self> = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new().name("edgemtls-heartbeat".into()).spawn(move || {
+            loop {
+                std::thread::sleep(HEARTBEAT_EVERY);
+                let Some(registration) = weak.upgrade() else { break };
+                if let Err(error) = registration.heartbeat() {
+                    tracing::warn!(%error, "deployment heartbeat failed");
+                }
+            }
+        });
+        if let Err(error) = spawned {
+            tracing::error!(%error, "cannot start the deployment heartbeat; `cert delete` will stop seeing this host");
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let id = lock(&self.deployment).id.clone();
+        if let Err(error) = lock(&self.store).remove_deployment(&id) {
+            tracing::warn!(%error, "cannot remove the deployment registration");
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
