@@ -252,10 +252,11 @@ fn test(
     ca: Option<&Path>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    use edgemtls_host::config::{Config, UpstreamTrust, normalize_authority};
+    use edgemtls_host::config::{Config, UpstreamTrust};
     let uri: http::Uri = url.parse().with_context(|| format!("invalid URL '{url}'"))?;
-    let host = uri.host().ok_or_else(|| anyhow::anyhow!("the URL '{url}' has no host"))?;
-    let authority = normalize_authority(&format!("{host}:{}", uri.port_u16().unwrap_or(443)));
+    let authority = edgemtls_host::upstream::Authority::of(&uri)
+        .ok_or_else(|| anyhow::anyhow!("the URL '{url}' has no host"))?
+        .to_string();
     let mut upstreams = match config {
         Some(path) => Config::load(path)?.upstreams,
         None => Vec::new(),

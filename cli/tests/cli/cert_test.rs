@@ -68,3 +68,43 @@ fn cert_test_reports_a_real_mtls_exchange_and_a_refusal() -> Result<()> {
     ensure!(!untrusted.status.success() && stdout.contains("reason:         upstream-unknown-issuer"), "{stdout}");
     Ok(())
 }
+
+/// `--ca` trusts the CA for the URL's authority; an IPv6 literal must keep its brackets on
+/// the way (`[::1]:port`), or the CA is registered for another key and ignored.
+#[test]
+fn cert_test_trusts_the_given_ca_for_an_ipv6_literal() -> Result<()> {
+    let sandbox = Sandbox::new()?;
+    let pki = sandbox.path("pki");
+    let pki_s = text(&pki);
+    sandbox.ok(["pki", "init", "--out", &pki_s])?;
+    sandbox.ok(["pki", "issue", "--ca", &pki_s, "--cn", "client", "--out", &pki_s])?;
+    sandbox.ok(["pki", "issue", "--ca", &pki_s, "--cn", "loopback6", "--server", "--san", "::1", "--out", &pki_s])?;
+    let (cert, key) = (text(&pki.join("client.pem")), text(&pki.join("client.key")));
+    sandbox.ok(["cert", "create", "--name", "client", "--cert", &cert, "--key", &key, "--env", "development"])?;
+
+    let addr = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, free_port()?));
+    let upstream = sandbox
+        .command([
+            "dev-upstream",
+            "--client-ca",
+            &text(&pki.join("ca.pem")),
+            "--cert",
+            &text(&pki.join("loopback6.pem")),
+            "--key",
+            &text(&pki.join("loopback6.key")),
+            "--listen",
+            &addr.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let _upstream = Running(upstream);
+    wait_for_addr(addr)?;
+    let url = format!("https://{addr}/check");
+
+    let out = sandbox.run(["cert", "test", "client", &url, "--ca", &text(&pki.join("ca.pem")), "--json"])?;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    ensure!(out.status.success() && report["status"] == 200, "{report}");
+    ensure!(report["url"].as_str().is_some_and(|u| u.contains("[::1]")), "{report}");
+    Ok(())
+}

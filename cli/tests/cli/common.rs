@@ -466,9 +466,14 @@ pub fn free_port() -> Result<u16> {
 
 /// Waits until something listens on `port`.
 pub fn wait_for(port: u16) -> Result<()> {
+    wait_for_addr(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// Waits (at most 30 s) until something accepts connections on `addr`.
+pub fn wait_for_addr(addr: std::net::SocketAddr) -> Result<()> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        anyhow::ensure!(std::time::Instant::now() < deadline, "nothing listens on port {port}");
+    while std::net::TcpStream::connect(addr).is_err() {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "nothing listens on {addr}");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     Ok(())

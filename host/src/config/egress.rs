@@ -6,6 +6,8 @@
 //! explicit, logged choice). A route without the key may call what its configuration names:
 //! the URLs in its options and the `[[upstreams]]` hosts.
 
+use crate::upstream::Authority;
+
 /// One allowed destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPattern {
@@ -135,8 +137,8 @@ impl Egress {
     /// `Ok` when the route may call `uri`; otherwise what to add to allow it.
     pub fn check(&self, uri: &http::Uri) -> Result<(), String> {
         let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
-        let Some(host) = uri.host() else { return Err(format!("'{uri}' has no host")) };
-        let port = uri.port_u16().unwrap_or(if scheme == "http" { 80 } else { 443 });
+        let Some(authority) = Authority::of(uri) else { return Err(format!("'{uri}' has no host")) };
+        let (host, port) = (authority.host(), authority.port());
         if self.allowed.iter().any(|pattern| pattern.allows(&scheme, host, port)) {
             return Ok(());
         }

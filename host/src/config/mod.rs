@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::Environment;
+use crate::upstream::Authority;
 
 mod egress;
 mod options;
@@ -509,27 +510,17 @@ fn upstream_host(host: &str) -> Result<String, String> {
             "'{host}': wildcards are not supported; list each host:port, or use \"*\" alone for every upstream not listed"
         ));
     }
-    let authority: http::uri::Authority =
-        trimmed.parse().map_err(|_| format!("'{host}' is not a host:port like 'billing.internal:8443'"))?;
-    if authority.as_str().contains('@') || authority.host().is_empty() {
-        return Err(format!("'{host}' is not a host:port like 'billing.internal:8443'"));
-    }
-    if authority.port_u16().is_none() {
+    let authority = Authority::parse(trimmed).ok_or_else(|| format!("'{host}' is not a host:port like 'billing.internal:8443'"))?;
+    let has_port = trimmed.parse::<http::uri::Authority>().is_ok_and(|a| a.port_u16().is_some());
+    if !has_port {
         return Err(format!("'{host}' has no port; write '{host}:443' or the port the upstream listens on"));
     }
-    Ok(normalize_authority(trimmed))
+    Ok(authority.to_string())
 }
 
 /// A route path with parameter names erased: two routes of one shape match the same requests.
 fn route_shape(path: &str) -> Vec<&str> {
     path.split('/').filter(|s| !s.is_empty()).map(|s| if s.starts_with(':') { ":" } else { s }).collect()
-}
-
-/// Appends `:443` to an authority without a port, so `host` and `host:443` match.
-pub fn normalize_authority(authority: &str) -> String {
-    let lower = authority.trim().to_ascii_lowercase();
-    let has_port = if lower.starts_with('[') { lower.contains("]:") } else { lower.contains(':') };
-    if has_port { lower } else { format!("{lower}:443") }
 }
 
 /// Replaces every `$env(NAME)` in `value`; returns the first undefined name as the error.

@@ -22,6 +22,8 @@ use std::sync::RwLock;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpInfo};
 
+use super::Authority;
+
 /// The admin listeners of this process: the addresses its own guests must never reach.
 /// Process-wide because it is a fact about the process (what it listens on), shared by
 /// every config version and pool.
@@ -129,10 +131,8 @@ where
     }
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let literal = uri.host().and_then(|h| h.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok());
-        let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 });
-        if let Some(ip) = literal {
-            let peer = SocketAddr::new(ip, port);
+        let literal = Authority::of(&uri).and_then(|a| Some(SocketAddr::new(a.ip()?, a.port())));
+        if let Some(peer) = literal {
             if let Some(why) = forbidden(peer, None) {
                 return Box::pin(async move { Err(refused(peer, why).into()) });
             }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use rustls::{AlertDescription, CertificateError};
 use rustls_pki_types::UnixTime;
 
+use super::Authority;
 use super::trust::{HostnameMismatch, PinMismatch};
 
 /// What kind of failure; see [`FailureReason::as_str`] for the stable names.
@@ -99,7 +100,7 @@ impl std::fmt::Display for FailureReason {
 #[derive(Debug, Clone, Copy)]
 pub struct Attempt<'a> {
     /// The upstream's `host:port`.
-    pub authority: &'a str,
+    pub authority: &'a Authority,
     /// The client certificate presented, `None` for none.
     pub certificate: Option<&'a str>,
 }
@@ -453,14 +454,17 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
 
-    const ATTEMPT: Attempt<'static> = Attempt { authority: "api.example:443", certificate: Some("billing") };
+    fn authority() -> Authority {
+        Authority::parse("api.example:443").unwrap()
+    }
 
     #[test]
     fn an_alert_after_a_named_certificate_is_a_refusal_and_without_one_a_requirement() {
-        let refused = from_alert(AlertDescription::UnknownCA, &ATTEMPT);
+        let refused = from_alert(AlertDescription::UnknownCA, &Attempt { authority: &authority(), certificate: Some("billing") });
         assert_eq!(refused.reason(), FailureReason::ClientCertificateRefused);
         assert!(refused.message().contains("'billing'") && refused.message().contains("unknown_ca"), "{refused}");
-        let anonymous = Attempt { certificate: None, ..ATTEMPT };
+        let authority = authority();
+        let anonymous = Attempt { authority: &authority, certificate: None };
         let required = from_alert(AlertDescription::CertificateRequired, &anonymous);
         assert_eq!(required.reason(), FailureReason::ClientCertificateRequired);
         match required.error_code() {
@@ -476,7 +480,7 @@ mod tests {
     fn expiry_dates_are_rfc3339() {
         let failure = from_certificate_error(
             &CertificateError::ExpiredContext { time: UnixTime::since_unix_epoch(Duration::from_secs(1_800_000_000)), not_after: UnixTime::since_unix_epoch(Duration::from_secs(1_700_000_000)) },
-            &ATTEMPT,
+            &Attempt { authority: &authority(), certificate: Some("billing") },
         );
         assert!(failure.message().contains("2023-11-14T22:13:20Z"), "{failure}");
     }

@@ -5,6 +5,7 @@
 //! one certificate is never reused for a request that named another one, or none: the bug
 //! class of proxies that pool by `host:port` alone.
 
+mod authority;
 mod connector;
 mod failure;
 mod probe;
@@ -22,6 +23,7 @@ use connector::{LastTlsError, PeerGuard, RecordingConnector};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use wasmtime_wasi_http::{RequestOptions, WasiBody};
 
+pub use authority::{Authority, default_port};
 pub use connector::{ForbiddenPeer, forbid_admin_listener};
 pub use failure::{Attempt, FailureReason, UpstreamFailure, classify};
 pub use probe::{ProbeReport, probe};
@@ -88,8 +90,8 @@ impl ClientIdentity {
         &self.trust
     }
 
-    /// The pooled client for `authority` (`host:port`), built on first use.
-    fn client(&self, authority: &str) -> Result<&PooledClient, UpstreamFailure> {
+    /// The pooled client for `authority`, built on first use.
+    fn client(&self, authority: &Authority) -> Result<&PooledClient, UpstreamFailure> {
         let profile = self.trust.profile_for(authority);
         let slot = self.clients.get(profile).ok_or_else(|| UpstreamFailure::new(FailureReason::Other, "trust profile out of range"))?;
         if let Some(client) = slot.get() {
@@ -99,8 +101,8 @@ impl ClientIdentity {
         Ok(slot.get_or_init(|| build_client(config)))
     }
 
-    /// The TLS client config this identity uses towards `authority` (`host:port`).
-    pub fn tls_config(&self, authority: &str) -> Result<rustls::ClientConfig, UpstreamFailure> {
+    /// The TLS client config this identity uses towards `authority`.
+    pub fn tls_config(&self, authority: &Authority) -> Result<rustls::ClientConfig, UpstreamFailure> {
         self.client_config(self.trust.profile_for(authority))
     }
 
@@ -186,13 +188,10 @@ fn closed_before_answering(error: &hyper_util::client::legacy::Error) -> bool {
     false
 }
 
-fn request_authority(request: &http::Request<WasiBody>) -> Result<String, UpstreamFailure> {
+fn request_authority(request: &http::Request<WasiBody>) -> Result<Authority, UpstreamFailure> {
     let uri = request.uri();
-    let host = uri
-        .host()
-        .ok_or_else(|| UpstreamFailure::new(FailureReason::InvalidRequest, format!("the URL '{uri}' has no host")))?;
-    let port = uri.port_u16().unwrap_or(if uri.scheme() == Some(&http::uri::Scheme::HTTP) { 80 } else { 443 });
-    Ok(crate::config::normalize_authority(&format!("{host}:{port}")))
+    Authority::of(uri)
+        .ok_or_else(|| UpstreamFailure::new(FailureReason::InvalidRequest, format!("the URL '{uri}' has no host")))
 }
 
 fn build_client(config: rustls::ClientConfig) -> PooledClient {

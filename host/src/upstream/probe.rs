@@ -10,7 +10,7 @@ use rustls_pki_types::ServerName;
 use serde::Serialize;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::ClientIdentity;
+use super::{Authority, ClientIdentity};
 use super::failure::{Attempt, FailureReason, UpstreamFailure, classify};
 
 /// What happened, as far as it got.
@@ -80,12 +80,10 @@ async fn run(identity: &ClientIdentity, url: &http::Uri, report: &mut ProbeRepor
     if url.scheme() != Some(&http::uri::Scheme::HTTPS) {
         return Err(invalid(format!("'{url}' is not an https:// URL; only those can be tested")));
     }
-    // `host()` keeps an IPv6 literal's brackets, as an authority must; the socket and
-    // the server name take the bare address.
-    let host_in_url = url.host().ok_or_else(|| invalid(format!("'{url}' has no host")))?;
-    let host = host_in_url.trim_start_matches('[').trim_end_matches(']').to_string();
-    let port = url.port_u16().unwrap_or(443);
-    let authority = crate::config::normalize_authority(&format!("{host_in_url}:{port}"));
+    let authority = Authority::of(url).ok_or_else(|| invalid(format!("'{url}' has no host")))?;
+    // The socket and the server name take the bare address of an IPv6 literal.
+    let host = authority.bare_host().to_string();
+    let port = authority.port();
     let attempt = Attempt { authority: &authority, certificate: identity.name() };
     let config = identity.tls_config(&authority)?;
 

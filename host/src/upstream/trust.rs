@@ -15,6 +15,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, ServerName, UnixTime};
 
+use super::Authority;
 use crate::config::UpstreamTrust;
 
 /// Why the upstream trust settings could not be loaded.
@@ -97,7 +98,7 @@ fn subject_alt_names(cert: &CertificateDer<'_>) -> Vec<String> {
 pub struct TrustProfiles {
     provider: Arc<CryptoProvider>,
     verifiers: Vec<Arc<UpstreamVerifier>>,
-    by_authority: HashMap<String, usize>,
+    by_authority: HashMap<Authority, usize>,
 }
 
 impl std::fmt::Debug for TrustProfiles {
@@ -205,8 +206,10 @@ impl TrustProfiles {
                 continue;
             }
             verifiers.push(verifier);
-            for host in &entry.hosts {
-                by_authority.insert(host.clone(), index);
+            // Entries were checked when the config was read; one that is not an authority
+            // could never match a request.
+            for authority in entry.hosts.iter().filter_map(|host| Authority::parse(host)) {
+                by_authority.insert(authority, index);
             }
         }
         Ok(Self { provider, verifiers, by_authority })
@@ -222,8 +225,8 @@ impl TrustProfiles {
         self.verifiers.is_empty()
     }
 
-    /// The profile for a normalized `host:port` authority.
-    pub fn profile_for(&self, authority: &str) -> usize {
+    /// The profile for `authority`.
+    pub fn profile_for(&self, authority: &Authority) -> usize {
         self.by_authority.get(authority).copied().unwrap_or(0)
     }
 
