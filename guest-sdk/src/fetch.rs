@@ -82,6 +82,15 @@ impl UpstreamFailure {
         &self.message
     }
 
+    /// Whether the upstream did not answer in time (the host's reason and the SDK's own
+    /// both come with one of these codes).
+    fn timed_out(&self) -> bool {
+        matches!(
+            self.code,
+            Some(ErrorCode::HttpResponseTimeout | ErrorCode::ConnectionReadTimeout | ErrorCode::ConnectionWriteTimeout)
+        )
+    }
+
     /// The `wasi:http` error code, when the failure came with one.
     pub fn code(&self) -> Option<&ErrorCode> {
         self.code.as_ref()
@@ -124,10 +133,28 @@ impl UpstreamFailure {
                 ("invalid-request", "the request's URL or method is not valid".into())
             }
             ErrorCode::HttpRequestBodySize(_) => ("invalid-request", "the request body does not match its content-length".into()),
+            ErrorCode::HttpRequestDenied => ("egress-denied", "the host does not allow this route to call that upstream".into()),
+            ErrorCode::HttpRequestLengthRequired => ("invalid-request", "the upstream requires a content-length".into()),
+            ErrorCode::HttpRequestUriTooLong => ("invalid-request", "the request's URL is too long for the upstream".into()),
+            ErrorCode::HttpRequestHeaderSectionSize(_)
+            | ErrorCode::HttpRequestHeaderSize(_)
+            | ErrorCode::HttpRequestTrailerSectionSize(_)
+            | ErrorCode::HttpRequestTrailerSize(_) => ("invalid-request", "the request's headers are too large for the upstream".into()),
             ErrorCode::HttpResponseIncomplete => ("connection-lost", "the upstream's response ended early".into()),
+            ErrorCode::HttpResponseHeaderSectionSize(_)
+            | ErrorCode::HttpResponseHeaderSize(_)
+            | ErrorCode::HttpResponseBodySize(_)
+            | ErrorCode::HttpResponseTrailerSectionSize(_)
+            | ErrorCode::HttpResponseTrailerSize(_) => ("upstream-error", "the upstream's response is larger than allowed".into()),
+            ErrorCode::HttpResponseTransferCoding(_) | ErrorCode::HttpResponseContentCoding(_) => {
+                ("upstream-error", "the upstream's response uses an encoding that cannot be read".into())
+            }
+            ErrorCode::HttpUpgradeFailed => ("upstream-error", "the upstream refused the protocol upgrade".into()),
             ErrorCode::HttpProtocolError => ("upstream-error", "the upstream's response is not valid HTTP".into()),
+            ErrorCode::LoopDetected => ("upstream-error", "the request loops back to where it came from".into()),
+            ErrorCode::ConfigurationError => ("upstream-error", "the host is not configured to send this request".into()),
             ErrorCode::InternalError(Some(text)) => ("upstream-error", text.clone()),
-            _ => ("upstream-error", "the upstream request failed".into()),
+            ErrorCode::InternalError(None) => ("upstream-error", "the upstream request failed".into()),
         };
         Self { reason: reason.to_string(), message, code: Some(code) }
     }
@@ -182,7 +209,7 @@ impl FetchError {
     pub fn status(&self) -> u16 {
         match self {
             FetchError::Certificate(_) | FetchError::InvalidUrl(_) => 500,
-            FetchError::Upstream(failure) if failure.reason == "response-timeout" => 504,
+            FetchError::Upstream(failure) if failure.timed_out() => 504,
             FetchError::Upstream(_) | FetchError::Body(_) => 502,
         }
     }

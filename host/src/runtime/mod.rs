@@ -67,7 +67,7 @@ pub enum HandlerError {
     #[error("the host is running {0} handler instances, its limit; try again shortly")]
     Busy(u32),
     /// The handler ran past its deadline.
-    #[error("the handler did not answer within {0:?}")]
+    #[error("the handler did not answer within {} ms", .0.as_millis())]
     Timeout(Duration),
     /// The handler hit its memory cap.
     #[error("the handler exceeded its memory limit of {0} bytes")]
@@ -79,8 +79,27 @@ pub enum HandlerError {
     #[error("the handler returned without a response")]
     NoResponse,
     /// The handler answered with a `wasi:http` error code.
-    #[error("the handler reported an error: {0:?}")]
+    #[error("the handler reported an error: {}", error_code_name(.0))]
     Guest(ErrorCode),
+}
+
+/// An `error-code` as WIT spells it (`connection-refused`), with an internal error's message.
+fn error_code_name(code: &ErrorCode) -> String {
+    if let ErrorCode::InternalError(Some(message)) = code {
+        return format!("internal-error: {message}");
+    }
+    // The bindings name variants only in their `Debug` form (`ConnectionRefused`,
+    // `DnsError(..)`): keep the name, spelled as in WIT, and drop the payload.
+    let debug = format!("{code:?}");
+    let variant = debug.split(['(', ' ', '{']).next().unwrap_or_default();
+    let mut name = String::with_capacity(variant.len() + 4);
+    for (i, c) in variant.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            name.push('-');
+        }
+        name.push(c.to_ascii_lowercase());
+    }
+    name
 }
 
 /// The engine and linker shared by every handler.

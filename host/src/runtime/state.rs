@@ -242,62 +242,84 @@ impl WasiHttpHooks for OutboundHooks {
         let slot = FailureSlot::default();
         self.next_failure = Some(slot.clone());
         self.sent += 1;
-        if self.sent > self.max_outbound {
+        let refusal = if self.sent > self.max_outbound {
             let max = self.max_outbound;
-            crate::warn_limited!(max, "handler exceeded its outbound request limit");
-            let failure = UpstreamFailure::new(
+            Some(UpstreamFailure::new(
                 FailureReason::OutboundLimit,
                 format!("this handler may send at most {max} outbound requests per invocation (limits.max_outbound_requests)"),
-            );
-            let code = failure.error_code();
-            let _ = slot.set(failure);
-            return Box::new(async move { Err(code) });
-        }
-        if let Err(message) = self.context.egress.check(request.uri()) {
-            let context = &self.context;
-            tracing::warn!(
-                target: "edgemtls::audit", route = %context.route, handler = %context.handler,
-                certificate = identity.name(), environment = %context.environment, upstream = %request.uri(),
-                reason = "egress-denied", error = %message, "outbound request refused");
-            context.metrics.record_outbound(identity.name(), "egress-denied", std::time::Duration::ZERO);
-            let failure = UpstreamFailure::new(FailureReason::EgressDenied, message);
-            let code = failure.error_code();
-            let _ = slot.set(failure);
-            return Box::new(async move { Err(code) });
+            ))
+        } else {
+            self.context.egress.check(request.uri()).err().map(|message| UpstreamFailure::new(FailureReason::EgressDenied, message))
+        };
+        if let Some(failure) = refusal {
+            OutboundAudit::new(&self.context, &identity, request.uri()).refused(&failure);
+            return Box::new(async move { Err(failed(&slot, failure)) });
         }
         let context = self.context.clone();
         Box::new(async move {
+            let audit = OutboundAudit::new(&context, &identity, request.uri());
             let started = std::time::Instant::now();
-            let upstream = request.uri().authority().map(|a| a.to_string()).unwrap_or_default();
             let result = identity.send(request, options).await;
-            let elapsed = started.elapsed();
-            let outcome = match &result {
-                Ok(response) => response.status().as_u16().to_string(),
-                Err(failure) => failure.reason().as_str().to_string(),
-            };
-            context.metrics.record_outbound(identity.name(), &outcome, elapsed);
-            // Every outbound request is audited; `certificate` is absent when none was presented.
-            let duration_ms = elapsed.as_millis() as u64;
-            match &result {
-                Ok(response) => tracing::info!(
-                    target: "edgemtls::audit", route = %context.route, handler = %context.handler,
-                    certificate = identity.name(), certificate_id = identity.certificate_id(),
-                    environment = %context.environment, upstream = %upstream,
-                    status = response.status().as_u16(), duration_ms, "outbound request"),
-                Err(failure) => tracing::warn!(
-                    target: "edgemtls::audit", route = %context.route, handler = %context.handler,
-                    certificate = identity.name(), certificate_id = identity.certificate_id(),
-                    environment = %context.environment, upstream = %upstream,
-                    reason = %failure.reason(), error = %failure, duration_ms, "outbound request failed"),
-            }
-            let response = result.map_err(|failure| {
-                let code = failure.error_code();
-                let _ = slot.set(failure);
-                code
-            })?;
+            audit.finished(&result, started.elapsed());
+            let response = result.map_err(|failure| failed(&slot, failure))?;
             let io: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send> = Box::new(async { Ok(()) });
             Ok((response, io))
         })
+    }
+}
+
+/// Keeps `failure` for `edgemtls:mtls/outgoing.failure` and returns the code wasi:http reports.
+fn failed(slot: &FailureSlot, failure: UpstreamFailure) -> wasmtime_wasi_http::Error {
+    let code = failure.error_code();
+    let _ = slot.set(failure);
+    code
+}
+
+/// The audit line and the metric of one outbound request: every request the host sends or
+/// refuses gets exactly one of each; `certificate` is absent when none was presented.
+struct OutboundAudit<'a> {
+    context: &'a RouteContext,
+    identity: &'a ClientIdentity,
+    upstream: String,
+}
+
+impl<'a> OutboundAudit<'a> {
+    fn new(context: &'a RouteContext, identity: &'a ClientIdentity, uri: &http::Uri) -> Self {
+        Self { context, identity, upstream: uri.authority().map(|a| a.to_string()).unwrap_or_default() }
+    }
+
+    /// The host refused to send the request (limit, egress).
+    fn refused(&self, failure: &UpstreamFailure) {
+        let (context, identity) = (self.context, self.identity);
+        context.metrics.record_outbound(identity.name(), failure.reason().as_str(), std::time::Duration::ZERO);
+        crate::warn_limited!(
+            target: "edgemtls::audit", route = %context.route, handler = %context.handler,
+            certificate = identity.name(), environment = %context.environment, upstream = %self.upstream,
+            reason = failure.reason().as_str(), error = %failure, "outbound request refused");
+    }
+
+    /// The request was sent: its status, or why it failed.
+    fn finished(&self, result: &Result<http::Response<WasiBody>, UpstreamFailure>, elapsed: std::time::Duration) {
+        let (context, identity) = (self.context, self.identity);
+        let duration_ms = elapsed.as_millis() as u64;
+        match result {
+            Ok(response) => {
+                context.metrics.record_outbound(identity.name(), &response.status().as_u16().to_string(), elapsed);
+                tracing::info!(
+                    target: "edgemtls::audit", route = %context.route, handler = %context.handler,
+                    certificate = identity.name(), certificate_id = identity.certificate_id(),
+                    environment = %context.environment, upstream = %self.upstream,
+                    status = response.status().as_u16(), duration_ms, "outbound request");
+            }
+            Err(failure) => {
+                context.metrics.record_outbound(identity.name(), failure.reason().as_str(), elapsed);
+                tracing::warn!(
+                    target: "edgemtls::audit", route = %context.route, handler = %context.handler,
+                    certificate = identity.name(), certificate_id = identity.certificate_id(),
+                    environment = %context.environment, upstream = %self.upstream,
+                    reason = %failure.reason(), error = %failure, duration_ms, "outbound request failed");
+            }
+        }
     }
 }
 

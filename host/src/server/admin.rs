@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
+use hyper::StatusCode;
 
 use super::App;
 use crate::config::Config;
@@ -34,6 +35,7 @@ pub(super) async fn serve(app: Arc<App>, listener: TcpListener) {
     }
 }
 
+
 const JSON: &str = "application/json";
 
 async fn answer(app: &Arc<App>, method: &hyper::Method, path: &str) -> hyper::Response<Full<Bytes>> {
@@ -48,7 +50,7 @@ async fn answer(app: &Arc<App>, method: &hyper::Method, path: &str) -> hyper::Re
                 "certificates_in_use": app.certificate_names(),
                 "certificates_damaged": app.resolver().damaged_certificates(),
             });
-            (200, JSON, body.to_string())
+            (StatusCode::OK, JSON, body.to_string())
         }
         (_, "/metrics") => {
             let now = time::OffsetDateTime::now_utc();
@@ -57,14 +59,14 @@ async fn answer(app: &Arc<App>, method: &hyper::Method, path: &str) -> hyper::Re
             for (name, seconds) in app.resolver().expiries(now) {
                 app.metrics().set_expiry(&name, environment, seconds);
             }
-            (200, "application/openmetrics-text; version=1.0.0; charset=utf-8", app.metrics().encode())
+            (StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", app.metrics().encode())
         }
         (&hyper::Method::POST, "/reload") => reload(app).await,
-        (_, "/reload") => (405, JSON, serde_json::json!({"status": "error", "problems": ["use POST /reload"]}).to_string()),
-        _ => (404, "text/plain", "not found\n".to_string()),
+        (_, "/reload") => (StatusCode::METHOD_NOT_ALLOWED, JSON, serde_json::json!({"status": "error", "problems": ["use POST /reload"]}).to_string()),
+        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_string()),
     };
     let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
+    *response.status_mut() = status;
     if let Ok(value) = hyper::header::HeaderValue::from_str(kind) {
         response.headers_mut().insert(hyper::header::CONTENT_TYPE, value);
     }
@@ -73,12 +75,12 @@ async fn answer(app: &Arc<App>, method: &hyper::Method, path: &str) -> hyper::Re
 
 /// Reloads the config file the host was started with; 200 with the report when the new
 /// config serves, 422 with every problem when it was refused (the old one keeps serving).
-async fn reload(app: &Arc<App>) -> (u16, &'static str, String) {
+async fn reload(app: &Arc<App>) -> (StatusCode, &'static str, String) {
     let refused = |problems: Vec<String>| {
         for problem in &problems {
             tracing::error!(reason = "POST /reload", "config reload refused: {problem}");
         }
-        (422, JSON, serde_json::json!({"status": "refused", "problems": problems}).to_string())
+        (StatusCode::UNPROCESSABLE_ENTITY, JSON, serde_json::json!({"status": "refused", "problems": problems}).to_string())
     };
     let config = match Config::load(app.config_path()) {
         Ok(config) => config,
@@ -91,7 +93,7 @@ async fn reload(app: &Arc<App>) -> (u16, &'static str, String) {
             }
             let mut body = serde_json::to_value(&report).unwrap_or_default();
             body["status"] = "reloaded".into();
-            (200, JSON, body.to_string())
+            (StatusCode::OK, JSON, body.to_string())
         }
         Err(problems) => refused(problems.into_iter().map(|p| p.0).collect()),
     }

@@ -20,7 +20,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-pub use problem::problem_response;
+pub use problem::Problem;
 pub use router::{RouteMatch, Router};
 
 use crate::Environment;
@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::drain;
 use crate::resolve::{Resolver, Snapshot};
 use crate::config::Egress;
-use crate::runtime::{HandlerError, RouteContext, Runtime};
+use crate::runtime::{RouteContext, Runtime};
 use crate::deployment::{HostInfo, Registration};
 use crate::upstream::TrustProfiles;
 
@@ -386,7 +386,7 @@ impl App {
             Ok(std::borrow::Cow::Owned(normalized)) => Some(normalized),
             Err(problem) => {
                 self.metrics.record_request("(none)", 400, started.elapsed());
-                return problem_response(hyper::StatusCode::BAD_REQUEST, "bad-path", "Bad request path", &problem.to_string());
+                return Problem::bad_path(problem.to_string()).into_response();
             }
         };
         if let Some(normalized) = normalized {
@@ -401,45 +401,21 @@ impl App {
                 // Never route the unresolved path.
                 Err(_) => {
                     self.metrics.record_request("(none)", 400, started.elapsed());
-                    return problem_response(hyper::StatusCode::BAD_REQUEST, "bad-path", "Bad request path", "the path cannot be normalized");
+                    return Problem::bad_path("the path cannot be normalized").into_response();
                 }
             }
         }
         remove_connection_listed(request.headers_mut());
         let path = request.uri().path().to_string();
         let Some(found) = routes.router.route(&path) else {
-            let response =
-                problem_response(hyper::StatusCode::NOT_FOUND, "no-route", "No route", &format!("no route matches '{path}'"));
             self.metrics.record_request("(none)", 404, started.elapsed());
-            return response;
+            return Problem::no_route(&path).into_response();
         };
         let response = match self.runtime.serve(found.handler, &found.params, request).await {
             Ok(response) => response,
             Err(error) => {
-                // The caller gets a short problem; the details (trap text, backtraces) stay
-                // in the log.
-                use hyper::StatusCode as S;
-                let (status, kind, title, detail) = match &error {
-                    HandlerError::Timeout(_) => (S::GATEWAY_TIMEOUT, "handler-timeout", "Handler timed out", error.to_string()),
-                    HandlerError::MemoryExceeded(_) => {
-                        (S::INTERNAL_SERVER_ERROR, "handler-memory-limit", "Handler exceeded its memory limit", error.to_string())
-                    }
-                    HandlerError::Busy(_) => (S::SERVICE_UNAVAILABLE, "host-busy", "Host busy", error.to_string()),
-                    HandlerError::BadRequest(_) => (S::BAD_REQUEST, "bad-request", "Bad request", error.to_string()),
-                    HandlerError::Instantiate(_) | HandlerError::Load { .. } => {
-                        (S::SERVICE_UNAVAILABLE, "handler-unavailable", "Handler unavailable", "the handler could not be started".into())
-                    }
-                    HandlerError::Guest(_) => {
-                        (S::BAD_GATEWAY, "handler-error", "Handler reported an error", "the handler reported an error".into())
-                    }
-                    _ => (S::INTERNAL_SERVER_ERROR, "handler-failed", "Handler failed", "the handler failed; the host log has the details".into()),
-                };
                 crate::warn_limited!(route = found.pattern, %error, "request failed");
-                let mut response = problem_response(status, kind, title, &detail);
-                if matches!(error, HandlerError::Busy(_)) {
-                    response.headers_mut().insert(hyper::header::RETRY_AFTER, hyper::header::HeaderValue::from_static("1"));
-                }
-                response
+                Problem::from(&error).into_response()
             }
         };
         self.metrics.record_request(found.pattern, response.status().as_u16(), started.elapsed());

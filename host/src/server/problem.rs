@@ -1,22 +1,96 @@
 //! The one place that turns host-side failures into HTTP responses (RFC 9457 problem+json).
+//! Callers get a short problem; details (trap text, backtraces) stay in the host log.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::StatusCode;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-/// A `application/problem+json` response; `kind` becomes `urn:edgemtls:problem:<kind>`.
-pub fn problem_response(status: hyper::StatusCode, kind: &str, title: &str, detail: &str) -> hyper::Response<HyperOutgoingBody> {
-    let body = serde_json::json!({
-        "type": format!("urn:edgemtls:problem:{kind}"),
-        "title": title,
-        "status": status.as_u16(),
-        "detail": detail,
-    })
-    .to_string();
-    let mut response = hyper::Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed_unsync());
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/problem+json"));
-    response
+use crate::runtime::HandlerError;
+
+/// A failure as the caller sees it; `kind` becomes `urn:edgemtls:problem:<kind>`.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    status: StatusCode,
+    kind: &'static str,
+    title: &'static str,
+    detail: String,
+    /// Seconds after which trying again makes sense (`Retry-After`).
+    retry_after: Option<u32>,
+}
+
+impl Problem {
+    /// A problem with no `Retry-After`.
+    pub fn new(status: StatusCode, kind: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
+        Self { status, kind, title, detail: detail.into(), retry_after: None }
+    }
+
+    /// The request path cannot be served as it is written.
+    pub fn bad_path(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad-path", "Bad request path", detail)
+    }
+
+    /// No route matches `path`.
+    pub fn no_route(path: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "no-route", "No route", format!("no route matches '{path}'"))
+    }
+
+    /// The `application/problem+json` response.
+    pub fn into_response(self) -> hyper::Response<HyperOutgoingBody> {
+        let body = serde_json::json!({
+            "type": format!("urn:edgemtls:problem:{}", self.kind),
+            "title": self.title,
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        })
+        .to_string();
+        let mut response = hyper::Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed_unsync());
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        headers.insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/problem+json"));
+        if let Some(seconds) = self.retry_after {
+            headers.insert(hyper::header::RETRY_AFTER, hyper::header::HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+impl From<&HandlerError> for Problem {
+    /// Every variant is listed: a new one must decide what callers see.
+    fn from(error: &HandlerError) -> Self {
+        match error {
+            HandlerError::Timeout(_) => {
+                Self::new(StatusCode::GATEWAY_TIMEOUT, "handler-timeout", "Handler timed out", error.to_string())
+            }
+            HandlerError::MemoryExceeded(_) => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "handler-memory-limit",
+                "Handler exceeded its memory limit",
+                error.to_string(),
+            ),
+            HandlerError::Busy(_) => Self {
+                retry_after: Some(1),
+                ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "host-busy", "Host busy", error.to_string())
+            },
+            HandlerError::BadRequest(_) => Self::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request", error.to_string()),
+            HandlerError::Instantiate(_) | HandlerError::Load { .. } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "handler-unavailable",
+                "Handler unavailable",
+                "the handler could not be started",
+            ),
+            HandlerError::Guest(_) => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "handler-error",
+                "Handler reported an error",
+                "the handler reported an error",
+            ),
+            HandlerError::Trap(_) | HandlerError::NoResponse => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "handler-failed",
+                "Handler failed",
+                "the handler failed; the host log has the details",
+            ),
+        }
+    }
 }
