@@ -1,6 +1,6 @@
 //! Compiles the guest components (wasm32-wasip2, release): the built-in handlers that the
-//! host embeds, the example plugin, and the test programs. Each path is exposed to the
-//! crate as an `env!` constant.
+//! host embeds and the example plugin. Each path is exposed to the crate as an `env!`
+//! constant. Test guests are the test crate's (`tests/build.rs`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -10,13 +10,12 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("url-forward", "URL_FORWARD_WASM", "url_forward"),
     ("url-rewrite", "URL_REWRITE_WASM", "url_rewrite"),
     ("hello-mtls", "HELLO_MTLS_WASM", "hello_mtls"),
-    ("mtls-probe", "MTLS_PROBE_WASM", "mtls_probe"),
 ];
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let root = manifest.parent().expect("plugins/ is inside the workspace").to_path_buf();
-    for dir in ["guest-sdk", "plugins/hello-mtls", "plugins/url-forward", "plugins/url-rewrite", "tests/guests", "wit"] {
+    for dir in ["guest-sdk", "plugins/hello-mtls", "plugins/url-forward", "plugins/url-rewrite", "wit"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     // A separate target dir: the outer cargo holds the lock on the main one.

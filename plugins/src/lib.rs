@@ -86,7 +86,4 @@ pub mod paths {
     pub const URL_REWRITE: &str = env!("URL_REWRITE_WASM");
     /// `hello-mtls`.
     pub const HELLO_MTLS: &str = env!("HELLO_MTLS_WASM");
-    /// The test probe (`tests/guests/mtls-probe`): fetches what its request headers say and
-    /// misbehaves on request. Not a built-in.
-    pub const MTLS_PROBE: &str = env!("MTLS_PROBE_WASM");
 }

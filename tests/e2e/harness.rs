@@ -21,7 +21,7 @@ use hyper_util::rt::TokioExecutor;
 use time::{Duration, OffsetDateTime};
 
 pub const HELLO_MTLS: &str = edgemtls_plugins::paths::HELLO_MTLS;
-pub const PROBE: &str = edgemtls_plugins::paths::MTLS_PROBE;
+pub const PROBE: &str = edgemtls_e2e::guests::MTLS_PROBE;
 
 /// A temp dir with a dev CA, a store and helpers to fill them.
 pub struct World {

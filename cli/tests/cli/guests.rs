@@ -9,7 +9,7 @@ use anyhow::{Result, ensure};
 
 use super::common::*;
 
-const PROBE: &str = edgemtls_plugins::paths::MTLS_PROBE;
+const PROBE: &str = edgemtls_e2e::guests::MTLS_PROBE;
 
 /// A spinning request, sent from its own thread (it gets no answer before the deadline);
 /// the thread returns what came back.
