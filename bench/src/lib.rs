@@ -19,5 +19,5 @@ pub fn load_identity(cert: &Path, key: &Path) -> anyhow::Result<(Vec<Certificate
 /// Reads the certificates of a PEM file.
 pub fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(edgemtls_host::echo::parse_pem_certificates(&bytes)?)
+    Ok(edgemtls_host::pki::pem::certificates(&bytes)?)
 }

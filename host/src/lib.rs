@@ -16,7 +16,7 @@ pub use environment::{Environment, UnknownEnvironment, parse_environments};
 pub mod config;
 pub mod deployment;
 pub mod drain;
-pub mod echo;
+
 pub mod files;
 pub mod log_limit;
 pub mod metrics;

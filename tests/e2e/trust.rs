@@ -6,7 +6,8 @@
 use std::path::Path;
 
 use edgemtls_host::Environment;
-use edgemtls_host::echo::{EchoUpstream, parse_pem_certificates};
+use edgemtls_dev_upstream::EchoUpstream;
+use edgemtls_host::pki::pem::certificates as parse_pem_certificates;
 use edgemtls_host::pki::{DevCa, IssueOptions, inspect_leaf};
 
 use crate::harness::*;

@@ -10,7 +10,6 @@ use clap::{Parser, Subcommand};
 use edgemtls_host::Environment;
 use edgemtls_host::pki::{DevCa, Identity, IssueOptions, inspect_leaf};
 use edgemtls_host::store::{NewCertificate, Store};
-use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 #[derive(Parser)]
 struct Args {
@@ -83,8 +82,8 @@ fn populate(store_dir: &std::path::Path, ca: &std::path::Path, count: usize, pre
             std::fs::write(dir.join(format!("{name}.pem")), &cert_pem)?;
             edgemtls_host::pki::write_private_file(&dir.join(format!("{name}.key")), key_pem.as_bytes())?;
         }
-        let chain = edgemtls_host::echo::parse_pem_certificates(cert_pem.as_bytes())?;
-        let key = pem_key(&key_pem)?;
+        let chain = edgemtls_host::pki::pem::certificates(cert_pem.as_bytes())?;
+        let key = edgemtls_host::pki::pem::private_key(key_pem.as_bytes())?;
         let path = PathBuf::from(format!("<generated {name}>"));
         let metadata = inspect_leaf(&path, &chain[0])?;
         let identity = Identity { chain, key, cert_path: path.clone(), key_path: path, warnings: vec![] };
@@ -92,12 +91,6 @@ fn populate(store_dir: &std::path::Path, ca: &std::path::Path, count: usize, pre
     }
     println!("{}", serde_json::json!({ "populated": count, "seconds": started.elapsed().as_secs_f64() }));
     Ok(())
-}
-
-fn pem_key(text: &str) -> anyhow::Result<PrivateKeyDer<'static>> {
-    use base64::Engine;
-    let body = text.lines().filter(|l| !l.starts_with("-----")).collect::<String>();
-    Ok(PrivatePkcs8KeyDer::from(base64::engine::general_purpose::STANDARD.decode(body)?).into())
 }
 
 fn lookup(store_dir: &std::path::Path, iterations: usize) -> anyhow::Result<()> {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use clap::Parser;
-use edgemtls_host::echo::{EchoOptions, EchoTuning, EchoUpstream};
+use edgemtls_dev_upstream::{EchoOptions, EchoTuning, EchoUpstream};
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 

@@ -307,9 +307,9 @@ pub struct DevUpstreamCommand {
     listen: SocketAddr,
 }
 
-fn read_pem_certs(path: &Path) -> anyhow::Result<Vec<edgemtls_host::echo::CertificateDer<'static>>> {
+fn read_pem_certs(path: &Path) -> anyhow::Result<Vec<rustls_pki_types::CertificateDer<'static>>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading '{}'", path.display()))?;
-    let certs = edgemtls_host::echo::parse_pem_certificates(&bytes).with_context(|| format!("parsing '{}'", path.display()))?;
+    let certs = edgemtls_host::pki::pem::certificates(&bytes).with_context(|| format!("parsing '{}'", path.display()))?;
     anyhow::ensure!(!certs.is_empty(), "'{}' contains no certificate", path.display());
     Ok(certs)
 }
@@ -321,7 +321,7 @@ impl DevUpstreamCommand {
             key_path: Some(&self.key),
             password: None,
         })?;
-        let options = edgemtls_host::echo::EchoOptions {
+        let options = edgemtls_dev_upstream::EchoOptions {
             client_ca: read_pem_certs(&self.client_ca)?,
             server_chain: identity.chain,
             server_key: identity.key,
@@ -329,7 +329,7 @@ impl DevUpstreamCommand {
         };
         let runtime = tokio::runtime::Runtime::new()?;
         runtime.block_on(async move {
-            let upstream = edgemtls_host::echo::EchoUpstream::start(self.listen, options).await?;
+            let upstream = edgemtls_dev_upstream::EchoUpstream::start(self.listen, options).await?;
             say!("dev upstream on https://{} (client certificates required)", upstream.addr());
             let _ = tokio::signal::ctrl_c().await;
             Ok(ExitCode::SUCCESS)

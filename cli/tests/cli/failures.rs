@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use edgemtls_host::echo::parse_pem_certificates;
+use edgemtls_host::pki::pem::certificates as parse_pem_certificates;
 use edgemtls_host::pki::{DevCa, IssueOptions, inspect_leaf};
 use serde_json::Value;
 

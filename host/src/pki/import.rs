@@ -170,19 +170,15 @@ fn unparseable(path: &Path, reason: impl Into<String>) -> PkiError {
 }
 
 fn parse_container(path: &Path, bytes: &[u8], password: Option<&str>) -> Result<Parsed, PkiError> {
-    if looks_like_pem(bytes) {
+    if super::pem::looks_like_pem(bytes) {
         parse_pem(path, bytes)
     } else {
         parse_der(path, bytes, password)
     }
 }
 
-fn looks_like_pem(bytes: &[u8]) -> bool {
-    bytes.windows(11).any(|w| w == b"-----BEGIN ")
-}
-
 fn parse_pem(path: &Path, bytes: &[u8]) -> Result<Parsed, PkiError> {
-    let sections = pem::parse_many(bytes).map_err(|e| unparseable(path, format!("invalid PEM: {e}")))?;
+    let sections = super::pem::sections(bytes).map_err(|reason| unparseable(path, reason.to_string()))?;
     let mut parsed = Parsed::default();
     for section in sections {
         let der = section.contents().to_vec();

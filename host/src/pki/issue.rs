@@ -87,9 +87,10 @@ impl DevCa {
             reason: e.to_string(),
         })?;
         // A key that is not the certificate's would issue certificates nothing can verify.
-        let cert_spki = pem::parse(&cert_pem).ok().and_then(|section| {
+        let first = super::pem::certificates(cert_pem.as_bytes()).ok().and_then(|certs| certs.into_iter().next());
+        let cert_spki = first.and_then(|der| {
             use x509_parser::prelude::{FromDer, X509Certificate};
-            X509Certificate::from_der(section.contents()).ok().map(|(_, cert)| cert.public_key().subject_public_key.data.to_vec())
+            X509Certificate::from_der(&der).ok().map(|(_, cert)| cert.public_key().subject_public_key.data.to_vec())
         });
         if cert_spki.as_deref() != Some(key.public_key_raw()) {
             return Err(PkiError::Unparseable {

@@ -9,6 +9,7 @@ mod error;
 mod import;
 mod inspect;
 mod issue;
+pub mod pem;
 
 pub use error::PkiError;
 pub use import::{Identity, ImportRequest, MAX_FILE_SIZE, expand_tilde, load_identity};

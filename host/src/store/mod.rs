@@ -802,11 +802,7 @@ impl RawRecord {
         let corrupt = |reason: String| StoreError::Corrupt { id: self.id.clone(), reason };
         let environments = crate::environment::parse_environments(self.environments.split(',').filter(|s| !s.is_empty()))
             .map_err(|e| corrupt(e.to_string()))?;
-        let chain = pem::parse_many(&self.chain_pem)
-            .map_err(|e| corrupt(format!("chain: {e}")))?
-            .into_iter()
-            .map(|p| CertificateDer::from(p.into_contents()))
-            .collect();
+        let chain = crate::pki::pem::certificates(self.chain_pem.as_bytes()).map_err(|e| corrupt(format!("chain: {e}")))?;
         let metadata = serde_json::from_str(&self.metadata).map_err(|e| corrupt(format!("metadata: {e}")))?;
         let time = |t: i64| OffsetDateTime::from_unix_timestamp(t).map_err(|e| corrupt(e.to_string()));
         Ok(CertificateRecord {

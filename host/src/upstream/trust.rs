@@ -107,15 +107,9 @@ impl std::fmt::Debug for TrustProfiles {
     }
 }
 
-fn read_pem_or_der(path: &Path, tag: &str) -> Result<Vec<Vec<u8>>, String> {
-    // CA bundles and CRLs of real PKIs stay well under this.
-    let bytes = crate::files::read_regular_file(path, 32 << 20).map_err(|e| e.to_string())?;
-    if bytes.windows(11).any(|w| w == b"-----BEGIN ") {
-        let sections = pem::parse_many(&bytes).map_err(|e| format!("invalid PEM: {e}"))?;
-        Ok(sections.into_iter().filter(|p| p.tag() == tag).map(|p| p.into_contents()).collect())
-    } else {
-        Ok(vec![bytes])
-    }
+/// A CA bundle or CRL file's bytes; those of real PKIs stay well under the cap.
+fn read_trust_file(path: &Path) -> Result<Vec<u8>, String> {
+    crate::files::read_regular_file(path, 32 << 20).map_err(|e| e.to_string())
 }
 
 /// Parses one CRL as the verifier will, so a bad file is named with a plain reason.
@@ -166,21 +160,23 @@ impl TrustProfiles {
             let hosts = entry.hosts.join(", ");
             let mut roots = web_roots.clone();
             if let Some(path) = &entry.ca_bundle {
-                let certs = read_pem_or_der(path, "CERTIFICATE")
+                let certs = read_trust_file(path)
+                    .and_then(|bytes| crate::pki::pem::certificates_pem_or_der(bytes).map_err(|e| e.to_string()))
                     .map_err(|reason| TrustError::CaBundle { path: path.clone(), reason })?;
-                let (added, _ignored) = roots.add_parsable_certificates(certs.into_iter().map(CertificateDer::from));
+                let (added, _ignored) = roots.add_parsable_certificates(certs);
                 if added == 0 {
                     return Err(TrustError::CaBundle { path: path.clone(), reason: "no usable CA certificate".into() });
                 }
             }
             let mut crls = Vec::new();
             for path in &entry.crl {
-                let ders = read_pem_or_der(path, "X509 CRL").map_err(|reason| TrustError::Crl { path: path.clone(), reason })?;
-                if ders.is_empty() {
+                let file_crls = read_trust_file(path)
+                    .and_then(|bytes| crate::pki::pem::crls_pem_or_der(bytes).map_err(|e| e.to_string()))
+                    .map_err(|reason| TrustError::Crl { path: path.clone(), reason })?;
+                if file_crls.is_empty() {
                     return Err(TrustError::Crl { path: path.clone(), reason: "no X509 CRL section".into() });
                 }
-                for der in ders {
-                    let crl = CertificateRevocationListDer::from(der);
+                for crl in file_crls {
                     check_crl(&crl, path, &provider)?;
                     crls.push(crl);
                 }

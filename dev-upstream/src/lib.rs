@@ -16,7 +16,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::{Body, Frame, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::server::WebPkiClientVerifier;
-use rustls_pki_types::PrivateKeyDer;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -340,15 +340,4 @@ impl Body for RepeatBody {
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.remaining)
     }
-}
-
-pub use rustls_pki_types::CertificateDer as CertificateDer;
-
-/// The certificates in a PEM file.
-pub fn parse_pem_certificates(bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, pem::PemError> {
-    Ok(pem::parse_many(bytes)?
-        .into_iter()
-        .filter(|p| p.tag() == "CERTIFICATE")
-        .map(|p| CertificateDer::from(p.into_contents()))
-        .collect())
 }
