@@ -1,10 +1,20 @@
 //! The edgemtls host library.
 //!
 //! edgemtls runs WebAssembly request handlers whose outbound requests present a client
-//! certificate they name. This crate holds everything but the command line:
+//! certificate they name. This crate holds everything but the command line; the repository's
+//! `ARCHITECTURE.md` follows a request and a certificate name through these modules.
 //!
-//! - [`store`]: the certificate store (SQLite, private keys sealed with AES-256-GCM);
-//! - [`pki`]: importing and validating certificates and keys, and a dev CA;
+//! - [`server`]: listener, connections, routing, reloads, admin endpoints, problem responses;
+//! - [`runtime`]: compiled components, warm instance pools, deadlines and limits per request;
+//! - [`upstream`]: client identities, trust profiles, pooled mTLS connections, failures;
+//! - [`resolve`]: certificate names to identities, from an in-memory snapshot of the store;
+//! - [`store`]: the certificate store (SQLite, keys sealed with AES-256-GCM, records MACed);
+//! - [`deployment`]: this host's registration in the store (what it serves, which names);
+//! - [`config`]: `edgemtls.toml`: routes, options, limits, egress, upstream trust;
+//! - [`pki`]: importing and validating certificates and keys, PEM, a dev CA;
+//! - [`drain`]: knowing when requests on a previous config have finished;
+//! - [`metrics`], [`log_limit`], [`files`]: Prometheus metrics, rate-limited warnings,
+//!   bounded reads of regular files;
 //! - [`Environment`]: the stages a certificate is scoped to.
 #![deny(missing_docs)]
 
@@ -16,7 +26,6 @@ pub use environment::{Environment, UnknownEnvironment, parse_environments};
 pub mod config;
 pub mod deployment;
 pub mod drain;
-
 pub mod files;
 pub mod log_limit;
 pub mod metrics;

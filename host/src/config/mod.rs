@@ -61,7 +61,8 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     /// Variables per environment: `wasi:cli/environment` for guests and `$env(NAME)` in options.
     pub vars: HashMap<Environment, BTreeMap<String, String>>,
-    /// Routes, in file order; the longest matching prefix wins.
+    /// Routes. The router tries those with more segments first, and literal segments before
+    /// `:name` parameters; two routes of the same shape are refused (`server/router.rs`).
     pub routes: Vec<Route>,
     /// Trust for upstream servers, matched by authority.
     pub upstreams: Vec<UpstreamTrust>,

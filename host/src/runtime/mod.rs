@@ -183,7 +183,8 @@ impl Runtime {
             .total_stacks(instances)
             .max_memory_size(limits.memory_bytes)
             // Keeping a little memory resident and resetting only dirty pages avoids the
-            // decommit IPIs that dominate per-request cost on VMs (FACTS-wasmtime48.md).
+            // decommit IPIs that dominate per-request cost on VMs (see wasmtime's
+            // `PoolingAllocationConfig::linear_memory_keep_resident`).
             .linear_memory_keep_resident(2 << 20)
             .table_keep_resident(64 << 10)
             .async_stack_keep_resident(64 << 10)
