@@ -262,193 +262,33 @@ impl Config {
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let raw: ConfigToml =
             toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
-        let invalid = |key: String, reason: String| ConfigError::Invalid { path: path.to_path_buf(), key, reason };
-        let base = path.parent().unwrap_or(Path::new("."));
-
+        let reader = Reader { path, base: path.parent().unwrap_or(Path::new(".")) };
         let addr = |key: &str, value: &str| {
-            value.parse::<SocketAddr>().map_err(|e| invalid(key.into(), format!("'{value}' is not an address like 127.0.0.1:8080 ({e})")))
+            value
+                .parse::<SocketAddr>()
+                .map_err(|e| reader.invalid(key.into(), format!("'{value}' is not an address like 127.0.0.1:8080 ({e})")))
         };
         let listen = addr("listen", raw.listen.as_deref().unwrap_or("127.0.0.1:8080"))?;
         let admin_listen = raw.admin_listen.as_deref().map(|a| addr("admin_listen", a)).transpose()?;
 
         let mut vars = HashMap::new();
         for (name, env) in raw.environments {
-            let environment: Environment =
-                name.parse().map_err(|e: crate::UnknownEnvironment| invalid(format!("environments.{name}"), e.to_string()))?;
+            let environment: Environment = name
+                .parse()
+                .map_err(|e: crate::UnknownEnvironment| reader.invalid(format!("environments.{name}"), e.to_string()))?;
             vars.insert(environment, env.vars);
         }
-
         let mut routes = Vec::new();
         for (index, route) in raw.routes.into_iter().enumerate() {
-            let key = |field: &str| format!("routes[{index}].{field}");
-            if !route.path.starts_with('/') {
-                return Err(invalid(key("path"), format!("'{}' must start with '/'", route.path)));
-            }
-            // `/a` and `/a/` are one route, and so are `/u/:id` and `/u/:name`: the second
-            // could never be reached.
-            if let Some(earlier) = routes.iter().find(|r: &&Route| route_shape(&r.path) == route_shape(&route.path)) {
-                return Err(invalid(
-                    key("path"),
-                    format!("'{}' matches exactly what '{}' matches, so one would never be reached", route.path, earlier.path),
-                ));
-            }
-            let component = if let Some(builtin) = edgemtls_plugins::builtin(&route.handler) {
-                ComponentSource::Builtin(builtin)
-            } else if route.handler.ends_with(".wasm") {
-                ComponentSource::File(base.join(crate::pki::expand_tilde(Path::new(&route.handler))))
-            } else {
-                let names: Vec<_> = edgemtls_plugins::BUILTINS.iter().map(|b| b.name).collect();
-                return Err(invalid(
-                    key("handler"),
-                    format!(
-                        "'{}' is neither a built-in handler ({}) nor a path to a .wasm component",
-                        route.handler,
-                        names.join(", ")
-                    ),
-                ));
-            };
-            let mut options = BTreeMap::new();
-            for (name, value) in route.options {
-                let text = match value {
-                    toml::Value::String(s) => s,
-                    toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => value.to_string(),
-                    other => {
-                        return Err(invalid(
-                            key(&format!("options.{name}")),
-                            format!("must be a string, number or boolean, not {}", other.type_str()),
-                        ));
-                    }
-                };
-                options.insert(name, text);
-            }
-            // "/billing/" and "/billing" are the same prefix; "/" stays "/".
-            let path = match route.path.trim_end_matches('/') {
-                "" => "/".to_string(),
-                trimmed => trimmed.to_string(),
-            };
-            let mut reuse = Reuse::default_for(&component);
-            if let Some(max) = route.max_requests_per_instance {
-                if !(1..=1_000_000).contains(&max) {
-                    return Err(invalid(key("max_requests_per_instance"), format!("{max} is out of range: use 1 (a fresh instance per request) to 1000000")));
-                }
-                reuse.max_requests_per_instance = max;
-            }
-            if let Some(ms) = route.idle_timeout_ms {
-                if !(1..=3_600_000).contains(&ms) {
-                    return Err(invalid(key("idle_timeout_ms"), format!("{ms} is out of range: use 1 to 3600000 (one hour)")));
-                }
-                reuse.idle_timeout = Duration::from_millis(ms);
-            }
-            if let Some(count) = route.max_idle_instances {
-                if count > 1000 {
-                    return Err(invalid(key("max_idle_instances"), format!("{count} is out of range: use 0 to 1000")));
-                }
-                reuse.max_idle_instances = count;
-            }
-            let allowed_outbound_hosts = match route.allowed_outbound_hosts {
-                None => None,
-                Some(entries) => Some(
-                    entries
-                        .iter()
-                        .enumerate()
-                        .map(|(n, entry)| HostPattern::parse(entry).map_err(|reason| invalid(key(&format!("allowed_outbound_hosts[{n}]")), reason)))
-                        .collect::<Result<Vec<_>, _>>()?,
-                ),
-            };
-            routes.push(Route {
-                path,
-                handler: route.handler,
-                component,
-                options,
-                certificates: route.certificates,
-                reuse,
-                allowed_outbound_hosts,
-            });
+            let route = reader.route(index, route, &routes)?;
+            routes.push(route);
         }
-
         let mut upstreams = Vec::new();
         for (index, upstream) in raw.upstreams.into_iter().enumerate() {
-            if upstream.hosts.is_empty() {
-                return Err(invalid(format!("upstreams[{index}].hosts"), "must name at least one host:port".into()));
-            }
-            let key = |field: &str| format!("upstreams[{index}].{field}");
-            let existing = |field: &str, path: String| {
-                let path = base.join(crate::pki::expand_tilde(Path::new(&path)));
-                if path.is_file() { Ok(path) } else { Err(invalid(key(field), format!("'{}' does not exist", path.display()))) }
-            };
-            let ca_bundle = upstream.ca_bundle.map(|p| existing("ca_bundle", p)).transpose()?;
-            let crl = upstream.crl.into_iter().map(|p| existing("crl", p)).collect::<Result<Vec<_>, _>>()?;
-            let mut pins = Vec::new();
-            for pin in &upstream.pin_spki_sha256 {
-                use base64::Engine;
-                let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .decode(pin.trim_end_matches('='))
-                    .ok()
-                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                    .ok_or_else(|| invalid(key("pin_spki_sha256"), format!("'{pin}' is not a base64url SHA-256 (43 characters)")))?;
-                pins.push(bytes);
-            }
-            let mut hosts = Vec::new();
-            for (position, host) in upstream.hosts.iter().enumerate() {
-                let host = upstream_host(host).map_err(|reason| invalid(format!("upstreams[{index}].hosts[{position}]"), reason))?;
-                if host == DEFAULT_UPSTREAM && upstream.hosts.len() > 1 {
-                    return Err(invalid(
-                        format!("upstreams[{index}].hosts"),
-                        "\"*\" (every upstream not listed elsewhere) must be alone in its entry".into(),
-                    ));
-                }
-                if let Some(other) = upstreams.iter().position(|u: &UpstreamTrust| u.hosts.contains(&host)) {
-                    return Err(invalid(
-                        format!("upstreams[{index}].hosts[{position}]"),
-                        format!("'{host}' is already in upstreams[{other}]; one entry per host"),
-                    ));
-                }
-                hosts.push(host);
-            }
-            upstreams.push(UpstreamTrust {
-                hosts,
-                ca_bundle,
-                verify: upstream.verify.unwrap_or(true),
-                check_hostname: upstream.check_hostname.unwrap_or(true),
-                crl,
-                pin_spki_sha256: pins,
-            });
+            let upstream = reader.upstream(index, upstream, &upstreams)?;
+            upstreams.push(upstream);
         }
-
-        let defaults = Limits::default();
-        let within = |field: &str, value: Option<u64>, range: std::ops::RangeInclusive<u64>| -> Result<Option<u64>, ConfigError> {
-            match value {
-                Some(v) if !range.contains(&v) => Err(invalid(
-                    format!("limits.{field}"),
-                    format!("{v} is out of range: use {} to {}", range.start(), range.end()),
-                )),
-                other => Ok(other),
-            }
-        };
-        let limits = Limits {
-            request_timeout: within("request_timeout_ms", raw.limits.request_timeout_ms, 1..=3_600_000)?
-                .map(Duration::from_millis)
-                .unwrap_or(defaults.request_timeout),
-            memory_bytes: within("memory_mib", raw.limits.memory_mib, 1..=4096)?
-                .map(|m| (m as usize) << 20)
-                .unwrap_or(defaults.memory_bytes),
-            max_outbound_requests: within("max_outbound_requests", raw.limits.max_outbound_requests.map(u64::from), 1..=10_000)?
-                .map(|n| n as u32)
-                .unwrap_or(defaults.max_outbound_requests),
-            max_instances: within("max_instances", raw.limits.max_instances.map(u64::from), 1..=10_000)?
-                .map(|n| n as u32)
-                .unwrap_or(defaults.max_instances),
-            header_timeout: within("header_timeout_ms", raw.limits.header_timeout_ms, 1..=3_600_000)?
-                .map(Duration::from_millis)
-                .unwrap_or(defaults.header_timeout),
-            max_connections: within("max_connections", raw.limits.max_connections.map(u64::from), 1..=1_000_000)?
-                .map(|n| n as u32)
-                .unwrap_or(defaults.max_connections),
-            stream_idle_timeout: within("stream_idle_timeout_ms", raw.limits.stream_idle_timeout_ms, 1..=3_600_000)?
-                .map(Duration::from_millis)
-                .unwrap_or(defaults.stream_idle_timeout),
-        };
-
+        let limits = reader.limits(&raw.limits)?;
         Ok(Config { path: path.to_path_buf(), listen, admin_listen, vars, routes, upstreams, limits })
     }
 
@@ -489,6 +329,210 @@ impl Config {
                 })
             })
             .collect()
+    }
+}
+
+/// Reads the parts of one config file; errors name the file and the key.
+struct Reader<'a> {
+    path: &'a Path,
+    /// Relative paths in the file are relative to its directory.
+    base: &'a Path,
+}
+
+impl Reader<'_> {
+    fn invalid(&self, key: String, reason: String) -> ConfigError {
+        ConfigError::Invalid { path: self.path.to_path_buf(), key, reason }
+    }
+
+    /// One `[[routes]]` entry; `earlier` are the routes before it.
+    fn route(&self, index: usize, mut route: RouteToml, earlier: &[Route]) -> Result<Route, ConfigError> {
+        let invalid = |key: String, reason: String| self.invalid(key, reason);
+        let key = |field: &str| format!("routes[{index}].{field}");
+        if !route.path.starts_with('/') {
+            return Err(invalid(key("path"), format!("'{}' must start with '/'", route.path)));
+        }
+        // `/a` and `/a/` are one route, and so are `/u/:id` and `/u/:name`: the second
+        // could never be reached.
+        if let Some(earlier) = earlier.iter().find(|r: &&Route| route_shape(&r.path) == route_shape(&route.path)) {
+            return Err(invalid(
+                key("path"),
+                format!("'{}' matches exactly what '{}' matches, so one would never be reached", route.path, earlier.path),
+            ));
+        }
+        let component = self.component(&key("handler"), &route.handler)?;
+        let options = self.options(&key("options"), std::mem::take(&mut route.options))?;
+        // "/billing/" and "/billing" are the same prefix; "/" stays "/".
+        let path = match route.path.trim_end_matches('/') {
+            "" => "/".to_string(),
+            trimmed => trimmed.to_string(),
+        };
+        let reuse = self.reuse(&key, &component, &route)?;
+        let allowed_outbound_hosts = match route.allowed_outbound_hosts {
+            None => None,
+            Some(entries) => Some(
+                entries
+                    .iter()
+                    .enumerate()
+                    .map(|(n, entry)| HostPattern::parse(entry).map_err(|reason| invalid(key(&format!("allowed_outbound_hosts[{n}]")), reason)))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        Ok(Route {
+            path,
+            handler: route.handler,
+            component,
+            options,
+            certificates: route.certificates,
+            reuse,
+            allowed_outbound_hosts,
+        })
+    }
+
+    /// The component a route's `handler` names: a built-in, or a `.wasm` file.
+    fn component(&self, key: &str, handler: &str) -> Result<ComponentSource, ConfigError> {
+        if let Some(builtin) = edgemtls_plugins::builtin(handler) {
+            Ok(ComponentSource::Builtin(builtin))
+        } else if handler.ends_with(".wasm") {
+            Ok(ComponentSource::File(self.base.join(crate::pki::expand_tilde(Path::new(handler)))))
+        } else {
+            let names: Vec<_> = edgemtls_plugins::BUILTINS.iter().map(|b| b.name).collect();
+            Err(self.invalid(
+                key.to_string(),
+                format!("'{handler}' is neither a built-in handler ({}) nor a path to a .wasm component", names.join(", ")),
+            ))
+        }
+    }
+
+    /// A route's options as text (numbers and booleans written as in TOML).
+    fn options(&self, key: &str, raw: BTreeMap<String, toml::Value>) -> Result<BTreeMap<String, String>, ConfigError> {
+        let mut options = BTreeMap::new();
+        for (name, value) in raw {
+            let text = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => value.to_string(),
+                other => {
+                    return Err(self.invalid(
+                        format!("{key}.{name}"),
+                        format!("must be a string, number or boolean, not {}", other.type_str()),
+                    ));
+                }
+            };
+            options.insert(name, text);
+        }
+        Ok(options)
+    }
+
+    /// How a route reuses instances: the component's default, with the route's overrides.
+    fn reuse(&self, key: &dyn Fn(&str) -> String, component: &ComponentSource, route: &RouteToml) -> Result<Reuse, ConfigError> {
+        let mut reuse = Reuse::default_for(component);
+        if let Some(max) = route.max_requests_per_instance {
+            if !(1..=1_000_000).contains(&max) {
+                return Err(self.invalid(key("max_requests_per_instance"), format!("{max} is out of range: use 1 (a fresh instance per request) to 1000000")));
+            }
+            reuse.max_requests_per_instance = max;
+        }
+        if let Some(ms) = route.idle_timeout_ms {
+            if !(1..=3_600_000).contains(&ms) {
+                return Err(self.invalid(key("idle_timeout_ms"), format!("{ms} is out of range: use 1 to 3600000 (one hour)")));
+            }
+            reuse.idle_timeout = Duration::from_millis(ms);
+        }
+        if let Some(count) = route.max_idle_instances {
+            if count > 1000 {
+                return Err(self.invalid(key("max_idle_instances"), format!("{count} is out of range: use 0 to 1000")));
+            }
+            reuse.max_idle_instances = count;
+        }
+        Ok(reuse)
+    }
+
+    /// One `[[upstreams]]` entry; `earlier` are the entries before it.
+    fn upstream(&self, index: usize, upstream: UpstreamToml, earlier: &[UpstreamTrust]) -> Result<UpstreamTrust, ConfigError> {
+        let invalid = |key: String, reason: String| self.invalid(key, reason);
+        let base = self.base;
+        if upstream.hosts.is_empty() {
+            return Err(invalid(format!("upstreams[{index}].hosts"), "must name at least one host:port".into()));
+        }
+        let key = |field: &str| format!("upstreams[{index}].{field}");
+        let existing = |field: &str, path: String| {
+            let path = base.join(crate::pki::expand_tilde(Path::new(&path)));
+            if path.is_file() { Ok(path) } else { Err(invalid(key(field), format!("'{}' does not exist", path.display()))) }
+        };
+        let ca_bundle = upstream.ca_bundle.map(|p| existing("ca_bundle", p)).transpose()?;
+        let crl = upstream.crl.into_iter().map(|p| existing("crl", p)).collect::<Result<Vec<_>, _>>()?;
+        let mut pins = Vec::new();
+        for pin in &upstream.pin_spki_sha256 {
+            use base64::Engine;
+            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(pin.trim_end_matches('='))
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| invalid(key("pin_spki_sha256"), format!("'{pin}' is not a base64url SHA-256 (43 characters)")))?;
+            pins.push(bytes);
+        }
+        let mut hosts = Vec::new();
+        for (position, host) in upstream.hosts.iter().enumerate() {
+            let host = upstream_host(host).map_err(|reason| invalid(format!("upstreams[{index}].hosts[{position}]"), reason))?;
+            if host == DEFAULT_UPSTREAM && upstream.hosts.len() > 1 {
+                return Err(invalid(
+                    format!("upstreams[{index}].hosts"),
+                    "\"*\" (every upstream not listed elsewhere) must be alone in its entry".into(),
+                ));
+            }
+            if let Some(other) = earlier.iter().position(|u: &UpstreamTrust| u.hosts.contains(&host)) {
+                return Err(invalid(
+                    format!("upstreams[{index}].hosts[{position}]"),
+                    format!("'{host}' is already in upstreams[{other}]; one entry per host"),
+                ));
+            }
+            hosts.push(host);
+        }
+        Ok(UpstreamTrust {
+            hosts,
+            ca_bundle,
+            verify: upstream.verify.unwrap_or(true),
+            check_hostname: upstream.check_hostname.unwrap_or(true),
+            crl,
+            pin_spki_sha256: pins,
+        })
+    }
+
+    /// The `[limits]` table, each value within its range.
+    fn limits(&self, raw: &LimitsToml) -> Result<Limits, ConfigError> {
+        let invalid = |key: String, reason: String| self.invalid(key, reason);
+        let defaults = Limits::default();
+        let within = |field: &str, value: Option<u64>, range: std::ops::RangeInclusive<u64>| -> Result<Option<u64>, ConfigError> {
+            match value {
+                Some(v) if !range.contains(&v) => Err(invalid(
+                    format!("limits.{field}"),
+                    format!("{v} is out of range: use {} to {}", range.start(), range.end()),
+                )),
+                other => Ok(other),
+            }
+        };
+        Ok(Limits {
+            request_timeout: within("request_timeout_ms", raw.request_timeout_ms, 1..=3_600_000)?
+                .map(Duration::from_millis)
+                .unwrap_or(defaults.request_timeout),
+            memory_bytes: within("memory_mib", raw.memory_mib, 1..=4096)?
+                .map(|m| (m as usize) << 20)
+                .unwrap_or(defaults.memory_bytes),
+            max_outbound_requests: within("max_outbound_requests", raw.max_outbound_requests.map(u64::from), 1..=10_000)?
+                .map(|n| n as u32)
+                .unwrap_or(defaults.max_outbound_requests),
+            max_instances: within("max_instances", raw.max_instances.map(u64::from), 1..=10_000)?
+                .map(|n| n as u32)
+                .unwrap_or(defaults.max_instances),
+            header_timeout: within("header_timeout_ms", raw.header_timeout_ms, 1..=3_600_000)?
+                .map(Duration::from_millis)
+                .unwrap_or(defaults.header_timeout),
+            max_connections: within("max_connections", raw.max_connections.map(u64::from), 1..=1_000_000)?
+                .map(|n| n as u32)
+                .unwrap_or(defaults.max_connections),
+            stream_idle_timeout: within("stream_idle_timeout_ms", raw.stream_idle_timeout_ms, 1..=3_600_000)?
+                .map(Duration::from_millis)
+                .unwrap_or(defaults.stream_idle_timeout),
+        })
     }
 }
 
