@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
-use edgemtls_host::pki::{ExpiryStatus, ImportRequest, load_identity, validate_client_identity};
+use edgemtls_host::pki::{ExpiryStatus, ImportRequest, load_identity, rfc3339, validate_client_identity};
 use edgemtls_host::store::{CertificateRecord, Deployment, NewCertificate, Store, validate_name};
 use edgemtls_host::{Environment, parse_environments};
 use time::OffsetDateTime;
@@ -447,10 +447,6 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
     let mut answer = String::new();
     stdin.lock().read_line(&mut answer)?;
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES"))
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
 }
 
 fn env_list(record: &CertificateRecord) -> String {
