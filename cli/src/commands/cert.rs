@@ -183,10 +183,7 @@ impl CertCommand {
             CertCommand::Enable { reference } => enable(store_dir, &reference),
             CertCommand::Delete { reference, yes } => {
                 let mut store = open_existing(store_dir)?;
-                let record = store.find(&reference)?;
-                if record.enabled {
-                    anyhow::bail!("certificate '{}' is enabled; disable it first (edgemtls cert disable {})", record.name, record.name);
-                }
+                let record = store.deletable(&reference)?;
                 if !yes && !confirm(&format!("Delete certificate '{}' ({})?", record.name, record.id))? {
                     anyhow::bail!("not deleted");
                 }
@@ -213,7 +210,7 @@ fn create(
 ) -> anyhow::Result<ExitCode> {
     // Everything that can be checked without the store is checked first, so a bad
     // input never touches it.
-    validate_name(&name).map_err(|reason| anyhow::anyhow!("invalid certificate name '{name}': {reason}"))?;
+    validate_name(&name)?;
     let environments = parse_environments(envs)?;
     let password = match password_env {
         Some(var) => Some(
