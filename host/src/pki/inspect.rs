@@ -133,7 +133,9 @@ fn sha256(bytes: &[u8]) -> ring::digest::Digest {
     ring::digest::digest(&ring::digest::SHA256, bytes)
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
+/// `t` as RFC 3339 (`2030-01-31T12:00:00Z`), the one way times are shown; a time RFC 3339
+/// cannot express (a year past 9999) falls back to its plain display.
+pub fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
 }
 

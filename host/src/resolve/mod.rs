@@ -14,6 +14,7 @@ use arc_swap::ArcSwap;
 use time::OffsetDateTime;
 
 use crate::Environment;
+use crate::pki::rfc3339;
 use crate::store::{Store, StoreError};
 use crate::upstream::{Certificate, ClientIdentity, TrustProfiles};
 
@@ -78,10 +79,6 @@ impl ResolveError {
             Self::Damaged { .. } => "certificate-damaged",
         }
     }
-}
-
-fn rfc3339(time: OffsetDateTime) -> String {
-    time.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| time.unix_timestamp().to_string())
 }
 
 struct Entry {

@@ -475,7 +475,7 @@ impl Store {
     /// Adds a certificate. The name must be valid and free, with at least one environment.
     pub fn create(&mut self, new: NewCertificate) -> Result<CertificateRecord, StoreError> {
         self.writable("add a certificate")?;
-        validate_name(&new.name).map_err(|reason| StoreError::InvalidName { name: new.name.clone(), reason })?;
+        validate_name(&new.name)?;
         if new.environments.is_empty() {
             return Err(StoreError::NoEnvironments);
         }
@@ -657,13 +657,21 @@ impl Store {
         self.find(&record.id)
     }
 
-    /// Deletes a disabled certificate and returns what it was.
-    pub fn delete(&mut self, reference: &str) -> Result<CertificateRecord, StoreError> {
-        self.writable("delete a certificate")?;
+    /// The certificate with this id or name if it may be deleted, which needs it disabled:
+    /// the check [`Store::delete`] makes first, for asking before deleting. Whether a live
+    /// deployment uses it is decided by `delete` itself.
+    pub fn deletable(&self, reference: &str) -> Result<CertificateRecord, StoreError> {
         let record = self.find(reference)?;
         if record.enabled {
             return Err(StoreError::StillEnabled(record.name));
         }
+        Ok(record)
+    }
+
+    /// Deletes a disabled certificate and returns what it was.
+    pub fn delete(&mut self, reference: &str) -> Result<CertificateRecord, StoreError> {
+        self.writable("delete a certificate")?;
+        let record = self.deletable(reference)?;
         let path = self.path.clone();
         let db = |source| StoreError::Database { path: path.clone(), source };
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;

@@ -434,7 +434,7 @@ fn rfc3339(time: UnixTime) -> String {
     i64::try_from(time.as_secs())
         .ok()
         .and_then(|secs| time::OffsetDateTime::from_unix_timestamp(secs).ok())
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .map(crate::pki::rfc3339)
         .unwrap_or_else(|| format!("{} s after 1970", time.as_secs()))
 }
 

@@ -111,12 +111,7 @@ async fn run(identity: &ClientIdentity, url: &http::Uri, report: &mut ProbeRepor
     {
         report.server_subject = Some(cert.subject().to_string());
         report.server_issuer = Some(cert.issuer().to_string());
-        report.server_not_after = cert
-            .validity()
-            .not_after
-            .to_datetime()
-            .format(&time::format_description::well_known::Rfc3339)
-            .ok();
+        report.server_not_after = Some(crate::pki::rfc3339(cert.validity().not_after.to_datetime()));
     }
 
     let (mut sender, connection) =
