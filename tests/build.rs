@@ -3,9 +3,8 @@
 //! names fails the build: a guest without a test is dead weight that hides broken coverage.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
 include!("guest_check.rs");
+include!("../build-support/guests.rs");
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
@@ -34,27 +33,12 @@ fn main() {
         unused.join(", ")
     );
 
-    // The guests share the built-in handlers' target dir (plugins/build.rs): cargo's lock
-    // makes the two builds take turns, and the guest SDK is compiled once.
-    let target_dir = root.join("target").join("guests");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut command = Command::new(cargo);
-    command
-        .current_dir(&root)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
-        .arg(&target_dir)
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET");
-    for guest in &guests {
-        command.args(["-p", guest]);
-    }
-    let status = command.status().expect("running cargo for the test guests");
-    assert!(status.success(), "building the test guests failed; is the wasm32-wasip2 target installed? (rustup target add wasm32-wasip2)");
+    let packages: Vec<&str> = guests.iter().map(String::as_str).collect();
+    let release = build_guests(&root, &packages);
 
     let mut constants = String::new();
     for guest in &guests {
-        let path = target_dir.join("wasm32-wasip2/release").join(format!("{}.wasm", guest.replace('-', "_")));
+        let path = release.join(format!("{}.wasm", guest.replace('-', "_")));
         assert!(path.exists(), "{} was not built", path.display());
         constants.push_str(&format!(
             "/// `tests/guests/{guest}`.\npub const {}: &str = {:?};\n",
