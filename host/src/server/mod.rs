@@ -124,81 +124,109 @@ fn trust_problems(config: &Config, environment: Environment, problems: &mut Vec<
     }
 }
 
-/// Loads every route's component and checks every certificate name the config uses against
-/// `snapshot`, the store as it was read for this version of the config.
-#[allow(clippy::too_many_arguments)]
-fn build_routes(
-    runtime: &Runtime,
-    resolver: &Arc<Resolver>,
-    snapshot: &Snapshot,
-    metrics: &Arc<Metrics>,
-    config: &Config,
+/// Builds one version of the routes from a config: loads every route's component and checks
+/// every certificate name the config uses against the store as it was read for this version.
+/// Collects every problem (so `check` lists them all) and warning on the way.
+struct RouteBuilder<'a> {
+    runtime: &'a Runtime,
+    resolver: &'a Arc<Resolver>,
+    metrics: &'a Arc<Metrics>,
     environment: Environment,
-    problems: &mut Vec<StartupProblem>,
-    warnings: &mut Vec<String>,
-) -> Option<Routes> {
-    let vars = config.vars_for(environment);
-    let version = drain::Version::new();
-    let mut names = BTreeSet::new();
-    let mut router = Router::default();
-    for route in &config.routes {
-        let options = match config.resolved_options(route, environment) {
-            Ok(options) => options,
-            Err(error) => {
-                problems.push(StartupProblem(error.to_string()));
-                continue;
+    problems: Vec<StartupProblem>,
+    warnings: Vec<String>,
+}
+
+impl RouteBuilder<'_> {
+    /// The routes, or every problem that stops them; the warnings either way.
+    fn build(mut self, config: &Config, snapshot: &Snapshot) -> (Result<Routes, Vec<StartupProblem>>, Vec<String>) {
+        let version = drain::Version::new();
+        let mut names = BTreeSet::new();
+        let mut router = Router::default();
+        for route in &config.routes {
+            let (handler, references) = self.route(config, route, &version);
+            names.extend(references);
+            if let Some(handler) = handler {
+                router.add(&route.path, handler);
             }
-        };
-        let declared = match config.resolved_certificates(route, environment) {
-            Ok(declared) => declared,
-            Err(error) => {
-                problems.push(StartupProblem(error.to_string()));
-                continue;
-            }
-        };
-        problems.extend(option_problems(route, &options).into_iter().map(StartupProblem));
-        for reference in certificate_references(route, &options, &declared, &vars) {
-            names.insert((reference.name, reference.origin));
         }
+        let certificates = self.check_certificates(names, snapshot);
+        let routes = Routes { router, certificates, version };
+        let result = if self.problems.is_empty() { Ok(routes) } else { Err(self.problems) };
+        (result, self.warnings)
+    }
+
+    /// One route's handler (`None` when it has a problem, which is recorded) and the
+    /// certificate names it uses, with where each came from: checked even when the handler
+    /// cannot load, so that `check` reports both.
+    fn route(
+        &mut self,
+        config: &Config,
+        route: &crate::config::Route,
+        version: &Arc<drain::Version>,
+    ) -> (Option<crate::runtime::Handler>, Vec<(String, String)>) {
+        let environment = self.environment;
+        let vars = config.vars_for(environment);
+        let resolved = config.resolved_options(route, environment).and_then(|options| {
+            config.resolved_certificates(route, environment).map(|declared| (options, declared))
+        });
+        let (options, declared) = match resolved {
+            Ok(resolved) => resolved,
+            Err(error) => {
+                self.problems.push(StartupProblem(error.to_string()));
+                return (None, Vec::new());
+            }
+        };
+        self.problems.extend(option_problems(route, &options).into_iter().map(StartupProblem));
+        let references: Vec<(String, String)> = certificate_references(route, &options, &declared, &vars)
+            .into_iter()
+            .map(|reference| (reference.name, reference.origin))
+            .collect();
         let egress = Egress::for_route(route.allowed_outbound_hosts.as_deref(), options.values(), &config.upstreams);
         if egress.allows_everything() {
-            warnings.push(format!("route '{}': allowed_outbound_hosts = [\"*\"] lets its handler call any upstream", route.path));
+            self.warnings
+                .push(format!("route '{}': allowed_outbound_hosts = [\"*\"] lets its handler call any upstream", route.path));
         }
-        match runtime.load_source(&route.component) {
-            Ok(pre) => {
-                let context = Arc::new(RouteContext {
-                    resolver: resolver.clone(),
-                    metrics: metrics.clone(),
-                    route: route.path.clone(),
-                    handler: route.handler.clone(),
-                    environment,
-                    version: version.clone(),
-                    egress: egress.clone(),
-                });
-                router.add(&route.path, runtime.handler(pre, context, &options, &vars, route.reuse));
-            }
-            Err(error) => problems.push(StartupProblem(format!("route '{}': {error}", route.path))),
-        }
-    }
-    let now = time::OffsetDateTime::now_utc();
-    let mut certificates = BTreeSet::new();
-    for (name, origin) in names {
-        match snapshot.resolve_at(&name, now) {
-            Ok(identity) => {
-                if let Some(warning) = snapshot.expiry_warning(&name, now) {
-                    warnings.push(format!("{origin}: {warning}"));
-                }
-                // Deployments list the certificate's name, also when the config used its id,
-                // so that delete and disable protection see it.
-                certificates.insert(identity.name().map(str::to_string).unwrap_or(name));
-            }
+        let pre = match self.runtime.load_source(&route.component) {
+            Ok(pre) => pre,
             Err(error) => {
-                problems.push(StartupProblem(format!("{origin}: {error}")));
-                certificates.insert(name);
+                self.problems.push(StartupProblem(format!("route '{}': {error}", route.path)));
+                return (None, references);
+            }
+        };
+        let context = Arc::new(RouteContext {
+            resolver: self.resolver.clone(),
+            metrics: self.metrics.clone(),
+            route: route.path.clone(),
+            handler: route.handler.clone(),
+            environment,
+            version: version.clone(),
+            egress,
+        });
+        (Some(self.runtime.handler(pre, context, &options, &vars, route.reuse)), references)
+    }
+
+    /// Resolves every certificate name in `snapshot`; returns the names deployments report.
+    fn check_certificates(&mut self, names: BTreeSet<(String, String)>, snapshot: &Snapshot) -> BTreeSet<String> {
+        let now = time::OffsetDateTime::now_utc();
+        let mut certificates = BTreeSet::new();
+        for (name, origin) in names {
+            match snapshot.resolve_at(&name, now) {
+                Ok(identity) => {
+                    if let Some(warning) = snapshot.expiry_warning(&name, now) {
+                        self.warnings.push(format!("{origin}: {warning}"));
+                    }
+                    // Deployments list the certificate's name, also when the config used its
+                    // id, so that delete and disable protection see it.
+                    certificates.insert(identity.name().map(str::to_string).unwrap_or(name));
+                }
+                Err(error) => {
+                    self.problems.push(StartupProblem(format!("{origin}: {error}")));
+                    certificates.insert(name);
+                }
             }
         }
+        certificates
     }
-    problems.is_empty().then_some(Routes { router, certificates, version })
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -233,10 +261,12 @@ impl App {
         };
         let metrics = Arc::new(Metrics::new());
         let snapshot = resolver.current();
-        let Some(routes) =
-            build_routes(&runtime, &resolver, &snapshot, &metrics, config, environment, &mut problems, &mut warnings)
-        else {
-            return Prepared { app: Err(problems), warnings };
+        let builder =
+            RouteBuilder { runtime: &runtime, resolver: &resolver, metrics: &metrics, environment, problems, warnings };
+        let (routes, warnings) = builder.build(config, &snapshot);
+        let routes = match routes {
+            Ok(routes) => routes,
+            Err(problems) => return Prepared { app: Err(problems), warnings },
         };
         let app = App {
             runtime,
@@ -316,18 +346,16 @@ impl App {
         }
         let trust = TrustProfiles::new(&config.upstreams).map_err(|e| vec![StartupProblem(e.to_string())])?;
         let snapshot = self.resolver.load_with_trust(Arc::new(trust)).map_err(|e| vec![StartupProblem(e.to_string())])?;
-        let routes = build_routes(
-            &self.runtime,
-            &self.resolver,
-            &snapshot,
-            &self.metrics,
-            config,
-            self.environment,
-            &mut problems,
-            &mut warnings,
-        )
-        .ok_or(problems)?;
-        Ok((routes, snapshot, warnings))
+        let builder = RouteBuilder {
+            runtime: &self.runtime,
+            resolver: &self.resolver,
+            metrics: &self.metrics,
+            environment: self.environment,
+            problems,
+            warnings,
+        };
+        let (routes, warnings) = builder.build(config, &snapshot);
+        Ok((routes?, snapshot, warnings))
     }
 
     /// Writes the certificate names in use to this deployment's record in the store.
