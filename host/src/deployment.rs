@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -69,11 +69,6 @@ impl Registration {
         Ok(registration)
     }
 
-    /// The deployment id (`dep_…`).
-    pub fn id(&self) -> String {
-        lock(&self.deployment).id.clone()
-    }
-
     /// Replaces the certificate names this deployment reports (after a config reload, and
     /// again once the previous config's requests have finished).
     pub fn set_certificates(&self, certificates: Vec<String>) -> Result<(), StoreError> {
@@ -88,14 +83,9 @@ impl Registration {
     }
 
     fn keep_alive(self: &Arc<Self>) {
-        let weak: Weak<Self> = Arc::downgrade(self);
-        let spawned = std::thread::Builder::new().name("edgemtls-heartbeat".into()).spawn(move || {
-            loop {
-                std::thread::sleep(HEARTBEAT_EVERY);
-                let Some(registration) = weak.upgrade() else { break };
-                if let Err(error) = registration.heartbeat() {
-                    tracing::warn!(%error, "deployment heartbeat failed");
-                }
+        let spawned = crate::background::every("edgemtls-heartbeat", HEARTBEAT_EVERY, self, |registration| {
+            if let Err(error) = registration.heartbeat() {
+                tracing::warn!(%error, "deployment heartbeat failed");
             }
         });
         if let Err(error) = spawned {

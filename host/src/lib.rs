@@ -23,6 +23,7 @@ pub mod pki;
 pub mod store;
 
 pub use environment::{Environment, UnknownEnvironment, parse_environments};
+mod background;
 pub mod config;
 pub mod deployment;
 pub mod drain;

@@ -44,6 +44,21 @@ impl Limiter {
     }
 }
 
+impl Limiter {
+    /// Whether this warning may be logged; when it may and some were dropped before it,
+    /// first logs how many.
+    pub fn permit(&self) -> bool {
+        match self.allow() {
+            None => false,
+            Some(0) => true,
+            Some(suppressed) => {
+                tracing::warn!(suppressed, "{suppressed} similar warnings were not logged");
+                true
+            }
+        }
+    }
+}
+
 impl Default for Limiter {
     fn default() -> Self {
         Self::new()
@@ -56,10 +71,7 @@ impl Default for Limiter {
 macro_rules! warn_limited {
     ($($arg:tt)*) => {{
         static LIMITER: $crate::log_limit::Limiter = $crate::log_limit::Limiter::new();
-        if let Some(suppressed) = LIMITER.allow() {
-            if suppressed > 0 {
-                tracing::warn!(suppressed, "{suppressed} similar warnings were not logged");
-            }
+        if LIMITER.permit() {
             tracing::warn!($($arg)*);
         }
     }};

@@ -24,6 +24,24 @@ async fn read_until_closed(stream: &mut TcpStream) -> anyhow::Result<String> {
     }
 }
 
+/// Sends a request on a new connection until one is answered 200 (at most 30 s, else fails
+/// saying `waiting`); returns the answers refused before it.
+async fn served_again(addr: std::net::SocketAddr, waiting: &str) -> anyhow::Result<Vec<String>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut refused = Vec::new();
+    loop {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.write_all(b"GET /probe HTTP/1.1\r\nHost: x\r\nx-mode: env\r\nx-var: HOME\r\nConnection: close\r\n\r\n").await?;
+        let answer = read_until_closed(&mut stream).await?;
+        if answer.starts_with("HTTP/1.1 200") {
+            return Ok(refused);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "still refused after {waiting}: {answer}");
+        refused.push(answer);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn config(world: &World, limits: &str) -> anyhow::Result<std::path::PathBuf> {
     world.config_raw(&format!("[limits]\n{limits}\n\n[[routes]]\npath = \"/probe\"\nhandler = \"{PROBE}\"\n"))
 }
@@ -77,17 +95,7 @@ async fn connections_over_the_limit_get_503_and_the_rest_are_served() -> anyhow:
 
     // Once one closes, new connections are served again.
     drop(held.pop());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut stream = TcpStream::connect(host.addr).await?;
-        stream.write_all(b"GET /probe HTTP/1.1\r\nHost: x\r\nx-mode: env\r\nx-var: HOME\r\nConnection: close\r\n\r\n").await?;
-        let answer = read_until_closed(&mut stream).await?;
-        if answer.starts_with("HTTP/1.1 200") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "still refused 30 s after a connection closed: {answer}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    served_again(host.addr, "30 s after a connection closed").await?;
     Ok(())
 }
 
@@ -110,18 +118,8 @@ async fn a_client_that_stops_reading_loses_its_connection_after_the_timeout() ->
         .await?;
 
     // The slot comes back once the stalled write times out.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut stream = TcpStream::connect(host.addr).await?;
-        stream.write_all(b"GET /probe HTTP/1.1\r\nHost: x\r\nx-mode: env\r\nx-var: HOME\r\nConnection: close\r\n\r\n").await?;
-        let answer = read_until_closed(&mut stream).await?;
-        if answer.starts_with("HTTP/1.1 200") {
-            break;
-        }
-        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
-        assert!(Instant::now() < deadline, "the stalled connection still held the slot after 30 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let refused = served_again(host.addr, "30 s while the stalled connection held the slot").await?;
+    assert!(refused.iter().all(|answer| answer.starts_with("HTTP/1.1 503")), "{refused:?}");
     drop(reader_that_never_reads);
     Ok(())
 }

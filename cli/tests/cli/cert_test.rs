@@ -8,6 +8,29 @@ use anyhow::{Result, ensure};
 
 use super::common::*;
 
+/// `edgemtls dev-upstream` on `addr` with the server certificate `<server>.pem` from `pki`,
+/// requiring client certificates from `pki`'s CA; stopped when dropped.
+fn dev_upstream(sandbox: &Sandbox, pki: &std::path::Path, server: &str, addr: std::net::SocketAddr) -> Result<Running> {
+    let upstream = sandbox
+        .command([
+            "dev-upstream",
+            "--client-ca",
+            &text(&pki.join("ca.pem")),
+            "--cert",
+            &text(&pki.join(format!("{server}.pem"))),
+            "--key",
+            &text(&pki.join(format!("{server}.key"))),
+            "--listen",
+            &addr.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let upstream = Running(upstream);
+    wait_for_addr(addr)?;
+    Ok(upstream)
+}
+
 #[test]
 fn cert_test_reports_a_real_mtls_exchange_and_a_refusal() -> Result<()> {
     let sandbox = Sandbox::new()?;
@@ -27,23 +50,7 @@ fn cert_test_reports_a_real_mtls_exchange_and_a_refusal() -> Result<()> {
     }
 
     let port = free_port()?;
-    let upstream = sandbox
-        .command([
-            "dev-upstream",
-            "--client-ca",
-            &text(&pki.join("ca.pem")),
-            "--cert",
-            &text(&pki.join("localhost.pem")),
-            "--key",
-            &text(&pki.join("localhost.key")),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let _upstream = Running(upstream);
-    wait_for(port)?;
+    let _upstream = dev_upstream(&sandbox, &pki, "localhost", std::net::SocketAddr::from(([127, 0, 0, 1], port)))?;
     let url = format!("https://localhost:{port}/check");
     let ca = text(&pki.join("ca.pem"));
 
@@ -83,23 +90,7 @@ fn cert_test_trusts_the_given_ca_for_an_ipv6_literal() -> Result<()> {
     sandbox.ok(["cert", "create", "--name", "client", "--cert", &cert, "--key", &key, "--env", "development"])?;
 
     let addr = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, free_port()?));
-    let upstream = sandbox
-        .command([
-            "dev-upstream",
-            "--client-ca",
-            &text(&pki.join("ca.pem")),
-            "--cert",
-            &text(&pki.join("loopback6.pem")),
-            "--key",
-            &text(&pki.join("loopback6.key")),
-            "--listen",
-            &addr.to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let _upstream = Running(upstream);
-    wait_for_addr(addr)?;
+    let _upstream = dev_upstream(&sandbox, &pki, "loopback6", addr)?;
     let url = format!("https://{addr}/check");
 
     let out = sandbox.run(["cert", "test", "client", &url, "--ca", &text(&pki.join("ca.pem")), "--json"])?;

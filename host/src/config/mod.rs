@@ -510,28 +510,23 @@ impl Reader<'_> {
                 other => Ok(other),
             }
         };
+        // Every range lies within u32 for counts, so the narrowing below cannot wrap.
+        let millis = |field: &str, value: Option<u64>, default: Duration| -> Result<Duration, ConfigError> {
+            Ok(within(field, value, 1..=3_600_000)?.map(Duration::from_millis).unwrap_or(default))
+        };
+        let count = |field: &str, value: Option<u32>, max: u64, default: u32| -> Result<u32, ConfigError> {
+            Ok(within(field, value.map(u64::from), 1..=max)?.map(|n| n as u32).unwrap_or(default))
+        };
         Ok(Limits {
-            request_timeout: within("request_timeout_ms", raw.request_timeout_ms, 1..=3_600_000)?
-                .map(Duration::from_millis)
-                .unwrap_or(defaults.request_timeout),
+            request_timeout: millis("request_timeout_ms", raw.request_timeout_ms, defaults.request_timeout)?,
             memory_bytes: within("memory_mib", raw.memory_mib, 1..=4096)?
                 .map(|m| (m as usize) << 20)
                 .unwrap_or(defaults.memory_bytes),
-            max_outbound_requests: within("max_outbound_requests", raw.max_outbound_requests.map(u64::from), 1..=10_000)?
-                .map(|n| n as u32)
-                .unwrap_or(defaults.max_outbound_requests),
-            max_instances: within("max_instances", raw.max_instances.map(u64::from), 1..=10_000)?
-                .map(|n| n as u32)
-                .unwrap_or(defaults.max_instances),
-            header_timeout: within("header_timeout_ms", raw.header_timeout_ms, 1..=3_600_000)?
-                .map(Duration::from_millis)
-                .unwrap_or(defaults.header_timeout),
-            max_connections: within("max_connections", raw.max_connections.map(u64::from), 1..=1_000_000)?
-                .map(|n| n as u32)
-                .unwrap_or(defaults.max_connections),
-            stream_idle_timeout: within("stream_idle_timeout_ms", raw.stream_idle_timeout_ms, 1..=3_600_000)?
-                .map(Duration::from_millis)
-                .unwrap_or(defaults.stream_idle_timeout),
+            max_outbound_requests: count("max_outbound_requests", raw.max_outbound_requests, 10_000, defaults.max_outbound_requests)?,
+            max_instances: count("max_instances", raw.max_instances, 10_000, defaults.max_instances)?,
+            header_timeout: millis("header_timeout_ms", raw.header_timeout_ms, defaults.header_timeout)?,
+            max_connections: count("max_connections", raw.max_connections, 1_000_000, defaults.max_connections)?,
+            stream_idle_timeout: millis("stream_idle_timeout_ms", raw.stream_idle_timeout_ms, defaults.stream_idle_timeout)?,
         })
     }
 }

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -298,14 +298,9 @@ impl Resolver {
 
     /// Starts a thread that reloads the snapshot every `interval` while the resolver lives.
     pub fn watch(self: &Arc<Self>, interval: Duration) {
-        let weak: Weak<Self> = Arc::downgrade(self);
-        let spawned = std::thread::Builder::new().name("edgemtls-store-watch".into()).spawn(move || {
-            loop {
-                std::thread::sleep(interval);
-                let Some(resolver) = weak.upgrade() else { break };
-                if let Err(error) = resolver.reload_if_changed() {
-                    tracing::warn!(%error, "certificate store reload failed; keeping the previous snapshot");
-                }
+        let spawned = crate::background::every("edgemtls-store-watch", interval, self, |resolver| {
+            if let Err(error) = resolver.reload_if_changed() {
+                tracing::warn!(%error, "certificate store reload failed; keeping the previous snapshot");
             }
         });
         if let Err(error) = spawned {

@@ -292,7 +292,13 @@ impl<'a> OutboundAudit<'a> {
     fn refused(&self, failure: &UpstreamFailure) {
         let (context, identity) = (self.context, self.identity);
         context.metrics.record_outbound(identity.name(), failure.reason().as_str(), std::time::Duration::ZERO);
-        crate::warn_limited!(
+        // Every request a guest could send is audited. Past the outbound limit a looping
+        // guest can make refusals without end: those lines are rate-limited (with a count).
+        static LIMIT_REFUSALS: crate::log_limit::Limiter = crate::log_limit::Limiter::new();
+        if failure.reason() == FailureReason::OutboundLimit && !LIMIT_REFUSALS.permit() {
+            return;
+        }
+        tracing::warn!(
             target: "edgemtls::audit", route = %context.route, handler = %context.handler,
             certificate = identity.name(), environment = %context.environment, upstream = %self.upstream,
             reason = failure.reason().as_str(), error = %failure, "outbound request refused");

@@ -8,7 +8,7 @@ mod problem;
 mod router;
 mod write_timeout;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
@@ -140,10 +140,11 @@ impl RouteBuilder<'_> {
     /// The routes, or every problem that stops them; the warnings either way.
     fn build(mut self, config: &Config, snapshot: &Snapshot) -> (Result<Routes, Vec<StartupProblem>>, Vec<String>) {
         let version = drain::Version::new();
+        let vars = config.vars_for(self.environment);
         let mut names = BTreeSet::new();
         let mut router = Router::default();
         for route in &config.routes {
-            let (handler, references) = self.route(config, route, &version);
+            let (handler, references) = self.route(config, &vars, route, &version);
             names.extend(references);
             if let Some(handler) = handler {
                 router.add(&route.path, handler);
@@ -161,11 +162,11 @@ impl RouteBuilder<'_> {
     fn route(
         &mut self,
         config: &Config,
+        vars: &BTreeMap<String, String>,
         route: &crate::config::Route,
         version: &Arc<drain::Version>,
     ) -> (Option<crate::runtime::Handler>, Vec<(String, String)>) {
         let environment = self.environment;
-        let vars = config.vars_for(environment);
         let resolved = config.resolved_options(route, environment).and_then(|options| {
             config.resolved_certificates(route, environment).map(|declared| (options, declared))
         });
@@ -177,7 +178,7 @@ impl RouteBuilder<'_> {
             }
         };
         self.problems.extend(option_problems(route, &options).into_iter().map(StartupProblem));
-        let references: Vec<(String, String)> = certificate_references(route, &options, &declared, &vars)
+        let references: Vec<(String, String)> = certificate_references(route, &options, &declared, vars)
             .into_iter()
             .map(|reference| (reference.name, reference.origin))
             .collect();
@@ -202,7 +203,7 @@ impl RouteBuilder<'_> {
             version: version.clone(),
             egress,
         });
-        (Some(self.runtime.handler(pre, context, &options, &vars, route.reuse)), references)
+        (Some(self.runtime.handler(pre, context, &options, vars, route.reuse)), references)
     }
 
     /// Resolves every certificate name in `snapshot`; returns the names deployments report.
