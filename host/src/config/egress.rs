@@ -46,7 +46,12 @@ impl HostPattern {
             Some(port) => Some(port.parse::<u16>().map_err(|_| format!("'{entry}': '{port}' is not a port"))?),
         };
         let host = host.to_ascii_lowercase();
-        if host.is_empty() || (host.contains('*') && host != "*" && !(host.starts_with("*.") && !host[2..].contains('*'))) {
+        let wildcard_ok = match host.strip_prefix("*.") {
+            _ if host == "*" => true,
+            Some(domain) => !domain.contains('*'),
+            None => !host.contains('*'),
+        };
+        if host.is_empty() || !wildcard_ok {
             return Err(format!("'{entry}': a wildcard is '*' or '*.domain'"));
         }
         Ok(Self { scheme, host, port })

@@ -411,102 +411,158 @@ impl Runtime {
         B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let timeout = self.limits.request_timeout;
-        let deadline = tokio::time::Instant::now() + timeout;
-        // Only routes with parameters pay for a per-request config.
-        let config = if params.is_empty() {
-            handler.config.clone()
-        } else {
-            let mut vars: WasiConfigVariables = WasiConfigVariables::new();
-            for (key, value) in handler.options.iter() {
-                vars.insert(key.clone(), value.clone());
-            }
-            for (key, value) in params {
-                vars.insert(format!("params.{key}"), value.clone());
-            }
-            Arc::new(vars)
-        };
-
-        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let deadline = tokio::time::Instant::now() + self.limits.request_timeout;
+        let (response_sender, response) = tokio::sync::oneshot::channel();
         let (outcome_sender, outcome) = tokio::sync::oneshot::channel();
-        let request_deadline = deadline::Deadline::new(deadline.into_std());
-        let body_deadline = request_deadline.clone();
-        let stream_idle = self.limits.stream_idle_timeout;
-        let runtime = self.clone();
-        let route = handler.context.route.clone();
-        let handler = handler.clone();
-        let memory_limit = self.limits.memory_bytes;
+        let turn = Turn {
+            config: handler.request_config(params),
+            deadline: deadline::Deadline::new(deadline.into_std()),
+            outcome: outcome_sender,
+        };
+        let body_deadline = turn.deadline.clone();
+        // The guest runs on a task of its own: it goes on streaming its response body after
+        // this function has returned the response head.
         let running = Running::start(&self.running);
+        let runtime = self.clone();
+        let guest_handler = handler.clone();
         let task = tokio::spawn(async move {
             let _running = running;
-            let mut instance = match handler.pool.take() {
-                Some(instance) => instance,
-                None => runtime.instantiate(&handler).await?,
-            };
-            instance.served += 1;
-            let store = &mut instance.store;
-            store.data_mut().begin_request(config, request_deadline.clone(), outcome_sender);
-            store.set_epoch_deadline(1);
-            let mut http = store.data_mut().http();
-            let request = match http.new_incoming_request(Scheme::Http, request) {
-                Ok(request) => request,
-                Err(error) => {
-                    // The guest never saw it: the instance is as good as before.
-                    drop(instance.store.data_mut().end_request());
-                    handler.pool.give_back(instance);
-                    return Err(HandlerError::BadRequest(error.to_string()));
-                }
-            };
-            let outparam = http.new_response_outparam(sender).map_err(|e| HandlerError::Instantiate(format!("{e:#}")))?;
-            // A guest waiting on the host is not interrupted by the epoch: the deadline drops
-            // it (and its instance) here. The deadline may move while the response streams.
-            let finished = {
-                let call = instance.proxy.wasi_http_incoming_handler().call_handle(&mut instance.store, request, outparam);
-                let mut call = std::pin::pin!(call);
-                loop {
-                    tokio::select! {
-                        result = &mut call => break Ok(result),
-                        () = tokio::time::sleep_until(request_deadline.get().into()) => {
-                            if request_deadline.passed() {
-                                break Err(());
-                            }
-                        }
-                    }
-                }
-            };
-            match finished {
-                // Returned, but still holding its response body or other HTTP resources: the
-                // request is not finished, and the instance must not serve another.
-                Ok(Ok(())) if instance.store.data_mut().holds_http_resources() => {
-                    crate::warn_limited!(route = %handler.context.route, "the handler returned without finishing its response body; the response is cut off");
-                    Err(HandlerError::Trap("the handler returned without finishing its response body".into()))
-                }
-                Ok(Ok(())) => {
-                    let outcome = instance.store.data_mut().end_request();
-                    handler.pool.give_back(instance);
-                    if let Some(outcome) = outcome {
-                        let _ = outcome.send(outcome::Outcome::Succeeded);
-                    }
-                    Ok(())
-                }
-                Ok(Err(error)) => Err(classify_trap(&error, instance.store.data().limits.refused(), timeout, memory_limit)),
-                Err(_elapsed) => Err(HandlerError::Timeout(timeout)),
-            }
+            runtime.run_guest(&guest_handler, turn, request, response_sender).await
         });
+        let response = self.wait_for_response(deadline, response, task).await?;
+        let stream_idle = self.limits.stream_idle_timeout;
+        Ok(response.map(|body| outcome::GuardedBody::wrap(body, outcome, body_deadline, stream_idle, &handler.context.route)))
+    }
 
-        match tokio::time::timeout_at(deadline, receiver).await {
-            Ok(Ok(Ok(response))) => {
-                Ok(response.map(|body| outcome::GuardedBody::wrap(body, outcome, body_deadline, stream_idle, &route)))
-            }
+    /// The response head the guest sets, or why there is none by `deadline`.
+    async fn wait_for_response(
+        &self,
+        deadline: tokio::time::Instant,
+        response: tokio::sync::oneshot::Receiver<GuestResponse>,
+        guest: tokio::task::JoinHandle<Result<(), HandlerError>>,
+    ) -> Result<hyper::Response<HyperOutgoingBody>, HandlerError> {
+        match tokio::time::timeout_at(deadline, response).await {
+            Ok(Ok(Ok(response))) => Ok(response),
             Ok(Ok(Err(code))) => Err(HandlerError::Guest(code)),
-            Ok(Err(_closed)) => match task.await {
+            // The guest dropped its response outparam: its task says why.
+            Ok(Err(_closed)) => match guest.await {
                 Ok(Ok(())) => Err(HandlerError::NoResponse),
                 Ok(Err(error)) => Err(error),
                 Err(join) => Err(HandlerError::Trap(format!("host task failed: {join}"))),
             },
             Err(_elapsed) => {
-                task.abort();
-                Err(HandlerError::Timeout(timeout))
+                guest.abort();
+                Err(HandlerError::Timeout(self.limits.request_timeout))
+            }
+        }
+    }
+
+    /// Runs the guest's `handle` for one request, on a pooled or new instance, and puts
+    /// the instance back when it finished cleanly.
+    async fn run_guest<B>(
+        &self,
+        handler: &Handler,
+        turn: Turn,
+        request: hyper::Request<B>,
+        response: tokio::sync::oneshot::Sender<GuestResponse>,
+    ) -> Result<(), HandlerError>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let mut instance = match handler.pool.take() {
+            Some(instance) => instance,
+            None => self.instantiate(handler).await?,
+        };
+        instance.served += 1;
+        let deadline = turn.deadline.clone();
+        instance.store.data_mut().begin_request(turn.config, turn.deadline, turn.outcome);
+        instance.store.set_epoch_deadline(1);
+        let mut http = instance.store.data_mut().http();
+        let request = match http.new_incoming_request(Scheme::Http, request) {
+            Ok(request) => request,
+            Err(error) => {
+                // The guest never saw it: the instance is as good as before.
+                drop(instance.store.data_mut().end_request());
+                handler.pool.give_back(instance);
+                return Err(HandlerError::BadRequest(error.to_string()));
+            }
+        };
+        let outparam = http.new_response_outparam(response).map_err(|e| HandlerError::Instantiate(format!("{e:#}")))?;
+        let call = instance.proxy.wasi_http_incoming_handler().call_handle(&mut instance.store, request, outparam);
+        let returned = until_deadline(call, &deadline).await;
+        self.finish(handler, instance, returned)
+    }
+
+    /// Decides what a guest's return (or its deadline) means for the request and for the
+    /// instance: only an instance that returned cleanly and holds nothing serves again.
+    fn finish(&self, handler: &Handler, mut instance: Instance, returned: Option<wasmtime::Result<()>>) -> Result<(), HandlerError> {
+        let timeout = self.limits.request_timeout;
+        match returned {
+            // Returned, but still holding its response body or other HTTP resources: the
+            // request is not finished, and the instance must not serve another.
+            Some(Ok(())) if instance.store.data_mut().holds_http_resources() => {
+                crate::warn_limited!(route = %handler.context.route, "the handler returned without finishing its response body; the response is cut off");
+                Err(HandlerError::Trap("the handler returned without finishing its response body".into()))
+            }
+            Some(Ok(())) => {
+                let outcome = instance.store.data_mut().end_request();
+                handler.pool.give_back(instance);
+                if let Some(outcome) = outcome {
+                    let _ = outcome.send(outcome::Outcome::Succeeded);
+                }
+                Ok(())
+            }
+            Some(Err(error)) => {
+                Err(classify_trap(&error, instance.store.data().limits.refused(), timeout, self.limits.memory_bytes))
+            }
+            None => Err(HandlerError::Timeout(timeout)),
+        }
+    }
+}
+
+/// What one request brings to the instance that serves it.
+struct Turn {
+    /// The guest's `wasi:config/store` for this request.
+    config: Arc<WasiConfigVariables>,
+    deadline: deadline::Deadline,
+    /// Told how the request ended once its response body is done.
+    outcome: tokio::sync::oneshot::Sender<outcome::Outcome>,
+}
+
+/// What a guest sets its response outparam to.
+type GuestResponse = Result<hyper::Response<HyperOutgoingBody>, ErrorCode>;
+
+impl Handler {
+    /// The guest's `wasi:config/store` for one request: the route's options, plus its
+    /// parameters as `params.NAME`. Only routes with parameters pay for a copy.
+    fn request_config(&self, params: &std::collections::BTreeMap<String, String>) -> Arc<WasiConfigVariables> {
+        if params.is_empty() {
+            return self.config.clone();
+        }
+        let mut vars = WasiConfigVariables::new();
+        for (key, value) in self.options.iter() {
+            vars.insert(key.clone(), value.clone());
+        }
+        for (key, value) in params {
+            vars.insert(format!("params.{key}"), value.clone());
+        }
+        Arc::new(vars)
+    }
+}
+
+/// Drives `call` until it returns or `deadline` passes (`None`). A guest waiting on the host
+/// is not interrupted by the epoch, so this is what ends it then; the deadline may move
+/// while the response streams.
+async fn until_deadline<T>(call: impl std::future::Future<Output = T>, deadline: &deadline::Deadline) -> Option<T> {
+    let mut call = std::pin::pin!(call);
+    loop {
+        tokio::select! {
+            result = &mut call => return Some(result),
+            () = tokio::time::sleep_until(deadline.get().into()) => {
+                if deadline.passed() {
+                    return None;
+                }
             }
         }
     }

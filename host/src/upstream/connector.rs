@@ -132,10 +132,10 @@ where
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
         let literal = Authority::of(&uri).and_then(|a| Some(SocketAddr::new(a.ip()?, a.port())));
-        if let Some(peer) = literal {
-            if let Some(why) = forbidden(peer, None) {
-                return Box::pin(async move { Err(refused(peer, why).into()) });
-            }
+        if let Some(peer) = literal
+            && let Some(why) = forbidden(peer, None)
+        {
+            return Box::pin(async move { Err(refused(peer, why).into()) });
         }
         let connecting = self.0.call(uri);
         Box::pin(async move {
