@@ -419,10 +419,22 @@ fn split_url(url: &str) -> Result<(Scheme, String, String), FetchError> {
     Ok((scheme, authority.to_string(), path))
 }
 
-/// Forwards `request` to `url` — method, headers (minus hop-by-hop) and body, streaming —
-/// presenting the certificate `certificate` (empty: none), and returns the upstream's
-/// response (streaming) or a problem+json response describing the failure.
+/// Forwards `request` to `url` — method, headers (minus hop-by-hop and the caller's
+/// identity headers) and body, streaming — presenting the certificate `certificate`
+/// (empty: none), and returns the upstream's response (streaming) or a problem+json
+/// response describing the failure.
 pub fn forward(request: crate::IncomingRequest, url: &str, certificate: &str) -> Response {
+    forward_as(request, url, certificate, false)
+}
+
+/// As [`forward`], and passes the caller's verified certificate on as RFC 9440
+/// `Client-Cert` and `Client-Cert-Chain` (what nginx's `$ssl_client_escaped_cert` does for
+/// an upstream that wants to know the end client).
+pub fn forward_with_client_cert(request: crate::IncomingRequest, url: &str, certificate: &str) -> Response {
+    forward_as(request, url, certificate, true)
+}
+
+fn forward_as(request: crate::IncomingRequest, url: &str, certificate: &str, client_cert: bool) -> Response {
     let method = request.method();
     let headers = request.headers();
     let body = match request.into_body() {
@@ -431,6 +443,10 @@ pub fn forward(request: crate::IncomingRequest, url: &str, certificate: &str) ->
     };
     let mut outbound = Request::new(&method, url).mtls_certificate(certificate).body(body);
     for (name, value) in headers {
+        let rfc9440 = name.eq_ignore_ascii_case(crate::CLIENT_CERT) || name.eq_ignore_ascii_case(crate::CLIENT_CERT_CHAIN);
+        if crate::caller::is_identity_header(&name) && !(client_cert && rfc9440) {
+            continue;
+        }
         outbound = outbound.header(&name, value);
     }
     match outbound.send() {

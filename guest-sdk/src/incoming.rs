@@ -53,6 +53,12 @@ impl IncomingRequest {
             .and_then(|v| String::from_utf8(v).ok())
     }
 
+    /// The certificate the caller presented on the TLS listener, as the host verified it;
+    /// `None` when it presented none.
+    pub fn client_certificate(&self) -> Option<crate::ClientCertificate> {
+        crate::ClientCertificate::from_headers(|name| self.header(name))
+    }
+
     /// The path without the query, e.g. `/billing/invoices`.
     pub fn path(&self) -> String {
         let full = self.path_with_query();

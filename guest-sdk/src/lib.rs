@@ -30,11 +30,13 @@
 #![deny(missing_docs)]
 
 mod body;
+mod caller;
 mod fetch;
 mod incoming;
 
 pub use body::Body;
-pub use fetch::{CertificateError, FetchError, Request, UpstreamFailure, forward};
+pub use caller::{CLIENT_CERT, CLIENT_CERT_CHAIN, ClientCertificate, IDENTITY_HEADER_PREFIX};
+pub use fetch::{CertificateError, FetchError, Request, UpstreamFailure, forward, forward_with_client_cert};
 pub use incoming::{HOP_BY_HOP, Handler, IncomingRequest, Response, run_handler};
 
 /// The `wasi` crate this SDK is built on, for direct use of any WASI interface.

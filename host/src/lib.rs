@@ -5,6 +5,7 @@
 //! `ARCHITECTURE.md` follows a request and a certificate name through these modules.
 //!
 //! - [`server`]: listener, connections, routing, reloads, admin endpoints, problem responses;
+//! - [`inbound`]: the TLS listener, callers' client certificates, route admission, identity headers;
 //! - [`runtime`]: compiled components, warm instance pools, deadlines and limits per request;
 //! - [`upstream`]: client identities, trust profiles, pooled mTLS connections, failures;
 //! - [`resolve`]: certificate names to identities, from an in-memory snapshot of the store;
@@ -28,6 +29,7 @@ pub mod config;
 pub mod deployment;
 pub mod drain;
 pub mod files;
+pub mod inbound;
 pub mod log_limit;
 pub mod metrics;
 pub mod resolve;

@@ -39,6 +39,11 @@ struct ExpiryLabels {
     environment: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonOnly {
+    reason: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 1 ms .. ~16 s
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
@@ -54,6 +59,8 @@ pub struct Metrics {
     expiry: Family<ExpiryLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     reloads: Counter<u64, AtomicU64>,
     instances: Family<RouteOnly, Counter>,
+    handshake_failures: Family<ReasonOnly, Counter>,
+    callers_refused: Family<ReasonOnly, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -99,7 +106,30 @@ impl Metrics {
             "Handler instances created, by route (with reuse, far fewer than requests)",
             instances.clone(),
         );
-        Self { registry, requests, request_seconds, outbound, outbound_seconds, expiry, reloads, instances }
+        let handshake_failures = Family::<ReasonOnly, Counter>::default();
+        registry.register(
+            "inbound_handshake_failures",
+            "TLS handshakes on the listener that did not complete, by reason",
+            handshake_failures.clone(),
+        );
+        let callers_refused = Family::<ReasonOnly, Counter>::default();
+        registry.register(
+            "inbound_callers_refused",
+            "Requests refused for their client certificate (401), by reason",
+            callers_refused.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            request_seconds,
+            outbound,
+            outbound_seconds,
+            expiry,
+            reloads,
+            instances,
+            handshake_failures,
+            callers_refused,
+        }
     }
 
     /// Counts a served request.
@@ -123,6 +153,16 @@ impl Metrics {
     /// How many instances were created for `route`.
     pub fn instances_created(&self, route: &str) -> u64 {
         self.instances.get_or_create(&RouteOnly { route: route.to_string() }).get()
+    }
+
+    /// Counts a TLS handshake on the listener that did not complete.
+    pub fn record_handshake_failure(&self, reason: &'static str) {
+        self.handshake_failures.get_or_create(&ReasonOnly { reason }).inc();
+    }
+
+    /// Counts a request refused for its caller's certificate.
+    pub fn record_caller_refused(&self, reason: &'static str) {
+        self.callers_refused.get_or_create(&ReasonOnly { reason }).inc();
     }
 
     /// Counts a config reload.

@@ -46,6 +46,7 @@ pub enum OptionKind {
 }
 
 const MTLS_CERTIFICATE: OptionSpec = OptionSpec { name: "mtlsCertificate", kind: OptionKind::CertificateName, required: false };
+const FORWARD_CLIENT_CERT: OptionSpec = OptionSpec { name: "forwardClientCert", kind: OptionKind::Boolean, required: false };
 
 /// Every built-in handler.
 pub const BUILTINS: &[Builtin] = &[
@@ -56,13 +57,18 @@ pub const BUILTINS: &[Builtin] = &[
             OptionSpec { name: "baseUrl", kind: OptionKind::Url, required: true },
             MTLS_CERTIFICATE,
             OptionSpec { name: "forwardSearch", kind: OptionKind::Boolean, required: false },
+            FORWARD_CLIENT_CERT,
         ],
         certificate_vars: &[],
     },
     Builtin {
         name: "url-rewrite",
         wasm: include_bytes!(env!("URL_REWRITE_WASM")),
-        options: &[OptionSpec { name: "rewritePattern", kind: OptionKind::Text, required: true }, MTLS_CERTIFICATE],
+        options: &[
+            OptionSpec { name: "rewritePattern", kind: OptionKind::Text, required: true },
+            MTLS_CERTIFICATE,
+            FORWARD_CLIENT_CERT,
+        ],
         certificate_vars: &[],
     },
     Builtin {

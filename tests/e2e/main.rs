@@ -10,6 +10,7 @@ mod environments;
 mod execution;
 mod failures;
 mod handlers;
+mod inbound;
 mod isolation;
 mod limits;
 mod nginx;

@@ -13,33 +13,38 @@ fn nginx_binary() -> Option<String> {
         .map(|p| p.to_string())
 }
 
-struct Nginx(Child);
+/// An nginx on 127.0.0.1 that requires client certificates from the world's CA, with the
+/// world's upstream certificate; stopped when dropped.
+pub struct Nginx {
+    child: Child,
+    pub addr: std::net::SocketAddr,
+}
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
-#[tokio::test]
-async fn nginx_requiring_client_certificates() -> anyhow::Result<()> {
-    let Some(nginx) = nginx_binary() else {
-        eprintln!("skipped: nginx is not installed (apt-get install nginx; .ci/run installs it)");
-        return Ok(());
-    };
-    let world = World::new()?;
-    world.add_cert("nginx_client", "nginx-client", &all_envs())?;
-    // The server certificate and key nginx presents.
-    let upstream = world.upstream(true).await?; // also writes upstream.pem / upstream.key
-    let port = {
-        let socket = std::net::TcpListener::bind("127.0.0.1:0")?;
-        socket.local_addr()?.port()
-    };
-    let dir = world.path();
-    std::fs::create_dir_all(dir.join("nginx/logs"))?;
-    let conf = format!(
-        r#"daemon off;
+impl Nginx {
+    /// Starts nginx with `location` as the body of `location /`; `None` (and a note) when
+    /// nginx is not installed.
+    pub async fn start(world: &World, location: &str) -> anyhow::Result<Option<Self>> {
+        let Some(nginx) = nginx_binary() else {
+            eprintln!("skipped: nginx is not installed (apt-get install nginx; .ci/run installs it)");
+            return Ok(None);
+        };
+        // The server certificate and key nginx presents.
+        drop(world.upstream(true).await?); // writes upstream.pem / upstream.key
+        let port = {
+            let socket = std::net::TcpListener::bind("127.0.0.1:0")?;
+            socket.local_addr()?.port()
+        };
+        let dir = world.path();
+        std::fs::create_dir_all(dir.join("nginx/logs"))?;
+        let conf = format!(
+            r#"daemon off;
 master_process off;
 worker_processes 1;
 pid {dir}/nginx/nginx.pid;
@@ -59,25 +64,33 @@ http {{
         ssl_certificate_key {dir}/upstream.key;
         ssl_client_certificate {dir}/pki/ca.pem;
         ssl_verify_client on;
-        location / {{ return 200 "nginx saw $ssl_client_s_dn\n"; }}
+        location / {{ {location} }}
     }}
 }}
 "#,
-        dir = dir.display()
-    );
-    std::fs::write(dir.join("nginx/nginx.conf"), conf)?;
-    let child = Command::new(&nginx).arg("-c").arg(dir.join("nginx/nginx.conf")).arg("-p").arg(dir.join("nginx")).spawn()?;
-    let _nginx = Nginx(child);
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
+            dir = dir.display()
+        );
+        std::fs::write(dir.join("nginx/nginx.conf"), conf)?;
+        let child = Command::new(&nginx).arg("-c").arg(dir.join("nginx/nginx.conf")).arg("-p").arg(dir.join("nginx")).spawn()?;
+        let nginx = Self { child, addr: format!("127.0.0.1:{port}").parse()? };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(nginx.addr).is_err() {
+            anyhow::ensure!(std::time::Instant::now() < deadline, "nginx did not start listening on {}", nginx.addr);
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        Ok(Some(nginx))
     }
+}
 
-    let nginx_addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
-    drop(upstream);
-    let config = world.config(&probe_routes("https://unused.invalid/"), nginx_addr)?;
+#[tokio::test]
+async fn nginx_requiring_client_certificates() -> anyhow::Result<()> {
+    let world = World::new()?;
+    let Some(nginx) = Nginx::start(&world, r#"return 200 "nginx saw $ssl_client_s_dn\n";"#).await? else {
+        return Ok(());
+    };
+    world.add_cert("nginx_client", "nginx-client", &all_envs())?;
+    let port = nginx.addr.port();
+    let config = world.config(&probe_routes("https://unused.invalid/"), nginx.addr)?;
     let host = world.serve(&config, Environment::Development).await?;
     let target = format!("https://localhost:{port}/");
 

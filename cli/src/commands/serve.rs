@@ -127,7 +127,11 @@ impl ServeCommand {
             let local = listener.local_addr()?;
             let routes = plural(config.routes.len(), "route", "routes");
             tracing::info!(addr = %local, environment = %self.target.env, routes = config.routes.len(), "serving");
-            say!("edgemtls serving on http://{local} (environment {}, {routes})", self.target.env);
+            let (scheme, callers) = match &config.tls {
+                Some(tls) => ("https", format!(", client certificates {}", tls.client_auth.as_str())),
+                None => ("http", String::new()),
+            };
+            say!("edgemtls serving on {scheme}://{local} (environment {}, {routes}{callers})", self.target.env);
             let app = std::sync::Arc::new(app);
             tokio::spawn(reload_on_signal_or_change(app.clone(), self.target.config.clone(), self.watch));
             // Requests get their own deadline; a second more lets their answers go out.

@@ -12,7 +12,9 @@ use crate::upstream::Authority;
 
 mod egress;
 mod options;
+mod tls;
 pub use egress::{Egress, HostPattern};
+pub use tls::{CallerRule, ClientAuth, TlsListener};
 pub use options::{CertificateReference, certificate_references, option_problems};
 
 /// Why a config file was refused. Every message names the file.
@@ -59,6 +61,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where to serve `/healthz` and `/metrics`. Default: not served.
     pub admin_listen: Option<SocketAddr>,
+    /// `listen` serves HTTPS with this certificate, and asks callers for theirs as it says.
+    /// Default: plain HTTP.
+    pub tls: Option<TlsListener>,
     /// Variables per environment: `wasi:cli/environment` for guests and `$env(NAME)` in options.
     pub vars: HashMap<Environment, BTreeMap<String, String>>,
     /// Routes. The router tries those with more segments first, and literal segments before
@@ -89,6 +94,8 @@ pub struct Route {
     /// Where its handler may send requests (`allowed_outbound_hosts`); `None`: what the
     /// route's options and `[[upstreams]]` name.
     pub allowed_outbound_hosts: Option<Vec<HostPattern>>,
+    /// What the route asks of callers' certificates beyond the listener's `client_auth`.
+    pub callers: CallerRule,
 }
 
 /// How a route reuses its instances between requests (one request at a time each).
@@ -191,6 +198,7 @@ impl Default for Limits {
 struct ConfigToml {
     listen: Option<String>,
     admin_listen: Option<String>,
+    tls: Option<tls::TlsToml>,
     #[serde(default)]
     environments: BTreeMap<String, EnvironmentToml>,
     #[serde(default)]
@@ -221,6 +229,15 @@ struct RouteToml {
     idle_timeout_ms: Option<u64>,
     max_idle_instances: Option<u32>,
     allowed_outbound_hosts: Option<Vec<String>>,
+    client_auth: Option<String>,
+    #[serde(default)]
+    allowed_client_issuers: Vec<String>,
+    #[serde(default)]
+    allowed_client_subjects: Vec<String>,
+    #[serde(default)]
+    allowed_client_sans: Vec<String>,
+    #[serde(default)]
+    allowed_client_spki_sha256: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -278,9 +295,10 @@ impl Config {
                 .map_err(|e: crate::UnknownEnvironment| reader.invalid(format!("environments.{name}"), e.to_string()))?;
             vars.insert(environment, env.vars);
         }
+        let tls = raw.tls.map(|tls| reader.tls(tls)).transpose()?;
         let mut routes = Vec::new();
         for (index, route) in raw.routes.into_iter().enumerate() {
-            let route = reader.route(index, route, &routes)?;
+            let route = reader.route(index, route, &routes, tls.as_ref())?;
             routes.push(route);
         }
         let mut upstreams = Vec::new();
@@ -289,7 +307,7 @@ impl Config {
             upstreams.push(upstream);
         }
         let limits = reader.limits(&raw.limits)?;
-        Ok(Config { path: path.to_path_buf(), listen, admin_listen, vars, routes, upstreams, limits })
+        Ok(Config { path: path.to_path_buf(), listen, admin_listen, tls, vars, routes, upstreams, limits })
     }
 
     /// The variables of `environment` (empty when the file has none).
@@ -344,8 +362,18 @@ impl Reader<'_> {
         ConfigError::Invalid { path: self.path.to_path_buf(), key, reason }
     }
 
+    /// A file the config names (relative to its directory), which must exist.
+    fn existing_file(&self, key: &str, path: &str) -> Result<PathBuf, ConfigError> {
+        let path = self.base.join(crate::pki::expand_tilde(Path::new(path)));
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(self.invalid(key.to_string(), format!("'{}' does not exist", path.display())))
+        }
+    }
+
     /// One `[[routes]]` entry; `earlier` are the routes before it.
-    fn route(&self, index: usize, mut route: RouteToml, earlier: &[Route]) -> Result<Route, ConfigError> {
+    fn route(&self, index: usize, mut route: RouteToml, earlier: &[Route], tls: Option<&TlsListener>) -> Result<Route, ConfigError> {
         let invalid = |key: String, reason: String| self.invalid(key, reason);
         let key = |field: &str| format!("routes[{index}].{field}");
         if !route.path.starts_with('/') {
@@ -377,6 +405,17 @@ impl Reader<'_> {
                     .collect::<Result<Vec<_>, _>>()?,
             ),
         };
+        let callers = self.caller_rule(
+            &key,
+            tls::CallerToml {
+                client_auth: route.client_auth,
+                allowed_client_issuers: route.allowed_client_issuers,
+                allowed_client_subjects: route.allowed_client_subjects,
+                allowed_client_sans: route.allowed_client_sans,
+                allowed_client_spki_sha256: route.allowed_client_spki_sha256,
+            },
+            tls,
+        )?;
         Ok(Route {
             path,
             handler: route.handler,
@@ -385,6 +424,7 @@ impl Reader<'_> {
             certificates: route.certificates,
             reuse,
             allowed_outbound_hosts,
+            callers,
         })
     }
 
@@ -449,24 +489,16 @@ impl Reader<'_> {
     /// One `[[upstreams]]` entry; `earlier` are the entries before it.
     fn upstream(&self, index: usize, upstream: UpstreamToml, earlier: &[UpstreamTrust]) -> Result<UpstreamTrust, ConfigError> {
         let invalid = |key: String, reason: String| self.invalid(key, reason);
-        let base = self.base;
         if upstream.hosts.is_empty() {
             return Err(invalid(format!("upstreams[{index}].hosts"), "must name at least one host:port".into()));
         }
         let key = |field: &str| format!("upstreams[{index}].{field}");
-        let existing = |field: &str, path: String| {
-            let path = base.join(crate::pki::expand_tilde(Path::new(&path)));
-            if path.is_file() { Ok(path) } else { Err(invalid(key(field), format!("'{}' does not exist", path.display()))) }
-        };
+        let existing = |field: &str, path: String| self.existing_file(&key(field), &path);
         let ca_bundle = upstream.ca_bundle.map(|p| existing("ca_bundle", p)).transpose()?;
         let crl = upstream.crl.into_iter().map(|p| existing("crl", p)).collect::<Result<Vec<_>, _>>()?;
         let mut pins = Vec::new();
         for pin in &upstream.pin_spki_sha256 {
-            use base64::Engine;
-            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(pin.trim_end_matches('='))
-                .ok()
-                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            let bytes = decode_spki_pin(pin)
                 .ok_or_else(|| invalid(key("pin_spki_sha256"), format!("'{pin}' is not a base64url SHA-256 (43 characters)")))?;
             pins.push(bytes);
         }
@@ -556,6 +588,14 @@ fn upstream_host(host: &str) -> Result<String, String> {
         return Err(format!("'{host}' has no port; write '{host}:443' or the port the upstream listens on"));
     }
     Ok(authority.to_string())
+}
+
+/// A SHA-256 pin written as base64url (padding allowed), as `pin_spki_sha256` and
+/// `allowed_client_spki_sha256` take it.
+fn decode_spki_pin(pin: &str) -> Option<[u8; 32]> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(pin.trim_end_matches('=')).ok()?;
+    <[u8; 32]>::try_from(bytes).ok()
 }
 
 /// A route path with parameter names erased: two routes of one shape match the same requests.

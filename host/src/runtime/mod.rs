@@ -25,10 +25,12 @@ use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
-use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 pub use state::{HostState, RouteContext};
+/// The scheme a request arrived with (`https` on the TLS listener), as guests see it.
+pub use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 use crate::config::{Limits, Reuse};
 use pool::{Instance, InstancePool};
@@ -400,11 +402,12 @@ impl Runtime {
     /// Runs one request on a warm instance of `handler`, or a new one.
     ///
     /// `params` are the route parameters (`/users/:id`); the guest reads them from
-    /// `wasi:config/store` as `params.NAME`.
+    /// `wasi:config/store` as `params.NAME`. `scheme` is how the request arrived.
     pub async fn serve<B>(
         self: &Arc<Self>,
         handler: &Handler,
         params: &std::collections::BTreeMap<String, String>,
+        scheme: Scheme,
         request: hyper::Request<B>,
     ) -> Result<hyper::Response<HyperOutgoingBody>, HandlerError>
     where
@@ -418,6 +421,7 @@ impl Runtime {
             config: handler.request_config(params),
             deadline: deadline::Deadline::new(deadline.into_std()),
             outcome: outcome_sender,
+            scheme,
         };
         let body_deadline = turn.deadline.clone();
         // The guest runs on a task of its own: it goes on streaming its response body after
@@ -479,7 +483,7 @@ impl Runtime {
         instance.store.data_mut().begin_request(turn.config, turn.deadline, turn.outcome);
         instance.store.set_epoch_deadline(1);
         let mut http = instance.store.data_mut().http();
-        let request = match http.new_incoming_request(Scheme::Http, request) {
+        let request = match http.new_incoming_request(turn.scheme, request) {
             Ok(request) => request,
             Err(error) => {
                 // The guest never saw it: the instance is as good as before.
@@ -528,6 +532,7 @@ struct Turn {
     deadline: deadline::Deadline,
     /// Told how the request ended once its response body is done.
     outcome: tokio::sync::oneshot::Sender<outcome::Outcome>,
+    scheme: Scheme,
 }
 
 /// What a guest sets its response outparam to.

@@ -24,7 +24,7 @@ pub(super) struct Stopping {
 }
 
 /// A connection's side of [`Stopping`].
-pub(super) struct StopWatcher {
+pub(crate) struct StopWatcher {
     signal: watch::Receiver<bool>,
 }
 
@@ -99,25 +99,42 @@ impl Drop for RequestGuard {
     }
 }
 
-/// Serves one accepted connection until it closes, goes idle for `header_timeout`, or the
-/// server stops (requests in flight finish first, as hyper's graceful shutdown does).
-pub(super) async fn serve<H, F>(
+/// Serves one plain-HTTP connection: HTTP/1.1 or HTTP/2, told apart by its first bytes.
+pub(super) async fn serve_plain<H, F>(
     stream: TcpStream,
+    peer: SocketAddr,
+    builder: Builder<TokioExecutor>,
+    header_timeout: Duration,
+    stop: StopWatcher,
+    handle: H,
+) where
+    H: Fn(hyper::Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = hyper::Response<HyperOutgoingBody>> + Send + 'static,
+{
+    // hyper's protocol detection waits, without a timer, for enough bytes to tell HTTP/1
+    // from the HTTP/2 preface: a connection that does not send them within the header
+    // timeout is closed here.
+    if tokio::time::timeout(header_timeout, protocol_decidable(&stream)).await != Ok(true) {
+        return;
+    }
+    serve(TokioIo::new(stream), peer, builder, header_timeout, stop, handle).await;
+}
+
+/// Serves one connection (plain, or TLS after its handshake; `builder` then speaks the
+/// protocol ALPN chose) until it closes, goes idle for `header_timeout`, or the server
+/// stops (requests in flight finish first, as hyper's graceful shutdown does).
+pub(super) async fn serve<I, H, F>(
+    io: I,
     peer: SocketAddr,
     builder: Builder<TokioExecutor>,
     header_timeout: Duration,
     mut stop: StopWatcher,
     handle: H,
 ) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     H: Fn(hyper::Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = hyper::Response<HyperOutgoingBody>> + Send + 'static,
 {
-    // The protocol detection below waits, without a timer, for enough bytes to tell HTTP/1
-    // from the HTTP/2 preface: a connection that does not send them within the header
-    // timeout is closed here.
-    if tokio::time::timeout(header_timeout, protocol_decidable(&stream)).await != Ok(true) {
-        return;
-    }
     let activity = Arc::new(Activity::new());
     let service = {
         let activity = activity.clone();
@@ -132,7 +149,7 @@ pub(super) async fn serve<H, F>(
         })
     };
     // A client that stops reading is dropped after the header timeout too.
-    let io = WriteTimeout::new(TokioIo::new(stream), header_timeout);
+    let io = WriteTimeout::new(io, header_timeout);
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
     let mut closing = false;

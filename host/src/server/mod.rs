@@ -24,17 +24,21 @@ pub use problem::Problem;
 pub use router::{RouteMatch, Router};
 
 use crate::Environment;
-use crate::config::{Config, certificate_references, option_problems};
+use crate::config::{CallerRule, Config, certificate_references, option_problems};
+use crate::inbound::{self, Caller, InboundTls};
 use crate::metrics::Metrics;
 use crate::drain;
 use crate::resolve::{Resolver, Snapshot};
 use crate::config::Egress;
-use crate::runtime::{RouteContext, Runtime};
+use crate::runtime::{Handler, RouteContext, Runtime, Scheme};
 use crate::deployment::{HostInfo, Registration};
 use crate::upstream::TrustProfiles;
 
 /// How often a serving host polls the store for changes.
 pub const STORE_POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How often the TLS listener's certificate, key, CA and CRL files are checked for changes.
+pub const TLS_FILES_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A problem found while preparing to serve; `check` lists them all, `serve` refuses to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,9 +50,15 @@ impl std::fmt::Display for StartupProblem {
     }
 }
 
+/// A route's handler and what it asks of callers.
+struct ServedRoute {
+    handler: Handler,
+    callers: CallerRule,
+}
+
 /// What one version of the config produced: routes and the certificate names they use.
 struct Routes {
-    router: Router,
+    router: Router<ServedRoute>,
     certificates: BTreeSet<String>,
     /// Held by these routes and every request running on them (see [`crate::drain`]).
     version: Arc<drain::Version>,
@@ -84,6 +94,8 @@ pub struct App {
     resolver: Arc<Resolver>,
     metrics: Arc<Metrics>,
     routes: ArcSwap<Routes>,
+    /// The TLS listener's certificate and callers' trust, when `[tls]` is set.
+    inbound: Option<Arc<InboundTls>>,
     draining: Mutex<Vec<Draining>>,
     /// This host's record in the store, from when it listens until it stops.
     registration: Mutex<Option<Arc<Registration>>>,
@@ -147,7 +159,7 @@ impl RouteBuilder<'_> {
             let (handler, references) = self.route(config, &vars, route, &version);
             names.extend(references);
             if let Some(handler) = handler {
-                router.add(&route.path, handler);
+                router.add(&route.path, ServedRoute { handler, callers: route.callers.clone() });
             }
         }
         let certificates = self.check_certificates(names, snapshot);
@@ -165,7 +177,7 @@ impl RouteBuilder<'_> {
         vars: &BTreeMap<String, String>,
         route: &crate::config::Route,
         version: &Arc<drain::Version>,
-    ) -> (Option<crate::runtime::Handler>, Vec<(String, String)>) {
+    ) -> (Option<Handler>, Vec<(String, String)>) {
         let environment = self.environment;
         let resolved = config.resolved_options(route, environment).and_then(|options| {
             config.resolved_certificates(route, environment).map(|declared| (options, declared))
@@ -256,6 +268,10 @@ impl App {
             Ok(resolver) => resolver,
             Err(error) => return fail(error.to_string(), warnings),
         };
+        let inbound = match config.tls.as_ref().map(InboundTls::load).transpose() {
+            Ok(inbound) => inbound.map(Arc::new),
+            Err(error) => return fail(error.to_string(), warnings),
+        };
         let runtime = match Runtime::new(config.limits) {
             Ok(runtime) => Arc::new(runtime),
             Err(error) => return fail(format!("cannot start the runtime: {error:#}"), warnings),
@@ -274,6 +290,7 @@ impl App {
             resolver,
             metrics,
             routes: ArcSwap::from_pointee(routes),
+            inbound,
             draining: Mutex::new(Vec::new()),
             registration: Mutex::new(None),
             store_dir: store_dir.to_path_buf(),
@@ -299,10 +316,13 @@ impl App {
         let (prepared, config) = tokio::task::spawn_blocking(move || (app.prepare_reload(&config), config))
             .await
             .map_err(|error| vec![StartupProblem(format!("the reload stopped unexpectedly: {error}"))])?;
-        let (routes, snapshot, warnings) = prepared?;
+        let (routes, snapshot, tls, warnings) = prepared?;
 
-        // Everything is valid: only now swap in the new trust and routes.
+        // Everything is valid: only now swap in the new trust, listener files and routes.
         self.resolver.install(snapshot);
+        if let (Some(inbound), Some(tls)) = (&self.inbound, tls) {
+            inbound.install(tls);
+        }
         let certificates: Vec<String> = routes.certificates.iter().cloned().collect();
         let previous = self.routes.swap(Arc::new(routes));
         lock(&self.draining)
@@ -337,14 +357,28 @@ impl App {
         Ok(report)
     }
 
-    /// The blocking part of a reload: trust, a fresh read of the store, the routes.
-    fn prepare_reload(&self, config: &Config) -> Result<(Routes, Arc<Snapshot>, Vec<String>), Vec<StartupProblem>> {
+    /// The blocking part of a reload: trust, the listener's files, a fresh read of the
+    /// store, the routes.
+    #[allow(clippy::type_complexity)]
+    fn prepare_reload(
+        &self,
+        config: &Config,
+    ) -> Result<(Routes, Arc<Snapshot>, Option<inbound::PreparedTls>, Vec<String>), Vec<StartupProblem>> {
         let mut problems = Vec::new();
         let mut warnings = Vec::new();
         trust_problems(config, self.environment, &mut problems, &mut warnings);
         if !problems.is_empty() {
             return Err(problems);
         }
+        let tls = match (&self.inbound, &config.tls) {
+            (Some(_), Some(settings)) => Some(InboundTls::prepare(settings).map_err(|e| vec![StartupProblem(e.to_string())])?),
+            (None, None) => None,
+            _ => {
+                return Err(vec![StartupProblem(
+                    "[tls] was added or removed: switching the listener between HTTP and HTTPS needs a restart".into(),
+                )]);
+            }
+        };
         let trust = TrustProfiles::new(&config.upstreams).map_err(|e| vec![StartupProblem(e.to_string())])?;
         let snapshot = self.resolver.load_with_trust(Arc::new(trust)).map_err(|e| vec![StartupProblem(e.to_string())])?;
         let builder = RouteBuilder {
@@ -356,7 +390,7 @@ impl App {
             warnings,
         };
         let (routes, warnings) = builder.build(config, &snapshot);
-        Ok((routes?, snapshot, warnings))
+        Ok((routes?, snapshot, tls, warnings))
     }
 
     /// Writes the certificate names in use to this deployment's record in the store.
@@ -405,8 +439,12 @@ impl App {
         names.into_iter().collect()
     }
 
-    /// Answers one request.
-    pub async fn handle(self: Arc<Self>, mut request: hyper::Request<Incoming>) -> hyper::Response<HyperOutgoingBody> {
+    /// Answers one request that arrived on `connection`.
+    pub async fn handle(
+        self: Arc<Self>,
+        connection: Arc<Connected>,
+        mut request: hyper::Request<Incoming>,
+    ) -> hyper::Response<HyperOutgoingBody> {
         let started = Instant::now();
         let routes = self.routes();
         // Routes and guests see the path with its dot segments resolved.
@@ -435,12 +473,24 @@ impl App {
             }
         }
         remove_connection_listed(request.headers_mut());
+        inbound::headers::remove_caller_copies(request.headers_mut());
         let path = request.uri().path().to_string();
         let Some(found) = routes.router.route(&path) else {
             self.metrics.record_request("(none)", 404, started.elapsed());
             return Problem::no_route(&path).into_response();
         };
-        let response = match self.runtime.serve(found.handler, &found.params, request).await {
+        let scheme = match &connection.caller {
+            Some(caller) => {
+                if let Err(problem) = self.admit(&connection, caller, found.pattern, &found.target.callers) {
+                    self.metrics.record_request(found.pattern, 401, started.elapsed());
+                    return Problem::from(&problem).into_response();
+                }
+                caller.apply(request.headers_mut());
+                Scheme::Https
+            }
+            None => Scheme::Http,
+        };
+        let response = match self.runtime.serve(&found.target.handler, &found.params, scheme, request).await {
             Ok(response) => response,
             Err(error) => {
                 crate::warn_limited!(route = found.pattern, %error, "request failed");
@@ -449,6 +499,27 @@ impl App {
         };
         self.metrics.record_request(found.pattern, response.status().as_u16(), started.elapsed());
         response
+    }
+
+    /// Admits a caller of the TLS listener to `route`, or counts and audits the refusal.
+    fn admit(&self, connection: &Connected, caller: &Caller, route: &str, rule: &CallerRule) -> Result<(), inbound::CallerProblem> {
+        let listener = self.inbound.as_ref().map(|tls| tls.rule()).unwrap_or_default();
+        let admitted = inbound::admit(listener, rule, connection.peer.ip(), caller);
+        let certificate = caller.certificate.as_ref();
+        let subject = certificate.map_or("", |c| c.subject.as_str());
+        let fingerprint = certificate.map_or("", |c| c.fingerprint_sha256.as_str());
+        match &admitted {
+            Ok(()) if certificate.is_some() => tracing::info!(
+                target: "edgemtls::audit", route, peer = %connection.peer, subject, fingerprint, "caller verified"),
+            Ok(()) => {}
+            Err(problem) => {
+                self.metrics.record_caller_refused(problem.reason());
+                crate::warn_limited!(
+                    target: "edgemtls::audit", route, peer = %connection.peer, subject, fingerprint,
+                    reason = problem.reason(), "caller refused");
+            }
+        }
+        admitted
     }
 
     /// Registers this host as a deployment in the store (`listen` is what it reports).
@@ -501,6 +572,10 @@ impl App {
             }
         });
         self.resolver.watch(STORE_POLL_INTERVAL);
+        if let Some(tls) = &self.inbound {
+            // A renewed server certificate or a new CRL is picked up without a reload.
+            crate::background::every("edgemtls-tls-files", TLS_FILES_POLL_INTERVAL, tls, InboundTls::reload_if_changed)?;
+        }
         if let Some(admin) = admin {
             let addr = admin.local_addr()?;
             // The host's own guests may never call its admin endpoints.
@@ -549,9 +624,7 @@ impl App {
                 tokio::spawn(connection::shed(stream));
                 continue;
             };
-            let app = self.clone();
-            let handle = move |request| app.clone().handle(request);
-            let served = connection::serve(stream, peer, builder.clone(), limits.header_timeout, stopping.watcher(), handle);
+            let served = self.clone().connection(stream, peer, builder.clone(), stopping.watcher());
             tokio::spawn(async move {
                 let _permit = permit;
                 served.await;
@@ -567,6 +640,47 @@ impl App {
         // when that ends).
         lock(&self.registration).take();
         Ok(())
+    }
+}
+
+/// A connection's peer and, on the TLS listener, its caller (verified once, after the
+/// handshake).
+#[derive(Debug)]
+pub struct Connected {
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// `None` on a plain-HTTP listener.
+    pub caller: Option<Caller>,
+}
+
+impl App {
+    /// Serves one accepted connection: the TLS handshake first, when `[tls]` is set.
+    async fn connection(
+        self: Arc<Self>,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        builder: hyper_util::server::conn::auto::Builder<TokioExecutor>,
+        stop: connection::StopWatcher,
+    ) {
+        let header_timeout = self.runtime.limits().header_timeout;
+        let Some(tls) = self.inbound.clone() else {
+            let connected = Arc::new(Connected { peer, caller: None });
+            let handle = move |request| self.clone().handle(connected.clone(), request);
+            return connection::serve_plain(stream, peer, builder, header_timeout, stop, handle).await;
+        };
+        let accepted = match tls.accept(stream, header_timeout).await {
+            Ok(accepted) => accepted,
+            Err(failure) => {
+                self.metrics.record_handshake_failure(failure.as_str());
+                tracing::debug!(%peer, reason = failure.as_str(), "TLS handshake failed");
+                return;
+            }
+        };
+        let builder = if accepted.http2 { builder.http2_only() } else { builder.http1_only() };
+        let connected = Arc::new(Connected { peer, caller: Some(accepted.caller) });
+        let handle = move |request| self.clone().handle(connected.clone(), request);
+        let io = hyper_util::rt::TokioIo::new(accepted.stream);
+        connection::serve(io, peer, builder, header_timeout, stop, handle).await;
     }
 }
 

@@ -6,6 +6,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::StatusCode;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
+use crate::inbound::CallerProblem;
 use crate::runtime::HandlerError;
 
 /// A failure as the caller sees it; `kind` becomes `urn:edgemtls:problem:<kind>`.
@@ -92,5 +93,22 @@ impl From<&HandlerError> for Problem {
                 "the handler failed; the host log has the details",
             ),
         }
+    }
+}
+
+impl From<&CallerProblem> for Problem {
+    /// 401, with a problem type per reason.
+    fn from(problem: &CallerProblem) -> Self {
+        let kind = match problem {
+            CallerProblem::Required => "client-certificate-required",
+            CallerProblem::Expired => "client-certificate-expired",
+            CallerProblem::NotYetValid => "client-certificate-not-yet-valid",
+            CallerProblem::UnknownIssuer => "client-certificate-unknown-issuer",
+            CallerProblem::Revoked => "client-certificate-revoked",
+            CallerProblem::WrongPurpose => "client-certificate-wrong-purpose",
+            CallerProblem::Invalid(_) => "client-certificate-invalid",
+            CallerProblem::NotAllowed(_) => "client-certificate-not-allowed",
+        };
+        Self::new(StatusCode::UNAUTHORIZED, kind, "Client certificate refused", problem.detail())
     }
 }

@@ -3,15 +3,18 @@
 
 use std::collections::BTreeMap;
 
-use crate::runtime::Handler;
-
-/// Routes, most specific first.
-#[derive(Default)]
-pub struct Router {
-    routes: Vec<(Vec<String>, String, Handler)>,
+/// Routes to `T`s (the server's: a handler and its rule for callers), most specific first.
+pub struct Router<T> {
+    routes: Vec<(Vec<String>, String, T)>,
 }
 
-impl std::fmt::Debug for Router {
+impl<T> Default for Router<T> {
+    fn default() -> Self {
+        Self { routes: Vec::new() }
+    }
+}
+
+impl<T> std::fmt::Debug for Router<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list().entries(self.routes.iter().map(|(_, p, _)| p)).finish()
     }
@@ -19,11 +22,11 @@ impl std::fmt::Debug for Router {
 
 /// A matched route.
 #[derive(Debug)]
-pub struct RouteMatch<'a> {
+pub struct RouteMatch<'a, T> {
     /// The route's pattern as configured.
     pub pattern: &'a str,
-    /// Its handler.
-    pub handler: &'a Handler,
+    /// What it routes to.
+    pub target: &'a T,
     /// Values of `:name` segments.
     pub params: BTreeMap<String, String>,
 }
@@ -32,10 +35,10 @@ fn segments(path: &str) -> Vec<String> {
     path.split('/').filter(|s| !s.is_empty()).map(str::to_string).collect()
 }
 
-impl Router {
+impl<T> Router<T> {
     /// Adds a route for `pattern`.
-    pub fn add(&mut self, pattern: &str, handler: Handler) {
-        self.routes.push((segments(pattern), pattern.to_string(), handler));
+    pub fn add(&mut self, pattern: &str, target: T) {
+        self.routes.push((segments(pattern), pattern.to_string(), target));
         // More segments first; among equals, literal segments before parameters.
         self.routes.sort_by_key(|(segs, _, _)| {
             (std::cmp::Reverse(segs.len()), segs.iter().filter(|s| s.starts_with(':')).count())
@@ -43,9 +46,9 @@ impl Router {
     }
 
     /// The most specific route whose pattern is a segment prefix of `path`.
-    pub fn route(&self, path: &str) -> Option<RouteMatch<'_>> {
+    pub fn route(&self, path: &str) -> Option<RouteMatch<'_, T>> {
         let path = segments(path);
-        'routes: for (pattern, text, handler) in &self.routes {
+        'routes: for (pattern, text, target) in &self.routes {
             if pattern.len() > path.len() {
                 continue;
             }
@@ -57,7 +60,7 @@ impl Router {
                     continue 'routes;
                 }
             }
-            return Some(RouteMatch { pattern: text, handler, params });
+            return Some(RouteMatch { pattern: text, target, params });
         }
         None
     }

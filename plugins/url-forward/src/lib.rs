@@ -2,9 +2,10 @@
 //!
 //! Options: `baseUrl` (required), `mtlsCertificate` (a certificate name; empty or absent:
 //! none), `forwardSearch` (default `true`: append the query string). Method, headers (minus
-//! hop-by-hop) and body are forwarded; bodies stream both ways.
+//! hop-by-hop) and body are forwarded; bodies stream both ways. `forwardClientCert` (default
+//! `false`): pass the caller's verified certificate on as RFC 9440 `Client-Cert` headers.
 
-use edgemtls_guest::{IncomingRequest, Response, config, forward};
+use edgemtls_guest::{IncomingRequest, Response, config, forward, forward_with_client_cert};
 
 struct UrlForward;
 
@@ -25,7 +26,11 @@ impl edgemtls_guest::Handler for UrlForward {
             url.push_str(&query);
         }
         let certificate = config("mtlsCertificate").unwrap_or_default();
-        forward(request, &url, &certificate)
+        if config("forwardClientCert").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+            forward_with_client_cert(request, &url, &certificate)
+        } else {
+            forward(request, &url, &certificate)
+        }
     }
 }
 

@@ -4,9 +4,10 @@
 //! query string without `?`), `${search}` (with `?`, or empty), `${pathname}`, `${method}`,
 //! `${headers.NAME}`, `${env.NAME}`. A trailing `?` left by an empty query is dropped.
 //! Options: `rewritePattern` (required), `mtlsCertificate`. Method, headers (minus
-//! hop-by-hop) and body are forwarded; bodies stream both ways.
+//! hop-by-hop) and body are forwarded; bodies stream both ways. `forwardClientCert` (default
+//! `false`): pass the caller's verified certificate on as RFC 9440 `Client-Cert` headers.
 
-use edgemtls_guest::{IncomingRequest, Response, config, forward};
+use edgemtls_guest::{IncomingRequest, Response, config, forward, forward_with_client_cert};
 
 struct UrlRewrite;
 
@@ -61,7 +62,11 @@ impl edgemtls_guest::Handler for UrlRewrite {
             Err(reason) => return misconfigured(&reason),
         };
         let certificate = config("mtlsCertificate").unwrap_or_default();
-        forward(request, &url, &certificate)
+        if config("forwardClientCert").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+            forward_with_client_cert(request, &url, &certificate)
+        } else {
+            forward(request, &url, &certificate)
+        }
     }
 }
 

@@ -1,0 +1,406 @@
+//! Inbound mutual TLS: the listener verifies callers' certificates, refuses the bad ones
+//! with their reason, and hands the good ones' identity to handlers and, when a route
+//! forwards it, to upstreams. The callers are curl, `openssl s_client` and Python's `ssl`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use edgemtls_host::Environment;
+use edgemtls_host::pki::{DevCa, IssueOptions, inspect_leaf};
+use time::OffsetDateTime;
+
+use crate::harness::*;
+
+const CALLER_ECHO: &str = edgemtls_e2e::guests::CALLER_ECHO;
+
+/// The server's certificate (from the world's CA) and callers' certificates from a CA of
+/// their own, written as files the clients read.
+struct Callers {
+    dir: PathBuf,
+    ca: DevCa,
+}
+
+/// A client certificate and key on disk.
+struct ClientFiles {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Callers {
+    fn new(world: &World) -> anyhow::Result<Self> {
+        let dir = world.path().join("callers");
+        std::fs::create_dir_all(&dir)?;
+        let server = IssueOptions { common_name: "localhost".into(), server: true, sans: vec!["localhost".into(), "127.0.0.1".into()], days: 30 };
+        let (chain, key) = world.ca.issue(&server)?;
+        std::fs::write(world.path().join("server.pem"), chain)?;
+        std::fs::write(world.path().join("server.key"), key)?;
+        let ca = DevCa::generate("callers CA", 30)?;
+        std::fs::write(dir.join("ca.pem"), ca.cert_pem())?;
+        std::fs::write(dir.join("crl.pem"), ca.revocation_list(&[])?)?;
+        Ok(Self { dir, ca })
+    }
+
+    fn issue(&self, stem: &str, cn: &str, server: bool, validity: Option<(OffsetDateTime, OffsetDateTime)>) -> anyhow::Result<ClientFiles> {
+        issue_with(&self.ca, &self.dir, stem, cn, server, validity)
+    }
+
+    fn client(&self, stem: &str, cn: &str) -> anyhow::Result<ClientFiles> {
+        self.issue(stem, cn, false, None)
+    }
+
+    /// Revokes `client` in the CRL the listener reads.
+    fn revoke(&self, client: &ClientFiles) -> anyhow::Result<()> {
+        let der = edgemtls_host::pki::pem::certificates(&std::fs::read(&client.cert)?)?;
+        let serial = inspect_leaf(&client.cert, &der[0])?.serial;
+        std::fs::write(self.dir.join("crl.pem"), self.ca.revocation_list(&[&serial])?)?;
+        Ok(())
+    }
+}
+
+fn issue_with(
+    ca: &DevCa,
+    dir: &Path,
+    stem: &str,
+    cn: &str,
+    server: bool,
+    validity: Option<(OffsetDateTime, OffsetDateTime)>,
+) -> anyhow::Result<ClientFiles> {
+    let options = IssueOptions { common_name: cn.into(), server, sans: vec![format!("{stem}.callers.example")], days: 30 };
+    let (cert, key) = match validity {
+        Some((from, until)) => ca.issue_with_validity(&options, from, until)?,
+        None => ca.issue(&options)?,
+    };
+    let files = ClientFiles { cert: dir.join(format!("{stem}.pem")), key: dir.join(format!("{stem}.key")) };
+    std::fs::write(&files.cert, cert)?;
+    std::fs::write(&files.key, key)?;
+    Ok(files)
+}
+
+/// A TLS config with `routes` and `[tls]` lines `tls_extra`.
+fn tls_config(world: &World, tls_extra: &str, routes: &str) -> anyhow::Result<PathBuf> {
+    world.config_raw(&format!(
+        "[tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = [\"callers/ca.pem\"]\ncrl = [\"callers/crl.pem\"]\n{tls_extra}\n{routes}"
+    ))
+}
+
+fn echo_route(path: &str, extra: &str) -> String {
+    format!("[[routes]]\npath = \"{path}\"\nhandler = \"{CALLER_ECHO}\"\n{extra}\n")
+}
+
+/// What a client got: the status and the body.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    body: String,
+    /// The HTTP version curl used (`1.1`, `2`), when curl was the client.
+    version: String,
+}
+
+impl Answer {
+    /// The value of a `key: value` line from the caller-echo guest.
+    fn line(&self, key: &str) -> Option<&str> {
+        self.body.lines().find_map(|line| line.strip_prefix(key)?.strip_prefix(": "))
+    }
+
+    fn problem_type(&self) -> String {
+        serde_json::from_str::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| v["type"].as_str().map(str::to_string))
+            .unwrap_or_else(|| format!("(not a problem: {})", self.body))
+    }
+}
+
+async fn run(mut command: Command, stdin: Option<String>) -> anyhow::Result<std::process::Output> {
+    tokio::task::spawn_blocking(move || -> anyhow::Result<std::process::Output> {
+        command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().context("cannot run the client")?;
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            use std::io::Write;
+            pipe.write_all(text.as_bytes())?;
+        }
+        Ok(child.wait_with_output()?)
+    })
+    .await?
+}
+
+/// `curl` to `https://localhost:PORT{path}` trusting the world's CA.
+async fn curl(world: &World, port: u16, path: &str, client: Option<&ClientFiles>, extra: &[&str]) -> anyhow::Result<Answer> {
+    let mut command = Command::new("curl");
+    command
+        .args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(world.path().join("pki/ca.pem"))
+        .args(["--resolve", &format!("localhost:{port}:127.0.0.1"), "-w", "\n%{http_code} %{http_version}"])
+        .args(extra);
+    if let Some(client) = client {
+        command.arg("--cert").arg(&client.cert).arg("--key").arg(&client.key);
+    }
+    command.arg(format!("https://localhost:{port}{path}"));
+    let output = run(command, None).await?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, trailer) = text.rsplit_once('\n').with_context(|| format!("curl printed nothing: {}", String::from_utf8_lossy(&output.stderr)))?;
+    let (status, version) = trailer.split_once(' ').unwrap_or((trailer, ""));
+    Ok(Answer { status: status.parse().unwrap_or(0), body: body.to_string(), version: version.to_string() })
+}
+
+/// `openssl s_client` sending one HTTP/1.1 request.
+async fn s_client(world: &World, port: u16, path: &str, client: &ClientFiles) -> anyhow::Result<Answer> {
+    let mut command = Command::new("openssl");
+    command
+        .args(["s_client", "-quiet", "-connect", &format!("127.0.0.1:{port}"), "-servername", "localhost", "-CAfile"])
+        .arg(world.path().join("pki/ca.pem"))
+        .arg("-cert")
+        .arg(&client.cert)
+        .arg("-key")
+        .arg(&client.key);
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let output = run(command, Some(request)).await?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default();
+    Ok(Answer { status, body, version: "1.1".into() })
+}
+
+const PYTHON_CLIENT: &str = r#"
+import http.client, ssl, sys
+cafile, cert, key, port, path = sys.argv[1:6]
+context = ssl.create_default_context(cafile=cafile)
+if cert:
+    context.load_cert_chain(cert, key)
+connection = http.client.HTTPSConnection("localhost", int(port), context=context, timeout=20)
+connection.request("GET", path)
+response = connection.getresponse()
+print(response.status)
+print(response.read().decode(), end="")
+"#;
+
+/// Python's `ssl` and `http.client`.
+async fn python(world: &World, port: u16, path: &str, client: &ClientFiles) -> anyhow::Result<Answer> {
+    let mut command = Command::new("python3");
+    command.args(["-c", PYTHON_CLIENT]).arg(world.path().join("pki/ca.pem")).arg(&client.cert).arg(&client.key);
+    command.arg(port.to_string()).arg(path);
+    let output = run(command, None).await?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (status, body) = text.split_once('\n').with_context(|| format!("python printed nothing: {}", String::from_utf8_lossy(&output.stderr)))?;
+    Ok(Answer { status: status.trim().parse().unwrap_or(0), body: body.to_string(), version: String::new() })
+}
+
+/// What `openssl x509` prints for a certificate: the RFC 2253 subject and the SHA-256
+/// fingerprint (lower-case, without colons).
+async fn openssl_facts(cert: &Path) -> anyhow::Result<(String, String)> {
+    let mut command = Command::new("openssl");
+    command.args(["x509", "-noout", "-subject", "-nameopt", "RFC2253", "-fingerprint", "-sha256", "-in"]).arg(cert);
+    let output = run(command, None).await?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let subject = text.lines().find_map(|l| l.strip_prefix("subject=")).context("no subject")?.trim().to_string();
+    let fingerprint = text.lines().find_map(|l| l.split_once("Fingerprint=").map(|(_, f)| f)).context("no fingerprint")?;
+    Ok((subject, fingerprint.replace(':', "").to_ascii_lowercase()))
+}
+
+fn port_of(host: &Served) -> u16 {
+    host.addr.port()
+}
+
+#[tokio::test]
+async fn a_valid_caller_reaches_a_required_route_over_h2_and_http1_and_the_handler_sees_what_openssl_prints() -> anyhow::Result<()> {
+    let world = World::new()?;
+    let callers = Callers::new(&world)?;
+    let bot = callers.client("bot", "deploy-bot")?;
+    let config = tls_config(&world, "client_auth = \"required\"", &echo_route("/secure", ""))?;
+    let host = world.serve(&config, Environment::Development).await?;
+    let (subject, fingerprint) = openssl_facts(&bot.cert).await?;
+
+    for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1")] {
+        let answer = curl(&world, port_of(&host), "/secure", Some(&bot), &[flag]).await?;
+        assert_eq!((answer.status, answer.version.as_str()), (200, version), "{answer:?}");
+        assert_eq!(answer.line("sdk.subject"), Some(subject.as_str()), "{}", answer.body);
+        assert_eq!(answer.line("sdk.fingerprint"), Some(fingerprint.as_str()), "{}", answer.body);
+        assert_eq!(answer.line("sdk.verified"), Some("true"));
+        assert_eq!(answer.line("sdk.issuer"), Some("O=edgemtls development,CN=callers CA"));
+        assert_eq!(answer.line("sdk.sans"), Some("DNS:bot.callers.example"));
+        // curl sends the leaf and the CA: the rest of the chain is Client-Cert-Chain.
+        assert_eq!(answer.line("sdk.chain_len"), Some("1"), "{}", answer.body);
+        assert!(answer.line("header.client-cert").is_some_and(|v| v.starts_with(':') && v.ends_with(':')), "{}", answer.body);
+    }
+    let answer = python(&world, port_of(&host), "/secure", &bot).await?;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.line("sdk.fingerprint"), Some(fingerprint.as_str()));
+    Ok(())
+}
+
+#[tokio::test]
+async fn callers_without_a_valid_certificate_are_refused_with_their_reason() -> anyhow::Result<()> {
+    let world = World::new()?;
+    let callers = Callers::new(&world)?;
+    let now = OffsetDateTime::now_utc();
+    let expired = callers.issue("expired", "expired-bot", false, Some((now - time::Duration::days(30), now - time::Duration::days(1))))?;
+    let revoked = callers.client("revoked", "revoked-bot")?;
+    let server_only = callers.issue("server-only", "not-a-client", true, None)?;
+    let stranger_ca = DevCa::generate("stranger CA", 30)?;
+    let stranger = issue_with(&stranger_ca, &callers.dir, "stranger", "stranger-bot", false, None)?;
+    callers.revoke(&revoked)?;
+    let config = tls_config(&world, "client_auth = \"required\"", &echo_route("/secure", ""))?;
+    let host = world.serve(&config, Environment::Development).await?;
+    let port = port_of(&host);
+
+    let none = curl(&world, port, "/secure", None, &[]).await?;
+    assert_eq!((none.status, none.problem_type()), (401, "urn:edgemtls:problem:client-certificate-required".into()), "{none:?}");
+    let other_ca = s_client(&world, port, "/secure", &stranger).await?;
+    assert_eq!((other_ca.status, other_ca.problem_type()), (401, "urn:edgemtls:problem:client-certificate-unknown-issuer".into()), "{other_ca:?}");
+    let expired = python(&world, port, "/secure", &expired).await?;
+    assert_eq!((expired.status, expired.problem_type()), (401, "urn:edgemtls:problem:client-certificate-expired".into()), "{expired:?}");
+    let revoked = python(&world, port, "/secure", &revoked).await?;
+    assert_eq!((revoked.status, revoked.problem_type()), (401, "urn:edgemtls:problem:client-certificate-revoked".into()), "{revoked:?}");
+    let wrong = curl(&world, port, "/secure", Some(&server_only), &[]).await?;
+    assert_eq!((wrong.status, wrong.problem_type()), (401, "urn:edgemtls:problem:client-certificate-wrong-purpose".into()), "{wrong:?}");
+    assert!(revoked.body.contains("revoked by its issuer"), "the detail is in plain words: {}", revoked.body);
+
+    let metrics = host.handle.app().metrics().encode();
+    for reason in ["required", "unknown-issuer", "expired", "revoked", "wrong-purpose"] {
+        assert!(metrics.contains(&format!("edgemtls_inbound_callers_refused_total{{reason=\"{reason}\"}} 1")), "{reason}: {metrics}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn optional_callers_without_a_certificate_are_served_and_forged_identity_never_reaches_the_handler() -> anyhow::Result<()> {
+    let world = World::new()?;
+    let callers = Callers::new(&world)?;
+    let bot = callers.client("bot", "deploy-bot")?;
+    let config = tls_config(&world, "client_auth = \"optional\"", &echo_route("/open", ""))?;
+    let host = world.serve(&config, Environment::Development).await?;
+    let forged = ["-H", "Client-Cert: :QUFBQQ==:", "-H", "edgemtls-client-subject: CN=admin", "-H", "EdgeMTLS-Client-Cert-Verified: true"];
+
+    let anonymous = curl(&world, port_of(&host), "/open", None, &forged).await?;
+    assert_eq!(anonymous.status, 200, "{anonymous:?}");
+    assert_eq!(anonymous.line("sdk.presented"), Some("false"), "{}", anonymous.body);
+    assert_eq!(anonymous.line("header.edgemtls-client-cert-presented"), Some("false"), "{}", anonymous.body);
+    assert!(!anonymous.body.contains("CN=admin") && !anonymous.body.contains("QUFBQQ"), "forged headers reached the handler: {}", anonymous.body);
+
+    let with_certificate = curl(&world, port_of(&host), "/open", Some(&bot), &forged).await?;
+    assert_eq!(with_certificate.status, 200, "{with_certificate:?}");
+    assert!(!with_certificate.body.contains("CN=admin") && !with_certificate.body.contains("QUFBQQ"), "{}", with_certificate.body);
+    assert!(with_certificate.line("sdk.subject").is_some_and(|s| s.contains("CN=deploy-bot")), "{}", with_certificate.body);
+    drop(host);
+
+    // On a plain-HTTP listener the copies a caller sends are removed too.
+    let plain = world.config_raw(&echo_route("/open", ""))?;
+    let host = world.serve(&plain, Environment::Development).await?;
+    let answer = host.get("/open", &[("client-cert", ":QUFBQQ==:"), ("edgemtls-client-subject", "CN=admin")]).await?;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body.trim(), "sdk.presented: false", "forged headers reached the handler");
+    Ok(())
+}
+
+#[tokio::test]
+async fn loopback_exemption_is_off_by_default_and_allow_lists_still_need_a_certificate() -> anyhow::Result<()> {
+    let world = World::new()?;
+    let callers = Callers::new(&world)?;
+    let bot = callers.client("bot", "deploy-bot")?;
+    let ops = callers.client("ops", "ops-agent")?;
+    let routes = format!(
+        "{}{}",
+        echo_route("/secure", ""),
+        echo_route("/ops", "allowed_client_subjects = [\"CN=ops-*, O=edgemtls development\"]")
+    );
+    let exempt = tls_config(&world, "client_auth = \"required\"\nclient_auth_exempt_loopback = true", &routes)?;
+    let host = world.serve(&exempt, Environment::Development).await?;
+    let port = port_of(&host);
+    let local = curl(&world, port, "/secure", None, &[]).await?;
+    assert_eq!((local.status, local.line("sdk.presented")), (200, Some("false")), "{local:?}");
+    let ops_without = curl(&world, port, "/ops", None, &[]).await?;
+    assert_eq!(ops_without.problem_type(), "urn:edgemtls:problem:client-certificate-required", "{ops_without:?}");
+    let not_allowed = curl(&world, port, "/ops", Some(&bot), &[]).await?;
+    assert_eq!((not_allowed.status, not_allowed.problem_type()), (401, "urn:edgemtls:problem:client-certificate-not-allowed".into()), "{not_allowed:?}");
+    assert!(not_allowed.body.contains("allowed_client_subjects"), "{}", not_allowed.body);
+    let allowed = curl(&world, port, "/ops", Some(&ops), &[]).await?;
+    assert_eq!(allowed.status, 200, "{allowed:?}");
+    drop(host);
+
+    let default = tls_config(&world, "client_auth = \"required\"", &routes)?;
+    let host = world.serve(&default, Environment::Development).await?;
+    let refused = curl(&world, port_of(&host), "/secure", None, &[]).await?;
+    assert_eq!(refused.status, 401, "loopback is not exempt unless the config says so: {refused:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_new_server_certificate_and_crl_are_used_once_their_files_change() -> anyhow::Result<()> {
+    let world = World::new()?;
+    let callers = Callers::new(&world)?;
+    let bot = callers.client("bot", "deploy-bot")?;
+    let config = tls_config(&world, "client_auth = \"required\"", &echo_route("/secure", ""))?;
+    let host = world.serve(&config, Environment::Development).await?;
+    let port = port_of(&host);
+    assert_eq!(curl(&world, port, "/secure", Some(&bot), &[]).await?.status, 200);
+
+    // Revoking the caller takes effect without a reload.
+    callers.revoke(&bot)?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = curl(&world, port, "/secure", Some(&bot), &[]).await?;
+        if answer.problem_type() == "urn:edgemtls:problem:client-certificate-revoked" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new CRL was not picked up: {answer:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // So does a renewed server certificate.
+    let renewed = IssueOptions { common_name: "localhost".into(), server: true, sans: vec!["localhost".into(), "127.0.0.1".into()], days: 60 };
+    let (chain, key) = world.ca.issue(&renewed)?;
+    let expected = edgemtls_host::pki::pem::certificates(chain.as_bytes())?;
+    let expected = inspect_leaf(Path::new("server.pem"), &expected[0])?.fingerprint_sha256;
+    std::fs::write(world.path().join("server.key"), key)?;
+    std::fs::write(world.path().join("server.pem"), chain)?;
+    loop {
+        let mut command = Command::new("sh");
+        command.arg("-c").arg(format!(
+            "openssl s_client -connect 127.0.0.1:{port} -servername localhost </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256"
+        ));
+        let output = run(command, None).await?;
+        let seen = String::from_utf8_lossy(&output.stdout).replace(':', "").to_ascii_lowercase();
+        if seen.contains(&expected) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the renewed server certificate was not picked up: {seen}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_caller_identity_reaches_an_nginx_upstream_only_when_the_route_forwards_it() -> anyhow::Result<()> {
+    let world = World::new()?;
+    let Some(nginx) = crate::nginx::Nginx::start(&world, r#"return 200 "nginx saw $ssl_client_s_dn; client-cert $http_client_cert\n";"#).await? else {
+        return Ok(());
+    };
+    world.add_cert("nginx_client", "nginx-client", &all_envs())?;
+    let callers = Callers::new(&world)?;
+    let bot = callers.client("bot", "deploy-bot")?;
+    let forward = |path: &str, forward: bool| {
+        format!(
+            "[[routes]]\npath = \"{path}\"\nhandler = \"url-forward\"\n[routes.options]\nbaseUrl = \"https://localhost:{}\"\nmtlsCertificate = \"nginx_client\"\nforwardClientCert = {forward}\n",
+            nginx.addr.port()
+        )
+    };
+    let routes = format!("{}{}", forward("/with", true), forward("/without", false));
+    let tls = "[tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = [\"callers/ca.pem\"]\nclient_auth = \"required\"\n";
+    let config = world.config(&format!("{tls}{routes}"), nginx.addr)?;
+    let host = world.serve(&config, Environment::Development).await?;
+
+    let der = edgemtls_host::pki::pem::certificates(&std::fs::read(&bot.cert)?)?;
+    let expected = {
+        use base64::Engine;
+        format!(":{}:", base64::engine::general_purpose::STANDARD.encode(&der[0]))
+    };
+    let with = curl(&world, port_of(&host), "/with", Some(&bot), &[]).await?;
+    assert_eq!(with.status, 200, "{with:?}");
+    assert!(with.body.contains("nginx saw O=edgemtls development,CN=nginx-client"), "edgemtls presented the named certificate: {}", with.body);
+    assert!(with.body.contains(&format!("client-cert {expected}")), "nginx got the caller's certificate: {}", with.body);
+    let without = curl(&world, port_of(&host), "/without", Some(&bot), &[]).await?;
+    assert_eq!(without.status, 200, "{without:?}");
+    assert!(without.body.trim_end().ends_with("client-cert"), "forwarded without being asked: {}", without.body);
+    Ok(())
+}
