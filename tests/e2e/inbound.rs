@@ -260,6 +260,21 @@ async fn callers_without_a_valid_certificate_are_refused_with_their_reason() -> 
     for reason in ["required", "unknown-issuer", "expired", "revoked", "wrong-purpose"] {
         assert!(metrics.contains(&format!("edgemtls_inbound_callers_refused_total{{reason=\"{reason}\"}} 1")), "{reason}: {metrics}");
     }
+
+    // Plain HTTP to the TLS listener never completes a handshake, and is counted.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut plain = tokio::net::TcpStream::connect(host.addr).await?;
+        plain.write_all(b"GET /secure HTTP/1.1\r\nHost: localhost\r\n\r\n").await?;
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(20), plain.read_to_end(&mut rest)).await;
+    }
+    let counted = "edgemtls_inbound_handshake_failures_total{reason=\"protocol\"} 1";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !host.handle.app().metrics().encode().contains(counted) {
+        assert!(Instant::now() < deadline, "the failed handshake was not counted: {}", host.handle.app().metrics().encode());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     Ok(())
 }
 

@@ -86,3 +86,39 @@ fn upstream_hosts_that_could_never_match_are_refused_with_the_fix() {
     assert_eq!(config.upstreams[0].hosts, vec!["*"]);
     assert_eq!(config.upstreams[1].hosts, vec!["[::1]:8443"]);
 }
+
+#[test]
+fn tls_and_caller_rules_are_checked_with_the_fix_named() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    for file in ["server.pem", "server.key", "callers.pem"] {
+        std::fs::write(dir.path().join(file), "")?;
+    }
+    let path = dir.path().join("edgemtls.toml");
+    let tls = |client: &str| format!("[tls]\ncert = \"server.pem\"\nkey = \"server.key\"\n{client}\n");
+    let route = |extra: &str| format!("[[routes]]\npath = \"/admin\"\nhandler = \"url-forward\"\n{extra}\n");
+
+    let config = Config::parse(
+        &path,
+        &(tls("client_auth = \"optional\"\nclient_ca = [\"callers.pem\"]") + &route("client_auth = \"required\"\nallowed_client_subjects = [\"CN=ops-*\"]")),
+    )?;
+    let listener = config.tls.as_ref().unwrap();
+    assert_eq!((listener.client_auth, listener.client_auth_exempt_loopback), (ClientAuth::Optional, false));
+    assert_eq!(config.routes[0].callers.client_auth, Some(ClientAuth::Required));
+    assert!(config.routes[0].callers.has_allow_list());
+
+    let refused = [
+        (tls("client_auth = \"required\""), route(""), "tls.client_ca: client_auth = \"required\" needs the CA bundle"),
+        (tls("client_auth = \"sometimes\"\nclient_ca = [\"callers.pem\"]"), route(""), "tls.client_auth: 'sometimes' is not one of"),
+        (tls("client_ca = [\"callers.pem\"]"), route(""), "client_ca or crl is set but client_auth is \"none\""),
+        (tls("client_auth = \"required\"\nclient_ca = [\"callers.pem\"]"), route("client_auth = \"optional\""), "looser than the listener's"),
+        (String::new(), route("client_auth = \"required\""), "routes[0].client_auth: callers can only present certificates when [tls]"),
+        (String::new(), route("allowed_client_issuers = [\"CN=x\"]"), "routes[0].allowed_client_*"),
+        (tls("client_auth = \"optional\"\nclient_ca = [\"missing.pem\"]"), route(""), "tls.client_ca: '"),
+        (tls("client_auth = \"optional\"\nclient_ca = [\"callers.pem\"]"), route("allowed_client_spki_sha256 = [\"abc\"]"), "is not a base64url SHA-256"),
+    ];
+    for (tls, route, expected) in refused {
+        let error = Config::parse(&path, &(tls.clone() + &route)).unwrap_err().to_string();
+        assert!(error.contains(expected), "{tls}{route}\nsaid: {error}\nexpected: {expected}");
+    }
+    Ok(())
+}
