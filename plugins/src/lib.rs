@@ -77,6 +77,19 @@ pub const BUILTINS: &[Builtin] = &[
         options: &[OptionSpec { name: "url", kind: OptionKind::Url, required: true }, MTLS_CERTIFICATE],
         certificate_vars: &["BACKEND_MTLS_CERT"],
     },
+    Builtin {
+        name: "mtls-auth",
+        wasm: include_bytes!(env!("MTLS_AUTH_WASM")),
+        options: &[
+            OptionSpec { name: "baseUrl", kind: OptionKind::Url, required: true },
+            MTLS_CERTIFICATE,
+            FORWARD_CLIENT_CERT,
+            OptionSpec { name: "allowedIssuers", kind: OptionKind::Text, required: false },
+            OptionSpec { name: "allowedSubjects", kind: OptionKind::Text, required: false },
+            OptionSpec { name: "requireBoundToken", kind: OptionKind::Boolean, required: false },
+        ],
+        certificate_vars: &[],
+    },
 ];
 
 /// The built-in handler called `name`.
@@ -92,4 +105,6 @@ pub mod paths {
     pub const URL_REWRITE: &str = env!("URL_REWRITE_WASM");
     /// `hello-mtls`.
     pub const HELLO_MTLS: &str = env!("HELLO_MTLS_WASM");
+    /// `mtls-auth`.
+    pub const MTLS_AUTH: &str = env!("MTLS_AUTH_WASM");
 }

@@ -419,3 +419,53 @@ async fn the_caller_identity_reaches_an_nginx_upstream_only_when_the_route_forwa
     assert!(without.body.trim_end().ends_with("client-cert"), "forwarded without being asked: {}", without.body);
     Ok(())
 }
+
+#[tokio::test]
+async fn mtls_auth_admits_callers_by_subject_and_by_the_binding_of_their_token() -> anyhow::Result<()> {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let world = World::new()?;
+    world.add_cert("edge", "edge-client", &all_envs())?;
+    let upstream = world.upstream(true).await?;
+    let callers = Callers::new(&world)?;
+    let bot = callers.client("bot", "deploy-bot")?;
+    let ops = callers.client("ops", "ops-agent")?;
+    let route = format!(
+        "[[routes]]\npath = \"/agents\"\nhandler = \"mtls-auth\"\n[routes.options]\nbaseUrl = \"https://localhost:{}\"\nmtlsCertificate = \"edge\"\nallowedSubjects = \"O=edgemtls development,CN=deploy-*\"\n",
+        upstream.addr().port()
+    );
+    let tls = "[tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = [\"callers/ca.pem\"]\nclient_auth = \"required\"\n";
+    let config = world.config(&format!("{tls}{route}"), upstream.addr())?;
+    let host = world.serve(&config, Environment::Development).await?;
+    let port = port_of(&host);
+
+    let facts = |client: &ClientFiles| -> anyhow::Result<edgemtls_host::pki::CertificateMetadata> {
+        let der = edgemtls_host::pki::pem::certificates(&std::fs::read(&client.cert)?)?;
+        Ok(inspect_leaf(&client.cert, &der[0])?)
+    };
+    let token = |binding: &str| {
+        let part = |json: &str| URL_SAFE_NO_PAD.encode(json);
+        let bearer = format!("{}.{}.c2ln", part(r#"{"alg":"ES256"}"#), part(&format!(r#"{{"sub":"bot","cnf":{{"x5t#S256":"{binding}"}}}}"#)));
+        format!("Authorization: Bearer {bearer}")
+    };
+    let bot_facts = facts(&bot)?;
+    let certificate_hash = {
+        let bytes: Vec<u8> = (0..bot_facts.fingerprint_sha256.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&bot_facts.fingerprint_sha256[i..i + 2], 16))
+            .collect::<Result<_, _>>()?;
+        URL_SAFE_NO_PAD.encode(bytes)
+    };
+
+    let unbound = curl(&world, port, "/agents/register", Some(&bot), &[]).await?;
+    assert_eq!(unbound.status, 200, "no token binding to check: {unbound:?}");
+    let spki_bound = curl(&world, port, "/agents/register", Some(&bot), &["-H", &token(&bot_facts.spki_sha256)]).await?;
+    assert_eq!(spki_bound.status, 200, "ARCP's SPKI binding: {spki_bound:?}");
+    let cert_bound = curl(&world, port, "/agents/register", Some(&bot), &["-H", &token(&certificate_hash)]).await?;
+    assert_eq!(cert_bound.status, 200, "RFC 8705's certificate binding: {cert_bound:?}");
+    let stolen = curl(&world, port, "/agents/register", Some(&bot), &["-H", &token(&facts(&ops)?.spki_sha256)]).await?;
+    assert_eq!((stolen.status, stolen.problem_type()), (401, "urn:edgemtls:problem:mtls-binding-mismatch".into()), "{stolen:?}");
+    let other_subject = curl(&world, port, "/agents/register", Some(&ops), &[]).await?;
+    assert_eq!((other_subject.status, other_subject.problem_type()), (401, "urn:edgemtls:problem:mtls-not-allowed".into()), "{other_subject:?}");
+    Ok(())
+}
