@@ -434,6 +434,15 @@ pub fn forward_with_client_cert(request: crate::IncomingRequest, url: &str, cert
     forward_as(request, url, certificate, true)
 }
 
+/// Forwards as the built-in handlers do, as the route's options say: the certificate named
+/// by `mtlsCertificate` (absent or empty: none), and the caller's certificate passed on when
+/// `forwardClientCert` is `true`.
+pub fn forward_by_route_options(request: crate::IncomingRequest, url: &str) -> Response {
+    let certificate = crate::config("mtlsCertificate").unwrap_or_default();
+    let client_cert = crate::config("forwardClientCert").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    forward_as(request, url, &certificate, client_cert)
+}
+
 fn forward_as(request: crate::IncomingRequest, url: &str, certificate: &str, client_cert: bool) -> Response {
     let method = request.method();
     let headers = request.headers();

@@ -28,6 +28,20 @@ struct ClientFiles {
     key: PathBuf,
 }
 
+impl ClientFiles {
+    /// The certificate (DER).
+    fn der(&self) -> anyhow::Result<rustls_pki_types::CertificateDer<'static>> {
+        let mut chain = edgemtls_host::pki::pem::certificates(&std::fs::read(&self.cert)?)?;
+        anyhow::ensure!(!chain.is_empty(), "{} holds no certificate", self.cert.display());
+        Ok(chain.remove(0))
+    }
+
+    /// What the store's inspection says about it (serial, SPKI hash, fingerprint).
+    fn metadata(&self) -> anyhow::Result<edgemtls_host::pki::CertificateMetadata> {
+        Ok(inspect_leaf(&self.cert, &self.der()?)?)
+    }
+}
+
 impl Callers {
     fn new(world: &World) -> anyhow::Result<Self> {
         let dir = world.path().join("callers");
@@ -52,8 +66,7 @@ impl Callers {
 
     /// Revokes `client` in the CRL the listener reads.
     fn revoke(&self, client: &ClientFiles) -> anyhow::Result<()> {
-        let der = edgemtls_host::pki::pem::certificates(&std::fs::read(&client.cert)?)?;
-        let serial = inspect_leaf(&client.cert, &der[0])?.serial;
+        let serial = client.metadata()?.serial;
         std::fs::write(self.dir.join("crl.pem"), self.ca.revocation_list(&[&serial])?)?;
         Ok(())
     }
@@ -405,10 +418,9 @@ async fn the_caller_identity_reaches_an_nginx_upstream_only_when_the_route_forwa
     let config = world.config(&format!("{tls}{routes}"), nginx.addr)?;
     let host = world.serve(&config, Environment::Development).await?;
 
-    let der = edgemtls_host::pki::pem::certificates(&std::fs::read(&bot.cert)?)?;
     let expected = {
         use base64::Engine;
-        format!(":{}:", base64::engine::general_purpose::STANDARD.encode(&der[0]))
+        format!(":{}:", base64::engine::general_purpose::STANDARD.encode(bot.der()?))
     };
     let with = curl(&world, port_of(&host), "/with", Some(&bot), &[]).await?;
     assert_eq!(with.status, 200, "{with:?}");
@@ -439,16 +451,12 @@ async fn mtls_auth_admits_callers_by_subject_and_by_the_binding_of_their_token()
     let host = world.serve(&config, Environment::Development).await?;
     let port = port_of(&host);
 
-    let facts = |client: &ClientFiles| -> anyhow::Result<edgemtls_host::pki::CertificateMetadata> {
-        let der = edgemtls_host::pki::pem::certificates(&std::fs::read(&client.cert)?)?;
-        Ok(inspect_leaf(&client.cert, &der[0])?)
-    };
     let token = |binding: &str| {
         let part = |json: &str| URL_SAFE_NO_PAD.encode(json);
         let bearer = format!("{}.{}.c2ln", part(r#"{"alg":"ES256"}"#), part(&format!(r#"{{"sub":"bot","cnf":{{"x5t#S256":"{binding}"}}}}"#)));
         format!("Authorization: Bearer {bearer}")
     };
-    let bot_facts = facts(&bot)?;
+    let bot_facts = bot.metadata()?;
     let certificate_hash = {
         let bytes: Vec<u8> = (0..bot_facts.fingerprint_sha256.len())
             .step_by(2)
@@ -463,7 +471,7 @@ async fn mtls_auth_admits_callers_by_subject_and_by_the_binding_of_their_token()
     assert_eq!(spki_bound.status, 200, "ARCP's SPKI binding: {spki_bound:?}");
     let cert_bound = curl(&world, port, "/agents/register", Some(&bot), &["-H", &token(&certificate_hash)]).await?;
     assert_eq!(cert_bound.status, 200, "RFC 8705's certificate binding: {cert_bound:?}");
-    let stolen = curl(&world, port, "/agents/register", Some(&bot), &["-H", &token(&facts(&ops)?.spki_sha256)]).await?;
+    let stolen = curl(&world, port, "/agents/register", Some(&bot), &["-H", &token(&ops.metadata()?.spki_sha256)]).await?;
     assert_eq!((stolen.status, stolen.problem_type()), (401, "urn:edgemtls:problem:mtls-binding-mismatch".into()), "{stolen:?}");
     let other_subject = curl(&world, port, "/agents/register", Some(&ops), &[]).await?;
     assert_eq!((other_subject.status, other_subject.problem_type()), (401, "urn:edgemtls:problem:mtls-not-allowed".into()), "{other_subject:?}");

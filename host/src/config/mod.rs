@@ -395,6 +395,7 @@ impl Reader<'_> {
             trimmed => trimmed.to_string(),
         };
         let reuse = self.reuse(&key, &component, &route)?;
+        let callers = self.caller_rule(&key, &mut route, tls)?;
         let allowed_outbound_hosts = match route.allowed_outbound_hosts {
             None => None,
             Some(entries) => Some(
@@ -405,17 +406,6 @@ impl Reader<'_> {
                     .collect::<Result<Vec<_>, _>>()?,
             ),
         };
-        let callers = self.caller_rule(
-            &key,
-            tls::CallerToml {
-                client_auth: route.client_auth,
-                allowed_client_issuers: route.allowed_client_issuers,
-                allowed_client_subjects: route.allowed_client_subjects,
-                allowed_client_sans: route.allowed_client_sans,
-                allowed_client_spki_sha256: route.allowed_client_spki_sha256,
-            },
-            tls,
-        )?;
         Ok(Route {
             path,
             handler: route.handler,

@@ -99,16 +99,6 @@ pub(super) struct TlsToml {
     client_auth_exempt_loopback: bool,
 }
 
-/// A route's keys about callers (in `[[routes]]`).
-#[derive(Default)]
-pub(super) struct CallerToml {
-    pub(super) client_auth: Option<String>,
-    pub(super) allowed_client_issuers: Vec<String>,
-    pub(super) allowed_client_subjects: Vec<String>,
-    pub(super) allowed_client_sans: Vec<String>,
-    pub(super) allowed_client_spki_sha256: Vec<String>,
-}
-
 impl super::Reader<'_> {
     /// The `[tls]` table, its files checked to exist.
     pub(super) fn tls(&self, raw: TlsToml) -> Result<TlsListener, super::ConfigError> {
@@ -140,11 +130,12 @@ impl super::Reader<'_> {
         Ok(listener)
     }
 
-    /// A route's rule for callers; `listener` is the `[tls]` table, if any.
+    /// A route's rule for callers (its `client_auth` and `allowed_client_*` keys, taken from
+    /// `raw`); `listener` is the `[tls]` table, if any.
     pub(super) fn caller_rule(
         &self,
         key: &dyn Fn(&str) -> String,
-        raw: CallerToml,
+        raw: &mut super::RouteToml,
         listener: Option<&TlsListener>,
     ) -> Result<CallerRule, super::ConfigError> {
         let client_auth = raw
@@ -161,9 +152,9 @@ impl super::Reader<'_> {
         }
         let rule = CallerRule {
             client_auth,
-            issuers: raw.allowed_client_issuers,
-            subjects: raw.allowed_client_subjects,
-            sans: raw.allowed_client_sans,
+            issuers: std::mem::take(&mut raw.allowed_client_issuers),
+            subjects: std::mem::take(&mut raw.allowed_client_subjects),
+            sans: std::mem::take(&mut raw.allowed_client_sans),
             spki_sha256,
         };
         let listener_auth = listener.map_or(ClientAuth::None, |l| l.client_auth);

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use hyper::header::{HeaderName, HeaderValue};
 use rustls::CertificateError;
 use rustls_pki_types::CertificateDer;
-use x509_parser::prelude::{FromDer, GeneralName, X509Certificate, X509Name};
+use x509_parser::prelude::{FromDer, X509Certificate, X509Name};
 
 use super::headers;
 
@@ -63,24 +63,31 @@ impl CallerProblem {
         }
     }
 
-    /// From the verifier's typed error.
+    /// From the verifier's typed error, in plain words (rustls' own text for some of these
+    /// is its `Debug` form).
     pub(super) fn from_tls(error: &rustls::Error) -> Self {
         let rustls::Error::InvalidCertificate(error) = error else {
-            return Self::Invalid(error.to_string());
+            return Self::Invalid("it could not be verified".into());
         };
+        let invalid = |why: &str| Self::Invalid(why.into());
         match error {
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => Self::Expired,
             CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => Self::NotYetValid,
             CertificateError::UnknownIssuer => Self::UnknownIssuer,
             CertificateError::Revoked => Self::Revoked,
             CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => Self::WrongPurpose,
-            CertificateError::BadEncoding => Self::Invalid("it is not a well-formed X.509 certificate".into()),
-            CertificateError::BadSignature => Self::Invalid("its signature does not verify".into()),
-            CertificateError::UnknownRevocationStatus => Self::Invalid("its revocation status is unknown".into()),
+            CertificateError::BadEncoding => invalid("it is not a well-formed X.509 certificate"),
+            CertificateError::BadSignature => invalid("its signature does not verify"),
+            CertificateError::UnknownRevocationStatus => invalid("its revocation status is unknown"),
             CertificateError::ExpiredRevocationList | CertificateError::ExpiredRevocationListContext { .. } => {
-                Self::Invalid("the CRL for its issuer has expired; the operator must refresh it".into())
+                invalid("the CRL for its issuer has expired; the operator must refresh it")
             }
-            other => Self::Invalid(other.to_string()),
+            CertificateError::UnsupportedSignatureAlgorithmContext { .. }
+            | CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+                invalid("it is signed with an algorithm this server does not support")
+            }
+            CertificateError::UnhandledCriticalExtension => invalid("it has a critical extension this server does not understand"),
+            _ => invalid("the verifier refused it"),
         }
     }
 }
@@ -161,32 +168,13 @@ fn facts(leaf: &CertificateDer<'_>, verdict: Result<(), CallerProblem>) -> Resul
     let time = |t: x509_parser::time::ASN1Time| {
         time::OffsetDateTime::from_unix_timestamp(t.timestamp()).map(crate::pki::rfc3339).unwrap_or_default()
     };
-    let mut sans = Vec::new();
-    if let Ok(Some(extension)) = cert.subject_alternative_name() {
-        for name in &extension.value.general_names {
-            match name {
-                GeneralName::DNSName(dns) => sans.push(format!("DNS:{dns}")),
-                GeneralName::RFC822Name(email) => sans.push(format!("email:{email}")),
-                GeneralName::URI(uri) => sans.push(format!("URI:{uri}")),
-                GeneralName::IPAddress(bytes) => {
-                    let ip = match bytes.len() {
-                        4 => <[u8; 4]>::try_from(*bytes).ok().map(|b| std::net::IpAddr::from(b).to_string()),
-                        16 => <[u8; 16]>::try_from(*bytes).ok().map(|b| std::net::IpAddr::from(b).to_string()),
-                        _ => None,
-                    };
-                    sans.extend(ip.map(|ip| format!("IP:{ip}")));
-                }
-                _ => {}
-            }
-        }
-    }
     let mut spki_sha256 = [0u8; 32];
     spki_sha256.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, cert.public_key().raw).as_ref());
     Ok(PresentedCertificate {
         subject: rfc4514(cert.subject()),
         issuer: rfc4514(cert.issuer()),
         serial: cert.tbs_certificate.raw_serial().iter().map(|b| format!("{b:02x}")).collect(),
-        sans,
+        sans: crate::pki::subject_alt_names(&cert),
         not_before: time(cert.validity().not_before),
         not_after: time(cert.validity().not_after),
         fingerprint_sha256: ring::digest::digest(&ring::digest::SHA256, leaf).as_ref().iter().map(|b| format!("{b:02x}")).collect(),

@@ -236,32 +236,25 @@ impl Loaded {
 fn caller_verifier(settings: &TlsListener, provider: &Arc<CryptoProvider>) -> Result<Arc<dyn ClientCertVerifier>, TlsSetupError> {
     let mut roots = RootCertStore::empty();
     for path in &settings.client_ca {
-        let fail = |reason: String| TlsSetupError { key: "client_ca", path: path.clone(), reason };
-        let certificates = crate::pki::pem::certificates_pem_or_der(read("client_ca", path)?).map_err(|e| fail(e.to_string()))?;
-        let (added, _) = roots.add_parsable_certificates(certificates);
-        if added == 0 {
-            return Err(fail("no usable CA certificate".into()));
-        }
+        crate::pki::trust_files::add_ca_bundle(path, &mut roots)
+            .map_err(|reason| TlsSetupError { key: "client_ca", path: path.clone(), reason })?;
     }
     let mut crls = Vec::new();
     for path in &settings.crl {
-        let fail = |reason: String| TlsSetupError { key: "crl", path: path.clone(), reason };
-        let file_crls = crate::pki::pem::crls_pem_or_der(read("crl", path)?).map_err(|e| fail(e.to_string()))?;
-        if file_crls.is_empty() {
-            return Err(fail("no X509 CRL section".into()));
-        }
-        crls.extend(file_crls);
+        crls.extend(
+            crate::pki::trust_files::read_crls(path, provider).map_err(|reason| TlsSetupError { key: "crl", path: path.clone(), reason })?,
+        );
     }
     let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
     if !crls.is_empty() {
         builder = builder.with_crls(crls).allow_unknown_revocation_status();
     }
-    builder.build().map_err(|error| {
-        let (key, path) = match (&error, settings.crl.first()) {
-            (rustls::server::VerifierBuilderError::InvalidCrl(_), Some(crl)) => ("crl", crl.clone()),
-            _ => ("client_ca", settings.client_ca.first().cloned().unwrap_or_default()),
-        };
-        TlsSetupError { key, path, reason: format!("cannot be used to verify callers: {error}") }
+    // Every CA and CRL was checked above: what is left is a bundle with no root at all,
+    // which `[tls]` parsing already refuses.
+    builder.build().map_err(|_| TlsSetupError {
+        key: "client_ca",
+        path: settings.client_ca.first().cloned().unwrap_or_default(),
+        reason: "no CA certificate to verify callers with".into(),
     })
 }
 

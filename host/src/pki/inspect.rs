@@ -159,18 +159,7 @@ pub fn inspect_leaf(path: &Path, der: &CertificateDer<'_>) -> Result<Certificate
         .and_then(|cn| cn.as_str().ok())
         .map(str::to_string);
 
-    let mut sans = Vec::new();
-    if let Ok(Some(ext)) = cert.subject_alternative_name() {
-        for name in &ext.value.general_names {
-            match name {
-                GeneralName::DNSName(dns) => sans.push(format!("DNS:{dns}")),
-                GeneralName::RFC822Name(email) => sans.push(format!("email:{email}")),
-                GeneralName::URI(uri) => sans.push(format!("URI:{uri}")),
-                GeneralName::IPAddress(bytes) => sans.push(format!("IP:{}", ip_to_string(bytes))),
-                _ => {}
-            }
-        }
-    }
+    let sans = subject_alt_names(&cert);
 
     Ok(CertificateMetadata {
         subject: cert.subject().to_string(),
@@ -185,6 +174,24 @@ pub fn inspect_leaf(path: &Path, der: &CertificateDer<'_>) -> Result<Certificate
         spki_sha256: URL_SAFE_NO_PAD.encode(sha256(cert.public_key().raw)),
         fingerprint_sha256: sha256(der).as_ref().iter().map(|b| format!("{b:02x}")).collect(),
     })
+}
+
+/// A certificate's subject alternative names, each with its type as OpenSSL writes it:
+/// `DNS:api.example.com`, `IP:10.0.0.1`, `URI:spiffe://…`, `email:ops@example.com`.
+pub fn subject_alt_names(cert: &X509Certificate<'_>) -> Vec<String> {
+    let Ok(Some(extension)) = cert.subject_alternative_name() else { return Vec::new() };
+    extension
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(dns) => Some(format!("DNS:{dns}")),
+            GeneralName::RFC822Name(email) => Some(format!("email:{email}")),
+            GeneralName::URI(uri) => Some(format!("URI:{uri}")),
+            GeneralName::IPAddress(bytes) => Some(format!("IP:{}", ip_to_string(bytes))),
+            _ => None,
+        })
+        .collect()
 }
 
 fn ip_to_string(bytes: &[u8]) -> String {

@@ -6,14 +6,14 @@
 //! `check_hostname = false`. Handshake signatures are always checked.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use super::Authority;
 use crate::config::UpstreamTrust;
@@ -76,21 +76,11 @@ impl HostnameMismatch {
 /// The DNS names and IP addresses in a certificate's subjectAltName, which is what
 /// hostname verification matches (the subject CN is not used).
 fn subject_alt_names(cert: &CertificateDer<'_>) -> Vec<String> {
-    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    use x509_parser::prelude::{FromDer, X509Certificate};
     let Ok((_, parsed)) = X509Certificate::from_der(cert) else { return Vec::new() };
-    let Ok(Some(san)) = parsed.subject_alternative_name() else { return Vec::new() };
-    san.value
-        .general_names
-        .iter()
-        .filter_map(|name| match name {
-            GeneralName::DNSName(dns) => Some(dns.to_string()),
-            GeneralName::IPAddress(bytes) => match bytes.len() {
-                4 => <[u8; 4]>::try_from(*bytes).ok().map(|b| std::net::IpAddr::from(b).to_string()),
-                16 => <[u8; 16]>::try_from(*bytes).ok().map(|b| std::net::IpAddr::from(b).to_string()),
-                _ => None,
-            },
-            _ => None,
-        })
+    crate::pki::subject_alt_names(&parsed)
+        .into_iter()
+        .filter_map(|name| name.strip_prefix("DNS:").or_else(|| name.strip_prefix("IP:")).map(str::to_string))
         .collect()
 }
 
@@ -105,44 +95,6 @@ impl std::fmt::Debug for TrustProfiles {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TrustProfiles").field("profiles", &self.verifiers.len()).finish_non_exhaustive()
     }
-}
-
-/// A CA bundle or CRL file's bytes; those of real PKIs stay well under the cap.
-fn read_trust_file(path: &Path) -> Result<Vec<u8>, String> {
-    crate::files::read_regular_file(path, 32 << 20).map_err(|e| e.to_string())
-}
-
-/// Parses one CRL as the verifier will, so a bad file is named with a plain reason.
-fn check_crl(crl: &CertificateRevocationListDer<'static>, path: &Path, provider: &Arc<CryptoProvider>) -> Result<(), TrustError> {
-    use rustls::CertRevocationListError as E;
-    use rustls::client::VerifierBuilderError;
-    // Any root will do: only the CRL's own parsing is checked here.
-    let mut roots = RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().take(1).cloned());
-    let error = match WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .with_crls([crl.clone()])
-        .build()
-    {
-        Ok(_) => return Ok(()),
-        Err(error) => error,
-    };
-    let reason = match &error {
-        VerifierBuilderError::InvalidCrl(crl_error) => match crl_error {
-            E::ParseError | E::Other(_) => "not a valid X.509 CRL: it could not be parsed".to_string(),
-            E::BadSignature => "its signature does not verify".into(),
-            E::InvalidCrlNumber => "its CRL number is invalid".into(),
-            E::InvalidRevokedCertSerialNumber => "it lists an invalid serial number".into(),
-            E::IssuerInvalidForCrl => "its issuer may not sign CRLs (no cRLSign key usage)".into(),
-            E::UnsupportedCrlVersion => "only version 2 CRLs are supported".into(),
-            E::UnsupportedCriticalExtension => "it has a critical extension that is not supported".into(),
-            E::UnsupportedDeltaCrl => "delta CRLs are not supported; use a complete CRL".into(),
-            E::UnsupportedIndirectCrl => "indirect CRLs are not supported".into(),
-            E::UnsupportedRevocationReason => "it uses a revocation reason that is not supported".into(),
-            _ => "it cannot be used (its signature algorithm is not supported)".into(),
-        },
-        other => other.to_string(),
-    };
-    Err(TrustError::Crl { path: path.to_path_buf(), reason })
 }
 
 impl TrustProfiles {
@@ -160,26 +112,15 @@ impl TrustProfiles {
             let hosts = entry.hosts.join(", ");
             let mut roots = web_roots.clone();
             if let Some(path) = &entry.ca_bundle {
-                let certs = read_trust_file(path)
-                    .and_then(|bytes| crate::pki::pem::certificates_pem_or_der(bytes).map_err(|e| e.to_string()))
+                crate::pki::trust_files::add_ca_bundle(path, &mut roots)
                     .map_err(|reason| TrustError::CaBundle { path: path.clone(), reason })?;
-                let (added, _ignored) = roots.add_parsable_certificates(certs);
-                if added == 0 {
-                    return Err(TrustError::CaBundle { path: path.clone(), reason: "no usable CA certificate".into() });
-                }
             }
             let mut crls = Vec::new();
             for path in &entry.crl {
-                let file_crls = read_trust_file(path)
-                    .and_then(|bytes| crate::pki::pem::crls_pem_or_der(bytes).map_err(|e| e.to_string()))
-                    .map_err(|reason| TrustError::Crl { path: path.clone(), reason })?;
-                if file_crls.is_empty() {
-                    return Err(TrustError::Crl { path: path.clone(), reason: "no X509 CRL section".into() });
-                }
-                for crl in file_crls {
-                    check_crl(&crl, path, &provider)?;
-                    crls.push(crl);
-                }
+                crls.extend(
+                    crate::pki::trust_files::read_crls(path, &provider)
+                        .map_err(|reason| TrustError::Crl { path: path.clone(), reason })?,
+                );
             }
             let mut builder = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone());
             if !crls.is_empty() {

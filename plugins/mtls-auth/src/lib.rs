@@ -18,7 +18,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use edgemtls_guest::{ClientCertificate, IncomingRequest, Response, config, forward, forward_with_client_cert};
+use edgemtls_guest::{ClientCertificate, IncomingRequest, Response, config, forward_by_route_options};
 
 struct MtlsAuth;
 
@@ -101,12 +101,7 @@ impl edgemtls_guest::Handler for MtlsAuth {
             Ok(_) => {}
         }
         let url = format!("{}{}", base.trim_end_matches('/'), request.path_with_query());
-        let upstream_certificate = config("mtlsCertificate").unwrap_or_default();
-        if config("forwardClientCert").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-            forward_with_client_cert(request, &url, &upstream_certificate)
-        } else {
-            forward(request, &url, &upstream_certificate)
-        }
+        forward_by_route_options(request, &url)
     }
 }
 

@@ -7,7 +7,7 @@
 //! hop-by-hop) and body are forwarded; bodies stream both ways. `forwardClientCert` (default
 //! `false`): pass the caller's verified certificate on as RFC 9440 `Client-Cert` headers.
 
-use edgemtls_guest::{IncomingRequest, Response, config, forward, forward_with_client_cert};
+use edgemtls_guest::{IncomingRequest, Response, config, forward_by_route_options};
 
 struct UrlRewrite;
 
@@ -61,12 +61,7 @@ impl edgemtls_guest::Handler for UrlRewrite {
             Ok(url) => url,
             Err(reason) => return misconfigured(&reason),
         };
-        let certificate = config("mtlsCertificate").unwrap_or_default();
-        if config("forwardClientCert").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-            forward_with_client_cert(request, &url, &certificate)
-        } else {
-            forward(request, &url, &certificate)
-        }
+        forward_by_route_options(request, &url)
     }
 }
 
