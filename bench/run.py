@@ -18,6 +18,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -292,6 +293,27 @@ ca_bundle = "{self.pki / 'ca.pem'}"
                                 port=port, env={"RUST_LOG": "warn"})
         return port, proc
 
+    def start_edgemtls_tls(self):
+        """A second edgemtls whose listener requires callers' certificates (inbound mTLS)."""
+        port = free_port()
+        config = self.workdir / "edgemtls-tls.toml"
+        config.write_text(f"""
+[tls]
+cert = "{self.pki / 'localhost.pem'}"
+key = "{self.pki / 'localhost.key'}"
+client_auth = "required"
+client_ca = ["{self.pki / 'ca.pem'}"]
+
+[[routes]]
+path = "/const"
+handler = "{self.guests / 'bench_constant.wasm'}"
+max_requests_per_instance = 1000
+""")
+        proc = self.procs.start("edgemtls-tls", [self.bin / "edgemtls", "--store", self.store, "serve", "--config", config,
+                                                 "--env", "production", "--listen", f"127.0.0.1:{port}"],
+                                port=port, env={"RUST_LOG": "warn"})
+        return port, proc
+
     def start_native(self):
         natives = {}
         for name, (up, _) in self.upstreams.items():
@@ -310,6 +332,7 @@ ca_bundle = "{self.pki / 'ca.pem'}"
             self.results["notes"].append("nginx is not installed: (b) did not take part (apt-get install nginx).")
             return None, None
         port = free_port()
+        self.nginx_tls_port = free_port()
         d = self.workdir / "nginx"
         (d / "logs").mkdir(parents=True, exist_ok=True)
         pki = self.pki
@@ -367,6 +390,16 @@ http {{
             proxy_ssl_certificate {self.fanout_files}/$fan_backend.pem;
             proxy_ssl_certificate_key {self.fanout_files}/$fan_backend.key;
         }}
+    }}
+    # Inbound mTLS: callers must present a certificate from the dev CA.
+    server {{
+        listen 127.0.0.1:{self.nginx_tls_port} ssl;
+        ssl_certificate {pki}/localhost.pem;
+        ssl_certificate_key {pki}/localhost.key;
+        ssl_verify_client on;
+        ssl_client_certificate {pki}/ca.pem;
+        keepalive_requests 1000000;  # edgemtls sets no limit; nginx's default 1000 would add handshakes
+        location /const {{ return 200 "ok\n"; }}
     }}
 }}
 """
@@ -442,6 +475,47 @@ http {{
             "cpu_us_per_request": cpu * 1e6 / requests,
             "requests": requests,
         }
+
+    def tls_load(self, port, proc, handshake_per_request):
+        """Like wrk(), over HTTPS with the bench client's certificate (bench-tool tls-load)."""
+        def load(seconds):
+            cmd = [self.bin / "bench-tool", "tls-load", "--url", f"https://localhost:{port}/const",
+                   "--connect", f"127.0.0.1:{port}", "--ca", self.pki / "ca.pem",
+                   "--cert", self.pki / f"{CLIENT_CN}.pem", "--key", self.pki / f"{CLIENT_CN}.key",
+                   "--connections", self.connections, "--seconds", seconds, "--expect-bytes", 3]
+            if handshake_per_request:
+                cmd.append("--handshake-per-request")
+            out = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
+            if out.returncode != 0:
+                raise BenchError(f"tls-load on :{port} failed: {out.stderr}")
+            return json.loads(out.stdout)
+        if not self.smoke:
+            load(1)
+        cpu_before = cpu_seconds(proc.pid)
+        result = load(self.duration)
+        cpu = cpu_seconds(proc.pid) - cpu_before
+        if result["failures"] or not result["requests"]:
+            raise BenchError(f"tls-load on :{port}: {result['requests']} requests, failures: {result['failures']}")
+        return {
+            "rps": result["rps"],
+            "p50_ms": result["p50_us"] / 1000,
+            "p99_ms": result["p99_us"] / 1000,
+            "cpu_us_per_request": cpu * 1e6 / result["requests"],
+            "requests": result["requests"],
+        }
+
+    def refuses_without_certificate(self, label, port):
+        """Inbound verification is on: a caller without a certificate must not get a 200."""
+        context = ssl.create_default_context(cafile=str(self.pki / "ca.pem"))
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+                    context.wrap_socket(raw, server_hostname="localhost") as s:
+                s.sendall(b"GET /const HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                answer = s.recv(100)
+        except (ssl.SSLError, ConnectionError):
+            return
+        if answer.startswith(b"HTTP/1.1 200"):
+            raise BenchError(f"{label} answered 200 to a caller without a client certificate: {answer!r}")
 
     def scenario(self, name, systems, unavailable=None):
         """systems: {label: callable -> result dict}; unavailable: {label: reason}."""
@@ -526,6 +600,18 @@ http {{
             "c": (lambda: self.wrk(w_port, "/", w_proc, 3, expect_cn=None)) if w_port else None,
             "d": lambda: self.wrk(natives["keepalive"][0], "/const", natives["keepalive"][1], 3, expect_cn=None),
         })
+
+        t_port, t_proc = self.start_edgemtls_tls()
+        self.refuses_without_certificate("edgemtls", t_port)
+        if n_port:
+            self.refuses_without_certificate("nginx", self.nginx_tls_port)
+        no_listener = "the native proxy has no TLS listener"
+        for label, per_request in [("inbound mTLS, keep-alive (constant answer)", False),
+                                   ("inbound mTLS, full handshake per request (constant answer)", True)]:
+            self.scenario(label, {
+                "a": lambda: self.tls_load(t_port, t_proc, per_request),
+                "b": (lambda: self.tls_load(self.nginx_tls_port, n_proc, per_request)) if n_port else None,
+            }, {"c": "wasmtime serve has no TLS listener", "d": no_listener})
         self.procs.stop_all()
         self.store_scale()
         self.write()

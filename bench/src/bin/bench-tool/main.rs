@@ -11,6 +11,8 @@ use edgemtls_host::Environment;
 use edgemtls_host::pki::{DevCa, Identity, IssueOptions, inspect_leaf};
 use edgemtls_host::store::{NewCertificate, Store};
 
+mod tls_load;
+
 #[derive(Parser)]
 struct Args {
     #[command(subcommand)]
@@ -55,6 +57,10 @@ enum Command {
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
     },
+    /// HTTPS load with a client certificate (wrk has none): `connections` callers on one
+    /// thread, each on a keep-alive connection or with a new connection and a full handshake
+    /// (no resumption) per request. Fails when any answer is not 200 with `expect_bytes`.
+    TlsLoad(tls_load::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -64,6 +70,7 @@ fn main() -> anyhow::Result<()> {
         Command::HandshakeRate { ca, client_cert, client_key, server_cert, server_key, seconds } => {
             handshake_rate(&ca, &client_cert, &client_key, &server_cert, &server_key, seconds)
         }
+        Command::TlsLoad(options) => tls_load::run(options),
     }
 }
 
@@ -76,7 +83,7 @@ fn populate(store_dir: &std::path::Path, ca: &std::path::Path, count: usize, pre
     let started = Instant::now();
     for i in 0..count {
         let name = format!("{prefix}{i}");
-        let options = IssueOptions { common_name: format!("{prefix}-cn-{i}"), server: false, sans: vec![], days: 30 };
+        let options = IssueOptions { common_name: format!("{prefix}-cn-{i}"), server: false, sans: vec![], days: 30, key_type: Default::default() };
         let (cert_pem, key_pem) = ca.issue(&options)?;
         if let Some(dir) = &files {
             std::fs::write(dir.join(format!("{name}.pem")), &cert_pem)?;
