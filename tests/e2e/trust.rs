@@ -30,6 +30,7 @@ fn server_cert(ca: &DevCa, sans: &[&str]) -> anyhow::Result<(String, String)> {
         server: true,
         sans: sans.iter().map(|s| s.to_string()).collect(),
         days: 30,
+        key_type: Default::default(),
     };
     Ok(ca.issue(&options)?)
 }
@@ -106,7 +107,7 @@ fn assert_served(reply: &Reply, upstream: &EchoUpstream, before: Seen, label: &s
 async fn ca_bundle_of_another_ca_is_refused_and_the_issuing_ca_is_trusted() -> anyhow::Result<()> {
     let world = world()?;
     let other = DevCa::generate("other test CA", 30)?;
-    other.write_to(&world.path().join("other-pki"))?;
+    other.write_to(&world.path().join("other-pki"), None)?;
     let (chain, key) = server_cert(&other, LOCALHOST)?;
     let upstream = world.upstream_with(&chain, &key, true).await?;
 

@@ -1,5 +1,6 @@
 //! One module per top-level command; each has a `*Command` with `execute(self)`.
 
 pub mod cert;
+pub mod passphrase;
 pub mod pki;
 pub mod serve;

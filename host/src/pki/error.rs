@@ -48,10 +48,22 @@ pub enum PkiError {
         /// How many keys were found.
         count: usize,
     },
-    /// The private key is encrypted (PEM `ENCRYPTED PRIVATE KEY`).
-    #[error("the private key in '{path}' is encrypted; decrypt it first (openssl pkey -in KEY -out PLAIN) or import a PKCS#12 file with --password-env")]
+    /// The private key is encrypted (PEM `ENCRYPTED PRIVATE KEY`) and no passphrase was given.
+    #[error("the private key in '{path}' is encrypted; name the environment variable that holds its passphrase with --password-env")]
     EncryptedKey {
         /// The file.
+        path: PathBuf,
+    },
+    /// The CA key is encrypted (`pki init --encrypt`) and no passphrase was given.
+    #[error("the CA key '{path}' is encrypted; name the environment variable that holds its passphrase with --password-env, or run on a terminal to be asked")]
+    CaKeyEncrypted {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// The passphrase does not open an encrypted key.
+    #[error("wrong passphrase for the encrypted key in '{path}'")]
+    WrongPassphrase {
+        /// The key file.
         path: PathBuf,
     },
     /// A PKCS#12 file needs a password that was not given or was wrong.

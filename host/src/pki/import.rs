@@ -23,7 +23,7 @@ pub struct ImportRequest<'a> {
     pub cert_path: &'a Path,
     /// A separate private key (PEM or DER; PKCS#8, PKCS#1 or SEC1).
     pub key_path: Option<&'a Path>,
-    /// The PKCS#12 password, if any.
+    /// The password of a PKCS#12 file or an encrypted PKCS#8 key, if any.
     pub password: Option<&'a str>,
 }
 
@@ -109,6 +109,30 @@ pub fn load_identity(request: ImportRequest<'_>) -> Result<Identity, PkiError> {
     Ok(Identity { chain, key, cert_path, key_path, warnings })
 }
 
+/// Reads the certificates of a file in any format `load_identity` accepts (a key in it is
+/// ignored), leaf first: the first certificate that is not a CA's (a `.p7b` often lists the
+/// CA first), then the others in file order.
+pub fn load_certificates(path: &Path, password: Option<&str>) -> Result<Vec<CertificateDer<'static>>, PkiError> {
+    let path = expand_tilde(path);
+    let contents = read_limited(&path)?;
+    let mut certs = parse_container(&path, &contents, password)?.certs;
+    let is_ca = |cert: &CertificateDer<'_>| {
+        X509Certificate::from_der(cert)
+            .ok()
+            .and_then(|(_, parsed)| parsed.basic_constraints().ok().flatten().map(|bc| bc.value.ca))
+            .unwrap_or(false)
+    };
+    match certs.iter().position(|cert| !is_ca(cert)) {
+        None if certs.is_empty() => Err(PkiError::NoCertificate { path }),
+        Some(leaf) => {
+            let leaf = certs.remove(leaf);
+            certs.insert(0, leaf);
+            Ok(certs)
+        }
+        None => Ok(certs),
+    }
+}
+
 /// The certificates and keys found in one file.
 #[derive(Default)]
 struct Parsed {
@@ -171,13 +195,13 @@ fn unparseable(path: &Path, reason: impl Into<String>) -> PkiError {
 
 fn parse_container(path: &Path, bytes: &[u8], password: Option<&str>) -> Result<Parsed, PkiError> {
     if super::pem::looks_like_pem(bytes) {
-        parse_pem(path, bytes)
+        parse_pem(path, bytes, password)
     } else {
         parse_der(path, bytes, password)
     }
 }
 
-fn parse_pem(path: &Path, bytes: &[u8]) -> Result<Parsed, PkiError> {
+fn parse_pem(path: &Path, bytes: &[u8], password: Option<&str>) -> Result<Parsed, PkiError> {
     let sections = super::pem::sections(bytes).map_err(|reason| unparseable(path, reason.to_string()))?;
     let mut parsed = Parsed::default();
     for section in sections {
@@ -191,7 +215,16 @@ fn parse_pem(path: &Path, bytes: &[u8]) -> Result<Parsed, PkiError> {
             "PRIVATE KEY" => parsed.keys.push(PrivatePkcs8KeyDer::from(der).into()),
             "RSA PRIVATE KEY" => parsed.keys.push(PrivatePkcs1KeyDer::from(der).into()),
             "EC PRIVATE KEY" => parsed.keys.push(PrivateSec1KeyDer::from(der).into()),
-            "ENCRYPTED PRIVATE KEY" => return Err(PkiError::EncryptedKey { path: path.to_path_buf() }),
+            "ENCRYPTED PRIVATE KEY" => {
+                let password = password.ok_or_else(|| PkiError::EncryptedKey { path: path.to_path_buf() })?;
+                let plain = super::keygen::decrypt_key(&der, password).map_err(|failure| match failure {
+                    super::keygen::DecryptFailure::WrongPassphrase => PkiError::WrongPassphrase { path: path.to_path_buf() },
+                    super::keygen::DecryptFailure::Unsupported => {
+                        unparseable(path, "the key is encrypted with a scheme that is not supported (use PBES2 with AES)")
+                    }
+                })?;
+                parsed.keys.push(PrivatePkcs8KeyDer::from(plain).into());
+            }
             // EC PARAMETERS, public keys and the like carry nothing we need.
             _ => {}
         }

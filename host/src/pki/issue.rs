@@ -11,6 +11,10 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 
 use super::PkiError;
+use super::keygen::{DecryptFailure, NewKeyType, decrypt_key, encrypt_key};
+
+/// The PEM label of an encrypted PKCS#8 key.
+const ENCRYPTED_TAG: &str = "ENCRYPTED PRIVATE KEY";
 
 /// A development certificate authority: `ca.pem` and `ca.key` in one directory.
 pub struct DevCa {
@@ -36,6 +40,8 @@ pub struct IssueOptions {
     pub sans: Vec<String>,
     /// Validity in days from now.
     pub days: u32,
+    /// The new certificate's key algorithm.
+    pub key_type: NewKeyType,
 }
 
 /// The files written by [`DevCa::issue_to`].
@@ -54,7 +60,12 @@ fn generate_error(e: rcgen::Error) -> PkiError {
 impl DevCa {
     /// Creates a new CA (ECDSA P-256) valid for `days`.
     pub fn generate(common_name: &str, days: u32) -> Result<Self, PkiError> {
-        let key = KeyPair::generate().map_err(generate_error)?;
+        Self::generate_with(common_name, days, NewKeyType::P256)
+    }
+
+    /// Creates a new CA with a key of `key_type`, valid for `days`.
+    pub fn generate_with(common_name: &str, days: u32, key_type: NewKeyType) -> Result<Self, PkiError> {
+        let key = key_type.generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(generate_error)?;
         params.distinguished_name.push(DnType::CommonName, common_name);
         params.distinguished_name.push(DnType::OrganizationName, "edgemtls development");
@@ -67,8 +78,21 @@ impl DevCa {
         Ok(Self { cert_pem: cert.pem(), key })
     }
 
-    /// Loads `ca.pem` and `ca.key` from `dir`.
+    /// Loads `ca.pem` and `ca.key` from `dir`; an encrypted key is refused (see
+    /// [`DevCa::load_with_passphrase`]).
     pub fn load(dir: &Path) -> Result<Self, PkiError> {
+        Self::load_with_passphrase(dir, None)
+    }
+
+    /// Whether `dir`'s `ca.key` is encrypted (`pki init --encrypt`).
+    pub fn key_is_encrypted(dir: &Path) -> bool {
+        crate::files::read_regular_file(&dir.join("ca.key"), 1 << 20)
+            .is_ok_and(|bytes| bytes.windows(ENCRYPTED_TAG.len()).any(|w| w == ENCRYPTED_TAG.as_bytes()))
+    }
+
+    /// Loads `ca.pem` and `ca.key` from `dir`, decrypting the key with `passphrase` when
+    /// `pki init --encrypt` wrote it.
+    pub fn load_with_passphrase(dir: &Path, passphrase: Option<&str>) -> Result<Self, PkiError> {
         let read = |name: &str| {
             let path = dir.join(name);
             crate::files::read_regular_file(&path, 1 << 20)
@@ -77,10 +101,26 @@ impl DevCa {
         };
         let cert_pem = read("ca.pem")?;
         let key_pem = read("ca.key")?;
-        let key = KeyPair::from_pem(&key_pem).map_err(|e| PkiError::Unparseable {
-            path: dir.join("ca.key"),
-            reason: e.to_string(),
-        })?;
+        let key_path = dir.join("ca.key");
+        let key = if key_pem.contains(ENCRYPTED_TAG) {
+            let passphrase = passphrase.ok_or_else(|| PkiError::CaKeyEncrypted { path: key_path.clone() })?;
+            let der = super::pem::sections(key_pem.as_bytes())
+                .ok()
+                .and_then(|sections| sections.into_iter().find(|s| s.tag() == ENCRYPTED_TAG))
+                .map(|section| section.contents().to_vec())
+                .ok_or_else(|| PkiError::Unparseable { path: key_path.clone(), reason: "its ENCRYPTED PRIVATE KEY section cannot be read".into() })?;
+            let plain = decrypt_key(&der, passphrase).map_err(|failure| match failure {
+                DecryptFailure::WrongPassphrase => PkiError::WrongPassphrase { path: key_path.clone() },
+                DecryptFailure::Unsupported => PkiError::Unparseable {
+                    path: key_path.clone(),
+                    reason: "it is encrypted with a scheme that is not supported (use PBES2 with AES)".into(),
+                },
+            })?;
+            let plain = rustls_pki_types::PrivatePkcs8KeyDer::from(plain);
+            KeyPair::try_from(&plain).map_err(|e| PkiError::Unparseable { path: key_path.clone(), reason: e.to_string() })?
+        } else {
+            KeyPair::from_pem(&key_pem).map_err(|e| PkiError::Unparseable { path: key_path.clone(), reason: e.to_string() })?
+        };
         // Fail now, with the file named, rather than on the first issue.
         Issuer::from_ca_cert_pem(&cert_pem, &key).map_err(|e| PkiError::Unparseable {
             path: dir.join("ca.pem"),
@@ -106,13 +146,18 @@ impl DevCa {
         &self.cert_pem
     }
 
-    /// Writes `ca.pem` and `ca.key` (0600) into `dir`, creating it.
-    pub fn write_to(&self, dir: &Path) -> Result<(PathBuf, PathBuf), PkiError> {
+    /// Writes `ca.pem` and `ca.key` (0600) into `dir`, creating it; with a passphrase the
+    /// key is encrypted PKCS#8.
+    pub fn write_to(&self, dir: &Path, passphrase: Option<&str>) -> Result<(PathBuf, PathBuf), PkiError> {
+        let key_pem = match passphrase {
+            Some(passphrase) => encrypt_key(&self.key, passphrase)?,
+            None => self.key.serialize_pem(),
+        };
         std::fs::create_dir_all(dir).map_err(|source| PkiError::Write { path: dir.to_path_buf(), source })?;
         let cert = dir.join("ca.pem");
         let key = dir.join("ca.key");
         std::fs::write(&cert, &self.cert_pem).map_err(|source| PkiError::Write { path: cert.clone(), source })?;
-        write_private_file(&key, self.key.serialize_pem().as_bytes())?;
+        write_private_file(&key, key_pem.as_bytes())?;
         Ok((cert, key))
     }
 
@@ -131,7 +176,7 @@ impl DevCa {
         not_after: OffsetDateTime,
     ) -> Result<(String, String), PkiError> {
         let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key).map_err(generate_error)?;
-        let key = KeyPair::generate().map_err(generate_error)?;
+        let key = options.key_type.generate()?;
 
         let mut sans = options.sans.clone();
         if options.server && sans.is_empty() {

@@ -22,7 +22,7 @@ pub struct CreateCommand {
     /// The private key file, unless --cert carries it.
     #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
-    /// The environment variable that holds the PKCS#12 password.
+    /// The environment variable that holds the password of a PKCS#12 file or an encrypted key.
     #[arg(long, value_name = "VAR")]
     password_env: Option<String>,
     /// An environment the certificate may be used in; repeatable.
@@ -37,12 +37,7 @@ impl CreateCommand {
         // input never touches it.
         validate_name(&self.name)?;
         let environments = parse_environments(&self.envs)?;
-        let password = match &self.password_env {
-            Some(var) => Some(
-                std::env::var(var).map_err(|_| anyhow::anyhow!("--password-env names '{var}', which is not set"))?,
-            ),
-            None => None,
-        };
+        let password = crate::commands::passphrase::from_env(self.password_env.as_deref())?;
         let identity = load_identity(ImportRequest {
             cert_path: &self.cert,
             key_path: self.key.as_deref(),

@@ -1,11 +1,16 @@
-//! `edgemtls pki`: a development CA, so trying mTLS needs no openssl.
+//! `edgemtls pki`: a development CA, so trying mTLS needs no openssl, and `pki verify` to
+//! check certificates against any CA.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
-use edgemtls_host::pki::{DevCa, IssueOptions};
+use edgemtls_host::pki::{DevCa, IssueOptions, NewKeyType};
+
+mod verify;
+
+use crate::commands::passphrase;
 
 #[derive(Subcommand)]
 pub enum PkiCommand {
@@ -23,6 +28,16 @@ pub enum PkiCommand {
         /// Overwrite an existing CA in DIR.
         #[arg(long)]
         force: bool,
+        /// Encrypt ca.key (PKCS#8, PBKDF2-SHA256 and AES-256) with a passphrase, read from
+        /// the variable --password-env names, or asked for on a terminal.
+        #[arg(long)]
+        encrypt: bool,
+        /// The environment variable that holds the CA key's passphrase.
+        #[arg(long, value_name = "VAR")]
+        password_env: Option<String>,
+        /// The CA key's algorithm: p256, p384, ed25519, rsa2048 or rsa3072.
+        #[arg(long, default_value = "p256", value_parser = parse_key_type)]
+        key_type: NewKeyType,
     },
     /// Issues a client certificate (or a server certificate with --server) from a dev CA.
     Issue {
@@ -47,25 +62,53 @@ pub enum PkiCommand {
         /// Overwrite existing files for this common name.
         #[arg(long)]
         force: bool,
+        /// The environment variable that holds the passphrase of an encrypted CA key (else it
+        /// is asked for on a terminal).
+        #[arg(long, value_name = "VAR")]
+        password_env: Option<String>,
+        /// The new key's algorithm: p256, p384, ed25519, rsa2048 or rsa3072 (some upstreams
+        /// still require RSA).
+        #[arg(long, default_value = "p256", value_parser = parse_key_type)]
+        key_type: NewKeyType,
     },
+    /// Checks certificates against a CA (as `openssl verify -CAfile`): prints OK or the
+    /// reason for each; exits 0 only when all verify.
+    Verify(verify::VerifyCommand),
+}
+
+fn parse_key_type(text: &str) -> Result<NewKeyType, String> {
+    text.parse()
 }
 
 impl PkiCommand {
     pub fn execute(self) -> anyhow::Result<ExitCode> {
         match self {
-            PkiCommand::Init { out, cn, days, force } => {
+            PkiCommand::Init { out, cn, days, force, encrypt, password_env, key_type } => {
                 let out = edgemtls_host::pki::expand_tilde(&out);
                 if out.join("ca.key").exists() && !force {
                     anyhow::bail!("'{}' already holds a CA (ca.key); pass --force to replace it", out.display());
                 }
-                let ca = DevCa::generate(&cn, days)?;
-                let (cert, key) = ca.write_to(&out)?;
-                say!("created CA '{cn}'\n  certificate: {}\n  key:         {} (mode 0600)", cert.display(), key.display());
+                if password_env.is_some() && !encrypt {
+                    anyhow::bail!("--password-env is for an encrypted key: add --encrypt, or leave --password-env out");
+                }
+                let passphrase = match encrypt {
+                    true => Some(passphrase::required(password_env.as_deref(), "the passphrase for the new CA key", true)?),
+                    false => None,
+                };
+                let ca = DevCa::generate_with(&cn, days, key_type)?;
+                let (cert, key) = ca.write_to(&out, passphrase.as_deref())?;
+                let protection = if encrypt { "encrypted, mode 0600" } else { "mode 0600" };
+                say!("created CA '{cn}'\n  certificate: {}\n  key:         {} ({protection})", cert.display(), key.display());
             }
-            PkiCommand::Issue { ca, cn, out, server, sans, days, force } => {
+            PkiCommand::Issue { ca, cn, out, server, sans, days, force, password_env, key_type } => {
                 let ca_dir = edgemtls_host::pki::expand_tilde(&ca);
-                let ca = DevCa::load(&ca_dir).with_context(|| format!("loading the CA in '{}'", ca_dir.display()))?;
-                let options = IssueOptions { common_name: cn.clone(), server, sans, days };
+                let passphrase = match DevCa::key_is_encrypted(&ca_dir) {
+                    true => Some(passphrase::required(password_env.as_deref(), "the CA key's passphrase", false)?),
+                    false => None,
+                };
+                let ca = DevCa::load_with_passphrase(&ca_dir, passphrase.as_deref())
+                    .with_context(|| format!("loading the CA in '{}'", ca_dir.display()))?;
+                let options = IssueOptions { common_name: cn.clone(), server, sans, days, key_type };
                 let out = edgemtls_host::pki::expand_tilde(&out);
                 let existing = out.join(format!("{}.key", edgemtls_host::pki::file_stem(&cn)));
                 if existing.exists() && !force {
@@ -79,6 +122,7 @@ impl PkiCommand {
                     files.key.display()
                 );
             }
+            PkiCommand::Verify(command) => return command.execute(),
         }
         Ok(ExitCode::SUCCESS)
     }

@@ -1,0 +1,227 @@
+//! Checking a certificate against a CA, as `openssl verify -CAfile` does, with the reason in
+//! plain words: what `edgemtls pki verify` prints.
+//!
+//! The chain is built and checked by webpki, the verifier rustls uses on every connection,
+//! so a certificate that passes here passes the TLS handshake too (for the same CA and CRLs).
+
+use std::path::{Path, PathBuf};
+
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
+use webpki::{ExpirationPolicy, KeyUsage, RevocationCheckDepth, RevocationOptionsBuilder, UnknownStatusPolicy};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// What a certificate must be good for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// TLS client authentication (`clientAuth`): what the store's certificates are for.
+    Client,
+    /// TLS server authentication (`serverAuth`).
+    Server,
+    /// Either of the two.
+    Any,
+}
+
+/// The trust to verify against: CA certificates, extra intermediates and CRLs.
+#[derive(Debug, Default)]
+pub struct VerifyTrust {
+    /// Trusted CA certificates (anchors).
+    pub cas: Vec<CertificateDer<'static>>,
+    /// Untrusted intermediates that may complete a chain.
+    pub intermediates: Vec<CertificateDer<'static>>,
+    /// CRLs, each with the file it came from (for the reason text).
+    pub crls: Vec<(PathBuf, CertificateRevocationListDer<'static>)>,
+}
+
+impl VerifyTrust {
+    /// Adds the CA certificates of a file, or of every certificate file in a directory.
+    pub fn add_cas(&mut self, path: &Path) -> Result<(), String> {
+        self.cas.extend(read_cas(path)?);
+        Ok(())
+    }
+
+    /// Adds the certificates of a file (any format [`super::load_certificates`] reads) as
+    /// untrusted intermediates.
+    pub fn add_intermediates(&mut self, path: &Path) -> Result<(), String> {
+        let certificates = super::load_certificates(path, None).map_err(|e| e.to_string())?;
+        self.intermediates.extend(certificates);
+        Ok(())
+    }
+
+    /// Adds the CRLs of a file (PEM or DER), each checked as the verifier will read it.
+    pub fn add_crls(&mut self, path: &Path) -> Result<(), String> {
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let crls = super::trust_files::read_crls(path, &provider).map_err(|reason| format!("'{}': {reason}", path.display()))?;
+        self.crls.extend(crls.into_iter().map(|crl| (path.to_path_buf(), crl)));
+        Ok(())
+    }
+}
+
+/// Why a certificate does not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyProblem {
+    /// No chain leads to a given CA.
+    #[error("not issued by the given CA (or an intermediate is missing: pass it with --untrusted)")]
+    UnknownIssuer,
+    /// It (or a certificate of its chain) has expired.
+    #[error("expired on {0}")]
+    Expired(String),
+    /// It (or a certificate of its chain) is not valid yet.
+    #[error("not valid until {0}")]
+    NotYetValid(String),
+    /// Its extended key usage does not allow the purpose.
+    #[error("not for {0} (its extended key usage does not allow it)")]
+    WrongPurpose(&'static str),
+    /// A CRL lists it.
+    #[error("revoked{}, per the CRL in '{}'", .when.as_ref().map(|w| format!(" on {w}")).unwrap_or_default(), .crl.display())]
+    Revoked {
+        /// The CRL file that lists it.
+        crl: PathBuf,
+        /// The revocation date, RFC 3339.
+        when: Option<String>,
+    },
+    /// CRLs were given but none is from its issuer.
+    #[error("its revocation status is unknown: no --crl file is from its issuer")]
+    RevocationUnknown,
+    /// The issuer's CRL is past its nextUpdate.
+    #[error("the CRL from its issuer is out of date (its nextUpdate has passed); fetch a current one")]
+    CrlExpired,
+    /// Anything else, in plain words.
+    #[error("{0}")]
+    Invalid(&'static str),
+}
+
+/// Verifies `leaf` (with `chain`, the certificates that came with it, as intermediates)
+/// against `trust` at `now`.
+pub fn verify(
+    leaf: &CertificateDer<'_>,
+    chain: &[CertificateDer<'static>],
+    trust: &VerifyTrust,
+    purpose: Purpose,
+    now: UnixTime,
+) -> Result<(), VerifyProblem> {
+    let end_entity = webpki::EndEntityCert::try_from(leaf).map_err(|_| VerifyProblem::Invalid("not a well-formed X.509 certificate"))?;
+    let anchors: Vec<_> = trust.cas.iter().filter_map(|ca| webpki::anchor_from_trusted_cert(ca).ok()).collect();
+    if anchors.is_empty() {
+        return Err(VerifyProblem::Invalid("no usable CA certificate was given"));
+    }
+    let intermediates: Vec<CertificateDer<'_>> = chain.iter().chain(&trust.intermediates).cloned().collect();
+    let crls: Vec<webpki::CertRevocationList<'_>> = trust
+        .crls
+        .iter()
+        .filter_map(|(_, der)| webpki::OwnedCertRevocationList::from_der(der).ok().map(webpki::CertRevocationList::from))
+        .collect();
+    let crl_refs: Vec<&webpki::CertRevocationList<'_>> = crls.iter().collect();
+    // As `openssl verify -crl_check`: the leaf's status must be known once CRLs are given.
+    let revocation = RevocationOptionsBuilder::new(&crl_refs).ok().map(|builder| {
+        builder
+            .with_depth(RevocationCheckDepth::EndEntity)
+            .with_status_policy(UnknownStatusPolicy::Deny)
+            .with_expiration_policy(ExpirationPolicy::Enforce)
+            .build()
+    });
+    let algorithms = rustls::crypto::ring::default_provider().signature_verification_algorithms.all;
+    let check = |usage: KeyUsage| {
+        end_entity
+            .verify_for_usage(algorithms, &anchors, &intermediates, now, usage, revocation, None)
+            .map(|_| ())
+    };
+    let outcome = match purpose {
+        Purpose::Client => check(KeyUsage::client_auth()),
+        Purpose::Server => check(KeyUsage::server_auth()),
+        Purpose::Any => match check(KeyUsage::client_auth()) {
+            Err(webpki::Error::RequiredEkuNotFoundContext(_)) => {
+                check(KeyUsage::server_auth())
+            }
+            other => other,
+        },
+    };
+    outcome.map_err(|error| problem(error, leaf, trust, purpose))
+}
+
+fn problem(error: webpki::Error, leaf: &CertificateDer<'_>, trust: &VerifyTrust, purpose: Purpose) -> VerifyProblem {
+    use webpki::Error as E;
+    let time = |t: UnixTime| {
+        time::OffsetDateTime::from_unix_timestamp(t.as_secs() as i64).map_or_else(|_| "an unreadable date".into(), crate::pki::rfc3339)
+    };
+    match error {
+        E::UnknownIssuer => VerifyProblem::UnknownIssuer,
+        E::CertExpired { not_after, .. } => VerifyProblem::Expired(time(not_after)),
+        E::CertNotValidYet { not_before, .. } => VerifyProblem::NotYetValid(time(not_before)),
+        E::RequiredEkuNotFoundContext(_) => VerifyProblem::WrongPurpose(match purpose {
+            Purpose::Client => "TLS client authentication",
+            Purpose::Server => "TLS server authentication",
+            Purpose::Any => "TLS client or server authentication",
+        }),
+        E::CertRevoked => revoked(leaf, trust),
+        E::UnknownRevocationStatus => VerifyProblem::RevocationUnknown,
+        E::CrlExpired { .. } => VerifyProblem::CrlExpired,
+        E::InvalidSignatureForPublicKey | E::InvalidCrlSignatureForPublicKey => {
+            VerifyProblem::Invalid("a signature in its chain does not verify against the issuer's key")
+        }
+        E::UnsupportedSignatureAlgorithmContext(_)
+        | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_)
+        | E::UnsupportedCrlSignatureAlgorithmContext(_) => {
+            VerifyProblem::Invalid("its chain uses a signature algorithm that TLS here does not support")
+        }
+        E::CaUsedAsEndEntity => VerifyProblem::Invalid("it is a CA certificate, not one for a client or server"),
+        E::EndEntityUsedAsCa => VerifyProblem::Invalid("its chain uses a certificate that is not a CA as an issuer"),
+        E::PathLenConstraintViolated => VerifyProblem::Invalid("its chain is longer than an issuer's path length allows"),
+        E::NameConstraintViolation => VerifyProblem::Invalid("it violates an issuer's name constraints"),
+        E::UnsupportedCriticalExtension => VerifyProblem::Invalid("it has a critical extension that is not supported"),
+        E::IssuerNotCrlSigner => VerifyProblem::Invalid("a CRL's issuer may not sign CRLs (no cRLSign key usage)"),
+        E::CertDistrusted => VerifyProblem::Invalid("its chain leads to a distrusted CA"),
+        E::BadDer | E::BadDerTime | E::TrailingData(_) | E::MalformedExtensions | E::ExtensionValueInvalid => {
+            VerifyProblem::Invalid("a certificate in its chain is malformed")
+        }
+        _ => VerifyProblem::Invalid("its chain cannot be verified"),
+    }
+}
+
+/// Which CRL lists the leaf, and since when: webpki only says "revoked".
+fn revoked(leaf: &CertificateDer<'_>, trust: &VerifyTrust) -> VerifyProblem {
+    use x509_parser::revocation_list::CertificateRevocationList;
+    let serial = X509Certificate::from_der(leaf).ok().map(|(_, cert)| cert.raw_serial().to_vec());
+    for (path, der) in &trust.crls {
+        let Ok((_, crl)) = CertificateRevocationList::from_der(der) else { continue };
+        if let Some(entry) = crl.iter_revoked_certificates().find(|entry| Some(entry.raw_serial()) == serial.as_deref()) {
+            let when = crate::pki::rfc3339(entry.revocation_date.to_datetime());
+            return VerifyProblem::Revoked { crl: path.clone(), when: Some(when) };
+        }
+    }
+    VerifyProblem::Revoked { crl: trust.crls.first().map(|(p, _)| p.clone()).unwrap_or_default(), when: None }
+}
+
+/// Reads the CA certificates of `path`: a file (PEM or DER), or every certificate file in a
+/// directory (files that hold no certificate, such as a CA key, are skipped).
+fn read_cas(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let files = if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| format!("'{}': {e}", path.display()))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        files
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut cas = Vec::new();
+    for file in &files {
+        let bytes = crate::files::read_regular_file(file, super::import::MAX_FILE_SIZE)
+            .map_err(|e| format!("'{}': {e}", file.display()))?;
+        // In a directory, files that are not certificates (a CA key, a README) are skipped.
+        let readable = |der: &CertificateDer<'_>| X509Certificate::from_der(der).is_ok();
+        match super::pem::certificates_pem_or_der(bytes) {
+            Ok(certificates) if path.is_dir() => cas.extend(certificates.into_iter().filter(readable)),
+            Ok(certificates) if certificates.iter().all(readable) => cas.extend(certificates),
+            Ok(_) => return Err(format!("'{}': not an X.509 certificate (PEM or DER)", file.display())),
+            Err(error) if !path.is_dir() => return Err(format!("'{}': {error}", file.display())),
+            Err(_) => {}
+        }
+    }
+    if cas.is_empty() {
+        return Err(format!("'{}' holds no CA certificate", path.display()));
+    }
+    Ok(cas)
+}
