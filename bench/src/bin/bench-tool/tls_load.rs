@@ -125,7 +125,7 @@ type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
 impl Caller {
     async fn run(&self, deadline: Instant, per_request: bool) -> Tally {
         let mut tally = Tally::default();
-        let mut sender = None;
+        let mut sender: Option<Sender> = None;
         while Instant::now() < deadline {
             let started = Instant::now();
             let outcome = async {
