@@ -14,6 +14,7 @@ mod cli {
     mod manage;
     mod openssl;
     mod pki;
+    mod pki_verify;
     mod serve;
     mod status;
     mod validation;

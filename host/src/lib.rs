@@ -33,6 +33,7 @@ pub mod inbound;
 pub mod log_limit;
 pub mod metrics;
 pub mod resolve;
+pub mod revocation;
 pub mod runtime;
 pub mod server;
 pub mod upstream;

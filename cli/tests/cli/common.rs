@@ -201,7 +201,7 @@ pub fn output(mut command: Command) -> Result<Output> {
     command.output().with_context(|| format!("running {command:?}"))
 }
 
-fn describe(output: &Output) -> String {
+pub fn describe(output: &Output) -> String {
     format!(
         "status: {}\n--- stdout\n{}\n--- stderr\n{}",
         output.status,
@@ -276,6 +276,39 @@ impl TestCa {
         let issuer = Issuer::from_params(&self.params, &self.key);
         let cert = params.signed_by(&key, &issuer)?;
         Ok(TestLeaf { cert, key, ca_pem: Some(self.cert.pem()), ca_der: Some(self.cert.der().to_vec()) })
+    }
+
+    /// An intermediate CA signed by this one.
+    pub fn intermediate(&self, common_name: &str) -> Result<Self> {
+        let key = KeyPair::generate()?;
+        let mut params = self.params.clone();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        params.use_authority_key_identifier_extension = true;
+        let cert = params.signed_by(&key, &Issuer::from_params(&self.params, &self.key))?;
+        Ok(Self { params, key, cert })
+    }
+
+    /// A CRL (PEM, current for 7 days) revoking these serial numbers half an hour ago.
+    pub fn crl(&self, revoked: &[u64]) -> Result<String> {
+        let now = OffsetDateTime::now_utc();
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: now - Duration::hours(1),
+            next_update: now + Duration::days(7),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|serial| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from(*serial),
+                    revocation_time: now - Duration::minutes(30),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&Issuer::from_params(&self.params, &self.key))?.pem()?)
     }
 
     /// A client certificate valid from yesterday for 90 days.

@@ -162,3 +162,78 @@ fn a_key_that_does_not_unseal_is_reported_damaged_and_exits_2() -> Result<()> {
     ensure!(entry(&report, "broken")?["damaged"] == true, "{report:#}");
     Ok(())
 }
+
+/// `cert status` and `cert show` ask the CRL a stored certificate's distribution point names,
+/// served by Python's http.server: good, revoked, a CRL from another CA, an unreachable
+/// distribution point, no distribution point, and --offline.
+#[test]
+fn status_and_show_report_a_revocation_from_the_issuers_crl() -> Result<()> {
+    let sandbox = Sandbox::new()?;
+    let published = sandbox.path("published");
+    std::fs::create_dir(&published)?;
+    let port = free_port()?;
+    let mut server = std::process::Command::new("python3");
+    server
+        .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string()])
+        .current_dir(&published)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let server = Running(server.spawn()?);
+    wait_for(port)?;
+
+    let ca = TestCa::new("Status CA")?;
+    let now = OffsetDateTime::now_utc();
+    let mut params = client_params("billing", now - Duration::days(1), now + Duration::days(90))?;
+    params.serial_number = Some(rcgen::SerialNumber::from(4242u64));
+    params.crl_distribution_points = vec![rcgen::CrlDistributionPoint { uris: vec![format!("http://127.0.0.1:{port}/ca.crl")] }];
+    let (cert, key) = ca.sign(&params, rcgen::KeyPair::generate()?)?.write_pem_split(&sandbox, "billing")?;
+    sandbox.ok(sandbox.create_args("billing", &cert, Some(&key), &[]))?;
+    // A certificate that names no CRL: nothing to ask.
+    let (plain_cert, plain_key) = ca.client("plain")?.write_pem_split(&sandbox, "plain")?;
+    sandbox.ok(sandbox.create_args("plain", &plain_cert, Some(&plain_key), &[]))?;
+
+    let status_json = |sandbox: &Sandbox| -> Result<(Option<i32>, serde_json::Value)> {
+        let out = sandbox.run(["cert", "status", "--json"])?;
+        Ok((out.status.code(), serde_json::from_slice(&out.stdout)?))
+    };
+    let revocation_of = |value: &serde_json::Value, name: &str| {
+        value["certificates"].as_array().and_then(|items| items.iter().find(|i| i["name"] == name)).map(|i| i["revocation"].clone())
+    };
+
+    // Not on the CRL.
+    std::fs::write(published.join("ca.crl"), ca.crl(&[7])?)?;
+    let (code, value) = status_json(&sandbox)?;
+    ensure!(code == Some(0), "{value:#}");
+    ensure!(revocation_of(&value, "billing").is_some_and(|r| r["status"] == "good"), "{value:#}");
+    ensure!(revocation_of(&value, "plain").is_some_and(|r| r["status"] == "not-published"), "{value:#}");
+
+    // On it: exit 2, the table and `cert show` say so with the date.
+    std::fs::write(published.join("ca.crl"), ca.crl(&[7, 4242])?)?;
+    let out = sandbox.run(["cert", "status"])?;
+    let table = String::from_utf8_lossy(&out.stdout);
+    ensure!(out.status.code() == Some(2), "{table}");
+    ensure!(table.contains("REVOKED") && table.contains("billing: revoked on"), "{table}");
+    let shown = sandbox.ok(["cert", "show", "billing"])?;
+    ensure!(shown.contains("revocation:   REVOKED: revoked on") && shown.contains(&format!("127.0.0.1:{port}/ca.crl")), "{shown}");
+    let shown = sandbox.show_json("billing")?;
+    ensure!(shown["revocation"]["status"] == "revoked", "{shown:#}");
+
+    // A CRL signed by another CA proves nothing.
+    std::fs::write(published.join("ca.crl"), TestCa::new("Impostor CA")?.crl(&[4242])?)?;
+    let (code, value) = status_json(&sandbox)?;
+    ensure!(code == Some(0), "{value:#}");
+    let billing = revocation_of(&value, "billing").unwrap_or_default();
+    ensure!(billing["status"] == "unknown" && billing["detail"].as_str().is_some_and(|d| d.contains("not from its issuer")), "{value:#}");
+
+    // --offline asks nobody.
+    let out = sandbox.ok(["cert", "status", "--offline"])?;
+    ensure!(out.contains("not checked"), "{out}");
+
+    // The distribution point gone: unknown, with the reason, and the status still reported.
+    drop(server);
+    let (code, value) = status_json(&sandbox)?;
+    ensure!(code == Some(0), "{value:#}");
+    let billing = revocation_of(&value, "billing").unwrap_or_default();
+    ensure!(billing["status"] == "unknown" && billing["detail"].as_str().is_some_and(|d| d.contains("no CRL could be fetched")), "{value:#}");
+    Ok(())
+}

@@ -208,9 +208,22 @@ fn refuses_an_encrypted_pem_key() -> Result<()> {
     let (sandbox, ca) = setup()?;
     let leaf = ca.client("encrypted")?;
     let cert = sandbox.write("leaf.pem", leaf.chain_pem())?;
-    // The importer refuses on the PEM label alone.
+    // Without a passphrase the importer refuses on the PEM label alone.
     let key = sandbox.write("enc.key", pem::encode(&pem::Pem::new("ENCRYPTED PRIVATE KEY", vec![0x30, 0x00])))?;
-    sandbox.refused(sandbox.create_args("encrypted", &cert, Some(&key), &[]), "is encrypted; decrypt it first")?;
+    sandbox.refused(sandbox.create_args("encrypted", &cert, Some(&key), &[]), "is encrypted; name the environment variable")?;
+    if !have_openssl("refuses_an_encrypted_pem_key") {
+        return Ok(());
+    }
+    // A key that openssl encrypted: the right passphrase opens it, a wrong one is named.
+    sandbox.write("plain.key", leaf.key_pkcs8_pem())?;
+    openssl(sandbox.dir(), ["pkcs8", "-topk8", "-v2", "aes-256-cbc", "-in", "plain.key", "-out", "enc.key", "-passout", "pass:open sesame"])?;
+    let args = sandbox.create_args("encrypted", &cert, Some(&key), &["--password-env", PASSWORD_VAR]);
+    let mut wrong = sandbox.command(&args);
+    wrong.env(PASSWORD_VAR, "close sesame");
+    sandbox.refused_command(wrong, "wrong passphrase")?;
+    let mut right = sandbox.command(&args);
+    right.env(PASSWORD_VAR, "open sesame");
+    expect_success(right)?;
     Ok(())
 }
 

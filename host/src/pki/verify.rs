@@ -28,8 +28,8 @@ pub struct VerifyTrust {
     pub cas: Vec<CertificateDer<'static>>,
     /// Untrusted intermediates that may complete a chain.
     pub intermediates: Vec<CertificateDer<'static>>,
-    /// CRLs, each with the file it came from (for the reason text).
-    pub crls: Vec<(PathBuf, CertificateRevocationListDer<'static>)>,
+    /// CRLs, each with where it came from (a file or a URL, for the reason text).
+    pub crls: Vec<(String, CertificateRevocationListDer<'static>)>,
 }
 
 impl VerifyTrust {
@@ -51,7 +51,8 @@ impl VerifyTrust {
     pub fn add_crls(&mut self, path: &Path) -> Result<(), String> {
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let crls = super::trust_files::read_crls(path, &provider).map_err(|reason| format!("'{}': {reason}", path.display()))?;
-        self.crls.extend(crls.into_iter().map(|crl| (path.to_path_buf(), crl)));
+        let source = format!("'{}'", path.display());
+        self.crls.extend(crls.into_iter().map(|crl| (source.clone(), crl)));
         Ok(())
     }
 }
@@ -73,18 +74,18 @@ pub enum VerifyProblem {
     #[error("not for {0} (its extended key usage does not allow it)")]
     WrongPurpose(&'static str),
     /// A CRL lists it.
-    #[error("revoked{}, per the CRL in '{}'", .when.as_ref().map(|w| format!(" on {w}")).unwrap_or_default(), .crl.display())]
+    #[error("revoked{}, per the CRL from {crl}", .when.as_ref().map(|w| format!(" on {w}")).unwrap_or_default())]
     Revoked {
-        /// The CRL file that lists it.
-        crl: PathBuf,
+        /// Where the CRL that lists it came from: a quoted file name or a URL.
+        crl: String,
         /// The revocation date, RFC 3339.
         when: Option<String>,
     },
     /// CRLs were given but none is from its issuer.
-    #[error("its revocation status is unknown: no --crl file is from its issuer")]
+    #[error("its revocation status is unknown: no CRL given is from its issuer")]
     RevocationUnknown,
     /// The issuer's CRL is past its nextUpdate.
-    #[error("the CRL from its issuer is out of date (its nextUpdate has passed); fetch a current one")]
+    #[error("the CRL from its issuer is out of date (its nextUpdate has passed)")]
     CrlExpired,
     /// Anything else, in plain words.
     #[error("{0}")]
@@ -189,7 +190,7 @@ fn revoked(leaf: &CertificateDer<'_>, trust: &VerifyTrust) -> VerifyProblem {
             return VerifyProblem::Revoked { crl: path.clone(), when: Some(when) };
         }
     }
-    VerifyProblem::Revoked { crl: trust.crls.first().map(|(p, _)| p.clone()).unwrap_or_default(), when: None }
+    VerifyProblem::Revoked { crl: trust.crls.first().map(|(source, _)| source.clone()).unwrap_or_default(), when: None }
 }
 
 /// Reads the CA certificates of `path`: a file (PEM or DER), or every certificate file in a

@@ -5,9 +5,10 @@ use std::process::ExitCode;
 use clap::Args;
 use edgemtls_host::Environment;
 use edgemtls_host::pki::{ExpiryStatus, rfc3339};
+use edgemtls_host::revocation::RevocationStatus;
 
 use super::Context;
-use super::output::{print_details, print_rows, print_table, printable, with_usage};
+use super::output::{print_details, print_rows, print_table, printable, revocation, with_usage};
 
 #[derive(Args)]
 pub struct ListCommand {
@@ -48,6 +49,9 @@ pub struct ShowCommand {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Do not ask the issuer's CRL whether the certificate is revoked.
+    #[arg(long)]
+    offline: bool,
 }
 
 impl ShowCommand {
@@ -55,10 +59,15 @@ impl ShowCommand {
         let store = context.open_existing()?;
         let record = store.find(&self.reference)?;
         let deployments = store.live_deployments()?;
+        let revocation = revocation(std::slice::from_ref(&record), self.offline).pop().flatten();
         if self.json {
-            say!("{}", serde_json::to_string_pretty(&with_usage(&record, context.now, &deployments))?);
+            let mut value = with_usage(&record, context.now, &deployments);
+            if let Some(object) = value.as_object_mut() {
+                object.insert("revocation".into(), serde_json::to_value(&revocation)?);
+            }
+            say!("{}", serde_json::to_string_pretty(&value)?);
         } else {
-            print_details(&record, context.now, &deployments);
+            print_details(&record, context.now, &deployments, revocation.as_ref());
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -69,6 +78,9 @@ pub struct StatusCommand {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Do not ask issuers' CRLs whether certificates are revoked.
+    #[arg(long)]
+    offline: bool,
 }
 
 impl StatusCommand {
@@ -86,6 +98,10 @@ impl StatusCommand {
             .map(|r| store.as_ref().and_then(|s| s.private_key(r).err()).map(|e| e.to_string()))
             .collect();
         let damaged_enabled = records.iter().zip(&problems).any(|(r, p)| r.enabled && p.is_some());
+        // A revoked certificate is refused by any upstream that checks: as bad as expired.
+        let revocations = revocation(&records, self.offline);
+        let revoked_enabled =
+            records.iter().zip(&revocations).any(|(r, s)| r.enabled && matches!(s, Some(RevocationStatus::Revoked { .. })));
         // Disabled certificates are reported but cannot be served, so they do not set the exit code.
         let worst = records
             .iter()
@@ -97,7 +113,8 @@ impl StatusCommand {
             let items: Vec<_> = records
                 .iter()
                 .zip(&problems)
-                .map(|(r, problem)| {
+                .zip(&revocations)
+                .map(|((r, problem), revocation)| {
                     serde_json::json!({
                         "id": r.id,
                         "name": r.name,
@@ -108,6 +125,7 @@ impl StatusCommand {
                         "not_after": rfc3339(r.metadata.not_after),
                         "days_left": r.metadata.days_left(now),
                         "expiry_status": r.metadata.expiry_status(now),
+                        "revocation": revocation,
                     })
                 })
                 .collect();
@@ -118,7 +136,8 @@ impl StatusCommand {
             let rows: Vec<Vec<String>> = records
                 .iter()
                 .zip(&problems)
-                .map(|(r, problem)| {
+                .zip(&revocations)
+                .map(|((r, problem), revocation)| {
                     let m = &r.metadata;
                     let state = match (problem, r.enabled) {
                         (Some(_), _) => "damaged",
@@ -131,18 +150,25 @@ impl StatusCommand {
                         rfc3339(m.not_after),
                         m.days_left(now).to_string(),
                         m.expiry_status(now).to_string(),
+                        revocation.as_ref().map_or("not checked", |s| s.word()).into(),
                     ]
                 })
                 .collect();
-            print_rows(&["NAME", "STATE", "NOT AFTER", "DAYS LEFT", "EXPIRY"], &rows);
+            print_rows(&["NAME", "STATE", "NOT AFTER", "DAYS LEFT", "EXPIRY", "REVOCATION"], &rows);
             say!("worst: {worst}");
             for (record, problem) in records.iter().zip(&problems) {
                 if let Some(problem) = problem {
                     say!("{}: {}", printable(&record.name), printable(problem));
                 }
             }
+            for (record, status) in records.iter().zip(&revocations) {
+                if let Some(status @ (RevocationStatus::Revoked { .. } | RevocationStatus::Unknown { .. })) = status {
+                    let detail = status.detail().unwrap_or_default();
+                    say!("{}: {}", printable(&record.name), printable(&detail));
+                }
+            }
         }
-        if damaged_enabled {
+        if damaged_enabled || revoked_enabled {
             return Ok(ExitCode::from(2));
         }
         Ok(ExitCode::from(match worst {

@@ -2,8 +2,46 @@
 //! escaping of text that comes from certificates.
 
 use edgemtls_host::pki::rfc3339;
+use edgemtls_host::revocation::{RevocationStatus, check_crl};
 use edgemtls_host::store::{CertificateRecord, Deployment};
 use time::OffsetDateTime;
+
+/// How long one issuer gets to answer `cert status` / `cert show`.
+const REVOCATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What each record's issuer says about it (its CRL distribution points, asked all at once),
+/// or `None` for each when `offline`.
+pub(super) fn revocation(records: &[CertificateRecord], offline: bool) -> Vec<Option<RevocationStatus>> {
+    if offline {
+        return vec![None; records.len()];
+    }
+    let now = rustls_pki_types::UnixTime::now();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            let detail = format!("cannot start the network client: {error}");
+            return vec![Some(RevocationStatus::Unknown { detail }); records.len()];
+        }
+    };
+    runtime.block_on(async {
+        // A few at a time: a store of thousands must not open thousands of connections.
+        let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(16));
+        let mut checks = tokio::task::JoinSet::new();
+        for (index, record) in records.iter().enumerate() {
+            let (chain, permits) = (record.chain.clone(), permits.clone());
+            checks.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                (index, check_crl(&chain, now, REVOCATION_TIMEOUT).await)
+            });
+        }
+        let unanswered = RevocationStatus::Unknown { detail: "the check did not finish".into() };
+        let mut statuses = vec![Some(unanswered); records.len()];
+        while let Some(Ok((index, status))) = checks.join_next().await {
+            statuses[index] = Some(status);
+        }
+        statuses
+    })
+}
 
 fn users<'a>(record: &CertificateRecord, deployments: &'a [Deployment]) -> Vec<&'a Deployment> {
     deployments.iter().filter(|d| d.certificates.contains(&record.name)).collect()
@@ -82,7 +120,12 @@ pub(super) fn print_rows(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-pub(super) fn print_details(record: &CertificateRecord, now: OffsetDateTime, deployments: &[Deployment]) {
+pub(super) fn print_details(
+    record: &CertificateRecord,
+    now: OffsetDateTime,
+    deployments: &[Deployment],
+    revocation: Option<&RevocationStatus>,
+) {
     let m = &record.metadata;
     let sans = if m.sans.is_empty() { "-".to_string() } else { printable(&m.sans.join(", ")) };
     say!("name:         {}", record.name);
@@ -98,6 +141,11 @@ pub(super) fn print_details(record: &CertificateRecord, now: OffsetDateTime, dep
     say!("not after:    {}", rfc3339(m.not_after));
     say!("expiry:       {} ({} days left)", m.expiry_status(now), m.days_left(now));
     say!("chain:        {} certificate(s)", record.chain.len());
+    match revocation {
+        None => say!("revocation:   not checked (--offline)"),
+        Some(RevocationStatus::NotPublished) => say!("revocation:   none published (the certificate names no CRL)"),
+        Some(status) => say!("revocation:   {}: {}", status.word(), printable(&status.detail().unwrap_or_default())),
+    }
     say!("spki sha256:  {}", m.spki_sha256);
     say!("fingerprint:  {}", m.fingerprint_sha256);
     say!("created:      {}", rfc3339(record.created_at));
