@@ -118,6 +118,11 @@ impl Metrics {
             "Requests refused for their client certificate (401), by reason",
             callers_refused.clone(),
         );
+        registry.register(
+            "upstream_revocation_checks",
+            "Revocation checks of upstream server certificates, by result (good, revoked, unknown_soft_fail, failed)",
+            crate::revocation::CHECKS.clone(),
+        );
         Self {
             registry,
             requests,

@@ -57,7 +57,7 @@ impl World {
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
     ) -> anyhow::Result<()> {
-        let options = IssueOptions { common_name: cn.into(), server: false, sans: vec![], days: 1, key_type: Default::default() };
+        let options = IssueOptions { common_name: cn.into(), server: false, sans: vec![], days: 1, ..Default::default() };
         let (cert_pem, key_pem) = self.ca.issue_with_validity(&options, not_before, not_after)?;
         let cert_path = self.path().join(format!("{name}.pem"));
         let key_path = self.path().join(format!("{name}.key"));
@@ -86,7 +86,7 @@ impl World {
             server: true,
             sans: vec!["localhost".into(), "127.0.0.1".into()],
             days: 30,
-            key_type: Default::default(),
+            ..Default::default()
         };
         let (chain_pem, key_pem) = self.ca.issue(&options)?;
         // nginx.rs reuses these two files.

@@ -46,7 +46,7 @@ impl Callers {
     fn new(world: &World) -> anyhow::Result<Self> {
         let dir = world.path().join("callers");
         std::fs::create_dir_all(&dir)?;
-        let server = IssueOptions { common_name: "localhost".into(), server: true, sans: vec!["localhost".into(), "127.0.0.1".into()], days: 30, key_type: Default::default() };
+        let server = IssueOptions { common_name: "localhost".into(), server: true, sans: vec!["localhost".into(), "127.0.0.1".into()], days: 30, ..Default::default() };
         let (chain, key) = world.ca.issue(&server)?;
         std::fs::write(world.path().join("server.pem"), chain)?;
         std::fs::write(world.path().join("server.key"), key)?;
@@ -80,7 +80,7 @@ fn issue_with(
     server: bool,
     validity: Option<(OffsetDateTime, OffsetDateTime)>,
 ) -> anyhow::Result<ClientFiles> {
-    let options = IssueOptions { common_name: cn.into(), server, sans: vec![format!("{stem}.callers.example")], days: 30, key_type: Default::default() };
+    let options = IssueOptions { common_name: cn.into(), server, sans: vec![format!("{stem}.callers.example")], days: 30, ..Default::default() };
     let (cert, key) = match validity {
         Some((from, until)) => ca.issue_with_validity(&options, from, until)?,
         None => ca.issue(&options)?,
@@ -376,7 +376,7 @@ async fn a_new_server_certificate_and_crl_are_used_once_their_files_change() -> 
     }
 
     // So does a renewed server certificate.
-    let renewed = IssueOptions { common_name: "localhost".into(), server: true, sans: vec!["localhost".into(), "127.0.0.1".into()], days: 60, key_type: Default::default() };
+    let renewed = IssueOptions { common_name: "localhost".into(), server: true, sans: vec!["localhost".into(), "127.0.0.1".into()], days: 60, ..Default::default() };
     let (chain, key) = world.ca.issue(&renewed)?;
     let expected = edgemtls_host::pki::pem::certificates(chain.as_bytes())?;
     let expected = inspect_leaf(Path::new("server.pem"), &expected[0])?.fingerprint_sha256;

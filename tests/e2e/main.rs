@@ -15,6 +15,7 @@ mod isolation;
 mod limits;
 mod nginx;
 mod operations;
+mod revocation;
 mod rotation;
 mod startup;
 mod trust;

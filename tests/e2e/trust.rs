@@ -30,7 +30,7 @@ fn server_cert(ca: &DevCa, sans: &[&str]) -> anyhow::Result<(String, String)> {
         server: true,
         sans: sans.iter().map(|s| s.to_string()).collect(),
         days: 30,
-        key_type: Default::default(),
+        ..Default::default()
     };
     Ok(ca.issue(&options)?)
 }

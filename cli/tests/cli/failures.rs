@@ -38,7 +38,7 @@ fn assert_plain(text: &str, what: &str) -> Result<()> {
 }
 
 fn server_cert(ca: &DevCa, dir: &Path, stem: &str, sans: &[&str], valid: Option<(time::OffsetDateTime, time::OffsetDateTime)>) -> Result<(String, String)> {
-    let options = IssueOptions { common_name: sans[0].into(), server: true, sans: sans.iter().map(|s| s.to_string()).collect(), days: 30, key_type: Default::default() };
+    let options = IssueOptions { common_name: sans[0].into(), server: true, sans: sans.iter().map(|s| s.to_string()).collect(), days: 30, ..Default::default() };
     let (chain, key) = match valid {
         Some((from, until)) => ca.issue_with_validity(&options, from, until)?,
         None => ca.issue(&options)?,
@@ -104,7 +104,7 @@ fn each_tls_failure_says_what_failed_and_what_to_do() -> Result<()> {
     let other_ca = text(&dir.join("other-ca.pem"));
 
     let (client_pem, client_key) =
-        trusted.issue(&IssueOptions { common_name: "billing-client".into(), server: false, sans: vec![], days: 30, key_type: Default::default() })?;
+        trusted.issue(&IssueOptions { common_name: "billing-client".into(), server: false, sans: vec![], days: 30, ..Default::default() })?;
     let client_cert = sandbox.write("billing.pem", client_pem)?;
     let client_key = sandbox.write("billing.key", client_key)?;
     sandbox.ok(["cert", "create", "--name", "billing", "--cert", &text(&client_cert), "--key", &text(&client_key), "--env", "development"])?;

@@ -147,12 +147,27 @@ pub struct UpstreamTrust {
     /// Accepted SHA-256 pins (base64url, no padding) of the server's SubjectPublicKeyInfo;
     /// when set, a server whose key matches none is refused. Default: no pinning.
     pub pin_spki_sha256: Vec<[u8; 32]>,
+    /// Asking the server certificate's issuer, on each new connection, whether it is revoked.
+    pub revocation: crate::revocation::RevocationPolicy,
 }
 
 impl UpstreamTrust {
     /// Whether this entry weakens verification (`verify = false` or `check_hostname = false`).
     pub fn is_weakened(&self) -> bool {
         !self.verify || !self.check_hostname
+    }
+
+    /// An entry for these hosts with every default (full verification, no extra trust).
+    pub fn for_hosts(hosts: Vec<String>) -> Self {
+        Self {
+            hosts,
+            ca_bundle: None,
+            verify: true,
+            check_hostname: true,
+            crl: Vec::new(),
+            pin_spki_sha256: Vec::new(),
+            revocation: crate::revocation::RevocationPolicy::default(),
+        }
     }
 }
 
@@ -251,6 +266,10 @@ struct UpstreamToml {
     crl: Vec<String>,
     #[serde(default)]
     pin_spki_sha256: Vec<String>,
+    revocation: Option<String>,
+    revocation_soft_fail: Option<bool>,
+    revocation_timeout_ms: Option<u64>,
+    crl_cache_ttl_s: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -484,6 +503,7 @@ impl Reader<'_> {
         }
         let key = |field: &str| format!("upstreams[{index}].{field}");
         let existing = |field: &str, path: String| self.existing_file(&key(field), &path);
+        let revocation = self.revocation_policy(&key, &upstream)?;
         let ca_bundle = upstream.ca_bundle.map(|p| existing("ca_bundle", p)).transpose()?;
         let crl = upstream.crl.into_iter().map(|p| existing("crl", p)).collect::<Result<Vec<_>, _>>()?;
         let mut pins = Vec::new();
@@ -516,7 +536,46 @@ impl Reader<'_> {
             check_hostname: upstream.check_hostname.unwrap_or(true),
             crl,
             pin_spki_sha256: pins,
+            revocation,
         })
+    }
+
+    /// An entry's `revocation`, `revocation_soft_fail`, `revocation_timeout_ms` and
+    /// `crl_cache_ttl_s`, each within its range.
+    fn revocation_policy(
+        &self,
+        key: &dyn Fn(&str) -> String,
+        upstream: &UpstreamToml,
+    ) -> Result<crate::revocation::RevocationPolicy, ConfigError> {
+        use crate::revocation::{RevocationMode, RevocationPolicy};
+        let mut policy = RevocationPolicy::default();
+        if let Some(mode) = &upstream.revocation {
+            policy.mode = match mode.as_str() {
+                "off" => RevocationMode::Off,
+                "crl" => RevocationMode::Crl,
+                "ocsp" => RevocationMode::Ocsp,
+                "both" => RevocationMode::Both,
+                other => return Err(self.invalid(key("revocation"), format!("'{other}' is not one of off, crl, ocsp, both"))),
+            };
+        }
+        let set = upstream.revocation_soft_fail.is_some() || upstream.revocation_timeout_ms.is_some() || upstream.crl_cache_ttl_s.is_some();
+        if set && policy.mode == RevocationMode::Off {
+            return Err(self.invalid(key("revocation"), "revocation settings are given but revocation is off: set revocation = \"crl\", \"ocsp\" or \"both\"".into()));
+        }
+        policy.soft_fail = upstream.revocation_soft_fail.unwrap_or(false);
+        if let Some(ms) = upstream.revocation_timeout_ms {
+            if !(100..=60_000).contains(&ms) {
+                return Err(self.invalid(key("revocation_timeout_ms"), format!("{ms} is out of range: use 100 to 60000")));
+            }
+            policy.timeout = Duration::from_millis(ms);
+        }
+        if let Some(seconds) = upstream.crl_cache_ttl_s {
+            if !(1..=604_800).contains(&seconds) {
+                return Err(self.invalid(key("crl_cache_ttl_s"), format!("{seconds} is out of range: use 1 to 604800 (a week)")));
+            }
+            policy.crl_cache_ttl = Duration::from_secs(seconds);
+        }
+        Ok(policy)
     }
 
     /// The `[limits]` table, each value within its range.

@@ -79,6 +79,20 @@ fn upstream_hosts_that_could_never_match_are_refused_with_the_fix() {
         let err = Config::parse(path, &text).unwrap_err().to_string();
         assert!(err.contains(expected), "{hosts}: {err}");
     }
+    let revocation_cases = [
+        ("revocation = \"maybe\"", "upstreams[0].revocation: 'maybe' is not one of off, crl, ocsp, both"),
+        ("revocation_soft_fail = true", "revocation settings are given but revocation is off"),
+        ("revocation = \"ocsp\"\nrevocation_timeout_ms = 10", "revocation_timeout_ms: 10 is out of range"),
+        ("revocation = \"crl\"\ncrl_cache_ttl_s = 0", "crl_cache_ttl_s: 0 is out of range"),
+    ];
+    for (entry, expected) in revocation_cases {
+        let text = format!("[[upstreams]]\nhosts = [\"a:1\"]\n{entry}\n");
+        let err = Config::parse(path, &text).unwrap_err().to_string();
+        assert!(err.contains(expected), "{entry}: {err}");
+    }
+    let checked = Config::parse(path, "[[upstreams]]\nhosts = [\"a:1\"]\nrevocation = \"both\"\nrevocation_soft_fail = true\n").unwrap();
+    assert_eq!(checked.upstreams[0].revocation.mode, crate::revocation::RevocationMode::Both);
+    assert!(checked.upstreams[0].revocation.soft_fail);
     let twice = "[[upstreams]]\nhosts = [\"a:1\"]\n[[upstreams]]\nhosts = [\"A:1\"]\n";
     assert!(Config::parse(path, twice).unwrap_err().to_string().contains("already in upstreams[0]"));
     // "*" alone is the default profile for every upstream not listed.

@@ -42,6 +42,25 @@ pub struct IssueOptions {
     pub days: u32,
     /// The new certificate's key algorithm.
     pub key_type: NewKeyType,
+    /// A CRL distribution point (http URL) to name in the certificate.
+    pub crl_url: Option<String>,
+    /// An OCSP responder (http URL) to name in the certificate (authorityInfoAccess).
+    pub ocsp_url: Option<String>,
+}
+
+impl Default for IssueOptions {
+    /// A client certificate valid for 30 days, P-256, no SANs, names no CRL or OCSP responder.
+    fn default() -> Self {
+        Self {
+            common_name: String::new(),
+            server: false,
+            sans: Vec::new(),
+            days: 30,
+            key_type: NewKeyType::default(),
+            crl_url: None,
+            ocsp_url: None,
+        }
+    }
 }
 
 /// The files written by [`DevCa::issue_to`].
@@ -206,6 +225,12 @@ impl DevCa {
         params.use_authority_key_identifier_extension = true;
         params.not_before = not_before;
         params.not_after = not_after;
+        if let Some(url) = &options.crl_url {
+            params.crl_distribution_points = vec![rcgen::CrlDistributionPoint { uris: vec![http_url(url)?] }];
+        }
+        if let Some(url) = &options.ocsp_url {
+            params.custom_extensions.push(ocsp_responder_extension(&http_url(url)?)?);
+        }
         let cert = params.signed_by(&key, &issuer).map_err(generate_error)?;
         Ok((format!("{}{}", cert.pem(), self.cert_pem), key.serialize_pem()))
     }
@@ -256,6 +281,32 @@ impl DevCa {
         write_private_file(&key, key_pem.as_bytes())?;
         Ok(IssuedFiles { cert, key })
     }
+}
+
+/// `url`, when it is an http URL: CRL distribution points and OCSP responders are plain HTTP
+/// (their answers are signed), and clients fetch nothing else.
+fn http_url(url: &str) -> Result<String, PkiError> {
+    let parsed: Option<http::Uri> = url.parse().ok();
+    match parsed {
+        Some(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => Ok(url.to_string()),
+        _ => Err(PkiError::Generate(format!("'{url}' is not an http:// URL; CRL and OCSP URLs are plain http"))),
+    }
+}
+
+/// authorityInfoAccess naming an OCSP responder (RFC 5280 §4.2.2.1), which rcgen does not
+/// write itself.
+fn ocsp_responder_extension(url: &str) -> Result<rcgen::CustomExtension, PkiError> {
+    use der::Encode;
+    use x509_cert::ext::pkix::name::GeneralName;
+    use x509_cert::ext::pkix::{AccessDescription, AuthorityInfoAccessSyntax};
+    const OCSP: der::oid::ObjectIdentifier = der::oid::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1");
+    let location = der::asn1::Ia5String::new(url).map_err(|_| PkiError::Generate(format!("'{url}' is not ASCII")))?;
+    let access = AuthorityInfoAccessSyntax(vec![AccessDescription {
+        access_method: OCSP,
+        access_location: GeneralName::UniformResourceIdentifier(location),
+    }]);
+    let der = access.to_der().map_err(|e| PkiError::Generate(format!("encoding authorityInfoAccess: {e}")))?;
+    Ok(rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 5, 5, 7, 1, 1], der))
 }
 
 /// The file stem [`DevCa::issue_to`] uses for a common name.

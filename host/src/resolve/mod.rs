@@ -382,7 +382,7 @@ mod tests {
     use crate::store::NewCertificate;
 
     fn add(store: &mut Store, dir: &Path, ca: &DevCa, name: &str) -> anyhow::Result<String> {
-        let files = ca.issue_to(&IssueOptions { common_name: name.into(), server: false, sans: vec![], days: 30, key_type: Default::default() }, dir)?;
+        let files = ca.issue_to(&IssueOptions { common_name: name.into(), server: false, sans: vec![], days: 30, ..Default::default() }, dir)?;
         let identity = load_identity(ImportRequest { cert_path: &files.cert, key_path: Some(&files.key), password: None })?;
         let metadata = validate_client_identity(&identity, OffsetDateTime::now_utc())?;
         Ok(store.create(NewCertificate { name: name.into(), environments: Environment::ALL.to_vec(), identity, metadata })?.id)

@@ -1,23 +1,75 @@
 //! Whether a certificate has been revoked, asked of its issuer: the CRLs that the
 //! certificate's distribution points name, fetched over HTTP and checked by the same webpki
 //! verification as `pki verify` (so the CRL must be signed by the certificate's issuer and
-//! current).
+//! current), and OCSP (stapled, or the responder the certificate names).
 //!
-//! `cert status` and `cert show` use it for the store's own client certificates, so an
-//! operator learns of a revocation before an upstream refuses the certificate.
+//! Two users: every new upstream connection whose `[[upstreams]]` entry sets `revocation`
+//! (`server.rs`), and `cert status` / `cert show` for the store's own client certificates,
+//! so an operator learns of a revocation before an upstream refuses the certificate.
 
+mod cache;
 mod fetch;
+mod ocsp;
+mod server;
 
 use std::time::Duration;
 
-use rustls_pki_types::{CertificateDer, UnixTime};
+use rustls_pki_types::CertificateDer;
 use serde::Serialize;
 use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtension};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 pub use fetch::FetchError;
+pub use server::{RevocationRefusal, UpstreamRevocation};
+pub(crate) use server::CHECKS;
 
-use crate::pki::{Purpose, VerifyProblem, VerifyTrust};
+
+/// Keeps the OCSP response a server stapled to its certificate during the handshake, for the
+/// check that follows it (the response is verified when it is read).
+pub(crate) fn remember_staple(certificate: &CertificateDer<'_>, response: &[u8]) {
+    cache::CACHE.store_staple(certificate, response);
+}
+
+/// Which sources an upstream's server certificate is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RevocationMode {
+    /// No check beyond the entry's `crl` files (the default).
+    #[default]
+    Off,
+    /// The CRLs the certificate's distribution points name.
+    Crl,
+    /// OCSP: a stapled response, else the responder the certificate names.
+    Ocsp,
+    /// OCSP first; the CRLs when OCSP gives no answer.
+    Both,
+}
+
+/// An `[[upstreams]]` entry's revocation settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RevocationPolicy {
+    /// Which sources are asked.
+    pub mode: RevocationMode,
+    /// Let a connection through when no source answers (logged and counted). Default false.
+    pub soft_fail: bool,
+    /// How long one source gets to answer. Default 3 s.
+    pub timeout: Duration,
+    /// How long a fetched CRL is used before it is fetched again (sooner at its nextUpdate).
+    /// Default one hour.
+    pub crl_cache_ttl: Duration,
+}
+
+impl Default for RevocationPolicy {
+    fn default() -> Self {
+        Self { mode: RevocationMode::Off, soft_fail: false, timeout: Duration::from_secs(3), crl_cache_ttl: Duration::from_secs(3600) }
+    }
+}
+
+impl RevocationPolicy {
+    /// Whether connections are checked at all.
+    pub fn checks(&self) -> bool {
+        self.mode != RevocationMode::Off
+    }
+}
 
 /// What the issuer says about a certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -85,50 +137,10 @@ pub fn crl_urls(cert: &CertificateDer<'_>) -> Vec<String> {
     urls
 }
 
-/// Asks the CRLs of `chain[0]`'s distribution points, verifying each against the issuer in
-/// `chain` (the chain as stored: leaf first, then its issuers). `timeout` bounds each fetch.
-pub async fn check_crl(chain: &[CertificateDer<'static>], now: UnixTime, timeout: Duration) -> RevocationStatus {
-    let Some((leaf, issuers)) = chain.split_first() else {
-        return RevocationStatus::Unknown { detail: "there is no certificate to check".into() };
-    };
-    let urls = crl_urls(leaf);
-    if urls.is_empty() {
-        return RevocationStatus::NotPublished;
-    }
-    // The top of the stored chain stands in for the trust anchor: the question here is what
-    // the issuer says, not whether some CA is trusted (the upstream decides that).
-    let Some((anchor, intermediates)) = issuers.split_last() else {
-        return RevocationStatus::Unknown {
-            detail: "its issuer's certificate is not stored with it, so its CRL cannot be checked (import the chain)".into(),
-        };
-    };
-    let mut failures = Vec::new();
-    for url in &urls {
-        let crls = match fetch::crls(url, timeout).await {
-            Ok(crls) => crls,
-            Err(error) => {
-                failures.push(format!("{url}: {error}"));
-                continue;
-            }
-        };
-        let trust = VerifyTrust {
-            cas: vec![anchor.clone()],
-            intermediates: intermediates.to_vec(),
-            crls: crls.into_iter().map(|crl| (url.clone(), crl)).collect(),
-        };
-        return match crate::pki::verify(leaf, &[], &trust, Purpose::Any, now) {
-            Ok(()) => RevocationStatus::Good { source: url.clone() },
-            Err(problem @ VerifyProblem::Revoked { .. }) => {
-                RevocationStatus::Revoked { source: url.clone(), detail: problem.to_string() }
-            }
-            Err(VerifyProblem::RevocationUnknown) => {
-                RevocationStatus::Unknown { detail: format!("the CRL at {url} is not from its issuer") }
-            }
-            Err(VerifyProblem::CrlExpired) => {
-                RevocationStatus::Unknown { detail: format!("the CRL at {url} is out of date (its nextUpdate has passed)") }
-            }
-            Err(problem) => RevocationStatus::Unknown { detail: format!("its revocation cannot be checked: {problem}") },
-        };
-    }
-    RevocationStatus::Unknown { detail: format!("no CRL could be fetched: {}", failures.join("; ")) }
+/// What the issuer of a stored certificate says (`cert status`, `cert show`): OCSP from the
+/// responder it names, else the CRLs its distribution points name, each checked against the
+/// issuer in `chain` (leaf first, as stored). `timeout` bounds each source.
+pub async fn check_stored(chain: &[CertificateDer<'static>], timeout: Duration) -> RevocationStatus {
+    let policy = RevocationPolicy { mode: RevocationMode::Both, soft_fail: false, timeout, crl_cache_ttl: Duration::ZERO };
+    UpstreamRevocation::for_stored(policy).status(chain).await
 }

@@ -133,6 +133,12 @@ fn trust_problems(config: &Config, environment: Environment, problems: &mut Vec<
                 warnings.push(format!("upstreams[{index}] ({hosts}): {what} weakens upstream verification"));
             }
         }
+        if upstream.revocation.checks() && upstream.revocation.soft_fail {
+            warnings.push(format!(
+                "upstreams[{index}] ({}): revocation_soft_fail = true lets a connection through when its revocation status cannot be learned",
+                upstream.hosts.join(", ")
+            ));
+        }
     }
 }
 

@@ -4,7 +4,7 @@ use super::*;
 use crate::pki::{DevCa, ImportRequest, IssueOptions, load_identity, validate_client_identity};
 
 fn identity(dir: &Path, ca: &DevCa, cn: &str) -> anyhow::Result<(Identity, CertificateMetadata)> {
-    let files = ca.issue_to(&IssueOptions { common_name: cn.into(), server: false, sans: vec![], days: 30, key_type: Default::default() }, dir)?;
+    let files = ca.issue_to(&IssueOptions { common_name: cn.into(), server: false, sans: vec![], days: 30, ..Default::default() }, dir)?;
     let identity = load_identity(ImportRequest { cert_path: &files.cert, key_path: Some(&files.key), password: None })?;
     let metadata = validate_client_identity(&identity, OffsetDateTime::now_utc())?;
     Ok((identity, metadata))

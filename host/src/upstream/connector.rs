@@ -152,6 +152,49 @@ where
     }
 }
 
+/// Wraps the TLS connector: when the connection's trust profile checks revocation, asks the
+/// server certificate's issuer (`revocation::UpstreamRevocation`) after the handshake and
+/// before the connection is handed to the pool, so no request is sent to a revoked server.
+#[derive(Clone)]
+pub(crate) struct RevocationGuard<C> {
+    pub(crate) inner: C,
+    pub(crate) revocation: Option<Arc<crate::revocation::UpstreamRevocation>>,
+}
+
+type TlsOverTcp = hyper_rustls::MaybeHttpsStream<hyper_util::rt::TokioIo<tokio::net::TcpStream>>;
+
+impl<C> tower_service::Service<http::Uri> for RevocationGuard<C>
+where
+    C: tower_service::Service<http::Uri, Response = TlsOverTcp>,
+    C::Error: Into<BoxError>,
+    C::Future: Send + 'static,
+{
+    type Response = TlsOverTcp;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let authority = Authority::of(&uri).map(|a| a.to_string()).unwrap_or_else(|| uri.to_string());
+        let connecting = self.inner.call(uri);
+        let revocation = self.revocation.clone();
+        Box::pin(async move {
+            let connection = connecting.await.map_err(Into::into)?;
+            if let (Some(revocation), hyper_rustls::MaybeHttpsStream::Https(tls)) = (&revocation, &connection) {
+                let chain = tls.inner().get_ref().1.peer_certificates().map(<[_]>::to_vec).unwrap_or_default();
+                revocation
+                    .check(&authority, &chain)
+                    .await
+                    .map_err(|refusal| std::io::Error::new(std::io::ErrorKind::PermissionDenied, refusal))?;
+            }
+            Ok(connection)
+        })
+    }
+}
+
 /// Wraps the TLS connector so that each of its connections records its TLS error.
 #[derive(Clone)]
 pub(crate) struct RecordingConnector<C>(pub(crate) C);

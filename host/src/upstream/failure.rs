@@ -192,6 +192,13 @@ pub fn classify(error: &(dyn std::error::Error + 'static), attempt: &Attempt<'_>
             if let Some(tls) = io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
                 return from_tls(tls, attempt);
             }
+            if let Some(refusal) = io.get_ref().and_then(|inner| inner.downcast_ref::<crate::revocation::RevocationRefusal>()) {
+                let reason = match refusal.revoked {
+                    true => FailureReason::UpstreamCertificateRevoked,
+                    false => FailureReason::UpstreamRevocationUnknown,
+                };
+                return UpstreamFailure::new(reason, refusal.detail.clone());
+            }
             if let Some(forbidden) = io.get_ref().and_then(|inner| inner.downcast_ref::<super::ForbiddenPeer>()) {
                 return UpstreamFailure::new(
                     FailureReason::EgressDenied,

@@ -19,7 +19,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use connector::{LastTlsError, PeerGuard, RecordingConnector};
+use connector::{LastTlsError, PeerGuard, RecordingConnector, RevocationGuard};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use wasmtime_wasi_http::{RequestOptions, WasiBody};
 
@@ -30,7 +30,7 @@ pub use probe::{ProbeReport, probe};
 pub use trust::{HostnameMismatch, PinMismatch, TrustError, TrustProfiles};
 
 /// The HTTP client (and its connection pool) of one identity towards one trust profile.
-type PooledClient = Client<RecordingConnector<HttpsConnector<PeerGuard<HttpConnector>>>, WasiBody>;
+type PooledClient = Client<RecordingConnector<RevocationGuard<HttpsConnector<PeerGuard<HttpConnector>>>>, WasiBody>;
 
 /// The client certificate an outbound request presents, if any.
 pub struct Certificate {
@@ -50,7 +50,15 @@ pub struct Certificate {
 pub struct ClientIdentity {
     certificate: Option<Certificate>,
     trust: Arc<TrustProfiles>,
-    clients: Box<[OnceLock<PooledClient>]>,
+    clients: Box<[PoolSlot]>,
+}
+
+/// Where one trust profile's pool lives. A profile that checks revocation checks each new
+/// connection, so its pool is replaced every `crl_cache_ttl`: a server revoked after its
+/// connections were pooled is asked again within that time (requests in flight keep theirs).
+enum PoolSlot {
+    Fixed(OnceLock<PooledClient>),
+    Renewed { every: Duration, current: std::sync::Mutex<Option<(std::time::Instant, PooledClient)>> },
 }
 
 impl std::fmt::Debug for ClientIdentity {
@@ -71,7 +79,12 @@ impl ClientIdentity {
     }
 
     fn new(certificate: Option<Certificate>, trust: Arc<TrustProfiles>) -> Self {
-        let clients = (0..trust.len()).map(|_| OnceLock::new()).collect();
+        let clients = (0..trust.len())
+            .map(|profile| match trust.revocation(profile) {
+                Some(revocation) => PoolSlot::Renewed { every: revocation.recheck_every(), current: Default::default() },
+                None => PoolSlot::Fixed(OnceLock::new()),
+            })
+            .collect();
         Self { certificate, trust, clients }
     }
 
@@ -90,15 +103,31 @@ impl ClientIdentity {
         &self.trust
     }
 
-    /// The pooled client for `authority`, built on first use.
-    fn client(&self, authority: &Authority) -> Result<&PooledClient, UpstreamFailure> {
+    /// The pooled client for `authority`, built on first use (and renewed, see [`PoolSlot`]).
+    fn client(&self, authority: &Authority) -> Result<std::borrow::Cow<'_, PooledClient>, UpstreamFailure> {
         let profile = self.trust.profile_for(authority);
         let slot = self.clients.get(profile).ok_or_else(|| UpstreamFailure::new(FailureReason::Other, "trust profile out of range"))?;
-        if let Some(client) = slot.get() {
-            return Ok(client);
+        let build = || Ok::<_, UpstreamFailure>(build_client(self.client_config(profile)?, self.trust.revocation(profile)));
+        match slot {
+            PoolSlot::Fixed(once) => {
+                if let Some(client) = once.get() {
+                    return Ok(std::borrow::Cow::Borrowed(client));
+                }
+                let client = build()?;
+                Ok(std::borrow::Cow::Borrowed(once.get_or_init(|| client)))
+            }
+            PoolSlot::Renewed { every, current } => {
+                let mut current = current.lock().map_err(|_| UpstreamFailure::new(FailureReason::Other, "connection pool lock poisoned"))?;
+                match current.as_ref() {
+                    Some((built, client)) if built.elapsed() < *every => Ok(std::borrow::Cow::Owned(client.clone())),
+                    _ => {
+                        let client = build()?;
+                        *current = Some((std::time::Instant::now(), client.clone()));
+                        Ok(std::borrow::Cow::Owned(client))
+                    }
+                }
+            }
         }
-        let config = self.client_config(profile)?;
-        Ok(slot.get_or_init(|| build_client(config)))
     }
 
     /// The TLS client config this identity uses towards `authority`.
@@ -194,7 +223,7 @@ fn request_authority(request: &http::Request<WasiBody>) -> Result<Authority, Ups
         .ok_or_else(|| UpstreamFailure::new(FailureReason::InvalidRequest, format!("the URL '{uri}' has no host")))
 }
 
-fn build_client(config: rustls::ClientConfig) -> PooledClient {
+fn build_client(config: rustls::ClientConfig, revocation: Option<Arc<crate::revocation::UpstreamRevocation>>) -> PooledClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -204,5 +233,6 @@ fn build_client(config: rustls::ClientConfig) -> PooledClient {
         .https_or_http()
         .enable_all_versions()
         .wrap_connector(PeerGuard(http));
+    let connector = RevocationGuard { inner: connector, revocation };
     Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(RecordingConnector(connector))
 }

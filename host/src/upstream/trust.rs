@@ -17,6 +17,7 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use super::Authority;
 use crate::config::UpstreamTrust;
+use crate::revocation::UpstreamRevocation;
 
 /// Why the upstream trust settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +89,8 @@ fn subject_alt_names(cert: &CertificateDer<'_>) -> Vec<String> {
 pub struct TrustProfiles {
     provider: Arc<CryptoProvider>,
     verifiers: Vec<Arc<UpstreamVerifier>>,
+    /// Per profile, parallel to `verifiers`: its revocation checking, if it has any.
+    revocations: Vec<Option<Arc<UpstreamRevocation>>>,
     by_authority: HashMap<Authority, usize>,
 }
 
@@ -107,6 +110,7 @@ impl TrustProfiles {
             .build()
             .map_err(|e| TrustError::Verifier { hosts: "(default)".into(), reason: e.to_string() })?;
         let mut verifiers = vec![Arc::new(UpstreamVerifier::strict(default))];
+        let mut revocations = vec![None];
         let mut by_authority = HashMap::new();
         for entry in upstreams {
             let hosts = entry.hosts.join(", ");
@@ -127,6 +131,10 @@ impl TrustProfiles {
                 builder = builder.with_crls(crls).only_check_end_entity_revocation();
             }
             let inner = builder.build().map_err(|e| TrustError::Verifier { hosts: hosts.clone(), reason: e.to_string() })?;
+            let revocation = match entry.revocation.checks() {
+                true => Some(Arc::new(UpstreamRevocation::new(entry.revocation, bundle_certificates(entry.ca_bundle.as_deref())?))),
+                false => None,
+            };
             // Weakened entries are reported once, by whoever loads the config (`serve`,
             // `check`, `cert test`), not again here on every reload.
             // `hosts = ["*"]` replaces the default profile (index 0) for every unlisted host.
@@ -137,19 +145,22 @@ impl TrustProfiles {
                 verify: entry.verify,
                 check_hostname: entry.check_hostname,
                 pins: entry.pin_spki_sha256.clone(),
+                keep_staples: revocation.is_some(),
             });
             if is_default {
                 verifiers[0] = verifier;
+                revocations[0] = revocation;
                 continue;
             }
             verifiers.push(verifier);
+            revocations.push(revocation);
             // Entries were checked when the config was read; one that is not an authority
             // could never match a request.
             for authority in entry.hosts.iter().filter_map(|host| Authority::parse(host)) {
                 by_authority.insert(authority, index);
             }
         }
-        Ok(Self { provider, verifiers, by_authority })
+        Ok(Self { provider, verifiers, revocations, by_authority })
     }
 
     /// The number of profiles.
@@ -171,6 +182,10 @@ impl TrustProfiles {
         self.verifiers[profile.min(self.verifiers.len() - 1)].clone()
     }
 
+    pub(crate) fn revocation(&self, profile: usize) -> Option<Arc<UpstreamRevocation>> {
+        self.revocations.get(profile).cloned().flatten()
+    }
+
     pub(crate) fn provider(&self) -> Arc<CryptoProvider> {
         self.provider.clone()
     }
@@ -183,12 +198,23 @@ pub(crate) struct UpstreamVerifier {
     verify: bool,
     check_hostname: bool,
     pins: Vec<[u8; 32]>,
+    /// Remember stapled OCSP responses for the revocation check after the handshake.
+    keep_staples: bool,
 }
 
 impl UpstreamVerifier {
     fn strict(inner: Arc<WebPkiServerVerifier>) -> Self {
-        Self { inner, verify: true, check_hostname: true, pins: Vec::new() }
+        Self { inner, verify: true, check_hostname: true, pins: Vec::new(), keep_staples: false }
     }
+}
+
+/// The certificates of an entry's CA bundle, where the revocation check looks for an issuer
+/// the server did not send.
+fn bundle_certificates(path: Option<&std::path::Path>) -> Result<Vec<CertificateDer<'static>>, TrustError> {
+    let Some(path) = path else { return Ok(Vec::new()) };
+    let bytes = crate::files::read_regular_file(path, 32 << 20)
+        .map_err(|e| TrustError::CaBundle { path: path.to_path_buf(), reason: e.to_string() })?;
+    crate::pki::pem::certificates_pem_or_der(bytes).map_err(|e| TrustError::CaBundle { path: path.to_path_buf(), reason: e.to_string() })
 }
 
 fn spki_sha256(cert: &CertificateDer<'_>) -> Option<[u8; 32]> {
@@ -207,6 +233,9 @@ impl ServerCertVerifier for UpstreamVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if self.keep_staples && !ocsp_response.is_empty() {
+            crate::revocation::remember_staple(end_entity, ocsp_response);
+        }
         if self.verify {
             match self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
                 Ok(_) => {}

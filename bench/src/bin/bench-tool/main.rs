@@ -83,7 +83,7 @@ fn populate(store_dir: &std::path::Path, ca: &std::path::Path, count: usize, pre
     let started = Instant::now();
     for i in 0..count {
         let name = format!("{prefix}{i}");
-        let options = IssueOptions { common_name: format!("{prefix}-cn-{i}"), server: false, sans: vec![], days: 30, key_type: Default::default() };
+        let options = IssueOptions { common_name: format!("{prefix}-cn-{i}"), server: false, sans: vec![], days: 30, ..Default::default() };
         let (cert_pem, key_pem) = ca.issue(&options)?;
         if let Some(dir) = &files {
             std::fs::write(dir.join(format!("{name}.pem")), &cert_pem)?;

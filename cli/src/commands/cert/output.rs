@@ -2,20 +2,19 @@
 //! escaping of text that comes from certificates.
 
 use edgemtls_host::pki::rfc3339;
-use edgemtls_host::revocation::{RevocationStatus, check_crl};
+use edgemtls_host::revocation::{RevocationStatus, check_stored};
 use edgemtls_host::store::{CertificateRecord, Deployment};
 use time::OffsetDateTime;
 
 /// How long one issuer gets to answer `cert status` / `cert show`.
 const REVOCATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// What each record's issuer says about it (its CRL distribution points, asked all at once),
-/// or `None` for each when `offline`.
+/// What each record's issuer says about it (its OCSP responder or CRL distribution points,
+/// a few records at a time), or `None` for each when `offline`.
 pub(super) fn revocation(records: &[CertificateRecord], offline: bool) -> Vec<Option<RevocationStatus>> {
     if offline {
         return vec![None; records.len()];
     }
-    let now = rustls_pki_types::UnixTime::now();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -31,7 +30,7 @@ pub(super) fn revocation(records: &[CertificateRecord], offline: bool) -> Vec<Op
             let (chain, permits) = (record.chain.clone(), permits.clone());
             checks.spawn(async move {
                 let _permit = permits.acquire_owned().await;
-                (index, check_crl(&chain, now, REVOCATION_TIMEOUT).await)
+                (index, check_stored(&chain, REVOCATION_TIMEOUT).await)
             });
         }
         let unanswered = RevocationStatus::Unknown { detail: "the check did not finish".into() };
@@ -143,7 +142,7 @@ pub(super) fn print_details(
     say!("chain:        {} certificate(s)", record.chain.len());
     match revocation {
         None => say!("revocation:   not checked (--offline)"),
-        Some(RevocationStatus::NotPublished) => say!("revocation:   none published (the certificate names no CRL)"),
+        Some(RevocationStatus::NotPublished) => say!("revocation:   none published (the certificate names no OCSP responder or CRL)"),
         Some(status) => say!("revocation:   {}: {}", status.word(), printable(&status.detail().unwrap_or_default())),
     }
     say!("spki sha256:  {}", m.spki_sha256);

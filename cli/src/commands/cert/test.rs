@@ -48,10 +48,7 @@ impl TestCommand {
             upstreams.push(UpstreamTrust {
                 hosts: vec![authority.clone()],
                 ca_bundle: Some(edgemtls_host::pki::expand_tilde(&ca)),
-                verify: true,
-                check_hostname: true,
-                crl: Vec::new(),
-                pin_spki_sha256: Vec::new(),
+                ..UpstreamTrust::for_hosts(Vec::new())
             });
         }
         for upstream in upstreams.iter().filter(|u| u.is_weakened()) {

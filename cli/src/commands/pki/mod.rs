@@ -70,6 +70,12 @@ pub enum PkiCommand {
         /// still require RSA).
         #[arg(long, default_value = "p256", value_parser = parse_key_type)]
         key_type: NewKeyType,
+        /// Name this CRL distribution point (an http URL) in the certificate.
+        #[arg(long, value_name = "URL")]
+        crl_url: Option<String>,
+        /// Name this OCSP responder (an http URL) in the certificate.
+        #[arg(long, value_name = "URL")]
+        ocsp_url: Option<String>,
     },
     /// Checks certificates against a CA (as `openssl verify -CAfile`): prints OK or the
     /// reason for each; exits 0 only when all verify.
@@ -100,7 +106,7 @@ impl PkiCommand {
                 let protection = if encrypt { "encrypted, mode 0600" } else { "mode 0600" };
                 say!("created CA '{cn}'\n  certificate: {}\n  key:         {} ({protection})", cert.display(), key.display());
             }
-            PkiCommand::Issue { ca, cn, out, server, sans, days, force, password_env, key_type } => {
+            PkiCommand::Issue { ca, cn, out, server, sans, days, force, password_env, key_type, crl_url, ocsp_url } => {
                 let ca_dir = edgemtls_host::pki::expand_tilde(&ca);
                 let passphrase = match DevCa::key_is_encrypted(&ca_dir) {
                     true => Some(passphrase::required(password_env.as_deref(), "the CA key's passphrase", false)?),
@@ -108,7 +114,7 @@ impl PkiCommand {
                 };
                 let ca = DevCa::load_with_passphrase(&ca_dir, passphrase.as_deref())
                     .with_context(|| format!("loading the CA in '{}'", ca_dir.display()))?;
-                let options = IssueOptions { common_name: cn.clone(), server, sans, days, key_type };
+                let options = IssueOptions { common_name: cn.clone(), server, sans, days, key_type, crl_url, ocsp_url };
                 let out = edgemtls_host::pki::expand_tilde(&out);
                 let existing = out.join(format!("{}.key", edgemtls_host::pki::file_stem(&cn)));
                 if existing.exists() && !force {
