@@ -237,3 +237,55 @@ fn status_and_show_report_a_revocation_from_the_issuers_crl() -> Result<()> {
     ensure!(billing["status"] == "unknown" && billing["detail"].as_str().is_some_and(|d| d.contains("no CRL could be fetched")), "{value:#}");
     Ok(())
 }
+
+/// `pki issue --ocsp-url` names a responder; `cert status` asks it (a real `openssl ocsp`)
+/// and reports the revocation with its date; `cert show --json` says where it came from.
+#[test]
+fn status_asks_the_ocsp_responder_a_certificate_names() -> Result<()> {
+    if !have_openssl("status_asks_the_ocsp_responder_a_certificate_names") {
+        return Ok(());
+    }
+    let sandbox = Sandbox::new()?;
+    let port = free_port()?;
+    let ca = text(&sandbox.path("ca"));
+    let out = text(&sandbox.path("issued"));
+    sandbox.ok(["pki", "init", "--out", &ca])?;
+    sandbox.ok(["pki", "issue", "--ca", &ca, "--cn", "agent", "--out", &out, "--ocsp-url", &format!("http://127.0.0.1:{port}")])?;
+    sandbox.fails(["pki", "issue", "--ca", &ca, "--cn", "x", "--out", &out, "--ocsp-url", "ldap://nowhere"], "not an http:// URL")?;
+    let cert = sandbox.path("issued/agent.pem");
+    sandbox.ok(sandbox.create_args("agent", &cert, Some(&sandbox.path("issued/agent.key")), &[]))?;
+    let serial = sandbox.show_json("agent")?["serial"].as_str().unwrap_or_default().replace(':', "").to_uppercase();
+    sandbox.write("index.txt", format!("R\t351231235959Z\t261101000000Z\t{serial}\tunknown\t/CN=agent\n"))?;
+
+    let mut responder = std::process::Command::new("openssl");
+    responder
+        .args(["ocsp", "-index", "index.txt", "-port", &port.to_string(), "-rsigner", "ca/ca.pem", "-rkey", "ca/ca.key"])
+        .args(["-CA", "ca/ca.pem", "-ndays", "1"])
+        .current_dir(sandbox.dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = responder.spawn()?;
+    // `openssl ocsp` serves one connection at a time and hangs on one that sends nothing,
+    // so no connect probe: it says when it listens.
+    let stderr = child.stderr.take().context("no stderr")?;
+    let _responder = Running(child);
+    let (ready, said) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("waiting for OCSP client connections") {
+                let _ = ready.send(());
+            }
+        }
+    });
+    said.recv_timeout(std::time::Duration::from_secs(20)).context("openssl ocsp did not start")?;
+
+    let out = sandbox.run(["cert", "status"])?;
+    let table = String::from_utf8_lossy(&out.stdout);
+    ensure!(out.status.code() == Some(2), "{table}");
+    ensure!(table.contains("agent: revoked on 2026-11-01T00:00:00Z, per the OCSP responder"), "{table}");
+    let shown = sandbox.show_json("agent")?;
+    ensure!(shown["revocation"]["status"] == "revoked", "{shown:#}");
+    ensure!(shown["revocation"]["source"].as_str().is_some_and(|s| s.contains(&port.to_string())), "{shown:#}");
+    Ok(())
+}
