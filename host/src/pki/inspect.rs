@@ -139,6 +139,15 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
 }
 
+/// Unix seconds as RFC 3339, or in plain words when out of range.
+pub fn rfc3339_unix(seconds: u64) -> String {
+    i64::try_from(seconds)
+        .ok()
+        .and_then(|secs| OffsetDateTime::from_unix_timestamp(secs).ok())
+        .map(rfc3339)
+        .unwrap_or_else(|| format!("{seconds} s after 1970"))
+}
+
 /// Reads the metadata of a leaf certificate. `path` only names the file in errors.
 pub fn inspect_leaf(path: &Path, der: &CertificateDer<'_>) -> Result<CertificateMetadata, PkiError> {
     let unparseable =

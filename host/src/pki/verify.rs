@@ -142,9 +142,7 @@ pub fn verify(
 
 fn problem(error: webpki::Error, leaf: &CertificateDer<'_>, trust: &VerifyTrust, purpose: Purpose) -> VerifyProblem {
     use webpki::Error as E;
-    let time = |t: UnixTime| {
-        time::OffsetDateTime::from_unix_timestamp(t.as_secs() as i64).map_or_else(|_| "an unreadable date".into(), crate::pki::rfc3339)
-    };
+    let time = |t: UnixTime| crate::pki::rfc3339_unix(t.as_secs());
     match error {
         E::UnknownIssuer => VerifyProblem::UnknownIssuer,
         E::CertExpired { not_after, .. } => VerifyProblem::Expired(time(not_after)),

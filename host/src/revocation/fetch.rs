@@ -72,7 +72,7 @@ fn http_url(url: &str) -> Result<http::Uri, FetchError> {
 async fn exchange(request: http::Request<Full<Bytes>>, timeout: Duration, max_bytes: usize) -> Result<Bytes, FetchError> {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     tokio::time::timeout(timeout, async {
-        let response = client.request(request).await.map_err(|e| FetchError::Transport(causes(&e)))?;
+        let response = client.request(request).await.map_err(|e| FetchError::Transport(crate::upstream::error_chain(&e)))?;
         if response.status() != http::StatusCode::OK {
             return Err(FetchError::Status(response.status().as_u16()));
         }
@@ -87,16 +87,4 @@ async fn exchange(request: http::Request<Full<Bytes>>, timeout: Duration, max_by
     })
     .await
     .map_err(|_| FetchError::Timeout(timeout))?
-}
-
-/// An error and its causes, outermost first: hyper's own text is only "client error (Connect)".
-fn causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -123,8 +123,7 @@ pub fn read(response: &[u8], id: &CertId, issuer: &CertificateDer<'_>, now: Unix
     Ok(match &single.cert_status {
         CertStatus::Good(_) => OcspAnswer::Good { valid_until },
         CertStatus::Revoked(info) => OcspAnswer::Revoked {
-            when: time::OffsetDateTime::from_unix_timestamp(seconds(&info.revocation_time) as i64)
-                .map_or_else(|_| "an unreadable date".into(), crate::pki::rfc3339),
+            when: crate::pki::rfc3339_unix(seconds(&info.revocation_time)),
             valid_until,
         },
         CertStatus::Unknown(_) => OcspAnswer::Unknown,

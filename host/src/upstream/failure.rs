@@ -438,11 +438,7 @@ fn alert_name(alert: AlertDescription) -> String {
 }
 
 fn rfc3339(time: UnixTime) -> String {
-    i64::try_from(time.as_secs())
-        .ok()
-        .and_then(|secs| time::OffsetDateTime::from_unix_timestamp(secs).ok())
-        .map(crate::pki::rfc3339)
-        .unwrap_or_else(|| format!("{} s after 1970", time.as_secs()))
+    crate::pki::rfc3339_unix(time.as_secs())
 }
 
 /// An error and its causes, `: `-separated.

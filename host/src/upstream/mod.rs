@@ -26,6 +26,7 @@ use wasmtime_wasi_http::{RequestOptions, WasiBody};
 pub use authority::{Authority, default_port};
 pub use connector::{ForbiddenPeer, forbid_admin_listener};
 pub use failure::{Attempt, FailureReason, UpstreamFailure, classify};
+pub(crate) use failure::error_chain;
 pub use probe::{ProbeReport, probe};
 pub use trust::{HostnameMismatch, PinMismatch, TrustError, TrustProfiles};
 
