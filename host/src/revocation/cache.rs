@@ -4,7 +4,7 @@
 //! that every config version and pool shares; each map is bounded.
 
 use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use rustls_pki_types::CertificateRevocationListDer;
@@ -18,7 +18,8 @@ const MAX_STAPLES: usize = 1024;
 /// A CRL fetch and when it stops being used.
 #[derive(Clone)]
 pub(super) struct CachedCrl {
-    pub crls: Vec<CertificateRevocationListDer<'static>>,
+    /// Shared: a CRL can be megabytes, and every check of a connection reads it.
+    pub crls: Arc<Vec<CertificateRevocationListDer<'static>>>,
     pub fetched: Instant,
     /// Unix seconds of the earliest nextUpdate among them, if any says.
     pub next_update: Option<u64>,
@@ -41,7 +42,12 @@ pub(super) struct Cache {
     crls: Mutex<HashMap<String, CachedCrl>>,
     ocsp: Mutex<HashMap<Vec<u8>, OcspAnswer>>,
     staples: Mutex<HashMap<[u8; 32], Vec<u8>>>,
+    /// One fetch at a time per URL or certificate: a burst of new connections waits for the
+    /// first one's answer instead of each downloading the same CRL.
+    flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
+
+const MAX_FLIGHTS: usize = 4096;
 
 pub(super) static CACHE: LazyLock<Cache> = LazyLock::new(Cache::default);
 
@@ -89,6 +95,17 @@ impl Cache {
         if let Ok(mut staples) = self.staples.lock() {
             bounded_insert(&mut staples, MAX_STAPLES, key, response.to_vec());
         }
+    }
+
+    /// The lock that one fetch of `key` holds while it asks.
+    pub fn flight(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let Ok(mut flights) = self.flights.lock() else { return Arc::default() };
+        if let Some(flight) = flights.get(key) {
+            return flight.clone();
+        }
+        let flight = Arc::new(tokio::sync::Mutex::new(()));
+        bounded_insert(&mut flights, MAX_FLIGHTS, key.to_string(), flight.clone());
+        flight
     }
 
     pub fn staple(&self, certificate: &[u8]) -> Option<Vec<u8>> {

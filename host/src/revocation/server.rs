@@ -8,7 +8,9 @@ use std::sync::LazyLock;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use rustls_pki_types::{CertificateDer, UnixTime};
+use std::sync::Arc;
+
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::cache::{CACHE, CachedCrl};
@@ -151,6 +153,11 @@ impl UpstreamRevocation {
         if let Some(answer) = CACHE.ocsp(&key, now.as_secs()) {
             return Ok(status(answer, &source));
         }
+        let flight = CACHE.flight(&format!("ocsp:{}", hex(&key)));
+        let _asking = flight.lock().await;
+        if let Some(answer) = CACHE.ocsp(&key, now.as_secs()) {
+            return Ok(status(answer, &source));
+        }
         let request = ocsp::request(&id).ok_or("its OCSP request cannot be encoded")?;
         let response = fetch::ocsp(&url, request, self.policy.timeout).await.map_err(|e| format!("{source}: {e}"))?;
         let answer = ocsp::read(&response, &id, issuer, now).map_err(|why| format!("{source}: {why}"))?;
@@ -172,23 +179,29 @@ impl UpstreamRevocation {
                     continue;
                 }
             };
-            return judge_by_crl(leaf, issuer, url, crls, now, self.purpose, &[]);
+            return judge_by_crl(leaf, issuer, url, &crls, now, self.purpose);
         }
         RevocationStatus::Unknown { detail: format!("no CRL could be fetched: {}", failures.join("; ")) }
     }
 
     /// The CRLs at `url`: cached while fresh, fetched again after the TTL or nextUpdate; a
     /// failed refresh keeps using the old ones while they are current.
-    async fn current_crl(&self, url: &str, now: u64) -> Result<Vec<rustls_pki_types::CertificateRevocationListDer<'static>>, String> {
+    async fn current_crl(&self, url: &str, now: u64) -> Result<Arc<Vec<CertificateRevocationListDer<'static>>>, String> {
+        let fresh = |cached: &Option<CachedCrl>| cached.as_ref().filter(|c| c.is_fresh(self.policy.crl_cache_ttl, now)).map(|c| c.crls.clone());
+        if let Some(crls) = fresh(&CACHE.crl(url)) {
+            return Ok(crls);
+        }
+        let flight = CACHE.flight(url);
+        let _fetching = flight.lock().await;
+        // Whoever held the lock before may have fetched it meanwhile.
         let cached = CACHE.crl(url);
-        if let Some(cached) = &cached
-            && cached.is_fresh(self.policy.crl_cache_ttl, now)
-        {
-            return Ok(cached.crls.clone());
+        if let Some(crls) = fresh(&cached) {
+            return Ok(crls);
         }
         match fetch::crls(url, self.policy.timeout).await {
             Ok(crls) => {
                 let next_update = earliest_next_update(&crls);
+                let crls = Arc::new(crls);
                 CACHE.store_crl(url, CachedCrl { crls: crls.clone(), fetched: std::time::Instant::now(), next_update });
                 Ok(crls)
             }
@@ -203,22 +216,20 @@ impl UpstreamRevocation {
     }
 }
 
-/// What `crls` (fetched from `url`) say about `leaf`, checked by webpki with `issuer` as the
-/// anchor (through `intermediates`): a CRL from anyone but the leaf's issuer, or out of date,
-/// decides nothing.
-pub(super) fn judge_by_crl(
+/// What `crls` (fetched from `url`) say about `leaf`, checked by webpki with its `issuer` as
+/// the anchor: a CRL from anyone but the issuer, or out of date, decides nothing.
+fn judge_by_crl(
     leaf: &CertificateDer<'_>,
     issuer: &CertificateDer<'static>,
     url: &str,
-    crls: Vec<rustls_pki_types::CertificateRevocationListDer<'static>>,
+    crls: &[CertificateRevocationListDer<'static>],
     now: UnixTime,
     purpose: Purpose,
-    intermediates: &[CertificateDer<'static>],
 ) -> RevocationStatus {
     let trust = VerifyTrust {
         cas: vec![issuer.clone()],
-        intermediates: intermediates.to_vec(),
-        crls: crls.into_iter().map(|crl| (url.to_string(), crl)).collect(),
+        intermediates: Vec::new(),
+        crls: crls.iter().map(|crl| (url.to_string(), crl.clone())).collect(),
     };
     match crate::pki::verify(leaf, &[], &trust, purpose, now) {
         Ok(()) => RevocationStatus::Good { source: url.to_string() },
@@ -240,8 +251,12 @@ fn find_issuer<'a>(leaf: &CertificateDer<'_>, candidates: impl Iterator<Item = &
     })
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The earliest nextUpdate (Unix seconds) among `crls`.
-fn earliest_next_update(crls: &[rustls_pki_types::CertificateRevocationListDer<'static>]) -> Option<u64> {
+fn earliest_next_update(crls: &[CertificateRevocationListDer<'static>]) -> Option<u64> {
     use x509_parser::revocation_list::CertificateRevocationList;
     crls.iter()
         .filter_map(|der| CertificateRevocationList::from_der(der).ok())
