@@ -27,6 +27,37 @@ pub(crate) struct ResultLabel {
 /// failed. Process-wide like the cache; `Metrics` registers it.
 pub(crate) static CHECKS: LazyLock<Family<ResultLabel, Counter>> = LazyLock::new(Family::default);
 
+/// What the check decided for one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    Good,
+    Revoked,
+    UnknownSoftFail,
+    Failed,
+}
+
+impl Decision {
+    /// The metric's `result` label.
+    fn label(self) -> &'static str {
+        match self {
+            Self::Good => "good",
+            Self::Revoked => "revoked",
+            Self::UnknownSoftFail => "unknown_soft_fail",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// What the audit line says.
+    fn said(self) -> &'static str {
+        match self {
+            Self::Good => "good",
+            Self::Revoked => "revoked",
+            Self::UnknownSoftFail => "status unknown (soft-fail)",
+            Self::Failed => "revocation check failed",
+        }
+    }
+}
+
 /// A connection refused for what its certificate's issuer said (or could not say).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{detail}")]
@@ -68,36 +99,29 @@ impl UpstreamRevocation {
     /// Decides for a connection to `authority` whose server presented `chain` (leaf first).
     pub async fn check(&self, authority: &str, chain: &[CertificateDer<'static>]) -> Result<(), RevocationRefusal> {
         let status = self.status(chain).await;
-        let (result, outcome) = match &status {
-            RevocationStatus::Good { .. } => ("good", Ok(())),
-            RevocationStatus::Revoked { detail, .. } => {
-                ("revoked", Err(RevocationRefusal { revoked: true, detail: format!("{authority} presented a revoked certificate: {detail}") }))
-            }
-            RevocationStatus::NotPublished | RevocationStatus::Unknown { .. } if self.policy.soft_fail => ("unknown_soft_fail", Ok(())),
-            RevocationStatus::NotPublished | RevocationStatus::Unknown { .. } => {
-                let why = status.detail().unwrap_or_else(|| "its certificate names no OCSP responder and no CRL".into());
-                (
-                    "failed",
-                    Err(RevocationRefusal {
-                        revoked: false,
-                        detail: format!(
-                            "cannot tell whether {authority}'s certificate is revoked ({why}); the connection is refused \
-                             (revocation_soft_fail = true would let it through)"
-                        ),
-                    }),
-                )
-            }
-        };
-        CHECKS.get_or_create(&ResultLabel { result }).inc();
-        let said = match result {
-            "good" => "good",
-            "revoked" => "revoked",
-            "unknown_soft_fail" => "status unknown (soft-fail)",
-            _ => "revocation check failed",
-        };
         let detail = status.detail().unwrap_or_else(|| "its certificate names no OCSP responder and no CRL".into());
+        let decision = match &status {
+            RevocationStatus::Good { .. } => Decision::Good,
+            RevocationStatus::Revoked { .. } => Decision::Revoked,
+            RevocationStatus::NotPublished | RevocationStatus::Unknown { .. } if self.policy.soft_fail => Decision::UnknownSoftFail,
+            RevocationStatus::NotPublished | RevocationStatus::Unknown { .. } => Decision::Failed,
+        };
+        CHECKS.get_or_create(&ResultLabel { result: decision.label() }).inc();
+        let said = decision.said();
         tracing::info!(target: "edgemtls::audit", upstream = authority, revocation = said, "upstream certificate revocation: {said}: {detail}");
-        outcome
+        match decision {
+            Decision::Good | Decision::UnknownSoftFail => Ok(()),
+            Decision::Revoked => {
+                Err(RevocationRefusal { revoked: true, detail: format!("{authority} presented a revoked certificate: {detail}") })
+            }
+            Decision::Failed => Err(RevocationRefusal {
+                revoked: false,
+                detail: format!(
+                    "cannot tell whether {authority}'s certificate is revoked ({detail}); the connection is refused \
+                     (revocation_soft_fail = true would let it through)"
+                ),
+            }),
+        }
     }
 
     pub(super) async fn status(&self, chain: &[CertificateDer<'static>]) -> RevocationStatus {
