@@ -410,17 +410,27 @@ http {{
         return port, proc
 
     def start_wasmtime(self):
+        """`wasmtime serve` at its best for this component: the pooling allocator with memory,
+        tables and stacks kept resident and PAGEMAP_SCAN resets (FACTS-wasmtime48.md), as two
+        processes: one reusing instances (as edgemtls' /const), one with a fresh instance per
+        request (its p2 default, as /const-fresh). Returns {"reused": (port, proc), "fresh": ...}."""
         wasmtime = shutil.which("wasmtime")
         if not wasmtime:
             self.results["notes"].append(
                 "wasmtime-cli is not installed: (c) did not take part (cargo install wasmtime-cli --version 48.0.8 --locked).")
-            return None, None
+            return {}
         version = subprocess.run([wasmtime, "--version"], capture_output=True, text=True).stdout.strip()
         self.results["wasmtime"] = version
-        port = free_port()
-        proc = self.procs.start("wasmtime", [wasmtime, "serve", "--addr", f"127.0.0.1:{port}", "-Scli",
-                                             self.guests / "bench_constant.wasm"], port=port)
-        return port, proc
+        pooling = ("pooling-allocator=y,pooling-memory-keep-resident=2097152,pooling-table-keep-resident=1048576,"
+                   "pooling-async-stack-keep-resident=1048576,pooling-pagemap-scan=auto")
+        started = {}
+        for name, reuse in [("reused", "1000"), ("fresh", "1")]:
+            port = free_port()
+            proc = self.procs.start(f"wasmtime-{name}", [wasmtime, "serve", "--addr", f"127.0.0.1:{port}", "-Scli", "-O", pooling,
+                                                         "--max-instance-reuse-count", reuse, "--idle-instance-timeout", "10s",
+                                                         self.guests / "bench_constant.wasm"], port=port)
+            started[name] = (port, proc)
+        return started
 
     # ---------------------------------------------------------------- measuring
 
@@ -537,7 +547,7 @@ http {{
         e_port, e_proc = self.start_edgemtls()
         natives = self.start_native()
         n_port, n_proc = self.start_nginx()
-        w_port, w_proc = self.start_wasmtime()
+        wasmtimes = self.start_wasmtime()
         no_certs = "wasmtime serve has no client certificates and trusts only public roots: it cannot reach an mTLS upstream"
 
         # Correctness first: one request through each, with the body and identity checked.
@@ -593,11 +603,12 @@ http {{
         self.scenario("per-request WebAssembly overhead, fresh instance per request (max_requests_per_instance = 1)", {
             "a": lambda: self.wrk(e_port, "/const-fresh", e_proc, 3, expect_cn=None),
             "b": (lambda: self.wrk(n_port, "/const", n_proc, 3, expect_cn=None)) if n_port else None,
+            "c": (lambda: self.wrk(wasmtimes["fresh"][0], "/", wasmtimes["fresh"][1], 3, expect_cn=None)) if wasmtimes else None,
         })
         self.scenario("per-request WebAssembly overhead (constant answer, reused instances)", {
             "a": lambda: self.wrk(e_port, "/const", e_proc, 3, expect_cn=None),
             "b": (lambda: self.wrk(n_port, "/const", n_proc, 3, expect_cn=None)) if n_port else None,
-            "c": (lambda: self.wrk(w_port, "/", w_proc, 3, expect_cn=None)) if w_port else None,
+            "c": (lambda: self.wrk(wasmtimes["reused"][0], "/", wasmtimes["reused"][1], 3, expect_cn=None)) if wasmtimes else None,
             "d": lambda: self.wrk(natives["keepalive"][0], "/const", natives["keepalive"][1], 3, expect_cn=None),
         })
 
