@@ -398,6 +398,70 @@ async fn a_new_server_certificate_and_crl_are_used_once_their_files_change() -> 
     Ok(())
 }
 
+/// One keep-alive connection (Python `http.client`): a request every 100 ms until one is
+/// refused or 20 s pass, each printed as `STATUS LOCAL-PORT PROBLEM-TYPE` (the local port
+/// shows the connection stayed the same). Reads a line from stdin after the first answer,
+/// so the test can change the listener's trust in between.
+const PYTHON_KEEPALIVE_CLIENT: &str = r#"
+import http.client, json, ssl, sys, time
+cafile, cert, key, port, path = sys.argv[1:6]
+context = ssl.create_default_context(cafile=cafile)
+context.load_cert_chain(cert, key)
+connection = http.client.HTTPSConnection("localhost", int(port), context=context, timeout=20)
+deadline = time.time() + 20
+first = True
+while True:
+    connection.request("GET", path)
+    response = connection.getresponse()
+    body = response.read().decode()
+    kind = json.loads(body).get("type", "-") if response.status != 200 else "-"
+    print(response.status, connection.sock.getsockname()[1], kind, flush=True)
+    if first:
+        first = False
+        sys.stdin.readline()
+    if response.status != 200 or time.time() > deadline:
+        break
+    time.sleep(0.1)
+"#;
+
+#[tokio::test]
+async fn a_caller_revoked_while_connected_is_refused_on_its_next_request_on_the_same_connection() -> anyhow::Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let world = World::new()?;
+    let callers = Callers::new(&world)?;
+    let bot = callers.client("bot", "deploy-bot")?;
+    let config = tls_config(&world, "client_auth = \"required\"", &echo_route("/secure", ""))?;
+    let host = world.serve(&config, Environment::Development).await?;
+    let mut client = tokio::process::Command::new("python3")
+        .args(["-c", PYTHON_KEEPALIVE_CLIENT])
+        .arg(world.path().join("pki/ca.pem"))
+        .arg(&bot.cert)
+        .arg(&bot.key)
+        .arg(port_of(&host).to_string())
+        .arg("/secure")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = tokio::io::BufReader::new(client.stdout.take().context("no stdout")?).lines();
+    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await??.context("the client printed nothing")?;
+    assert!(first.starts_with("200 "), "{first}");
+
+    // Revoked while its connection is open: nginx would serve it until it reconnects.
+    callers.revoke(&bot)?;
+    client.stdin.take().context("no stdin")?.write_all(b"go\n").await?;
+    let mut last = first.clone();
+    while let Some(line) = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await?? {
+        last = line;
+    }
+    let first_port = first.split(' ').nth(1);
+    let fields: Vec<&str> = last.split(' ').collect();
+    assert_eq!(fields.first(), Some(&"401"), "never refused on the open connection: {last}");
+    assert_eq!(fields.get(1).copied(), first_port, "the client had to reconnect: {first} then {last}");
+    assert_eq!(fields.get(2), Some(&"urn:edgemtls:problem:client-certificate-revoked"), "{last}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn the_caller_identity_reaches_an_nginx_upstream_only_when_the_route_forwards_it() -> anyhow::Result<()> {
     let world = World::new()?;

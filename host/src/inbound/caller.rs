@@ -139,20 +139,34 @@ pub struct Caller {
     pub certificate: Option<PresentedCertificate>,
     /// The identity headers every request on the connection gets, built once.
     headers: Arc<[(HeaderName, HeaderValue)]>,
+    /// The chain presented, kept to verify again when the listener's trust changes.
+    pub(super) chain: Option<Arc<[CertificateDer<'static>]>>,
+    /// Which version of the listener's trust (CAs, CRLs) gave the verdict.
+    pub(super) trust_version: u64,
+    /// When the verdict stops holding by itself: the leaf's notAfter (Unix seconds).
+    pub(super) valid_until: i64,
 }
 
 impl Caller {
     /// A caller that presented no certificate.
     pub fn anonymous() -> Self {
-        Self { certificate: None, headers: Arc::new([(HeaderName::from_static(headers::PRESENTED), HeaderValue::from_static("false"))]) }
+        Self {
+            certificate: None,
+            headers: Arc::new([(HeaderName::from_static(headers::PRESENTED), HeaderValue::from_static("false"))]),
+            chain: None,
+            trust_version: 0,
+            valid_until: i64::MAX,
+        }
     }
 
-    /// A caller that presented `chain` (leaf first), with the verifier's verdict.
-    pub(super) fn presented(chain: &[CertificateDer<'static>], verdict: Result<(), CallerProblem>) -> Self {
+    /// A caller that presented `chain` (leaf first), with the verdict of version
+    /// `trust_version` of the listener's trust.
+    pub(super) fn presented(chain: &[CertificateDer<'static>], verdict: Result<(), CallerProblem>, trust_version: u64) -> Self {
         let Some(leaf) = chain.first() else { return Self::anonymous() };
+        let valid_until = X509Certificate::from_der(leaf).map_or(i64::MAX, |(_, cert)| cert.validity().not_after.timestamp());
         let certificate = facts(leaf, verdict).unwrap_or_else(PresentedCertificate::unreadable);
         let headers = identity_headers(chain, &certificate);
-        Self { certificate: Some(certificate), headers: headers.into() }
+        Self { certificate: Some(certificate), headers: headers.into(), chain: Some(chain.into()), trust_version, valid_until }
     }
 
     /// Puts the identity headers on a request (whose caller-sent copies were removed).

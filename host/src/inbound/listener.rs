@@ -4,7 +4,9 @@
 //! The handshake proves that a caller holds the key of the certificate it presents, but it
 //! does not decide whether that certificate is trusted: the chain is verified right after,
 //! once per connection, so that a refused caller gets a 401 problem that says why (expired,
-//! unknown issuer, revoked) instead of a bare TLS alert.
+//! unknown issuer, revoked) instead of a bare TLS alert. It is verified again at the next
+//! request after the CAs or CRLs change (each load of them has a version) or the
+//! certificate expires.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -93,8 +95,14 @@ pub struct Accepted {
     pub caller: Caller,
 }
 
+/// Numbers each [`Loaded`], so a connection can tell that the trust its caller was verified
+/// with has been replaced.
+static TRUST_VERSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// The server's TLS settings as loaded from their files.
 struct Loaded {
+    /// This load's number (see [`TRUST_VERSIONS`]).
+    version: u64,
     settings: TlsListener,
     acceptor: tokio_rustls::TlsAcceptor,
     /// Verifies callers' chains after the handshake; `None` when `client_auth = "none"`.
@@ -172,17 +180,34 @@ impl InboundTls {
         let (_, connection) = stream.get_ref();
         let http2 = connection.alpn_protocol() == Some(b"h2");
         let caller = match (connection.peer_certificates(), &current.callers) {
-            (Some(chain), Some(verifier)) if !chain.is_empty() => {
-                let verdict = verifier
-                    .verify_client_cert(&chain[0], &chain[1..], UnixTime::now())
-                    .map(|_| ())
-                    .map_err(|error| CallerProblem::from_tls(&error));
-                Caller::presented(chain, verdict)
-            }
+            (Some(chain), Some(verifier)) if !chain.is_empty() => Caller::presented(chain, verdict(verifier, chain), current.version),
             _ => Caller::anonymous(),
         };
         Ok(Accepted { stream, http2, caller })
     }
+
+    /// The caller of a connection as the listener sees it now: `None` while its verdict
+    /// still holds, else verified again. A CRL that revokes it, or a CA taken out of
+    /// `client_ca`, takes effect at its next request, not its next connection; so does the
+    /// end of its certificate's validity.
+    pub fn recheck(&self, caller: &Caller) -> Option<Caller> {
+        let chain = caller.chain.as_ref()?;
+        let current = self.current.load();
+        let expired = time::OffsetDateTime::now_utc().unix_timestamp() > caller.valid_until;
+        if caller.trust_version == current.version && !expired {
+            return None;
+        }
+        let verdict = match &current.callers {
+            Some(verifier) => verdict(verifier, chain),
+            // client_auth = "none" now: nothing is verified, so nothing is vouched for.
+            None => Err(CallerProblem::Invalid("the listener no longer verifies client certificates".into())),
+        };
+        Some(Caller::presented(chain, verdict, current.version))
+    }
+}
+
+fn verdict(verifier: &Arc<dyn ClientCertVerifier>, chain: &[CertificateDer<'static>]) -> Result<(), CallerProblem> {
+    verifier.verify_client_cert(&chain[0], &chain[1..], UnixTime::now()).map(|_| ()).map_err(|error| CallerProblem::from_tls(&error))
 }
 
 fn stamps(settings: &TlsListener) -> Vec<Option<SystemTime>> {
@@ -227,7 +252,8 @@ impl Loaded {
                 fail("cert", &settings.cert, reason)
             })?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Self { settings: settings.clone(), acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)), callers, stamps })
+        let version = TRUST_VERSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Self { version, settings: settings.clone(), acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)), callers, stamps })
     }
 }
 

@@ -486,8 +486,13 @@ impl App {
             return Problem::no_route(&path).into_response();
         };
         let scheme = match &connection.caller {
-            Some(caller) => {
-                if let Err(problem) = self.admit(&connection, caller, found.pattern, &found.target.callers) {
+            Some(current) => {
+                let mut caller = current.load_full();
+                if let Some(rechecked) = self.inbound.as_ref().and_then(|tls| tls.recheck(&caller)) {
+                    caller = Arc::new(rechecked);
+                    current.store(caller.clone());
+                }
+                if let Err(problem) = self.admit(&connection, &caller, found.pattern, &found.target.callers) {
                     self.metrics.record_request(found.pattern, 401, started.elapsed());
                     return Problem::from(&problem).into_response();
                 }
@@ -649,14 +654,14 @@ impl App {
     }
 }
 
-/// A connection's peer and, on the TLS listener, its caller (verified once, after the
-/// handshake).
+/// A connection's peer and, on the TLS listener, its caller (verified after the handshake,
+/// and again when the listener's trust changes or the certificate expires).
 #[derive(Debug)]
 pub struct Connected {
     /// The peer's address.
     pub peer: SocketAddr,
     /// `None` on a plain-HTTP listener.
-    pub caller: Option<Caller>,
+    pub caller: Option<arc_swap::ArcSwap<Caller>>,
 }
 
 impl App {
@@ -683,7 +688,7 @@ impl App {
             }
         };
         let builder = if accepted.http2 { builder.http2_only() } else { builder.http1_only() };
-        let connected = Arc::new(Connected { peer, caller: Some(accepted.caller) });
+        let connected = Arc::new(Connected { peer, caller: Some(arc_swap::ArcSwap::from_pointee(accepted.caller)) });
         let handle = move |request| self.clone().handle(connected.clone(), request);
         let io = hyper_util::rt::TokioIo::new(accepted.stream);
         connection::serve(io, peer, builder, header_timeout, stop, handle).await;
