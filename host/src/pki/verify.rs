@@ -28,8 +28,37 @@ pub struct VerifyTrust {
     pub cas: Vec<CertificateDer<'static>>,
     /// Untrusted intermediates that may complete a chain.
     pub intermediates: Vec<CertificateDer<'static>>,
-    /// CRLs, each with where it came from (a file or a URL, for the reason text).
-    pub crls: Vec<(String, CertificateRevocationListDer<'static>)>,
+    /// CRLs, parsed.
+    pub crls: Vec<ParsedCrl>,
+}
+
+/// A CRL parsed once (a large one takes long to parse) and shared, with where it came from
+/// (a quoted file name or a URL, for the reason text).
+#[derive(Clone)]
+pub struct ParsedCrl {
+    /// Where it came from.
+    pub source: String,
+    list: std::sync::Arc<webpki::CertRevocationList<'static>>,
+}
+
+impl std::fmt::Debug for ParsedCrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParsedCrl").field("source", &self.source).finish_non_exhaustive()
+    }
+}
+
+impl ParsedCrl {
+    /// Parses `der`, from `source`.
+    pub fn parse(source: &str, der: &CertificateRevocationListDer<'_>) -> Result<Self, String> {
+        let owned = webpki::OwnedCertRevocationList::from_der(der)
+            .map_err(|_| format!("the CRL from {source} cannot be parsed"))?;
+        Ok(Self { source: source.to_string(), list: std::sync::Arc::new(owned.into()) })
+    }
+
+    /// When this CRL says `serial` (raw bytes) was revoked, if it lists it.
+    fn revocation_date(&self, serial: &[u8]) -> Option<UnixTime> {
+        self.list.find_serial(serial).ok().flatten().map(|entry| entry.revocation_date)
+    }
 }
 
 impl VerifyTrust {
@@ -52,7 +81,9 @@ impl VerifyTrust {
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let crls = super::trust_files::read_crls(path, &provider).map_err(|reason| format!("'{}': {reason}", path.display()))?;
         let source = format!("'{}'", path.display());
-        self.crls.extend(crls.into_iter().map(|crl| (source.clone(), crl)));
+        for crl in &crls {
+            self.crls.push(ParsedCrl::parse(&source, crl)?);
+        }
         Ok(())
     }
 }
@@ -107,12 +138,7 @@ pub fn verify(
         return Err(VerifyProblem::Invalid("no usable CA certificate was given"));
     }
     let intermediates: Vec<CertificateDer<'_>> = chain.iter().chain(&trust.intermediates).cloned().collect();
-    let crls: Vec<webpki::CertRevocationList<'_>> = trust
-        .crls
-        .iter()
-        .filter_map(|(_, der)| webpki::OwnedCertRevocationList::from_der(der).ok().map(webpki::CertRevocationList::from))
-        .collect();
-    let crl_refs: Vec<&webpki::CertRevocationList<'_>> = crls.iter().collect();
+    let crl_refs: Vec<&webpki::CertRevocationList<'_>> = trust.crls.iter().map(|crl| &*crl.list).collect();
     // As `openssl verify -crl_check`: the leaf's status must be known once CRLs are given.
     let revocation = RevocationOptionsBuilder::new(&crl_refs).ok().map(|builder| {
         builder
@@ -179,16 +205,13 @@ fn problem(error: webpki::Error, leaf: &CertificateDer<'_>, trust: &VerifyTrust,
 
 /// Which CRL lists the leaf, and since when: webpki only says "revoked".
 fn revoked(leaf: &CertificateDer<'_>, trust: &VerifyTrust) -> VerifyProblem {
-    use x509_parser::revocation_list::CertificateRevocationList;
-    let serial = X509Certificate::from_der(leaf).ok().map(|(_, cert)| cert.raw_serial().to_vec());
-    for (path, der) in &trust.crls {
-        let Ok((_, crl)) = CertificateRevocationList::from_der(der) else { continue };
-        if let Some(entry) = crl.iter_revoked_certificates().find(|entry| Some(entry.raw_serial()) == serial.as_deref()) {
-            let when = crate::pki::rfc3339(entry.revocation_date.to_datetime());
-            return VerifyProblem::Revoked { crl: path.clone(), when: Some(when) };
+    let serial = X509Certificate::from_der(leaf).ok().map(|(_, cert)| cert.raw_serial().to_vec()).unwrap_or_default();
+    for crl in &trust.crls {
+        if let Some(date) = crl.revocation_date(&serial) {
+            return VerifyProblem::Revoked { crl: crl.source.clone(), when: Some(crate::pki::rfc3339_unix(date.as_secs())) };
         }
     }
-    VerifyProblem::Revoked { crl: trust.crls.first().map(|(source, _)| source.clone()).unwrap_or_default(), when: None }
+    VerifyProblem::Revoked { crl: trust.crls.first().map(|crl| crl.source.clone()).unwrap_or_default(), when: None }
 }
 
 /// Reads the CA certificates of `path`: a file (PEM or DER), or every certificate file in a

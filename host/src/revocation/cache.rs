@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use rustls_pki_types::CertificateRevocationListDer;
+use crate::pki::ParsedCrl;
 
 use super::ocsp::OcspAnswer;
 
@@ -18,8 +18,8 @@ const MAX_STAPLES: usize = 1024;
 /// A CRL fetch and when it stops being used.
 #[derive(Clone)]
 pub(super) struct CachedCrl {
-    /// Shared: a CRL can be megabytes, and every check of a connection reads it.
-    pub crls: Arc<Vec<CertificateRevocationListDer<'static>>>,
+    /// Parsed once and shared: a CRL can be megabytes, and every check of a connection reads it.
+    pub crls: Arc<Vec<ParsedCrl>>,
     pub fetched: Instant,
     /// Unix seconds of the earliest nextUpdate among them, if any says.
     pub next_update: Option<u64>,

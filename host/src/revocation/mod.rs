@@ -141,6 +141,8 @@ pub fn crl_urls(cert: &CertificateDer<'_>) -> Vec<String> {
 /// responder it names, else the CRLs its distribution points name, each checked against the
 /// issuer in `chain` (leaf first, as stored). `timeout` bounds each source.
 pub async fn check_stored(chain: &[CertificateDer<'static>], timeout: Duration) -> RevocationStatus {
-    let policy = RevocationPolicy { mode: RevocationMode::Both, soft_fail: false, timeout, crl_cache_ttl: Duration::ZERO };
+    // A CRL is fetched once per run, however many records name it (the cache and its
+    // single-flight lock are shared).
+    let policy = RevocationPolicy { mode: RevocationMode::Both, soft_fail: false, timeout, crl_cache_ttl: Duration::from_secs(60) };
     UpstreamRevocation::for_stored(policy).status(chain).await
 }

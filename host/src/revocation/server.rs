@@ -16,7 +16,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use super::cache::{CACHE, CachedCrl};
 use super::ocsp::{self, OcspAnswer};
 use super::{RevocationMode, RevocationPolicy, RevocationStatus, fetch};
-use crate::pki::{Purpose, VerifyProblem, VerifyTrust};
+use crate::pki::{ParsedCrl, Purpose, VerifyProblem, VerifyTrust};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ResultLabel {
@@ -210,7 +210,7 @@ impl UpstreamRevocation {
 
     /// The CRLs at `url`: cached while fresh, fetched again after the TTL or nextUpdate; a
     /// failed refresh keeps using the old ones while they are current.
-    async fn current_crl(&self, url: &str, now: u64) -> Result<Arc<Vec<CertificateRevocationListDer<'static>>>, String> {
+    async fn current_crl(&self, url: &str, now: u64) -> Result<Arc<Vec<ParsedCrl>>, String> {
         let fresh = |cached: &Option<CachedCrl>| cached.as_ref().filter(|c| c.is_fresh(self.policy.crl_cache_ttl, now)).map(|c| c.crls.clone());
         if let Some(crls) = fresh(&CACHE.crl(url)) {
             return Ok(crls);
@@ -222,10 +222,13 @@ impl UpstreamRevocation {
         if let Some(crls) = fresh(&cached) {
             return Ok(crls);
         }
-        match fetch::crls(url, self.policy.timeout).await {
-            Ok(crls) => {
-                let next_update = earliest_next_update(&crls);
-                let crls = Arc::new(crls);
+        let fetched = fetch::crls(url, self.policy.timeout).await.map_err(|e| e.to_string()).and_then(|ders| {
+            let next_update = earliest_next_update(&ders);
+            let parsed = ders.iter().map(|der| ParsedCrl::parse(url, der)).collect::<Result<Vec<_>, _>>()?;
+            Ok((Arc::new(parsed), next_update))
+        });
+        match fetched {
+            Ok((crls, next_update)) => {
                 CACHE.store_crl(url, CachedCrl { crls: crls.clone(), fetched: std::time::Instant::now(), next_update });
                 Ok(crls)
             }
@@ -234,7 +237,7 @@ impl UpstreamRevocation {
                     tracing::warn!(crl = url, "cannot refresh a CRL ({error}); the copy fetched before is still current and stays in use");
                     Ok(cached.crls)
                 }
-                _ => Err(error.to_string()),
+                _ => Err(error),
             },
         }
     }
@@ -246,14 +249,14 @@ fn judge_by_crl(
     leaf: &CertificateDer<'_>,
     issuer: &CertificateDer<'static>,
     url: &str,
-    crls: &[CertificateRevocationListDer<'static>],
+    crls: &[ParsedCrl],
     now: UnixTime,
     purpose: Purpose,
 ) -> RevocationStatus {
     let trust = VerifyTrust {
         cas: vec![issuer.clone()],
         intermediates: Vec::new(),
-        crls: crls.iter().map(|crl| (url.to_string(), crl.clone())).collect(),
+        crls: crls.to_vec(),
     };
     match crate::pki::verify(leaf, &[], &trust, purpose, now) {
         Ok(()) => RevocationStatus::Good { source: url.to_string() },
