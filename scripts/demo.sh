@@ -8,6 +8,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# jemalloc, the binary's allocator, builds with make.
+if ! command -v make >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq make >/dev/null
+    else
+        echo "edgemtls builds with make (for jemalloc): install it (sudo apt-get install make) and run this again" >&2
+        exit 1
+    fi
+fi
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
 echo "==> building edgemtls and the hello-mtls plugin"
 cargo build -q -p edgemtls
