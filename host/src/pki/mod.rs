@@ -19,4 +19,4 @@ pub use import::{Identity, ImportRequest, MAX_FILE_SIZE, expand_tilde, load_cert
 pub use inspect::{CertificateMetadata, ExpiryStatus, KeyType, inspect_leaf, rfc3339, rfc3339_unix, subject_alt_names, validate_client_identity};
 pub use keygen::NewKeyType;
 pub use issue::{DevCa, IssueOptions, IssuedFiles, file_stem, write_private_file};
-pub use verify::{ParsedCrl, Purpose, VerifyProblem, VerifyTrust, verify};
+pub use verify::{ParsedCrl, Purpose, VerifyProblem, VerifyTrust, signature_algorithms, verify};

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::RootCertStore;
-use rustls_pki_types::CertificateRevocationListDer;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
 
 /// The largest CA bundle or CRL file read; those of real PKIs stay well under it.
 const MAX_TRUST_FILE_BYTES: u64 = 32 << 20;
@@ -20,7 +20,17 @@ fn read(path: &Path) -> Result<Vec<u8>, String> {
 /// Adds the CA certificates of a bundle (PEM or DER) to `roots`; a bundle without a usable
 /// one is refused.
 pub fn add_ca_bundle(path: &Path, roots: &mut RootCertStore) -> Result<(), String> {
-    let certificates = super::pem::certificates_pem_or_der(read(path)?).map_err(|e| e.to_string())?;
+    add_ca_certificates(read_ca_bundle(path)?, roots)
+}
+
+/// The certificates of a CA bundle file (PEM or DER), for a caller that needs them besides
+/// adding them to roots with [`add_ca_certificates`].
+pub fn read_ca_bundle(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    super::pem::certificates_pem_or_der(read(path)?).map_err(|e| e.to_string())
+}
+
+/// Adds a bundle's certificates to `roots`; a bundle without a usable one is refused.
+pub fn add_ca_certificates(certificates: Vec<CertificateDer<'static>>, roots: &mut RootCertStore) -> Result<(), String> {
     let (added, _ignored) = roots.add_parsable_certificates(certificates);
     if added == 0 {
         return Err("no usable CA certificate".into());

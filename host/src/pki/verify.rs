@@ -10,6 +10,14 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
 use webpki::{ExpirationPolicy, KeyUsage, RevocationCheckDepth, RevocationOptionsBuilder, UnknownStatusPolicy};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+/// The signature algorithms rustls verifies handshakes with (ring's), for checks made
+/// outside a handshake: certificate chains, CRLs, OCSP responses.
+pub fn signature_algorithms() -> &'static [&'static dyn rustls_pki_types::SignatureVerificationAlgorithm] {
+    static ALGORITHMS: std::sync::LazyLock<&'static [&'static dyn rustls_pki_types::SignatureVerificationAlgorithm]> =
+        std::sync::LazyLock::new(|| rustls::crypto::ring::default_provider().signature_verification_algorithms.all);
+    *ALGORITHMS
+}
+
 /// What a certificate must be good for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
@@ -147,7 +155,7 @@ pub fn verify(
             .with_expiration_policy(ExpirationPolicy::Enforce)
             .build()
     });
-    let algorithms = rustls::crypto::ring::default_provider().signature_verification_algorithms.all;
+    let algorithms = signature_algorithms();
     let check = |usage: KeyUsage| {
         end_entity
             .verify_for_usage(algorithms, &anchors, &intermediates, now, usage, revocation, None)

@@ -4,7 +4,7 @@
 
 use der::asn1::{Null, ObjectIdentifier, OctetString};
 use der::{Decode, Encode};
-use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, UnixTime};
+use rustls_pki_types::{CertificateDer, UnixTime};
 use x509_cert::Certificate;
 use x509_cert::serial_number::SerialNumber;
 use x509_cert::spki::AlgorithmIdentifierOwned;
@@ -174,9 +174,8 @@ fn delegated_by(responder: &[u8], issuer: &CertificateDer<'_>, now: UnixTime) ->
     let responder = CertificateDer::from(responder);
     let Ok(end_entity) = webpki::EndEntityCert::try_from(&responder) else { return false };
     let Ok(anchor) = webpki::anchor_from_trusted_cert(issuer) else { return false };
-    let algorithms = rustls::crypto::ring::default_provider().signature_verification_algorithms.all;
     end_entity
-        .verify_for_usage(algorithms, &[anchor], &[], now, webpki::KeyUsage::required(OCSP_SIGNING_EKU), None, None)
+        .verify_for_usage(crate::pki::signature_algorithms(), &[anchor], &[], now, webpki::KeyUsage::required(OCSP_SIGNING_EKU), None, None)
         .is_ok()
 }
 
@@ -187,9 +186,7 @@ fn verify_with(cert: &[u8], algorithm: &[u8], message: &[u8], signature: &[u8]) 
     let spki = &cert.tbs_certificate.subject_public_key_info;
     let Some(key_algorithm) = contents(&spki.algorithm) else { return false };
     let Some(public_key) = spki.subject_public_key.as_bytes() else { return false };
-    let supported: &[&dyn SignatureVerificationAlgorithm] =
-        rustls::crypto::ring::default_provider().signature_verification_algorithms.all;
-    supported.iter().any(|candidate| {
+    crate::pki::signature_algorithms().iter().any(|candidate| {
         candidate.signature_alg_id().as_ref() == algorithm
             && candidate.public_key_alg_id().as_ref() == key_algorithm.as_slice()
             && candidate.verify_signature(public_key, message, signature).is_ok()

@@ -115,9 +115,12 @@ impl TrustProfiles {
         for entry in upstreams {
             let hosts = entry.hosts.join(", ");
             let mut roots = web_roots.clone();
+            // Read once: the roots take them, and revocation checking looks for issuers in them.
+            let mut bundle = Vec::new();
             if let Some(path) = &entry.ca_bundle {
-                crate::pki::trust_files::add_ca_bundle(path, &mut roots)
-                    .map_err(|reason| TrustError::CaBundle { path: path.clone(), reason })?;
+                let bundle_error = |reason| TrustError::CaBundle { path: path.clone(), reason };
+                bundle = crate::pki::trust_files::read_ca_bundle(path).map_err(bundle_error)?;
+                crate::pki::trust_files::add_ca_certificates(bundle.clone(), &mut roots).map_err(bundle_error)?;
             }
             let mut crls = Vec::new();
             for path in &entry.crl {
@@ -132,7 +135,7 @@ impl TrustProfiles {
             }
             let inner = builder.build().map_err(|e| TrustError::Verifier { hosts: hosts.clone(), reason: e.to_string() })?;
             let revocation = match entry.revocation.checks() {
-                true => Some(Arc::new(UpstreamRevocation::new(entry.revocation, bundle_certificates(entry.ca_bundle.as_deref())?))),
+                true => Some(Arc::new(UpstreamRevocation::new(entry.revocation, bundle))),
                 false => None,
             };
             // Weakened entries are reported once, by whoever loads the config (`serve`,
@@ -206,15 +209,6 @@ impl UpstreamVerifier {
     fn strict(inner: Arc<WebPkiServerVerifier>) -> Self {
         Self { inner, verify: true, check_hostname: true, pins: Vec::new(), keep_staples: false }
     }
-}
-
-/// The certificates of an entry's CA bundle, where the revocation check looks for an issuer
-/// the server did not send.
-fn bundle_certificates(path: Option<&std::path::Path>) -> Result<Vec<CertificateDer<'static>>, TrustError> {
-    let Some(path) = path else { return Ok(Vec::new()) };
-    let bytes = crate::files::read_regular_file(path, 32 << 20)
-        .map_err(|e| TrustError::CaBundle { path: path.to_path_buf(), reason: e.to_string() })?;
-    crate::pki::pem::certificates_pem_or_der(bytes).map_err(|e| TrustError::CaBundle { path: path.to_path_buf(), reason: e.to_string() })
 }
 
 fn spki_sha256(cert: &CertificateDer<'_>) -> Option<[u8; 32]> {
