@@ -20,7 +20,6 @@ macro_rules! say {
 
 mod commands;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -29,9 +28,10 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "edgemtls", version, about, propagate_version = true)]
 struct Cli {
-    /// The store directory (default: $EDGEMTLS_STORE, else .edgemtls in the working directory).
-    #[arg(long, global = true, value_name = "DIR")]
-    store: Option<PathBuf>,
+    /// The store: a directory, or a shared PostgreSQL database as postgres://user:password@host/db
+    /// (default: $EDGEMTLS_STORE, else .edgemtls in the working directory).
+    #[arg(long, global = true, value_name = "DIR|URL")]
+    store: Option<std::ffi::OsString>,
 
     /// Log format on stderr: `text` for people, `json` for machines.
     #[arg(long, global = true, value_name = "FORMAT", env = "EDGEMTLS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
@@ -62,12 +62,12 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format == "json");
-    let store_dir = edgemtls_host::store::store_dir(cli.store.as_deref());
+    let store = edgemtls_host::store::StoreLocation::resolve(cli.store.as_deref());
     let result = match cli.command {
-        Command::Cert(command) => command.execute(&store_dir),
+        Command::Cert(command) => command.execute(&store),
         Command::Pki(command) => command.execute(),
-        Command::Serve(command) => command.execute(&store_dir),
-        Command::Check(command) => command.execute(&store_dir),
+        Command::Serve(command) => command.execute(&store),
+        Command::Check(command) => command.execute(&store),
         Command::Reload(command) => command.execute(),
         Command::DevUpstream(command) => command.execute(),
     };

@@ -13,7 +13,11 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::Environment;
-use crate::store::{Deployment, Store, StoreError};
+use crate::store::{Deployment, Store, StoreError, StoreLocation};
+
+/// The variable that names this node in a shared store (default: the host name), so a
+/// refusal such as "in use by … on node-b" says which machine to look at.
+pub const NODE_NAME_ENV: &str = "EDGEMTLS_NODE_NAME";
 
 /// How often a serving host refreshes its heartbeat.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
@@ -44,13 +48,14 @@ pub struct HostInfo<'a> {
 }
 
 impl Registration {
-    /// Registers this host in the store in `store_dir` and keeps its heartbeat fresh on a
+    /// Registers this host in the store at `location` and keeps its heartbeat fresh on a
     /// thread of its own until the registration drops.
-    pub fn register(store_dir: &Path, host: HostInfo<'_>) -> Result<Arc<Self>, StoreError> {
+    pub fn register(location: &StoreLocation, host: HostInfo<'_>) -> Result<Arc<Self>, StoreError> {
         let now = OffsetDateTime::now_utc();
         let deployment = Deployment {
-            id: format!("dep_{}_{}", std::process::id(), host.listen.port()),
-            hostname: gethostname::gethostname().to_string_lossy().into_owned(),
+            // Unique across nodes sharing a store, where pids and ports repeat.
+            id: format!("dep_{}", random_hex()?),
+            hostname: node_name(),
             pid: std::process::id(),
             config_path: std::fs::canonicalize(host.config_path)
                 .unwrap_or_else(|_| host.config_path.to_path_buf())
@@ -62,7 +67,7 @@ impl Registration {
             started_at: now,
             heartbeat_at: now,
         };
-        let mut store = Store::open_existing(store_dir)?;
+        let mut store = Store::open_existing(location)?;
         store.register_deployment(&deployment)?;
         let registration = Arc::new(Self { store: Mutex::new(store), deployment: Mutex::new(deployment) });
         registration.keep_alive();
@@ -105,4 +110,21 @@ impl Drop for Registration {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// This node's name: `EDGEMTLS_NODE_NAME`, else the host name.
+pub fn node_name() -> String {
+    match std::env::var(NODE_NAME_ENV) {
+        Ok(name) if !name.trim().is_empty() => name.trim().to_string(),
+        _ => gethostname::gethostname().to_string_lossy().into_owned(),
+    }
+}
+
+fn random_hex() -> Result<String, StoreError> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 6];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| StoreError::MasterKey { reason: "the system random generator failed".into() })?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -42,6 +42,11 @@ impl World {
         self.dir.path()
     }
 
+    /// The store, as `serve` is given it.
+    pub fn store_location(&self) -> edgemtls_host::store::StoreLocation {
+        edgemtls_host::store::StoreLocation::Directory(self.store_dir())
+    }
+
     pub fn store_dir(&self) -> PathBuf {
         self.path().join("store")
     }
@@ -65,7 +70,7 @@ impl World {
         std::fs::write(&key_path, key_pem)?;
         let identity = load_identity(ImportRequest { cert_path: &cert_path, key_path: Some(&key_path), password: None })?;
         let metadata = inspect_leaf(&cert_path, &identity.chain[0])?;
-        let mut store = Store::open(&self.store_dir())?;
+        let mut store = Store::open(&self.store_location())?;
         store.create(NewCertificate { name: name.into(), environments: environments.to_vec(), identity, metadata })?;
         Ok(())
     }
@@ -76,7 +81,7 @@ impl World {
     }
 
     pub fn store(&self) -> anyhow::Result<Store> {
-        Ok(Store::open(&self.store_dir())?)
+        Ok(Store::open(&self.store_location())?)
     }
 
     /// Starts an echo upstream on 127.0.0.1 with a server certificate for localhost.
@@ -139,7 +144,7 @@ impl World {
     /// Prepares and serves `config` in `environment` on a free port.
     pub async fn serve(&self, config: &Path, environment: Environment) -> anyhow::Result<Served> {
         let config = Config::load(config)?;
-        let prepared = App::prepare(&config, environment, &self.store_dir());
+        let prepared = App::prepare(&config, environment, &self.store_location());
         let app = prepared.app.map_err(|problems| {
             anyhow::anyhow!("startup problems: {}", problems.iter().map(|p| p.0.clone()).collect::<Vec<_>>().join("; "))
         })?;

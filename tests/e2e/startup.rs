@@ -59,7 +59,7 @@ fn run_case(case: &Path) -> anyhow::Result<()> {
 
     let world = fixture_world()?;
     let config = Config::load(&case.join("edgemtls.toml"))?;
-    let prepared = App::prepare(&config, environment, &world.store_dir());
+    let prepared = App::prepare(&config, environment, &world.store_location());
     let warnings = prepared.warnings.join("\n");
     // Whatever a case says, it says it in plain words.
     let said = match &prepared.app {

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use edgemtls_host::Environment;
 use edgemtls_host::config::Config;
+use edgemtls_host::store::StoreLocation;
 use edgemtls_host::server::App;
 
 /// Where to read the config and which environment to run in.
@@ -70,9 +71,9 @@ pub struct ReloadCommand {
 /// The config, the app (or every problem), and the warnings.
 type PreparedApp = (Config, Result<App, Vec<String>>, Vec<String>);
 
-fn prepare(target: &Target, store_dir: &Path) -> anyhow::Result<PreparedApp> {
+fn prepare(target: &Target, store: &StoreLocation) -> anyhow::Result<PreparedApp> {
     let config = Config::load(&target.config)?;
-    let prepared = App::prepare(&config, target.env, store_dir);
+    let prepared = App::prepare(&config, target.env, store);
     let app = prepared.app.map_err(|problems| problems.into_iter().map(|p| p.0).collect());
     Ok((config, app, prepared.warnings))
 }
@@ -101,10 +102,10 @@ async fn stop_signal() {
 }
 
 impl ServeCommand {
-    pub fn execute(self, store_dir: &Path) -> anyhow::Result<ExitCode> {
+    pub fn execute(self, store: &StoreLocation) -> anyhow::Result<ExitCode> {
         let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
         let result = runtime.block_on(async move {
-            let (config, app, warnings) = prepare(&self.target, store_dir)?;
+            let (config, app, warnings) = prepare(&self.target, store)?;
             for warning in &warnings {
                 tracing::warn!("{warning}");
             }
@@ -259,10 +260,10 @@ async fn post_reload(admin: SocketAddr) -> anyhow::Result<(u16, bytes::Bytes)> {
 }
 
 impl CheckCommand {
-    pub fn execute(self, store_dir: &Path) -> anyhow::Result<ExitCode> {
+    pub fn execute(self, store: &StoreLocation) -> anyhow::Result<ExitCode> {
         let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
         runtime.block_on(async move {
-            let (config, app, warnings) = prepare(&self.target, store_dir)?;
+            let (config, app, warnings) = prepare(&self.target, store)?;
             for warning in &warnings {
                 say!("warning: {warning}");
             }

@@ -6,7 +6,6 @@
 //! record did not change are carried over with their connection pools.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use time::OffsetDateTime;
 
 use crate::Environment;
 use crate::pki::rfc3339;
-use crate::store::{Store, StoreError};
+use crate::store::{ChangeFeed, Store, StoreError, StoreLocation};
 use crate::upstream::{Certificate, ClientIdentity, TrustProfiles};
 
 /// Why a certificate name cannot be used. These reach the guest as typed WIT errors.
@@ -169,8 +168,17 @@ impl Snapshot {
 pub struct Resolver {
     environment: Environment,
     store: Mutex<Store>,
-    store_path: PathBuf,
+    location: StoreLocation,
     snapshot: ArcSwap<Snapshot>,
+    health: Mutex<StoreHealth>,
+}
+
+/// Whether the last look at the store worked. A node that cannot reach its store keeps
+/// serving the identities it holds; this says so in `/healthz` and the metrics.
+#[derive(Debug, Clone, Default)]
+pub struct StoreHealth {
+    /// Why the last look failed, and since when it has been failing; `None` when it worked.
+    pub unreachable: Option<(String, OffsetDateTime)>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -182,21 +190,21 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl std::fmt::Debug for Resolver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Resolver").field("environment", &self.environment).field("store", &self.store_path).finish_non_exhaustive()
+        f.debug_struct("Resolver").field("environment", &self.environment).field("store", &self.location).finish_non_exhaustive()
     }
 }
 
 impl Resolver {
-    /// Opens the store in `store_dir` and loads the first snapshot.
-    pub fn open(store_dir: &Path, environment: Environment, trust: Arc<TrustProfiles>) -> Result<Arc<Self>, StoreError> {
-        let store = Store::open(store_dir)?;
-        let store_path = store.path().to_path_buf();
+    /// Opens the store at `location` and loads the first snapshot.
+    pub fn open(location: &StoreLocation, environment: Environment, trust: Arc<TrustProfiles>) -> Result<Arc<Self>, StoreError> {
+        let store = Store::open(location)?;
         let snapshot = load_snapshot(&store, environment, trust, None)?;
         Ok(Arc::new(Self {
             environment,
             store: Mutex::new(store),
-            store_path,
+            location: location.clone(),
             snapshot: ArcSwap::from_pointee(snapshot),
+            health: Mutex::new(StoreHealth::default()),
         }))
     }
 
@@ -276,10 +284,8 @@ impl Resolver {
         let mut store = lock(&self.store);
         // A read-only connection may not see later writes by the store's owner (it can be
         // opened as immutable): open it afresh to look.
-        if store.is_read_only()
-            && let Some(dir) = self.store_path.parent()
-        {
-            *store = Store::open(dir)?;
+        if store.is_read_only() {
+            *store = Store::open(&self.location)?;
         }
         let previous = self.current();
         if store.generation()? == previous.generation {
@@ -296,13 +302,46 @@ impl Resolver {
         Ok(installed)
     }
 
-    /// Starts a thread that reloads the snapshot every `interval` while the resolver lives.
-    pub fn watch(self: &Arc<Self>, interval: Duration) {
-        let spawned = crate::background::every("edgemtls-store-watch", interval, self, |resolver| {
-            if let Err(error) = resolver.reload_if_changed() {
-                tracing::warn!(%error, "certificate store reload failed; keeping the previous snapshot");
+    /// Where the store is.
+    pub fn location(&self) -> &StoreLocation {
+        &self.location
+    }
+
+    /// Whether the store answered the last time it was looked at.
+    pub fn store_health(&self) -> StoreHealth {
+        lock(&self.health).clone()
+    }
+
+    /// Looks at the store once, reloading if it changed, and records whether that worked.
+    /// Only changes of state are logged: an unreachable store is one warning, not one per poll.
+    fn look(&self) {
+        let result = self.reload_if_changed();
+        let mut health = lock(&self.health);
+        match (result, health.unreachable.is_some()) {
+            (Ok(_), false) => {}
+            (Ok(_), true) => {
+                health.unreachable = None;
+                tracing::info!(store = %self.location, "certificate store reachable again; caught up with its changes");
             }
-        });
+            (Err(error), was_unreachable) => {
+                if !was_unreachable {
+                    tracing::warn!(store = %self.location, %error, "certificate store reload failed; serving from the last snapshot until it answers");
+                }
+                let since = health.unreachable.take().map_or_else(OffsetDateTime::now_utc, |(_, since)| since);
+                health.unreachable = Some((error.to_string(), since));
+            }
+        }
+    }
+
+    /// Starts a thread that keeps the snapshot current while the resolver lives: it looks at
+    /// the store every `interval`, and at once when the store announces a change (a shared
+    /// store's `NOTIFY`; then `shared_interval` is the safety-net poll).
+    pub fn watch(self: &Arc<Self>, interval: Duration, shared_interval: Duration) {
+        let feed: Option<ChangeFeed> = lock(&self.store).change_feed();
+        let spawned = match feed {
+            None => crate::background::every("edgemtls-store-watch", interval, self, Self::look),
+            Some(feed) => crate::background::every_or_when("edgemtls-store-watch", shared_interval, self, move |timeout| feed.wait(timeout), Self::look),
+        };
         if let Err(error) = spawned {
             tracing::error!(%error, "cannot start the store watcher; certificate changes need a restart");
         }
@@ -377,6 +416,8 @@ fn load_snapshot(
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
 mod tests {
+    use std::path::Path;
+
     use super::*;
     use crate::pki::{DevCa, ImportRequest, IssueOptions, load_identity, validate_client_identity};
     use crate::store::NewCertificate;
@@ -393,7 +434,8 @@ mod tests {
         let tmp = tempfile::tempdir()?;
         let ca = DevCa::generate("test ca", 30)?;
         let dir = tmp.path().join("store");
-        let mut store = Store::open(&dir)?;
+        let location = StoreLocation::Directory(dir.clone());
+        let mut store = Store::open(&location)?;
         let good = add(&mut store, tmp.path(), &ca, "good")?;
         let broken = add(&mut store, tmp.path(), &ca, "broken")?;
         drop(store);
@@ -403,7 +445,7 @@ mod tests {
         drop(db);
 
         let trust = Arc::new(TrustProfiles::new(&[])?);
-        let resolver = Resolver::open(&dir, Environment::Development, trust)?;
+        let resolver = Resolver::open(&location, Environment::Development, trust)?;
         assert_eq!(resolver.resolve("good")?.name(), Some("good"));
         assert_eq!(resolver.resolve(&good)?.name(), Some("good"), "an id resolves to its certificate");
         let error = resolver.resolve("broken").unwrap_err();

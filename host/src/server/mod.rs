@@ -29,13 +29,17 @@ use crate::inbound::{self, Caller, InboundTls};
 use crate::metrics::Metrics;
 use crate::drain;
 use crate::resolve::{Resolver, Snapshot};
+use crate::store::StoreLocation;
 use crate::config::Egress;
 use crate::runtime::{Handler, RouteContext, Runtime, Scheme};
 use crate::deployment::{HostInfo, Registration};
 use crate::upstream::TrustProfiles;
 
-/// How often a serving host polls the store for changes.
+/// How often a serving host polls a store on its own disk for changes.
 pub const STORE_POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// How often a serving host polls a shared store; its `NOTIFY` wakes the host sooner, and
+/// this poll catches what a notification missed (sent while the connection was down).
+pub const SHARED_STORE_POLL_INTERVAL: Duration = Duration::from_secs(2);
 
 /// How often the TLS listener's certificate, key, CA and CRL files are checked for changes.
 pub const TLS_FILES_POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -99,7 +103,7 @@ pub struct App {
     draining: Mutex<Vec<Draining>>,
     /// This host's record in the store, from when it listens until it stops.
     registration: Mutex<Option<Arc<Registration>>>,
-    store_dir: PathBuf,
+    store: StoreLocation,
     /// One reload at a time (SIGHUP, `--watch` and `POST /reload` may coincide).
     reloading: tokio::sync::Mutex<()>,
     environment: Environment,
@@ -258,7 +262,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl App {
     /// Loads every component, resolves every certificate name the config refers to, and
     /// collects all problems instead of stopping at the first.
-    pub fn prepare(config: &Config, environment: Environment, store_dir: &Path) -> Prepared {
+    pub fn prepare(config: &Config, environment: Environment, store: &StoreLocation) -> Prepared {
         let mut problems = Vec::new();
         let mut warnings = Vec::new();
         trust_problems(config, environment, &mut problems, &mut warnings);
@@ -270,7 +274,7 @@ impl App {
             Ok(trust) => Arc::new(trust),
             Err(error) => return fail(error.to_string(), warnings),
         };
-        let resolver = match Resolver::open(store_dir, environment, trust) {
+        let resolver = match Resolver::open(store, environment, trust) {
             Ok(resolver) => resolver,
             Err(error) => return fail(error.to_string(), warnings),
         };
@@ -299,7 +303,7 @@ impl App {
             inbound,
             draining: Mutex::new(Vec::new()),
             registration: Mutex::new(None),
-            store_dir: store_dir.to_path_buf(),
+            store: store.clone(),
             reloading: tokio::sync::Mutex::new(()),
             environment,
             config_path: config.path.clone(),
@@ -541,7 +545,7 @@ impl App {
             environment: self.environment,
             certificates: self.certificate_names(),
         };
-        match Registration::register(&self.store_dir, host) {
+        match Registration::register(&self.store, host) {
             Ok(registration) => *lock(&self.registration) = Some(registration),
             Err(error) => tracing::warn!(%error, "cannot register the deployment; `cert delete` will not see this host"),
         }
@@ -582,7 +586,7 @@ impl App {
                 runtime.expire_idle_instances();
             }
         });
-        self.resolver.watch(STORE_POLL_INTERVAL);
+        self.resolver.watch(STORE_POLL_INTERVAL, SHARED_STORE_POLL_INTERVAL);
         if let Some(tls) = &self.inbound {
             // A renewed server certificate or a new CRL is picked up without a reload.
             crate::background::every("edgemtls-tls-files", TLS_FILES_POLL_INTERVAL, tls, InboundTls::reload_if_changed)?;

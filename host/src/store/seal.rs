@@ -12,9 +12,10 @@ use super::StoreError;
 /// The environment variable that carries the master key (base64 of 32 bytes).
 pub const MASTER_KEY_ENV: &str = "EDGEMTLS_MASTER_KEY";
 
-/// The 32-byte key that seals every private key in a store.
+/// The 32-byte key that seals every private key in a store. Clones share the key.
+#[derive(Clone)]
 pub struct MasterKey {
-    key: LessSafeKey,
+    key: std::sync::Arc<LessSafeKey>,
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -53,7 +54,7 @@ impl MasterKey {
     }
 
     fn from_bytes(bytes: &[u8]) -> Result<Self, ring::error::Unspecified> {
-        Ok(Self { key: LessSafeKey::new(UnboundKey::new(&AES_256_GCM, bytes)?) })
+        Ok(Self { key: std::sync::Arc::new(LessSafeKey::new(UnboundKey::new(&AES_256_GCM, bytes)?)) })
     }
 
     /// Generates a fresh random key and returns it with its base64 form.

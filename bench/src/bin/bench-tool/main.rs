@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use edgemtls_host::Environment;
 use edgemtls_host::pki::{DevCa, Identity, IssueOptions, inspect_leaf};
-use edgemtls_host::store::{NewCertificate, Store};
+use edgemtls_host::store::{NewCertificate, Store, StoreLocation};
 
 mod tls_load;
 
@@ -23,8 +23,9 @@ struct Args {
 enum Command {
     /// Issues `count` client certificates `<prefix>0..` (CN `<prefix>-cn-<i>`) into a store.
     Populate {
+        /// A directory or a postgres:// URL.
         #[arg(long)]
-        store: PathBuf,
+        store: std::ffi::OsString,
         #[arg(long)]
         ca: PathBuf,
         #[arg(long)]
@@ -37,8 +38,9 @@ enum Command {
     },
     /// Times `Resolver::resolve` over the store's names against a bare `HashMap` lookup.
     Lookup {
+        /// A directory or a postgres:// URL.
         #[arg(long)]
-        store: PathBuf,
+        store: std::ffi::OsString,
         #[arg(long, default_value_t = 200_000)]
         iterations: usize,
     },
@@ -65,8 +67,8 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Args::parse().command {
-        Command::Populate { store, ca, count, prefix, write_files } => populate(&store, &ca, count, &prefix, write_files),
-        Command::Lookup { store, iterations } => lookup(&store, iterations),
+        Command::Populate { store, ca, count, prefix, write_files } => populate(&StoreLocation::parse(&store), &ca, count, &prefix, write_files),
+        Command::Lookup { store, iterations } => lookup(&StoreLocation::parse(&store), iterations),
         Command::HandshakeRate { ca, client_cert, client_key, server_cert, server_key, seconds } => {
             handshake_rate(&ca, &client_cert, &client_key, &server_cert, &server_key, seconds)
         }
@@ -74,9 +76,9 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn populate(store_dir: &std::path::Path, ca: &std::path::Path, count: usize, prefix: &str, files: Option<PathBuf>) -> anyhow::Result<()> {
+fn populate(store: &StoreLocation, ca: &std::path::Path, count: usize, prefix: &str, files: Option<PathBuf>) -> anyhow::Result<()> {
     let ca = DevCa::load(ca)?;
-    let mut store = Store::open(store_dir)?;
+    let mut store = Store::open(store)?;
     if let Some(dir) = &files {
         std::fs::create_dir_all(dir)?;
     }
@@ -100,12 +102,12 @@ fn populate(store_dir: &std::path::Path, ca: &std::path::Path, count: usize, pre
     Ok(())
 }
 
-fn lookup(store_dir: &std::path::Path, iterations: usize) -> anyhow::Result<()> {
+fn lookup(store: &StoreLocation, iterations: usize) -> anyhow::Result<()> {
     let trust = Arc::new(edgemtls_host::upstream::TrustProfiles::new(&[])?);
     let started = Instant::now();
-    let resolver = edgemtls_host::resolve::Resolver::open(store_dir, Environment::Production, trust)?;
+    let resolver = edgemtls_host::resolve::Resolver::open(store, Environment::Production, trust)?;
     let load_seconds = started.elapsed().as_secs_f64();
-    let names: Vec<String> = Store::open(store_dir)?.list()?.into_iter().map(|r| r.name).collect();
+    let names: Vec<String> = Store::open(store)?.list()?.into_iter().map(|r| r.name).collect();
     anyhow::ensure!(!names.is_empty(), "the store is empty");
     let baseline: HashMap<String, Arc<()>> = names.iter().map(|n| (n.clone(), Arc::new(()))).collect();
     // Same access pattern for both: a stride through the names.

@@ -9,12 +9,11 @@ mod list;
 mod output;
 mod test;
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use edgemtls_host::store::{Store, StoreError};
+use edgemtls_host::store::{Store, StoreError, StoreLocation};
 use time::OffsetDateTime;
 
 use change::{DeleteCommand, DisableCommand, EnableCommand, UpdateCommand};
@@ -56,8 +55,8 @@ pub enum CertCommand {
 }
 
 impl CertCommand {
-    pub fn execute(self, store_dir: &Path) -> anyhow::Result<ExitCode> {
-        let context = Context { store_dir, now: OffsetDateTime::now_utc() };
+    pub fn execute(self, store: &StoreLocation) -> anyhow::Result<ExitCode> {
+        let context = Context { store, now: OffsetDateTime::now_utc() };
         match self {
             Self::Create(command) => command.execute(&context),
             Self::List(command) => command.execute(&context),
@@ -74,19 +73,19 @@ impl CertCommand {
 
 /// What every cert command works with: the store directory and one "now" for the command.
 pub struct Context<'a> {
-    store_dir: &'a Path,
+    store: &'a StoreLocation,
     now: OffsetDateTime,
 }
 
 impl Context<'_> {
     /// Opens the store, creating it if there is none.
     fn open(&self) -> anyhow::Result<Store> {
-        Store::open(self.store_dir).with_context(|| self.opening())
+        Store::open(self.store).with_context(|| self.opening())
     }
 
     /// Opens an existing store; commands that only read or change records never create one.
     fn open_existing(&self) -> anyhow::Result<Store> {
-        match Store::open_existing(self.store_dir) {
+        match Store::open_existing(self.store) {
             Err(error @ StoreError::NoStore { .. }) => Err(error.into()),
             other => other.with_context(|| self.opening()),
         }
@@ -94,13 +93,16 @@ impl Context<'_> {
 
     /// The store, or `None` when there is none yet (reports then show no certificates).
     fn open_if_any(&self) -> anyhow::Result<Option<Store>> {
-        match Store::open_existing(self.store_dir) {
+        match Store::open_existing(self.store) {
             Err(StoreError::NoStore { .. }) => Ok(None),
             other => Ok(Some(other.with_context(|| self.opening())?)),
         }
     }
 
     fn opening(&self) -> String {
-        format!("opening the store in '{}'", self.store_dir.display())
+        match self.store {
+            StoreLocation::Directory(dir) => format!("opening the store in '{}'", dir.display()),
+            location => format!("opening the store at {location}"),
+        }
     }
 }

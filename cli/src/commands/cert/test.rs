@@ -61,7 +61,7 @@ impl TestCommand {
             Ok(record) => record.name,
             Err(_) => reference,
         };
-        let resolver = edgemtls_host::resolve::Resolver::open(context.store_dir, env, trust)?;
+        let resolver = edgemtls_host::resolve::Resolver::open(context.store, env, trust)?;
         let identity = resolver.resolve(&name).with_context(|| format!("cannot use certificate '{name}' in {env}"))?;
         let runtime = tokio::runtime::Runtime::new()?;
         let report = runtime.block_on(edgemtls_host::upstream::probe(&identity, &uri));

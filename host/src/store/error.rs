@@ -1,0 +1,212 @@
+//! Why a store operation failed, in words for the person who runs the command.
+
+use std::path::PathBuf;
+
+use super::{KeySource, MASTER_KEY_ENV, StoreLocation};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A file or directory could not be read or written.
+    #[error("{path}: {source}", path = path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The database could not be opened or queried.
+    #[error("store database {store}: {source}")]
+    Database {
+        /// The store, as shown to people ('dir/store.db', or a URL without its password).
+        store: String,
+        /// What the database said.
+        source: DatabaseError,
+    },
+    /// The database server did not answer (down, unreachable, or too slow).
+    #[error("cannot reach the store at {store}: {reason}; check that PostgreSQL runs there and that the URL's host and port are right (nothing was changed)")]
+    Unreachable {
+        /// The store URL without its password.
+        store: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The database server refused the login.
+    #[error("PostgreSQL at {store} refused the login: {reason}; check the user and password in the URL (nothing was changed)")]
+    LoginRefused {
+        /// The store URL without its password.
+        store: String,
+        /// What the server said.
+        reason: String,
+    },
+    /// The database exists but belongs to something else.
+    #[error("the database at {store} holds tables of another application ({tables}); give edgemtls a database of its own (createdb edgemtls) and point --store at it (nothing was changed)")]
+    ForeignDatabase {
+        /// The store URL without its password.
+        store: String,
+        /// Some of the tables found.
+        tables: String,
+    },
+    /// A shared store needs its master key from the environment.
+    #[error("no master key for the store at {store}: set {env} to the key every node of this store shares (a new store: make one with `openssl rand -base64 32` and keep it safe)", env = MASTER_KEY_ENV)]
+    MasterKeyRequired {
+        /// The store URL without its password.
+        store: String,
+    },
+    /// The master key is malformed or could not be made.
+    #[error("master key: {reason}")]
+    MasterKey {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A record was changed without the master key.
+    #[error("certificate '{name}' was changed outside edgemtls (its name, environments, state or chain no longer match its seal): it will not be used; import it again, and check who can write the store")]
+    Tampered {
+        /// The name as the record says.
+        name: String,
+    },
+    /// The store can be read here but not written.
+    #[error("the store in '{dir}' is read-only here (a read-only disk, or no write permission): it can be read, but to {action} run where it is writable", dir = dir.display())]
+    ReadOnly {
+        /// The store directory.
+        dir: PathBuf,
+        /// What could not be done.
+        action: String,
+    },
+    /// The key file exists but is empty.
+    #[error("the master key file '{path}' is empty (a write was interrupted): {}", if *sealed_anything {
+        "restore it from your backup (the store's keys were sealed with the key it held)"
+    } else {
+        "this store never sealed a key, so delete that file and run the command again"
+    }, path = path.display())]
+    EmptyKeyFile {
+        /// The key file.
+        path: PathBuf,
+        /// Whether the store holds anything sealed with the lost key.
+        sealed_anything: bool,
+    },
+    /// The store was sealed with another master key.
+    #[error("the master key from {key_source} does not match the store {store}: it was sealed with another key (check {env}{})", if matches!(key_source, KeySource::File(_)) { " or the key file" } else { "" }, env = MASTER_KEY_ENV)]
+    WrongMasterKey {
+        /// The store, as shown to people.
+        store: String,
+        /// Where the key came from.
+        key_source: KeySource,
+    },
+    /// The store has sealed keys but no master key is available.
+    #[error("no master key for the store {store}: set {env} or restore '{key_file}'", env = MASTER_KEY_ENV, key_file = key_file.display())]
+    MissingMasterKey {
+        /// The store, as shown to people.
+        store: String,
+        /// The key file that was expected.
+        key_file: PathBuf,
+    },
+    /// A sealed private key could not be opened.
+    #[error("cannot unseal the private key of certificate '{name}': wrong master key or damaged record")]
+    Unseal {
+        /// The certificate name.
+        name: String,
+    },
+    /// The database was written by a newer edgemtls.
+    #[error("the store {store} has schema version {found}; this edgemtls supports up to {supported} (upgrade edgemtls here)")]
+    NewerSchema {
+        /// The store, as shown to people.
+        store: String,
+        /// Its schema version.
+        found: i64,
+        /// The newest this build knows.
+        supported: i64,
+    },
+    /// No certificate has that name or id.
+    #[error("no certificate named or with id '{0}'")]
+    NotFound(String),
+    /// There is no store in the directory.
+    #[error("{}", match location {
+        StoreLocation::Directory(dir) => format!("no certificate store in '{}' (create a certificate first, or pass --store DIR|URL / set EDGEMTLS_STORE)", dir.display()),
+        StoreLocation::Postgres(_) => format!("no edgemtls store in the database at {location} yet (create a certificate first, or seed it with `edgemtls store copy --from DIR --to URL`)"),
+    })]
+    NoStore {
+        /// Where one was looked for.
+        location: StoreLocation,
+    },
+    /// The name is already used by another certificate.
+    #[error("a certificate named '{0}' already exists")]
+    NameTaken(String),
+    /// The name breaks the naming rules.
+    #[error("invalid certificate name '{name}': {reason}")]
+    InvalidName {
+        /// The name.
+        name: String,
+        /// The rule it breaks.
+        reason: String,
+    },
+    /// A certificate needs at least one environment.
+    #[error("a certificate needs at least one environment (--env development|preview|production)")]
+    NoEnvironments,
+    /// Enabled certificates cannot be deleted.
+    #[error("certificate '{0}' is enabled; disable it first (edgemtls cert disable {0})")]
+    StillEnabled(String),
+    /// A live deployment's config references the certificate.
+    #[error("certificate '{name}' is in use by {}; change their config and reload first", deployments.join(", "))]
+    InUse {
+        /// The certificate name.
+        name: String,
+        /// The deployments, described.
+        deployments: Vec<String>,
+    },
+    /// A change would take a certificate away from live deployments that use it.
+    #[error(
+        "{change} certificate '{name}'{detail} would cut off {} which {} it; point {} config at another certificate and run \
+         `edgemtls reload` first, or pass --force to do it anyway",
+        deployments.join(", "),
+        if deployments.len() == 1 { "uses" } else { "use" },
+        if deployments.len() == 1 { "its" } else { "their" }
+    )]
+    WouldCutOff {
+        /// What was asked: "disabling" or "scoping".
+        change: String,
+        /// What follows the name, e.g. " to preview" (empty for disabling).
+        detail: String,
+        /// The certificate name.
+        name: String,
+        /// The deployments, described.
+        deployments: Vec<String>,
+    },
+    /// A record could not be decoded.
+    #[error("certificate record '{id}' is damaged: {reason}")]
+    Corrupt {
+        /// The record id.
+        id: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+
+/// An error from the database engine behind a store.
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    /// From the SQLite file.
+    #[error("{0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// From PostgreSQL.
+    #[error("{}", postgres_reason(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+}
+
+/// What PostgreSQL said, without the client library's "db error" framing.
+pub(super) fn postgres_reason(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => db.message().to_string(),
+        None => {
+            let mut reason = error.to_string();
+            let mut source = std::error::Error::source(error);
+            while let Some(cause) = source {
+                reason = format!("{reason}: {cause}");
+                source = cause.source();
+            }
+            reason
+        }
+    }
+}
