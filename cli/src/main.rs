@@ -46,6 +46,9 @@ enum Command {
     /// Manages the named client certificates in the store.
     #[command(subcommand)]
     Cert(commands::cert::CertCommand),
+    /// Whole-store operations: copy a store into another (a local one into a shared PostgreSQL).
+    #[command(subcommand)]
+    Store(commands::store::StoreCommand),
     /// A development PKI: a local CA that issues client and server certificates.
     #[command(subcommand)]
     Pki(commands::pki::PkiCommand),
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
     let store = edgemtls_host::store::StoreLocation::resolve(cli.store.as_deref());
     let result = match cli.command {
         Command::Cert(command) => command.execute(&store),
+        Command::Store(command) => command.execute(),
         Command::Pki(command) => command.execute(),
         Command::Serve(command) => command.execute(&store),
         Command::Check(command) => command.execute(&store),

@@ -16,6 +16,7 @@ mod cli {
     mod pki;
     mod pki_verify;
     mod serve;
+    mod shared_store;
     mod status;
     mod validation;
 }

@@ -58,6 +58,7 @@ pub struct Metrics {
     outbound_seconds: Family<CertificateOnly, Histogram, fn() -> Histogram>,
     expiry: Family<ExpiryLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     reloads: Counter<u64, AtomicU64>,
+    store_reachable: Gauge<i64, std::sync::atomic::AtomicI64>,
     instances: Family<RouteOnly, Counter>,
     handshake_failures: Family<ReasonOnly, Counter>,
     callers_refused: Family<ReasonOnly, Counter>,
@@ -101,6 +102,12 @@ impl Metrics {
             expiry.clone(),
         );
         registry.register("config_reloads", "Successful config reloads", reloads.clone());
+        let store_reachable = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+        registry.register(
+            "store_reachable",
+            "1 when the certificate store answered the last look, 0 while it does not (the host serves its last snapshot)",
+            store_reachable.clone(),
+        );
         registry.register(
             "instances_created",
             "Handler instances created, by route (with reuse, far fewer than requests)",
@@ -131,6 +138,7 @@ impl Metrics {
             outbound_seconds,
             expiry,
             reloads,
+            store_reachable,
             instances,
             handshake_failures,
             callers_refused,
@@ -178,6 +186,11 @@ impl Metrics {
     /// Sets the expiry gauge of one certificate.
     pub fn set_expiry(&self, name: &str, environment: &str, seconds: i64) {
         self.expiry.get_or_create(&ExpiryLabels { name: name.to_string(), environment: environment.to_string() }).set(seconds);
+    }
+
+    /// Records whether the store answered the last look.
+    pub fn set_store_reachable(&self, reachable: bool) {
+        self.store_reachable.set(i64::from(reachable));
     }
 
     /// Forgets all expiry gauges (before setting the current ones).

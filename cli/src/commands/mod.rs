@@ -4,3 +4,4 @@ pub mod cert;
 pub mod passphrase;
 pub mod pki;
 pub mod serve;
+pub mod store;

@@ -42,9 +42,22 @@ async fn answer(app: &Arc<App>, method: &hyper::Method, path: &str) -> hyper::Re
     let (status, kind, body) = match (method, path) {
         (_, "/healthz") => {
             // Damaged records do not make the host unhealthy (it serves the rest), but they
-            // are reported where an operator looks.
+            // are reported where an operator looks. Nor does a store that does not answer:
+            // the host serves from its last snapshot, and says since when.
+            let health = app.resolver().store_health();
+            let store = match &health.unreachable {
+                None => serde_json::json!({ "location": app.resolver().location().to_string(), "reachable": true }),
+                Some((reason, since)) => serde_json::json!({
+                    "location": app.resolver().location().to_string(),
+                    "reachable": false,
+                    "unreachable_since": crate::pki::rfc3339(*since),
+                    "error": reason,
+                    "serving": "the last snapshot",
+                }),
+            };
             let body = serde_json::json!({
-                "status": "ok",
+                "status": if health.unreachable.is_some() { "degraded" } else { "ok" },
+                "store": store,
                 "environment": app.environment().as_str(),
                 "certificates": app.resolver().certificate_count(),
                 "certificates_in_use": app.certificate_names(),
@@ -55,6 +68,7 @@ async fn answer(app: &Arc<App>, method: &hyper::Method, path: &str) -> hyper::Re
         (_, "/metrics") => {
             let now = time::OffsetDateTime::now_utc();
             let environment = app.environment().as_str();
+            app.metrics().set_store_reachable(app.resolver().store_health().unreachable.is_none());
             app.metrics().clear_expiry();
             for (name, seconds) in app.resolver().expiries(now) {
                 app.metrics().set_expiry(&name, environment, seconds);

@@ -105,6 +105,7 @@ pub(super) struct NewRow<'a> {
     pub id: &'a str,
     pub name: &'a str,
     pub environments: &'a str,
+    pub enabled: bool,
     pub chain_pem: &'a str,
     pub key_sealed: &'a [u8],
     pub metadata: &'a str,

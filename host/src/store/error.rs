@@ -87,7 +87,10 @@ pub enum StoreError {
         sealed_anything: bool,
     },
     /// The store was sealed with another master key.
-    #[error("the master key from {key_source} does not match the store {store}: it was sealed with another key (check {env}{})", if matches!(key_source, KeySource::File(_)) { " or the key file" } else { "" }, env = MASTER_KEY_ENV)]
+    #[error("the master key from {key_source} does not match the store {store}: it was sealed with another key (check {})", match key_source {
+        KeySource::File(_) => format!("{MASTER_KEY_ENV} or the key file"),
+        other => other.to_string(),
+    })]
     WrongMasterKey {
         /// The store, as shown to people.
         store: String,

@@ -218,21 +218,39 @@ impl Store {
             return Err(StoreError::NoEnvironments);
         }
         let id = new_id()?;
-        self.insert(&id, &new.name, &new.environments, &new.identity, &new.metadata)?;
+        self.insert(&id, &new.name, &new.environments, true, (&new.identity.chain, &new.identity.key), &new.metadata)?;
         self.find(&id)
     }
 
-    /// Writes a new enabled record under `id`.
-    fn insert(&self, id: &str, name: &str, environments: &[Environment], identity: &Identity, metadata: &CertificateMetadata) -> Result<(), StoreError> {
-        let chain_pem = chain_to_pem(&identity.chain);
-        let key_sealed = self.key.seal(id, &encode_key(&identity.key))?;
+    /// Adds a certificate from another store as it is there (its name, environments and
+    /// state), sealing its key with this store's master key: what `store copy` does per record.
+    pub fn copy_in(&mut self, record: &CertificateRecord, key: PrivateKeyDer<'static>) -> Result<CertificateRecord, StoreError> {
+        self.writable("add a certificate")?;
+        let id = new_id()?;
+        self.insert(&id, &record.name, &record.environments, record.enabled, (&record.chain, &key), &record.metadata)?;
+        self.find(&id)
+    }
+
+    /// Writes a new record under `id`.
+    fn insert(
+        &self,
+        id: &str,
+        name: &str,
+        environments: &[Environment],
+        enabled: bool,
+        (chain, key): (&[CertificateDer<'static>], &PrivateKeyDer<'static>),
+        metadata: &CertificateMetadata,
+    ) -> Result<(), StoreError> {
+        let chain_pem = chain_to_pem(chain);
+        let key_sealed = self.key.seal(id, &encode_key(key))?;
         let metadata_json = serde_json::to_string(metadata).map_err(|e| StoreError::Corrupt { id: id.to_string(), reason: e.to_string() })?;
         let environments = environments_to_text(environments);
-        let mac = self.key.seal(&record_context(id, name, &environments, true, &chain_pem), b"")?;
+        let mac = self.key.seal(&record_context(id, name, &environments, enabled, &chain_pem), b"")?;
         let row = NewRow {
             id,
             name,
             environments: &environments,
+            enabled,
             chain_pem: &chain_pem,
             key_sealed: &key_sealed,
             metadata: &metadata_json,

@@ -613,8 +613,8 @@ impl Queries for PgQueries<'_> {
     fn insert(&mut self, row: &NewRow<'_>) -> Result<(), StoreError> {
         self.execute(
             "INSERT INTO edgemtls.certificates (id, name, environments, enabled, chain_pem, key_sealed, metadata, not_after, created_at, updated_at, record_mac)
-             VALUES ($1, $2, $3, true, $4, $5, $6, $7, $8, $8, $9)",
-            &[&row.id, &row.name, &row.environments, &row.chain_pem, &row.key_sealed, &row.metadata, &row.not_after, &row.now, &row.mac],
+             VALUES ($1, $2, $3, $10, $4, $5, $6, $7, $8, $8, $9)",
+            &[&row.id, &row.name, &row.environments, &row.chain_pem, &row.key_sealed, &row.metadata, &row.not_after, &row.now, &row.mac, &row.enabled],
         )?;
         Ok(())
     }

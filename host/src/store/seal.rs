@@ -31,6 +31,8 @@ pub enum KeySource {
     Environment,
     /// A key file.
     File(PathBuf),
+    /// Another variable, named on the command line (`store copy --from-key-env`).
+    Variable(String),
 }
 
 impl std::fmt::Display for KeySource {
@@ -38,6 +40,7 @@ impl std::fmt::Display for KeySource {
         match self {
             KeySource::Environment => write!(f, "{MASTER_KEY_ENV}"),
             KeySource::File(path) => write!(f, "key file '{}'", path.display()),
+            KeySource::Variable(name) => write!(f, "{name}"),
         }
     }
 }
@@ -107,13 +110,17 @@ impl MasterKey {
         }
     }
 
-    /// Reads the key from `EDGEMTLS_MASTER_KEY`, or from `key_file` if that exists.
-    /// Returns `None` when neither is there.
-    pub fn from_env_or_file(key_file: &Path) -> Result<Option<(Self, KeySource)>, StoreError> {
-        if let Ok(text) = std::env::var(MASTER_KEY_ENV) {
-            let source = KeySource::Environment;
-            return Ok(Some((Self::from_base64(&text, &source)?, source)));
+    /// Reads the key from the variable `name`; `None` when it is not set.
+    pub fn from_variable(name: &str) -> Result<Option<(Self, KeySource)>, StoreError> {
+        let source = KeySource::Variable(name.to_string());
+        match std::env::var(name) {
+            Ok(text) if !text.trim().is_empty() => Ok(Some((Self::from_base64(&text, &source)?, source))),
+            _ => Ok(None),
         }
+    }
+
+    /// Reads the key from `key_file` alone (not the environment); `None` when there is none.
+    pub fn from_file(key_file: &Path) -> Result<Option<(Self, KeySource)>, StoreError> {
         match std::fs::read_to_string(key_file) {
             Ok(text) if text.trim().is_empty() => {
                 Err(StoreError::EmptyKeyFile { path: key_file.to_path_buf(), sealed_anything: true })
@@ -125,6 +132,16 @@ impl MasterKey {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(StoreError::Io { path: key_file.to_path_buf(), source }),
         }
+    }
+
+    /// Reads the key from `EDGEMTLS_MASTER_KEY`, or from `key_file` if that exists.
+    /// Returns `None` when neither is there.
+    pub fn from_env_or_file(key_file: &Path) -> Result<Option<(Self, KeySource)>, StoreError> {
+        if let Ok(text) = std::env::var(MASTER_KEY_ENV) {
+            let source = KeySource::Environment;
+            return Ok(Some((Self::from_base64(&text, &source)?, source)));
+        }
+        Self::from_file(key_file)
     }
 
     /// Encrypts `plaintext`, binding it to `context` (the record id): the output is

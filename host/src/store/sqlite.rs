@@ -313,8 +313,8 @@ impl Queries for SqliteQueries<'_> {
         self.conn
             .execute(
                 "INSERT INTO certificates (id, name, environments, enabled, chain_pem, key_sealed, metadata, not_after, created_at, updated_at, record_mac)
-                 VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8, ?8, ?9)",
-                params![row.id, row.name, row.environments, row.chain_pem, row.key_sealed, row.metadata, row.not_after, row.now, row.mac],
+                 VALUES (?1, ?2, ?3, ?10, ?4, ?5, ?6, ?7, ?8, ?8, ?9)",
+                params![row.id, row.name, row.environments, row.chain_pem, row.key_sealed, row.metadata, row.not_after, row.now, row.mac, row.enabled],
             )
             .map_err(self.db())?;
         Ok(())

@@ -80,14 +80,14 @@ pub struct Context<'a> {
 impl Context<'_> {
     /// Opens the store, creating it if there is none.
     fn open(&self) -> anyhow::Result<Store> {
-        Store::open(self.store).with_context(|| self.opening())
+        self.opened(Store::open(self.store))
     }
 
     /// Opens an existing store; commands that only read or change records never create one.
     fn open_existing(&self) -> anyhow::Result<Store> {
         match Store::open_existing(self.store) {
             Err(error @ StoreError::NoStore { .. }) => Err(error.into()),
-            other => other.with_context(|| self.opening()),
+            other => self.opened(other),
         }
     }
 
@@ -95,14 +95,16 @@ impl Context<'_> {
     fn open_if_any(&self) -> anyhow::Result<Option<Store>> {
         match Store::open_existing(self.store) {
             Err(StoreError::NoStore { .. }) => Ok(None),
-            other => Ok(Some(other.with_context(|| self.opening())?)),
+            other => Ok(Some(self.opened(other)?)),
         }
     }
 
-    fn opening(&self) -> String {
+    /// A directory store's errors name files inside it, so they say which store; a shared
+    /// store's errors name its URL themselves.
+    fn opened(&self, result: Result<Store, StoreError>) -> anyhow::Result<Store> {
         match self.store {
-            StoreLocation::Directory(dir) => format!("opening the store in '{}'", dir.display()),
-            location => format!("opening the store at {location}"),
+            StoreLocation::Directory(dir) => result.with_context(|| format!("opening the store in '{}'", dir.display())),
+            StoreLocation::Postgres(_) => Ok(result?),
         }
     }
 }
