@@ -17,6 +17,7 @@ mod cli {
     mod pki_verify;
     mod serve;
     mod shared_store;
+    mod two_nodes;
     mod status;
     mod validation;
 }

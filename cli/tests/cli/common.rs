@@ -551,3 +551,63 @@ pub fn serve_logged(sandbox: &Sandbox, config: &Path, json_log: bool) -> Result<
     wait_for(port)?;
     Ok((serve, port, log))
 }
+
+/// A dev CA in `pki/` with a client certificate for each of `client_cns` and a server
+/// certificate for localhost, and `edgemtls dev-upstream` serving with it (requiring client
+/// certificates from that CA). Returns the PKI directory, the upstream and its port.
+pub fn dev_pki_and_upstream(sandbox: &Sandbox, client_cns: &[&str]) -> Result<(String, Running, u16)> {
+    let pki = text(&sandbox.path("pki"));
+    sandbox.ok(["pki", "init", "--out", &pki])?;
+    for cn in client_cns {
+        sandbox.ok(["pki", "issue", "--ca", &pki, "--cn", cn, "--out", &pki])?;
+    }
+    sandbox.ok(["pki", "issue", "--ca", &pki, "--cn", "localhost", "--server", "--san", "localhost", "--out", &pki])?;
+    let port = free_port()?;
+    let upstream = sandbox
+        .command(["dev-upstream", "--client-ca", &format!("{pki}/ca.pem"), "--cert", &format!("{pki}/localhost.pem"),
+            "--key", &format!("{pki}/localhost.key"), "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let upstream = Running(upstream);
+    wait_for(port)?;
+    Ok((pki, upstream, port))
+}
+
+/// Clients sending requests back to back until stopped, counting answers by client CN.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<Vec<Result<String, String>>>>,
+}
+
+impl Load {
+    pub fn start(port: u16, path: &'static str, clients: usize) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..clients)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut outcomes = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        outcomes.push(match http_get(port, path) {
+                            Ok((200, body)) => serde_json::from_str::<serde_json::Value>(&body)
+                                .ok()
+                                .and_then(|json| json["client_cn"].as_str().map(str::to_string))
+                                .ok_or(body),
+                            Ok((status, body)) => Err(format!("{status} {body}")),
+                            Err(error) => Err(error.to_string()),
+                        });
+                    }
+                    outcomes
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+
+    pub fn finish(self) -> Vec<Result<String, String>> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.threads.into_iter().flat_map(|t| t.join().unwrap_or_default()).collect()
+    }
+}
+

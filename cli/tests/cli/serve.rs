@@ -20,28 +20,6 @@ fn signal(child: &Child, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// A dev CA in `pki/` with a client certificate for each of `client_cns` and a server
-/// certificate for localhost, and `edgemtls dev-upstream` serving with it (requiring client
-/// certificates from that CA). Returns the PKI directory, the upstream and its port.
-fn dev_pki_and_upstream(sandbox: &Sandbox, client_cns: &[&str]) -> Result<(String, Running, u16)> {
-    let pki = text(&sandbox.path("pki"));
-    sandbox.ok(["pki", "init", "--out", &pki])?;
-    for cn in client_cns {
-        sandbox.ok(["pki", "issue", "--ca", &pki, "--cn", cn, "--out", &pki])?;
-    }
-    sandbox.ok(["pki", "issue", "--ca", &pki, "--cn", "localhost", "--server", "--san", "localhost", "--out", &pki])?;
-    let port = free_port()?;
-    let upstream = sandbox
-        .command(["dev-upstream", "--client-ca", &format!("{pki}/ca.pem"), "--cert", &format!("{pki}/localhost.pem"),
-            "--key", &format!("{pki}/localhost.key"), "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let upstream = Running(upstream);
-    wait_for(port)?;
-    Ok((pki, upstream, port))
-}
-
 fn write_config(path: &std::path::Path, certificate: &str, upstream_port: u16) -> Result<()> {
     std::fs::write(
         path,
@@ -132,43 +110,6 @@ fn serve_reloads_on_sighup_and_protects_referenced_certificates() -> Result<()> 
     Ok(())
 }
 
-/// Clients sending requests back to back until stopped, counting answers by client CN.
-struct Load {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<Vec<Result<String, String>>>>,
-}
-
-impl Load {
-    fn start(port: u16, clients: usize) -> Self {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let threads = (0..clients)
-            .map(|_| {
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    let mut outcomes = Vec::new();
-                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                        outcomes.push(match http_get(port, "/api/charge") {
-                            Ok((200, body)) => serde_json::from_str::<serde_json::Value>(&body)
-                                .ok()
-                                .and_then(|json| json["client_cn"].as_str().map(str::to_string))
-                                .ok_or(body),
-                            Ok((status, body)) => Err(format!("{status} {body}")),
-                            Err(error) => Err(error.to_string()),
-                        });
-                    }
-                    outcomes
-                })
-            })
-            .collect();
-        Self { stop, threads }
-    }
-
-    fn finish(self) -> Vec<Result<String, String>> {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.threads.into_iter().flat_map(|t| t.join().unwrap_or_default()).collect()
-    }
-}
-
 fn rotation_config(path: &std::path::Path, certificate: &str, upstream_port: u16, admin_port: u16) -> Result<()> {
     std::fs::write(
         path,
@@ -215,7 +156,7 @@ fn readme_rotation_runbook_under_load_drops_nothing() -> Result<()> {
         .spawn()?;
     let mut serve = Running(serve);
     wait_for(port)?;
-    let load = Load::start(port, 4);
+    let load = Load::start(port, "/api/charge", 4);
 
     // 1. Create the new certificate under a new name, scoped to production.
     sandbox.ok(["cert", "create", "--name", "billing_2026", "--cert", &format!("{pki}/billing-2026.pem"),

@@ -8,12 +8,12 @@ use anyhow::{Result, ensure};
 use super::common::{Sandbox, TestCa, expect_failure, expect_success};
 
 #[path = "../../../test-support/postgres.rs"]
-mod postgres_server;
+pub mod postgres_server;
 
 use postgres_server::Cluster;
 
 /// A fresh key, base64, as `EDGEMTLS_MASTER_KEY` takes it.
-fn new_key() -> Result<String> {
+pub fn new_key() -> Result<String> {
     use base64::Engine;
     use std::io::Read;
     let mut bytes = [0u8; 32];
@@ -22,7 +22,7 @@ fn new_key() -> Result<String> {
 }
 
 /// The binary on the store at `url` with `key` as the master key (or none).
-fn edgemtls(sandbox: &Sandbox, url: &str, key: Option<&str>, args: &[&str]) -> Command {
+pub fn edgemtls(sandbox: &Sandbox, url: &str, key: Option<&str>, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_edgemtls"));
     command
         .arg("--store")

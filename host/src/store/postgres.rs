@@ -29,7 +29,7 @@ use super::{
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The first wait before connecting again after a failure; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// The channel writes notify.
 pub const CHANNEL: &str = "edgemtls_store";
 /// Serialises writers, like SQLite's immediate transactions (an arbitrary constant: "edgemtls").
