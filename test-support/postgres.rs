@@ -115,6 +115,27 @@ impl Cluster {
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
     }
 
+    /// Turns TLS on with this server certificate and key (PEM) and restarts the server.
+    pub fn enable_tls(&self, cert_pem: &str, key_pem: &str) -> Result<(), String> {
+        let cert = self.data().join("server.crt");
+        let key = self.data().join("server.key");
+        std::fs::write(&cert, cert_pem).map_err(|e| format!("{}: {e}", cert.display()))?;
+        std::fs::write(&key, key_pem).map_err(|e| format!("{}: {e}", key.display()))?;
+        // PostgreSQL insists on a private key file readable by its owner alone.
+        set_mode(&key, 0o600)?;
+        if self.as_postgres {
+            for path in [&cert, &key] {
+                Command::new("chown").arg("postgres").arg(path).status().map_err(|e| format!("chown: {e}"))?;
+            }
+        }
+        let conf = self.data().join("postgresql.auto.conf");
+        let mut settings = std::fs::read_to_string(&conf).unwrap_or_default();
+        settings.push_str("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&conf, settings).map_err(|e| format!("{}: {e}", conf.display()))?;
+        self.pause()?;
+        self.resume()
+    }
+
     /// Stops the server (fast shutdown: connections are closed at once).
     pub fn pause(&self) -> Result<(), String> {
         self.run("pg_ctl", &["-D".as_ref(), self.data().as_os_str(), "-m".as_ref(), "fast".as_ref(), "-w".as_ref(), "stop".as_ref()])

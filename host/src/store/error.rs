@@ -25,7 +25,7 @@ pub enum StoreError {
         source: DatabaseError,
     },
     /// The database server did not answer (down, unreachable, or too slow).
-    #[error("cannot reach the store at {store}: {reason}; check that PostgreSQL runs there and that the URL's host and port are right (nothing was changed)")]
+    #[error("cannot reach the store at {store}: {reason} (nothing was changed)")]
     Unreachable {
         /// The store URL without its password.
         store: String,

@@ -263,12 +263,37 @@ fn classify(shown: &str, error: tokio_postgres::Error) -> StoreError {
             source: DatabaseError::Postgres(error),
         },
         None => StoreError::Unreachable {
+            reason: tls_refusal(&error).unwrap_or_else(|| {
+                format!("{}; check that PostgreSQL runs there and that the URL's host and port are right", postgres_reason(&error))
+            }),
             store,
-            reason: postgres_reason(&error),
         },
     }
 }
 
+/// Why the server's certificate was refused, in words that say what to change in the URL.
+fn tls_refusal(error: &tokio_postgres::Error) -> Option<String> {
+    use rustls::CertificateError as C;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(cause) = source {
+        // rustls errors travel inside an io::Error, whose `source` skips them.
+        let inner = cause.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).and_then(|e| e.downcast_ref::<rustls::Error>());
+        if let Some(rustls::Error::InvalidCertificate(certificate)) = inner.or_else(|| cause.downcast_ref::<rustls::Error>()) {
+            let why = match certificate {
+                C::UnknownIssuer => "it is signed by a CA the URL does not trust; name the database's CA with sslrootcert=FILE",
+                C::NotValidForName | C::NotValidForNameContext { .. } => {
+                    "it is for other names than the URL's host; connect by a name the certificate lists"
+                }
+                C::Expired | C::ExpiredContext { .. } => "it has expired",
+                C::NotValidYet | C::NotValidYetContext { .. } => "it is not valid yet (check the clocks)",
+                _ => "it is not acceptable for a TLS server",
+            };
+            return Some(format!("the TLS handshake failed: the server's certificate was refused: {why}"));
+        }
+        source = cause.source();
+    }
+    None
+}
 /// Opens the store in the database at `url`; `create` makes its tables in an empty database.
 /// `key`, when given, is used instead of `EDGEMTLS_MASTER_KEY`.
 pub(super) fn open(
