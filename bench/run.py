@@ -11,6 +11,7 @@ instead of reporting a number from a broken run. See bench/README.md.
 """
 
 import argparse
+import base64
 import json
 import os
 import platform
@@ -29,6 +30,54 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CLIENT_CN = "bench-client"
+
+
+class Postgres:
+    """A throwaway PostgreSQL from the Debian package (as the postgres user when root)."""
+
+    PASSWORD = "edgemtls-bench"
+
+    def __init__(self, workdir, bindir, port):
+        self.workdir, self.bindir, self.port = workdir, bindir, port
+
+    @classmethod
+    def start(cls, workdir):
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
+        if not found:
+            return None
+        bindir = found[-1].parent
+        root = workdir / "postgres"
+        data, sockets = root / "data", root / "sockets"
+        for d in (data, sockets):
+            d.mkdir(parents=True)
+        (root / "password").write_text(cls.PASSWORD)
+        as_postgres = os.geteuid() == 0
+        if as_postgres:
+            os.chmod(workdir, 0o755)
+            os.chmod(root, 0o755)
+            for path in (data, sockets, root / "password"):
+                shutil.chown(path, "postgres")
+        pg = cls(workdir, bindir, free_port())
+        pg.as_postgres, pg.data, pg.sockets = as_postgres, data, sockets
+        pg.run("initdb", "-D", data, "-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256",
+               "--pwfile", root / "password", "-E", "UTF8", "--no-sync")
+        pg.run("pg_ctl", "-D", data, "-l", sockets / "server.log", "-w", "-o",
+               f"-c listen_addresses=127.0.0.1 -p {pg.port} -k {sockets}", "start")
+        return pg
+
+    def run(self, program, *args):
+        cmd = [str(self.bindir / program), *[str(a) for a in args]]
+        if self.as_postgres:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        subprocess.run(cmd, check=True, capture_output=True, cwd="/")
+
+    def create_database(self, name):
+        subprocess.run([str(self.bindir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", "postgres",
+                        "-qc", f"CREATE DATABASE {name}"], check=True, capture_output=True, env={**os.environ, "PGPASSWORD": self.PASSWORD})
+        return f"postgres://postgres:{self.PASSWORD}@127.0.0.1:{self.port}/{name}"
+
+    def stop(self):
+        self.run("pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop")
 
 
 class BenchError(Exception):
@@ -540,6 +589,12 @@ http {{
 
     # ---------------------------------------------------------------- scenarios
 
+    def run_store_scale(self):
+        self.build()
+        self.make_pki()
+        self.store_scale()
+        self.write()
+
     def run(self):
         self.build()
         self.make_pki()
@@ -628,36 +683,69 @@ http {{
         self.write()
 
     def store_scale(self):
-        """10,000 certificates: cert list, serve start, RSS and lookup, against a small store."""
+        """10,000 certificates in each backend: cert list, serve start, RSS, how soon a change is
+        served, and lookup, against a small store of the same backend."""
         big = 200 if self.smoke else 10_000
+        backends = {"sqlite": lambda label: str(self.workdir / f"store-{label}")}
+        postgres = Postgres.start(self.workdir)
+        if postgres:
+            self.postgres = postgres
+            backends["postgres"] = lambda label: postgres.create_database(f"scale_{label}")
+        else:
+            self.results["notes"].append("store scale: PostgreSQL is not installed here, so only SQLite was measured")
+        env = {"EDGEMTLS_MASTER_KEY": base64.b64encode(os.urandom(32)).decode()}
         out = {}
-        for label, count in [("small", 10), ("large", big)]:
-            store = self.workdir / f"store-{label}"
-            subprocess.run([str(self.bin / "bench-tool"), "populate", "--store", str(store), "--ca", str(self.pki),
-                            "--count", str(count), "--prefix", "s"], check=True, capture_output=True)
-            times = []
-            for _ in range(3):
-                started = time.perf_counter()
-                listing = self.edgemtls("cert", "list", "--json", store=store)
-                times.append(time.perf_counter() - started)
-            if len(json.loads(listing)) != count:
-                raise BenchError(f"cert list returned the wrong number of certificates for {count}")
-            config = self.workdir / "scale.toml"
-            config.write_text(f'[[routes]]\npath = "/"\nhandler = "{self.guests / "bench_constant.wasm"}"\n')
-            port = free_port()
-            started = time.perf_counter()
-            proc = self.procs.start(f"scale-{label}", [self.bin / "edgemtls", "--store", store, "serve", "--config", config,
-                                                       "--env", "production", "--listen", f"127.0.0.1:{port}"], port=port)
-            start_seconds = time.perf_counter() - started
-            rss = rss_kib(proc.pid)
-            self.procs.stop(proc)
-            lookup = json.loads(subprocess.run([str(self.bin / "bench-tool"), "lookup", "--store", str(store)],
-                                               check=True, capture_output=True, text=True).stdout)
-            out[label] = {"certificates": count, "cert_list_seconds": statistics.median(times),
-                          "serve_start_seconds": start_seconds, "serve_rss_mib": rss / 1024,
-                          "resolve_ns": lookup["resolve_ns"], "hashmap_ns": lookup["hashmap_ns"],
-                          "resolve_vs_hashmap": lookup["ratio"]}
+        try:
+            for backend, location in backends.items():
+                out[backend] = {}
+                for label, count in [("small", 10), ("large", big)]:
+                    log(f"store scale: {backend}, {count} certificates")
+                    out[backend][label] = self.store_scale_one(location(label), count, env)
+        finally:
+            if postgres:
+                postgres.stop()
         self.results["store_scale"] = out
+
+    def store_scale_one(self, store, count, env):
+        run = lambda *cmd: subprocess.run([str(c) for c in cmd], check=True, capture_output=True, text=True,
+                                          env={**os.environ, **env}, cwd=self.workdir).stdout
+        started = time.perf_counter()
+        run(self.bin / "bench-tool", "populate", "--store", store, "--ca", self.pki, "--count", count, "--prefix", "s")
+        populate_seconds = time.perf_counter() - started
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            listing = run(self.bin / "edgemtls", "--store", store, "cert", "list", "--json")
+            times.append(time.perf_counter() - started)
+        if len(json.loads(listing)) != count:
+            raise BenchError(f"cert list returned the wrong number of certificates for {count}")
+        config = self.workdir / "scale.toml"
+        admin = free_port()
+        config.write_text(f'admin_listen = "127.0.0.1:{admin}"\n[[routes]]\npath = "/"\nhandler = "{self.guests / "bench_constant.wasm"}"\n')
+        port = free_port()
+        started = time.perf_counter()
+        proc = self.procs.start(f"scale-{count}", [self.bin / "edgemtls", "--store", store, "serve", "--config", config,
+                                                    "--env", "production", "--listen", f"127.0.0.1:{port}"], port=port, env=env)
+        start_seconds = time.perf_counter() - started
+        wait_port(admin, proc)
+        rss = rss_kib(proc.pid)
+        # A change made by the CLI, until the running host's snapshot has it (a reload of the
+        # whole store: every record is read again, only changed keys are unsealed).
+        healthz = lambda: json.loads(http_get(admin, "/healthz")[1])
+        before = healthz()["certificates"]
+        run(self.bin / "bench-tool", "populate", "--store", store, "--ca", self.pki, "--count", 1, "--prefix", "late")
+        committed = time.perf_counter()
+        while healthz()["certificates"] <= before:
+            if time.perf_counter() - committed > 30:
+                raise BenchError(f"a new certificate did not reach the host within 30 s ({store})")
+        change_seconds = time.perf_counter() - committed
+        rss_after = rss_kib(proc.pid)
+        self.procs.stop(proc)
+        lookup = json.loads(run(self.bin / "bench-tool", "lookup", "--store", store))
+        return {"certificates": count, "populate_seconds": populate_seconds, "cert_list_seconds": statistics.median(times),
+                "serve_start_seconds": start_seconds, "serve_rss_mib": rss / 1024, "serve_rss_after_reload_mib": rss_after / 1024,
+                "change_served_seconds": change_seconds, "resolve_ns": lookup["resolve_ns"], "hashmap_ns": lookup["hashmap_ns"],
+                "resolve_vs_hashmap": lookup["ratio"]}
 
     # ---------------------------------------------------------------- output
 
@@ -677,6 +765,30 @@ def ratio(a, b):
     return f"{a / b:.2f}" if a and b else "–"
 
 
+def render_store_scale(scale):
+    # Runs before the PostgreSQL store kept one backend's sizes at the top level.
+    backends = scale if "sqlite" in scale else {"sqlite": scale}
+    lines = ["", "| store | certificates | cert list s | serve start s | serve RSS MiB | RSS after a reload MiB | change served after s | resolve ns | HashMap ns | resolve/HashMap |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for backend, sizes in backends.items():
+        for label in ["small", "large"]:
+            x = sizes[label]
+            change = x.get("change_served_seconds")
+            after = x.get("serve_rss_after_reload_mib")
+            lines.append(f"| {backend}, {label} | {x['certificates']} | {x['cert_list_seconds']:.3f} | {x['serve_start_seconds']:.2f} | "
+                         f"{x['serve_rss_mib']:.1f} | {f'{after:.1f}' if after else '–'} | {f'{change:.3f}' if change else '–'} | "
+                         f"{x['resolve_ns']:.0f} | {x['hashmap_ns']:.0f} | {x['resolve_vs_hashmap']:.1f} |")
+    if "postgres" in backends:
+        p, q = backends["postgres"]["large"], backends["sqlite"]["large"]
+        lines.append(f"| postgres/sqlite, large | | {ratio(p['cert_list_seconds'], q['cert_list_seconds'])} | "
+                     f"{ratio(p['serve_start_seconds'], q['serve_start_seconds'])} | {ratio(p['serve_rss_mib'], q['serve_rss_mib'])} | "
+                     f"{ratio(p['serve_rss_after_reload_mib'], q['serve_rss_after_reload_mib'])} | "
+                     f"{ratio(p['change_served_seconds'], q['change_served_seconds'])} | {ratio(p['resolve_ns'], q['resolve_ns'])} | | |")
+    lines += ["", "A change is a certificate added by another process; SQLite hosts poll every 250 ms, PostgreSQL hosts "
+              "are woken by NOTIFY (and poll every 2 s as a safety net)."]
+    return lines
+
+
 def render_markdown(results):
     m = results["machine"]
     lines = [f"Run {m['date']}, {m['cpus']} cores, kernel {m['kernel']}, {m['profile']} build, "
@@ -685,6 +797,8 @@ def render_markdown(results):
              "Ratios are of requests/s (> 1: a is faster) and of CPU time per request (< 1: a is cheaper).", "",
              "| scenario | a req/s | b req/s | c req/s | d req/s | a/b req/s | a/d req/s | a/c req/s | a p50/p99 ms | b p50/p99 ms | c p50/p99 ms | d p50/p99 ms | a CPU µs/req | b CPU µs/req | c CPU µs/req | d CPU µs/req | a/b CPU | a/d CPU | a/c CPU |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    if not results["scenarios"]:
+        lines = lines[:1]
     for row in results["scenarios"]:
         r = row["results"]
         get = lambda k, f: r[k][f] if k in r else None
@@ -709,15 +823,7 @@ def render_markdown(results):
         lines += ["", f"S2 ceiling: rustls alone completes {results['rustls_client_auth_handshakes_per_second']:.0f} "
                       "client-auth handshakes/s in process (client and server in one thread, no I/O)."]
     if "store_scale" in results:
-        s, l = results["store_scale"]["small"], results["store_scale"]["large"]
-        lines += ["", "| store | certificates | cert list s | serve start s | serve RSS MiB | resolve ns | HashMap ns | resolve/HashMap |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for label, x in [("small", s), ("large", l)]:
-            lines.append(f"| {label} | {x['certificates']} | {x['cert_list_seconds']:.3f} | {x['serve_start_seconds']:.2f} | "
-                         f"{x['serve_rss_mib']:.1f} | {x['resolve_ns']:.0f} | {x['hashmap_ns']:.0f} | {x['resolve_vs_hashmap']:.1f} |")
-        lines.append(f"| large/small | {l['certificates'] / s['certificates']:.0f}× | "
-                     f"{ratio(l['cert_list_seconds'], s['cert_list_seconds'])} | {ratio(l['serve_start_seconds'], s['serve_start_seconds'])} | "
-                     f"{ratio(l['serve_rss_mib'], s['serve_rss_mib'])} | {ratio(l['resolve_ns'], s['resolve_ns'])} | | |")
+        lines += render_store_scale(results["store_scale"])
     for note in results["notes"]:
         lines += ["", f"Note: {note}"]
     return "\n".join(lines) + "\n"
@@ -730,6 +836,7 @@ def main():
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"), help="results directory")
     parser.add_argument("--render", action="store_true", help="only re-render latest.md from latest.json")
+    parser.add_argument("--store-scale-only", action="store_true", help="only the store-scale rows (both backends)")
     args = parser.parse_args()
     if args.render:
         results = json.loads((Path(args.out) / "latest.json").read_text())
@@ -740,7 +847,7 @@ def main():
         sys.exit("wrk is not installed (apt-get install wrk)")
     bench = Bench(args)
     try:
-        bench.run()
+        bench.run_store_scale() if args.store_scale_only else bench.run()
     except BenchError as error:
         print(f"BENCHMARK FAILED: {error}", file=sys.stderr)
         print(f"logs: {bench.workdir}", file=sys.stderr)

@@ -26,6 +26,8 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 pub struct Registration {
     store: Mutex<Store>,
     deployment: Mutex<Deployment>,
+    /// Whether the last heartbeat failed: an unreachable store is one warning, not one per beat.
+    failing: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Registration {
@@ -69,7 +71,11 @@ impl Registration {
         };
         let mut store = Store::open_existing(location)?;
         store.register_deployment(&deployment)?;
-        let registration = Arc::new(Self { store: Mutex::new(store), deployment: Mutex::new(deployment) });
+        let registration = Arc::new(Self {
+            store: Mutex::new(store),
+            deployment: Mutex::new(deployment),
+            failing: std::sync::atomic::AtomicBool::new(false),
+        });
         registration.keep_alive();
         Ok(registration)
     }
@@ -89,8 +95,14 @@ impl Registration {
 
     fn keep_alive(self: &Arc<Self>) {
         let spawned = crate::background::every("edgemtls-heartbeat", HEARTBEAT_EVERY, self, |registration| {
-            if let Err(error) = registration.heartbeat() {
-                tracing::warn!(%error, "deployment heartbeat failed");
+            let result = registration.heartbeat();
+            let was_failing = registration.failing.swap(result.is_err(), std::sync::atomic::Ordering::Relaxed);
+            match result {
+                Err(error) if !was_failing => {
+                    tracing::warn!(%error, "deployment heartbeat failed; retrying every beat (other nodes stop seeing this one after {} s)", crate::store::DEPLOYMENT_TTL.whole_seconds());
+                }
+                Ok(()) if was_failing => tracing::info!("deployment heartbeat works again"),
+                _ => {}
             }
         });
         if let Err(error) = spawned {

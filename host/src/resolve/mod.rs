@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 
 use crate::Environment;
 use crate::pki::rfc3339;
-use crate::store::{ChangeFeed, Store, StoreError, StoreLocation};
+use crate::store::{CertificateRecord, ChangeFeed, Store, StoreError, StoreLocation};
 use crate::upstream::{Certificate, ClientIdentity, TrustProfiles};
 
 /// Why a certificate name cannot be used. These reach the guest as typed WIT errors.
@@ -80,6 +80,7 @@ impl ResolveError {
     }
 }
 
+#[derive(Clone)]
 struct Entry {
     enabled: bool,
     environments: Vec<Environment>,
@@ -358,37 +359,42 @@ fn load_snapshot(
     let generation = store.generation()?;
     let mut entries = HashMap::new();
     let mut ids = HashMap::new();
-    for record in store.list()? {
-        ids.insert(record.id.clone(), record.name.clone());
-        let usable = record.enabled && record.allows(environment);
-        let reused = previous
-            .and_then(|p| p.entries.get(&record.name))
-            .filter(|e| e.id == record.id && e.version == record.version)
-            .and_then(|e| e.identity.clone());
-        let identity = match (usable, reused) {
-            (false, _) => None,
-            (true, Some(identity)) => Some(identity),
-            (true, None) => {
-                // One record that does not unseal costs its own name, not the whole store.
-                let key = match store.private_key(&record) {
-                    Ok(key) => key,
-                    Err(error) => {
-                        tracing::error!(certificate = %record.name, %error, "certificate cannot be used; the others are served");
-                        entries.insert(record.name.clone(), Entry::damaged(&record));
-                        continue;
+    // A reload keeps every entry whose record is unchanged (same id, same version) as it is,
+    // warm pools included, and reads only the changed records: with 10,000 certificates a
+    // change costs one small query and the records that changed, not a parse of every chain.
+    let records = match previous {
+        None => store.list()?,
+        Some(previous) => {
+            let mut changed = Vec::new();
+            for version in store.versions()? {
+                ids.insert(version.id.clone(), version.name.clone());
+                match previous.entries.get(&version.name) {
+                    Some(entry) if entry.id == version.id && entry.version == version.version => {
+                        entries.insert(version.name, entry.clone());
                     }
-                };
-                Some(Arc::new(ClientIdentity::with_certificate(
-                    Certificate {
-                        id: record.id.clone(),
-                        name: record.name.clone(),
-                        version: record.version,
-                        chain: record.chain.clone(),
-                        key,
-                    },
-                    trust.clone(),
-                )))
+                    _ => changed.push(version.id),
+                }
             }
+            store.records(&changed.iter().map(String::as_str).collect::<Vec<_>>())?
+        }
+    };
+    let usable: Vec<&CertificateRecord> = records.iter().filter(|r| r.enabled && r.allows(environment)).collect();
+    // Every key in one round trip; one record that does not unseal costs its own name only.
+    let mut keys: HashMap<String, Result<_, StoreError>> =
+        usable.iter().map(|r| r.id.clone()).zip(store.private_keys(&usable)?).collect();
+    for record in records {
+        ids.insert(record.id.clone(), record.name.clone());
+        let identity = match keys.remove(&record.id) {
+            None => None,
+            Some(Err(error)) => {
+                tracing::error!(certificate = %record.name, %error, "certificate cannot be used; the others are served");
+                entries.insert(record.name.clone(), Entry::damaged(&record));
+                continue;
+            }
+            Some(Ok(key)) => Some(Arc::new(ClientIdentity::with_certificate(
+                Certificate { id: record.id.clone(), name: record.name.clone(), version: record.version, chain: record.chain.clone(), key },
+                trust.clone(),
+            ))),
         };
         entries.insert(
             record.name.clone(),

@@ -46,8 +46,13 @@ pub(super) trait Queries {
     fn name_like(&mut self, name: &str) -> Result<Option<String>, StoreError>;
     /// What a record's MAC covers, for one record or (`None`) all of them.
     fn authenticated(&mut self, id: Option<&str>) -> Result<Vec<Authenticated>, StoreError>;
-    /// A record's sealed private key.
-    fn sealed_key(&mut self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The sealed private keys of these records, with what their MACs cover, in one round
+    /// trip (ids not found are left out).
+    fn sealed_keys(&mut self, ids: &[&str]) -> Result<Vec<(Authenticated, Vec<u8>)>, StoreError>;
+    /// Every record's id, name and version: what a reload compares with the snapshot it has.
+    fn versions(&mut self) -> Result<Vec<(String, String, i64)>, StoreError>;
+    /// The records with these ids, in one round trip (ids not found are left out).
+    fn records_by_id(&mut self, ids: &[&str]) -> Result<Vec<RawRecord>, StoreError>;
     /// Adds a record.
     fn insert(&mut self, row: &NewRow) -> Result<(), StoreError>;
     /// Sets a record's environments, state and MAC and bumps its version. Whether it existed.

@@ -280,12 +280,35 @@ impl Store {
 
     /// Unseals the private key of a record.
     pub fn private_key(&self, record: &CertificateRecord) -> Result<PrivateKeyDer<'static>, StoreError> {
-        let sealed = self.read(|q| {
-            verified(q, &self.key, &record.id, &record.id)?;
-            q.sealed_key(&record.id)?.ok_or_else(|| StoreError::NotFound(record.id.clone()))
-        })?;
-        let plain = self.key.open(&record.id, &sealed).ok_or_else(|| StoreError::Unseal { name: record.name.clone() })?;
-        decode_key(&plain).ok_or_else(|| StoreError::Corrupt { id: record.id.clone(), reason: "unknown key encoding".into() })
+        self.private_keys(&[record])?.pop().unwrap_or_else(|| Err(StoreError::NotFound(record.id.clone())))
+    }
+
+    /// Unseals the private keys of `records`, in one round trip: one answer per record, in
+    /// order, so one record that does not unseal costs only itself.
+    pub fn private_keys(&self, records: &[&CertificateRecord]) -> Result<Vec<Result<PrivateKeyDer<'static>, StoreError>>, StoreError> {
+        let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        let mut sealed: std::collections::HashMap<String, (Authenticated, Vec<u8>)> =
+            self.read(|q| q.sealed_keys(&ids))?.into_iter().map(|(row, key)| (row.id.clone(), (row, key))).collect();
+        Ok(records
+            .iter()
+            .map(|record| {
+                let (row, key) = sealed.remove(&record.id).ok_or_else(|| StoreError::NotFound(record.id.clone()))?;
+                row.verify(&self.key)?;
+                let plain = self.key.open(&record.id, &key).ok_or_else(|| StoreError::Unseal { name: record.name.clone() })?;
+                decode_key(&plain).ok_or_else(|| StoreError::Corrupt { id: record.id.clone(), reason: "unknown key encoding".into() })
+            })
+            .collect())
+    }
+
+    /// Every record's id, name and version, without decoding any: a reload compares these
+    /// with its snapshot and reads only what changed.
+    pub fn versions(&self) -> Result<Vec<RecordVersion>, StoreError> {
+        Ok(self.read(|q| q.versions())?.into_iter().map(|(id, name, version)| RecordVersion { id, name, version }).collect())
+    }
+
+    /// The records with these ids (ids not found are left out).
+    pub fn records(&self, ids: &[&str]) -> Result<Vec<CertificateRecord>, StoreError> {
+        self.read(|q| q.records_by_id(ids))?.into_iter().map(RawRecord::decode).collect()
     }
 
     /// Disables a certificate unless a live deployment uses it (checked in the same
@@ -395,6 +418,17 @@ impl Store {
         })?;
         Ok(record)
     }
+}
+
+/// A record's identity and version, as [`Store::versions`] lists them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordVersion {
+    /// The record id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Bumped by every change to it.
+    pub version: i64,
 }
 
 /// What [`Store::update_guarded`] changes.

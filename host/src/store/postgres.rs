@@ -519,8 +519,19 @@ impl PgQueries<'_> {
 }
 
 const SELECT_RECORD: &str = "SELECT id, name, environments, enabled, chain_pem, metadata, created_at, updated_at, version FROM edgemtls.certificates";
-const SELECT_AUTHENTICATED: &str =
-    "SELECT id, name, environments, enabled, chain_pem, record_mac FROM edgemtls.certificates";
+const SELECT_AUTHENTICATED: &str = "SELECT id, name, environments, enabled, chain_pem, record_mac FROM edgemtls.certificates";
+const SELECT_AUTHENTICATED_AND_KEY: &str =
+    "SELECT id, name, environments, enabled, chain_pem, record_mac, key_sealed FROM edgemtls.certificates";
+fn authenticated(row: &tokio_postgres::Row) -> Authenticated {
+    Authenticated {
+        id: row.get(0),
+        name: row.get(1),
+        environments: row.get(2),
+        enabled: row.get(3),
+        chain_pem: row.get(4),
+        mac: row.get(5),
+    }
+}
 
 fn raw_record(row: &tokio_postgres::Row) -> RawRecord {
     RawRecord {
@@ -612,27 +623,21 @@ impl Queries for PgQueries<'_> {
             Some(id) => self.rows(&format!("{SELECT_AUTHENTICATED} WHERE id = $1"), &[&id])?,
             None => self.rows(SELECT_AUTHENTICATED, &[])?,
         };
-        Ok(rows
-            .iter()
-            .map(|row| Authenticated {
-                id: row.get(0),
-                name: row.get(1),
-                environments: row.get(2),
-                enabled: row.get(3),
-                chain_pem: row.get(4),
-                mac: row.get(5),
-            })
-            .collect())
+        Ok(rows.iter().map(authenticated).collect())
     }
 
-    fn sealed_key(&mut self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .rows(
-                "SELECT key_sealed FROM edgemtls.certificates WHERE id = $1",
-                &[&id],
-            )?
-            .first()
-            .map(|row| row.get(0)))
+    fn sealed_keys(&mut self, ids: &[&str]) -> Result<Vec<(Authenticated, Vec<u8>)>, StoreError> {
+        let rows = self.rows(&format!("{SELECT_AUTHENTICATED_AND_KEY} WHERE id = ANY($1)"), &[&ids])?;
+        Ok(rows.iter().map(|row| (authenticated(row), row.get(6))).collect())
+    }
+
+    fn versions(&mut self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let rows = self.rows("SELECT id, name, version FROM edgemtls.certificates", &[])?;
+        Ok(rows.iter().map(|row| (row.get(0), row.get(1), row.get(2))).collect())
+    }
+
+    fn records_by_id(&mut self, ids: &[&str]) -> Result<Vec<RawRecord>, StoreError> {
+        Ok(self.rows(&format!("{SELECT_RECORD} WHERE id = ANY($1)"), &[&ids])?.iter().map(raw_record).collect())
     }
 
     fn insert(&mut self, row: &NewRow<'_>) -> Result<(), StoreError> {

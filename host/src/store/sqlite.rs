@@ -209,6 +209,8 @@ impl SqliteQueries<'_> {
 const SELECT_RECORD: &str =
     "SELECT id, name, environments, enabled, chain_pem, metadata, created_at, updated_at, version FROM certificates";
 const SELECT_AUTHENTICATED: &str = "SELECT id, name, environments, enabled, chain_pem, record_mac FROM certificates";
+const SELECT_AUTHENTICATED_AND_KEY: &str =
+    "SELECT id, name, environments, enabled, chain_pem, record_mac, key_sealed FROM certificates";
 const SELECT_DEPLOYMENT: &str =
     "SELECT id, hostname, pid, config_path, environment, listen, certificates, started_at, heartbeat_at FROM deployments";
 
@@ -305,8 +307,30 @@ impl Queries for SqliteQueries<'_> {
         rows.collect::<Result<_, _>>().map_err(self.db())
     }
 
-    fn sealed_key(&mut self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.conn.query_row("SELECT key_sealed FROM certificates WHERE id = ?1", [id], |r| r.get(0)).optional().map_err(self.db())
+    fn sealed_keys(&mut self, ids: &[&str]) -> Result<Vec<(Authenticated, Vec<u8>)>, StoreError> {
+        // A local file: one cached statement per id costs microseconds.
+        let mut statement = self.conn.prepare_cached(&format!("{SELECT_AUTHENTICATED_AND_KEY} WHERE id = ?1")).map_err(self.db())?;
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row = statement.query_row([id], |row| Ok((authenticated(row)?, row.get(6)?))).optional().map_err(self.db())?;
+            found.extend(row);
+        }
+        Ok(found)
+    }
+
+    fn versions(&mut self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let mut statement = self.conn.prepare("SELECT id, name, version FROM certificates").map_err(self.db())?;
+        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?))).map_err(self.db())?;
+        rows.collect::<Result<_, _>>().map_err(self.db())
+    }
+
+    fn records_by_id(&mut self, ids: &[&str]) -> Result<Vec<RawRecord>, StoreError> {
+        let mut statement = self.conn.prepare_cached(&format!("{SELECT_RECORD} WHERE id = ?1")).map_err(self.db())?;
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            found.extend(statement.query_row([id], raw_record).optional().map_err(self.db())?);
+        }
+        Ok(found)
     }
 
     fn insert(&mut self, row: &NewRow<'_>) -> Result<(), StoreError> {
