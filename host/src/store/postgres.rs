@@ -124,7 +124,9 @@ impl Connector {
         let mut kept = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             match pair.split_once('=') {
-                Some(("sslrootcert", value)) => roots_file = Some(percent_decode(value)),
+                Some(("sslrootcert", value)) => {
+                    roots_file = Some(percent_encoding::percent_decode_str(value).decode_utf8_lossy().into_owned())
+                }
                 Some(("sslmode", "verify-full" | "verify-ca")) => {
                     kept.push("sslmode=require".to_string())
                 }
@@ -216,28 +218,6 @@ impl Connector {
     }
 }
 
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 fn timed_out(shown: &str) -> StoreError {
     StoreError::Unreachable {
@@ -482,6 +462,17 @@ impl PgQueries<'_> {
         self.settle(wait(self.client.query(sql, params)))
     }
 
+    /// Like [`PgQueries::rows`], turning each row into a `T` as it arrives: a 10,000-row
+    /// answer never sits in memory twice (as rows and as values).
+    fn mapped<T>(&self, sql: &str, params: &Params<'_>, map: impl Fn(&tokio_postgres::Row) -> T) -> Result<Vec<T>, StoreError> {
+        use futures_util::TryStreamExt;
+        let collecting = async {
+            let stream = self.client.query_raw(sql, params.iter().copied()).await?;
+            stream.map_ok(|row| map(&row)).try_collect::<Vec<T>>().await
+        };
+        self.settle(wait(collecting))
+    }
+
     fn execute(&self, sql: &str, params: &Params<'_>) -> Result<u64, StoreError> {
         self.settle(wait(self.client.execute(sql, params)))
     }
@@ -593,11 +584,7 @@ impl Queries for PgQueries<'_> {
     }
 
     fn records(&mut self) -> Result<Vec<RawRecord>, StoreError> {
-        Ok(self
-            .rows(&format!("{SELECT_RECORD} ORDER BY name"), &[])?
-            .iter()
-            .map(raw_record)
-            .collect())
+        self.mapped(&format!("{SELECT_RECORD} ORDER BY name"), &[], raw_record)
     }
 
     fn record(&mut self, reference: &str) -> Result<Option<RawRecord>, StoreError> {
@@ -627,17 +614,15 @@ impl Queries for PgQueries<'_> {
     }
 
     fn sealed_keys(&mut self, ids: &[&str]) -> Result<Vec<(Authenticated, Vec<u8>)>, StoreError> {
-        let rows = self.rows(&format!("{SELECT_AUTHENTICATED_AND_KEY} WHERE id = ANY($1)"), &[&ids])?;
-        Ok(rows.iter().map(|row| (authenticated(row), row.get(6))).collect())
+        self.mapped(&format!("{SELECT_AUTHENTICATED_AND_KEY} WHERE id = ANY($1)"), &[&ids], |row| (authenticated(row), row.get(6)))
     }
 
     fn versions(&mut self) -> Result<Vec<(String, String, i64)>, StoreError> {
-        let rows = self.rows("SELECT id, name, version FROM edgemtls.certificates", &[])?;
-        Ok(rows.iter().map(|row| (row.get(0), row.get(1), row.get(2))).collect())
+        self.mapped("SELECT id, name, version FROM edgemtls.certificates", &[], |row| (row.get(0), row.get(1), row.get(2)))
     }
 
     fn records_by_id(&mut self, ids: &[&str]) -> Result<Vec<RawRecord>, StoreError> {
-        Ok(self.rows(&format!("{SELECT_RECORD} WHERE id = ANY($1)"), &[&ids])?.iter().map(raw_record).collect())
+        self.mapped(&format!("{SELECT_RECORD} WHERE id = ANY($1)"), &[&ids], raw_record)
     }
 
     fn insert(&mut self, row: &NewRow<'_>) -> Result<(), StoreError> {
