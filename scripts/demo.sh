@@ -4,7 +4,9 @@
 # Creates a dev CA and certificates with `edgemtls pki`, starts a local upstream that
 # requires client certificates, stores two certificates for two environments, serves the
 # hello-mtls plugin in production and in preview, and shows which certificate the upstream
-# saw each time, and a request that the upstream refuses because it named none.
+# saw each time, and a request that the upstream refuses because it named none. Then the
+# same handler written in TypeScript (plugins/hello-mtls-js), built with `edgemtls build`
+# (Node.js builds it; serving it needs none), makes the same round trip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,7 +31,7 @@ pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 did not open" >&2; return 1; }
+wait_port() { for _ in $(seq 1 1200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 did not open" >&2; return 1; }
 edgemtls() { echo "\$ edgemtls $*" >&2; "$bin" --store "$work/store" "$@"; }
 # GET URL BODY_FILE: prints the status code. Python, because a fresh machine may lack curl.
 http_get() {
@@ -109,6 +111,40 @@ for env in production preview; do
     fi
     kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
 done
+
+echo "==> the same handler in TypeScript: plugins/hello-mtls-js/handler.ts"
+if command -v node >/dev/null && command -v npm >/dev/null; then
+    # The first build installs componentize-js and esbuild (pinned) into ~/.cache/edgemtls.
+    edgemtls build plugins/hello-mtls-js/handler.ts -o "$work/hello-mtls-js.wasm"
+    cat > "$work/edgemtls-js.toml" <<TOML
+[environments.production.vars]
+BACKEND_MTLS_CERT = "billing_prod"
+
+[[routes]]
+path = "/billing-js"
+handler = "hello-mtls-js.wasm"
+[routes.options]
+url = "https://localhost:$upstream_port/invoices"
+
+[[upstreams]]
+hosts = ["localhost:$upstream_port"]
+ca_bundle = "pki/ca.pem"
+TOML
+    port="$(free_port)"
+    echo "==> serving the TypeScript handler in production on 127.0.0.1:$port"
+    "$bin" --store "$work/store" serve --config "$work/edgemtls-js.toml" --env production --listen "127.0.0.1:$port" &
+    pids+=($!)
+    wait_port "$port"
+    echo "\$ GET http://127.0.0.1:$port/billing-js"
+    http_get "http://127.0.0.1:$port/billing-js" "$work/billing-js.json" >/dev/null
+    body="$(cat "$work/billing-js.json")"
+    echo "$body"
+    grep -q '"client_cn":"billing-prod"' <<<"$body" || { echo "FAILED: the TypeScript handler's upstream did not see billing-prod" >&2; exit 1; }
+    echo "    -> the upstream saw the client certificate 'billing-prod', named from TypeScript"
+    kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+else
+    echo "    (skipped: Node.js and npm build TypeScript handlers; install them to see this step)"
+fi
 
 echo "==> check: every certificate name the config uses resolves in production"
 "$bin" --store "$work/store" check --config "$work/edgemtls.toml" --env production

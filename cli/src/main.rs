@@ -52,6 +52,10 @@ enum Command {
     /// A development PKI: a local CA that issues client and server certificates.
     #[command(subcommand)]
     Pki(commands::pki::PkiCommand),
+    /// Makes a handler project (TypeScript, JavaScript or Rust) that builds and serves as it is.
+    New(commands::new::NewCommand),
+    /// Builds a JavaScript or TypeScript handler into a component (needs Node.js; serving does not).
+    Build(commands::build::BuildCommand),
     /// Serves WebAssembly handlers as configured in edgemtls.toml.
     Serve(commands::serve::ServeCommand),
     /// Checks a config: components load and every certificate name resolves.
@@ -69,6 +73,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Cert(command) => command.execute(&store),
         Command::Store(command) => command.execute(),
+        Command::Build(command) => command.execute(),
+        Command::New(command) => command.execute(),
         Command::Pki(command) => command.execute(),
         Command::Serve(command) => command.execute(&store),
         Command::Check(command) => command.execute(&store),

@@ -11,6 +11,7 @@ mod cli {
     mod failures;
     mod formats;
     mod guests;
+    mod js_handlers;
     mod manage;
     mod openssl;
     mod pki;

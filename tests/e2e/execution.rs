@@ -223,9 +223,11 @@ async fn one_reused_instance_presents_exactly_the_named_certificate_300_times() 
     world.add_cert("alpha", "alpha-client", &all_envs())?;
     world.add_cert("beta", "beta-client", &all_envs())?;
     let upstream = world.upstream(false).await?;
+    // Instances stay warm for ten minutes: on a machine busy with other tests, a pause
+    // between two of these requests must not let the idle reaper count as a second instance.
     let body = format!(
-        "[[routes]]\npath = \"/probe\"\nhandler = \"{PROBE}\"\nmax_requests_per_instance = 1000\n\n\
-         [[routes]]\npath = \"/users/:id\"\nhandler = \"{PROBE}\"\nmax_requests_per_instance = 1000\n"
+        "[[routes]]\npath = \"/probe\"\nhandler = \"{PROBE}\"\nmax_requests_per_instance = 1000\nidle_timeout_ms = 600000\n\n\
+         [[routes]]\npath = \"/users/:id\"\nhandler = \"{PROBE}\"\nmax_requests_per_instance = 1000\nidle_timeout_ms = 600000\n"
     );
     let config = world.config(&body, upstream.addr())?;
     let host = world.serve(&config, Environment::Development).await?;

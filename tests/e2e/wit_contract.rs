@@ -38,6 +38,10 @@ fn the_mtls_extension_returns_no_bytes() -> anyhow::Result<()> {
             }
         }
     }
-    assert_eq!(functions, 2, "the extension has two functions: handle, and failure (why a request failed)");
+    assert_eq!(
+        functions, 4,
+        "the extension has four functions: outgoing.handle and outgoing.failure (why a request failed), \
+         next-request.present and next-request.clear (a name for a built-in HTTP client's next request)"
+    );
     Ok(())
 }

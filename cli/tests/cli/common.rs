@@ -504,7 +504,13 @@ pub fn wait_for(port: u16) -> Result<()> {
 
 /// Waits (at most 30 s) until something accepts connections on `addr`.
 pub fn wait_for_addr(addr: std::net::SocketAddr) -> Result<()> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    wait_for_addr_within(addr, std::time::Duration::from_secs(30))
+}
+
+/// Waits at most `limit` until something accepts connections on `addr` (a host that compiles
+/// a 12 MiB JavaScript component at start, on a busy machine, takes a while).
+pub fn wait_for_addr_within(addr: std::net::SocketAddr, limit: std::time::Duration) -> Result<()> {
+    let deadline = std::time::Instant::now() + limit;
     while std::net::TcpStream::connect(addr).is_err() {
         anyhow::ensure!(std::time::Instant::now() < deadline, "nothing listens on {addr}");
         std::thread::sleep(std::time::Duration::from_millis(50));

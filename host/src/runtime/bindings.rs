@@ -15,4 +15,4 @@ mod generated {
     });
 }
 
-pub use generated::edgemtls::mtls::outgoing;
+pub use generated::edgemtls::mtls::{next_request, outgoing};

@@ -11,7 +11,7 @@ use wasmtime_wasi_http::p2::bindings::http::outgoing_handler;
 use wasmtime_wasi_http::p2::types::{HostFutureIncomingResponse, HostOutgoingRequest};
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use super::bindings::outgoing;
+use super::bindings::{next_request, outgoing};
 use super::outcome::Outcome;
 use crate::Environment;
 use crate::metrics::Metrics;
@@ -129,6 +129,7 @@ impl HostState {
             hooks: OutboundHooks {
                 context,
                 next_identity: None,
+                presented: None,
                 next_failure: None,
                 failures: HashMap::new(),
                 sent: 0,
@@ -159,29 +160,40 @@ impl HostState {
         self.deadline = deadline;
         self.hooks.sent = 0;
         self.hooks.next_identity = None;
+        self.hooks.presented = None;
         self.hooks.next_failure = None;
         self.hooks.failures.clear();
     }
 
-    /// Whether the guest still holds HTTP resources after its handler returned: an unfinished
-    /// response body (whose client would wait for ever, and which the next request on this
-    /// instance could write into), a pending outbound request or response. Such an instance
-    /// is not reused.
+    /// Whether the guest still holds HTTP resources that make its instance unfit to serve
+    /// another request: anything facing its own caller (an unfinished response body, which
+    /// the next request could write into, a response or outparam), an outbound request it
+    /// has not sent, or one still in flight. What is left of upstream answers it has received
+    /// (a taken response future, a response, a body) is carried like a global, up to
+    /// [`MAX_RECEIVED_LEFT`]: a garbage-collected guest (JavaScript) drops those at its next
+    /// collection, not when the request ends, and would otherwise never be reused.
     pub(super) fn holds_http_resources(&mut self) -> bool {
         use wasmtime_wasi_http::p2::body::{HostIncomingBody, HostOutgoingBody};
         use wasmtime_wasi_http::p2::types::{
             HostIncomingResponse, HostOutgoingRequest, HostOutgoingResponse, HostResponseOutparam,
         };
-        self.table.iter_mut().any(|entry| {
+        let mut received = 0;
+        let unfit = self.table.iter_mut().any(|entry| {
             let entry: &dyn std::any::Any = entry;
+            if entry.is::<HostIncomingResponse>() || entry.is::<HostIncomingBody>() {
+                received += 1;
+                return false;
+            }
+            if let Some(future) = entry.downcast_ref::<HostFutureIncomingResponse>() {
+                received += 1;
+                return matches!(future, HostFutureIncomingResponse::Pending(_));
+            }
             entry.is::<HostOutgoingBody>()
-                || entry.is::<HostIncomingBody>()
-                || entry.is::<HostFutureIncomingResponse>()
                 || entry.is::<HostOutgoingRequest>()
-                || entry.is::<HostIncomingResponse>()
                 || entry.is::<HostOutgoingResponse>()
                 || entry.is::<HostResponseOutparam>()
-        })
+        });
+        unfit || received > MAX_RECEIVED_LEFT
     }
 
     /// The handler returned: takes where to report that, to report it once the instance
@@ -209,6 +221,10 @@ struct OutboundHooks {
     /// Set by `edgemtls:mtls/outgoing.handle` right before it delegates to the standard
     /// `handle`, which calls `send_request` synchronously: so exactly that request takes it.
     next_identity: Option<Arc<ClientIdentity>>,
+    /// Set by `edgemtls:mtls/next-request.present` for the next plain `wasi:http` request of
+    /// this invocation (JavaScript's `fetch` cannot carry a name); taken by that request,
+    /// dropped by `clear` and at the start of every request.
+    presented: Option<Arc<ClientIdentity>>,
     /// Where `send_request` records why the request it just started failed, if it does;
     /// `handle` files it under the response future it returns.
     next_failure: Option<FailureSlot>,
@@ -220,6 +236,11 @@ struct OutboundHooks {
 }
 
 type FailureSlot = Arc<OnceLock<UpstreamFailure>>;
+
+/// How many received upstream resources (responses, bodies, taken response futures) an
+/// instance may still hold when a request ends and yet serve another; past it, it is
+/// discarded, so a guest that never lets go of them cannot grow without bound.
+const MAX_RECEIVED_LEFT: usize = 64;
 
 type SendFuture = Box<
     dyn Future<
@@ -238,7 +259,11 @@ impl WasiHttpHooks for OutboundHooks {
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> SendFuture {
         // A request through plain wasi:http (no name) presents no certificate.
-        let identity = self.next_identity.take().unwrap_or_else(|| self.context.resolver.anonymous());
+        let identity = self
+            .next_identity
+            .take()
+            .or_else(|| self.presented.take())
+            .unwrap_or_else(|| self.context.resolver.anonymous());
         let slot = FailureSlot::default();
         self.next_failure = Some(slot.clone());
         self.sent += 1;
@@ -343,6 +368,58 @@ fn certificate_error(error: ResolveError) -> outgoing::CertificateError {
     }
 }
 
+impl HostState {
+    /// Resolves a certificate name a guest gave (empty: none, like plain wasi:http). A name
+    /// that cannot be used is audited and counted here, as a refused outbound request.
+    fn resolve_named(&self, certificate: &str) -> Result<Arc<ClientIdentity>, ResolveError> {
+        let context = &self.hooks.context;
+        let resolved = if certificate.is_empty() { Ok(context.resolver.anonymous()) } else { context.resolver.resolve(certificate) };
+        if let Err(error) = &resolved {
+            // A guest chooses the name: a name the store does not know shares one label, so
+            // made-up names cannot grow the metrics without bound.
+            let label = match error {
+                ResolveError::NotFound { .. } => "(unknown)",
+                _ => certificate,
+            };
+            context.metrics.record_outbound(Some(label), error.reason(), std::time::Duration::ZERO);
+            tracing::warn!(
+                target: "edgemtls::audit", route = %context.route, handler = %context.handler,
+                certificate = %certificate, environment = %context.environment,
+                reason = error.reason(), %error, "outbound request refused");
+        }
+        resolved
+    }
+}
+
+impl next_request::Host for HostState {
+    fn present(&mut self, certificate: String) -> wasmtime::Result<Result<(), next_request::CertificateError>> {
+        // A refused name also withdraws one given earlier: the next request presents nothing.
+        self.hooks.presented = None;
+        Ok(match self.resolve_named(&certificate) {
+            Ok(identity) => {
+                self.hooks.presented = Some(identity);
+                Ok(())
+            }
+            Err(error) => {
+                use next_request::CertificateError as N;
+                use outgoing::CertificateError as E;
+                Err(match certificate_error(error) {
+                    E::NotFound(name) => N::NotFound(name),
+                    E::Disabled(name) => N::Disabled(name),
+                    E::NotInEnvironment(name) => N::NotInEnvironment(name),
+                    E::Expired(name) => N::Expired(name),
+                    E::NotYetValid(name) => N::NotYetValid(name),
+                })
+            }
+        })
+    }
+
+    fn clear(&mut self) -> wasmtime::Result<()> {
+        self.hooks.presented = None;
+        Ok(())
+    }
+}
+
 impl outgoing::Host for HostState {
     fn handle(
         &mut self,
@@ -351,24 +428,9 @@ impl outgoing::Host for HostState {
         certificate: String,
     ) -> wasmtime::Result<Result<Resource<HostFutureIncomingResponse>, outgoing::Error>> {
         let options_rep = options.as_ref().map(|o| o.rep());
-        // An empty name presents no certificate, like plain wasi:http.
-        let resolved =
-            if certificate.is_empty() { Ok(self.hooks.context.resolver.anonymous()) } else { self.hooks.context.resolver.resolve(&certificate) };
-        let identity = match resolved {
+        let identity = match self.resolve_named(&certificate) {
             Ok(identity) => identity,
             Err(error) => {
-                let context = &self.hooks.context;
-                // A guest chooses the name: a name the store does not know shares one label, so
-                // made-up names cannot grow the metrics without bound.
-                let label = match &error {
-                    ResolveError::NotFound { .. } => "(unknown)",
-                    _ => certificate.as_str(),
-                };
-                context.metrics.record_outbound(Some(label), error.reason(), std::time::Duration::ZERO);
-                tracing::warn!(
-                    target: "edgemtls::audit", route = %context.route, handler = %context.handler,
-                    certificate = %certificate, environment = %context.environment,
-                    reason = error.reason(), %error, "outbound request refused");
                 // The host owns both resources now; drop them or they live as long as the store.
                 self.table.delete(request)?;
                 if let Some(options) = options {

@@ -1,0 +1,252 @@
+//! A TypeScript handler, built with `edgemtls build` and served by `edgemtls serve`, against
+//! `edgemtls dev-upstream` (which requires client certificates and reports each one's CN):
+//! names, no name, the five certificate errors as their own types, a Zuplo-style handler per
+//! stage, 200 interleaved requests, and 10 MiB each way.
+
+use std::io::{Read as _, Write as _};
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use anyhow::{Context, Result, ensure};
+use time::{Duration, OffsetDateTime};
+
+use super::common::*;
+
+/// Where `edgemtls build` keeps its npm packages for every test run: installed once.
+fn toolchain() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("js-toolchain")
+}
+
+/// Waits for a host serving a JavaScript component: its start compiles 12 MiB of WebAssembly.
+fn wait_for_js(port: u16) -> Result<()> {
+    wait_for_addr_within(std::net::SocketAddr::from(([127, 0, 0, 1], port)), std::time::Duration::from_secs(300))
+}
+
+fn node_is_installed() -> bool {
+    std::process::Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success())
+}
+
+/// Builds the test handler into the sandbox.
+fn build_probe(sandbox: &Sandbox) -> Result<PathBuf> {
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js/probe.ts");
+    let output = sandbox.path("probe.wasm");
+    let mut command = sandbox.command(["build", &text(&source), "-o", &text(&output)]);
+    command.env("EDGEMTLS_JS_TOOLCHAIN", toolchain());
+    let built = expect_success(command)?;
+    ensure!(built.contains("built"), "{built}");
+    Ok(output)
+}
+
+fn write_config(sandbox: &Sandbox, upstream_port: u16) -> Result<PathBuf> {
+    let config = sandbox.path("edgemtls.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[environments.production.vars]
+BACKEND_MTLS_CERT = "billing_prod"
+
+[environments.preview.vars]
+BACKEND_MTLS_CERT = "billing_preview"
+
+[[routes]]
+path = "/js"
+handler = "probe.wasm"
+[routes.options]
+url = "https://localhost:{upstream_port}/"
+
+[[upstreams]]
+hosts = ["localhost:{upstream_port}"]
+ca_bundle = "pki/ca.pem"
+"#
+        ),
+    )?;
+    Ok(config)
+}
+
+/// Stores a certificate whose validity is outside today (which `cert create` refuses), the
+/// way one ends up in a store: created in time, then time passes.
+fn add_out_of_date(sandbox: &Sandbox, name: &str, not_before: OffsetDateTime, not_after: OffsetDateTime) -> Result<()> {
+    use edgemtls_host::pki::{ImportRequest, inspect_leaf, load_identity};
+    use edgemtls_host::store::{NewCertificate, Store, StoreLocation};
+    let ca = TestCa::new("dated ca")?;
+    let leaf = ca.sign(&client_params(name, not_before, not_after)?, rcgen::KeyPair::generate()?)?;
+    let (cert, key) = leaf.write_pem_split(sandbox, name)?;
+    let identity = load_identity(ImportRequest { cert_path: &cert, key_path: Some(&key), password: None })?;
+    let metadata = inspect_leaf(&cert, &identity.chain[0])?;
+    let mut store = Store::open(&StoreLocation::Directory(sandbox.store.clone()))?;
+    store.create(NewCertificate { name: name.into(), environments: vec![edgemtls_host::Environment::Production], identity, metadata })?;
+    Ok(())
+}
+
+/// What [`http_post`] got back: status, headers (names lower-cased) and body.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// A POST of `body` to 127.0.0.1:`port`.
+fn http_post(port: u16, path: &str, body: &[u8]) -> Result<Answer> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(120)))?;
+    let head = format!("POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n", body.len());
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").context("no end of the response head")?;
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).context("no status line")?;
+    let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string())).collect();
+    Ok(Answer { status, headers, body: response[split + 4..].to_vec() })
+}
+
+fn json_at(port: u16, path: &str) -> Result<(u16, serde_json::Value)> {
+    let (status, body) = http_get(port, path)?;
+    let value = serde_json::from_str(&body).with_context(|| format!("{path} answered {status}: {body}"))?;
+    Ok((status, value))
+}
+
+fn serve(sandbox: &Sandbox, config: &std::path::Path, env: &str) -> Result<(Running, u16, PathBuf)> {
+    let port = free_port()?;
+    let log = sandbox.path(&format!("serve-{env}.log"));
+    let process = sandbox
+        .command(["serve", "--config", &text(config), "--env", env, "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()?;
+    let process = Running(process);
+    wait_for_js(port)?;
+    Ok((process, port, log))
+}
+
+#[test]
+fn a_typescript_handler_presents_exactly_the_certificate_it_names() -> Result<()> {
+    if !node_is_installed() {
+        eprintln!("skipped: Node.js is not installed (edgemtls build needs it to build JavaScript handlers)");
+        return Ok(());
+    }
+    let sandbox = Sandbox::new()?;
+    let (pki, _upstream, upstream_port) = dev_pki_and_upstream(&sandbox, &["js-prod", "js-prod-2", "js-preview"])?;
+    for (name, cn, env) in [("billing_prod", "js-prod", "production"), ("billing_other", "js-prod-2", "production"), ("billing_preview", "js-preview", "preview"), ("switched_off", "js-prod", "production")] {
+        sandbox.ok(["cert", "create", "--name", name, "--cert", &format!("{pki}/{cn}.pem"), "--key", &format!("{pki}/{cn}.key"), "--env", env])?;
+    }
+    sandbox.ok(["cert", "disable", "switched_off"])?;
+    let now = OffsetDateTime::now_utc();
+    add_out_of_date(&sandbox, "lapsed", now - Duration::days(30), now - Duration::days(1))?;
+    add_out_of_date(&sandbox, "future", now + Duration::days(1), now + Duration::days(30))?;
+    build_probe(&sandbox)?;
+    let config = write_config(&sandbox, upstream_port)?;
+    let (_production, port, log) = serve(&sandbox, &config, "production")?;
+    let (_preview, preview_port, _) = serve(&sandbox, &config, "preview")?;
+
+    // The name the handler passes is the certificate the upstream sees.
+    let (status, seen) = json_at(port, "/js/named?cert=billing_prod")?;
+    ensure!(status == 200 && seen["client_cn"] == "js-prod", "{status} {seen}");
+    // No name: no certificate. This upstream requires one, so the request fails, and the
+    // host's audit line says none was presented.
+    let (status, body) = http_get(port, "/js/none")?;
+    ensure!(status == 500 && body.contains("NetworkError"), "{status} {body}");
+    let logged = std::fs::read_to_string(&log)?;
+    let refused: Vec<&str> = logged.lines().filter(|l| l.contains("outbound request failed") && l.contains("client-certificate-required")).collect();
+    ensure!(refused.iter().any(|l| !l.contains("certificate=\"") && !l.contains("certificate_id")), "no certificate presented: {logged}");
+
+    // Each certificate failure reaches JavaScript as its own error type.
+    for (name, type_name, kind) in [
+        ("nope", "CertificateNotFoundError", "not-found"),
+        ("switched_off", "CertificateDisabledError", "disabled"),
+        ("billing_preview", "CertificateNotInEnvironmentError", "not-in-environment"),
+        ("lapsed", "CertificateExpiredError", "expired"),
+        ("future", "CertificateNotYetValidError", "not-yet-valid"),
+    ] {
+        let (_, error) = json_at(port, &format!("/js/error?cert={name}"))?;
+        ensure!(error["error"] == type_name && error["certificate_error"] == true, "{name}: {error}");
+        ensure!(error["instance_of"] == serde_json::json!([type_name]), "{name}: exactly one type: {error}");
+        ensure!(error["kind"] == kind && error["certificate"] == name, "{name}: {error}");
+        // Let through, the SDK answers 502 and says which.
+        let (status, problem) = json_at(port, &format!("/js/unhandled?cert={name}"))?;
+        ensure!(status == 502 && problem["type"] == format!("certificate-{kind}") && problem["certificate"] == name, "{name}: {status} {problem}");
+    }
+
+    // Zuplo's way: the global fetch, the name from the stage's variables, per stage.
+    let (_, production) = json_at(port, "/js/zuplo")?;
+    ensure!(production["client_cn"] == "js-prod", "{production}");
+    let (_, preview) = json_at(preview_port, "/js/zuplo")?;
+    ensure!(preview["client_cn"] == "js-preview", "{preview}");
+    let (_, variables) = json_at(preview_port, "/js/env")?;
+    ensure!(variables["sdk"] == "billing_preview" && variables["cloudflare"] == "billing_preview", "{variables}");
+
+    // 200 requests alternating two names and none keep identities apart.
+    for i in 0..200 {
+        let (path, expected) = match i % 3 {
+            0 => ("/js/named?cert=billing_prod", Some("js-prod")),
+            1 => ("/js/named?cert=billing_other", Some("js-prod-2")),
+            _ => ("/js/none", None),
+        };
+        let (status, body) = http_get(port, path)?;
+        match expected {
+            Some(cn) => ensure!(status == 200 && body.contains(&format!("\"client_cn\":\"{cn}\"")), "request {i}: {status} {body}"),
+            None => ensure!(status == 500, "request {i} named nothing and must not pass: {status} {body}"),
+        }
+    }
+
+    // 10 MiB each way, streamed.
+    const SIZE: usize = 10 * 1024 * 1024;
+    let Answer { status, headers, body } = http_post(port, &format!("/js/big?bytes={SIZE}&cert=billing_prod"), &vec![b'q'; SIZE])?;
+    let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or_default();
+    ensure!(status == 200, "{status}");
+    ensure!(header("x-upstream-received") == SIZE.to_string(), "the upstream got the whole body: {headers:?}");
+    ensure!(header("x-upstream-cn") == "js-prod", "{headers:?}");
+    ensure!(body.len() == SIZE && body.iter().all(|b| *b == b'x'), "the caller got {} bytes", body.len());
+    Ok(())
+}
+
+#[test]
+fn edgemtls_new_makes_a_typescript_handler_that_builds_and_serves() -> Result<()> {
+    if !node_is_installed() {
+        eprintln!("skipped: Node.js is not installed (edgemtls build needs it to build JavaScript handlers)");
+        return Ok(());
+    }
+    let sandbox = Sandbox::new()?;
+    let (pki, _upstream, upstream_port) = dev_pki_and_upstream(&sandbox, &["billing-dev"])?;
+    sandbox.ok(["cert", "create", "--name", "billing_dev", "--cert", &format!("{pki}/billing-dev.pem"), "--key", &format!("{pki}/billing-dev.key"), "--env", "development"])?;
+    let created = sandbox.ok(["new", "hello-ts", "--lang", "ts"])?;
+    ensure!(created.contains("edgemtls build handler.ts -o handler.wasm"), "{created}");
+    sandbox.fails(["new", "hello-ts"], "already exists")?;
+    let project = sandbox.path("hello-ts");
+    ensure!(project.join("types/edgemtls/index.d.ts").is_file() && project.join("tsconfig.json").is_file());
+    // Point the scaffold at this test's upstream, as its README tells a user to.
+    let config = std::fs::read_to_string(project.join("edgemtls.toml"))?
+        .replace("https://localhost:8443/", &format!("https://localhost:{upstream_port}/"))
+        .replace("# [[upstreams]]", "[[upstreams]]")
+        .replace("# hosts = [\"localhost:8443\"]", &format!("hosts = [\"localhost:{upstream_port}\"]"))
+        .replace("# ca_bundle = \"pki/ca.pem\"", &format!("ca_bundle = \"{pki}/ca.pem\""));
+    let port = free_port()?;
+    let config = config.replace("listen = \"127.0.0.1:8080\"", &format!("listen = \"127.0.0.1:{port}\""));
+    std::fs::write(project.join("edgemtls.toml"), config)?;
+    let mut build = sandbox.command(["build", "handler.ts", "-o", "handler.wasm"]);
+    build.current_dir(&project).env("EDGEMTLS_JS_TOOLCHAIN", toolchain());
+    expect_success(build)?;
+    let process = sandbox
+        .command(["serve", "--config", "edgemtls.toml", "--env", "development"])
+        .current_dir(&project)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let _serve = Running(process);
+    wait_for_js(port)?;
+    let (status, body) = http_get(port, "/hello")?;
+    ensure!(status == 200 && body.contains("\"client_cn\":\"billing-dev\""), "{status} {body}");
+    Ok(())
+}
+
+#[test]
+fn the_javascript_sdk_imports_the_hosts_next_request_interface() -> Result<()> {
+    // guest-sdk/js/wit/deps is generated from wit/ (WASI at the engine's 0.2.10): a change to
+    // the host's interface that is not carried over fails here, not in a user's build.
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk/js/wit/make-deps.py");
+    let output = std::process::Command::new("python3").arg(&script).arg("--check").output()?;
+    ensure!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    Ok(())
+}

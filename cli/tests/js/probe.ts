@@ -1,0 +1,89 @@
+// The JavaScript handler the CLI tests build and serve: one path per thing they check.
+// The upstream is the route's `url` option (edgemtls dev-upstream, which reports the client
+// certificate's CN). A test handler may take a certificate name from the query: it stands
+// for handler code that chooses one.
+import {
+  environment,
+  options,
+  CertificateError,
+  CertificateNotFoundError,
+  CertificateDisabledError,
+  CertificateNotInEnvironmentError,
+  CertificateExpiredError,
+  CertificateNotYetValidError,
+} from "edgemtls";
+
+const json = (value: unknown, status = 200) =>
+  new Response(JSON.stringify(value), { status, headers: { "content-type": "application/json" } });
+
+export default {
+  async fetch(request: Request, env: Record<string, string | undefined>): Promise<Response> {
+    const url = new URL(request.url);
+    const upstream = options.get("url") ?? "";
+    const cert = url.searchParams.get("cert") ?? undefined;
+    switch (url.pathname) {
+      case "/js/named": {
+        const answer = await fetch(upstream, { mtlsCertificate: cert });
+        return new Response(answer.body, { status: answer.status, headers: answer.headers });
+      }
+      case "/js/none": {
+        const answer = await fetch(upstream);
+        return new Response(answer.body, { status: answer.status, headers: answer.headers });
+      }
+      case "/js/zuplo": {
+        // As Zuplo code is written: the global fetch, the name from the stage's variables.
+        const answer = await fetch(upstream, { zuplo: { mtlsCertificate: environment.BACKEND_MTLS_CERT } });
+        return new Response(answer.body, { status: answer.status, headers: answer.headers });
+      }
+      case "/js/env": {
+        return json({ sdk: environment.BACKEND_MTLS_CERT ?? null, cloudflare: env.BACKEND_MTLS_CERT ?? null });
+      }
+      case "/js/error": {
+        try {
+          await fetch(upstream, { mtlsCertificate: cert });
+          return json({ error: null });
+        } catch (error) {
+          const types = {
+            CertificateNotFoundError,
+            CertificateDisabledError,
+            CertificateNotInEnvironmentError,
+            CertificateExpiredError,
+            CertificateNotYetValidError,
+          };
+          const matches = Object.entries(types).filter(([, type]) => error instanceof type).map(([name]) => name);
+          return json({
+            error: error instanceof Error ? error.name : String(error),
+            certificate_error: error instanceof CertificateError,
+            instance_of: matches,
+            kind: error instanceof CertificateError ? error.kind : null,
+            certificate: error instanceof CertificateError ? error.certificate : null,
+            message: error instanceof Error ? error.message : null,
+          });
+        }
+      }
+      case "/js/unhandled": {
+        // A certificate error the handler does not catch: the SDK answers 502, naming it.
+        await fetch(upstream, { mtlsCertificate: cert });
+        return json({ error: null });
+      }
+      case "/js/big": {
+        // Streams both ways: the caller's body goes upstream as it arrives, the upstream's
+        // `bytes`-long answer comes back the same way.
+        const size = url.searchParams.get("bytes") ?? "0";
+        const answer = await fetch(`${upstream}?bytes=${size}`, {
+          method: "POST",
+          body: request.body,
+          // @ts-ignore: duplex is part of fetch for streamed request bodies
+          duplex: "half",
+          mtlsCertificate: cert,
+        });
+        const headers = new Headers();
+        headers.set("x-upstream-received", answer.headers.get("x-received-bytes") ?? "");
+        headers.set("x-upstream-cn", answer.headers.get("x-client-cn") ?? "none");
+        return new Response(answer.body, { status: answer.status, headers });
+      }
+      default:
+        return new Response("not found\n", { status: 404 });
+    }
+  },
+};
