@@ -94,7 +94,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_port(port, proc=None, timeout=60):
+def wait_port(port, proc=None, timeout=180):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -261,6 +261,21 @@ class Bench:
         subprocess.run(["cargo", "build", "-q", *profile_flag, "-p", "edgemtls", "-p", "edgemtls-bench"], cwd=ROOT, check=True)
         subprocess.run(["cargo", "build", "-q", "--release", "--target", "wasm32-wasip2", "-p", "bench-constant", "-p", "mtls-probe"],
                        cwd=ROOT, check=True)
+        self.build_js()
+
+    def build_js(self):
+        """The JavaScript twin of mtls-probe, built with `edgemtls build` (needs Node.js)."""
+        self.js_probe = None
+        if not (shutil.which("node") and shutil.which("npm")):
+            self.results["notes"].append("JavaScript rows: Node.js is not installed here, so the JS handler was not built")
+            return
+        output = self.workdir / "js_probe.wasm"
+        started = time.perf_counter()
+        subprocess.run([str(self.bin / "edgemtls"), "build", str(ROOT / "bench" / "guests-js" / "probe.ts"), "-o", str(output)],
+                       check=True, capture_output=True, text=True)
+        self.results["js_component"] = {"size_mib": output.stat().st_size / 1048576,
+                                        "build_seconds": time.perf_counter() - started}
+        self.js_probe = output
 
     def edgemtls(self, *args, store=None):
         cmd = [self.bin / "edgemtls"]
@@ -329,6 +344,19 @@ max_requests_per_instance = 1
 path = "/fanout"
 handler = "{self.guests / 'mtls_probe.wasm'}"
 max_requests_per_instance = 1000
+
+[[routes]]
+path = "/sdk-rust"
+handler = "{self.guests / 'mtls_probe.wasm'}"
+max_requests_per_instance = 1000
+""")
+        if self.js_probe:
+            # componentize-js 0.23's engine serves one fetch event per instance: no reuse.
+            routes.append(f"""
+[[routes]]
+path = "/sdk-js"
+handler = "{self.js_probe}"
+max_requests_per_instance = 1
 """)
         hosts = ", ".join(f'"localhost:{up}"' for up, _ in self.upstreams.values())
         config = self.workdir / "edgemtls.toml"
@@ -483,10 +511,11 @@ http {{
 
     # ---------------------------------------------------------------- measuring
 
-    def wrk(self, port, path, proc, expect_bytes, env=None, stats_upstream=None, expect_cn=CLIENT_CN):
+    def wrk(self, port, path, proc, expect_bytes, env=None, stats_upstream=None, expect_cn=CLIENT_CN, headers=None):
         """Runs wrk against one system; returns rps, latency and CPU per request, after
         checking that every response was 200 with the right body and identity."""
-        headers = ["-H", f"x-expect-cn: {expect_cn}"] if expect_cn else []
+        extra = [arg for name, value in (headers or {}).items() for arg in ("-H", f"{name}: {value}")]
+        headers = (["-H", f"x-expect-cn: {expect_cn}"] if expect_cn else []) + extra
         # Warm up first, unmeasured: instances, connection pools and caches, so the first
         # cell of a run is not charged for them.
         if not self.smoke:
@@ -534,6 +563,39 @@ http {{
             "cpu_us_per_request": cpu * 1e6 / requests,
             "requests": requests,
         }
+
+    def sdk_rows(self, e_port, e_proc, n_port, n_proc):
+        """Handlers users write: the Rust SDK's (mtls-probe, reused instances) and the
+        JavaScript SDK's (fresh instances), each fetching upstream with a named certificate,
+        against nginx proxying the same upstream."""
+        upstream = self.upstreams["keepalive"][0]
+        js_reuse = "componentize-js 0.23's engine serves one fetch event per instance, so a JavaScript handler cannot be reused"
+        for size in [0, 64 * 1024]:
+            headers = {"x-target": f"https://localhost:{upstream}/b?bytes={size}", "x-certificate": "bench_client"}
+            nginx = (lambda: self.wrk(n_port, f"/keepalive/b?bytes={size}", n_proc, size, stats_upstream="keepalive")) if n_port else None
+            self.scenario(f"Rust SDK handler (reused), S1 {size} B", {
+                "a": lambda: self.wrk(e_port, "/sdk-rust", e_proc, size, stats_upstream="keepalive", headers=headers),
+                "b": nginx,
+            }, {"c": "wasmtime serve cannot reach an mTLS upstream", "d": "the native proxy runs no handlers"})
+            if self.js_probe:
+                self.scenario(f"JavaScript SDK handler (fresh instance per request), S1 {size} B", {
+                    "a": lambda: self.wrk(e_port, "/sdk-js", e_proc, size, stats_upstream="keepalive", headers=headers),
+                    "b": nginx,
+                }, {"c": "wasmtime serve cannot reach an mTLS upstream", "d": "the native proxy runs no handlers"})
+        if self.js_probe:
+            self.results["notes"].append(f"JavaScript SDK handler with reused instances: not measured: {js_reuse}")
+        if self.js_probe:
+            # How long a host takes to start with the 12 MiB component (compiling it), against
+            # the same host with the Rust probe alone.
+            for label, handler in [("rust", self.guests / "mtls_probe.wasm"), ("js", self.js_probe)]:
+                config = self.workdir / f"load-{label}.toml"
+                config.write_text(f'[[routes]]\npath = "/"\nhandler = "{handler}"\n')
+                port = free_port()
+                started = time.perf_counter()
+                proc = self.procs.start(f"load-{label}", [self.bin / "edgemtls", "--store", self.store, "serve", "--config", config,
+                                                          "--env", "production", "--listen", f"127.0.0.1:{port}"], port=port)
+                self.results["js_component"][f"serve_start_seconds_{label}"] = time.perf_counter() - started
+                self.procs.stop(proc)
 
     def tls_load(self, port, proc, handshake_per_request):
         """Like wrk(), over HTTPS with the bench client's certificate (bench-tool tls-load)."""
@@ -595,6 +657,17 @@ http {{
         self.store_scale()
         self.write()
 
+    def run_sdk(self):
+        """Only the rows of handlers users write (Rust and JavaScript SDKs) against nginx."""
+        self.build()
+        self.make_pki()
+        self.start_upstreams()
+        e_port, e_proc = self.start_edgemtls()
+        n_port, n_proc = self.start_nginx()
+        self.sdk_rows(e_port, e_proc, n_port, n_proc)
+        self.procs.stop_all()
+        self.write()
+
     def run(self):
         self.build()
         self.make_pki()
@@ -654,6 +727,8 @@ http {{
                 "b": (lambda: self.wrk(n_port, "/fanout", n_proc, -1, env={**env, "BENCH_STYLE": "nginx"},
                                        stats_upstream="keepalive", expect_cn=None)) if n_port else None,
             }, {"c": no_certs, "d": "the native proxy has one identity by design"})
+
+        self.sdk_rows(e_port, e_proc, n_port, n_proc)
 
         self.scenario("per-request WebAssembly overhead, fresh instance per request (max_requests_per_instance = 1)", {
             "a": lambda: self.wrk(e_port, "/const-fresh", e_proc, 3, expect_cn=None),
@@ -822,6 +897,12 @@ def render_markdown(results):
     if "rustls_client_auth_handshakes_per_second" in results:
         lines += ["", f"S2 ceiling: rustls alone completes {results['rustls_client_auth_handshakes_per_second']:.0f} "
                       "client-auth handshakes/s in process (client and server in one thread, no I/O)."]
+    if "js_component" in results:
+        js = results["js_component"]
+        lines += ["", f"JavaScript handler component (bench/guests-js/probe.ts): {js['size_mib']:.1f} MiB, built by "
+                      f"`edgemtls build` in {js['build_seconds']:.1f} s; a host serving it starts in "
+                      f"{js.get('serve_start_seconds_js', 0):.2f} s (it compiles the component) against "
+                      f"{js.get('serve_start_seconds_rust', 0):.2f} s with the Rust probe."]
     if "store_scale" in results:
         lines += render_store_scale(results["store_scale"])
     for note in results["notes"]:
@@ -837,6 +918,7 @@ def main():
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"), help="results directory")
     parser.add_argument("--render", action="store_true", help="only re-render latest.md from latest.json")
     parser.add_argument("--store-scale-only", action="store_true", help="only the store-scale rows (both backends)")
+    parser.add_argument("--sdk-only", action="store_true", help="only the SDK handler rows (Rust and JavaScript) against nginx")
     args = parser.parse_args()
     if args.render:
         results = json.loads((Path(args.out) / "latest.json").read_text())
@@ -847,7 +929,12 @@ def main():
         sys.exit("wrk is not installed (apt-get install wrk)")
     bench = Bench(args)
     try:
-        bench.run_store_scale() if args.store_scale_only else bench.run()
+        if args.store_scale_only:
+            bench.run_store_scale()
+        elif args.sdk_only:
+            bench.run_sdk()
+        else:
+            bench.run()
     except BenchError as error:
         print(f"BENCHMARK FAILED: {error}", file=sys.stderr)
         print(f"logs: {bench.workdir}", file=sys.stderr)
