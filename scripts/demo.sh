@@ -123,6 +123,7 @@ BACKEND_MTLS_CERT = "billing_prod"
 [[routes]]
 path = "/billing-js"
 handler = "hello-mtls-js.wasm"
+max_requests_per_instance = 1000
 [routes.options]
 url = "https://localhost:$upstream_port/invoices"
 

@@ -26,12 +26,17 @@ try {
   // The handler's default export is served (a Zuplo function or a Cloudflare-style object);
   // a module without one registers its own `fetch` listener. Code written for Zuplo calls
   // the global fetch with `zuplo.mtlsCertificate`, so the global fetch is the SDK's.
+  // With a default export, the SDK serves it through its own `incomingHandler` export, which
+  // lets the host reuse the instance; a module without one uses the engine's fetch event.
+  const probe = await build({ entryPoints: [resolve(input)], bundle: true, write: false, metafile: true, format: "esm",
+    platform: "neutral", logLevel: "silent", external: ["*"] });
+  const exported = Object.values(probe.metafile.outputs).flatMap((o) => o.exports);
   writeFileSync(
     entry,
-    `import { serve, installGlobalFetch } from "edgemtls";\n` +
+    `import { installGlobalFetch, incomingHandlerFor } from "edgemtls";\n` +
       `import * as handler from ${JSON.stringify(resolve(input))};\n` +
       `installGlobalFetch();\n` +
-      `if (handler.default !== undefined) serve(handler.default);\n`,
+      (exported.includes("default") ? `export const incomingHandler = incomingHandlerFor(handler.default);\n` : ""),
   );
   const bundled = join(work, "handler.js");
   const sdk = join(here, "index.js");

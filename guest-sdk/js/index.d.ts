@@ -52,6 +52,10 @@ export type Handler =
 /** Serves `handler`; `edgemtls build` calls it with the module's default export. */
 export function serve(handler: Handler): void;
 
+/** The `wasi:http/incoming-handler` export that serves `handler` request after request on one
+ * instance (`edgemtls build` exports it for a module's default export). */
+export function incomingHandlerFor(handler: Handler): { handle(request: unknown, responseOut: unknown): Promise<void> };
+
 /** Makes the global `fetch` this SDK's (`edgemtls build` does it, for code written for Zuplo). */
 export function installGlobalFetch(): void;
 

@@ -11,6 +11,7 @@
 import { present, clear } from "edgemtls:mtls/next-request@0.1.0";
 import { get as getOption, getAll as getAllOptions } from "wasi:config/store@0.2.0-rc.1";
 import { getEnvironment } from "wasi:cli/environment@0.2.10";
+import { Fields, IncomingBody, OutgoingBody, OutgoingResponse, ResponseOutparam } from "wasi:http/types@0.2.10";
 
 const builtinFetch = globalThis.fetch;
 
@@ -156,4 +157,89 @@ async function dispatch(handler, request) {
 /** Zuplo's code calls the global fetch with `zuplo.mtlsCertificate`: make that one ours. */
 export function installGlobalFetch() {
   globalThis.fetch = fetch;
+}
+
+// ---------------------------------------------------------------------------------------
+// Serving without the engine's fetch event. StarlingMonkey's fetch event is one global
+// object per instance ("respondWith can't be called twice on the same event"), so an
+// instance that used it cannot serve a second request. `edgemtls build` exports
+// `incomingHandler` instead: each `wasi:http/incoming-handler.handle` call becomes a standard
+// Request, and the handler's Response is written back, so the host can reuse the instance.
+
+const dispose = (resource) => resource[Symbol.dispose || Symbol.for("dispose")]();
+const decoder = new TextDecoder();
+const encoder = new TextEncoder();
+/** Headers wasi:http refuses in a response (hop-by-hop); the host sets its own. */
+const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "http2-settings", "te", "host"]);
+const READ_CHUNK = 65536n;
+const WRITE_CHUNK = 4096;
+
+function methodOf(incoming) {
+  const method = incoming.method();
+  return method.tag === "other" ? method.val : method.tag.toUpperCase();
+}
+
+function toRequest(incoming) {
+  const method = methodOf(incoming);
+  const scheme = incoming.scheme();
+  const protocol = !scheme ? "http" : scheme.tag === "other" ? scheme.val : scheme.tag.toLowerCase();
+  const authority = incoming.authority() ?? "localhost";
+  const path = incoming.pathWithQuery() ?? "/";
+  const fields = incoming.headers();
+  const headers = new Headers();
+  for (const [name, value] of fields.entries()) headers.append(name, decoder.decode(value));
+  dispose(fields);
+  let body = null;
+  if (method !== "GET" && method !== "HEAD") {
+    const incomingBody = incoming.consume();
+    const stream = incomingBody.stream();
+    body = new ReadableStream({
+      pull(controller) {
+        try {
+          controller.enqueue(stream.blockingRead(READ_CHUNK));
+        } catch (error) {
+          dispose(stream);
+          dispose(IncomingBody.finish(incomingBody));
+          if (error && error.payload && error.payload.tag === "closed") controller.close();
+          else controller.error(new TypeError("the request body could not be read"));
+        }
+      },
+    });
+  }
+  return new Request(`${protocol}://${authority}${path}`, { method, headers, body, duplex: "half" });
+}
+
+async function send(response, responseOut) {
+  const list = [];
+  for (const [name, value] of response.headers) {
+    if (!HOP_BY_HOP.has(name.toLowerCase())) list.push([name, encoder.encode(value)]);
+  }
+  const outgoing = new OutgoingResponse(Fields.fromList(list));
+  outgoing.setStatusCode(response.status);
+  const outgoingBody = outgoing.body();
+  ResponseOutparam.set(responseOut, { tag: "ok", val: outgoing });
+  const stream = outgoingBody.write();
+  if (response.body) {
+    const reader = response.body.getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      for (let offset = 0; offset < value.length; offset += WRITE_CHUNK) {
+        stream.blockingWriteAndFlush(value.subarray(offset, offset + WRITE_CHUNK));
+      }
+    }
+  }
+  dispose(stream);
+  OutgoingBody.finish(outgoingBody, undefined);
+}
+
+/** The `wasi:http/incoming-handler` export that serves `handler` request after request. */
+export function incomingHandlerFor(handler) {
+  return {
+    async handle(incoming, responseOut) {
+      const request = toRequest(incoming);
+      const response = await dispatch(handler, request);
+      await send(response, responseOut);
+    },
+  };
 }

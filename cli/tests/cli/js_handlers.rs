@@ -51,6 +51,7 @@ BACKEND_MTLS_CERT = "billing_preview"
 [[routes]]
 path = "/js"
 handler = "probe.wasm"
+max_requests_per_instance = 1000
 [routes.options]
 url = "https://localhost:{upstream_port}/"
 
@@ -108,17 +109,22 @@ fn json_at(port: u16, path: &str) -> Result<(u16, serde_json::Value)> {
     Ok((status, value))
 }
 
-fn serve(sandbox: &Sandbox, config: &std::path::Path, env: &str) -> Result<(Running, u16, PathBuf)> {
+/// Serves `config` in `env`; returns the process, its port, its admin port and its log.
+fn serve(sandbox: &Sandbox, config: &std::path::Path, env: &str) -> Result<(Running, u16, u16, PathBuf)> {
     let port = free_port()?;
+    let admin = free_port()?;
     let log = sandbox.path(&format!("serve-{env}.log"));
     let process = sandbox
-        .command(["serve", "--config", &text(config), "--env", env, "--listen", &format!("127.0.0.1:{port}")])
+        .command([
+            "serve", "--config", &text(config), "--env", env,
+            "--listen", &format!("127.0.0.1:{port}"), "--admin-listen", &format!("127.0.0.1:{admin}"),
+        ])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log)?)
         .spawn()?;
     let process = Running(process);
     wait_for_js(port)?;
-    Ok((process, port, log))
+    Ok((process, port, admin, log))
 }
 
 #[test]
@@ -138,19 +144,21 @@ fn a_typescript_handler_presents_exactly_the_certificate_it_names() -> Result<()
     add_out_of_date(&sandbox, "future", now + Duration::days(1), now + Duration::days(30))?;
     build_probe(&sandbox)?;
     let config = write_config(&sandbox, upstream_port)?;
-    let (_production, port, log) = serve(&sandbox, &config, "production")?;
-    let (_preview, preview_port, _) = serve(&sandbox, &config, "preview")?;
+    let (_production, port, admin, log) = serve(&sandbox, &config, "production")?;
+    let (_preview, preview_port, _, _) = serve(&sandbox, &config, "preview")?;
 
     // The name the handler passes is the certificate the upstream sees.
     let (status, seen) = json_at(port, "/js/named?cert=billing_prod")?;
     ensure!(status == 200 && seen["client_cn"] == "js-prod", "{status} {seen}");
-    // No name: no certificate. This upstream requires one, so the request fails, and the
-    // host's audit line says none was presented.
+    // No name: no certificate. This upstream requires one, so the request fails (how TLS 1.3
+    // reports the refusal, an alert or a closed connection, depends on timing), and the
+    // host's audit line shows none was presented.
     let (status, body) = http_get(port, "/js/none")?;
     ensure!(status == 500 && body.contains("NetworkError"), "{status} {body}");
     let logged = std::fs::read_to_string(&log)?;
-    let refused: Vec<&str> = logged.lines().filter(|l| l.contains("outbound request failed") && l.contains("client-certificate-required")).collect();
-    ensure!(refused.iter().any(|l| !l.contains("certificate=\"") && !l.contains("certificate_id")), "no certificate presented: {logged}");
+    let failed: Vec<&str> = logged.lines().filter(|l| l.contains("outbound request failed")).collect();
+    ensure!(!failed.is_empty(), "the request without a certificate failed: {logged}");
+    ensure!(failed.iter().all(|l| !l.contains("certificate=\"") && !l.contains("certificate_id")), "no certificate presented: {logged}");
 
     // Each certificate failure reaches JavaScript as its own error type.
     for (name, type_name, kind) in [
@@ -177,7 +185,8 @@ fn a_typescript_handler_presents_exactly_the_certificate_it_names() -> Result<()
     let (_, variables) = json_at(preview_port, "/js/env")?;
     ensure!(variables["sdk"] == "billing_preview" && variables["cloudflare"] == "billing_preview", "{variables}");
 
-    // 200 requests alternating two names and none keep identities apart.
+    // 200 requests alternating two names and none keep identities apart, on instances that
+    // serve request after request (the SDK's own incoming handler makes that possible).
     for i in 0..200 {
         let (path, expected) = match i % 3 {
             0 => ("/js/named?cert=billing_prod", Some("js-prod")),
@@ -190,6 +199,14 @@ fn a_typescript_handler_presents_exactly_the_certificate_it_names() -> Result<()
             None => ensure!(status == 500, "request {i} named nothing and must not pass: {status} {body}"),
         }
     }
+    let (_, metrics) = http_get(admin, "/metrics")?;
+    let created: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("edgemtls_instances_created_total{route=\"/js\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .context("instances_created for /js")?;
+    ensure!(created <= 20.0, "instances are reused: {created} created for over 230 requests");
 
     // 10 MiB each way, streamed.
     const SIZE: usize = 10 * 1024 * 1024;

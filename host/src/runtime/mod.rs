@@ -506,18 +506,26 @@ impl Runtime {
         match returned {
             // Returned, but still holding its response body or other HTTP resources: the
             // request is not finished, and the instance must not serve another.
-            Some(Ok(())) if instance.store.data_mut().holds_http_resources() => {
-                crate::warn_limited!(route = %handler.context.route, "the handler returned without finishing its response body; the response is cut off");
-                Err(HandlerError::Trap("the handler returned without finishing its response body".into()))
-            }
-            Some(Ok(())) => {
-                let outcome = instance.store.data_mut().end_request();
-                handler.pool.give_back(instance);
-                if let Some(outcome) = outcome {
-                    let _ = outcome.send(outcome::Outcome::Succeeded);
+            Some(Ok(())) => match instance.store.data_mut().leftovers() {
+                state::Leftovers::Unfinished => {
+                    crate::warn_limited!(route = %handler.context.route, "the handler returned without finishing its response body; the response is cut off");
+                    Err(HandlerError::Trap("the handler returned without finishing its response body".into()))
                 }
-                Ok(())
-            }
+                leftovers => {
+                    let outcome = instance.store.data_mut().end_request();
+                    if leftovers == state::Leftovers::Clean {
+                        handler.pool.give_back(instance);
+                    } else {
+                        // The answer is whole; only this instance must not serve again. It is
+                        // dropped before the outcome is sent, so its slot is free by then.
+                        drop(instance);
+                    }
+                    if let Some(outcome) = outcome {
+                        let _ = outcome.send(outcome::Outcome::Succeeded);
+                    }
+                    Ok(())
+                }
+            },
             Some(Err(error)) => {
                 Err(classify_trap(&error, instance.store.data().limits.refused(), timeout, self.limits.memory_bytes))
             }

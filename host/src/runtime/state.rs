@@ -165,37 +165,43 @@ impl HostState {
         self.hooks.failures.clear();
     }
 
-    /// Whether the guest still holds HTTP resources that make its instance unfit to serve
-    /// another request: anything facing its own caller (an unfinished response body, which
-    /// the next request could write into, a response or outparam), an outbound request it
-    /// has not sent, or one still in flight. What is left of upstream answers it has received
-    /// (a taken response future, a response, a body) is carried like a global, up to
-    /// [`MAX_RECEIVED_LEFT`]: a garbage-collected guest (JavaScript) drops those at its next
-    /// collection, not when the request ends, and would otherwise never be reused.
-    pub(super) fn holds_http_resources(&mut self) -> bool {
+    /// What the guest still holds of HTTP when its handler has returned, which decides
+    /// whether its request is whole and whether its instance may serve another (see
+    /// [`Leftovers`]). What is left of upstream answers it received (a taken response future,
+    /// a response, a body) is carried like a global, up to [`MAX_RECEIVED_LEFT`]: a
+    /// garbage-collected guest (JavaScript) drops those at its next collection, not when the
+    /// request ends.
+    pub(super) fn leftovers(&mut self) -> Leftovers {
         use wasmtime_wasi_http::p2::body::{HostIncomingBody, HostOutgoingBody};
         use wasmtime_wasi_http::p2::types::{
             HostIncomingResponse, HostOutgoingRequest, HostOutgoingResponse, HostResponseOutparam,
         };
         let mut received = 0;
-        let unfit = self.table.iter_mut().any(|entry| {
+        let mut outbound = false;
+        let mut facing_caller = false;
+        for entry in self.table.iter_mut() {
             let entry: &dyn std::any::Any = entry;
             if entry.is::<HostIncomingResponse>() || entry.is::<HostIncomingBody>() {
                 received += 1;
-                return false;
-            }
-            if let Some(future) = entry.downcast_ref::<HostFutureIncomingResponse>() {
+            } else if let Some(future) = entry.downcast_ref::<HostFutureIncomingResponse>() {
                 received += 1;
-                return matches!(future, HostFutureIncomingResponse::Pending(_));
+                outbound |= matches!(future, HostFutureIncomingResponse::Pending(_));
+            } else if entry.is::<HostOutgoingRequest>() {
+                outbound = true;
+            } else if entry.is::<HostOutgoingBody>() || entry.is::<HostOutgoingResponse>() || entry.is::<HostResponseOutparam>() {
+                // An outgoing body may be the response's or an upstream request's: either
+                // way the instance is mid-exchange, and a response body left open is cut off.
+                facing_caller = true;
             }
-            entry.is::<HostOutgoingBody>()
-                || entry.is::<HostOutgoingRequest>()
-                || entry.is::<HostOutgoingResponse>()
-                || entry.is::<HostResponseOutparam>()
-        });
-        unfit || received > MAX_RECEIVED_LEFT
+        }
+        if facing_caller {
+            Leftovers::Unfinished
+        } else if outbound || received > MAX_RECEIVED_LEFT {
+            Leftovers::Discard
+        } else {
+            Leftovers::Clean
+        }
     }
-
     /// The handler returned: takes where to report that, to report it once the instance
     /// is back in its pool.
     pub(super) fn end_request(&mut self) -> Option<tokio::sync::oneshot::Sender<Outcome>> {
@@ -239,8 +245,22 @@ type FailureSlot = Arc<OnceLock<UpstreamFailure>>;
 
 /// How many received upstream resources (responses, bodies, taken response futures) an
 /// instance may still hold when a request ends and yet serve another; past it, it is
-/// discarded, so a guest that never lets go of them cannot grow without bound.
-const MAX_RECEIVED_LEFT: usize = 64;
+/// discarded, so a guest that never lets go of them cannot grow without bound. A JavaScript
+/// handler leaves about three per upstream request until its next garbage collection.
+const MAX_RECEIVED_LEFT: usize = 256;
+
+/// What a guest holds of HTTP when its handler has returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Leftovers {
+    /// Nothing that matters: the instance may serve another request.
+    Clean,
+    /// The response is whole, but the instance keeps work that must not reach another
+    /// request (an outbound request unsent or in flight) or too many received resources:
+    /// it is dropped, the request is not failed.
+    Discard,
+    /// An unfinished response body, a response or an outparam: the response is cut off.
+    Unfinished,
+}
 
 type SendFuture = Box<
     dyn Future<
