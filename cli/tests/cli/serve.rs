@@ -208,3 +208,52 @@ fn reload_explains_what_is_missing() -> Result<()> {
     sandbox.fails(["reload", "--config", &text(&config)], &format!("cannot reach the admin endpoint at 127.0.0.1:{port}"))?;
     Ok(())
 }
+
+/// The files of the compile cache (wasmtime keeps one per compiled component, plus its own).
+fn cached_files(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+#[test]
+fn compiled_components_are_kept_in_a_private_cache_between_starts() -> Result<()> {
+    let sandbox = Sandbox::new()?;
+    let config = sandbox.path("edgemtls.toml");
+    std::fs::write(&config, format!("[[routes]]\npath = \"/\"\nhandler = \"{}\"\n", edgemtls_e2e::guests::MTLS_PROBE))?;
+    let cache = sandbox.path("compiled");
+    let check = |dir: &std::path::Path| {
+        let mut command = sandbox.command(["check", "--config", &text(&config)]);
+        command.env("EDGEMTLS_COMPILE_CACHE", dir);
+        command
+    };
+    expect_success(check(&cache))?;
+    ensure!(mode(&cache)? & 0o777 == 0o700, "the cache holds native code: private to its user");
+    let first = cached_files(&cache)?;
+    ensure!(!first.is_empty(), "the compiled component was kept");
+    // The second start finds it: nothing new is compiled or written.
+    expect_success(check(&cache))?;
+    ensure!(cached_files(&cache)? == first, "the second start compiled again");
+
+    // A directory others can write would let them hand this host native code: not used.
+    let shared = sandbox.path("shared");
+    std::fs::create_dir(&shared)?;
+    set_mode(&shared, 0o777)?;
+    let output = output(check(&shared))?;
+    ensure!(output.status.success(), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(stderr.contains("not caching compiled components") && stderr.contains("writable by others"), "{stderr}");
+    ensure!(cached_files(&shared)?.is_empty(), "nothing was written there");
+    Ok(())
+}

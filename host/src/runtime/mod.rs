@@ -11,6 +11,7 @@ mod deadline;
 mod guest_output;
 mod outcome;
 mod pool;
+mod compile_cache;
 mod state;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
+pub use compile_cache::COMPILE_CACHE_ENV;
 pub use state::{HostState, RouteContext};
 /// The scheme a request arrived with (`https` on the TLS listener), as guests see it.
 pub use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -192,16 +194,18 @@ impl Runtime {
             .async_stack_keep_resident(64 << 10)
             .decommit_batch_size(16)
             .pagemap_scan(wasmtime::Enabled::Auto);
+        let cache = compile_cache::open();
         let mut config = EngineConfig::new();
         config
             .wasm_component_model(true)
             .epoch_interruption(true)
+            .cache(cache.clone())
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
         let engine = Engine::new(&config).or_else(|error| {
             // Some sandboxes refuse the pooling allocator's large reservations.
             tracing::warn!(%error, "pooling allocator unavailable; using on-demand allocation");
             let mut config = EngineConfig::new();
-            config.wasm_component_model(true).epoch_interruption(true);
+            config.wasm_component_model(true).epoch_interruption(true).cache(cache);
             Engine::new(&config)
         })?;
 
