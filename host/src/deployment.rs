@@ -56,7 +56,7 @@ impl Registration {
         let now = OffsetDateTime::now_utc();
         let deployment = Deployment {
             // Unique across nodes sharing a store, where pids and ports repeat.
-            id: format!("dep_{}", random_hex()?),
+            id: format!("dep_{}", crate::store::random_hex::<6>()?),
             hostname: node_name(),
             pid: std::process::id(),
             config_path: std::fs::canonicalize(host.config_path)
@@ -130,13 +130,4 @@ pub fn node_name() -> String {
         Ok(name) if !name.trim().is_empty() => name.trim().to_string(),
         _ => gethostname::gethostname().to_string_lossy().into_owned(),
     }
-}
-
-fn random_hex() -> Result<String, StoreError> {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 6];
-    ring::rand::SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| StoreError::MasterKey { reason: "the system random generator failed".into() })?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }

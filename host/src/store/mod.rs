@@ -25,6 +25,7 @@ pub use location::{DEFAULT_STORE_DIR, PostgresUrl, STORE_ENV, StoreLocation};
 pub use model::{CertificateRecord, CertificateSummary, Deployment};
 pub use names::{MAX_NAME_LEN, validate_name};
 pub use postgres::ChangeFeed;
+pub(crate) use seal::random_hex;
 pub use seal::{KeySource, MASTER_KEY_ENV, MasterKey};
 
 use crate::Environment;
@@ -521,12 +522,7 @@ fn authenticate_existing_records(backend: &mut dyn Backend, key: &MasterKey) -> 
 }
 
 fn new_id() -> Result<String, StoreError> {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 12];
-    ring::rand::SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| StoreError::MasterKey { reason: "the system random generator failed".into() })?;
-    Ok(format!("cert_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+    Ok(format!("cert_{}", seal::random_hex::<12>()?))
 }
 
 fn environments_to_text(environments: &[Environment]) -> String {

@@ -22,7 +22,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::backend::{Authenticated, Backend, DeploymentRow, NewRow, Queries, RawRecord};
 use super::error::{DatabaseError, postgres_reason};
 use super::{
-    Deployment, KeySource, MASTER_KEY_ENV, MasterKey, PostgresUrl, Store, StoreError, StoreLocation,
+    Deployment, KeySource, MasterKey, PostgresUrl, Store, StoreError, StoreLocation,
 };
 
 /// The longest any one statement (or connecting) may take before the store is called unreachable.
@@ -313,7 +313,8 @@ pub(super) fn open(
     }
     let found = match given {
         Some(given) => Some(given),
-        None => master_key()?,
+        // A shared store's key comes from the environment: there is no directory for a file.
+        None => MasterKey::from_env()?,
     };
     let Some((key, source)) = found else {
         return Err(StoreError::MasterKeyRequired { store: shown });
@@ -329,16 +330,6 @@ pub(super) fn open(
     Store::unlock(Box::new(backend), location, key, source)
 }
 
-/// A shared store's key comes from the environment: there is no directory to keep a file in.
-fn master_key() -> Result<Option<(MasterKey, KeySource)>, StoreError> {
-    match std::env::var(MASTER_KEY_ENV) {
-        Ok(text) => Ok(Some((
-            MasterKey::from_base64(&text, &KeySource::Environment)?,
-            KeySource::Environment,
-        ))),
-        Err(_) => Ok(None),
-    }
-}
 
 /// One connection to the store's database, made again when it breaks.
 pub(super) struct Postgres {

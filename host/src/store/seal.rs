@@ -77,15 +77,11 @@ impl MasterKey {
     /// store at once, one key wins and every process uses it.
     pub fn create_file(key_file: &Path) -> Result<(Self, KeySource), StoreError> {
         let (key, text) = Self::generate()?;
-        let mut suffix = [0u8; 8];
-        SystemRandom::new()
-            .fill(&mut suffix)
-            .map_err(|_| StoreError::MasterKey { reason: "the system random generator failed".into() })?;
         let temporary = key_file.with_file_name(format!(
             ".{}.{}-{}",
             key_file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
             std::process::id(),
-            suffix.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            random_hex::<8>()?
         ));
         let io = |source| StoreError::Io { path: key_file.to_path_buf(), source };
         crate::pki::write_private_file(&temporary, format!("{text}\n").as_bytes())
@@ -107,6 +103,14 @@ impl MasterKey {
                 Ok((Self::from_base64(&text, &source)?, source))
             }
             Err(error) => Err(io(error)),
+        }
+    }
+
+    /// Reads the key from `EDGEMTLS_MASTER_KEY`; `None` when it is not set.
+    pub fn from_env() -> Result<Option<(Self, KeySource)>, StoreError> {
+        match std::env::var(MASTER_KEY_ENV) {
+            Ok(text) => Ok(Some((Self::from_base64(&text, &KeySource::Environment)?, KeySource::Environment))),
+            Err(_) => Ok(None),
         }
     }
 
@@ -137,11 +141,10 @@ impl MasterKey {
     /// Reads the key from `EDGEMTLS_MASTER_KEY`, or from `key_file` if that exists.
     /// Returns `None` when neither is there.
     pub fn from_env_or_file(key_file: &Path) -> Result<Option<(Self, KeySource)>, StoreError> {
-        if let Ok(text) = std::env::var(MASTER_KEY_ENV) {
-            let source = KeySource::Environment;
-            return Ok(Some((Self::from_base64(&text, &source)?, source)));
+        match Self::from_env()? {
+            Some(found) => Ok(Some(found)),
+            None => Self::from_file(key_file),
         }
-        Self::from_file(key_file)
     }
 
     /// Encrypts `plaintext`, binding it to `context` (the record id): the output is
@@ -172,6 +175,16 @@ impl MasterKey {
         let plain = self.key.open_in_place(nonce, Aad::from(context.as_bytes()), &mut in_out).ok()?;
         Some(plain.to_vec())
     }
+}
+
+/// `N` random bytes from the system generator, as lower-case hex: record ids, deployment
+/// ids, temporary file names.
+pub(crate) fn random_hex<const N: usize>() -> Result<String, StoreError> {
+    let mut bytes = [0u8; N];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| StoreError::MasterKey { reason: "the system random generator failed".into() })?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]
