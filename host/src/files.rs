@@ -1,10 +1,32 @@
-//! Reading files a user names: regular files only, never more than a stated size.
+//! Files on this machine: reading files a user names (regular files only, never more than a
+//! stated size), and the private directories edgemtls keeps its own files in.
 //!
 //! A FIFO, a device such as `/dev/zero` or a file that grows while it is read must give a
 //! clear error, not a hang or gigabytes of memory.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Creates `dir` and its missing parents, readable by this user only (0700); an existing
+/// directory is left as it is.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// This user's cache directory: `$XDG_CACHE_HOME`, else `$HOME/.cache`; `None` without either.
+pub fn cache_home() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").filter(|d| !d.is_empty()).map(|home| PathBuf::from(home).join(".cache")))
+}
 
 /// Reads `path` if it is a regular file of at most `max` bytes. The error says which rule
 /// the file broke, in words fit for a user (the caller adds the file name).

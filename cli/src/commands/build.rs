@@ -101,7 +101,10 @@ impl Toolchain {
         check_node()?;
         let dir = match std::env::var_os(TOOLCHAIN_ENV) {
             Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-            _ => cache_home()?.join("edgemtls").join(TOOLCHAIN_NAME),
+            _ => edgemtls_host::files::cache_home()
+                .ok_or_else(|| anyhow::anyhow!("no HOME to keep the JavaScript toolchain in: set {TOOLCHAIN_ENV} to a directory"))?
+                .join("edgemtls")
+                .join(TOOLCHAIN_NAME),
         };
         std::fs::create_dir_all(&dir).with_context(|| format!("creating the toolchain directory '{}'", dir.display()))?;
         // One build at a time prepares the directory; others wait here rather than race npm.
@@ -122,16 +125,6 @@ impl Toolchain {
             install(&dir)?;
         }
         Ok(Self { dir })
-    }
-}
-
-fn cache_home() -> anyhow::Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(dir));
-    }
-    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
-        Some(home) => Ok(PathBuf::from(home).join(".cache")),
-        None => bail!("no HOME to keep the JavaScript toolchain in: set {TOOLCHAIN_ENV} to a directory"),
     }
 }
 

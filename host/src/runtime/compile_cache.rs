@@ -17,13 +17,7 @@ pub(super) fn open() -> Option<Cache> {
     let dir = match std::env::var_os(COMPILE_CACHE_ENV) {
         Some(value) if value == "off" => return None,
         Some(value) if !value.is_empty() => PathBuf::from(value),
-        _ => {
-            let base = std::env::var_os("XDG_CACHE_HOME")
-                .filter(|d| !d.is_empty())
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").filter(|d| !d.is_empty()).map(|home| PathBuf::from(home).join(".cache")))?;
-            base.join("edgemtls").join("compiled")
-        }
+        _ => crate::files::cache_home()?.join("edgemtls").join("compiled"),
     };
     let dir = if dir.is_absolute() { dir } else { std::env::current_dir().ok()?.join(dir) };
     if let Err(reason) = private_dir(&dir) {
@@ -43,11 +37,7 @@ pub(super) fn open() -> Option<Cache> {
 
 /// Makes `dir` (mode 0700) if it is missing; refuses one that others can write.
 fn private_dir(dir: &std::path::Path) -> Result<(), String> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(|e| e.to_string())?;
+    crate::files::create_private_dir(dir).map_err(|e| e.to_string())?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

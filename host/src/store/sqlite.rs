@@ -466,15 +466,7 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
-    let io = |source| StoreError::Io { path: dir.to_path_buf(), source };
-    if dir.is_dir() {
-        return Ok(());
-    }
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(io)
+    crate::files::create_private_dir(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })
 }
 
 fn restrict_mode(path: &Path) -> Result<(), StoreError> {
