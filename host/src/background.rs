@@ -11,7 +11,7 @@ pub(crate) fn every_or_when<T: Send + Sync + 'static>(
     name: &str,
     interval: Duration,
     owner: &Arc<T>,
-    wake: impl Fn(Duration) -> bool + Send + 'static,
+    wake: impl Fn(Duration) + Send + 'static,
     tick: impl Fn(&T) + Send + 'static,
 ) -> std::io::Result<()> {
     let weak: Weak<T> = Arc::downgrade(owner);
@@ -32,13 +32,5 @@ pub(crate) fn every<T: Send + Sync + 'static>(
     owner: &Arc<T>,
     tick: impl Fn(&T) + Send + 'static,
 ) -> std::io::Result<()> {
-    let weak: Weak<T> = Arc::downgrade(owner);
-    std::thread::Builder::new().name(name.into()).spawn(move || {
-        loop {
-            std::thread::sleep(interval);
-            let Some(owner) = weak.upgrade() else { break };
-            tick(&owner);
-        }
-    })?;
-    Ok(())
+    every_or_when(name, interval, owner, std::thread::sleep, tick)
 }

@@ -341,7 +341,9 @@ impl Resolver {
         let feed: Option<ChangeFeed> = lock(&self.store).change_feed();
         let spawned = match feed {
             None => crate::background::every("edgemtls-store-watch", interval, self, Self::look),
-            Some(feed) => crate::background::every_or_when("edgemtls-store-watch", shared_interval, self, move |timeout| feed.wait(timeout), Self::look),
+            Some(feed) => crate::background::every_or_when("edgemtls-store-watch", shared_interval, self, move |timeout| {
+                feed.wait(timeout);
+            }, Self::look),
         };
         if let Err(error) = spawned {
             tracing::error!(%error, "cannot start the store watcher; certificate changes need a restart");
