@@ -617,3 +617,29 @@ impl Load {
     }
 }
 
+/// The config of the README's rotation runbook: `/api` forwards to the upstream with the
+/// certificate production's BACKEND_MTLS_CERT names, and the admin listener on `admin_port`.
+pub fn rotation_config(path: &std::path::Path, certificate: &str, upstream_port: u16, admin_port: u16) -> Result<()> {
+    std::fs::write(
+        path,
+        format!(
+            r#"admin_listen = "127.0.0.1:{admin_port}"
+
+[environments.production.vars]
+BACKEND_MTLS_CERT = "{certificate}"
+
+[[routes]]
+path = "/api"
+handler = "url-forward"
+[routes.options]
+baseUrl = "https://localhost:{upstream_port}"
+mtlsCertificate = "$env(BACKEND_MTLS_CERT)"
+
+[[upstreams]]
+hosts = ["localhost:{upstream_port}"]
+ca_bundle = "pki/ca.pem"
+"#
+        ),
+    )?;
+    Ok(())
+}

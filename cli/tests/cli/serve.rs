@@ -110,31 +110,6 @@ fn serve_reloads_on_sighup_and_protects_referenced_certificates() -> Result<()> 
     Ok(())
 }
 
-fn rotation_config(path: &std::path::Path, certificate: &str, upstream_port: u16, admin_port: u16) -> Result<()> {
-    std::fs::write(
-        path,
-        format!(
-            r#"admin_listen = "127.0.0.1:{admin_port}"
-
-[environments.production.vars]
-BACKEND_MTLS_CERT = "{certificate}"
-
-[[routes]]
-path = "/api"
-handler = "url-forward"
-[routes.options]
-baseUrl = "https://localhost:{upstream_port}"
-mtlsCertificate = "$env(BACKEND_MTLS_CERT)"
-
-[[upstreams]]
-hosts = ["localhost:{upstream_port}"]
-ca_bundle = "pki/ca.pem"
-"#
-        ),
-    )?;
-    Ok(())
-}
-
 /// The README's rotation runbook, command for command, against a `serve` kept busy by four
 /// clients: no request fails, and disabling the old certificate too early is refused.
 #[test]

@@ -26,7 +26,7 @@ impl Node {
         let port = free_port()?;
         let admin = free_port()?;
         let config = sandbox.path(&format!("{name}.toml"));
-        write_config(&config, certificate, upstream_port, admin)?;
+        rotation_config(&config, certificate, upstream_port, admin)?;
         let process = edgemtls(sandbox, url, Some(key), &["serve", "--config", &text(&config), "--env", "production", "--listen", &format!("127.0.0.1:{port}")])
             .env("EDGEMTLS_NODE_NAME", name)
             .stdout(Stdio::null())
@@ -40,7 +40,7 @@ impl Node {
 
     /// Points the node's config at `certificate` and reloads it (returns once it serves).
     fn switch_to(&self, sandbox: &Sandbox, certificate: &str) -> Result<()> {
-        write_config(&self.config, certificate, self.upstream_port, self.admin)?;
+        rotation_config(&self.config, certificate, self.upstream_port, self.admin)?;
         let reloaded = sandbox.ok(["reload", "--config", &text(&self.config)])?;
         ensure!(reloaded.contains(&format!("certificates in use: {certificate}")), "{}: {reloaded}", self.name);
         Ok(())
@@ -65,31 +65,6 @@ impl Node {
         let json: serde_json::Value = serde_json::from_str(&body)?;
         Ok(json["client_cn"].as_str().map(str::to_string))
     }
-}
-
-fn write_config(path: &std::path::Path, certificate: &str, upstream_port: u16, admin_port: u16) -> Result<()> {
-    std::fs::write(
-        path,
-        format!(
-            r#"admin_listen = "127.0.0.1:{admin_port}"
-
-[environments.production.vars]
-BACKEND_MTLS_CERT = "{certificate}"
-
-[[routes]]
-path = "/api"
-handler = "url-forward"
-[routes.options]
-baseUrl = "https://localhost:{upstream_port}"
-mtlsCertificate = "$env(BACKEND_MTLS_CERT)"
-
-[[upstreams]]
-hosts = ["localhost:{upstream_port}"]
-ca_bundle = "pki/ca.pem"
-"#
-        ),
-    )?;
-    Ok(())
 }
 
 /// Waits until `seen` holds on both nodes; returns how long after `since` each first did.
