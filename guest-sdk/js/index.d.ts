@@ -49,7 +49,9 @@ export type Handler =
   | ((request: Request, context: Context) => Response | Promise<Response>)
   | { fetch(request: Request, env: Readonly<Record<string, string | undefined>>, context: Context): Response | Promise<Response> };
 
-/** Serves `handler`; `edgemtls build` calls it with the module's default export. */
+/** Serves `handler` through the engine's `fetch` event, one request per instance. `edgemtls
+ * build` serves a default export with `incomingHandlerFor` instead, which lets instances be
+ * reused; `serve` is for a module that registers its handler itself. */
 export function serve(handler: Handler): void;
 
 /** The `wasi:http/incoming-handler` export that serves `handler` request after request on one

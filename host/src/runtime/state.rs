@@ -402,7 +402,9 @@ impl HostState {
                 _ => certificate,
             };
             context.metrics.record_outbound(Some(label), error.reason(), std::time::Duration::ZERO);
-            tracing::warn!(
+            // A guest can ask for names in a loop (`next-request.present` sends nothing, so no
+            // outbound cap stops it): every refusal is counted, its lines are rate-limited.
+            crate::warn_limited!(
                 target: "edgemtls::audit", route = %context.route, handler = %context.handler,
                 certificate = %certificate, environment = %context.environment,
                 reason = error.reason(), %error, "outbound request refused");
