@@ -35,6 +35,11 @@ pub(super) struct GuardedBody {
     deadline: super::deadline::Deadline,
     stream_idle: std::time::Duration,
     route: String,
+    /// The last frame read from the guest's body, sent once the next one (or the end and the
+    /// outcome) is known.
+    held: Option<Frame<Bytes>>,
+    /// The guest's body has ended.
+    inner_done: bool,
 }
 
 impl GuardedBody {
@@ -46,7 +51,8 @@ impl GuardedBody {
         route: &str,
     ) -> HyperOutgoingBody {
         use http_body_util::BodyExt;
-        GuardedBody { inner, outcome: Some(outcome), deadline, stream_idle, route: route.to_string() }.boxed_unsync()
+        GuardedBody { inner, outcome: Some(outcome), deadline, stream_idle, route: route.to_string(), held: None, inner_done: false }
+            .boxed_unsync()
     }
 }
 
@@ -55,33 +61,47 @@ impl Body for GuardedBody {
     type Error = wasmtime_wasi_http::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        if self.outcome.is_some() {
+        while self.outcome.is_some() && !self.inner_done {
             match Pin::new(&mut self.inner).poll_frame(cx) {
-                Poll::Ready(None) => {}
                 Poll::Ready(Some(Ok(frame))) => {
                     // Progress: the handler may take another idle period.
                     self.deadline.extend_to(std::time::Instant::now() + self.stream_idle);
-                    return Poll::Ready(Some(Ok(frame)));
+                    // One frame is held back until the next is known: when it is the last,
+                    // it goes out only with the outcome. A client that knows the length (a
+                    // Content-Length) takes the response as whole at its last byte, so that
+                    // byte must wait for the instance to be back in its pool (or the failure).
+                    if let Some(previous) = self.held.replace(frame) {
+                        return Poll::Ready(Some(Ok(previous)));
+                    }
                 }
-                other => return other,
+                Poll::Ready(None) => self.inner_done = true,
+                Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error))),
+                // Nothing more yet: what is held is not known to be the last, so it streams.
+                Poll::Pending => {
+                    return match self.held.take() {
+                        Some(frame) => Poll::Ready(Some(Ok(frame))),
+                        None => Poll::Pending,
+                    };
+                }
             }
         }
         // The guest's body ended: it is whole only if the handler succeeded.
-        let Some(outcome) = self.outcome.as_mut() else { return Poll::Ready(None) };
+        let Some(outcome) = self.outcome.as_mut() else { return Poll::Ready(self.held.take().map(Ok)) };
         let succeeded = match Pin::new(outcome).poll(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(result) => result == Ok(Outcome::Succeeded),
         };
         self.outcome = None;
         if succeeded {
-            return Poll::Ready(None);
+            return Poll::Ready(self.held.take().map(Ok));
         }
+        self.held = None;
         crate::warn_limited!(route = %self.route, "the handler failed after its response started: the response is cut off");
         Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpProtocolError)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.outcome.is_none()
+        self.outcome.is_none() && self.held.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
