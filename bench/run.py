@@ -317,7 +317,8 @@ class Bench:
             raise BenchError(f"upstream stats: {status}")
         return json.loads(body)
 
-    def start_edgemtls(self):
+    def start_edgemtls(self, binary=None, name="edgemtls"):
+        """edgemtls with the bench routes; `binary` and `name` let bench/ab.py run two."""
         port = free_port()
         routes = []
         for name, (up, _) in self.upstreams.items():
@@ -369,8 +370,8 @@ max_requests_per_instance = 1
 hosts = [{hosts}]
 ca_bundle = "{self.pki / 'ca.pem'}"
 """)
-        proc = self.procs.start("edgemtls", [self.bin / "edgemtls", "--store", self.store, "serve", "--config", config,
-                                             "--env", "production", "--listen", f"127.0.0.1:{port}"],
+        proc = self.procs.start(name, [binary or self.bin / "edgemtls", "--store", self.store, "serve", "--config", config,
+                                       "--env", "production", "--listen", f"127.0.0.1:{port}"],
                                 port=port, env={"RUST_LOG": "warn"})
         return port, proc
 

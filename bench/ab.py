@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""Interleaved A/B of two edgemtls binaries on the small-request cells, beside nginx.
+
+On these VMs uninterleaved runs of one binary move by up to 2x within minutes, so a change
+to the per-request path is judged only by runs that alternate: nginx, A, B, A, B, ...
+
+    cp target/release/edgemtls /tmp/edgemtls-a      # before the change
+    cargo build --release -p edgemtls               # after
+    python3 bench/ab.py /tmp/edgemtls-a target/release/edgemtls --rounds 3
+
+Uses run.py's peers (bench-upstream, nginx, the probe components), which `python3
+bench/run.py` builds. Prints CPU µs per request for each cell, and its ratio to nginx's; the native hyper+rustls
+proxy takes part in the proxying cell.
+"""
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("a", help="the first edgemtls binary")
+    parser.add_argument("b", help="the second edgemtls binary")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=6)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    bench = run.Bench(argparse.Namespace(smoke=False, duration=args.duration, connections=args.connections, out="/tmp"))
+    bench.js_probe = None
+    try:
+        bench.make_pki()
+        bench.start_upstreams()
+        n_port, n_proc = bench.start_nginx()
+        native = bench.start_native()["keepalive"]
+        hosts = {}
+        for label, binary in [("a", args.a), ("b", args.b)]:
+            hosts[label] = bench.start_edgemtls(Path(binary).resolve(), name=f"edgemtls-{label}")
+        cells = [("S1 0 B", "/keepalive/b?bytes=0", 0, run.CLIENT_CN), ("constant", "/const", 3, None)]
+        seen = {}
+        for _ in range(args.rounds):
+            for cell, path, size, cn in cells:
+                stats = "keepalive" if cn else None
+                peers = [("nginx", (n_port, n_proc)), ("native", native)] if cn else [("nginx", (n_port, n_proc))]
+                for label, (port, proc) in [*peers, *hosts.items()]:
+                    result = bench.wrk(port, path, proc, size, stats_upstream=stats, expect_cn=cn)
+                    seen.setdefault((cell, label), []).append(result["cpu_us_per_request"])
+        for cell, *_ in cells:
+            nginx = statistics.median(seen[(cell, "nginx")])
+            for label in ["nginx", "native", "a", "b"]:
+                values = seen.get((cell, label))
+                if not values:
+                    continue
+                print(f"{cell:10} {label:6} " + " ".join(f"{v:6.1f}" for v in values)
+                      + f"   median {statistics.median(values):6.1f} µs  {statistics.median(values) / nginx:5.2f}x nginx")
+    except run.BenchError as error:
+        print(f"A/B FAILED: {error}", file=sys.stderr)
+        sys.exit(1)
+    finally:
+        bench.procs.stop_all()
+
+
+if __name__ == "__main__":
+    main()
