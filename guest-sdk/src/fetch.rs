@@ -420,18 +420,25 @@ fn split_url(url: &str) -> Result<(Scheme, String, String), FetchError> {
 }
 
 /// Forwards `request` to `url` — method, headers (minus hop-by-hop and the caller's
-/// identity headers) and body, streaming — presenting the certificate `certificate`
-/// (empty: none), and returns the upstream's response (streaming) or a problem+json
-/// response describing the failure.
+/// identity headers) and body — presenting the certificate `certificate` (empty: none), and
+/// returns the response to answer with: the upstream's, or a problem+json response describing
+/// the failure.
+///
+/// Returned as it is, the response is made by the host (`edgemtls:mtls/forward`): the
+/// headers and both bodies pass from the caller to the upstream and back without entering
+/// the guest, and the handler's instance is free again as soon as the upstream answers.
+/// Until then its `status` is 0 and its `headers` are empty. Set a status, add headers or a
+/// body, and the SDK forwards in the guest instead and applies them on top of the upstream's
+/// response. To read the upstream's answer, send a [`Request`].
 pub fn forward(request: crate::IncomingRequest, url: &str, certificate: &str) -> Response {
-    forward_as(request, url, certificate, false)
+    Response::forwarded(Forward { request: request.into_inner(), url: url.to_string(), certificate: certificate.to_string(), client_cert: false })
 }
 
 /// As [`forward`], and passes the caller's verified certificate on as RFC 9440
 /// `Client-Cert` and `Client-Cert-Chain` (what nginx's `$ssl_client_escaped_cert` does for
 /// an upstream that wants to know the end client).
 pub fn forward_with_client_cert(request: crate::IncomingRequest, url: &str, certificate: &str) -> Response {
-    forward_as(request, url, certificate, true)
+    Response::forwarded(Forward { request: request.into_inner(), url: url.to_string(), certificate: certificate.to_string(), client_cert: true })
 }
 
 /// Forwards as the built-in handlers do, as the route's options say: the certificate named
@@ -440,26 +447,51 @@ pub fn forward_with_client_cert(request: crate::IncomingRequest, url: &str, cert
 pub fn forward_by_route_options(request: crate::IncomingRequest, url: &str) -> Response {
     let certificate = crate::config("mtlsCertificate").unwrap_or_default();
     let client_cert = crate::config("forwardClientCert").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    forward_as(request, url, &certificate, client_cert)
+    Response::forwarded(Forward { request: request.into_inner(), url: url.to_string(), certificate, client_cert })
 }
 
-fn forward_as(request: crate::IncomingRequest, url: &str, certificate: &str, client_cert: bool) -> Response {
-    let method = request.method();
-    let headers = request.headers();
-    let body = match request.into_body() {
-        Ok(body) => body,
-        Err(error) => return error.into_response(),
-    };
-    let mut outbound = Request::new(&method, url).mtls_certificate(certificate).body(body);
-    for (name, value) in headers {
-        let rfc9440 = name.eq_ignore_ascii_case(crate::CLIENT_CERT) || name.eq_ignore_ascii_case(crate::CLIENT_CERT_CHAIN);
-        if crate::caller::is_identity_header(&name) && !(client_cert && rfc9440) {
-            continue;
-        }
-        outbound = outbound.header(&name, value);
+/// A forward not made yet: made by the host when the handler returns its response as it was,
+/// else in the guest (see [`forward`]).
+pub(crate) struct Forward {
+    request: wasi::http::types::IncomingRequest,
+    url: String,
+    certificate: String,
+    client_cert: bool,
+}
+
+impl fmt::Debug for Forward {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Forward").field("url", &self.url).field("certificate", &self.certificate).finish_non_exhaustive()
     }
-    match outbound.send() {
-        Ok(upstream) => upstream,
-        Err(error) => error.into_response(),
+}
+
+impl Forward {
+    /// The host forwards and answers `out`: nothing passes through the guest.
+    pub(crate) fn in_host(self, out: wasi::http::types::ResponseOutparam) {
+        let options = crate::bindings::edgemtls::mtls::forward::ForwardOptions { client_cert: self.client_cert };
+        crate::bindings::edgemtls::mtls::forward::forward(self.request, &self.url, &self.certificate, options, out);
+    }
+
+    /// The guest forwards, for a handler that changes the upstream's response.
+    pub(crate) fn in_guest(self) -> Response {
+        let request = crate::IncomingRequest::from(self.request);
+        let method = request.method();
+        let headers = request.headers();
+        let body = match request.into_body() {
+            Ok(body) => body,
+            Err(error) => return error.into_response(),
+        };
+        let mut outbound = Request::new(&method, &self.url).mtls_certificate(&self.certificate).body(body);
+        for (name, value) in headers {
+            let rfc9440 = name.eq_ignore_ascii_case(crate::CLIENT_CERT) || name.eq_ignore_ascii_case(crate::CLIENT_CERT_CHAIN);
+            if crate::caller::is_identity_header(&name) && !(self.client_cert && rfc9440) {
+                continue;
+            }
+            outbound = outbound.header(&name, value);
+        }
+        match outbound.send() {
+            Ok(upstream) => upstream,
+            Err(error) => error.into_response(),
+        }
     }
 }

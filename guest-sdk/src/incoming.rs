@@ -87,6 +87,12 @@ impl IncomingRequest {
     }
 }
 
+impl From<WasiIncomingRequest> for IncomingRequest {
+    fn from(inner: WasiIncomingRequest) -> Self {
+        Self { inner }
+    }
+}
+
 /// A response: status, headers and body.
 #[derive(Debug)]
 pub struct Response {
@@ -96,12 +102,19 @@ pub struct Response {
     pub headers: Vec<(String, Vec<u8>)>,
     /// The body.
     pub body: Body,
+    /// A forward the host makes when this response is returned unchanged ([`crate::forward`]).
+    forward: Option<crate::fetch::Forward>,
 }
 
 impl Response {
     /// An empty response with `status`.
     pub fn new(status: u16) -> Self {
-        Self { status, headers: Vec::new(), body: Body::default() }
+        Self { status, headers: Vec::new(), body: Body::default(), forward: None }
+    }
+
+    /// The response of a forward not made yet: status 0, no headers, no body.
+    pub(crate) fn forwarded(forward: crate::fetch::Forward) -> Self {
+        Self { forward: Some(forward), ..Self::new(0) }
     }
 
     /// Adds a header.
@@ -138,6 +151,19 @@ pub fn run_handler<H: Handler>(request: WasiIncomingRequest, response_out: Respo
     send_response(response, response_out);
 }
 
+/// The upstream's response with what the handler set on a forward's response: its status
+/// (when not 0), its headers (added), its body (when it has one).
+fn on_top_of(mut upstream: Response, changes: Response) -> Response {
+    if changes.status != 0 {
+        upstream.status = changes.status;
+    }
+    upstream.headers.extend(changes.headers);
+    if changes.body.len_hint() != Some(0) {
+        upstream.body = changes.body;
+    }
+    upstream
+}
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and those the host sets itself; a proxy must not
 /// pass them on.
 pub const HOP_BY_HOP: &[&str] = &[
@@ -154,7 +180,14 @@ pub(crate) fn is_hop_by_hop(name: &str, headers: &[(String, Vec<u8>)]) -> bool {
         })
 }
 
-fn send_response(response: Response, out: ResponseOutparam) {
+fn send_response(mut response: Response, out: ResponseOutparam) {
+    if let Some(forward) = response.forward.take() {
+        let unchanged = response.status == 0 && response.headers.is_empty() && response.body.len_hint() == Some(0);
+        if unchanged {
+            return forward.in_host(out);
+        }
+        response = on_top_of(forward.in_guest(), response);
+    }
     let headers = Fields::new();
     let full_length = response.body.len_hint();
     for (name, value) in &response.headers {

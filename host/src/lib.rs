@@ -21,9 +21,11 @@
 
 mod environment;
 pub mod pki;
+mod problem;
 pub mod store;
 
 pub use environment::{Environment, UnknownEnvironment, parse_environments};
+pub use problem::Problem;
 mod background;
 pub mod config;
 pub mod deployment;

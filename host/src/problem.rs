@@ -1,6 +1,8 @@
 //! The one place that turns host-side failures into HTTP responses (RFC 9457 problem+json).
 //! Callers get a short problem; details (trap text, backtraces) stay in the host log.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::StatusCode;
@@ -13,17 +15,34 @@ use crate::runtime::HandlerError;
 #[derive(Debug, Clone)]
 pub struct Problem {
     status: StatusCode,
-    kind: &'static str,
+    kind: Cow<'static, str>,
     title: &'static str,
     detail: String,
     /// Seconds after which trying again makes sense (`Retry-After`).
     retry_after: Option<u32>,
+    /// Whether the body repeats `kind` as `reason`, as the guest SDK's problems do.
+    with_reason: bool,
+    /// The certificate the problem is about.
+    certificate: Option<String>,
 }
 
 impl Problem {
     /// A problem with no `Retry-After`.
-    pub fn new(status: StatusCode, kind: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, kind, title, detail: detail.into(), retry_after: None }
+    pub fn new(status: StatusCode, kind: impl Into<Cow<'static, str>>, title: &'static str, detail: impl Into<String>) -> Self {
+        Self { status, kind: kind.into(), title, detail: detail.into(), retry_after: None, with_reason: false, certificate: None }
+    }
+
+    /// A problem in the shape the guest SDK writes (`FetchError::into_response`): with a
+    /// `reason` member, and the `certificate` it is about when there is one. The host answers
+    /// for a guest in that shape when it forwards in the guest's place (`runtime/forward.rs`).
+    pub fn for_guest(
+        status: StatusCode,
+        kind: impl Into<Cow<'static, str>>,
+        title: &'static str,
+        detail: impl Into<String>,
+        certificate: Option<String>,
+    ) -> Self {
+        Self { with_reason: true, certificate, ..Self::new(status, kind, title, detail) }
     }
 
     /// The request path cannot be served as it is written.
@@ -38,13 +57,19 @@ impl Problem {
 
     /// The `application/problem+json` response.
     pub fn into_response(self) -> hyper::Response<HyperOutgoingBody> {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "type": format!("urn:edgemtls:problem:{}", self.kind),
             "title": self.title,
             "status": self.status.as_u16(),
             "detail": self.detail,
-        })
-        .to_string();
+        });
+        if self.with_reason {
+            body["reason"] = serde_json::Value::from(self.kind.as_ref());
+        }
+        if let Some(certificate) = self.certificate {
+            body["certificate"] = serde_json::Value::from(certificate);
+        }
+        let body = body.to_string();
         let mut response = hyper::Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed_unsync());
         *response.status_mut() = self.status;
         let headers = response.headers_mut();

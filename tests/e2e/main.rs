@@ -9,6 +9,7 @@ mod egress;
 mod environments;
 mod execution;
 mod failures;
+mod forward;
 mod handlers;
 mod inbound;
 mod isolation;

@@ -39,9 +39,10 @@ fn the_mtls_extension_returns_no_bytes() -> anyhow::Result<()> {
         }
     }
     assert_eq!(
-        functions, 4,
-        "the extension has four functions: outgoing.handle and outgoing.failure (why a request failed), \
-         next-request.present and next-request.clear (a name for a built-in HTTP client's next request)"
+        functions, 5,
+        "the extension has five functions: outgoing.handle and outgoing.failure (why a request failed), \
+         next-request.present and next-request.clear (a name for a built-in HTTP client's next request), \
+         and forward.forward (proxying in the host)"
     );
     Ok(())
 }

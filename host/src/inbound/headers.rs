@@ -34,6 +34,13 @@ pub const FINGERPRINT_SHA256: &str = "edgemtls-client-fingerprint-sha256";
 /// ARCP's key binding and `allowed_client_spki_sha256` write it).
 pub const SPKI_SHA256: &str = "edgemtls-client-spki-sha256";
 
+/// Whether `name` is one of the identity headers (any case).
+pub fn is_identity_header(name: &str) -> bool {
+    name.eq_ignore_ascii_case(CLIENT_CERT)
+        || name.eq_ignore_ascii_case(CLIENT_CERT_CHAIN)
+        || name.get(..PREFIX.len()).is_some_and(|start| start.eq_ignore_ascii_case(PREFIX))
+}
+
 /// Removes every identity header a caller sent: only the host may set them.
 pub fn remove_caller_copies(request_headers: &mut hyper::HeaderMap) {
     request_headers.remove(CLIENT_CERT);

@@ -5,7 +5,11 @@ mod generated {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "edgemtls:mtls/host-extension",
-        imports: { default: trappable },
+        imports: {
+            // Waits for the upstream's answer, as `wasi:io/poll` does for a plain request.
+            "edgemtls:mtls/forward.forward": async | trappable,
+            default: trappable,
+        },
         require_store_data_send: true,
         with: {
             "wasi:http": wasmtime_wasi_http::p2::bindings::http,
@@ -15,4 +19,4 @@ mod generated {
     });
 }
 
-pub use generated::edgemtls::mtls::{next_request, outgoing};
+pub use generated::edgemtls::mtls::{forward, next_request, outgoing};

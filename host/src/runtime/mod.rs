@@ -215,6 +215,7 @@ impl Runtime {
         wasmtime_wasi_config::add_to_linker(&mut linker, |state: &mut HostState| WasiConfig::from(&*state.config))?;
         bindings::outgoing::add_to_linker::<_, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)?;
         bindings::next_request::add_to_linker::<_, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)?;
+        bindings::forward::add_to_linker::<_, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)?;
 
         // The epoch ticks for as long as the engine lives, and every guest's store holds the
         // engine: so a guest still running at shutdown still meets its deadline. While no

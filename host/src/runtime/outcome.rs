@@ -9,6 +9,7 @@
 //! dropped. The body's end waits for it: a response is complete when its handler succeeded,
 //! and a client that sends its next request then finds the instance free.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -40,6 +41,9 @@ pub(super) struct GuardedBody {
     held: Option<Frame<Bytes>>,
     /// The guest's body has ended.
     inner_done: bool,
+    /// Wakes the body at the deadline while nothing arrives: a body the host streams
+    /// without a guest (`edgemtls:mtls/forward`) has no guest deadline to end it.
+    idle: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl GuardedBody {
@@ -51,8 +55,37 @@ impl GuardedBody {
         route: &str,
     ) -> HyperOutgoingBody {
         use http_body_util::BodyExt;
-        GuardedBody { inner, outcome: Some(outcome), deadline, stream_idle, route: route.to_string(), held: None, inner_done: false }
-            .boxed_unsync()
+        GuardedBody {
+            inner,
+            outcome: Some(outcome),
+            deadline,
+            stream_idle,
+            route: route.to_string(),
+            held: None,
+            inner_done: false,
+            idle: None,
+        }
+        .boxed_unsync()
+    }
+}
+
+impl GuardedBody {
+    /// Whether the deadline (pushed ahead by every chunk) has passed; else arranges to be
+    /// polled again when it may have.
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            if self.deadline.passed() {
+                return true;
+            }
+            let at = tokio::time::Instant::from_std(self.deadline.get());
+            let sleep = self.idle.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+            if sleep.deadline() != at {
+                sleep.as_mut().reset(at);
+            }
+            if sleep.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+        }
     }
 }
 
@@ -78,9 +111,16 @@ impl Body for GuardedBody {
                 Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error))),
                 // Nothing more yet: what is held is not known to be the last, so it streams.
                 Poll::Pending => {
-                    return match self.held.take() {
-                        Some(frame) => Poll::Ready(Some(Ok(frame))),
-                        None => Poll::Pending,
+                    if let Some(frame) = self.held.take() {
+                        return Poll::Ready(Some(Ok(frame)));
+                    }
+                    return match self.idle_expired(cx) {
+                        false => Poll::Pending,
+                        true => {
+                            self.outcome = None;
+                            crate::warn_limited!(route = %self.route, stream_idle_timeout_ms = self.stream_idle.as_millis() as u64, "the response body made no progress in time: it is cut off");
+                            Poll::Ready(Some(Err(wasmtime_wasi_http::Error::ConnectionReadTimeout)))
+                        }
                     };
                 }
             }

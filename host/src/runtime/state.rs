@@ -11,6 +11,8 @@ use wasmtime_wasi_http::p2::bindings::http::outgoing_handler;
 use wasmtime_wasi_http::p2::types::{HostFutureIncomingResponse, HostOutgoingRequest};
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
+mod forward;
+
 use super::bindings::{next_request, outgoing};
 use super::outcome::Outcome;
 use crate::Environment;
@@ -243,6 +245,22 @@ struct OutboundHooks {
 
 type FailureSlot = Arc<OnceLock<UpstreamFailure>>;
 
+impl OutboundHooks {
+    /// Counts one outbound request of this invocation and says whether the host may send it:
+    /// within the route's outbound cap, and to an upstream its egress rules allow.
+    fn admit(&mut self, uri: &http::Uri) -> Result<(), UpstreamFailure> {
+        self.sent += 1;
+        if self.sent > self.max_outbound {
+            let max = self.max_outbound;
+            return Err(UpstreamFailure::new(
+                FailureReason::OutboundLimit,
+                format!("this handler may send at most {max} outbound requests per invocation (limits.max_outbound_requests)"),
+            ));
+        }
+        self.context.egress.check(uri).map_err(|message| UpstreamFailure::new(FailureReason::EgressDenied, message))
+    }
+}
+
 /// How many received upstream resources (responses, bodies, taken response futures) an
 /// instance may still hold when a request ends and yet serve another; past it, it is
 /// discarded, so a guest that never lets go of them cannot grow without bound. A JavaScript
@@ -286,17 +304,7 @@ impl WasiHttpHooks for OutboundHooks {
             .unwrap_or_else(|| self.context.resolver.anonymous());
         let slot = FailureSlot::default();
         self.next_failure = Some(slot.clone());
-        self.sent += 1;
-        let refusal = if self.sent > self.max_outbound {
-            let max = self.max_outbound;
-            Some(UpstreamFailure::new(
-                FailureReason::OutboundLimit,
-                format!("this handler may send at most {max} outbound requests per invocation (limits.max_outbound_requests)"),
-            ))
-        } else {
-            self.context.egress.check(request.uri()).err().map(|message| UpstreamFailure::new(FailureReason::EgressDenied, message))
-        };
-        if let Some(failure) = refusal {
+        if let Err(failure) = self.admit(request.uri()) {
             OutboundAudit::new(&self.context, &identity, request.uri()).refused(&failure);
             return Box::new(async move { Err(failed(&slot, failure)) });
         }

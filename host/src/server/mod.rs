@@ -4,7 +4,6 @@
 mod admin;
 mod connection;
 mod path;
-mod problem;
 mod router;
 mod write_timeout;
 
@@ -20,7 +19,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-pub use problem::Problem;
+pub use crate::Problem;
 pub use router::{RouteMatch, Router};
 
 use crate::Environment;

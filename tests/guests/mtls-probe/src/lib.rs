@@ -3,7 +3,10 @@
 //!   `x-expect-cn` is forwarded so the upstream can check what it saw;
 //! - `x-mode`: `trap` (panic), `spin` (loop forever), `oom` (allocate without bound),
 //!   `flood` (fetch `x-target` 1000 times), `env` (answer with variable `x-var`), `param`
-//!   (answer with route parameter `x-param`), `print` (print `x-lines` lines of ~100 bytes).
+//!   (answer with route parameter `x-param`), `print` (print `x-lines` lines of ~100 bytes),
+//!   `forward` (pass the request on to `x-target` with `edgemtls_guest::forward`: the host
+//!   forwards), `forward-changed` (the same, adding a header to the answer: the guest
+//!   forwards).
 
 use edgemtls_guest::{IncomingRequest, Request, Response};
 
@@ -37,6 +40,12 @@ impl edgemtls_guest::Handler for Probe {
                 let name = request.header("x-param").unwrap_or_default();
                 let value = edgemtls_guest::config(&format!("params.{name}")).unwrap_or_else(|| "<unset>".into());
                 Response::new(200).with_body(value)
+            }
+            Some(mode @ ("forward" | "forward-changed")) => {
+                let target = request.header("x-target").unwrap_or_default();
+                let certificate = request.header("x-certificate").unwrap_or_default();
+                let response = edgemtls_guest::forward(request, &target, &certificate);
+                if mode == "forward" { response } else { response.with_header("x-changed", "yes") }
             }
             Some("env") => {
                 let name = request.header("x-var").unwrap_or_default();

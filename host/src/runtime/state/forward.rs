@@ -1,0 +1,265 @@
+//! `edgemtls:mtls/forward`: proxying in the host.
+//!
+//! A handler that passes a request on and the answer back unchanged (url-forward,
+//! url-rewrite, the SDK's `forward`) does most of its work crossing the component boundary:
+//! every header into the guest and out again, the outgoing request built field by field, and
+//! both bodies pumped through guest calls until they end. Here the guest names the URL and
+//! the certificate in one call, and the host does the rest: it builds the upstream request
+//! from the incoming one, sends it through the same admission, identity and audit as
+//! `wasi:http`, and answers the caller with the upstream's response. Bodies stream in the
+//! host, so the guest returns, and its instance serves again, as soon as the head is back.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, StreamBody};
+use hyper::StatusCode;
+use wasmtime::component::Resource;
+use wasmtime_wasi::p2::{InputStream, Pollable, StreamError};
+use wasmtime_wasi_http::WasiBody;
+use wasmtime_wasi_http::p2::bindings::http::types as wasi;
+use wasmtime_wasi_http::p2::body::{HostIncomingBody, HyperOutgoingBody};
+use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
+
+use super::{HostState, OutboundAudit, certificate_error};
+use crate::Problem;
+use crate::inbound::headers as identity;
+use crate::runtime::bindings::{forward, outgoing};
+use crate::upstream::{FailureReason, UpstreamFailure};
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) and those the host sets itself: never passed on,
+/// either way. The guest SDK drops the same (`edgemtls_guest::HOP_BY_HOP`).
+const HOP_BY_HOP: &[&str] = &[
+    "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
+    "te", "trailer", "transfer-encoding", "upgrade", "host", "http2-settings",
+];
+
+/// How much of a request body one read takes from the caller's connection.
+const READ_CHUNK: usize = 64 * 1024;
+
+impl forward::Host for HostState {
+    async fn forward(
+        &mut self,
+        request: Resource<HostIncomingRequest>,
+        url: String,
+        certificate: String,
+        options: forward::ForwardOptions,
+        response_out: Resource<HostResponseOutparam>,
+    ) -> wasmtime::Result<()> {
+        let outparam = self.table.delete(response_out)?;
+        let response = match self.upstream_request(request, &url, options.client_cert)? {
+            Ok(upstream) => self.send(upstream, &certificate).await,
+            Err(problem) => problem.into_response(),
+        };
+        (outparam.send)(Ok(response));
+        Ok(())
+    }
+}
+
+impl HostState {
+    /// The request to send upstream, built from the caller's (which this consumes), or the
+    /// problem that says why there is none.
+    fn upstream_request(
+        &mut self,
+        request: Resource<HostIncomingRequest>,
+        url: &str,
+        client_cert: bool,
+    ) -> wasmtime::Result<Result<http::Request<WasiBody>, Problem>> {
+        let mut view = wasmtime_wasi_http::WasiHttpView::http(self);
+        let borrowed = || Resource::<HostIncomingRequest>::new_borrow(request.rep());
+        let method = wasi::HostIncomingRequest::method(&mut view, borrowed())?;
+        let fields = wasi::HostIncomingRequest::headers(&mut view, borrowed())?;
+        let headers = wasi::HostFields::entries(&mut view, Resource::new_borrow(fields.rep()))?;
+        wasi::HostFields::drop(&mut view, fields)?;
+        let body = match wasi::HostIncomingRequest::consume(&mut view, borrowed())? {
+            Ok(body) => Some(self.table.delete(body)?),
+            Err(()) => None,
+        };
+        let mut view = wasmtime_wasi_http::WasiHttpView::http(self);
+        wasi::HostIncomingRequest::drop(&mut view, request)?;
+
+        let uri = match upstream_uri(url) {
+            Ok(uri) => uri,
+            Err(reason) => {
+                return Ok(Err(Problem::for_guest(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "invalid-url",
+                    "Invalid upstream URL",
+                    format!("invalid URL: {reason}"),
+                    None,
+                )));
+            }
+        };
+        let Some(method) = http_method(method) else {
+            return Ok(Err(Problem::for_guest(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "invalid-url",
+                "Invalid upstream URL",
+                "invalid URL: method rejected",
+                None,
+            )));
+        };
+        let mut upstream = http::Request::builder().method(method).uri(uri);
+        for (name, value) in &headers {
+            let rfc9440 = name.eq_ignore_ascii_case(identity::CLIENT_CERT) || name.eq_ignore_ascii_case(identity::CLIENT_CERT_CHAIN);
+            if is_hop_by_hop(name, &headers) || (identity::is_identity_header(name) && !(client_cert && rfc9440)) {
+                continue;
+            }
+            upstream = upstream.header(name.as_str(), value.as_slice());
+        }
+        let body = body.map_or_else(empty, request_body);
+        Ok(upstream.body(body).map_err(|e| {
+            Problem::for_guest(StatusCode::INTERNAL_SERVER_ERROR, "invalid-url", "Invalid upstream URL", format!("invalid URL: {e}"), None)
+        }))
+    }
+
+    /// Sends `request` presenting `certificate` (empty: none), as `wasi:http` requests are
+    /// sent: counted against the outbound cap, checked against egress, audited. Returns the
+    /// caller's response: the upstream's, or a problem.
+    async fn send(&mut self, request: http::Request<WasiBody>, certificate: &str) -> hyper::Response<HyperOutgoingBody> {
+        let identity = match self.resolve_named(certificate) {
+            Ok(identity) => identity,
+            Err(error) => return certificate_problem(certificate_error(error)).into_response(),
+        };
+        let context = self.hooks.context.clone();
+        let audit = OutboundAudit::new(&context, &identity, request.uri());
+        if let Err(failure) = self.hooks.admit(request.uri()) {
+            audit.refused(&failure);
+            return upstream_problem(&failure).into_response();
+        }
+        let started = std::time::Instant::now();
+        let result = identity.send(request, None).await;
+        audit.finished(&result, started.elapsed());
+        match result {
+            Ok(mut response) => {
+                let connection_listed = listed_in_connection(response.headers());
+                let headers = response.headers_mut();
+                for name in HOP_BY_HOP.iter().copied().map(String::from).chain(connection_listed) {
+                    headers.remove(name.as_str());
+                }
+                response
+            }
+            Err(failure) => upstream_problem(&failure).into_response(),
+        }
+    }
+}
+
+/// The caller's request body as the upstream request's: empty when it has already ended (a
+/// GET, a HEAD), so nothing announces a body that is not there; else streamed as it arrives.
+fn request_body(mut body: HostIncomingBody) -> WasiBody {
+    let Some(mut stream) = body.take_stream() else {
+        return empty();
+    };
+    let first = match stream.read(READ_CHUNK) {
+        Err(StreamError::Closed) => return empty(),
+        other => other,
+    };
+    let chunks = futures_util::stream::unfold((Some(first), stream, body), |(first, mut stream, body)| async move {
+        let mut next = first;
+        loop {
+            match next.take() {
+                Some(Ok(bytes)) if !bytes.is_empty() => {
+                    return Some((Ok(hyper::body::Frame::data(bytes)), (None, stream, body)));
+                }
+                Some(Err(StreamError::Closed)) => return None,
+                Some(Err(StreamError::LastOperationFailed(error) | StreamError::Trap(error))) => {
+                    let error = error
+                        .downcast::<wasmtime_wasi_http::Error>()
+                        .unwrap_or_else(|other| wasmtime_wasi_http::Error::InternalError(Some(other.to_string())));
+                    return Some((Err(error), (None, stream, body)));
+                }
+                // Nothing buffered yet: wait for the caller to send more.
+                Some(Ok(_)) | None => {
+                    stream.ready().await;
+                    next = Some(stream.read(READ_CHUNK));
+                }
+            }
+        }
+    });
+    StreamBody::new(chunks).boxed_unsync()
+}
+
+fn empty() -> WasiBody {
+    Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// `url` as an absolute `http`/`https` URI, or why it is not one. Split as the guest SDK
+/// splits a URL (`fetch.rs`), in its words, so both paths refuse the same URLs alike.
+fn upstream_uri(url: &str) -> Result<http::Uri, String> {
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("'{url}' has no scheme (expected https://...)"))?;
+    let scheme = match scheme.to_ascii_lowercase().as_str() {
+        "https" => http::uri::Scheme::HTTPS,
+        "http" => http::uri::Scheme::HTTP,
+        other => return Err(format!("unsupported scheme '{other}' in '{url}'")),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    if authority.is_empty() {
+        return Err(format!("'{url}' has no host"));
+    }
+    let mut path = rest[end..].split('#').next().unwrap_or("").to_string();
+    if path.is_empty() || path.starts_with('?') {
+        path.insert(0, '/');
+    }
+    http::Uri::builder()
+        .scheme(scheme)
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+        .map_err(|_| format!("'{url}' is not a valid URL"))
+}
+
+fn http_method(method: wasi::Method) -> Option<http::Method> {
+    Some(match method {
+        wasi::Method::Get => http::Method::GET,
+        wasi::Method::Head => http::Method::HEAD,
+        wasi::Method::Post => http::Method::POST,
+        wasi::Method::Put => http::Method::PUT,
+        wasi::Method::Delete => http::Method::DELETE,
+        wasi::Method::Connect => http::Method::CONNECT,
+        wasi::Method::Options => http::Method::OPTIONS,
+        wasi::Method::Trace => http::Method::TRACE,
+        wasi::Method::Patch => http::Method::PATCH,
+        wasi::Method::Other(other) => return http::Method::from_bytes(other.as_bytes()).ok(),
+    })
+}
+
+/// Whether `name` is hop-by-hop: one of [`HOP_BY_HOP`], or named by a `Connection` header.
+fn is_hop_by_hop(name: &str, headers: &[(String, Vec<u8>)]) -> bool {
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        || headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("connection")).any(|(_, value)| {
+            String::from_utf8_lossy(value).split(',').any(|listed| listed.trim().eq_ignore_ascii_case(name))
+        })
+}
+
+/// The header names a response's `Connection` headers list (each is hop-by-hop).
+fn listed_in_connection(headers: &http::HeaderMap) -> Vec<String> {
+    headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(',').map(|name| name.trim().to_ascii_lowercase()))
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
+/// 500 `certificate-<kind>`: nothing was sent (the SDK's `CertificateError` words).
+fn certificate_problem(error: outgoing::CertificateError) -> Problem {
+    use outgoing::CertificateError as E;
+    let (kind, name, what) = match error {
+        E::NotFound(name) => ("certificate-not-found", name, "not found"),
+        E::Disabled(name) => ("certificate-disabled", name, "is disabled"),
+        E::NotInEnvironment(name) => ("certificate-not-in-environment", name, "is not available in this environment"),
+        E::Expired(name) => ("certificate-expired", name, "has expired"),
+        E::NotYetValid(name) => ("certificate-not-yet-valid", name, "is not valid yet"),
+    };
+    let detail = format!("certificate '{name}' {what}");
+    Problem::for_guest(StatusCode::INTERNAL_SERVER_ERROR, kind, "Client certificate cannot be used", detail, Some(name))
+}
+
+/// 502 (504 when the upstream did not answer in time) with the failure's reason.
+fn upstream_problem(failure: &UpstreamFailure) -> Problem {
+    let status = match failure.reason() {
+        FailureReason::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    Problem::for_guest(status, failure.reason().as_str(), "Upstream request failed", failure.message().to_string(), None)
+}

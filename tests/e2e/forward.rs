@@ -1,0 +1,130 @@
+//! Proxying in the host (`edgemtls:mtls/forward`, the SDK's `forward`): the same answers as
+//! forwarding in the guest, and an instance that is free while the bodies still stream.
+
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use edgemtls_host::Environment;
+use time::OffsetDateTime;
+
+use crate::harness::*;
+
+/// A probe request in `mode` (`forward`: the host forwards; `forward-changed`: the guest
+/// forwards, and adds a header).
+async fn forward(host: &Served, mode: &str, target: &str, certificate: &str) -> anyhow::Result<Reply> {
+    host.get("/probe", &[("x-mode", mode), ("x-target", target), ("x-certificate", certificate)]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_answers_a_forward_as_the_guest_would() -> anyhow::Result<()> {
+    let world = World::new()?;
+    world.add_cert("alpha", "alpha-client", &all_envs())?;
+    let now = OffsetDateTime::now_utc();
+    world.add_cert_with_validity("old", "old-client", &all_envs(), now - time::Duration::days(30), now - time::Duration::days(1))?;
+    let upstream = world.upstream(true).await?;
+    // A port nothing listens on, and one the route may not call.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let route = format!(
+        "[[routes]]\npath = \"/probe\"\nhandler = \"{PROBE}\"\n\
+         allowed_outbound_hosts = [\"https://localhost:{port}\", \"https://127.0.0.1:{closed}\"]\n",
+        port = upstream.addr().port()
+    );
+    let config = world.config(&route, upstream.addr())?;
+    let host = world.serve(&config, Environment::Development).await?;
+
+    let who = upstream_url(&upstream, "/who?x=1");
+    let refused = format!("https://127.0.0.1:{closed}/who");
+    let denied = format!("https://127.0.0.1:{elsewhere}/who");
+    // (target, certificate, status, the problem's reason; none for a 200)
+    let cases = [
+        (who.as_str(), "alpha", 200, None),
+        (who.as_str(), "nope", 500, Some("certificate-not-found")),
+        (who.as_str(), "old", 500, Some("certificate-expired")),
+        (who.as_str(), "", 502, Some("client-certificate-required")),
+        (refused.as_str(), "alpha", 502, Some("connection-refused")),
+        (denied.as_str(), "alpha", 502, Some("egress-denied")),
+        ("ftp://files.internal/x", "alpha", 500, Some("invalid-url")),
+        ("files.internal/x", "alpha", 500, Some("invalid-url")),
+    ];
+    for (target, certificate, status, reason) in cases {
+        let in_host = forward(&host, "forward", target, certificate).await?;
+        let in_guest = forward(&host, "forward-changed", target, certificate).await?;
+        let case = format!("{target} with '{certificate}'");
+        assert_eq!(in_host.status, status, "{case}: {}", in_host.body);
+        assert_eq!(in_guest.status, status, "{case}: {}", in_guest.body);
+        assert!(in_host.headers.get("x-changed").is_none(), "{case}: the host's answer is the upstream's");
+        assert_eq!(in_guest.headers["x-changed"], "yes", "{case}: the guest's change is applied");
+        let (host_json, guest_json) = (in_host.json()?, in_guest.json()?);
+        match reason {
+            None => {
+                assert_eq!(host_json["client_cn"], "alpha-client", "{case}");
+                assert_eq!(host_json["path"], "/who?x=1", "{case}");
+                assert_eq!(guest_json["client_cn"], "alpha-client", "{case}");
+            }
+            Some(reason) => {
+                assert_eq!(in_host.headers["content-type"], "application/problem+json", "{case}");
+                assert_eq!(host_json["reason"], reason, "{case}: {host_json}");
+                assert_eq!(host_json["type"], format!("urn:edgemtls:problem:{reason}"), "{case}");
+                // Every member alike: type, title, status, detail, reason, certificate.
+                assert_eq!(host_json, guest_json, "{case}: the host and the SDK describe it alike");
+            }
+        }
+    }
+    assert_eq!(forward(&host, "forward", &who, "nope").await?.json()?["certificate"], "nope");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_serves_again_while_the_body_it_forwarded_still_streams() -> anyhow::Result<()> {
+    let world = World::new()?;
+    world.add_cert("alpha", "alpha-client", &all_envs())?;
+    let upstream = world.upstream(true).await?;
+    // One instance in all: a second request gets it only once the first has let go.
+    let body = format!(
+        "[limits]\nmax_instances = 1\n\n[[routes]]\npath = \"/probe\"\nhandler = \"{PROBE}\"\nmax_requests_per_instance = 1000\nidle_timeout_ms = 600000\n"
+    );
+    let config = world.config(&body, upstream.addr())?;
+    let host = world.serve(&config, Environment::Development).await?;
+    let metrics = host.handle.app().metrics().clone();
+
+    // Twenty 64 KiB chunks, 150 ms apart: three seconds of body.
+    let slow = upstream_url(&upstream, "/slow?bytes=1310720&pause_ms=150");
+    let request = hyper::Request::get(format!("http://{}/probe", host.addr))
+        .header("x-mode", "forward")
+        .header("x-target", &slow)
+        .header("x-certificate", "alpha")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))?;
+    let streaming = client_for_test().request(request).await?;
+    assert_eq!(streaming.status(), 200);
+    let reading = tokio::spawn(async move {
+        let mut body = streaming.into_body();
+        let mut received = 0usize;
+        while let Some(frame) = body.frame().await {
+            received += frame?.data_ref().map(|d| d.len()).unwrap_or(0);
+        }
+        anyhow::Ok(received)
+    });
+
+    // Meanwhile the one instance serves other requests (503 while it were still busy).
+    let who = upstream_url(&upstream, "/who");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let reply = forward(&host, "forward", &who, "alpha").await?;
+        if reply.status == 200 {
+            assert_eq!(reply.json()?["client_cn"], "alpha-client");
+            break;
+        }
+        assert_eq!(reply.status, 503, "{}", reply.body);
+        assert!(tokio::time::Instant::now() < deadline, "the instance stayed busy while the first body streamed");
+    }
+    assert!(!reading.is_finished(), "the first body ended before the second request was served: the test proves nothing");
+    assert_eq!(reading.await??, 1_310_720, "the first body arrives whole");
+    assert_eq!(metrics.instances_created("/probe"), 1);
+    Ok(())
+}
+
+fn client_for_test() -> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, http_body_util::Full<bytes::Bytes>> {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(hyper_util::client::legacy::connect::HttpConnector::new())
+}
