@@ -19,11 +19,12 @@ impl edgemtls_guest::Handler for UrlForward {
             return misconfigured("option baseUrl is required");
         };
         let forward_search = config("forwardSearch").is_none_or(|v| !v.eq_ignore_ascii_case("false"));
-        let mut url = format!("{}{}", base.trim_end_matches('/'), request.path());
-        let query = request.query();
+        let path_with_query = request.path_with_query();
+        let (path, query) = path_with_query.split_once('?').unwrap_or((&path_with_query, ""));
+        let mut url = format!("{}{path}", base.trim_end_matches('/'));
         if forward_search && !query.is_empty() {
             url.push('?');
-            url.push_str(&query);
+            url.push_str(query);
         }
         forward_by_route_options(request, &url)
     }

@@ -126,7 +126,8 @@ impl HostState {
             return upstream_problem(&failure).into_response();
         }
         let started = std::time::Instant::now();
-        let result = identity.send(request, None).await;
+        // Boxed: the send is most of this future, which wasmtime moves while it runs.
+        let result = Box::pin(identity.send(request, None)).await;
         audit.finished(&result, started.elapsed());
         match result {
             Ok(mut response) => {
