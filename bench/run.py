@@ -581,6 +581,13 @@ http {{
                 "a": lambda: self.wrk(e_port, "/sdk-rust", e_proc, size, stats_upstream="keepalive", headers=headers),
                 "b": nginx,
             }, {"c": "wasmtime serve cannot reach an mTLS upstream", "d": "the native proxy runs no handlers"})
+            # The same handler passing the request on with the SDK's `forward`: the host
+            # forwards (edgemtls:mtls/forward), as the built-in url-forward does.
+            forwarding = {**headers, "x-mode": "forward"}
+            self.scenario(f"Rust SDK handler with forward (reused), S1 {size} B", {
+                "a": lambda: self.wrk(e_port, "/sdk-rust", e_proc, size, stats_upstream="keepalive", headers=forwarding),
+                "b": nginx,
+            }, {"c": "wasmtime serve cannot reach an mTLS upstream", "d": "the native proxy runs no handlers"})
             if self.js_probe:
                 for label, path in [("reused", "/sdk-js"), ("fresh instance per request", "/sdk-js-fresh")]:
                     self.scenario(f"JavaScript SDK handler ({label}), S1 {size} B", {
