@@ -431,14 +431,24 @@ fn split_url(url: &str) -> Result<(Scheme, String, String), FetchError> {
 /// body, and the SDK forwards in the guest instead and applies them on top of the upstream's
 /// response. To read the upstream's answer, send a [`Request`].
 pub fn forward(request: crate::IncomingRequest, url: &str, certificate: &str) -> Response {
-    Response::forwarded(Forward { request: request.into_inner(), url: url.to_string(), certificate: certificate.to_string(), client_cert: false })
+    Response::forwarded(Box::new(Forward {
+        request: request.into_inner(),
+        url: url.to_string(),
+        certificate: certificate.to_string(),
+        client_cert: false,
+    }))
 }
 
 /// As [`forward`], and passes the caller's verified certificate on as RFC 9440
 /// `Client-Cert` and `Client-Cert-Chain` (what nginx's `$ssl_client_escaped_cert` does for
 /// an upstream that wants to know the end client).
 pub fn forward_with_client_cert(request: crate::IncomingRequest, url: &str, certificate: &str) -> Response {
-    Response::forwarded(Forward { request: request.into_inner(), url: url.to_string(), certificate: certificate.to_string(), client_cert: true })
+    Response::forwarded(Box::new(Forward {
+        request: request.into_inner(),
+        url: url.to_string(),
+        certificate: certificate.to_string(),
+        client_cert: true,
+    }))
 }
 
 /// Forwards as the built-in handlers do, as the route's options say: the certificate named
@@ -447,12 +457,21 @@ pub fn forward_with_client_cert(request: crate::IncomingRequest, url: &str, cert
 pub fn forward_by_route_options(request: crate::IncomingRequest, url: &str) -> Response {
     let certificate = crate::config("mtlsCertificate").unwrap_or_default();
     let client_cert = crate::config("forwardClientCert").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    Response::forwarded(Forward { request: request.into_inner(), url: url.to_string(), certificate, client_cert })
+    Response::forwarded(Box::new(Forward { request: request.into_inner(), url: url.to_string(), certificate, client_cert }))
 }
 
 /// A forward not made yet: made by the host when the handler returns its response as it was,
-/// else in the guest (see [`forward`]).
-pub(crate) struct Forward {
+/// else in the guest (see [`forward`]). A [`Response`] holds it as a trait object, so a
+/// handler that never forwards links none of it, and its component imports neither
+/// `edgemtls:mtls/forward` nor `outgoing` (it stays a plain `wasi:http` component).
+pub(crate) trait DeferredForward: fmt::Debug {
+    /// The host forwards and answers `out`: nothing passes through the guest.
+    fn in_host(self: Box<Self>, out: wasi::http::types::ResponseOutparam);
+    /// The guest forwards, for a handler that changes the upstream's response.
+    fn in_guest(self: Box<Self>) -> Response;
+}
+
+struct Forward {
     request: wasi::http::types::IncomingRequest,
     url: String,
     certificate: String,
@@ -465,15 +484,13 @@ impl fmt::Debug for Forward {
     }
 }
 
-impl Forward {
-    /// The host forwards and answers `out`: nothing passes through the guest.
-    pub(crate) fn in_host(self, out: wasi::http::types::ResponseOutparam) {
+impl DeferredForward for Forward {
+    fn in_host(self: Box<Self>, out: wasi::http::types::ResponseOutparam) {
         let options = crate::bindings::edgemtls::mtls::forward::ForwardOptions { client_cert: self.client_cert };
         crate::bindings::edgemtls::mtls::forward::forward(self.request, &self.url, &self.certificate, options, out);
     }
 
-    /// The guest forwards, for a handler that changes the upstream's response.
-    pub(crate) fn in_guest(self) -> Response {
+    fn in_guest(self: Box<Self>) -> Response {
         let request = crate::IncomingRequest::from(self.request);
         let method = request.method();
         let headers = request.headers();

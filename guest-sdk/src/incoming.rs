@@ -103,7 +103,7 @@ pub struct Response {
     /// The body.
     pub body: Body,
     /// A forward the host makes when this response is returned unchanged ([`crate::forward`]).
-    forward: Option<crate::fetch::Forward>,
+    forward: Option<Box<dyn crate::fetch::DeferredForward>>,
 }
 
 impl Response {
@@ -113,7 +113,7 @@ impl Response {
     }
 
     /// The response of a forward not made yet: status 0, no headers, no body.
-    pub(crate) fn forwarded(forward: crate::fetch::Forward) -> Self {
+    pub(crate) fn forwarded(forward: Box<dyn crate::fetch::DeferredForward>) -> Self {
         Self { forward: Some(forward), ..Self::new(0) }
     }
 

@@ -46,3 +46,37 @@ fn the_mtls_extension_returns_no_bytes() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The names a component imports (its top level).
+fn component_imports(path: &str) -> anyhow::Result<Vec<String>> {
+    let bytes = std::fs::read(path)?;
+    let mut names = Vec::new();
+    let mut depth = 0usize;
+    for payload in wasmparser::Parser::new(0).parse_all(&bytes) {
+        match payload? {
+            wasmparser::Payload::ModuleSection { .. } | wasmparser::Payload::ComponentSection { .. } => depth += 1,
+            wasmparser::Payload::End(_) => depth = depth.saturating_sub(1),
+            wasmparser::Payload::ComponentImportSection(reader) if depth == 0 => {
+                for import in reader {
+                    names.push(import?.name.name.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(names)
+}
+
+/// A handler built with the SDK that neither fetches nor forwards imports nothing of
+/// edgemtls: it stays a plain `wasi:http` component that runs on any wasi:http host
+/// (`wasmtime serve`, Spin). The SDK's forward is reached through a trait object for this.
+#[test]
+fn an_sdk_handler_that_sends_nothing_imports_only_wasi() -> anyhow::Result<()> {
+    let echo = component_imports(edgemtls_e2e::guests::CALLER_ECHO)?;
+    assert!(!echo.is_empty() && echo.iter().all(|name| name.starts_with("wasi:")), "caller-echo imports {echo:?}");
+    let probe = component_imports(edgemtls_e2e::guests::MTLS_PROBE)?;
+    for interface in ["edgemtls:mtls/outgoing", "edgemtls:mtls/forward"] {
+        assert!(probe.iter().any(|name| name.starts_with(interface)), "mtls-probe imports {probe:?}");
+    }
+    Ok(())
+}
