@@ -29,10 +29,13 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=6)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--js", action="store_true", help="also the JavaScript SDK handler (reused), built with `edgemtls build`")
     args = parser.parse_args()
     bench = run.Bench(argparse.Namespace(smoke=False, duration=args.duration, connections=args.connections, out="/tmp"))
     bench.js_probe = None
     try:
+        if args.js:
+            bench.build_js()
         bench.make_pki()
         bench.start_upstreams()
         n_port, n_proc = bench.start_nginx()
@@ -41,16 +44,23 @@ def main():
         for label, binary in [("a", args.a), ("b", args.b)]:
             hosts[label] = bench.start_edgemtls(Path(binary).resolve(), name=f"edgemtls-{label}")
         cells = [("S1 0 B", "/keepalive/b?bytes=0", 0, run.CLIENT_CN), ("constant", "/const", 3, None)]
+        if bench.js_probe:
+            cells.append(("JS SDK", "/sdk-js", 0, run.CLIENT_CN))
         seen = {}
         for _ in range(args.rounds):
             for cell, path, size, cn in cells:
                 stats = "keepalive" if cn else None
                 peers = [("nginx", (n_port, n_proc)), ("native", native)] if cn else [("nginx", (n_port, n_proc))]
+                if path == "/sdk-js":
+                    peers = []
+                headers = None
+                if path == "/sdk-js":
+                    headers = {"x-target": f"https://localhost:{bench.upstreams['keepalive'][0]}/b?bytes=0", "x-certificate": "bench_client"}
                 for label, (port, proc) in [*peers, *hosts.items()]:
-                    result = bench.wrk(port, path, proc, size, stats_upstream=stats, expect_cn=cn)
+                    result = bench.wrk(port, path, proc, size, stats_upstream=stats, expect_cn=cn, headers=headers)
                     seen.setdefault((cell, label), []).append(result["cpu_us_per_request"])
         for cell, *_ in cells:
-            nginx = statistics.median(seen[(cell, "nginx")])
+            nginx = statistics.median(seen.get((cell, "nginx"), [float("nan")]))
             for label in ["nginx", "native", "a", "b"]:
                 values = seen.get((cell, label))
                 if not values:
