@@ -105,7 +105,17 @@ impl HostState {
             }
             upstream = upstream.header(name.as_str(), value.as_slice());
         }
-        let body = body.map_or_else(empty, request_body);
+        // A guest that took the body itself cannot have it sent: say so, as the SDK would.
+        let Some(body) = body else {
+            return Ok(Err(Problem::for_guest(
+                StatusCode::BAD_GATEWAY,
+                "body-error",
+                "Upstream request failed",
+                "body transfer failed: request body already taken",
+                None,
+            )));
+        };
+        let body = request_body(body);
         Ok(upstream.body(body).map_err(|e| {
             Problem::for_guest(StatusCode::INTERNAL_SERVER_ERROR, "invalid-url", "Invalid upstream URL", format!("invalid URL: {e}"), None)
         }))
