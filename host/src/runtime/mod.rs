@@ -430,40 +430,47 @@ impl Runtime {
             scheme,
         };
         let body_deadline = turn.deadline.clone();
-        // The guest runs on a task of its own: it goes on streaming its response body after
-        // this function has returned the response head.
         let running = Running::start(&self.running);
         let runtime = self.clone();
         let guest_handler = handler.clone();
-        let task = tokio::spawn(async move {
+        let guest = Box::pin(async move {
             let _running = running;
             runtime.run_guest(&guest_handler, turn, request, response_sender).await
         });
-        let response = self.wait_for_response(deadline, response, task).await?;
+        let response = self.wait_for_response(deadline, response, guest).await?;
         let stream_idle = self.limits.stream_idle_timeout;
         Ok(response.map(|body| outcome::GuardedBody::wrap(body, outcome, body_deadline, stream_idle, &handler.context.route)))
     }
 
-    /// The response head the guest sets, or why there is none by `deadline`.
+    /// Drives `guest` on the caller's task until it sets its response head, or why it set
+    /// none by `deadline`. Most guests (every forward, every answer made in one go) have
+    /// returned by then; one still running (streaming its body) goes on as a task of its
+    /// own. So a request costs no task and no cross-task wakeup unless its guest needs one.
     async fn wait_for_response(
         &self,
         deadline: tokio::time::Instant,
-        response: tokio::sync::oneshot::Receiver<GuestResponse>,
-        guest: tokio::task::JoinHandle<Result<(), HandlerError>>,
+        mut response: tokio::sync::oneshot::Receiver<GuestResponse>,
+        mut guest: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), HandlerError>> + Send>>,
     ) -> Result<hyper::Response<HyperOutgoingBody>, HandlerError> {
-        match tokio::time::timeout_at(deadline, response).await {
-            Ok(Ok(Ok(response))) => Ok(response),
-            Ok(Ok(Err(code))) => Err(HandlerError::Guest(code)),
-            // The guest dropped its response outparam: its task says why.
-            Ok(Err(_closed)) => match guest.await {
-                Ok(Ok(())) => Err(HandlerError::NoResponse),
-                Ok(Err(error)) => Err(error),
-                Err(join) => Err(HandlerError::Trap(format!("host task failed: {join}"))),
+        let timeout = tokio::time::sleep_until(deadline);
+        tokio::pin!(timeout);
+        tokio::select! {
+            biased;
+            finished = &mut guest => match response.try_recv() {
+                Ok(Ok(response)) => Ok(response),
+                Ok(Err(code)) => Err(HandlerError::Guest(code)),
+                // The guest dropped its response outparam: its result says why.
+                Err(_) => Err(finished.err().unwrap_or(HandlerError::NoResponse)),
             },
-            Err(_elapsed) => {
-                guest.abort();
-                Err(HandlerError::Timeout(self.limits.request_timeout))
+            head = &mut response => {
+                tokio::spawn(guest);
+                match head {
+                    Ok(Ok(response)) => Ok(response),
+                    Ok(Err(code)) => Err(HandlerError::Guest(code)),
+                    Err(_closed) => Err(HandlerError::NoResponse),
+                }
             }
+            () = &mut timeout => Err(HandlerError::Timeout(self.limits.request_timeout)),
         }
     }
 
