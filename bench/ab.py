@@ -43,7 +43,8 @@ def main():
         hosts = {}
         for label, binary in [("a", args.a), ("b", args.b)]:
             hosts[label] = bench.start_edgemtls(Path(binary).resolve(), name=f"edgemtls-{label}")
-        cells = [("S1 0 B", "/keepalive/b?bytes=0", 0, run.CLIENT_CN), ("constant", "/const", 3, None)]
+        cells = [("S1 0 B", "/keepalive/b?bytes=0", 0, run.CLIENT_CN), ("constant", "/const", 3, None),
+                 ("SDK fetch", "/sdk-rust", 0, run.CLIENT_CN)]
         if bench.js_probe:
             cells.append(("JS SDK", "/sdk-js", 0, run.CLIENT_CN))
         seen = {}
@@ -51,10 +52,10 @@ def main():
             for cell, path, size, cn in cells:
                 stats = "keepalive" if cn else None
                 peers = [("nginx", (n_port, n_proc)), ("native", native)] if cn else [("nginx", (n_port, n_proc))]
-                if path == "/sdk-js":
+                if path in ("/sdk-js", "/sdk-rust"):
                     peers = []
                 headers = None
-                if path == "/sdk-js":
+                if path in ("/sdk-js", "/sdk-rust"):
                     headers = {"x-target": f"https://localhost:{bench.upstreams['keepalive'][0]}/b?bytes=0", "x-certificate": "bench_client"}
                 for label, (port, proc) in [*peers, *hosts.items()]:
                     result = bench.wrk(port, path, proc, size, stats_upstream=stats, expect_cn=cn, headers=headers)
