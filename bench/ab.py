@@ -30,6 +30,8 @@ def main():
     parser.add_argument("--duration", type=int, default=6)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--js", action="store_true", help="also the JavaScript SDK handler (reused), built with `edgemtls build`")
+    parser.add_argument("--connections-per-request", action="store_true",
+                        help="also S2 and S3 (a new upstream connection per request)")
     args = parser.parse_args()
     bench = run.Bench(argparse.Namespace(smoke=False, duration=args.duration, connections=args.connections, out="/tmp"))
     bench.js_probe = None
@@ -39,7 +41,7 @@ def main():
         bench.make_pki()
         bench.start_upstreams()
         n_port, n_proc = bench.start_nginx()
-        native = bench.start_native()["keepalive"]
+        natives = bench.start_native()
         hosts = {}
         for label, binary in [("a", args.a), ("b", args.b)]:
             hosts[label] = bench.start_edgemtls(Path(binary).resolve(), name=f"edgemtls-{label}")
@@ -47,10 +49,15 @@ def main():
                  ("SDK fetch", "/sdk-rust", 0, run.CLIENT_CN)]
         if bench.js_probe:
             cells.append(("JS SDK", "/sdk-js", 0, run.CLIENT_CN))
+        if args.connections_per_request:
+            cells += [("S2", "/handshake/b?bytes=0", 0, run.CLIENT_CN), ("S3", "/resumption/b?bytes=0", 0, run.CLIENT_CN)]
         seen = {}
         for _ in range(args.rounds):
             for cell, path, size, cn in cells:
                 stats = "keepalive" if cn else None
+                upstream = path.split("/")[1]
+                stats = upstream if upstream in bench.upstreams else stats
+                native = natives.get(upstream, natives["keepalive"])
                 peers = [("nginx", (n_port, n_proc)), ("native", native)] if cn else [("nginx", (n_port, n_proc))]
                 if path in ("/sdk-js", "/sdk-rust"):
                     peers = []

@@ -7,6 +7,7 @@
 
 mod authority;
 mod connector;
+mod dns;
 mod failure;
 mod probe;
 mod trust;
@@ -31,7 +32,7 @@ pub use probe::{ProbeReport, probe};
 pub use trust::{HostnameMismatch, PinMismatch, TrustError, TrustProfiles};
 
 /// The HTTP client (and its connection pool) of one identity towards one trust profile.
-type PooledClient = Client<RecordingConnector<RevocationGuard<HttpsConnector<PeerGuard<HttpConnector>>>>, WasiBody>;
+type PooledClient = Client<RecordingConnector<RevocationGuard<HttpsConnector<PeerGuard<HttpConnector<dns::CachedResolver>>>>>, WasiBody>;
 
 /// The client certificate an outbound request presents, if any.
 pub struct Certificate {
@@ -225,7 +226,7 @@ fn request_authority(request: &http::Request<WasiBody>) -> Result<Authority, Ups
 }
 
 fn build_client(config: rustls::ClientConfig, revocation: Option<Arc<crate::revocation::UpstreamRevocation>>) -> PooledClient {
-    let mut http = HttpConnector::new();
+    let mut http = HttpConnector::new_with_resolver(dns::CachedResolver::shared());
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(Duration::from_secs(10)));
