@@ -128,3 +128,47 @@ fn client_for_test() -> hyper_util::client::legacy::Client<hyper_util::client::l
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build(hyper_util::client::legacy::connect::HttpConnector::new())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_goes_away_does_not_cut_its_guest_off() -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let _ = tracing_subscriber::fmt().with_env_filter("info").with_test_writer().try_init();
+    let world = World::new()?;
+    world.add_cert("alpha", "alpha-client", &all_envs())?;
+    let upstream = world.upstream(true).await?;
+    let body = format!(
+        "[limits]\nmax_instances = 1\n\n[[routes]]\npath = \"/probe\"\nhandler = \"{PROBE}\"\nmax_requests_per_instance = 1000\nidle_timeout_ms = 600000\n"
+    );
+    let config = world.config(&body, upstream.addr())?;
+    let host = world.serve(&config, Environment::Development).await?;
+    let metrics = host.handle.app().metrics().clone();
+    let who = upstream_url(&upstream, "/who");
+
+    // An upload the caller starts and never finishes: the guest is in `forward`, and the
+    // upstream waits for the rest of the body.
+    let mut caller = tokio::net::TcpStream::connect(host.addr).await?;
+    let head = format!(
+        "POST /probe HTTP/1.1\r\nhost: edge\r\nx-mode: forward\r\nx-target: {who}\r\nx-certificate: alpha\r\ncontent-length: 1000000\r\n\r\n"
+    );
+    caller.write_all(head.as_bytes()).await?;
+    caller.write_all(&[b'x'; 1000]).await?;
+    // The one instance is busy with it: others are told 503.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while forward(&host, "forward", &who, "alpha").await?.status != 503 {
+        assert!(tokio::time::Instant::now() < deadline, "the upload never took the instance");
+    }
+
+    // The caller goes away. Its guest still finishes (its upstream request fails) and gives
+    // its instance back, rather than being dropped with it.
+    drop(caller);
+    loop {
+        let reply = forward(&host, "forward", &who, "alpha").await?;
+        if reply.status == 200 {
+            break;
+        }
+        assert_eq!(reply.status, 503, "{}", reply.body);
+        assert!(tokio::time::Instant::now() < deadline, "the instance never came back");
+    }
+    assert_eq!(metrics.instances_created("/probe"), 1, "the guest was cut off and its instance dropped");
+    Ok(())
+}

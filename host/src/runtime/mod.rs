@@ -348,6 +348,11 @@ impl Runtime {
         match self.instantiate_once(handler).await {
             // Idle instances are a cache: when every slot is taken, they make room first.
             Err(HandlerError::Busy(_)) => {
+                // One of this route's own may have come back while we waited: use it, rather
+                // than drop it to make room for another just like it.
+                if let Some(instance) = handler.pool.take() {
+                    return Ok(instance);
+                }
                 for pool in self.live_pools() {
                     pool.evict_all();
                 }
@@ -380,6 +385,7 @@ impl Runtime {
             handler.context.clone(),
             self.limits.memory_bytes,
             self.limits.max_outbound_requests,
+            self.limits.stream_idle_timeout,
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
@@ -433,13 +439,17 @@ impl Runtime {
         let running = Running::start(&self.running);
         let runtime = self.clone();
         let guest_handler = handler.clone();
-        let guest = Box::pin(async move {
+        let guest: GuestRun = Box::pin(async move {
             let _running = running;
-            runtime.run_guest(&guest_handler, turn, request, response_sender).await
+            let run = std::panic::AssertUnwindSafe(runtime.run_guest(&guest_handler, turn, request, response_sender));
+            // A host bug that panics fails this request, not the caller's connection.
+            futures_util::FutureExt::catch_unwind(run)
+                .await
+                .unwrap_or_else(|_| Err(HandlerError::Trap("the host failed while running the handler".into())))
         });
         let response = self.wait_for_response(deadline, response, guest).await?;
         let stream_idle = self.limits.stream_idle_timeout;
-        Ok(response.map(|body| outcome::GuardedBody::wrap(body, outcome, body_deadline, stream_idle, &handler.context.route)))
+        Ok(response.map(|body| outcome::GuardedBody::wrap(body, outcome, body_deadline, stream_idle, handler.context.clone())))
     }
 
     /// Drives `guest` on the caller's task until it sets its response head, or why it set
@@ -450,27 +460,35 @@ impl Runtime {
         &self,
         deadline: tokio::time::Instant,
         mut response: tokio::sync::oneshot::Receiver<GuestResponse>,
-        mut guest: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), HandlerError>> + Send>>,
+        guest: GuestRun,
     ) -> Result<hyper::Response<HyperOutgoingBody>, HandlerError> {
+        let mut guest = Detached(Some(guest));
+        let Some(running) = guest.0.as_mut() else { return Err(HandlerError::NoResponse) };
         let timeout = tokio::time::sleep_until(deadline);
         tokio::pin!(timeout);
         tokio::select! {
             biased;
-            finished = &mut guest => match response.try_recv() {
-                Ok(Ok(response)) => Ok(response),
-                Ok(Err(code)) => Err(HandlerError::Guest(code)),
-                // The guest dropped its response outparam: its result says why.
-                Err(_) => Err(finished.err().unwrap_or(HandlerError::NoResponse)),
-            },
-            head = &mut response => {
-                tokio::spawn(guest);
-                match head {
+            finished = running => {
+                guest.0 = None;
+                match response.try_recv() {
                     Ok(Ok(response)) => Ok(response),
                     Ok(Err(code)) => Err(HandlerError::Guest(code)),
-                    Err(_closed) => Err(HandlerError::NoResponse),
+                    // The guest dropped its response outparam: its result says why.
+                    Err(_) => Err(finished.err().unwrap_or(HandlerError::NoResponse)),
                 }
             }
-            () = &mut timeout => Err(HandlerError::Timeout(self.limits.request_timeout)),
+            // The head is set; a guest still running (streaming its body) goes on as a task
+            // when `guest` is dropped here.
+            head = &mut response => match head {
+                Ok(Ok(response)) => Ok(response),
+                Ok(Err(code)) => Err(HandlerError::Guest(code)),
+                Err(_closed) => Err(HandlerError::NoResponse),
+            },
+            () = &mut timeout => {
+                // Past the deadline the guest is ended, not carried on.
+                guest.0 = None;
+                Err(HandlerError::Timeout(self.limits.request_timeout))
+            }
         }
     }
 
@@ -542,6 +560,23 @@ impl Runtime {
                 Err(classify_trap(&error, instance.store.data().limits.refused(), timeout, self.limits.memory_bytes))
             }
             None => Err(HandlerError::Timeout(timeout)),
+        }
+    }
+}
+
+/// A guest's run for one request, from instance to return.
+type GuestRun = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), HandlerError>> + Send>>;
+
+/// A guest's run that is carried on as a task of its own if dropped unfinished: when its
+/// head is out while it still streams, and when the caller goes away (a reset stream, a
+/// closed connection), so a guest is never cut off midway by its caller and its instance
+/// returns to the pool. Only the deadline ends a guest (by taking it out first).
+struct Detached(Option<GuestRun>);
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        if let Some(guest) = self.0.take() {
+            tokio::spawn(guest);
         }
     }
 }

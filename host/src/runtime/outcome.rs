@@ -35,7 +35,10 @@ pub(super) struct GuardedBody {
     /// The request's deadline, which each chunk pushes `stream_idle` ahead.
     deadline: super::deadline::Deadline,
     stream_idle: std::time::Duration,
-    route: String,
+    /// The request's route: named in the log, and held until the body ends, so a reload
+    /// counts a body the host still streams (after its guest returned) as running on the
+    /// config version it started on.
+    route: std::sync::Arc<super::RouteContext>,
     /// The last frame read from the guest's body, sent once the next one (or the end and the
     /// outcome) is known.
     held: Option<Frame<Bytes>>,
@@ -52,7 +55,7 @@ impl GuardedBody {
         outcome: oneshot::Receiver<Outcome>,
         deadline: super::deadline::Deadline,
         stream_idle: std::time::Duration,
-        route: &str,
+        route: std::sync::Arc<super::RouteContext>,
     ) -> HyperOutgoingBody {
         use http_body_util::BodyExt;
         GuardedBody {
@@ -60,7 +63,7 @@ impl GuardedBody {
             outcome: Some(outcome),
             deadline,
             stream_idle,
-            route: route.to_string(),
+            route,
             held: None,
             inner_done: false,
             idle: None,
@@ -118,7 +121,7 @@ impl Body for GuardedBody {
                         false => Poll::Pending,
                         true => {
                             self.outcome = None;
-                            crate::warn_limited!(route = %self.route, stream_idle_timeout_ms = self.stream_idle.as_millis() as u64, "the response body made no progress in time: it is cut off");
+                            crate::warn_limited!(route = %self.route.route, stream_idle_timeout_ms = self.stream_idle.as_millis() as u64, "the response body made no progress in time: it is cut off");
                             Poll::Ready(Some(Err(wasmtime_wasi_http::Error::ConnectionReadTimeout)))
                         }
                     };
@@ -136,7 +139,7 @@ impl Body for GuardedBody {
             return Poll::Ready(self.held.take().map(Ok));
         }
         self.held = None;
-        crate::warn_limited!(route = %self.route, "the handler failed after its response started: the response is cut off");
+        crate::warn_limited!(route = %self.route.route, "the handler failed after its response started: the response is cut off");
         Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpProtocolError)))
     }
 

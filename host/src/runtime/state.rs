@@ -98,6 +98,8 @@ pub struct HostState {
     outcome: Option<tokio::sync::oneshot::Sender<Outcome>>,
     /// What the guest may still print during this request.
     output: super::guest_output::OutputBudget,
+    /// How long a body the host streams for the guest may make no progress.
+    stream_idle: std::time::Duration,
 }
 
 impl Drop for HostState {
@@ -118,6 +120,7 @@ impl HostState {
         context: Arc<RouteContext>,
         memory_bytes: usize,
         max_outbound: u32,
+        stream_idle: std::time::Duration,
     ) -> Self {
         Self {
             wasi,
@@ -145,6 +148,7 @@ impl HostState {
             deadline: super::deadline::Deadline::new(std::time::Instant::now()),
             outcome: None,
             output,
+            stream_idle,
         }
     }
 

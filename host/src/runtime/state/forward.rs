@@ -115,7 +115,7 @@ impl HostState {
                 None,
             )));
         };
-        let body = request_body(body);
+        let body = request_body(body, self.stream_idle);
         Ok(upstream.body(body).map_err(|e| {
             Problem::for_guest(StatusCode::INTERNAL_SERVER_ERROR, "invalid-url", "Invalid upstream URL", format!("invalid URL: {e}"), None)
         }))
@@ -154,8 +154,10 @@ impl HostState {
 }
 
 /// The caller's request body as the upstream request's: empty when it has already ended (a
-/// GET, a HEAD), so nothing announces a body that is not there; else streamed as it arrives.
-fn request_body(mut body: HostIncomingBody) -> WasiBody {
+/// GET, a HEAD), so nothing announces a body that is not there; else streamed as it arrives,
+/// and ended with an error when the caller sends nothing for `idle` (an upstream that
+/// answered early would otherwise wait on a stalled upload without end).
+fn request_body(mut body: HostIncomingBody, idle: std::time::Duration) -> WasiBody {
     let Some(mut stream) = body.take_stream() else {
         return empty();
     };
@@ -163,7 +165,7 @@ fn request_body(mut body: HostIncomingBody) -> WasiBody {
         Err(StreamError::Closed) => return empty(),
         other => other,
     };
-    let chunks = futures_util::stream::unfold((Some(first), stream, body), |(first, mut stream, body)| async move {
+    let chunks = futures_util::stream::unfold((Some(first), stream, body), move |(first, mut stream, body)| async move {
         let mut next = first;
         loop {
             match next.take() {
@@ -179,7 +181,9 @@ fn request_body(mut body: HostIncomingBody) -> WasiBody {
                 }
                 // Nothing buffered yet: wait for the caller to send more.
                 Some(Ok(_)) | None => {
-                    stream.ready().await;
+                    if tokio::time::timeout(idle, stream.ready()).await.is_err() {
+                        return Some((Err(wasmtime_wasi_http::Error::ConnectionReadTimeout), (None, stream, body)));
+                    }
                     next = Some(stream.read(READ_CHUNK));
                 }
             }
