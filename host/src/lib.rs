@@ -21,6 +21,7 @@
 
 mod environment;
 pub mod pki;
+mod hop_by_hop;
 mod problem;
 pub mod store;
 

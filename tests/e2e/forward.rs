@@ -75,17 +75,22 @@ async fn the_host_answers_a_forward_as_the_guest_would() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A host with the probe at `/probe` and one instance in all (kept warm): a second request
+/// gets it only once the first has let go, else 503 after a short wait.
+async fn one_instance_in_all(world: &World, upstream: std::net::SocketAddr) -> anyhow::Result<Served> {
+    let body = format!(
+        "[limits]\nmax_instances = 1\n\n[[routes]]\npath = \"/probe\"\nhandler = \"{PROBE}\"\nmax_requests_per_instance = 1000\nidle_timeout_ms = 600000\n"
+    );
+    let config = world.config(&body, upstream)?;
+    world.serve(&config, Environment::Development).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_serves_again_while_the_body_it_forwarded_still_streams() -> anyhow::Result<()> {
     let world = World::new()?;
     world.add_cert("alpha", "alpha-client", &all_envs())?;
     let upstream = world.upstream(true).await?;
-    // One instance in all: a second request gets it only once the first has let go.
-    let body = format!(
-        "[limits]\nmax_instances = 1\n\n[[routes]]\npath = \"/probe\"\nhandler = \"{PROBE}\"\nmax_requests_per_instance = 1000\nidle_timeout_ms = 600000\n"
-    );
-    let config = world.config(&body, upstream.addr())?;
-    let host = world.serve(&config, Environment::Development).await?;
+    let host = one_instance_in_all(&world, upstream.addr()).await?;
     let metrics = host.handle.app().metrics().clone();
 
     // Twenty 64 KiB chunks, 150 ms apart: three seconds of body.
@@ -136,11 +141,7 @@ async fn a_caller_that_goes_away_does_not_cut_its_guest_off() -> anyhow::Result<
     let world = World::new()?;
     world.add_cert("alpha", "alpha-client", &all_envs())?;
     let upstream = world.upstream(true).await?;
-    let body = format!(
-        "[limits]\nmax_instances = 1\n\n[[routes]]\npath = \"/probe\"\nhandler = \"{PROBE}\"\nmax_requests_per_instance = 1000\nidle_timeout_ms = 600000\n"
-    );
-    let config = world.config(&body, upstream.addr())?;
-    let host = world.serve(&config, Environment::Development).await?;
+    let host = one_instance_in_all(&world, upstream.addr()).await?;
     let metrics = host.handle.app().metrics().clone();
     let who = upstream_url(&upstream, "/who");
 

@@ -481,7 +481,8 @@ impl App {
                 }
             }
         }
-        remove_connection_listed(request.headers_mut());
+        // Guests never see `Connection` itself to know what it named.
+        crate::hop_by_hop::remove_connection_listed(request.headers_mut());
         inbound::headers::remove_caller_copies(request.headers_mut());
         let path = request.uri().path().to_string();
         let Some(found) = routes.router.route(&path) else {
@@ -695,21 +696,6 @@ impl App {
         let handle = move |request| self.clone().handle(connected.clone(), request);
         let io = hyper_util::rt::TokioIo::new(accepted.stream);
         connection::serve(io, peer, builder, header_timeout, stop, handle).await;
-    }
-}
-
-/// Removes the headers a `Connection` header names: they are for this hop only (RFC 9110
-/// §7.6.1), and guests never see `Connection` itself to know it.
-fn remove_connection_listed(headers: &mut hyper::HeaderMap) {
-    let listed: Vec<hyper::header::HeaderName> = headers
-        .get_all(hyper::header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|token| hyper::header::HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
     }
 }
 

@@ -25,13 +25,6 @@ use crate::inbound::headers as identity;
 use crate::runtime::bindings::{forward, outgoing};
 use crate::upstream::{FailureReason, UpstreamFailure};
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) and those the host sets itself: never passed on,
-/// either way. The guest SDK drops the same (`edgemtls_guest::HOP_BY_HOP`).
-const HOP_BY_HOP: &[&str] = &[
-    "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
-    "te", "trailer", "transfer-encoding", "upgrade", "host", "http2-settings",
-];
-
 /// How much of a request body one read takes from the caller's connection.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -78,29 +71,15 @@ impl HostState {
 
         let uri = match upstream_uri(url) {
             Ok(uri) => uri,
-            Err(reason) => {
-                return Ok(Err(Problem::for_guest(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "invalid-url",
-                    "Invalid upstream URL",
-                    format!("invalid URL: {reason}"),
-                    None,
-                )));
-            }
+            Err(reason) => return Ok(Err(invalid_url(&reason))),
         };
         let Some(method) = http_method(method) else {
-            return Ok(Err(Problem::for_guest(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "invalid-url",
-                "Invalid upstream URL",
-                "invalid URL: method rejected",
-                None,
-            )));
+            return Ok(Err(invalid_url("method rejected")));
         };
         let mut upstream = http::Request::builder().method(method).uri(uri);
         for (name, value) in &headers {
             let rfc9440 = name.eq_ignore_ascii_case(identity::CLIENT_CERT) || name.eq_ignore_ascii_case(identity::CLIENT_CERT_CHAIN);
-            if is_hop_by_hop(name, &headers) || (identity::is_identity_header(name) && !(client_cert && rfc9440)) {
+            if identity::is_identity_header(name) && !(client_cert && rfc9440) {
                 continue;
             }
             upstream = upstream.header(name.as_str(), value.as_slice());
@@ -116,9 +95,12 @@ impl HostState {
             )));
         };
         let body = request_body(body, self.stream_idle);
-        Ok(upstream.body(body).map_err(|e| {
-            Problem::for_guest(StatusCode::INTERNAL_SERVER_ERROR, "invalid-url", "Invalid upstream URL", format!("invalid URL: {e}"), None)
-        }))
+        let mut upstream = match upstream.body(body) {
+            Ok(upstream) => upstream,
+            Err(error) => return Ok(Err(invalid_url(&error.to_string()))),
+        };
+        crate::hop_by_hop::remove_all(upstream.headers_mut());
+        Ok(Ok(upstream))
     }
 
     /// Sends `request` presenting `certificate` (empty: none), as `wasi:http` requests are
@@ -141,11 +123,7 @@ impl HostState {
         audit.finished(&result, started.elapsed());
         match result {
             Ok(mut response) => {
-                let connection_listed = listed_in_connection(response.headers());
-                let headers = response.headers_mut();
-                for name in HOP_BY_HOP.iter().copied().map(String::from).chain(connection_listed) {
-                    headers.remove(name.as_str());
-                }
+                crate::hop_by_hop::remove_all(response.headers_mut());
                 response
             }
             Err(failure) => upstream_problem(&failure).into_response(),
@@ -237,23 +215,9 @@ fn http_method(method: wasi::Method) -> Option<http::Method> {
     })
 }
 
-/// Whether `name` is hop-by-hop: one of [`HOP_BY_HOP`], or named by a `Connection` header.
-fn is_hop_by_hop(name: &str, headers: &[(String, Vec<u8>)]) -> bool {
-    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-        || headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("connection")).any(|(_, value)| {
-            String::from_utf8_lossy(value).split(',').any(|listed| listed.trim().eq_ignore_ascii_case(name))
-        })
-}
-
-/// The header names a response's `Connection` headers list (each is hop-by-hop).
-fn listed_in_connection(headers: &http::HeaderMap) -> Vec<String> {
-    headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(',').map(|name| name.trim().to_ascii_lowercase()))
-        .filter(|name| !name.is_empty())
-        .collect()
+/// 500 `invalid-url`: nothing was sent (the SDK's `FetchError::InvalidUrl` words).
+fn invalid_url(reason: &str) -> Problem {
+    Problem::for_guest(StatusCode::INTERNAL_SERVER_ERROR, "invalid-url", "Invalid upstream URL", format!("invalid URL: {reason}"), None)
 }
 
 /// 500 `certificate-<kind>`: nothing was sent (the SDK's `CertificateError` words).
