@@ -42,6 +42,10 @@ pub struct SeenRequest {
 pub struct EchoLog {
     connections: AtomicUsize,
     handshakes: AtomicUsize,
+    /// Handshakes that resumed an earlier session (no certificates exchanged).
+    resumed: AtomicUsize,
+    /// Handshakes that settled on TLS 1.2.
+    tls12: AtomicUsize,
     refused: AtomicUsize,
     served: AtomicUsize,
     /// Requests whose `x-expect-cn` matched the certificate presented (`none`: no certificate).
@@ -60,6 +64,14 @@ impl EchoLog {
     /// TLS handshakes that completed.
     pub fn handshakes(&self) -> usize {
         self.handshakes.load(Ordering::SeqCst)
+    }
+    /// Completed handshakes that resumed an earlier session.
+    pub fn resumed_handshakes(&self) -> usize {
+        self.resumed.load(Ordering::SeqCst)
+    }
+    /// Completed handshakes that settled on TLS 1.2 (the rest are TLS 1.3).
+    pub fn tls12_handshakes(&self) -> usize {
+        self.tls12.load(Ordering::SeqCst)
     }
     /// TLS handshakes that failed (for example, no or an untrusted client certificate).
     pub fn refused_handshakes(&self) -> usize {
@@ -191,6 +203,13 @@ impl EchoUpstream {
                         }
                     };
                     log.handshakes.fetch_add(1, Ordering::SeqCst);
+                    let session = tls.get_ref().1;
+                    if session.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                        log.resumed.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if session.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_2) {
+                        log.tls12.fetch_add(1, Ordering::SeqCst);
+                    }
                     let client_cn = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(common_name);
                     let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
                         let log = log.clone();

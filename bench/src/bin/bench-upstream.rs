@@ -61,6 +61,8 @@ async fn main() -> anyhow::Result<()> {
                     let body = serde_json::json!({
                         "connections": log.connections(),
                         "handshakes": log.handshakes(),
+                        "resumed_handshakes": log.resumed_handshakes(),
+                        "tls12_handshakes": log.tls12_handshakes(),
                         "refused_handshakes": log.refused_handshakes(),
                         "served": log.served(),
                         "matched": log.matched(),
