@@ -62,6 +62,9 @@ fn cert_test_reports_a_real_mtls_exchange_and_a_refusal() -> Result<()> {
     let json = sandbox.run(["cert", "test", "good", &url, "--ca", &ca, "--json"])?;
     let report: serde_json::Value = serde_json::from_slice(&json.stdout)?;
     ensure!(report["status"] == 200 && report["certificate"] == "good", "{report}");
+    // A server that follows the client's order (rustls, like OpenSSL) picks AES-128-GCM,
+    // which edgemtls offers first.
+    ensure!(report["tls_version"] == "TLS 1.3" && report["cipher_suite"] == "TLS13_AES_128_GCM_SHA256", "{report}");
 
     // The upstream refuses a certificate from another CA: the report says where it failed.
     let refused = sandbox.run(["cert", "test", "stranger", &url, "--ca", &ca])?;

@@ -100,10 +100,23 @@ impl std::fmt::Debug for TrustProfiles {
     }
 }
 
+/// The crypto of every upstream connection: rustls' defaults, with TLS 1.3's AES-128-GCM
+/// (SHA-256) offered before AES-256-GCM (SHA-384), in the order BoringSSL, Go and browsers
+/// offer them. Both stay offered and the server chooses; servers that follow the client's
+/// order (rustls', OpenSSL's by default) pick AES-128, whose SHA-256 key schedule runs on the
+/// CPU's SHA extensions where SHA-384 has none: the resumed handshakes of a connection per
+/// request spent 6% of their CPU in SHA-512 blocks.
+fn upstream_provider() -> rustls::crypto::CryptoProvider {
+    let mut provider = rustls::crypto::ring::default_provider();
+    // A stable sort: only that one suite moves, to the front.
+    provider.cipher_suites.sort_by_key(|suite| suite.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    provider
+}
+
 impl TrustProfiles {
     /// Builds the profiles for the `[[upstreams]]` entries of a config.
     pub fn new(upstreams: &[UpstreamTrust]) -> Result<Self, TrustError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(upstream_provider());
         let mut web_roots = RootCertStore::empty();
         web_roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         let default = WebPkiServerVerifier::builder_with_provider(Arc::new(web_roots.clone()), provider.clone())
