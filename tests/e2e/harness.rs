@@ -9,7 +9,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use edgemtls_host::Environment;
 use edgemtls_host::config::Config;
-use edgemtls_dev_upstream::{EchoOptions, EchoUpstream};
+use edgemtls_dev_upstream::{EchoOptions, EchoTuning, EchoUpstream};
 use edgemtls_host::pki::pem::certificates as parse_pem_certificates;
 use edgemtls_host::pki::{DevCa, ImportRequest, IssueOptions, inspect_leaf, load_identity};
 use edgemtls_host::server::{App, ServerHandle};
@@ -86,6 +86,16 @@ impl World {
 
     /// Starts an echo upstream on 127.0.0.1 with a server certificate for localhost.
     pub async fn upstream(&self, require_client_cert: bool) -> anyhow::Result<EchoUpstream> {
+        self.upstream_tuned(require_client_cert, EchoTuning::default()).await
+    }
+
+    /// Like [`World::upstream`], but it closes every connection after one response: each
+    /// request makes a new connection and a TLS handshake, resumed when the client can.
+    pub async fn closing_upstream(&self, require_client_cert: bool) -> anyhow::Result<EchoUpstream> {
+        self.upstream_tuned(require_client_cert, EchoTuning { close_connections: true, ..EchoTuning::default() }).await
+    }
+
+    async fn upstream_tuned(&self, require_client_cert: bool, tuning: EchoTuning) -> anyhow::Result<EchoUpstream> {
         let options = IssueOptions {
             common_name: "localhost".into(),
             server: true,
@@ -95,7 +105,7 @@ impl World {
         };
         let (chain_pem, key_pem) = self.ca.issue(&options)?;
         // nginx.rs reuses these two files.
-        self.start_upstream("upstream", &chain_pem, &key_pem, require_client_cert).await
+        self.start_upstream("upstream", &chain_pem, &key_pem, require_client_cert, tuning).await
     }
 
     /// Starts an echo upstream on 127.0.0.1 that presents `chain_pem` (leaf first) with
@@ -104,19 +114,27 @@ impl World {
     pub async fn upstream_with(&self, chain_pem: &str, key_pem: &str, require_client_cert: bool) -> anyhow::Result<EchoUpstream> {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.start_upstream(&format!("upstream-{n}"), chain_pem, key_pem, require_client_cert).await
+        self.start_upstream(&format!("upstream-{n}"), chain_pem, key_pem, require_client_cert, EchoTuning::default()).await
     }
 
-    async fn start_upstream(&self, stem: &str, chain_pem: &str, key_pem: &str, require_client_cert: bool) -> anyhow::Result<EchoUpstream> {
+    async fn start_upstream(
+        &self,
+        stem: &str,
+        chain_pem: &str,
+        key_pem: &str,
+        require_client_cert: bool,
+        tuning: EchoTuning,
+    ) -> anyhow::Result<EchoUpstream> {
         let key_path = self.path().join(format!("{stem}.key"));
         let chain_path = self.path().join(format!("{stem}.pem"));
         std::fs::write(&chain_path, chain_pem)?;
         std::fs::write(&key_path, key_pem)?;
         let identity = load_identity(ImportRequest { cert_path: &chain_path, key_path: Some(&key_path), password: None })?;
         let client_ca = parse_pem_certificates(self.ca.cert_pem().as_bytes())?;
-        EchoUpstream::start(
+        EchoUpstream::start_tuned(
             "127.0.0.1:0".parse()?,
             EchoOptions { client_ca, server_chain: identity.chain, server_key: identity.key, require_client_cert },
+            tuning,
         )
         .await
     }

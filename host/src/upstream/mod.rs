@@ -10,6 +10,7 @@ mod connector;
 mod dns;
 mod failure;
 mod probe;
+mod tickets;
 mod trust;
 
 use std::sync::{Arc, OnceLock};
@@ -144,8 +145,8 @@ impl ClientIdentity {
             .dangerous()
             // Our verifier wraps WebPKI verification; see `trust.rs`.
             .with_custom_certificate_verifier(self.trust.verifier(profile));
-        match &self.certificate {
-            None => Ok(builder.with_no_client_auth()),
+        let mut config = match &self.certificate {
+            None => builder.with_no_client_auth(),
             Some(cert) => {
                 // Not `with_client_auth_cert`: its key check parses the leaf with webpki,
                 // which refuses X.509 v1 certificates that nginx, curl and OpenSSL servers
@@ -154,9 +155,12 @@ impl ClientIdentity {
                     UpstreamFailure::new(FailureReason::Other, format!("certificate '{}': its key cannot sign: {e}", cert.name))
                 })?;
                 let certified = rustls::sign::CertifiedKey::new(cert.chain.clone(), key);
-                Ok(builder.with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified))))
+                builder.with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)))
             }
-        }
+        };
+        // This identity's own sessions, kept for bursts of new connections; see `tickets.rs`.
+        config.resumption = rustls::client::Resumption::store(Arc::new(tickets::TicketStore::new()));
+        Ok(config)
     }
 
     /// Sends `request` through this identity's pool for the request's authority.
