@@ -55,8 +55,10 @@ fn serve_reloads_on_sighup_and_protects_referenced_certificates() -> Result<()> 
     let config = sandbox.path("edgemtls.toml");
     write_config(&config, "old_cert", upstream_port)?;
     let port = free_port()?;
+    sandbox.fails(["serve", "--config", &text(&config), "--workers", "0"], "invalid value '0' for '--workers <N>'")?;
+    // One worker thread: serving, reloading and the store's polling share it.
     let serve = sandbox
-        .command(["serve", "--config", &text(&config), "--env", "development", "--listen", &format!("127.0.0.1:{port}")])
+        .command(["serve", "--config", &text(&config), "--env", "development", "--listen", &format!("127.0.0.1:{port}"), "--workers", "1"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
