@@ -29,11 +29,13 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=6)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1, help="threads per system, as run.py (default 1)")
     parser.add_argument("--js", action="store_true", help="also the JavaScript SDK handler (reused), built with `edgemtls build`")
     parser.add_argument("--connections-per-request", action="store_true",
                         help="also S2 and S3 (a new upstream connection per request)")
     args = parser.parse_args()
-    bench = run.Bench(argparse.Namespace(smoke=False, duration=args.duration, connections=args.connections, out="/tmp"))
+    bench = run.Bench(argparse.Namespace(smoke=False, duration=args.duration, connections=args.connections,
+                                         workers=args.workers, out="/tmp"))
     bench.js_probe = None
     try:
         if args.js:

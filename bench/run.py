@@ -244,6 +244,10 @@ class Bench:
         self.smoke = args.smoke
         self.duration = args.duration or (1 if self.smoke else 8)
         self.connections = args.connections
+        # Threads each system serves with: nginx runs one worker process (master_process off),
+        # so edgemtls (--workers), the native proxy and wasmtime serve (TOKIO_WORKER_THREADS)
+        # get as many.
+        self.workers = getattr(args, "workers", 1)
         self.profile = "debug" if self.smoke else "release"
         self.workdir = Path(tempfile.mkdtemp(prefix="edgemtls-bench-"))
         self.procs = Processes(self.workdir)
@@ -371,7 +375,7 @@ hosts = [{hosts}]
 ca_bundle = "{self.pki / 'ca.pem'}"
 """)
         proc = self.procs.start(name, [binary or self.bin / "edgemtls", "--store", self.store, "serve", "--config", config,
-                                       "--env", "production", "--listen", f"127.0.0.1:{port}"],
+                                       "--env", "production", "--listen", f"127.0.0.1:{port}", "--workers", self.workers],
                                 port=port, env={"RUST_LOG": "warn"})
         return port, proc
 
@@ -392,7 +396,7 @@ handler = "{self.guests / 'bench_constant.wasm'}"
 max_requests_per_instance = 1000
 """)
         proc = self.procs.start("edgemtls-tls", [self.bin / "edgemtls", "--store", self.store, "serve", "--config", config,
-                                                 "--env", "production", "--listen", f"127.0.0.1:{port}"],
+                                                 "--env", "production", "--listen", f"127.0.0.1:{port}", "--workers", self.workers],
                                 port=port, env={"RUST_LOG": "warn"})
         return port, proc
 
@@ -404,7 +408,7 @@ max_requests_per_instance = 1000
                                                         "--upstream", f"https://localhost:{up}",
                                                         "--cert", self.pki / f"{CLIENT_CN}.pem",
                                                         "--key", self.pki / f"{CLIENT_CN}.key", "--ca", self.pki / "ca.pem"],
-                                    port=port)
+                                    port=port, env={"TOKIO_WORKER_THREADS": str(self.workers)})
             natives[name] = (port, proc)
         return natives
 
@@ -427,11 +431,25 @@ max_requests_per_instance = 1000
             proxy_ssl_certificate {pki}/{CLIENT_CN}.pem;
             proxy_ssl_certificate_key {pki}/{CLIENT_CN}.key;
         }}""")
+            # Debian's nginx 1.22 speaks TLS 1.2 to upstreams unless told (TLS 1.3 joined
+            # proxy_ssl_protocols' default in 1.23.4); edgemtls and the native proxy speak
+            # TLS 1.3. /NAME-tls13 is nginx on the same protocol, with its own upstream{} so
+            # the sessions it keeps are its own.
+            blocks.append(f"upstream up_{name}_tls13 {{ server 127.0.0.1:{up}; keepalive 64; }}")
+            locations.append(f"""
+        location /{name}-tls13 {{
+            proxy_pass https://up_{name}_tls13;
+            proxy_ssl_protocols TLSv1.3;
+            proxy_ssl_certificate {pki}/{CLIENT_CN}.pem;
+            proxy_ssl_certificate_key {pki}/{CLIENT_CN}.key;
+        }}""")
         # Fan-out: one upstream{{}} (and so one keep-alive pool) per identity, chosen by map.
+        # Each keeps up to 64 idle connections, like the others: with fewer than the 32
+        # concurrent requests (it was 4), N=1 made a new connection and handshake for most.
         fan_up = self.upstreams["keepalive"][0]
         maps = []
         for i in range(self.fanout_count):
-            blocks.append(f"upstream id{i} {{ server 127.0.0.1:{fan_up}; keepalive 4; }}")
+            blocks.append(f"upstream id{i} {{ server 127.0.0.1:{fan_up}; keepalive 64; }}")
             maps.append(f"        id{i} id{i};")
         conf = f"""
 daemon off;
@@ -510,7 +528,8 @@ http {{
             port = free_port()
             proc = self.procs.start(f"wasmtime-{name}", [wasmtime, "serve", "--addr", f"127.0.0.1:{port}", "-Scli", "-O", pooling,
                                                          "--max-instance-reuse-count", reuse, "--idle-instance-timeout", "10s",
-                                                         self.guests / "bench_constant.wasm"], port=port)
+                                                         self.guests / "bench_constant.wasm"], port=port,
+                                   env={"TOKIO_WORKER_THREADS": str(self.workers)})
             started[name] = (port, proc)
         return started
 
@@ -559,6 +578,7 @@ http {{
                 problems.append(f"{mismatched} requests reached the upstream with another identity's certificate")
             if matched < requests * 0.99:
                 problems.append(f"the upstream confirmed only {matched} of {requests} requests")
+            handshakes = after["handshakes"] - before["handshakes"]
         if problems:
             raise BenchError(f"{path} on :{port}: " + "; ".join(problems) + f"\n{text}")
         return {
@@ -567,6 +587,12 @@ http {{
             "p99_ms": int(re.search(r"BENCH_P99_US (\d+)", text).group(1)) / 1000,
             "cpu_us_per_request": cpu * 1e6 / requests,
             "requests": requests,
+            # What the upstream saw of this system's TLS handshakes: how many per request,
+            # and what share resumed a session or settled on TLS 1.2.
+            **({"handshakes_per_request": handshakes / requests,
+                "resumed_share": (after["resumed_handshakes"] - before["resumed_handshakes"]) / handshakes,
+                "tls12_share": (after["tls12_handshakes"] - before["tls12_handshakes"]) / handshakes}
+               if stats_upstream and handshakes else {}),
         }
 
     def sdk_rows(self, e_port, e_proc, n_port, n_proc):
@@ -717,12 +743,15 @@ http {{
                                          check=True, capture_output=True, text=True).stdout)
         self.results["rustls_client_auth_handshakes_per_second"] = rate["per_second"]
         for label, upstream in [("S2 full mTLS handshake per request", "handshake"), ("S3 resumption, no keep-alive", "resumption")]:
-            path = f"/{upstream}/b?bytes=0"
-            self.scenario(label, {
-                "a": lambda: self.wrk(e_port, path, e_proc, 0, stats_upstream=upstream),
-                "b": (lambda: self.wrk(n_port, path, n_proc, 0, stats_upstream=upstream)) if n_port else None,
-                "d": lambda: self.wrk(natives[upstream][0], path, natives[upstream][1], 0, stats_upstream=upstream),
-            }, {"c": no_certs})
+            # Each twice: against nginx as Debian ships it (TLS 1.2 to upstreams), then against
+            # nginx on TLS 1.3, the protocol the others speak.
+            for suffix, nginx_path in [("", f"/{upstream}/b?bytes=0"), (", nginx on TLS 1.3", f"/{upstream}-tls13/b?bytes=0")]:
+                path = f"/{upstream}/b?bytes=0"
+                self.scenario(label + suffix, {
+                    "a": lambda: self.wrk(e_port, path, e_proc, 0, stats_upstream=upstream),
+                    "b": (lambda: self.wrk(n_port, nginx_path, n_proc, 0, stats_upstream=upstream)) if n_port else None,
+                    "d": lambda: self.wrk(natives[upstream][0], path, natives[upstream][1], 0, stats_upstream=upstream),
+                }, {"c": no_certs})
 
         fanouts = [1, 16] if self.smoke else [1, 16, 256, 1024]
         target = f"https://localhost:{self.upstreams['keepalive'][0]}/fan"
@@ -840,6 +869,7 @@ http {{
         self.results["machine"] = {
             "cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version(),
             "profile": self.profile, "duration_s": self.duration, "connections": self.connections,
+            "workers": self.workers,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         }
         (results_dir / "latest.json").write_text(json.dumps(self.results, indent=2))
@@ -877,7 +907,8 @@ def render_store_scale(scale):
 def render_markdown(results):
     m = results["machine"]
     lines = [f"Run {m['date']}, {m['cpus']} cores, kernel {m['kernel']}, {m['profile']} build, "
-             f"wrk -t1 -c{m['connections']} for {m['duration_s']} s per cell.",
+             f"wrk -t1 -c{m['connections']} for {m['duration_s']} s per cell, "
+             f"{m.get('workers', 'default')} worker thread(s) per system (nginx: one worker process).",
              "", "a = edgemtls (url-forward), b = nginx, c = wasmtime serve, d = native hyper+rustls proxy. "
              "Ratios are of requests/s (> 1: a is faster) and of CPU time per request (< 1: a is cheaper).", "",
              "| scenario | a req/s | b req/s | c req/s | d req/s | a/b req/s | a/d req/s | a/c req/s | a p50/p99 ms | b p50/p99 ms | c p50/p99 ms | d p50/p99 ms | a CPU µs/req | b CPU µs/req | c CPU µs/req | d CPU µs/req | a/b CPU | a/d CPU | a/c CPU |",
@@ -897,6 +928,14 @@ def render_markdown(results):
                      f"{ratio(get('a', 'cpu_us_per_request'), get('b', 'cpu_us_per_request'))} | "
                      f"{ratio(get('a', 'cpu_us_per_request'), get('d', 'cpu_us_per_request'))} | "
                      f"{ratio(get('a', 'cpu_us_per_request'), get('c', 'cpu_us_per_request'))} |")
+    handshakes = []
+    for row in results["scenarios"]:
+        seen = [f"{k} {r['resumed_share']:.0%} resumed on TLS {'1.2' if r['tls12_share'] > 0.5 else '1.3'}"
+                for k, r in sorted(row["results"].items()) if r.get("handshakes_per_request", 0) > 0.5]
+        if seen:
+            handshakes.append(f"- {row['scenario']}: {', '.join(seen)}")
+    if handshakes:
+        lines += ["", "Handshakes the upstream counted, where there was one per request:"] + handshakes
     unavailable = {}
     for row in results["scenarios"]:
         for k, reason in row["unavailable"].items():
@@ -925,6 +964,8 @@ def main():
     parser.add_argument("--smoke", action="store_true", help="a few seconds per scenario, debug build (CI)")
     parser.add_argument("--duration", type=int, help="seconds per cell (default 8; smoke 1)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="threads of edgemtls, the native proxy and wasmtime serve (default 1, as nginx's one worker)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"), help="results directory")
     parser.add_argument("--render", action="store_true", help="only re-render latest.md from latest.json")
     parser.add_argument("--store-scale-only", action="store_true", help="only the store-scale rows (both backends)")
