@@ -419,78 +419,49 @@ fn split_url(url: &str) -> Result<(Scheme, String, String), FetchError> {
     Ok((scheme, authority.to_string(), path))
 }
 
-/// Forwards `request` to `url` — method, headers (minus hop-by-hop and the caller's
-/// identity headers) and body — presenting the certificate `certificate` (empty: none), and
-/// returns the response to answer with: the upstream's, or a problem+json response describing
-/// the failure.
+/// Passes `request` on to `url` — method, headers (minus hop-by-hop and the caller's
+/// identity headers) and body — presenting the certificate `certificate` (empty: none).
 ///
-/// Returned as it is, the response is made by the host (`edgemtls:mtls/forward`): the
-/// headers and both bodies pass from the caller to the upstream and back without entering
-/// the guest, and the handler's instance is free again as soon as the upstream answers.
-/// Until then its `status` is 0 and its `headers` are empty. Set a status, add headers or a
-/// body, and the SDK forwards in the guest instead and applies them on top of the upstream's
-/// response. To read the upstream's answer, send a [`Request`].
-pub fn forward(request: crate::IncomingRequest, url: &str, certificate: &str) -> Response {
-    Response::forwarded(Box::new(Forward {
-        request: request.into_inner(),
-        url: url.to_string(),
-        certificate: certificate.to_string(),
-        client_cert: false,
-    }))
+/// Nothing is sent yet. Return the [`Forward`] from the handler (it converts into a
+/// [`Response`]) and the host makes it (`edgemtls:mtls/forward`): the headers and both
+/// bodies pass from the caller to the upstream and back without entering the guest, and the
+/// handler's instance is free again as soon as the upstream answers. Call
+/// [`Forward::send`] instead to forward in the guest and read or change the upstream's
+/// response. Either way, a failure is answered with a problem+json response naming it.
+pub fn forward(request: crate::IncomingRequest, url: &str, certificate: &str) -> Forward {
+    Forward { request: request.into_inner(), url: url.to_string(), certificate: certificate.to_string(), client_cert: false }
 }
 
 /// As [`forward`], and passes the caller's verified certificate on as RFC 9440
 /// `Client-Cert` and `Client-Cert-Chain` (what nginx's `$ssl_client_escaped_cert` does for
 /// an upstream that wants to know the end client).
-pub fn forward_with_client_cert(request: crate::IncomingRequest, url: &str, certificate: &str) -> Response {
-    Response::forwarded(Box::new(Forward {
-        request: request.into_inner(),
-        url: url.to_string(),
-        certificate: certificate.to_string(),
-        client_cert: true,
-    }))
+pub fn forward_with_client_cert(request: crate::IncomingRequest, url: &str, certificate: &str) -> Forward {
+    Forward { client_cert: true, ..forward(request, url, certificate) }
 }
 
 /// Forwards as the built-in handlers do, as the route's options say: the certificate named
 /// by `mtlsCertificate` (absent or empty: none), and the caller's certificate passed on when
 /// `forwardClientCert` is `true`.
-pub fn forward_by_route_options(request: crate::IncomingRequest, url: &str) -> Response {
+pub fn forward_by_route_options(request: crate::IncomingRequest, url: &str) -> Forward {
     let certificate = crate::config("mtlsCertificate").unwrap_or_default();
     let client_cert = crate::config("forwardClientCert").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    Response::forwarded(Box::new(Forward { request: request.into_inner(), url: url.to_string(), certificate, client_cert }))
+    Forward { client_cert, ..forward(request, url, &certificate) }
 }
 
-/// A forward not made yet: made by the host when the handler returns its response as it was,
-/// else in the guest (see [`forward`]). A [`Response`] holds it as a trait object, so a
-/// handler that never forwards links none of it, and its component imports neither
-/// `edgemtls:mtls/forward` nor `outgoing` (it stays a plain `wasi:http` component).
-pub(crate) trait DeferredForward: fmt::Debug {
-    /// The host forwards and answers `out`: nothing passes through the guest.
-    fn in_host(self: Box<Self>, out: wasi::http::types::ResponseOutparam);
-    /// The guest forwards, for a handler that changes the upstream's response.
-    fn in_guest(self: Box<Self>) -> Response;
-}
-
-struct Forward {
+/// A request to pass on, not sent yet: see [`forward`]. Returned from a handler, the host
+/// sends it; [`Forward::send`] sends it from the guest.
+#[must_use = "a forward is sent only when the handler returns it, or by send()"]
+pub struct Forward {
     request: wasi::http::types::IncomingRequest,
     url: String,
     certificate: String,
     client_cert: bool,
 }
 
-impl fmt::Debug for Forward {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Forward").field("url", &self.url).field("certificate", &self.certificate).finish_non_exhaustive()
-    }
-}
-
-impl DeferredForward for Forward {
-    fn in_host(self: Box<Self>, out: wasi::http::types::ResponseOutparam) {
-        let options = crate::bindings::edgemtls::mtls::forward::ForwardOptions { client_cert: self.client_cert };
-        crate::bindings::edgemtls::mtls::forward::forward(self.request, &self.url, &self.certificate, options, out);
-    }
-
-    fn in_guest(self: Box<Self>) -> Response {
+impl Forward {
+    /// Forwards now, from the guest, and returns the upstream's response (its body streams
+    /// as the handler passes it on), or a problem+json response naming the failure.
+    pub fn send(self) -> Response {
         let request = crate::IncomingRequest::from(self.request);
         let method = request.method();
         let headers = request.headers();
@@ -510,5 +481,40 @@ impl DeferredForward for Forward {
             Ok(upstream) => upstream,
             Err(error) => error.into_response(),
         }
+    }
+}
+
+impl From<Forward> for Response {
+    /// The response the host makes by forwarding; see [`Response`] on changing it.
+    fn from(forward: Forward) -> Self {
+        Response::forwarded(Box::new(forward))
+    }
+}
+
+impl fmt::Debug for Forward {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Forward").field("url", &self.url).field("certificate", &self.certificate).finish_non_exhaustive()
+    }
+}
+
+/// A forward held by a [`Response`]: made by the host when the handler returns the response
+/// as it was, else in the guest. A trait object, so a handler that never forwards links
+/// none of it, and its component imports neither `edgemtls:mtls/forward` nor `outgoing` (it
+/// stays a plain `wasi:http` component).
+pub(crate) trait DeferredForward: fmt::Debug {
+    /// The host forwards and answers `out`: nothing passes through the guest.
+    fn in_host(self: Box<Self>, out: wasi::http::types::ResponseOutparam);
+    /// The guest forwards, for a handler that changed the response.
+    fn in_guest(self: Box<Self>) -> Response;
+}
+
+impl DeferredForward for Forward {
+    fn in_host(self: Box<Self>, out: wasi::http::types::ResponseOutparam) {
+        let options = crate::bindings::edgemtls::mtls::forward::ForwardOptions { client_cert: self.client_cert };
+        crate::bindings::edgemtls::mtls::forward::forward(self.request, &self.url, &self.certificate, options, out);
+    }
+
+    fn in_guest(self: Box<Self>) -> Response {
+        self.send()
     }
 }

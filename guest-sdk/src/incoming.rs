@@ -94,6 +94,14 @@ impl From<WasiIncomingRequest> for IncomingRequest {
 }
 
 /// A response: status, headers and body.
+///
+/// A response made from a [`crate::Forward`] is filled in by the host when the handler
+/// returns it: until then its status is 0 and it has no headers or body. Change it anyway
+/// and the forward is made in the guest, with the changes on top of the upstream's response:
+/// a status other than 0 replaces the upstream's, each header replaces the upstream's of that
+/// name, and a body replaces the upstream's together with the headers that described it
+/// (`content-encoding`, `content-length`, `content-range`, `etag`). To read the upstream's
+/// response, call [`crate::Forward::send`].
 #[derive(Debug)]
 pub struct Response {
     /// Status code.
@@ -102,7 +110,7 @@ pub struct Response {
     pub headers: Vec<(String, Vec<u8>)>,
     /// The body.
     pub body: Body,
-    /// A forward the host makes when this response is returned unchanged ([`crate::forward`]).
+    /// A forward the host makes when this response is returned unchanged ([`crate::Forward`]).
     forward: Option<Box<dyn crate::fetch::DeferredForward>>,
 }
 
@@ -151,14 +159,25 @@ pub fn run_handler<H: Handler>(request: WasiIncomingRequest, response_out: Respo
     send_response(response, response_out);
 }
 
-/// The upstream's response with what the handler set on a forward's response: its status
-/// (when not 0), its headers (added), its body (when it has one).
+/// Headers that describe a body rather than the resource: a replaced body makes them wrong.
+const REPRESENTATION: &[&str] = &["content-encoding", "content-length", "content-range", "etag"];
+
+/// The upstream's response with what the handler set on a forward's response (see
+/// [`Response`]): its status when not 0, its headers in place of the upstream's of the same
+/// names, its body (when it has one) in place of the upstream's and of the headers that
+/// described that.
 fn on_top_of(mut upstream: Response, changes: Response) -> Response {
     if changes.status != 0 {
         upstream.status = changes.status;
     }
+    let body_replaced = changes.body.len_hint() != Some(0);
+    upstream.headers.retain(|(name, _)| {
+        let set_by_handler = changes.headers.iter().any(|(changed, _)| changed.eq_ignore_ascii_case(name));
+        let described_old_body = body_replaced && REPRESENTATION.iter().any(|h| h.eq_ignore_ascii_case(name));
+        !set_by_handler && !described_old_body
+    });
     upstream.headers.extend(changes.headers);
-    if changes.body.len_hint() != Some(0) {
+    if body_replaced {
         upstream.body = changes.body;
     }
     upstream
@@ -210,4 +229,41 @@ fn send_response(mut response: Response, out: ResponseOutparam) {
     ResponseOutparam::set(out, Ok(outgoing));
     // The client may have gone away; nothing useful to do about a write error then.
     let _ = response.body.write_to(body);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream() -> Response {
+        Response::new(200)
+            .with_header("content-type", "application/json")
+            .with_header("content-encoding", "gzip")
+            .with_header("etag", "\"v1\"")
+            .with_header("cache-control", "max-age=60")
+            .with_body("{\"compressed\":true}")
+    }
+
+    fn names(response: &Response) -> Vec<&str> {
+        response.headers.iter().map(|(name, _)| name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_header_the_handler_sets_replaces_the_upstreams_and_the_rest_stay() {
+        let changes = Response::new(0).with_header("Cache-Control", "no-store").with_header("x-changed", "yes");
+        let merged = on_top_of(upstream(), changes);
+        assert_eq!(merged.status, 200, "status 0 keeps the upstream's");
+        assert_eq!(names(&merged), ["content-type", "content-encoding", "etag", "Cache-Control", "x-changed"]);
+        assert_eq!(merged.header("cache-control"), Some("no-store"));
+        assert_eq!(merged.body.len_hint(), Some(19), "no body set: the upstream's stays");
+    }
+
+    #[test]
+    fn a_body_the_handler_sets_replaces_the_upstreams_with_the_headers_that_described_it() {
+        let changes = Response::new(203).with_body("plain text");
+        let merged = on_top_of(upstream(), changes);
+        assert_eq!(merged.status, 203);
+        assert_eq!(names(&merged), ["content-type", "cache-control"], "content-encoding and etag described the old body");
+        assert_eq!(merged.body.len_hint(), Some(10));
+    }
 }

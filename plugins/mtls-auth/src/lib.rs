@@ -101,7 +101,7 @@ impl edgemtls_guest::Handler for MtlsAuth {
             Ok(_) => {}
         }
         let url = format!("{}{}", base.trim_end_matches('/'), request.path_with_query());
-        forward_by_route_options(request, &url)
+        forward_by_route_options(request, &url).into()
     }
 }
 

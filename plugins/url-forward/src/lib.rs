@@ -26,7 +26,7 @@ impl edgemtls_guest::Handler for UrlForward {
             url.push('?');
             url.push_str(query);
         }
-        forward_by_route_options(request, &url)
+        forward_by_route_options(request, &url).into()
     }
 }
 

@@ -61,7 +61,7 @@ impl edgemtls_guest::Handler for UrlRewrite {
             Ok(url) => url,
             Err(reason) => return misconfigured(&reason),
         };
-        forward_by_route_options(request, &url)
+        forward_by_route_options(request, &url).into()
     }
 }
 

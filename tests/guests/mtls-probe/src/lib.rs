@@ -44,8 +44,9 @@ impl edgemtls_guest::Handler for Probe {
             Some(mode @ ("forward" | "forward-changed")) => {
                 let target = request.header("x-target").unwrap_or_default();
                 let certificate = request.header("x-certificate").unwrap_or_default();
-                let response = edgemtls_guest::forward(request, &target, &certificate);
-                if mode == "forward" { response } else { response.with_header("x-changed", "yes") }
+                let forward = edgemtls_guest::forward(request, &target, &certificate);
+                // Changed, the response is forwarded in the guest with the change on top.
+                if mode == "forward" { forward.into() } else { Response::from(forward).with_header("x-changed", "yes") }
             }
             Some("env") => {
                 let name = request.header("x-var").unwrap_or_default();
