@@ -466,9 +466,14 @@ impl Runtime {
         let Some(running) = guest.0.as_mut() else { return Err(HandlerError::NoResponse) };
         let timeout = tokio::time::sleep_until(deadline);
         tokio::pin!(timeout);
-        tokio::select! {
+        let woke = tokio::select! {
             biased;
-            finished = running => {
+            finished = running => Woke::Finished(finished),
+            head = &mut response => Woke::Head(head),
+            () = &mut timeout => Woke::Deadline,
+        };
+        match woke {
+            Woke::Finished(finished) => {
                 guest.0 = None;
                 match response.try_recv() {
                     Ok(Ok(response)) => Ok(response),
@@ -477,14 +482,27 @@ impl Runtime {
                     Err(_) => Err(finished.err().unwrap_or(HandlerError::NoResponse)),
                 }
             }
-            // The head is set; a guest still running (streaming its body) goes on as a task
-            // when `guest` is dropped here.
-            head = &mut response => match head {
-                Ok(Ok(response)) => Ok(response),
-                Ok(Err(code)) => Err(HandlerError::Guest(code)),
-                Err(_closed) => Err(HandlerError::NoResponse),
-            },
-            () = &mut timeout => {
+            Woke::Head(head) => {
+                // A guest that was suspended in a host call (every forward is) while its time
+                // slice ran out yields at its first epoch check after, usually just after
+                // setting its head and just before returning. One more turn here lets it
+                // return on this task: its outcome is known before the body is polled, so a
+                // short body leaves with the head in one write, and it needs no task of its
+                // own. One still running after that (streaming its body) goes on as a task
+                // when `guest` is dropped; how it ends reaches the body through its outcome.
+                if let Some(running) = guest.0.as_mut() {
+                    let turn = std::future::poll_fn(|cx| std::task::Poll::Ready(running.as_mut().poll(cx))).await;
+                    if turn.is_ready() {
+                        guest.0 = None;
+                    }
+                }
+                match head {
+                    Ok(Ok(response)) => Ok(response),
+                    Ok(Err(code)) => Err(HandlerError::Guest(code)),
+                    Err(_closed) => Err(HandlerError::NoResponse),
+                }
+            }
+            Woke::Deadline => {
                 // Past the deadline the guest is ended, not carried on.
                 guest.0 = None;
                 Err(HandlerError::Timeout(self.limits.request_timeout))
@@ -562,6 +580,13 @@ impl Runtime {
             None => Err(HandlerError::Timeout(timeout)),
         }
     }
+}
+
+/// What [`Runtime::wait_for_response`] woke up to first.
+enum Woke {
+    Finished(Result<(), HandlerError>),
+    Head(Result<GuestResponse, tokio::sync::oneshot::error::RecvError>),
+    Deadline,
 }
 
 /// A guest's run for one request, from instance to return.
