@@ -106,11 +106,13 @@ pub struct EchoTuning {
     pub resumption: bool,
     /// Close the connection after each response, forcing a new connection per request.
     pub close_connections: bool,
+    /// Speak TLS 1.2 only, as an older server does.
+    pub tls12_only: bool,
 }
 
 impl Default for EchoTuning {
     fn default() -> Self {
-        Self { record_requests: true, x25519_only: false, resumption: true, close_connections: false }
+        Self { record_requests: true, x25519_only: false, resumption: true, close_connections: false, tls12_only: false }
     }
 }
 
@@ -169,8 +171,10 @@ impl EchoUpstream {
             verifier = verifier.allow_unauthenticated();
         }
         let verifier = verifier.build()?;
+        static TLS12_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
+        let versions = if tuning.tls12_only { TLS12_ONLY } else { rustls::DEFAULT_VERSIONS };
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
+            .with_protocol_versions(versions)?
             .with_client_cert_verifier(verifier)
             .with_single_cert(options.server_chain, options.server_key)?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

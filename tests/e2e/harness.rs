@@ -95,6 +95,13 @@ impl World {
         self.upstream_tuned(require_client_cert, EchoTuning { close_connections: true, ..EchoTuning::default() }).await
     }
 
+    /// Like [`World::upstream_with`], with benchmark and test knobs.
+    pub async fn upstream_with_tuning(&self, chain_pem: &str, key_pem: &str, tuning: EchoTuning) -> anyhow::Result<EchoUpstream> {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.start_upstream(&format!("tuned-upstream-{n}"), chain_pem, key_pem, true, tuning).await
+    }
+
     async fn upstream_tuned(&self, require_client_cert: bool, tuning: EchoTuning) -> anyhow::Result<EchoUpstream> {
         let options = IssueOptions {
             common_name: "localhost".into(),

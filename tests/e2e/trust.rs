@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use edgemtls_host::Environment;
-use edgemtls_dev_upstream::EchoUpstream;
+use edgemtls_dev_upstream::{EchoTuning, EchoUpstream};
 use edgemtls_host::pki::pem::certificates as parse_pem_certificates;
 use edgemtls_host::pki::{DevCa, IssueOptions, inspect_leaf};
 
@@ -282,5 +282,43 @@ async fn the_star_entry_sets_trust_for_every_upstream_not_listed() -> anyhow::Re
     let reply = host.probe(&target, Some(CLIENT)).await?;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.json()?["client_cn"], CLIENT_CN);
+    Ok(())
+}
+
+/// `tls_versions` decides what the upstream sees: TLS 1.2 only is spoken even with a server
+/// that has 1.3, TLS 1.3 only refuses a server that has only 1.2, and the default speaks
+/// 1.3, or 1.2 with a server that has no 1.3.
+#[tokio::test]
+async fn tls_versions_set_the_version_the_upstream_sees() -> anyhow::Result<()> {
+    let world = world()?;
+    let (chain, key) = server_cert(&world.ca, LOCALHOST)?;
+    let modern = world.upstream_with(&chain, &key, true).await?;
+    let older = world.upstream_with_tuning(&chain, &key, EchoTuning { tls12_only: true, ..EchoTuning::default() }).await?;
+
+    for (upstream, versions, label, on_tls12) in [
+        (&modern, "", "default", false),
+        (&modern, "tls_versions = [\"1.2\"]", "tls12-only", true),
+        (&modern, "tls_versions = [\"1.3\"]", "tls13-only", false),
+        (&older, "", "default-with-an-older-server", true),
+    ] {
+        let before = Seen::of(upstream);
+        let tls12_before = upstream.log().tls12_handshakes();
+        let entry = format!("ca_bundle = \"pki/ca.pem\"\n{versions}");
+        let reply = probe_with(&world, upstream, &entry, Environment::Development, label).await?;
+        assert_served(&reply, upstream, before, label, label)?;
+        let tls12 = upstream.log().tls12_handshakes() - tls12_before;
+        assert_eq!(tls12 > 0, on_tls12, "{label}: {tls12} TLS 1.2 handshakes");
+    }
+
+    let before = Seen::of(&older);
+    let entry = "ca_bundle = \"pki/ca.pem\"\ntls_versions = [\"1.3\"]";
+    let reply = probe_with(&world, &older, entry, Environment::Development, "tls13-only-with-an-older-server").await?;
+    assert_eq!(reply.status, 502, "{}", reply.body);
+    let problem = reply.json()?;
+    assert_eq!(Seen::of(&older).requests, before.requests, "nothing may be sent to a server that speaks only TLS 1.2");
+    assert_eq!(Seen::of(&older).handshakes, before.handshakes, "no handshake may complete");
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert_eq!(problem["reason"], "tls-alert", "{}", reply.body);
+    assert!(detail.contains("speaks none of the TLS versions") && detail.contains("tls_versions"), "{}", reply.body);
     Ok(())
 }

@@ -47,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
         x25519_only: true,
         resumption: !args.no_resumption,
         close_connections: args.close,
+        tls12_only: false,
     };
     let upstream = Arc::new(EchoUpstream::start_tuned(args.listen, options, tuning).await?);
     let stats = tokio::net::TcpListener::bind(args.stats_listen).await?;

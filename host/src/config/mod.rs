@@ -149,6 +149,55 @@ pub struct UpstreamTrust {
     pub pin_spki_sha256: Vec<[u8; 32]>,
     /// Asking the server certificate's issuer, on each new connection, whether it is revoked.
     pub revocation: crate::revocation::RevocationPolicy,
+    /// The TLS versions spoken with these hosts. Default: TLS 1.3, and 1.2 with a server
+    /// that has no 1.3.
+    pub tls_versions: TlsVersions,
+}
+
+/// The TLS versions an `[[upstreams]]` entry allows (`tls_versions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsVersions {
+    /// TLS 1.3, and TLS 1.2 with a server that has no 1.3.
+    #[default]
+    Both,
+    /// TLS 1.2 only, as nginx before 1.23.4 speaks to upstreams unless told otherwise. A
+    /// resumed TLS 1.2 session exchanges no new keys: it has no forward secrecy.
+    Tls12Only,
+    /// TLS 1.3 only: a server that has only TLS 1.2 is refused.
+    Tls13Only,
+}
+
+impl TlsVersions {
+    /// What rustls is told.
+    pub fn rustls(self) -> &'static [&'static rustls::SupportedProtocolVersion] {
+        static TLS12_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
+        static TLS13_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+        match self {
+            Self::Both => rustls::DEFAULT_VERSIONS,
+            Self::Tls12Only => TLS12_ONLY,
+            Self::Tls13Only => TLS13_ONLY,
+        }
+    }
+
+    /// From the list as written (`["1.2", "1.3"]`), or why not.
+    fn from_list(list: &[String]) -> Result<Self, String> {
+        let (mut tls12, mut tls13) = (false, false);
+        for version in list {
+            match version.as_str() {
+                "1.2" => tls12 = true,
+                "1.3" => tls13 = true,
+                other => {
+                    return Err(format!("'{other}' is not a TLS version edgemtls speaks; write \"1.2\", \"1.3\" or both"));
+                }
+            }
+        }
+        match (tls12, tls13) {
+            (true, true) => Ok(Self::Both),
+            (true, false) => Ok(Self::Tls12Only),
+            (false, true) => Ok(Self::Tls13Only),
+            (false, false) => Err("must name at least one version: \"1.2\", \"1.3\" or both".into()),
+        }
+    }
 }
 
 impl UpstreamTrust {
@@ -167,6 +216,7 @@ impl UpstreamTrust {
             crl: Vec::new(),
             pin_spki_sha256: Vec::new(),
             revocation: crate::revocation::RevocationPolicy::default(),
+            tls_versions: TlsVersions::Both,
         }
     }
 }
@@ -270,6 +320,7 @@ struct UpstreamToml {
     revocation_soft_fail: Option<bool>,
     revocation_timeout_ms: Option<u64>,
     crl_cache_ttl_s: Option<u64>,
+    tls_versions: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -504,6 +555,10 @@ impl Reader<'_> {
         let key = |field: &str| format!("upstreams[{index}].{field}");
         let existing = |field: &str, path: String| self.existing_file(&key(field), &path);
         let revocation = self.revocation_policy(&key, &upstream)?;
+        let tls_versions = match &upstream.tls_versions {
+            Some(list) => TlsVersions::from_list(list).map_err(|reason| invalid(key("tls_versions"), reason))?,
+            None => TlsVersions::Both,
+        };
         let ca_bundle = upstream.ca_bundle.map(|p| existing("ca_bundle", p)).transpose()?;
         let crl = upstream.crl.into_iter().map(|p| existing("crl", p)).collect::<Result<Vec<_>, _>>()?;
         let mut pins = Vec::new();
@@ -537,6 +592,7 @@ impl Reader<'_> {
             crl,
             pin_spki_sha256: pins,
             revocation,
+            tls_versions,
         })
     }
 

@@ -90,6 +90,25 @@ fn upstream_hosts_that_could_never_match_are_refused_with_the_fix() {
         let err = Config::parse(path, &text).unwrap_err().to_string();
         assert!(err.contains(expected), "{entry}: {err}");
     }
+    let version_cases = [
+        ("tls_versions = [\"1.1\"]", "upstreams[0].tls_versions: '1.1' is not a TLS version edgemtls speaks; write \"1.2\", \"1.3\" or both"),
+        ("tls_versions = [\"TLSv1.3\"]", "'TLSv1.3' is not a TLS version"),
+        ("tls_versions = []", "upstreams[0].tls_versions: must name at least one version"),
+    ];
+    for (entry, expected) in version_cases {
+        let text = format!("[[upstreams]]\nhosts = [\"a:1\"]\n{entry}\n");
+        let err = Config::parse(path, &text).unwrap_err().to_string();
+        assert!(err.contains(expected), "{entry}: {err}");
+    }
+    for (entry, expected) in [
+        ("", TlsVersions::Both),
+        ("tls_versions = [\"1.3\", \"1.2\"]", TlsVersions::Both),
+        ("tls_versions = [\"1.2\"]", TlsVersions::Tls12Only),
+        ("tls_versions = [\"1.3\"]", TlsVersions::Tls13Only),
+    ] {
+        let config = Config::parse(path, &format!("[[upstreams]]\nhosts = [\"a:1\"]\n{entry}\n")).unwrap();
+        assert_eq!(config.upstreams[0].tls_versions, expected, "{entry}");
+    }
     let checked = Config::parse(path, "[[upstreams]]\nhosts = [\"a:1\"]\nrevocation = \"both\"\nrevocation_soft_fail = true\n").unwrap();
     assert_eq!(checked.upstreams[0].revocation.mode, crate::revocation::RevocationMode::Both);
     assert!(checked.upstreams[0].revocation.soft_fail);

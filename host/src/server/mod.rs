@@ -136,6 +136,12 @@ fn trust_problems(config: &Config, environment: Environment, problems: &mut Vec<
                 warnings.push(format!("upstreams[{index}] ({hosts}): {what} weakens upstream verification"));
             }
         }
+        if upstream.tls_versions == crate::config::TlsVersions::Tls12Only {
+            warnings.push(format!(
+                "upstreams[{index}] ({}): tls_versions = [\"1.2\"] leaves TLS 1.3 out; a session resumed with these hosts exchanges no new keys (no forward secrecy)",
+                upstream.hosts.join(", ")
+            ));
+        }
         if upstream.revocation.checks() && upstream.revocation.soft_fail {
             warnings.push(format!(
                 "upstreams[{index}] ({}): revocation_soft_fail = true lets a connection through when its revocation status cannot be learned",

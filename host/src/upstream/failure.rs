@@ -395,6 +395,13 @@ fn from_alert(alert: AlertDescription, attempt: &Attempt<'_>) -> UpstreamFailure
                  '{certificate}', or shares no TLS version or cipher suite with this host"
             ),
         ),
+        _ if alert == AlertDescription::ProtocolVersion => UpstreamFailure::new(
+            FailureReason::TlsAlert,
+            format!(
+                "{authority} ended the TLS handshake with alert protocol_version: it speaks none of the TLS versions this \
+                 host offers it (tls_versions of its [[upstreams]] entry)"
+            ),
+        ),
         _ => UpstreamFailure::new(FailureReason::TlsAlert, format!("{authority} ended the TLS handshake with alert {name}")),
     };
     failure.alert = Some(u8::from(alert));

@@ -140,7 +140,7 @@ impl ClientIdentity {
 
     fn client_config(&self, profile: usize) -> Result<rustls::ClientConfig, UpstreamFailure> {
         let builder = rustls::ClientConfig::builder_with_provider(self.trust.provider())
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(self.trust.tls_versions(profile))
             .map_err(|e| UpstreamFailure::new(FailureReason::Other, format!("cannot configure TLS: {e}")))?
             .dangerous()
             // Our verifier wraps WebPKI verification; see `trust.rs`.

@@ -16,7 +16,7 @@ use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureSc
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use super::Authority;
-use crate::config::UpstreamTrust;
+use crate::config::{TlsVersions, UpstreamTrust};
 use crate::revocation::UpstreamRevocation;
 
 /// Why the upstream trust settings could not be loaded.
@@ -91,6 +91,8 @@ pub struct TrustProfiles {
     verifiers: Vec<Arc<UpstreamVerifier>>,
     /// Per profile, parallel to `verifiers`: its revocation checking, if it has any.
     revocations: Vec<Option<Arc<UpstreamRevocation>>>,
+    /// Per profile, parallel to `verifiers`: the TLS versions it speaks.
+    versions: Vec<TlsVersions>,
     by_authority: HashMap<Authority, usize>,
 }
 
@@ -124,6 +126,7 @@ impl TrustProfiles {
             .map_err(|e| TrustError::Verifier { hosts: "(default)".into(), reason: e.to_string() })?;
         let mut verifiers = vec![Arc::new(UpstreamVerifier::strict(default))];
         let mut revocations = vec![None];
+        let mut versions = vec![TlsVersions::default()];
         let mut by_authority = HashMap::new();
         for entry in upstreams {
             let hosts = entry.hosts.join(", ");
@@ -166,17 +169,19 @@ impl TrustProfiles {
             if is_default {
                 verifiers[0] = verifier;
                 revocations[0] = revocation;
+                versions[0] = entry.tls_versions;
                 continue;
             }
             verifiers.push(verifier);
             revocations.push(revocation);
+            versions.push(entry.tls_versions);
             // Entries were checked when the config was read; one that is not an authority
             // could never match a request.
             for authority in entry.hosts.iter().filter_map(|host| Authority::parse(host)) {
                 by_authority.insert(authority, index);
             }
         }
-        Ok(Self { provider, verifiers, revocations, by_authority })
+        Ok(Self { provider, verifiers, revocations, versions, by_authority })
     }
 
     /// The number of profiles.
@@ -192,6 +197,11 @@ impl TrustProfiles {
     /// The profile for `authority`.
     pub fn profile_for(&self, authority: &Authority) -> usize {
         self.by_authority.get(authority).copied().unwrap_or(0)
+    }
+
+    /// The TLS versions `profile` speaks.
+    pub(crate) fn tls_versions(&self, profile: usize) -> &'static [&'static rustls::SupportedProtocolVersion] {
+        self.versions.get(profile).copied().unwrap_or_default().rustls()
     }
 
     pub(crate) fn verifier(&self, profile: usize) -> Arc<UpstreamVerifier> {
