@@ -30,6 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CLIENT_CN = "bench-client"
+# The S3 upstream edgemtls reaches with `tls_versions = ["1.2"]`.
+TLS12_UPSTREAM = "resumption-tls12"
 
 
 class Postgres:
@@ -305,9 +307,11 @@ class Bench:
         self.fanout_count = count
 
     def start_upstreams(self):
-        """S1 keep-alive, S2 new connection + full handshake per request, S3 resumption."""
+        """S1 keep-alive, S2 new connection + full handshake per request, S3 resumption; S3's
+        twin for edgemtls on TLS 1.2, which takes its own `[[upstreams]]` entry."""
         self.upstreams = {}
-        for name, flags in [("keepalive", []), ("handshake", ["--close", "--no-resumption"]), ("resumption", ["--close"])]:
+        for name, flags in [("keepalive", []), ("handshake", ["--close", "--no-resumption"]), ("resumption", ["--close"]),
+                            (TLS12_UPSTREAM, ["--close"])]:
             port, stats = free_port(), free_port()
             self.procs.start(f"upstream-{name}", [self.bin / "bench-upstream", "--client-ca", self.pki / "ca.pem",
                                                   "--cert", self.pki / "localhost.pem", "--key", self.pki / "localhost.key",
@@ -367,12 +371,17 @@ path = "/sdk-js-fresh"
 handler = "{self.js_probe}"
 max_requests_per_instance = 1
 """)
-        hosts = ", ".join(f'"localhost:{up}"' for up, _ in self.upstreams.values())
+        hosts = ", ".join(f'"localhost:{up}"' for name, (up, _) in self.upstreams.items() if name != TLS12_UPSTREAM)
         config = self.workdir / "edgemtls.toml"
         config.write_text("".join(routes) + f"""
 [[upstreams]]
 hosts = [{hosts}]
 ca_bundle = "{self.pki / 'ca.pem'}"
+
+[[upstreams]]
+hosts = ["localhost:{self.upstreams[TLS12_UPSTREAM][0]}"]
+ca_bundle = "{self.pki / 'ca.pem'}"
+tls_versions = ["1.2"]
 """)
         proc = self.procs.start(name, [binary or self.bin / "edgemtls", "--store", self.store, "serve", "--config", config,
                                        "--env", "production", "--listen", f"127.0.0.1:{port}", "--workers", self.workers],
@@ -403,6 +412,8 @@ max_requests_per_instance = 1000
     def start_native(self):
         natives = {}
         for name, (up, _) in self.upstreams.items():
+            if name == TLS12_UPSTREAM:
+                continue  # the native proxy has no TLS version setting
             port = free_port()
             proc = self.procs.start(f"native-{name}", [self.bin / "native-proxy", "--listen", f"127.0.0.1:{port}",
                                                         "--upstream", f"https://localhost:{up}",
@@ -752,6 +763,12 @@ http {{
                     "b": (lambda: self.wrk(n_port, nginx_path, n_proc, 0, stats_upstream=upstream)) if n_port else None,
                     "d": lambda: self.wrk(natives[upstream][0], path, natives[upstream][1], 0, stats_upstream=upstream),
                 }, {"c": no_certs})
+        # And both on TLS 1.2, nginx's default: edgemtls told so by `tls_versions = ["1.2"]`.
+        path = f"/{TLS12_UPSTREAM}/b?bytes=0"
+        self.scenario("S3 resumption, no keep-alive, edgemtls on TLS 1.2 (tls_versions)", {
+            "a": lambda: self.wrk(e_port, path, e_proc, 0, stats_upstream=TLS12_UPSTREAM),
+            "b": (lambda: self.wrk(n_port, path, n_proc, 0, stats_upstream=TLS12_UPSTREAM)) if n_port else None,
+        }, {"c": no_certs, "d": "the native proxy has no TLS version setting"})
 
         fanouts = [1, 16] if self.smoke else [1, 16, 256, 1024]
         target = f"https://localhost:{self.upstreams['keepalive'][0]}/fan"
