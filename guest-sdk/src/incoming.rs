@@ -98,10 +98,12 @@ impl From<WasiIncomingRequest> for IncomingRequest {
 /// A response made from a [`crate::Forward`] is filled in by the host when the handler
 /// returns it: until then its status is 0 and it has no headers or body. Change it anyway
 /// and the forward is made in the guest, with the changes on top of the upstream's response:
-/// a status other than 0 replaces the upstream's, each header replaces the upstream's of that
-/// name, and a body replaces the upstream's together with the headers that described it
-/// (`content-encoding`, `content-length`, `content-range`, `etag`). To read the upstream's
-/// response, call [`crate::Forward::send`].
+/// a status other than 0 replaces the upstream's; each header replaces the upstream's of that
+/// name, except `set-cookie`, which is added beside the upstream's cookies; and a body
+/// replaces the upstream's together with the headers that described it (`content-encoding`,
+/// `content-length`, `content-range`, `etag`, `last-modified` and the digests), a partial
+/// 206 becoming 200 unless the handler set a status. To read the upstream's response, call
+/// [`crate::Forward::send`].
 #[derive(Debug)]
 pub struct Response {
     /// Status code.
@@ -160,19 +162,31 @@ pub fn run_handler<H: Handler>(request: WasiIncomingRequest, response_out: Respo
 }
 
 /// Headers that describe a body rather than the resource: a replaced body makes them wrong.
-const REPRESENTATION: &[&str] = &["content-encoding", "content-length", "content-range", "etag"];
+const REPRESENTATION: &[&str] = &[
+    "content-encoding", "content-length", "content-range", "etag", "last-modified", "content-md5", "digest",
+    "content-digest", "repr-digest",
+];
+
+/// Headers a handler adds beside the upstream's rather than in their place: each value is
+/// its own (a cookie), and they cannot be combined into one.
+const ADDED_BESIDE: &[&str] = &["set-cookie"];
 
 /// The upstream's response with what the handler set on a forward's response (see
 /// [`Response`]): its status when not 0, its headers in place of the upstream's of the same
 /// names, its body (when it has one) in place of the upstream's and of the headers that
 /// described that.
 fn on_top_of(mut upstream: Response, changes: Response) -> Response {
+    let body_replaced = changes.body.len_hint() != Some(0);
     if changes.status != 0 {
         upstream.status = changes.status;
+    } else if body_replaced && upstream.status == 206 {
+        // A whole new body is not part of anything.
+        upstream.status = 200;
     }
-    let body_replaced = changes.body.len_hint() != Some(0);
     upstream.headers.retain(|(name, _)| {
-        let set_by_handler = changes.headers.iter().any(|(changed, _)| changed.eq_ignore_ascii_case(name));
+        let added_beside = ADDED_BESIDE.iter().any(|h| h.eq_ignore_ascii_case(name));
+        let set_by_handler =
+            !added_beside && changes.headers.iter().any(|(changed, _)| changed.eq_ignore_ascii_case(name));
         let described_old_body = body_replaced && REPRESENTATION.iter().any(|h| h.eq_ignore_ascii_case(name));
         !set_by_handler && !described_old_body
     });
@@ -241,6 +255,7 @@ mod tests {
             .with_header("content-encoding", "gzip")
             .with_header("etag", "\"v1\"")
             .with_header("cache-control", "max-age=60")
+            .with_header("set-cookie", "session=abc")
             .with_body("{\"compressed\":true}")
     }
 
@@ -250,20 +265,36 @@ mod tests {
 
     #[test]
     fn a_header_the_handler_sets_replaces_the_upstreams_and_the_rest_stay() {
-        let changes = Response::new(0).with_header("Cache-Control", "no-store").with_header("x-changed", "yes");
+        let changes = Response::new(0)
+            .with_header("Cache-Control", "no-store")
+            .with_header("x-changed", "yes")
+            .with_header("Set-Cookie", "theme=dark");
         let merged = on_top_of(upstream(), changes);
         assert_eq!(merged.status, 200, "status 0 keeps the upstream's");
-        assert_eq!(names(&merged), ["content-type", "content-encoding", "etag", "Cache-Control", "x-changed"]);
+        assert_eq!(
+            names(&merged),
+            ["content-type", "content-encoding", "etag", "set-cookie", "Cache-Control", "x-changed", "Set-Cookie"],
+            "a cookie the handler sets goes beside the upstream's"
+        );
         assert_eq!(merged.header("cache-control"), Some("no-store"));
         assert_eq!(merged.body.len_hint(), Some(19), "no body set: the upstream's stays");
     }
 
     #[test]
     fn a_body_the_handler_sets_replaces_the_upstreams_with_the_headers_that_described_it() {
-        let changes = Response::new(203).with_body("plain text");
+        let changes = Response::new(203).with_header("content-type", "text/plain").with_body("plain text");
         let merged = on_top_of(upstream(), changes);
         assert_eq!(merged.status, 203);
-        assert_eq!(names(&merged), ["content-type", "cache-control"], "content-encoding and etag described the old body");
+        assert_eq!(
+            names(&merged),
+            ["cache-control", "set-cookie", "content-type"],
+            "content-encoding and etag described the old body"
+        );
         assert_eq!(merged.body.len_hint(), Some(10));
+
+        let partial = Response::new(206).with_header("content-range", "bytes 0-9/100").with_body("0123456789");
+        let merged = on_top_of(partial, Response::new(0).with_body("whole"));
+        assert_eq!(merged.status, 200, "a new body is whole, not part of the upstream's");
+        assert!(names(&merged).is_empty(), "{:?}", names(&merged));
     }
 }

@@ -95,11 +95,10 @@ impl World {
         self.upstream_tuned(require_client_cert, EchoTuning { close_connections: true, ..EchoTuning::default() }).await
     }
 
-    /// Like [`World::upstream_with`], with benchmark and test knobs.
+    /// Like [`World::upstream_with`], requiring client certificates, with benchmark and test
+    /// knobs.
     pub async fn upstream_with_tuning(&self, chain_pem: &str, key_pem: &str, tuning: EchoTuning) -> anyhow::Result<EchoUpstream> {
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.start_upstream(&format!("tuned-upstream-{n}"), chain_pem, key_pem, true, tuning).await
+        self.start_upstream(&next_upstream_stem(), chain_pem, key_pem, true, tuning).await
     }
 
     async fn upstream_tuned(&self, require_client_cert: bool, tuning: EchoTuning) -> anyhow::Result<EchoUpstream> {
@@ -119,9 +118,7 @@ impl World {
     /// `key_pem`, and accepts client certificates issued by this world's CA. The files are
     /// kept as `upstream-N.pem` / `upstream-N.key`.
     pub async fn upstream_with(&self, chain_pem: &str, key_pem: &str, require_client_cert: bool) -> anyhow::Result<EchoUpstream> {
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.start_upstream(&format!("upstream-{n}"), chain_pem, key_pem, require_client_cert, EchoTuning::default()).await
+        self.start_upstream(&next_upstream_stem(), chain_pem, key_pem, require_client_cert, EchoTuning::default()).await
     }
 
     async fn start_upstream(
@@ -176,6 +173,12 @@ impl World {
         let handle = edgemtls_host::server::spawn(app, "127.0.0.1:0".parse()?).await?;
         Ok(Served { addr: handle.addr, handle, client: client() })
     }
+}
+
+/// `upstream-N`: a file stem no other upstream of this test binary has.
+fn next_upstream_stem() -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    format!("upstream-{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
 }
 
 /// A route table for the probe guest at `/probe` and hello-mtls at `/hello`.

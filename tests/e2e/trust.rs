@@ -319,6 +319,6 @@ async fn tls_versions_set_the_version_the_upstream_sees() -> anyhow::Result<()> 
     assert_eq!(Seen::of(&older).handshakes, before.handshakes, "no handshake may complete");
     let detail = problem["detail"].as_str().unwrap_or_default();
     assert_eq!(problem["reason"], "tls-alert", "{}", reply.body);
-    assert!(detail.contains("speaks none of the TLS versions") && detail.contains("tls_versions"), "{}", reply.body);
+    assert!(detail.contains("speaks none of the TLS versions this host offers it") && detail.contains("tls_versions"), "{}", reply.body);
     Ok(())
 }

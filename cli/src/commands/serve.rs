@@ -42,9 +42,10 @@ pub struct ServeCommand {
     /// Reload the config whenever the file changes.
     #[arg(long)]
     watch: bool,
-    /// Threads that serve requests. Default: one per CPU the process may use. Fewer cost
-    /// less CPU per request where the host shares its cores with other work (the threads
-    /// hand each other less), as nginx's worker_processes; more serve more at once.
+    /// Threads that serve requests. Default: TOKIO_WORKER_THREADS if set, else one per CPU
+    /// the process may use. Fewer cost less CPU per request where the host shares its cores
+    /// with other work (the threads hand each other less), as nginx's worker_processes; more
+    /// serve more at once.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
 }

@@ -161,7 +161,8 @@ pub enum TlsVersions {
     #[default]
     Both,
     /// TLS 1.2 only, as nginx before 1.23.4 speaks to upstreams unless told otherwise. A
-    /// resumed TLS 1.2 session exchanges no new keys: it has no forward secrecy.
+    /// resumed TLS 1.2 session exchanges no new keys (it has no forward secrecy), and the
+    /// client certificate crosses the network unencrypted.
     Tls12Only,
     /// TLS 1.3 only: a server that has only TLS 1.2 is refused.
     Tls13Only,

@@ -127,9 +127,9 @@ pub struct Prepared {
 
 fn trust_problems(config: &Config, environment: Environment, problems: &mut Vec<StartupProblem>, warnings: &mut Vec<String>) {
     for (index, upstream) in config.upstreams.iter().enumerate() {
+        let hosts = upstream.hosts.join(", ");
         if upstream.is_weakened() {
             let what = if upstream.verify { "check_hostname = false" } else { "verify = false" };
-            let hosts = upstream.hosts.join(", ");
             if environment == Environment::Production {
                 problems.push(StartupProblem(format!("upstreams[{index}] ({hosts}): {what} is refused in production")));
             } else {
@@ -138,14 +138,13 @@ fn trust_problems(config: &Config, environment: Environment, problems: &mut Vec<
         }
         if upstream.tls_versions == crate::config::TlsVersions::Tls12Only {
             warnings.push(format!(
-                "upstreams[{index}] ({}): tls_versions = [\"1.2\"] leaves TLS 1.3 out; a session resumed with these hosts exchanges no new keys (no forward secrecy)",
-                upstream.hosts.join(", ")
+                "upstreams[{index}] ({hosts}): tls_versions = [\"1.2\"] leaves TLS 1.3 out; a session resumed with these hosts \
+                 exchanges no new keys (no forward secrecy), and the client certificate crosses the network unencrypted"
             ));
         }
         if upstream.revocation.checks() && upstream.revocation.soft_fail {
             warnings.push(format!(
-                "upstreams[{index}] ({}): revocation_soft_fail = true lets a connection through when its revocation status cannot be learned",
-                upstream.hosts.join(", ")
+                "upstreams[{index}] ({hosts}): revocation_soft_fail = true lets a connection through when its revocation status cannot be learned"
             ));
         }
     }

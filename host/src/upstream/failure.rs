@@ -254,11 +254,24 @@ fn from_tls(error: &rustls::Error, attempt: &Attempt<'_>) -> UpstreamFailure {
             FailureReason::UpstreamCertificateInvalid,
             format!("{authority} presented no certificate"),
         ),
+        // A server from before TLS 1.3 answers a 1.3-only hello with TLS 1.2 rather than
+        // an alert: the refusal is ours.
+        rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::ServerTlsVersionIsDisabledByOurConfig | rustls::PeerIncompatible::ServerDoesNotSupportTls12Or13,
+        ) => no_shared_version(authority, "answered with a TLS version this host does not offer it"),
         other => UpstreamFailure::new(
             FailureReason::TlsHandshake,
             format!("the TLS handshake with {authority} failed: {other}"),
         ),
     }
+}
+
+/// The upstream and this host share no TLS version; `what` says how that showed.
+fn no_shared_version(authority: &Authority, what: &str) -> UpstreamFailure {
+    UpstreamFailure::new(
+        FailureReason::TlsAlert,
+        format!("{authority} {what}; those are set by tls_versions in an [[upstreams]] entry for {authority}"),
+    )
 }
 
 fn from_certificate_error(error: &CertificateError, attempt: &Attempt<'_>) -> UpstreamFailure {
@@ -395,12 +408,9 @@ fn from_alert(alert: AlertDescription, attempt: &Attempt<'_>) -> UpstreamFailure
                  '{certificate}', or shares no TLS version or cipher suite with this host"
             ),
         ),
-        _ if alert == AlertDescription::ProtocolVersion => UpstreamFailure::new(
-            FailureReason::TlsAlert,
-            format!(
-                "{authority} ended the TLS handshake with alert protocol_version: it speaks none of the TLS versions this \
-                 host offers it (tls_versions of its [[upstreams]] entry)"
-            ),
+        _ if alert == AlertDescription::ProtocolVersion => no_shared_version(
+            authority,
+            "ended the TLS handshake with alert protocol_version: it speaks none of the TLS versions this host offers it",
         ),
         _ => UpstreamFailure::new(FailureReason::TlsAlert, format!("{authority} ended the TLS handshake with alert {name}")),
     };
@@ -483,6 +493,20 @@ mod tests {
                 assert_eq!(alert_message.as_deref(), Some("certificate_required"));
             }
             _ => panic!("expected a TLS alert code"),
+        }
+    }
+
+    #[test]
+    fn no_shared_tls_version_names_tls_versions_whichever_side_found_it() {
+        let authority = authority();
+        let attempt = Attempt { authority: &authority, certificate: Some("billing") };
+        let by_alert = from_alert(AlertDescription::ProtocolVersion, &attempt);
+        let by_us = from_tls(&rustls::Error::PeerIncompatible(rustls::PeerIncompatible::ServerTlsVersionIsDisabledByOurConfig), &attempt);
+        for failure in [by_alert, by_us] {
+            assert_eq!(failure.reason(), FailureReason::TlsAlert);
+            let message = failure.message();
+            assert!(message.contains("tls_versions in an [[upstreams]] entry for api.example:443"), "{message}");
+            assert!(!message.contains("PeerIncompatible") && !message.contains("Disabled"), "no Debug text: {message}");
         }
     }
 

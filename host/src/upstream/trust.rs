@@ -107,7 +107,7 @@ impl std::fmt::Debug for TrustProfiles {
 /// offer them. Both stay offered and the server chooses; servers that follow the client's
 /// order (rustls', OpenSSL's by default) pick AES-128, whose SHA-256 key schedule runs on the
 /// CPU's SHA extensions where SHA-384 has none: the resumed handshakes of a connection per
-/// request spent 6% of their CPU in SHA-512 blocks.
+/// request spent 5.5% of their CPU in SHA-512 blocks.
 fn upstream_provider() -> rustls::crypto::CryptoProvider {
     let mut provider = rustls::crypto::ring::default_provider();
     // A stable sort: only that one suite moves, to the front.
@@ -201,7 +201,7 @@ impl TrustProfiles {
 
     /// The TLS versions `profile` speaks.
     pub(crate) fn tls_versions(&self, profile: usize) -> &'static [&'static rustls::SupportedProtocolVersion] {
-        self.versions.get(profile).copied().unwrap_or_default().rustls()
+        self.versions[profile.min(self.versions.len() - 1)].rustls()
     }
 
     pub(crate) fn verifier(&self, profile: usize) -> Arc<UpstreamVerifier> {
