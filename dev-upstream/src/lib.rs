@@ -214,7 +214,7 @@ impl EchoUpstream {
                     if session.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_2) {
                         log.tls12.fetch_add(1, Ordering::SeqCst);
                     }
-                    let client_cn = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(common_name);
+                    let client_cn = session.peer_certificates().and_then(|c| c.first()).and_then(common_name);
                     let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
                         let log = log.clone();
                         let client_cn = client_cn.clone();

@@ -88,17 +88,23 @@ fn subject_alt_names(cert: &CertificateDer<'_>) -> Vec<String> {
 /// Trust profiles; see the module docs.
 pub struct TrustProfiles {
     provider: Arc<CryptoProvider>,
-    verifiers: Vec<Arc<UpstreamVerifier>>,
-    /// Per profile, parallel to `verifiers`: its revocation checking, if it has any.
-    revocations: Vec<Option<Arc<UpstreamRevocation>>>,
-    /// Per profile, parallel to `verifiers`: the TLS versions it speaks.
-    versions: Vec<TlsVersions>,
+    /// The default profile first, then one per listed `[[upstreams]]` entry.
+    profiles: Vec<Profile>,
     by_authority: HashMap<Authority, usize>,
+}
+
+/// What one `[[upstreams]]` entry (or the default) asks of the connections it covers.
+struct Profile {
+    verifier: Arc<UpstreamVerifier>,
+    /// Its revocation checking, if it has any.
+    revocation: Option<Arc<UpstreamRevocation>>,
+    /// The TLS versions it speaks.
+    versions: TlsVersions,
 }
 
 impl std::fmt::Debug for TrustProfiles {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TrustProfiles").field("profiles", &self.verifiers.len()).finish_non_exhaustive()
+        f.debug_struct("TrustProfiles").field("profiles", &self.profiles.len()).finish_non_exhaustive()
     }
 }
 
@@ -124,9 +130,8 @@ impl TrustProfiles {
         let default = WebPkiServerVerifier::builder_with_provider(Arc::new(web_roots.clone()), provider.clone())
             .build()
             .map_err(|e| TrustError::Verifier { hosts: "(default)".into(), reason: e.to_string() })?;
-        let mut verifiers = vec![Arc::new(UpstreamVerifier::strict(default))];
-        let mut revocations = vec![None];
-        let mut versions = vec![TlsVersions::default()];
+        let mut profiles =
+            vec![Profile { verifier: Arc::new(UpstreamVerifier::strict(default)), revocation: None, versions: TlsVersions::default() }];
         let mut by_authority = HashMap::new();
         for entry in upstreams {
             let hosts = entry.hosts.join(", ");
@@ -158,7 +163,7 @@ impl TrustProfiles {
             // `check`, `cert test`), not again here on every reload.
             // `hosts = ["*"]` replaces the default profile (index 0) for every unlisted host.
             let is_default = entry.hosts.iter().any(|h| h == crate::config::DEFAULT_UPSTREAM);
-            let index = if is_default { 0 } else { verifiers.len() };
+            let index = if is_default { 0 } else { profiles.len() };
             let verifier = Arc::new(UpstreamVerifier {
                 inner,
                 verify: entry.verify,
@@ -166,32 +171,29 @@ impl TrustProfiles {
                 pins: entry.pin_spki_sha256.clone(),
                 keep_staples: revocation.is_some(),
             });
+            let profile = Profile { verifier, revocation, versions: entry.tls_versions };
             if is_default {
-                verifiers[0] = verifier;
-                revocations[0] = revocation;
-                versions[0] = entry.tls_versions;
+                profiles[0] = profile;
                 continue;
             }
-            verifiers.push(verifier);
-            revocations.push(revocation);
-            versions.push(entry.tls_versions);
+            profiles.push(profile);
             // Entries were checked when the config was read; one that is not an authority
             // could never match a request.
             for authority in entry.hosts.iter().filter_map(|host| Authority::parse(host)) {
                 by_authority.insert(authority, index);
             }
         }
-        Ok(Self { provider, verifiers, revocations, versions, by_authority })
+        Ok(Self { provider, profiles, by_authority })
     }
 
     /// The number of profiles.
     pub fn len(&self) -> usize {
-        self.verifiers.len()
+        self.profiles.len()
     }
 
     /// Always false: the default profile exists.
     pub fn is_empty(&self) -> bool {
-        self.verifiers.is_empty()
+        self.profiles.is_empty()
     }
 
     /// The profile for `authority`.
@@ -199,17 +201,22 @@ impl TrustProfiles {
         self.by_authority.get(authority).copied().unwrap_or(0)
     }
 
+    /// Profile `index`; an index out of range is the last profile, as it always was.
+    fn profile(&self, index: usize) -> &Profile {
+        &self.profiles[index.min(self.profiles.len() - 1)]
+    }
+
     /// The TLS versions `profile` speaks.
     pub(crate) fn tls_versions(&self, profile: usize) -> &'static [&'static rustls::SupportedProtocolVersion] {
-        self.versions[profile.min(self.versions.len() - 1)].rustls()
+        self.profile(profile).versions.rustls()
     }
 
     pub(crate) fn verifier(&self, profile: usize) -> Arc<UpstreamVerifier> {
-        self.verifiers[profile.min(self.verifiers.len() - 1)].clone()
+        self.profile(profile).verifier.clone()
     }
 
     pub(crate) fn revocation(&self, profile: usize) -> Option<Arc<UpstreamRevocation>> {
-        self.revocations.get(profile).cloned().flatten()
+        self.profiles.get(profile).and_then(|p| p.revocation.clone())
     }
 
     pub(crate) fn provider(&self) -> Arc<CryptoProvider> {
