@@ -86,9 +86,17 @@ fn byte_sequences(value: &str) -> Vec<Vec<u8>> {
 }
 
 /// Whether `name` is an identity header: those are for this hop, and go upstream only when
-/// a handler asks ([`crate::forward_with_client_cert`]).
+/// a handler asks ([`crate::forward_with_client_cert`]). Any case, and `_` for `-`, as the
+/// host strips them: servers that fold the two would read `client_cert` as `client-cert`.
 pub(crate) fn is_identity_header(name: &str) -> bool {
-    name.eq_ignore_ascii_case(CLIENT_CERT)
-        || name.eq_ignore_ascii_case(CLIENT_CERT_CHAIN)
-        || (name.len() >= IDENTITY_HEADER_PREFIX.len() && name[..IDENTITY_HEADER_PREFIX.len()].eq_ignore_ascii_case(IDENTITY_HEADER_PREFIX))
+    let name = name.as_bytes();
+    same_folded(name, CLIENT_CERT.as_bytes())
+        || same_folded(name, CLIENT_CERT_CHAIN.as_bytes())
+        || name.get(..IDENTITY_HEADER_PREFIX.len()).is_some_and(|start| same_folded(start, IDENTITY_HEADER_PREFIX.as_bytes()))
+}
+
+/// `a` and `b` are equal once both are lower-cased and every `_` is read as `-`.
+fn same_folded(a: &[u8], b: &[u8]) -> bool {
+    let fold = |byte: u8| if byte == b'_' { b'-' } else { byte.to_ascii_lowercase() };
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| fold(*x) == fold(*y))
 }

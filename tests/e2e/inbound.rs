@@ -465,7 +465,8 @@ async fn a_caller_revoked_while_connected_is_refused_on_its_next_request_on_the_
 #[tokio::test]
 async fn the_caller_identity_reaches_an_nginx_upstream_only_when_the_route_forwards_it() -> anyhow::Result<()> {
     let world = World::new()?;
-    let Some(nginx) = crate::nginx::Nginx::start(&world, r#"return 200 "nginx saw $ssl_client_s_dn; client-cert $http_client_cert\n";"#).await? else {
+    let echo = r#"return 200 "nginx saw $ssl_client_s_dn; subject $http_edgemtls_client_subject; client-cert $http_client_cert\n";"#;
+    let Some(nginx) = crate::nginx::Nginx::start(&world, echo).await? else {
         return Ok(());
     };
     world.add_cert("nginx_client", "nginx-client", &all_envs())?;
@@ -486,13 +487,16 @@ async fn the_caller_identity_reaches_an_nginx_upstream_only_when_the_route_forwa
         use base64::Engine;
         format!(":{}:", base64::engine::general_purpose::STANDARD.encode(bot.der()?))
     };
-    let with = curl(&world, port_of(&host), "/with", Some(&bot), &[]).await?;
+    // Forged copies in the spellings nginx (and CGI, WSGI) fold into the real names.
+    let forged = ["-H", "client_cert: :U1BPT0Y=:", "-H", "edgemtls_client_subject: CN=root", "-H", "EDGEMTLS_CLIENT-SUBJECT: CN=root"];
+    let with = curl(&world, port_of(&host), "/with", Some(&bot), &forged).await?;
     assert_eq!(with.status, 200, "{with:?}");
     assert!(with.body.contains("nginx saw O=edgemtls development,CN=nginx-client"), "edgemtls presented the named certificate: {}", with.body);
     assert!(with.body.contains(&format!("client-cert {expected}")), "nginx got the caller's certificate: {}", with.body);
-    let without = curl(&world, port_of(&host), "/without", Some(&bot), &[]).await?;
+    assert!(!with.body.contains("U1BPT0Y") && !with.body.contains("CN=root"), "a forged spelling reached nginx: {}", with.body);
+    let without = curl(&world, port_of(&host), "/without", Some(&bot), &forged).await?;
     assert_eq!(without.status, 200, "{without:?}");
-    assert!(without.body.trim_end().ends_with("client-cert"), "forwarded without being asked: {}", without.body);
+    assert!(without.body.trim_end().ends_with("subject ; client-cert"), "forwarded without being asked, or forged: {}", without.body);
     Ok(())
 }
 

@@ -64,6 +64,9 @@ http {{
         ssl_certificate_key {dir}/upstream.key;
         ssl_client_certificate {dir}/pki/ca.pem;
         ssl_verify_client on;
+        # Headers spelled with `_` are kept and fold into `$http_*` like `-` ones, as
+        # CGI/WSGI servers read them: a forged `client_cert` would be read as `client-cert`.
+        underscores_in_headers on;
         location / {{ {location} }}
     }}
 }}

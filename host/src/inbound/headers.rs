@@ -34,22 +34,60 @@ pub const FINGERPRINT_SHA256: &str = "edgemtls-client-fingerprint-sha256";
 /// ARCP's key binding and `allowed_client_spki_sha256` write it).
 pub const SPKI_SHA256: &str = "edgemtls-client-spki-sha256";
 
-/// Whether `name` is one of the identity headers (any case).
+/// Whether `name` is one of the identity headers in any spelling a server may read as it:
+/// any case, and `_` for `-`. CGI, WSGI and many frameworks fold `client_cert` and
+/// `Client-Cert` into the same `HTTP_CLIENT_CERT`, so a caller's `client_cert` beside the
+/// host's real `client-cert` would be read as the forged one.
 pub fn is_identity_header(name: &str) -> bool {
-    name.eq_ignore_ascii_case(CLIENT_CERT)
-        || name.eq_ignore_ascii_case(CLIENT_CERT_CHAIN)
-        || name.get(..PREFIX.len()).is_some_and(|start| start.eq_ignore_ascii_case(PREFIX))
+    let name = name.as_bytes();
+    same_folded(name, CLIENT_CERT.as_bytes())
+        || same_folded(name, CLIENT_CERT_CHAIN.as_bytes())
+        || name.get(..PREFIX.len()).is_some_and(|start| same_folded(start, PREFIX.as_bytes()))
 }
 
-/// Removes every identity header a caller sent: only the host may set them.
+/// `a` and `b` are equal once both are lower-cased and every `_` is read as `-`.
+fn same_folded(a: &[u8], b: &[u8]) -> bool {
+    let fold = |byte: u8| if byte == b'_' { b'-' } else { byte.to_ascii_lowercase() };
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| fold(*x) == fold(*y))
+}
+
+/// Removes every identity header a caller sent, in every spelling: only the host may set
+/// them.
 pub fn remove_caller_copies(request_headers: &mut hyper::HeaderMap) {
-    request_headers.remove(CLIENT_CERT);
-    request_headers.remove(CLIENT_CERT_CHAIN);
-    if request_headers.keys().any(|name| name.as_str().starts_with(PREFIX)) {
+    if request_headers.keys().any(|name| is_identity_header(name.as_str())) {
         let forged: Vec<hyper::header::HeaderName> =
-            request_headers.keys().filter(|name| name.as_str().starts_with(PREFIX)).cloned().collect();
+            request_headers.keys().filter(|name| is_identity_header(name.as_str())).cloned().collect();
         for name in forged {
             request_headers.remove(name);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spelling_of_an_identity_header_is_one() {
+        for name in [
+            "client-cert", "Client-Cert", "client_cert", "CLIENT_CERT", "client_cert-chain", "client-cert_chain",
+            "edgemtls-client-subject", "edgemtls_client_subject", "EDGEMTLS_CLIENT-SUBJECT", "edgemtls_client_anything",
+        ] {
+            assert!(is_identity_header(name), "{name}");
+        }
+        for name in ["client-certs", "clientcert", "x-client-cert", "edgemtls-clientsubject", "edgemtls-server-x", "client"] {
+            assert!(!is_identity_header(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn caller_copies_go_in_every_spelling_and_others_stay() {
+        let mut headers = hyper::HeaderMap::new();
+        for name in ["client_cert", "client-cert", "edgemtls_client_subject", "Edgemtls-Client-Verified", "x-tenant"] {
+            headers.append(hyper::header::HeaderName::from_bytes(name.as_bytes()).expect("a valid name"), "forged".parse().expect("a valid value"));
+        }
+        remove_caller_copies(&mut headers);
+        let left: Vec<&str> = headers.keys().map(|name| name.as_str()).collect();
+        assert_eq!(left, ["x-tenant"]);
     }
 }
