@@ -290,3 +290,74 @@ async fn idle_instances_make_room_for_requests_to_other_routes() -> anyhow::Resu
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_answer_goes_out_while_its_guest_runs_on() -> anyhow::Result<()> {
+    let world = World::new()?;
+    let guest = edgemtls_e2e::guests::WASI_AFTER_FINISH;
+    let body = format!("[limits]\nrequest_timeout_ms = 60000\n\n[[routes]]\npath = \"/after\"\nhandler = \"{guest}\"\n");
+    let config = world.config_raw(&body)?;
+    let host = world.serve(&config, Environment::Development).await?;
+    // A standard wasi:http guest that finishes its body, then computes or waits on a timer
+    // until its deadline (a minute): curl has its whole answer long before, over HTTP/1.1
+    // and HTTP/2 alike (before: the headers, then nothing until the connection was cut).
+    for after in ["spin", "sleep"] {
+        for protocol in ["--http1.1", "--http2-prior-knowledge"] {
+            let output = tokio::process::Command::new("curl")
+                .args(["-sS", "--max-time", "20", protocol, "-H", &format!("x-after: {after}")])
+                .arg(format!("http://{}/after", host.addr))
+                .output()
+                .await?;
+            let case = format!("x-after: {after}, curl {protocol}: {}", String::from_utf8_lossy(&output.stderr));
+            assert_eq!(output.status.code(), Some(0), "{case}");
+            assert_eq!(String::from_utf8_lossy(&output.stdout), "answered\n", "{case}");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_goes_away_frees_its_instance_at_once() -> anyhow::Result<()> {
+    let world = World::new()?;
+    // The deadline is a minute away: what frees the slots must be the callers leaving.
+    let body = format!(
+        "[limits]\nrequest_timeout_ms = 60000\nmax_instances = 2\n\n[[routes]]\npath = \"/probe\"\nhandler = \"{PROBE}\"\n"
+    );
+    let config = world.config_raw(&body)?;
+    let host = std::sync::Arc::new(world.serve(&config, Environment::Development).await?);
+    let metrics = host.handle.app().metrics().clone();
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build::<_, http_body_util::Empty<bytes::Bytes>>(hyper_util::client::legacy::connect::HttpConnector::new());
+
+    // Each round: one spinning guest whose caller closes its HTTP/1.1 connection, one whose
+    // caller resets its HTTP/2 stream. Both slots are taken, so others are told 503.
+    for round in 1..=2 {
+        let before = metrics.instances_created("/probe");
+        let http1 = {
+            let host = host.clone();
+            tokio::spawn(async move { host.get("/probe", &[("x-mode", "spin")]).await })
+        };
+        let http2 = {
+            let request = hyper::Request::get(format!("http://{}/probe", host.addr)).header("x-mode", "spin").body(http_body_util::Empty::new())?;
+            let pending = h2.request(request);
+            tokio::spawn(pending)
+        };
+        wait_until("both slots are taken", || metrics.instances_created("/probe") == before + 2).await;
+        let busy = host.get("/probe", &[("x-mode", "env"), ("x-var", "HOME")]).await?;
+        assert_eq!(busy.status, 503, "{}", busy.body);
+
+        http1.abort();
+        http2.abort();
+        let freed = Instant::now() + Duration::from_secs(20);
+        loop {
+            let reply = host.get("/probe", &[("x-mode", "env"), ("x-var", "HOME")]).await?;
+            if reply.status == 200 {
+                break;
+            }
+            assert_eq!(reply.status, 503, "{}", reply.body);
+            assert!(Instant::now() < freed, "round {round}: the departed callers' guests kept their slots");
+        }
+    }
+    Ok(())
+}

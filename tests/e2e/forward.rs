@@ -134,8 +134,17 @@ fn client_for_test() -> hyper_util::client::legacy::Client<hyper_util::client::l
         .build(hyper_util::client::legacy::connect::HttpConnector::new())
 }
 
+/// How a caller in the middle of an upload goes away.
+#[derive(Debug, Clone, Copy)]
+enum Departure {
+    /// Closes its HTTP/1.1 connection: the request body fails, and so does the forward.
+    Http1Close,
+    /// Resets its HTTP/2 stream: the request is dropped, the forward with it.
+    Http2Reset,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_caller_that_goes_away_does_not_cut_its_guest_off() -> anyhow::Result<()> {
+async fn a_caller_that_goes_away_frees_its_instance_and_its_forward_is_audited() -> anyhow::Result<()> {
     use tokio::io::AsyncWriteExt;
     let _ = tracing_subscriber::fmt().with_env_filter("info").with_test_writer().try_init();
     let world = World::new()?;
@@ -144,32 +153,73 @@ async fn a_caller_that_goes_away_does_not_cut_its_guest_off() -> anyhow::Result<
     let host = one_instance_in_all(&world, upstream.addr()).await?;
     let metrics = host.handle.app().metrics().clone();
     let who = upstream_url(&upstream, "/who");
+    let audited = |outcome: &str| {
+        let line = format!("edgemtls_outbound_requests_total{{certificate=\"alpha\",outcome=\"{outcome}\"}} ");
+        let text = metrics.encode();
+        text.lines().find_map(|l| l.strip_prefix(&line)?.parse::<u64>().ok()).unwrap_or(0)
+    };
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build::<_, http_body_util::StreamBody<futures_util::stream::BoxStream<'static, Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>>>>(
+            hyper_util::client::legacy::connect::HttpConnector::new(),
+        );
 
-    // An upload the caller starts and never finishes: the guest is in `forward`, and the
-    // upstream waits for the rest of the body.
-    let mut caller = tokio::net::TcpStream::connect(host.addr).await?;
-    let head = format!(
-        "POST /probe HTTP/1.1\r\nhost: edge\r\nx-mode: forward\r\nx-target: {who}\r\nx-certificate: alpha\r\ncontent-length: 1000000\r\n\r\n"
-    );
-    caller.write_all(head.as_bytes()).await?;
-    caller.write_all(&[b'x'; 1000]).await?;
-    // The one instance is busy with it: others are told 503.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while forward(&host, "forward", &who, "alpha").await?.status != 503 {
-        assert!(tokio::time::Instant::now() < deadline, "the upload never took the instance");
-    }
-
-    // The caller goes away. Its guest still finishes (its upstream request fails) and gives
-    // its instance back, rather than being dropped with it.
-    drop(caller);
-    loop {
-        let reply = forward(&host, "forward", &who, "alpha").await?;
-        if reply.status == 200 {
-            break;
+    for departure in [Departure::Http1Close, Departure::Http2Reset] {
+        // An upload the caller starts and never finishes: the guest is in `forward`, and the
+        // upstream waits for the rest of the body.
+        let caller: Box<dyn std::any::Any + Send> = match departure {
+            Departure::Http1Close => {
+                let mut caller = tokio::net::TcpStream::connect(host.addr).await?;
+                let head = format!(
+                    "POST /probe HTTP/1.1\r\nhost: edge\r\nx-mode: forward\r\nx-target: {who}\r\nx-certificate: alpha\r\ncontent-length: 1000000\r\n\r\n"
+                );
+                caller.write_all(head.as_bytes()).await?;
+                caller.write_all(&[b'x'; 1000]).await?;
+                Box::new(caller)
+            }
+            Departure::Http2Reset => {
+                let first = futures_util::stream::once(async { Ok(hyper::body::Frame::data(bytes::Bytes::from_static(&[b'x'; 1000]))) });
+                let body = futures_util::StreamExt::boxed(futures_util::StreamExt::chain(first, futures_util::stream::pending()));
+                let request = hyper::Request::post(format!("http://{}/probe", host.addr))
+                    .header("x-mode", "forward")
+                    .header("x-target", &who)
+                    .header("x-certificate", "alpha")
+                    .body(http_body_util::StreamBody::new(body))?;
+                Box::new(AbortOnDrop(tokio::spawn(h2.request(request))))
+            }
+        };
+        // The one instance is busy with it: others are told 503.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while forward(&host, "forward", &who, "alpha").await?.status != 503 {
+            assert!(tokio::time::Instant::now() < deadline, "{departure:?}: the upload never took the instance");
         }
-        assert_eq!(reply.status, 503, "{}", reply.body);
-        assert!(tokio::time::Instant::now() < deadline, "the instance never came back");
+        let (failed, abandoned) = (audited("upstream-error"), audited("abandoned"));
+
+        // The caller goes away: the instance slot is free long before the request's deadline,
+        // and the forward it had in flight gets its audit line.
+        drop(caller);
+        loop {
+            let reply = forward(&host, "forward", &who, "alpha").await?;
+            if reply.status == 200 {
+                break;
+            }
+            assert_eq!(reply.status, 503, "{departure:?}: {}", reply.body);
+            assert!(tokio::time::Instant::now() < deadline, "{departure:?}: the departed caller's guest kept the instance");
+        }
+        let (failed, abandoned) = (audited("upstream-error") - failed, audited("abandoned") - abandoned);
+        match departure {
+            Departure::Http1Close => assert_eq!((failed, abandoned), (1, 0), "{}", metrics.encode()),
+            Departure::Http2Reset => assert_eq!((failed, abandoned), (0, 1), "{}", metrics.encode()),
+        }
     }
-    assert_eq!(metrics.instances_created("/probe"), 1, "the guest was cut off and its instance dropped");
     Ok(())
+}
+
+/// A task aborted when dropped: a request whose caller goes away.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

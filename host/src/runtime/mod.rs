@@ -447,66 +447,61 @@ impl Runtime {
                 .await
                 .unwrap_or_else(|_| Err(HandlerError::Trap("the host failed while running the handler".into())))
         });
-        let response = self.wait_for_response(deadline, response, guest).await?;
+        let (response, still_running) = self.wait_for_response(deadline, response, guest).await?;
         let stream_idle = self.limits.stream_idle_timeout;
-        Ok(response.map(|body| outcome::GuardedBody::wrap(body, outcome, body_deadline, stream_idle, handler.context.clone())))
+        Ok(response.map(|body| {
+            outcome::GuardedBody::wrap(body, outcome, body_deadline, stream_idle, handler.context.clone(), still_running)
+        }))
     }
 
     /// Drives `guest` on the caller's task until it sets its response head, or why it set
     /// none by `deadline`. Most guests (every forward, every answer made in one go) have
     /// returned by then; one still running (streaming its body) goes on as a task of its
-    /// own. So a request costs no task and no cross-task wakeup unless its guest needs one.
+    /// own, returned to be ended if its caller goes away. So a request costs no task and no
+    /// cross-task wakeup unless its guest needs one.
+    ///
+    /// A caller that goes away before the head drops this future, and the guest with it:
+    /// its instance and its slot are free at once, and a request it has in flight upstream
+    /// is audited as abandoned (`state::Sending`).
     async fn wait_for_response(
         &self,
         deadline: tokio::time::Instant,
         mut response: tokio::sync::oneshot::Receiver<GuestResponse>,
-        guest: GuestRun,
-    ) -> Result<hyper::Response<HyperOutgoingBody>, HandlerError> {
-        let mut guest = Detached(Some(guest));
-        let Some(running) = guest.0.as_mut() else { return Err(HandlerError::NoResponse) };
+        mut guest: GuestRun,
+    ) -> Result<(hyper::Response<HyperOutgoingBody>, Option<GuestTask>), HandlerError> {
         let timeout = tokio::time::sleep_until(deadline);
         tokio::pin!(timeout);
         let woke = tokio::select! {
             biased;
-            finished = running => Woke::Finished(finished),
+            finished = &mut guest => Woke::Finished(finished),
             head = &mut response => Woke::Head(head),
             () = &mut timeout => Woke::Deadline,
         };
         match woke {
-            Woke::Finished(finished) => {
-                guest.0 = None;
-                match response.try_recv() {
-                    Ok(Ok(response)) => Ok(response),
-                    Ok(Err(code)) => Err(HandlerError::Guest(code)),
-                    // The guest dropped its response outparam: its result says why.
-                    Err(_) => Err(finished.err().unwrap_or(HandlerError::NoResponse)),
-                }
-            }
+            Woke::Finished(finished) => match response.try_recv() {
+                Ok(Ok(response)) => Ok((response, None)),
+                Ok(Err(code)) => Err(HandlerError::Guest(code)),
+                // The guest dropped its response outparam: its result says why.
+                Err(_) => Err(finished.err().unwrap_or(HandlerError::NoResponse)),
+            },
             Woke::Head(head) => {
                 // A guest that was suspended in a host call (every forward is) while its time
                 // slice ran out yields at its first epoch check after, usually just after
                 // setting its head and just before returning. One more turn here lets it
                 // return on this task: its outcome is known before the body is polled, so a
                 // short body leaves with the head in one write, and it needs no task of its
-                // own. One still running after that (streaming its body) goes on as a task
-                // when `guest` is dropped; how it ends reaches the body through its outcome.
-                if let Some(running) = guest.0.as_mut() {
-                    let turn = std::future::poll_fn(|cx| std::task::Poll::Ready(running.as_mut().poll(cx))).await;
-                    if turn.is_ready() {
-                        guest.0 = None;
-                    }
-                }
+                // own. One still running after that (streaming its body) goes on as a task;
+                // how it ends reaches the body through its outcome.
+                let turn = std::future::poll_fn(|cx| std::task::Poll::Ready(guest.as_mut().poll(cx))).await;
+                let still_running = turn.is_pending().then(|| GuestTask::new(&tokio::spawn(guest)));
                 match head {
-                    Ok(Ok(response)) => Ok(response),
+                    Ok(Ok(response)) => Ok((response, still_running)),
                     Ok(Err(code)) => Err(HandlerError::Guest(code)),
                     Err(_closed) => Err(HandlerError::NoResponse),
                 }
             }
-            Woke::Deadline => {
-                // Past the deadline the guest is ended, not carried on.
-                guest.0 = None;
-                Err(HandlerError::Timeout(self.limits.request_timeout))
-            }
+            // Past the deadline the guest is ended (dropped with this future), not carried on.
+            Woke::Deadline => Err(HandlerError::Timeout(self.limits.request_timeout)),
         }
     }
 
@@ -592,16 +587,27 @@ enum Woke {
 /// A guest's run for one request, from instance to return.
 type GuestRun = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), HandlerError>> + Send>>;
 
-/// A guest's run that is carried on as a task of its own if dropped unfinished: when its
-/// head is out while it still streams, and when the caller goes away (a reset stream, a
-/// closed connection), so a guest is never cut off midway by its caller and its instance
-/// returns to the pool. Only the deadline ends a guest (by taking it out first).
-struct Detached(Option<GuestRun>);
+/// A guest still running after its response head went out (streaming its body), as a task
+/// of its own. Dropped while its answer is unfinished (the caller went away), it ends the
+/// guest, which frees its instance slot at once rather than at the deadline.
+pub(super) struct GuestTask(Option<tokio::task::AbortHandle>);
 
-impl Drop for Detached {
+impl GuestTask {
+    fn new(task: &tokio::task::JoinHandle<Result<(), HandlerError>>) -> Self {
+        Self(Some(task.abort_handle()))
+    }
+
+    /// The guest finished its answer: it may go on (work after its response is its own,
+    /// until its deadline) whatever the caller does now.
+    pub(super) fn release(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GuestTask {
     fn drop(&mut self) {
-        if let Some(guest) = self.0.take() {
-            tokio::spawn(guest);
+        if let Some(task) = self.0.take() {
+            task.abort();
         }
     }
 }

@@ -8,6 +8,14 @@
 //! `Drop`, which runs before the store's resources (and the body's finish channel) are
 //! dropped. The body's end waits for it: a response is complete when its handler succeeded,
 //! and a client that sends its next request then finds the instance free.
+//!
+//! A guest that finished its body (`outgoing-body.finish`) and runs on has answered: its
+//! body closes while its outcome is still unknown, which a dropped store never does (it
+//! reports `Failed` first). After one turn for a guest that is just returning, such an answer
+//! goes out whole, whatever the guest does next.
+//!
+//! A body dropped before its answer is whole means the caller went away: a guest still
+//! streaming it is ended then ([`super::GuestTask`]), so its instance slot is free at once.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -47,6 +55,10 @@ pub(super) struct GuardedBody {
     /// Wakes the body at the deadline while nothing arrives: a body the host streams
     /// without a guest (`edgemtls:mtls/forward`) has no guest deadline to end it.
     idle: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The guest, while it runs as a task of its own and its answer is unfinished.
+    guest: Option<super::GuestTask>,
+    /// The guest's body ended before its outcome was known, and it was given one turn.
+    gave_a_turn: bool,
 }
 
 impl GuardedBody {
@@ -56,6 +68,7 @@ impl GuardedBody {
         deadline: super::deadline::Deadline,
         stream_idle: std::time::Duration,
         route: std::sync::Arc<super::RouteContext>,
+        guest: Option<super::GuestTask>,
     ) -> HyperOutgoingBody {
         use http_body_util::BodyExt;
         GuardedBody {
@@ -67,6 +80,8 @@ impl GuardedBody {
             held: None,
             inner_done: false,
             idle: None,
+            guest,
+            gave_a_turn: false,
         }
         .boxed_unsync()
     }
@@ -128,19 +143,31 @@ impl Body for GuardedBody {
                 }
             }
         }
-        // The guest's body ended: it is whole only if the handler succeeded.
+        // The guest's body ended: it is whole if the handler succeeded, or finished the body
+        // and runs on.
         let Some(outcome) = self.outcome.as_mut() else { return Poll::Ready(self.held.take().map(Ok)) };
-        let succeeded = match Pin::new(outcome).poll(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(result) => result == Ok(Outcome::Succeeded),
-        };
-        self.outcome = None;
-        if succeeded {
-            return Poll::Ready(self.held.take().map(Ok));
+        match Pin::new(outcome).poll(cx) {
+            Poll::Ready(Ok(Outcome::Succeeded)) => {}
+            Poll::Ready(Ok(Outcome::Failed) | Err(_)) => {
+                self.outcome = None;
+                self.held = None;
+                crate::warn_limited!(route = %self.route.route, "the handler failed after its response started: the response is cut off");
+                return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpProtocolError)));
+            }
+            // Most guests return right after finishing their body: one turn lets that land
+            // first, so their instance is back in the pool before the client's next request.
+            Poll::Pending if !self.gave_a_turn => {
+                self.gave_a_turn = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Poll::Pending => {}
         }
-        self.held = None;
-        crate::warn_limited!(route = %self.route.route, "the handler failed after its response started: the response is cut off");
-        Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpProtocolError)))
+        self.outcome = None;
+        if let Some(guest) = self.guest.take() {
+            guest.release();
+        }
+        Poll::Ready(self.held.take().map(Ok))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -315,9 +315,9 @@ impl WasiHttpHooks for OutboundHooks {
         let context = self.context.clone();
         Box::new(async move {
             let audit = OutboundAudit::new(&context, &identity, request.uri());
-            let started = std::time::Instant::now();
+            let sending = audit.sending();
             let result = identity.send(request, options).await;
-            audit.finished(&result, started.elapsed());
+            sending.finished(&result);
             let response = result.map_err(|failure| failed(&slot, failure))?;
             let io: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send> = Box::new(async { Ok(()) });
             Ok((response, io))
@@ -361,6 +361,13 @@ impl<'a> OutboundAudit<'a> {
             reason = failure.reason().as_str(), error = %failure, "outbound request refused");
     }
 
+    /// The request is being sent: the returned guard writes its line when it has an answer,
+    /// or when it is dropped without one (its guest ended: the caller went away or the
+    /// deadline passed), so a request in flight is audited whatever ends it.
+    fn sending(&self) -> Sending<'_, 'a> {
+        Sending { audit: self, started: std::time::Instant::now(), done: false }
+    }
+
     /// The request was sent: its status, or why it failed.
     fn finished(&self, result: &Result<http::Response<WasiBody>, UpstreamFailure>, elapsed: std::time::Duration) {
         let (context, identity) = (self.context, self.identity);
@@ -385,6 +392,41 @@ impl<'a> OutboundAudit<'a> {
         }
     }
 }
+
+/// An outbound request on its way; see [`OutboundAudit::sending`].
+struct Sending<'s, 'a> {
+    audit: &'s OutboundAudit<'a>,
+    started: std::time::Instant,
+    done: bool,
+}
+
+impl Sending<'_, '_> {
+    /// Its answer arrived, or why none will.
+    fn finished(mut self, result: &Result<http::Response<WasiBody>, UpstreamFailure>) {
+        self.done = true;
+        self.audit.finished(result, self.started.elapsed());
+    }
+}
+
+impl Drop for Sending<'_, '_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let (context, identity) = (self.audit.context, self.audit.identity);
+        let elapsed = self.started.elapsed();
+        context.metrics.record_outbound(identity.name(), ABANDONED, elapsed);
+        tracing::warn!(
+            target: "edgemtls::audit", route = %context.route, handler = %context.handler,
+            certificate = identity.name(), certificate_id = identity.certificate_id(),
+            environment = %context.environment, upstream = %self.audit.upstream,
+            reason = ABANDONED, duration_ms = elapsed.as_millis() as u64,
+            "outbound request abandoned before its answer: its handler ended (the caller went away, or the deadline passed)");
+    }
+}
+
+/// The outcome of an outbound request whose handler ended while it was in flight.
+const ABANDONED: &str = "abandoned";
 
 fn certificate_error(error: ResolveError) -> outgoing::CertificateError {
     use outgoing::CertificateError as E;

@@ -117,10 +117,10 @@ impl HostState {
             audit.refused(&failure);
             return upstream_problem(&failure).into_response();
         }
-        let started = std::time::Instant::now();
+        let sending = audit.sending();
         // Boxed: the send is most of this future, which wasmtime moves while it runs.
         let result = Box::pin(identity.send(request, None)).await;
-        audit.finished(&result, started.elapsed());
+        sending.finished(&result);
         match result {
             Ok(mut response) => {
                 crate::hop_by_hop::remove_all(response.headers_mut());
