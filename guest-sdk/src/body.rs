@@ -1,10 +1,9 @@
 //! Bodies: bytes in guest memory, or a stream passed through without buffering.
 
 use std::fmt;
-use std::io::{Read, Write};
 
 use wasi::http::types::{IncomingBody, OutgoingBody};
-use wasi::io::streams::StreamError;
+use wasi::io::streams::{InputStream, OutputStream, StreamError};
 
 use crate::FetchError;
 
@@ -73,8 +72,14 @@ impl Body {
             Body::Stream(body) => {
                 let mut bytes = Vec::new();
                 {
-                    let mut stream = body.stream().map_err(|()| FetchError::Body("body stream already taken".into()))?;
-                    stream.read_to_end(&mut bytes).map_err(|e| FetchError::Body(e.to_string()))?;
+                    let stream = body.stream().map_err(|()| FetchError::Body("body stream already taken".into()))?;
+                    loop {
+                        match stream.blocking_read(READ_CHUNK) {
+                            Ok(chunk) => bytes.extend_from_slice(&chunk),
+                            Err(StreamError::Closed) => break,
+                            Err(StreamError::LastOperationFailed(e)) => return Err(stream_failure(e)),
+                        }
+                    }
                 }
                 drop(IncomingBody::finish(body));
                 Ok(bytes)
@@ -96,44 +101,88 @@ impl Body {
     }
 
     /// Writes the body into `out` and finishes it. Streams are spliced by the host.
+    ///
+    /// A peer that stops reading (`StreamError::Closed`: an upstream that answered before
+    /// it read the whole request, a caller that went away) is not an error here: the
+    /// response says what happened, and nothing more is sent.
     pub(crate) fn write_to(self, out: OutgoingBody) -> Result<(), FetchError> {
-        {
-            let output = out.write().map_err(|()| FetchError::Body("outgoing body stream already taken".into()))?;
-            match self {
-                Body::Full(bytes) => {
-                    let mut output = output;
-                    output.write_all(&bytes).map_err(|e| FetchError::Body(e.to_string()))?;
-                    output.flush().map_err(|e| FetchError::Body(e.to_string()))?;
-                }
-                Body::Stream(body) => {
-                    {
-                        let input = body.stream().map_err(|()| FetchError::Body("body stream already taken".into()))?;
-                        loop {
-                            match output.blocking_splice(&input, 1 << 20) {
-                                Ok(_) => {}
-                                Err(StreamError::Closed) => break,
-                                Err(StreamError::LastOperationFailed(e)) => return Err(stream_failure(e)),
-                            }
-                        }
-                        match output.blocking_flush() {
-                            Ok(()) => {}
-                            // The upstream stopped reading: it has answered (or failed), and
-                            // the response says which. Nothing more to send.
-                            Err(StreamError::Closed) => {
-                                drop(output);
-                                drop(input);
-                                drop(IncomingBody::finish(body));
-                                let _ = OutgoingBody::finish(out, None);
-                                return Ok(());
-                            }
-                            Err(StreamError::LastOperationFailed(e)) => return Err(stream_failure(e)),
-                        }
-                    }
-                    drop(IncomingBody::finish(body));
-                }
+        let sent = match self {
+            // Nothing to write: no stream to open, flush, and race the peer's answer on.
+            Body::Full(bytes) if bytes.is_empty() => Sent::Whole,
+            Body::Full(bytes) => {
+                let output = out.write().map_err(|()| FetchError::Body("outgoing body stream already taken".into()))?;
+                write_all(&output, &bytes)?
+            }
+            Body::Stream(body) => {
+                let sent = {
+                    let output = out.write().map_err(|()| FetchError::Body("outgoing body stream already taken".into()))?;
+                    let input = body.stream().map_err(|()| FetchError::Body("body stream already taken".into()))?;
+                    splice_all(&output, &input)?
+                };
+                drop(IncomingBody::finish(body));
+                sent
+            }
+        };
+        match sent {
+            Sent::Whole => OutgoingBody::finish(out, None)
+                .map_err(|code| FetchError::Upstream(crate::fetch::UpstreamFailure::from_code(code))),
+            Sent::PeerStopped => {
+                let _ = OutgoingBody::finish(out, None);
+                Ok(())
             }
         }
-        OutgoingBody::finish(out, None).map_err(|code| FetchError::Upstream(crate::fetch::UpstreamFailure::from_code(code)))
+    }
+}
+
+/// How much one read of a body asks for.
+const READ_CHUNK: u64 = 64 << 10;
+
+/// How writing a body ended.
+enum Sent {
+    Whole,
+    /// The peer stopped reading before the end.
+    PeerStopped,
+}
+
+/// Writes `bytes` as fast as the host takes them, then flushes.
+fn write_all(output: &OutputStream, mut bytes: &[u8]) -> Result<Sent, FetchError> {
+    let ended = |error: StreamError| match error {
+        StreamError::Closed => Ok(Sent::PeerStopped),
+        StreamError::LastOperationFailed(e) => Err(stream_failure(e)),
+    };
+    while !bytes.is_empty() {
+        let permitted = match output.check_write() {
+            Ok(0) => {
+                output.subscribe().block();
+                continue;
+            }
+            Ok(permitted) => usize::try_from(permitted).unwrap_or(usize::MAX).min(bytes.len()),
+            Err(error) => return ended(error),
+        };
+        if let Err(error) = output.write(&bytes[..permitted]) {
+            return ended(error);
+        }
+        bytes = &bytes[permitted..];
+    }
+    match output.blocking_flush() {
+        Ok(()) => Ok(Sent::Whole),
+        Err(error) => ended(error),
+    }
+}
+
+/// Moves `input` into `output` in the host, without the bytes entering the guest.
+fn splice_all(output: &OutputStream, input: &InputStream) -> Result<Sent, FetchError> {
+    loop {
+        match output.blocking_splice(input, 1 << 20) {
+            Ok(_) => {}
+            Err(StreamError::Closed) => break,
+            Err(StreamError::LastOperationFailed(e)) => return Err(stream_failure(e)),
+        }
+    }
+    match output.blocking_flush() {
+        Ok(()) => Ok(Sent::Whole),
+        Err(StreamError::Closed) => Ok(Sent::PeerStopped),
+        Err(StreamError::LastOperationFailed(e)) => Err(stream_failure(e)),
     }
 }
 
@@ -141,6 +190,7 @@ impl Body {
 fn stream_failure(error: wasi::io::error::Error) -> FetchError {
     match wasi::http::types::http_error_code(&error) {
         Some(code) => FetchError::Upstream(crate::fetch::UpstreamFailure::from_code(code)),
-        None => FetchError::Body(error.to_debug_string()),
+        // The host's debug text is for its own log, not for a caller's problem detail.
+        None => FetchError::Body("the body stream broke before its end".into()),
     }
 }
