@@ -80,17 +80,23 @@ fn forbidden(peer: SocketAddr, local: Option<IpAddr>) -> Option<&'static str> {
     admin.then_some("is this host's admin listener")
 }
 
-/// The first TLS error a connection read, shared with the client as connection info.
+/// The first TLS error a connection read, shared with the client as connection info (and
+/// passed on to its identity's [`RecentTlsError`]).
 #[derive(Clone, Default)]
-pub(crate) struct LastTlsError(Arc<Mutex<Option<rustls::Error>>>);
+pub(crate) struct LastTlsError {
+    first: Arc<Mutex<Option<rustls::Error>>>,
+    authority: String,
+    recent: RecentTlsError,
+}
 
 impl LastTlsError {
     fn record(&self, error: &std::io::Error) {
         if let Some(tls) = error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>())
-            && let Ok(mut slot) = self.0.lock()
+            && let Ok(mut slot) = self.first.lock()
             && slot.is_none()
         {
             *slot = Some(tls.clone());
+            self.recent.record(&self.authority, tls);
         }
     }
 
@@ -99,7 +105,7 @@ impl LastTlsError {
         let mut extensions = http::Extensions::new();
         error.connect_info()?.get_extras(&mut extensions);
         let recorded = extensions.get::<LastTlsError>()?;
-        recorded.0.lock().ok()?.clone()
+        recorded.first.lock().ok()?.clone()
     }
 }
 
@@ -195,9 +201,35 @@ where
     }
 }
 
-/// Wraps the TLS connector so that each of its connections records its TLS error.
+/// The latest TLS error any connection of one identity read, with the authority it was
+/// connected to and when. A request that fails before hyper tied it to a connection (a new
+/// HTTP/2 connection that ended before the request could be sent) carries no connection
+/// info, so its cause is looked up here instead.
+#[derive(Clone, Default)]
+pub(crate) struct RecentTlsError(Arc<Mutex<Option<(std::time::Instant, String, rustls::Error)>>>);
+
+impl RecentTlsError {
+    fn record(&self, authority: &str, error: &rustls::Error) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some((std::time::Instant::now(), authority.to_string(), error.clone()));
+        }
+    }
+
+    /// The TLS error a connection to `authority` read at or after `since`, if any.
+    pub(crate) fn since(&self, since: std::time::Instant, authority: &str) -> Option<rustls::Error> {
+        let slot = self.0.lock().ok()?;
+        let (at, seen, error) = slot.as_ref()?;
+        (*at >= since && seen == authority).then(|| error.clone())
+    }
+}
+
+/// Wraps the TLS connector so that each of its connections records its TLS error, for the
+/// connection and for the identity.
 #[derive(Clone)]
-pub(crate) struct RecordingConnector<C>(pub(crate) C);
+pub(crate) struct RecordingConnector<C> {
+    pub(crate) inner: C,
+    pub(crate) recent: RecentTlsError,
+}
 
 impl<C> tower_service::Service<http::Uri> for RecordingConnector<C>
 where
@@ -209,12 +241,14 @@ where
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx)
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let connecting = self.0.call(uri);
-        Box::pin(async move { Ok(Recording { inner: connecting.await?, last: LastTlsError::default() }) })
+        let authority = Authority::of(&uri).map(|a| a.to_string()).unwrap_or_default();
+        let last = LastTlsError { first: Arc::default(), authority, recent: self.recent.clone() };
+        let connecting = self.inner.call(uri);
+        Box::pin(async move { Ok(Recording { inner: connecting.await?, last }) })
     }
 }
 
@@ -271,5 +305,21 @@ impl<S: Write + Unpin> Write for Recording<S> {
             self.last.record(error);
         }
         poll
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recent_tls_error_counts_only_for_its_upstream_and_after_the_request_began() {
+        let recent = RecentTlsError::default();
+        let before = std::time::Instant::now();
+        let alert = rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired);
+        recent.record("billing.internal:443", &alert);
+        assert_eq!(recent.since(before, "billing.internal:443"), Some(alert));
+        assert_eq!(recent.since(before, "other.internal:443"), None);
+        assert_eq!(recent.since(std::time::Instant::now() + std::time::Duration::from_secs(1), "billing.internal:443"), None);
     }
 }

@@ -21,7 +21,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use connector::{LastTlsError, PeerGuard, RecordingConnector, RevocationGuard};
+use connector::{LastTlsError, PeerGuard, RecentTlsError, RecordingConnector, RevocationGuard};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use wasmtime_wasi_http::{RequestOptions, WasiBody};
 
@@ -54,6 +54,8 @@ pub struct ClientIdentity {
     certificate: Option<Certificate>,
     trust: Arc<TrustProfiles>,
     clients: Box<[PoolSlot]>,
+    /// The latest TLS error any of this identity's connections read.
+    recent_tls_error: RecentTlsError,
 }
 
 /// Where one trust profile's pool lives. A profile that checks revocation checks each new
@@ -88,7 +90,7 @@ impl ClientIdentity {
                 None => PoolSlot::Fixed(OnceLock::new()),
             })
             .collect();
-        Self { certificate, trust, clients }
+        Self { certificate, trust, clients, recent_tls_error: RecentTlsError::default() }
     }
 
     /// The certificate name, or `None` for the anonymous identity.
@@ -110,7 +112,10 @@ impl ClientIdentity {
     fn client(&self, authority: &Authority) -> Result<std::borrow::Cow<'_, PooledClient>, UpstreamFailure> {
         let profile = self.trust.profile_for(authority);
         let slot = self.clients.get(profile).ok_or_else(|| UpstreamFailure::new(FailureReason::Other, "trust profile out of range"))?;
-        let build = || Ok::<_, UpstreamFailure>(build_client(self.client_config(profile)?, self.trust.revocation(profile)));
+        let build = || {
+            let recent = self.recent_tls_error.clone();
+            Ok::<_, UpstreamFailure>(build_client(self.client_config(profile)?, self.trust.revocation(profile), recent))
+        };
         match slot {
             PoolSlot::Fixed(once) => {
                 if let Some(client) = once.get() {
@@ -177,6 +182,7 @@ impl ClientIdentity {
         // A pooled connection the upstream closed just as it was handed out fails the request
         // before any answer; a bodiless GET or HEAD is safe to send again, once.
         let replay = replayable(&request);
+        let started = std::time::Instant::now();
         let mut result = tokio::time::timeout_at(deadline, client.request(request)).await;
         if let (Some(parts), Ok(Err(error))) = (replay, &result)
             && closed_before_answering(error)
@@ -185,8 +191,10 @@ impl ClientIdentity {
             result = tokio::time::timeout_at(deadline, client.request(again)).await;
         }
         let response = match result {
-            // The connection's own TLS error, when it recorded one, is the real cause.
-            Ok(result) => result.map_err(|e| match LastTlsError::of(&e) {
+            // The connection's own TLS error, when it recorded one, is the real cause; an error
+            // tied to no connection takes one that a connection to the same upstream read
+            // while this request was under way.
+            Ok(result) => result.map_err(|e| match LastTlsError::of(&e).or_else(|| self.recent_tls_error.since(started, &authority.to_string())) {
                 Some(tls) => classify(&tls, &attempt),
                 None => classify(&e, &attempt),
             })?,
@@ -211,12 +219,15 @@ fn replayable(request: &http::Request<WasiBody>) -> Option<http::request::Parts>
     Some(parts)
 }
 
-/// Whether the connection closed before any response (hyper's "incomplete message").
+/// Whether the connection closed before any response: hyper's "incomplete message", or a
+/// pooled HTTP/2 connection that had already ended when the request was handed to it
+/// ("channel closed": an upstream that refused an earlier request's certificate after the
+/// handshake closes the connection that request shared).
 fn closed_before_answering(error: &hyper_util::client::legacy::Error) -> bool {
     let mut source = std::error::Error::source(error);
     while let Some(current) = source {
         if let Some(hyper_error) = current.downcast_ref::<hyper::Error>() {
-            return hyper_error.is_incomplete_message();
+            return hyper_error.is_incomplete_message() || hyper_error.is_closed();
         }
         source = current.source();
     }
@@ -229,7 +240,11 @@ fn request_authority(request: &http::Request<WasiBody>) -> Result<Authority, Ups
         .ok_or_else(|| UpstreamFailure::new(FailureReason::InvalidRequest, format!("the URL '{uri}' has no host")))
 }
 
-fn build_client(config: rustls::ClientConfig, revocation: Option<Arc<crate::revocation::UpstreamRevocation>>) -> PooledClient {
+fn build_client(
+    config: rustls::ClientConfig,
+    revocation: Option<Arc<crate::revocation::UpstreamRevocation>>,
+    recent: RecentTlsError,
+) -> PooledClient {
     let mut http = HttpConnector::new_with_resolver(dns::CachedResolver::shared());
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -240,5 +255,5 @@ fn build_client(config: rustls::ClientConfig, revocation: Option<Arc<crate::revo
         .enable_all_versions()
         .wrap_connector(PeerGuard(http));
     let connector = RevocationGuard { inner: connector, revocation };
-    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(RecordingConnector(connector))
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(RecordingConnector { inner: connector, recent })
 }
