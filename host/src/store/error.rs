@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::{KeySource, MASTER_KEY_ENV, StoreLocation};
+use super::{DATABASE_FILE, KeySource, MASTER_KEY_ENV, StoreLocation};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -67,12 +67,24 @@ pub enum StoreError {
         name: String,
     },
     /// The store can be read here but not written.
-    #[error("the store in '{dir}' is read-only here (a read-only disk, or no write permission): it can be read, but to {action} run where it is writable", dir = dir.display())]
+    #[error("the store in '{dir}' is read-only here (a read-only disk or mount, or no write permission): it can be read, but to {action} run the command where the store is writable", dir = dir.display())]
     ReadOnly {
         /// The store directory.
         dir: PathBuf,
         /// What could not be done.
         action: String,
+    },
+    /// A read-only store whose latest changes SQLite cannot read without writing beside it.
+    #[error("the store in '{dir}' is read-only here and its latest changes are still in {DATABASE_FILE}-wal, which SQLite can read only by creating {DATABASE_FILE}-shm beside it: run any edgemtls command on the store once where it is writable, which folds them into {DATABASE_FILE}", dir = dir.display())]
+    ReadOnlyWithPendingChanges {
+        /// The store directory.
+        dir: PathBuf,
+    },
+    /// The disk holding the store has no room left.
+    #[error("the disk holding the store in '{dir}' is full: free some space on it and run the command again (nothing was changed)", dir = dir.display())]
+    DiskFull {
+        /// The store directory.
+        dir: PathBuf,
     },
     /// The key file exists but is empty.
     #[error("the master key file '{path}' is empty (a write was interrupted): {}", if *sealed_anything {
