@@ -1,5 +1,5 @@
-//! A directory store whose files are not as the store left them: on a read-only mount, or on
-//! a full disk. The mounts are real
+//! A directory store whose files are not as the store left them: on a read-only mount, on a
+//! full disk, damaged in the middle, or emptied beside its master key. The mounts are real
 //! (a read-only bind mount, a small tmpfs filled up), made in a mount namespace of the test's
 //! own; without root and `unshare` those tests skip, saying so.
 
@@ -212,5 +212,90 @@ fn a_store_on_a_full_disk_is_read_and_writes_say_the_disk_is_full() -> Result<()
         let err = stderr(&refused);
         ensure!(!refused.status.success() && err.contains(&full) && !err.contains("Error code"), "{prepare:?}: {}", describe(&refused));
     }
+    Ok(())
+}
+
+/// Overwrites 4 KiB in the middle of `file` (on a page boundary) with bytes no SQLite page has.
+fn damage_the_middle(file: &Path) -> Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    let length = std::fs::metadata(file)?.len();
+    let middle = length / 2 / 4096 * 4096;
+    let garbage: Vec<u8> = (0..4096u32).map(|i| (i * 37 + 11) as u8).collect();
+    let mut handle = std::fs::OpenOptions::new().write(true).open(file)?;
+    handle.seek(SeekFrom::Start(middle))?;
+    handle.write_all(&garbage)?;
+    handle.sync_all()?;
+    Ok(())
+}
+
+#[test]
+fn a_damaged_store_refuses_writes_and_changes_nothing() -> Result<()> {
+    let sandbox = Sandbox::new()?;
+    let ca = TestCa::new("Damaged Store CA")?;
+    let names: Vec<String> = (1..=12).map(|i| format!("client{i}")).collect();
+    for name in &names {
+        let (cert, key) = ca.client(name)?.write_pem_split(&sandbox, name)?;
+        sandbox.ok(sandbox.create_args(name, &cert, Some(&key), &[]))?;
+    }
+    let database = sandbox.store.join("store.db");
+    // Two records to a 4 KiB page: the middle of the file is records, not free space.
+    let pages = std::fs::metadata(&database)?.len() / 4096;
+    ensure!(pages >= 10, "store.db has only {pages} pages");
+    damage_the_middle(&database)?;
+    let before = files(&sandbox.store)?;
+
+    let damaged = format!("the store database '{}' is damaged", text(&database));
+    let store_copy = format!("edgemtls store copy --from '{}' --to NEW_DIR", text(&sandbox.store));
+    let (cert, key) = ca.client("late")?.write_pem_split(&sandbox, "late")?;
+    let create = sandbox.create_args("late", &cert, Some(&key), &[]);
+    for attempt in 1..=4 {
+        let err = sandbox.fails(&create, &damaged)?;
+        ensure!(err.contains("restore it from a backup") && err.contains(&store_copy) && !err.contains("Error code"), "{err}");
+        ensure!(files(&sandbox.store)? == before, "attempt {attempt} changed the store's files");
+    }
+    for args in [vec!["cert", "disable", "client3"], vec!["cert", "update", "client4", "--env", "development", "--env", "preview"]] {
+        sandbox.fails(&args, &damaged)?;
+    }
+    ensure!(files(&sandbox.store)? == before, "the store's files changed");
+
+    // Reads that reach the damaged page say the same in words, not SQLite's code.
+    for args in [vec!["cert", "list"], vec!["cert", "status", "--offline"]] {
+        let out = sandbox.run(&args)?;
+        let err = stderr(&out);
+        ensure!(out.status.success() || err.contains(&damaged) && !err.contains("Error code"), "{args:?}: {}", describe(&out));
+    }
+    Ok(())
+}
+
+#[test]
+fn an_empty_or_missing_database_beside_its_master_key_is_refused_as_lost() -> Result<()> {
+    let sandbox = Sandbox::new()?;
+    let ca = TestCa::new("Lost Store CA")?;
+    sandbox.with_existing_cert(&ca)?;
+    let database = sandbox.store.join("store.db");
+    let key_file = sandbox.store.join("master.key");
+    let (cert, key) = ca.client("late")?.write_pem_split(&sandbox, "late")?;
+    let create = sandbox.create_args("late", &cert, Some(&key), &[]);
+
+    std::fs::write(&database, "")?;
+    let before = files(&sandbox.store)?;
+    let lost = format!(
+        "the store database '{}' is empty (0 bytes), but the master key '{}' beside it shows a store was made here",
+        text(&database),
+        text(&key_file)
+    );
+    for args in [vec!["cert", "status", "--offline"], vec!["cert", "list"], vec!["cert", "show", "existing"]] {
+        let err = sandbox.fails(&args, &lost)?;
+        ensure!(err.contains("restored from a backup"), "{err}");
+    }
+    sandbox.fails(&create, &lost)?;
+    ensure!(files(&sandbox.store)? == before, "the store's files changed");
+
+    std::fs::remove_file(&database)?;
+    let missing = format!("the store database '{}' is missing, but the master key", text(&database));
+    sandbox.fails(["cert", "status", "--offline"], &missing)?;
+    sandbox.fails(["cert", "list"], &missing)?;
+    sandbox.fails(&create, &missing)?;
+    ensure!(!database.exists(), "a new store.db was made beside the old key");
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::{DATABASE_FILE, KeySource, MASTER_KEY_ENV, StoreLocation};
+use super::{DATABASE_FILE, KEY_FILE, KeySource, MASTER_KEY_ENV, StoreLocation};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +85,22 @@ pub enum StoreError {
     DiskFull {
         /// The store directory.
         dir: PathBuf,
+    },
+    /// The database file is damaged, so nothing is written to it.
+    #[error("the store database '{database}' is damaged (SQLite finds it malformed), so edgemtls will not write to it: restore it from a backup (keep {KEY_FILE} beside it), or, if `edgemtls cert list` still reads it, copy its certificates into a new store with `edgemtls store copy --from '{dir}' --to NEW_DIR`", database = database.display(), dir = database.parent().unwrap_or(database).display())]
+    Damaged {
+        /// The database file.
+        database: PathBuf,
+    },
+    /// The database file is empty or gone, but its master key is still there.
+    #[error("the store database '{database}' is {}, but the master key '{key_file}' beside it shows a store was made here: its certificates are lost until {DATABASE_FILE} is restored from a backup (keep {KEY_FILE}); to start a new, empty store here instead, move {KEY_FILE} away first", if *empty { "empty (0 bytes)" } else { "missing" }, database = database.display(), key_file = key_file.display())]
+    DatabaseLost {
+        /// The database file.
+        database: PathBuf,
+        /// The key file beside it.
+        key_file: PathBuf,
+        /// Whether the file is there but empty (else it is missing).
+        empty: bool,
     },
     /// The key file exists but is empty.
     #[error("the master key file '{path}' is empty (a write was interrupted): {}", if *sealed_anything {

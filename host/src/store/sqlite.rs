@@ -70,14 +70,26 @@ pub(super) fn open(dir: &Path, key: Option<(MasterKey, KeySource)>) -> Result<St
     }
 }
 
-/// Whether `dir` holds a store.
+/// Whether `dir` holds a store. A database that is missing or empty beside a master key is
+/// a lost store, not an absent one: the key file is made only once the database is set up,
+/// so reading it as a new, empty store would hide the loss (and seal new keys beside it).
 pub(super) fn exists(dir: &Path) -> Result<bool, StoreError> {
     let database = dir.join(DATABASE_FILE);
-    match std::fs::metadata(&database) {
-        Ok(metadata) => Ok(metadata.is_file()),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+    let found = match std::fs::metadata(&database) {
+        Ok(metadata) => Some(metadata),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
         // Not "no store": a store this user cannot see into is an answer of its own.
-        Err(source) => Err(StoreError::Io { path: database, source }),
+        Err(source) => return Err(StoreError::Io { path: database, source }),
+    };
+    let key_file = dir.join(KEY_FILE);
+    // An empty key file sealed nothing; opening explains it (`StoreError::EmptyKeyFile`).
+    let has_key = std::fs::metadata(&key_file).is_ok_and(|m| m.is_file() && m.len() > 0);
+    match found {
+        None if has_key => Err(StoreError::DatabaseLost { database, key_file, empty: false }),
+        Some(metadata) if has_key && metadata.is_file() && metadata.len() == 0 => {
+            Err(StoreError::DatabaseLost { database, key_file, empty: true })
+        }
+        found => Ok(found.is_some_and(|m| m.is_file())),
     }
 }
 
@@ -89,8 +101,8 @@ fn shown(path: &Path) -> String {
     format!("'{}'", path.display())
 }
 
-/// What SQLite said about the database at `path`, as a store error: a full disk in words
-/// of its own, by SQLite's (extended) result code.
+/// What SQLite said about the database at `path`, as a store error: a full disk and a
+/// damaged file in words of their own, by SQLite's (extended) result code.
 fn sqlite_error(path: &Path, source: rusqlite::Error) -> StoreError {
     let dir = || path.parent().unwrap_or(path).to_path_buf();
     if let rusqlite::Error::SqliteFailure(error, _) = &source {
@@ -100,6 +112,9 @@ fn sqlite_error(path: &Path, source: rusqlite::Error) -> StoreError {
             // Unix that fails when the file system has no room (or the quota is used up).
             rusqlite::ErrorCode::SystemIoFailure if error.extended_code == rusqlite::ffi::SQLITE_IOERR_SHMSIZE => {
                 return StoreError::DiskFull { dir: dir() };
+            }
+            rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase => {
+                return StoreError::Damaged { database: path.to_path_buf() };
             }
             _ => {}
         }
@@ -228,12 +243,27 @@ impl Backend for Sqlite {
         // timeout instead of one failing on a lock upgrade.
         let transaction =
             rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(database_error(&self.path))?;
+        check_integrity(&self.conn, &self.path)?;
         Ok(Box::new(SqliteQueries { conn: &self.conn, transaction: Some(transaction), path: &self.path }))
     }
 
     fn read_only(&self) -> Option<ReadOnlyCause> {
         self.read_only
     }
+}
+
+/// Refuses to write into a damaged database. A write touches only the pages it needs, so it
+/// can succeed beside damaged ones, and every success would bury the damage deeper in a
+/// store that reads fail on. `quick_check` reads every page once (about 1 ms per thousand
+/// certificates): fine before a write, which is rare, but not on reads.
+fn check_integrity(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let db = database_error(path);
+    // One finding is enough to refuse; `quick_check(1)` stops there.
+    let finding: String = conn.query_row("PRAGMA quick_check(1)", [], |r| r.get(0)).map_err(&db)?;
+    if finding != "ok" {
+        return Err(StoreError::Damaged { database: path.to_path_buf() });
+    }
+    Ok(())
 }
 
 /// Statements on one connection; inside `transaction` when there is one (it rolls back
@@ -513,6 +543,7 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     }
     let mut transaction = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(&db)?;
     transaction.set_drop_behavior(rusqlite::DropBehavior::Rollback);
+    check_integrity(&transaction, path)?;
     // Re-read inside the transaction: another process may have migrated meanwhile.
     let version: i64 = transaction.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(&db)?;
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or_default()) {
