@@ -18,6 +18,7 @@ mod cli {
     mod pki_verify;
     mod serve;
     mod shared_store;
+    mod store_files;
     mod two_nodes;
     mod status;
     mod validation;

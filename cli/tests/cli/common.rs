@@ -643,3 +643,39 @@ ca_bundle = "pki/ca.pem"
     )?;
     Ok(())
 }
+
+/// `sh -c script` in a mount namespace of its own, with `args` as `"$@"`: what the script
+/// mounts (a read-only bind mount, a small tmpfs) is seen by the commands it runs and by
+/// nobody else, and goes away with them. `$EDGEMTLS` is the binary and `$STORE` the sandbox's
+/// store; the environment is the one [`Sandbox::command`] gives the binary.
+pub fn in_mount_namespace(sandbox: &Sandbox, script: &str, args: &[&str]) -> Command {
+    let template = sandbox.command::<[&str; 0], &str>([]);
+    let mut command = Command::new("unshare");
+    command.args(["--mount", "--propagation", "private", "sh", "-c", script, "sh"]).args(args);
+    for (key, value) in template.get_envs() {
+        match value {
+            Some(value) => command.env(key, value),
+            None => command.env_remove(key),
+        };
+    }
+    command
+        .env("EDGEMTLS", env!("CARGO_BIN_EXE_edgemtls"))
+        .env("STORE", &sandbox.store)
+        .current_dir(sandbox.dir())
+        .stdin(Stdio::null());
+    command
+}
+
+/// Whether this machine lets a test mount file systems in a namespace of its own (it needs
+/// root and `unshare`); says on stderr that `test` is skipped when it does not.
+pub fn can_mount(sandbox: &Sandbox, test: &str) -> bool {
+    let probe = sandbox.path("mount-probe");
+    let works = std::fs::create_dir_all(&probe).is_ok()
+        && in_mount_namespace(sandbox, r#"mount -t tmpfs -o size=64k tmpfs "$1""#, &[&text(&probe)])
+            .output()
+            .is_ok_and(|out| out.status.success());
+    if !works {
+        eprintln!("skipped {test}: needs root and `unshare --mount` to mount a read-only or full file system");
+    }
+    works
+}

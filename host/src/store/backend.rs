@@ -14,15 +14,24 @@ pub(super) trait Backend: Send {
     /// commits. Dropping it uncommitted rolls it back.
     fn transaction(&mut self) -> Result<Box<dyn Queries + '_>, StoreError>;
 
-    /// Whether this connection may only read.
-    fn read_only(&self) -> bool {
-        false
+    /// Why this connection may only read; `None` when it may write.
+    fn read_only(&self) -> Option<ReadOnlyCause> {
+        None
     }
 
     /// Announcements of other writers' changes, where the database sends them.
     fn change_feed(&self) -> Option<super::ChangeFeed> {
         None
     }
+}
+
+/// Why a store was opened for reading only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ReadOnlyCause {
+    /// A read-only disk or mount, or no write permission.
+    NotWritable,
+    /// The disk is full: SQLite cannot even make the shared-memory index a writer needs.
+    DiskFull,
 }
 
 /// The statements behind the store, for one connection or one transaction.

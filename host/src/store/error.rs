@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::{KeySource, MASTER_KEY_ENV, StoreLocation};
+use super::{DATABASE_FILE, KEY_FILE, KeySource, MASTER_KEY_ENV, StoreLocation};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -67,12 +67,40 @@ pub enum StoreError {
         name: String,
     },
     /// The store can be read here but not written.
-    #[error("the store in '{dir}' is read-only here (a read-only disk, or no write permission): it can be read, but to {action} run where it is writable", dir = dir.display())]
+    #[error("the store in '{dir}' is read-only here (a read-only disk or mount, or no write permission): it can be read, but to {action} run the command where the store is writable", dir = dir.display())]
     ReadOnly {
         /// The store directory.
         dir: PathBuf,
         /// What could not be done.
         action: String,
+    },
+    /// A read-only store whose latest changes SQLite cannot read without writing beside it.
+    #[error("the store in '{dir}' is read-only here and its latest changes are still in {DATABASE_FILE}-wal, which SQLite can read only by creating {DATABASE_FILE}-shm beside it: run any edgemtls command on the store once where it is writable, which folds them into {DATABASE_FILE}", dir = dir.display())]
+    ReadOnlyWithPendingChanges {
+        /// The store directory.
+        dir: PathBuf,
+    },
+    /// The disk holding the store has no room left.
+    #[error("the disk holding the store in '{dir}' is full: free some space on it and run the command again (nothing was changed)", dir = dir.display())]
+    DiskFull {
+        /// The store directory.
+        dir: PathBuf,
+    },
+    /// The database file is damaged, so nothing is written to it.
+    #[error("the store database '{database}' is damaged (SQLite finds it malformed), so edgemtls will not write to it: restore it from a backup (keep {KEY_FILE} beside it), or, if `edgemtls cert list` still reads it, copy its certificates into a new store with `edgemtls store copy --from '{dir}' --to NEW_DIR`", database = database.display(), dir = database.parent().unwrap_or(database).display())]
+    Damaged {
+        /// The database file.
+        database: PathBuf,
+    },
+    /// The database file is empty or gone, but its master key is still there.
+    #[error("the store database '{database}' is {}, but the master key '{key_file}' beside it shows a store was made here: its certificates are lost until {DATABASE_FILE} is restored from a backup (keep {KEY_FILE}); to start a new, empty store here instead, move {KEY_FILE} away first", if *empty { "empty (0 bytes)" } else { "missing" }, database = database.display(), key_file = key_file.display())]
+    DatabaseLost {
+        /// The database file.
+        database: PathBuf,
+        /// The key file beside it.
+        key_file: PathBuf,
+        /// Whether the file is there but empty (else it is missing).
+        empty: bool,
     },
     /// The key file exists but is empty.
     #[error("the master key file '{path}' is empty (a write was interrupted): {}", if *sealed_anything {

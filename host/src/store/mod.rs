@@ -30,7 +30,7 @@ pub use seal::{KeySource, MASTER_KEY_ENV, MasterKey};
 
 use crate::Environment;
 use crate::pki::{CertificateMetadata, Identity};
-use backend::{Authenticated, Backend, KEY_CHECK, NewRow, Queries, RawRecord};
+use backend::{Authenticated, Backend, KEY_CHECK, NewRow, Queries, RawRecord, ReadOnlyCause};
 
 /// The database file inside a store directory.
 pub const DATABASE_FILE: &str = "store.db";
@@ -135,7 +135,7 @@ impl Store {
     /// Checks `key` against the store's sealed key check (recording it for a new store),
     /// and gives records from before record MACs theirs.
     fn unlock(mut backend: Box<dyn Backend>, location: StoreLocation, key: MasterKey, source: KeySource) -> Result<Self, StoreError> {
-        let read_only = backend.read_only();
+        let read_only = backend.read_only().is_some();
         let key_check = {
             let mut queries = backend.queries()?;
             match queries.meta(KEY_CHECK)? {
@@ -163,7 +163,7 @@ impl Store {
 
     /// Whether this store was opened read-only.
     pub fn is_read_only(&self) -> bool {
-        self.backend().read_only()
+        self.backend().read_only().is_some()
     }
 
     /// Announcements of changes made by other processes (PostgreSQL's `NOTIFY`), to reload
@@ -182,11 +182,12 @@ impl Store {
     }
 
     fn writable(&self, action: &str) -> Result<(), StoreError> {
-        if self.is_read_only() {
-            let dir = self.location.directory().map(std::path::Path::to_path_buf).unwrap_or_default();
-            return Err(StoreError::ReadOnly { dir, action: action.to_string() });
+        let dir = || self.location.directory().map(std::path::Path::to_path_buf).unwrap_or_default();
+        match self.backend().read_only() {
+            None => Ok(()),
+            Some(ReadOnlyCause::NotWritable) => Err(StoreError::ReadOnly { dir: dir(), action: action.to_string() }),
+            Some(ReadOnlyCause::DiskFull) => Err(StoreError::DiskFull { dir: dir() }),
         }
-        Ok(())
     }
 
     /// Runs `read` on the store's connection.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::backend::{Authenticated, Backend, DeploymentRow, KEY_CHECK, NewRow, Queries, RawRecord};
+use super::backend::{Authenticated, Backend, DeploymentRow, KEY_CHECK, NewRow, Queries, RawRecord, ReadOnlyCause};
 use super::error::DatabaseError;
 use super::{DATABASE_FILE, Deployment, KEY_FILE, KeySource, MasterKey, Store, StoreError, StoreLocation};
 
@@ -50,29 +50,46 @@ const MIGRATIONS: &[&str] = &[
 /// An open SQLite store file.
 pub(super) struct Sqlite {
     conn: Connection,
-    /// The file, quoted, for messages.
-    shown: String,
-    read_only: bool,
+    /// The database file.
+    path: PathBuf,
+    read_only: Option<ReadOnlyCause>,
 }
 
-/// Opens (creating if needed) the store in `dir`. A store this user may read but not write
-/// (a read-only disk, or another owner) opens read-only: reading works, writes say why not.
-/// `key`, when given, is used instead of `EDGEMTLS_MASTER_KEY` or the key file.
+/// Opens (creating if needed) the store in `dir`. A store that cannot be written here (a
+/// read-only disk or mount, another owner's, or a full disk) opens read-only: reading works,
+/// writes say why not. `key`, when given, is used instead of `EDGEMTLS_MASTER_KEY` or the key file.
 pub(super) fn open(dir: &Path, key: Option<(MasterKey, KeySource)>) -> Result<Store, StoreError> {
+    let existed = exists(dir)?;
     match open_writable(dir, key.clone()) {
-        Err(error) if is_read_only(&error) => open_read_only(dir, key),
-        other => other,
+        Err(error) => match cannot_write(&error) {
+            // A store that is not there yet has nothing to read.
+            Some(cause) if existed => open_read_only(dir, key, cause),
+            _ => Err(error),
+        },
+        opened => opened,
     }
 }
 
-/// Whether `dir` holds a store.
+/// Whether `dir` holds a store. A database that is missing or empty beside a master key is
+/// a lost store, not an absent one: the key file is made only once the database is set up,
+/// so reading it as a new, empty store would hide the loss (and seal new keys beside it).
 pub(super) fn exists(dir: &Path) -> Result<bool, StoreError> {
     let database = dir.join(DATABASE_FILE);
-    match std::fs::metadata(&database) {
-        Ok(metadata) => Ok(metadata.is_file()),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+    let found = match std::fs::metadata(&database) {
+        Ok(metadata) => Some(metadata),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
         // Not "no store": a store this user cannot see into is an answer of its own.
-        Err(source) => Err(StoreError::Io { path: database, source }),
+        Err(source) => return Err(StoreError::Io { path: database, source }),
+    };
+    let key_file = dir.join(KEY_FILE);
+    // An empty key file sealed nothing; opening explains it (`StoreError::EmptyKeyFile`).
+    let has_key = std::fs::metadata(&key_file).is_ok_and(|m| m.is_file() && m.len() > 0);
+    match found {
+        None if has_key => Err(StoreError::DatabaseLost { database, key_file, empty: false }),
+        Some(metadata) if has_key && metadata.is_file() && metadata.len() == 0 => {
+            Err(StoreError::DatabaseLost { database, key_file, empty: true })
+        }
+        found => Ok(found.is_some_and(|m| m.is_file())),
     }
 }
 
@@ -84,8 +101,29 @@ fn shown(path: &Path) -> String {
     format!("'{}'", path.display())
 }
 
+/// What SQLite said about the database at `path`, as a store error: a full disk and a
+/// damaged file in words of their own, by SQLite's (extended) result code.
+fn sqlite_error(path: &Path, source: rusqlite::Error) -> StoreError {
+    let dir = || path.parent().unwrap_or(path).to_path_buf();
+    if let rusqlite::Error::SqliteFailure(error, _) = &source {
+        match error.code {
+            rusqlite::ErrorCode::DiskFull => return StoreError::DiskFull { dir: dir() },
+            // Growing the shared-memory index (`store.db-shm`) writes one byte per page; on
+            // Unix that fails when the file system has no room (or the quota is used up).
+            rusqlite::ErrorCode::SystemIoFailure if error.extended_code == rusqlite::ffi::SQLITE_IOERR_SHMSIZE => {
+                return StoreError::DiskFull { dir: dir() };
+            }
+            rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase => {
+                return StoreError::Damaged { database: path.to_path_buf() };
+            }
+            _ => {}
+        }
+    }
+    StoreError::Database { store: shown(path), source: DatabaseError::Sqlite(source) }
+}
+
 fn database_error(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-    move |source| StoreError::Database { store: shown(path), source: DatabaseError::Sqlite(source) }
+    move |source| sqlite_error(path, source)
 }
 
 fn open_writable(dir: &Path, given: Option<(MasterKey, KeySource)>) -> Result<Store, StoreError> {
@@ -94,7 +132,7 @@ fn open_writable(dir: &Path, given: Option<(MasterKey, KeySource)>) -> Result<St
     let conn = open_connection(&path)?;
     restrict_mode(&path)?;
     migrate(&conn, &path)?;
-    let mut backend = Sqlite { conn, shown: shown(&path), read_only: false };
+    let mut backend = Sqlite { conn, path: path.clone(), read_only: None };
     let key_check = backend.queries()?.meta(KEY_CHECK)?;
     let key_file = dir.join(KEY_FILE);
     if let Some((key, source)) = given {
@@ -116,11 +154,15 @@ fn open_writable(dir: &Path, given: Option<(MasterKey, KeySource)>) -> Result<St
     Store::unlock(Box::new(backend), location(dir), key, source)
 }
 
-fn open_read_only(dir: &Path, given: Option<(MasterKey, KeySource)>) -> Result<Store, StoreError> {
+/// Opens the store in `dir` for reading only, because `cause` keeps it from being written.
+fn open_read_only(dir: &Path, given: Option<(MasterKey, KeySource)>, cause: ReadOnlyCause) -> Result<Store, StoreError> {
     let path = dir.join(DATABASE_FILE);
     let db = database_error(&path);
-    // Without write access SQLite cannot make the WAL index; when there is no WAL to
-    // read, the file is opened as immutable.
+    // A WAL database is read through its shared-memory index (`store.db-shm`), which SQLite
+    // must be able to create or find: on a read-only disk, or a full one, an idle store has
+    // none. Without WAL content the database file holds the whole store, and `immutable`
+    // reads it without the index; with WAL content only `mode=ro` reads it, through the
+    // index a writer (or a crash) left behind. See https://sqlite.org/wal.html#readonly.
     let wal = dir.join(format!("{DATABASE_FILE}-wal"));
     let has_wal = std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
     let escaped: String = path
@@ -136,8 +178,18 @@ fn open_read_only(dir: &Path, given: Option<(MasterKey, KeySource)>) -> Result<S
     let uri = format!("file:{escaped}?{}", if has_wal { "mode=ro" } else { "immutable=1" });
     let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(&uri, flags).map_err(&db)?;
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(&db)?;
-    let mut backend = Sqlite { conn, shown: shown(&path), read_only: true };
+    let version: i64 = match conn.pragma_query_value(None, "user_version", |r| r.get(0)) {
+        Ok(version) => version,
+        // The database file opened, so what cannot be opened is the index beside it.
+        Err(rusqlite::Error::SqliteFailure(error, _)) if error.code == rusqlite::ErrorCode::CannotOpen => {
+            return Err(match cause {
+                ReadOnlyCause::NotWritable => StoreError::ReadOnlyWithPendingChanges { dir: dir.to_path_buf() },
+                ReadOnlyCause::DiskFull => StoreError::DiskFull { dir: dir.to_path_buf() },
+            });
+        }
+        Err(error) => return Err(db(error)),
+    };
+    let mut backend = Sqlite { conn, path: path.clone(), read_only: Some(cause) };
     let key_file = dir.join(KEY_FILE);
     let key_check = backend.queries()?.meta(KEY_CHECK)?;
     let found = match given {
@@ -161,35 +213,57 @@ pub(super) fn upgrade_needed(dir: &Path) -> StoreError {
     }
 }
 
-/// Whether the error says the database or its directory cannot be written.
-fn is_read_only(error: &StoreError) -> bool {
+/// Why opening a store for writing failed, when the reason leaves it readable: the
+/// database or its directory cannot be written here, or the disk is full.
+fn cannot_write(error: &StoreError) -> Option<ReadOnlyCause> {
     match error {
-        StoreError::Database { source: DatabaseError::Sqlite(rusqlite::Error::SqliteFailure(error, _)), .. } => {
-            error.code == rusqlite::ErrorCode::ReadOnly
+        StoreError::ReadOnly { .. } => Some(ReadOnlyCause::NotWritable),
+        StoreError::DiskFull { .. } => Some(ReadOnlyCause::DiskFull),
+        StoreError::Database { source: DatabaseError::Sqlite(rusqlite::Error::SqliteFailure(error, _)), .. }
+            if error.code == rusqlite::ErrorCode::ReadOnly =>
+        {
+            Some(ReadOnlyCause::NotWritable)
         }
-        StoreError::Io { source, .. } => {
-            matches!(source.kind(), std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem)
-        }
-        _ => false,
+        StoreError::Io { source, .. } => match source.kind() {
+            std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => Some(ReadOnlyCause::NotWritable),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => Some(ReadOnlyCause::DiskFull),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
 impl Backend for Sqlite {
     fn queries(&mut self) -> Result<Box<dyn Queries + '_>, StoreError> {
-        Ok(Box::new(SqliteQueries { conn: &self.conn, transaction: None, shown: &self.shown }))
+        Ok(Box::new(SqliteQueries { conn: &self.conn, transaction: None, path: &self.path }))
     }
 
     fn transaction(&mut self) -> Result<Box<dyn Queries + '_>, StoreError> {
         // IMMEDIATE takes the write lock first, so concurrent writers queue on the busy
         // timeout instead of one failing on a lock upgrade.
-        let transaction = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
-            .map_err(|source| StoreError::Database { store: self.shown.clone(), source: source.into() })?;
-        Ok(Box::new(SqliteQueries { conn: &self.conn, transaction: Some(transaction), shown: &self.shown }))
+        let transaction =
+            rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(database_error(&self.path))?;
+        check_integrity(&self.conn, &self.path)?;
+        Ok(Box::new(SqliteQueries { conn: &self.conn, transaction: Some(transaction), path: &self.path }))
     }
 
-    fn read_only(&self) -> bool {
+    fn read_only(&self) -> Option<ReadOnlyCause> {
         self.read_only
     }
+}
+
+/// Refuses to write into a damaged database. A write touches only the pages it needs, so it
+/// can succeed beside damaged ones, and every success would bury the damage deeper in a
+/// store that reads fail on. `quick_check` reads every page once (about 1 ms per thousand
+/// certificates): fine before a write, which is rare, but not on reads.
+fn check_integrity(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let db = database_error(path);
+    // One finding is enough to refuse; `quick_check(1)` stops there.
+    let finding: String = conn.query_row("PRAGMA quick_check(1)", [], |r| r.get(0)).map_err(&db)?;
+    if finding != "ok" {
+        return Err(StoreError::Damaged { database: path.to_path_buf() });
+    }
+    Ok(())
 }
 
 /// Statements on one connection; inside `transaction` when there is one (it rolls back
@@ -197,12 +271,12 @@ impl Backend for Sqlite {
 struct SqliteQueries<'c> {
     conn: &'c Connection,
     transaction: Option<rusqlite::Transaction<'c>>,
-    shown: &'c str,
+    path: &'c Path,
 }
 
 impl SqliteQueries<'_> {
     fn db(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-        |source| StoreError::Database { store: self.shown.to_string(), source: source.into() }
+        database_error(self.path)
     }
 }
 
@@ -416,9 +490,22 @@ impl Queries for SqliteQueries<'_> {
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let db = database_error(path);
     let conn = Connection::open(path).map_err(&db)?;
+    let dir = path.parent().unwrap_or(path);
+    let read_only = || StoreError::ReadOnly { dir: dir.to_path_buf(), action: "write it".into() };
+    // SQLite falls back to reading a database file it may not write (a read-only mount,
+    // another owner's file) and says so only here.
+    if conn.is_readonly(rusqlite::MAIN_DB).map_err(&db)? {
+        return Err(read_only());
+    }
     // WAL lets a running host read while the CLI writes; the timeout makes writers queue.
     conn.busy_timeout(Duration::from_secs(5)).map_err(&db)?;
-    use_wal(&conn).map_err(&db)?;
+    match use_wal(&conn) {
+        Ok(()) => {}
+        // The database file is open, so what cannot be opened is the WAL or its index beside
+        // it: the directory cannot be written.
+        Err(rusqlite::Error::SqliteFailure(error, _)) if error.code == rusqlite::ErrorCode::CannotOpen => return Err(read_only()),
+        Err(error) => return Err(db(error)),
+    }
     conn.pragma_update(None, "synchronous", "NORMAL").map_err(&db)?;
     Ok(conn)
 }
@@ -456,6 +543,7 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     }
     let mut transaction = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(&db)?;
     transaction.set_drop_behavior(rusqlite::DropBehavior::Rollback);
+    check_integrity(&transaction, path)?;
     // Re-read inside the transaction: another process may have migrated meanwhile.
     let version: i64 = transaction.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(&db)?;
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or_default()) {
