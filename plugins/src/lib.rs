@@ -2,7 +2,9 @@
 //!
 //! - `url-forward`: forwards method, path, query, headers and body to `baseUrl` + path.
 //! - `url-rewrite`: forwards to a URL built from `rewritePattern`
-//!   (`https://api.internal/v2/${params.id}?${query}`).
+//!   (`https://api.internal/v2/${params.id}?${query}`); a value from the caller is escaped
+//!   as one path segment or one query value, by where its placeholder stands
+//!   (`plugins/url-rewrite/src/lib.rs` says which).
 //! - `hello-mtls`: the example from the README.
 //!
 //! All take `mtlsCertificate`; any option value may be `$env(NAME)`.
