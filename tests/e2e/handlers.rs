@@ -46,6 +46,34 @@ async fn url_forward_picks_the_certificate_per_environment() -> anyhow::Result<(
     Ok(())
 }
 
+/// Empty path segments are dropped before routing, so the upstream gets the path the route
+/// matched (issue 30, item 8): `//api/x` reaches `/prefix/api/x`, not `/prefix//api/x`.
+#[tokio::test]
+async fn url_forward_sends_a_path_without_empty_segments() -> anyhow::Result<()> {
+    let world = World::new()?;
+    world.add_cert("billing_prod", "billing-prod", &all_envs())?;
+    let upstream = world.upstream(true).await?;
+    let body = format!(
+        r#"[[routes]]
+path = "/api"
+handler = "url-forward"
+[routes.options]
+baseUrl = "https://localhost:{}/prefix"
+mtlsCertificate = "billing_prod"
+"#,
+        upstream.addr().port()
+    );
+    let config = world.config(&body, upstream.addr())?;
+    let host = world.serve(&config, Environment::Development).await?;
+    for (path, expected) in [("//api/x?y=1", "/prefix/api/x?y=1"), ("/api//x//", "/prefix/api/x/")] {
+        let reply = host.get(path, &[]).await?;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+        let seen = upstream.log().requests().pop().ok_or_else(|| anyhow::anyhow!("nothing reached the upstream"))?;
+        assert_eq!(seen.path, expected, "{path}");
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn url_forward_without_search_and_with_a_body() -> anyhow::Result<()> {
     let world = World::new()?;
