@@ -2,7 +2,9 @@
 //!
 //! - `url-forward`: forwards method, path, query, headers and body to `baseUrl` + path.
 //! - `url-rewrite`: forwards to a URL built from `rewritePattern`
-//!   (`https://api.internal/v2/${params.id}?${query}`).
+//!   (`https://api.internal/v2/${params.id}?${query}`); a value from the caller is escaped
+//!   as one path segment or one query value, by where its placeholder stands
+//!   (`plugins/url-rewrite/src/lib.rs` says which).
 //! - `hello-mtls`: the example from the README.
 //!
 //! All take `mtlsCertificate`; any option value may be `$env(NAME)`.
@@ -39,6 +41,9 @@ pub enum OptionKind {
     Text,
     /// An absolute `http://` or `https://` URL.
     Url,
+    /// An absolute `http://` or `https://` URL that the request's path and query are appended
+    /// to: it has no query or fragment of its own.
+    BaseUrl,
     /// `true` or `false`.
     Boolean,
     /// The name (or id) of a certificate in the store; empty means none.
@@ -54,7 +59,7 @@ pub const BUILTINS: &[Builtin] = &[
         name: "url-forward",
         wasm: include_bytes!(env!("URL_FORWARD_WASM")),
         options: &[
-            OptionSpec { name: "baseUrl", kind: OptionKind::Url, required: true },
+            OptionSpec { name: "baseUrl", kind: OptionKind::BaseUrl, required: true },
             MTLS_CERTIFICATE,
             OptionSpec { name: "forwardSearch", kind: OptionKind::Boolean, required: false },
             FORWARD_CLIENT_CERT,
@@ -81,7 +86,7 @@ pub const BUILTINS: &[Builtin] = &[
         name: "mtls-auth",
         wasm: include_bytes!(env!("MTLS_AUTH_WASM")),
         options: &[
-            OptionSpec { name: "baseUrl", kind: OptionKind::Url, required: true },
+            OptionSpec { name: "baseUrl", kind: OptionKind::BaseUrl, required: true },
             MTLS_CERTIFICATE,
             FORWARD_CLIENT_CERT,
             OptionSpec { name: "allowedIssuers", kind: OptionKind::Text, required: false },

@@ -46,6 +46,34 @@ async fn url_forward_picks_the_certificate_per_environment() -> anyhow::Result<(
     Ok(())
 }
 
+/// Empty path segments are dropped before routing, so the upstream gets the path the route
+/// matched (issue 30, item 8): `//api/x` reaches `/prefix/api/x`, not `/prefix//api/x`.
+#[tokio::test]
+async fn url_forward_sends_a_path_without_empty_segments() -> anyhow::Result<()> {
+    let world = World::new()?;
+    world.add_cert("billing_prod", "billing-prod", &all_envs())?;
+    let upstream = world.upstream(true).await?;
+    let body = format!(
+        r#"[[routes]]
+path = "/api"
+handler = "url-forward"
+[routes.options]
+baseUrl = "https://localhost:{}/prefix"
+mtlsCertificate = "billing_prod"
+"#,
+        upstream.addr().port()
+    );
+    let config = world.config(&body, upstream.addr())?;
+    let host = world.serve(&config, Environment::Development).await?;
+    for (path, expected) in [("//api/x?y=1", "/prefix/api/x?y=1"), ("/api//x//", "/prefix/api/x/")] {
+        let reply = host.get(path, &[]).await?;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+        let seen = upstream.log().requests().pop().ok_or_else(|| anyhow::anyhow!("nothing reached the upstream"))?;
+        assert_eq!(seen.path, expected, "{path}");
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn url_forward_without_search_and_with_a_body() -> anyhow::Result<()> {
     let world = World::new()?;
@@ -90,6 +118,60 @@ mtlsCertificate = "$env(USERS_CERT)"
 
     let reply = host.get("/users/7", &[]).await?;
     assert_eq!(reply.json()?["path"], "/v2/accounts/7", "an empty query leaves no '?'");
+    Ok(())
+}
+
+/// A caller's header value stays one path segment or one query value: what the upstream saw
+/// for hostile values (issue 30, item 4), and no request at all for a climbing `..`.
+#[tokio::test]
+async fn url_rewrite_keeps_caller_values_inside_their_segment_or_query_value() -> anyhow::Result<()> {
+    let world = World::new()?;
+    world.add_cert("users_api", "users-api", &all_envs())?;
+    let upstream = world.upstream(true).await?;
+    let port = upstream.addr().port();
+    let body = format!(
+        r#"[[routes]]
+path = "/u/:id"
+handler = "url-rewrite"
+[routes.options]
+rewritePattern = "https://localhost:{port}/u/${{params.id}}/t/${{headers.x-tenant}}${{search}}"
+mtlsCertificate = "users_api"
+
+[[routes]]
+path = "/lookup/:id"
+handler = "url-rewrite"
+[routes.options]
+rewritePattern = "https://localhost:{port}/lookup?id=${{params.id}}&tenant=${{headers.x-tenant}}${{search}}"
+mtlsCertificate = "users_api"
+"#
+    );
+    let config = world.config(&body, upstream.addr())?;
+    let host = world.serve(&config, Environment::Development).await?;
+
+    let cases = [
+        ("/u/42?q=1", "acme", "/u/42/t/acme?q=1"),
+        ("/u/42?q=1", "a?admin=1", "/u/42/t/a%3Fadmin%3D1?q=1"),
+        ("/u/42?q=1", "a#frag", "/u/42/t/a%23frag?q=1"),
+        ("/u/42?q=1", "a/b", "/u/42/t/a%2Fb?q=1"),
+        ("/u/42?q=1", "%2E%2E", "/u/42/t/%252E%252E?q=1"),
+        ("/lookup/42?q=1", "a&admin=1", "/lookup?id=42&tenant=a%26admin%3D1&q=1"),
+        ("/lookup/42?q=1", "../../admin", "/lookup?id=42&tenant=..%2F..%2Fadmin&q=1"),
+    ];
+    for (path, tenant, expected) in cases {
+        let reply = host.get(path, &[("x-tenant", tenant)]).await?;
+        assert_eq!(reply.status, 200, "{tenant}: {}", reply.body);
+        let seen = upstream.log().requests().pop().ok_or_else(|| anyhow::anyhow!("nothing reached the upstream"))?;
+        assert_eq!(seen.path, expected, "x-tenant: {tenant}");
+    }
+
+    // In the path, `..` is refused rather than escaped: nginx reads `%2E%2E` and `..%2F` as `..`.
+    let served = upstream.log().served();
+    for tenant in ["../../admin", "..", ".", "%2E%2E/..", "..;x"] {
+        let reply = host.get("/u/42?q=1", &[("x-tenant", tenant)]).await?;
+        assert_eq!(reply.status, 400, "{tenant}: {}", reply.body);
+        assert!(reply.body.contains("${headers.x-tenant}"), "{tenant}: {}", reply.body);
+    }
+    assert_eq!(upstream.log().served(), served, "a refused value sends nothing");
     Ok(())
 }
 

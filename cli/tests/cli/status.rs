@@ -163,6 +163,41 @@ fn a_key_that_does_not_unseal_is_reported_damaged_and_exits_2() -> Result<()> {
     Ok(())
 }
 
+/// A record imported before the chain limits (issue 30, item 6) cannot be served: `serve`
+/// refuses its name, and `cert status` says why, in the words `serve` logs, and exits 2.
+#[test]
+fn a_stored_chain_over_the_limit_is_reported_and_exits_2() -> Result<()> {
+    use edgemtls_host::pki::{ImportRequest, load_identity, validate_client_identity};
+    use edgemtls_host::store::{NewCertificate, Store, StoreLocation};
+    let sandbox = Sandbox::new()?;
+    let ca = TestCa::new("Status CA")?;
+    add(&sandbox, &ca, "healthy", 90)?;
+    // Written with the library, past `cert create`, which refuses such a chain now.
+    let leaf = ca.client("bloated")?;
+    let (cert, key) = leaf.write_pem_split(&sandbox, "bloated")?;
+    let mut identity = load_identity(ImportRequest { cert_path: &cert, key_path: Some(&key), password: None })?;
+    let ca_cert = identity.chain[1].clone();
+    identity.chain.extend(std::iter::repeat_n(ca_cert, 1549));
+    let metadata = validate_client_identity(&identity, OffsetDateTime::now_utc())?;
+    let mut store = Store::open(&StoreLocation::Directory(sandbox.store.clone()))?;
+    store.create(NewCertificate { name: "bloated".into(), environments: edgemtls_host::Environment::ALL.to_vec(), identity, metadata })?;
+    drop(store);
+
+    let (code, out) = status(&sandbox, false)?;
+    ensure!(code == 2, "exit {code}: {out}");
+    ensure!(out.lines().any(|l| l.starts_with("bloated") && l.contains("damaged")), "{out}");
+    ensure!(out.lines().any(|l| l.starts_with("healthy") && l.contains("enabled")), "{out}");
+    ensure!(
+        out.contains("bloated: certificate 'bloated' cannot be used: its record holds a chain of 1551 certificates, more than the 10 accepted"),
+        "the reason is printed: {out}"
+    );
+    let (code, report) = status_json(&sandbox)?;
+    ensure!(code == 2, "exit {code}: {report:#}");
+    ensure!(entry(&report, "bloated")?["damaged"] == true, "{report:#}");
+    ensure!(entry(&report, "healthy")?["damaged"] == false, "{report:#}");
+    Ok(())
+}
+
 /// `cert status` and `cert show` ask the CRL a stored certificate's distribution point names,
 /// served by Python's http.server: good, revoked, a CRL from another CA, an unreachable
 /// distribution point, no distribution point, and --offline.

@@ -169,6 +169,51 @@ fn refuses_files_over_one_mebibyte() -> Result<()> {
     Ok(())
 }
 
+/// A chain TLS peers cannot take fails every request it is presented on, so it is refused
+/// at import (issue 30, item 6): 1,550 copies of the CA behind the leaf, just under the
+/// 1 MiB file cap, were imported as `chain_length 1551`.
+#[test]
+fn refuses_a_chain_over_the_limit_naming_the_limit() -> Result<()> {
+    let (sandbox, ca) = setup()?;
+    let leaf = ca.client("bloated")?;
+    let key = sandbox.write("bloated.key", leaf.key_pkcs8_pem())?;
+    let (leaf_pem, ca_pem) = (leaf.cert.pem(), ca.cert.pem());
+    let copies = (1024 * 1024 - leaf_pem.len()) / ca_pem.len();
+    ensure!(copies > 1000, "only {copies} copies of the CA fit in 1 MiB");
+    let bloated = sandbox.write("bloated-chain.pem", format!("{leaf_pem}{}", ca_pem.repeat(copies)))?;
+    let stderr = sandbox.refused(sandbox.create_args("bloated", &bloated, Some(&key), &[]), "more than the 10 accepted")?;
+    ensure!(stderr.contains("bloated-chain.pem"), "the message names the file: {stderr}");
+    ensure!(stderr.contains(&format!("a chain of {} certificates", copies + 1)), "{stderr}");
+
+    // The limit is on the count: ten certificates pass, eleven do not (the leaf, its CA, and
+    // CAs of no relation to it, which are kept after the leaf's path).
+    let others = (0..9).map(|i| Ok(TestCa::new(&format!("Other CA {i}"))?.cert.pem())).collect::<Result<Vec<_>>>()?;
+    let ten = ca.client("ten")?;
+    let ten_key = sandbox.write("ten.key", ten.key_pkcs8_pem())?;
+    let ten_chain = sandbox.write("ten.pem", format!("{}{}", ten.chain_pem(), others[..8].concat()))?;
+    sandbox.ok(sandbox.create_args("ten", &ten_chain, Some(&ten_key), &[]))?;
+    let eleven = ca.client("eleven")?;
+    let eleven_key = sandbox.write("eleven.key", eleven.key_pkcs8_pem())?;
+    let eleven_chain = sandbox.write("eleven.pem", format!("{}{}", eleven.chain_pem(), others.concat()))?;
+    sandbox.refused(
+        sandbox.create_args("eleven", &eleven_chain, Some(&eleven_key), &[]),
+        "eleven.pem' holds a chain of 11 certificates, more than the 10 accepted",
+    )?;
+    Ok(())
+}
+
+#[test]
+fn refuses_a_chain_that_repeats_a_certificate() -> Result<()> {
+    let (sandbox, ca) = setup()?;
+    let leaf = ca.client("repeated")?;
+    let key = sandbox.write("repeated.key", leaf.key_pkcs8_pem())?;
+    let chain = sandbox.write("repeated.pem", format!("{}{}", leaf.chain_pem(), ca.cert.pem()))?;
+    let stderr = sandbox.refused(sandbox.create_args("repeated", &chain, Some(&key), &[]), "2 times (a chain lists each certificate once)")?;
+    ensure!(stderr.contains("Validation CA"), "the message names the repeated certificate: {stderr}");
+    ensure!(stderr.contains("keep only the leaf and the intermediates up to the CA, each once"), "and what to do: {stderr}");
+    Ok(())
+}
+
 #[test]
 fn refuses_a_wrong_pkcs12_password() -> Result<()> {
     let (sandbox, ca) = setup()?;

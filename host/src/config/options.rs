@@ -58,18 +58,35 @@ fn kind_problem(kind: OptionKind, value: &str) -> Option<String> {
         OptionKind::Boolean => {
             (value != "true" && value != "false").then(|| format!("'{value}' is not true or false"))
         }
-        OptionKind::Url => {
-            let scheme = value.parse::<http::Uri>().ok().and_then(|uri| {
-                let has_host = uri.host().is_some_and(|h| !h.is_empty());
-                uri.scheme_str().filter(|_| has_host).map(str::to_ascii_lowercase)
-            });
-            match scheme.as_deref() {
-                Some("https" | "http") => None,
-                Some(other) => Some(format!("'{value}' uses {other}://; only https:// (or http://) upstreams are supported")),
-                None => Some(format!("'{value}' is not an absolute URL like https://billing.internal:8443")),
-            }
-        }
+        OptionKind::Url => url_problem(value),
+        OptionKind::BaseUrl => url_problem(value).or_else(|| base_url_problem(value)),
     }
+}
+
+fn url_problem(value: &str) -> Option<String> {
+    let scheme = value.parse::<http::Uri>().ok().and_then(|uri| {
+        let has_host = uri.host().is_some_and(|h| !h.is_empty());
+        uri.scheme_str().filter(|_| has_host).map(str::to_ascii_lowercase)
+    });
+    match scheme.as_deref() {
+        Some("https" | "http") => None,
+        Some(other) => Some(format!("'{value}' uses {other}://; only https:// (or http://) upstreams are supported")),
+        None => Some(format!("'{value}' is not an absolute URL like https://billing.internal:8443")),
+    }
+}
+
+/// The request's path and query are appended to a base URL, so a query or fragment of its
+/// own would end up in the middle of the path (`/base?x=1/users?page=2`).
+fn base_url_problem(value: &str) -> Option<String> {
+    if let Some(at) = value.find('#') {
+        return Some(format!("'{value}' has a fragment ('{}'), which is never sent to an upstream; remove it", &value[at..]));
+    }
+    value.find('?').map(|at| {
+        format!(
+            "'{value}' has a query ('{}'); the request's path and query are appended to baseUrl, so it cannot carry one of its own: remove it, or build the URL with url-rewrite's rewritePattern",
+            &value[at..]
+        )
+    })
 }
 
 /// The known option closest to `name`: the same but for case, or a small typo away.

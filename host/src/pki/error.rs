@@ -74,6 +74,14 @@ pub enum PkiError {
         /// What went wrong (wrong password, unsupported encryption, ...).
         reason: String,
     },
+    /// The chain breaks a limit TLS peers impose ([`super::ChainProblem`]).
+    #[error("'{path}' holds {problem}; keep only the leaf and the intermediates up to the CA, each once")]
+    Chain {
+        /// The certificate file.
+        path: PathBuf,
+        /// The limit it breaks.
+        problem: super::ChainProblem,
+    },
     /// The private key does not belong to the leaf certificate.
     #[error("the private key in '{key_path}' does not match the certificate in '{cert_path}'")]
     KeyMismatch {

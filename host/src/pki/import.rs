@@ -70,7 +70,8 @@ pub fn expand_tilde(path: &Path) -> PathBuf {
     }
 }
 
-/// Reads a certificate chain and private key, and checks that the key matches the leaf.
+/// Reads a certificate chain and private key, and checks that the key matches the leaf and
+/// that the chain keeps the limits TLS peers impose ([`super::chain_problem`]).
 ///
 /// The leaf is the certificate whose public key matches the private key, wherever it appears
 /// in the input (`.p7b` files often list the CA first); the rest of the chain follows it in
@@ -106,6 +107,9 @@ pub fn load_identity(request: ImportRequest<'_>) -> Result<Identity, PkiError> {
     };
 
     let chain = order_chain(&cert_path, &key_path, parsed.certs, &key)?;
+    if let Some(problem) = super::chain_problem(&chain) {
+        return Err(PkiError::Chain { path: cert_path, problem });
+    }
     Ok(Identity { chain, key, cert_path, key_path, warnings })
 }
 

@@ -5,6 +5,7 @@
 //! match the leaf and to be usable by rustls. Validation then decides whether that identity
 //! may become a client certificate in the store.
 
+mod chain;
 mod error;
 mod import;
 mod inspect;
@@ -14,6 +15,7 @@ mod verify;
 pub mod pem;
 pub mod trust_files;
 
+pub use chain::{ChainProblem, MAX_CHAIN_BYTES, MAX_CHAIN_LENGTH, chain_problem};
 pub use error::PkiError;
 pub use import::{Identity, ImportRequest, MAX_FILE_SIZE, expand_tilde, load_certificates, load_identity};
 pub use inspect::{CertificateMetadata, ExpiryStatus, KeyType, inspect_leaf, rfc3339, rfc3339_unix, subject_alt_names, validate_client_identity};

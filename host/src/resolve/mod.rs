@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 use time::OffsetDateTime;
 
 use crate::Environment;
-use crate::pki::rfc3339;
+use crate::pki::{ChainProblem, rfc3339};
 use crate::store::{CertificateRecord, ChangeFeed, Store, StoreError, StoreLocation};
 use crate::upstream::{Certificate, ClientIdentity, TrustProfiles};
 
@@ -63,11 +63,21 @@ pub enum ResolveError {
         /// The name.
         name: String,
     },
+    /// The stored chain breaks a limit TLS peers impose (it was imported before the limit
+    /// existed): presenting it would fail every request.
+    #[error("certificate '{name}' cannot be used: its record holds {problem}; import it again under a new name with only the leaf and the intermediates up to the CA, each once")]
+    BadChain {
+        /// The name.
+        name: String,
+        /// The limit its chain breaks.
+        problem: ChainProblem,
+    },
 }
 
 impl ResolveError {
     /// The stable, machine-readable reason: `certificate-not-found`, `certificate-disabled`,
-    /// `certificate-not-in-environment`, `certificate-expired`, `certificate-not-yet-valid`.
+    /// `certificate-not-in-environment`, `certificate-expired`, `certificate-not-yet-valid`,
+    /// `certificate-damaged`, `certificate-bad-chain`.
     pub fn reason(&self) -> &'static str {
         match self {
             Self::NotFound { .. } => "certificate-not-found",
@@ -76,6 +86,7 @@ impl ResolveError {
             Self::Expired { .. } => "certificate-expired",
             Self::NotYetValid { .. } => "certificate-not-yet-valid",
             Self::Damaged { .. } => "certificate-damaged",
+            Self::BadChain { .. } => "certificate-bad-chain",
         }
     }
 }
@@ -90,12 +101,21 @@ struct Entry {
     identity: Option<Arc<ClientIdentity>>,
     id: String,
     version: i64,
-    /// The stored key does not unseal: the name resolves to an error.
-    damaged: bool,
+    /// Why a record this host would serve cannot be: the name resolves to that error.
+    unusable: Option<Unusable>,
+}
+
+/// Why a stored record cannot be served.
+#[derive(Clone)]
+enum Unusable {
+    /// The stored key does not unseal.
+    Key,
+    /// The stored chain breaks a limit ([`crate::pki::chain_problem`]).
+    Chain(ChainProblem),
 }
 
 impl Entry {
-    fn damaged(record: &crate::store::CertificateRecord) -> Self {
+    fn unusable(record: &crate::store::CertificateRecord, why: Unusable) -> Self {
         Entry {
             enabled: record.enabled,
             environments: record.environments.clone(),
@@ -104,7 +124,7 @@ impl Entry {
             identity: None,
             id: record.id.clone(),
             version: record.version,
-            damaged: true,
+            unusable: Some(why),
         }
     }
 }
@@ -132,8 +152,10 @@ impl Snapshot {
     pub fn resolve_at(&self, name: &str, now: OffsetDateTime) -> Result<Arc<ClientIdentity>, ResolveError> {
         let name_owned = || name.to_string();
         let entry = self.entry(name).ok_or_else(|| ResolveError::NotFound { name: name_owned() })?;
-        if entry.damaged {
-            return Err(ResolveError::Damaged { name: name_owned() });
+        match &entry.unusable {
+            Some(Unusable::Key) => return Err(ResolveError::Damaged { name: name_owned() }),
+            Some(Unusable::Chain(problem)) => return Err(ResolveError::BadChain { name: name_owned(), problem: problem.clone() }),
+            None => {}
         }
         if !entry.enabled {
             return Err(ResolveError::Disabled { name: name_owned() });
@@ -252,10 +274,12 @@ impl Resolver {
         out
     }
 
-    /// The certificates whose stored key does not unseal (named in the log when loaded).
+    /// The certificates whose record cannot be served (named in the log when loaded): the
+    /// stored key does not unseal, or the stored chain breaks a limit.
     pub fn damaged_certificates(&self) -> Vec<String> {
         let snapshot = self.current();
-        let mut names: Vec<String> = snapshot.entries.iter().filter(|(_, e)| e.damaged).map(|(n, _)| n.clone()).collect();
+        let mut names: Vec<String> =
+            snapshot.entries.iter().filter(|(_, e)| e.unusable.is_some()).map(|(n, _)| n.clone()).collect();
         names.sort();
         names
     }
@@ -380,17 +404,27 @@ fn load_snapshot(
             store.records(&changed.iter().map(String::as_str).collect::<Vec<_>>())?
         }
     };
-    let usable: Vec<&CertificateRecord> = records.iter().filter(|r| r.enabled && r.allows(environment)).collect();
+    let served = |r: &&CertificateRecord| r.enabled && r.allows(environment);
+    // A chain over the limits would fail every request it is presented on.
+    let mut bad_chains: HashMap<String, ChainProblem> =
+        records.iter().filter(served).filter_map(|r| Some((r.id.clone(), crate::pki::chain_problem(&r.chain)?))).collect();
+    let usable: Vec<&CertificateRecord> = records.iter().filter(served).filter(|r| !bad_chains.contains_key(&r.id)).collect();
     // Every key in one round trip; one record that does not unseal costs its own name only.
     let mut keys: HashMap<String, Result<_, StoreError>> =
         usable.iter().map(|r| r.id.clone()).zip(store.private_keys(&usable)?).collect();
     for record in records {
         ids.insert(record.id.clone(), record.name.clone());
+        if let Some(problem) = bad_chains.remove(&record.id) {
+            let error = ResolveError::BadChain { name: record.name.clone(), problem: problem.clone() };
+            tracing::error!(certificate = %record.name, %error, "certificate cannot be used; the others are served");
+            entries.insert(record.name.clone(), Entry::unusable(&record, Unusable::Chain(problem)));
+            continue;
+        }
         let identity = match keys.remove(&record.id) {
             None => None,
             Some(Err(error)) => {
                 tracing::error!(certificate = %record.name, %error, "certificate cannot be used; the others are served");
-                entries.insert(record.name.clone(), Entry::damaged(&record));
+                entries.insert(record.name.clone(), Entry::unusable(&record, Unusable::Key));
                 continue;
             }
             Some(Ok(key)) => Some(Arc::new(ClientIdentity::with_certificate(
@@ -408,7 +442,7 @@ fn load_snapshot(
                 identity,
                 id: record.id,
                 version: record.version,
-                damaged: false,
+                unusable: None,
             },
         );
     }
@@ -460,6 +494,44 @@ mod tests {
         assert!(matches!(error, ResolveError::Damaged { .. }), "{error}");
         assert_eq!(resolver.damaged_certificates(), vec!["broken".to_string()], "reported for /healthz");
         assert!(resolver.resolve(&broken).is_err());
+        Ok(())
+    }
+
+    /// A record imported before the chain limits (1,550 copies of the CA behind the leaf,
+    /// issue 30 item 6) is not served: its name resolves to the reason, on load and reload.
+    #[test]
+    fn a_stored_chain_over_the_limits_is_not_served() -> anyhow::Result<()> {
+        let tmp = tempfile::tempdir()?;
+        let ca = DevCa::generate("test ca", 30)?;
+        let location = StoreLocation::Directory(tmp.path().join("store"));
+        let mut store = Store::open(&location)?;
+        add(&mut store, tmp.path(), &ca, "good")?;
+        // Past load_identity, which refuses such chains now, straight into the store.
+        let store_bloated = |store: &mut Store, name: &str, copies: usize| -> anyhow::Result<()> {
+            let files = ca.issue_to(&IssueOptions { common_name: name.into(), days: 30, ..Default::default() }, tmp.path())?;
+            let mut identity = load_identity(ImportRequest { cert_path: &files.cert, key_path: Some(&files.key), password: None })?;
+            let ca_cert = identity.chain[1].clone();
+            identity.chain.extend(std::iter::repeat_n(ca_cert, copies));
+            let metadata = validate_client_identity(&identity, OffsetDateTime::now_utc())?;
+            store.create(NewCertificate { name: name.into(), environments: Environment::ALL.to_vec(), identity, metadata })?;
+            Ok(())
+        };
+        store_bloated(&mut store, "bloated", 1550)?;
+
+        let trust = Arc::new(TrustProfiles::new(&[])?);
+        let resolver = Resolver::open(&location, Environment::Development, trust)?;
+        assert_eq!(resolver.resolve("good")?.name(), Some("good"));
+        let error = resolver.resolve("bloated").unwrap_err();
+        assert_eq!(error, ResolveError::BadChain { name: "bloated".into(), problem: ChainProblem::TooLong { length: 1552 } });
+        assert!(error.to_string().contains("a chain of 1552 certificates, more than the 10 accepted"), "{error}");
+        assert_eq!(error.reason(), "certificate-bad-chain");
+        assert_eq!(resolver.damaged_certificates(), vec!["bloated".to_string()]);
+
+        // One added while serving: the watcher's reload refuses it too.
+        store_bloated(&mut store, "repeated", 1)?;
+        assert!(resolver.reload_if_changed()?);
+        let error = resolver.resolve("repeated").unwrap_err();
+        assert!(matches!(&error, ResolveError::BadChain { problem: ChainProblem::Duplicate { count: 2, .. }, .. }), "{error}");
         Ok(())
     }
 }

@@ -437,8 +437,8 @@ fn certificate_error(error: ResolveError) -> outgoing::CertificateError {
         ResolveError::Expired { name, .. } => E::Expired(name),
         ResolveError::NotYetValid { name, .. } => E::NotYetValid(name),
         // The WIT variant is fixed (a new case would break compiled guests): a record that
-        // does not unseal is "no usable certificate by this name"; the host log says why.
-        ResolveError::Damaged { name } => E::NotFound(name),
+        // cannot be served is "no usable certificate by this name"; the host log says why.
+        ResolveError::Damaged { name } | ResolveError::BadChain { name, .. } => E::NotFound(name),
     }
 }
 

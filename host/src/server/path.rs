@@ -1,10 +1,13 @@
-//! Request paths as routes and upstreams must see them: without dot segments, and without
-//! encodings that a later decoder could turn into them.
+//! Request paths as routes and upstreams must see them: without dot segments, without empty
+//! segments, and without encodings that a later decoder could turn into them.
 //!
 //! `/public/../admin` must neither match the route `/public` nor reach an upstream as a path
 //! that escapes `baseUrl`'s prefix once the upstream resolves it. The host resolves `.` and
 //! `..` before routing (RFC 3986 §5.2.4) and refuses what it cannot resolve safely: a `..`
 //! above the root, and percent-encoded `/`, `\` or `.` (which upstreams decode differently).
+//! Empty segments are dropped (`//api/x` is `/api/x`, as nginx's `merge_slashes` has it):
+//! the router already ignores them, so the path it matched is the path the upstream gets,
+//! not `/prefix//api/x`. A trailing `/` is kept.
 
 /// Why a path was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,7 +43,7 @@ pub fn normalize(path: &str) -> Result<std::borrow::Cow<'_, str>, PathProblem> {
     if path.split('/').any(|segment| segment.starts_with(".;") || segment.starts_with("..;")) {
         return Err(PathProblem::DotWithParameter(path.to_string()));
     }
-    if !path.split('/').any(|segment| segment == "." || segment == "..") {
+    if !path.contains("//") && !path.split('/').any(|segment| segment == "." || segment == "..") {
         return Ok(std::borrow::Cow::Borrowed(path));
     }
     let mut segments: Vec<&str> = Vec::new();
@@ -61,6 +64,7 @@ pub fn normalize(path: &str) -> Result<std::borrow::Cow<'_, str>, PathProblem> {
                     segments.push("");
                 }
             }
+            "" if !last => {}
             other => segments.push(other),
         }
     }
@@ -80,6 +84,16 @@ mod tests {
         assert_eq!(normalize("/a/b/..").unwrap(), "/a/");
         assert_eq!(normalize("/a/b/.").unwrap(), "/a/b/");
         assert_eq!(normalize("/").unwrap(), "/");
+    }
+
+    #[test]
+    fn empty_segments_collapse_and_a_trailing_slash_stays() {
+        assert_eq!(normalize("//api/x").unwrap(), "/api/x");
+        assert_eq!(normalize("/api//x").unwrap(), "/api/x");
+        assert_eq!(normalize("/api///x//").unwrap(), "/api/x/");
+        assert_eq!(normalize("//").unwrap(), "/");
+        assert_eq!(normalize("/a//../b").unwrap(), "/b");
+        assert_eq!(normalize("/api/x/").unwrap(), "/api/x/");
     }
 
     #[test]

@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 use edgemtls_host::Environment;
-use edgemtls_host::pki::{ExpiryStatus, rfc3339};
+use edgemtls_host::pki::{ExpiryStatus, chain_problem, rfc3339};
+use edgemtls_host::resolve::ResolveError;
 use edgemtls_host::revocation::RevocationStatus;
 
 use super::Context;
@@ -91,11 +92,15 @@ impl StatusCommand {
             Some(store) => store.list()?,
             None => Vec::new(),
         };
-        // A record whose key does not unseal cannot be served: `serve` skips it and fails only the
-        // routes that name it, so this is where an operator learns of it before a request does.
+        // A record whose key does not unseal, or whose chain breaks a limit, cannot be served:
+        // `serve` skips it and fails only the routes that name it, so this is where an operator
+        // learns of it before a request does. The words are the ones `serve` logs.
         let problems: Vec<Option<String>> = records
             .iter()
-            .map(|r| store.as_ref().and_then(|s| s.private_key(r).err()).map(|e| e.to_string()))
+            .map(|r| match chain_problem(&r.chain) {
+                Some(problem) => Some(ResolveError::BadChain { name: r.name.clone(), problem }.to_string()),
+                None => store.as_ref().and_then(|s| s.private_key(r).err()).map(|e| e.to_string()),
+            })
             .collect();
         let damaged_enabled = records.iter().zip(&problems).any(|(r, p)| r.enabled && p.is_some());
         // A revoked certificate is refused by any upstream that checks: as bad as expired.
