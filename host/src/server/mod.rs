@@ -3,6 +3,7 @@
 
 mod admin;
 mod connection;
+mod open_files;
 mod path;
 mod router;
 mod write_timeout;
@@ -622,7 +623,9 @@ impl App {
         let _forbidden = crate::upstream::forbid_own_listener(listener.local_addr()?, OwnListener::Routes);
         let stopping = connection::Stopping::new();
         let limits = self.runtime.limits();
-        let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections as usize));
+        // Beyond the open-file limit, callers would wait unanswered in the backlog: shed them.
+        let max_connections = open_files::connection_limit(limits.max_connections);
+        let connections = Arc::new(tokio::sync::Semaphore::new(max_connections as usize));
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         // Slow or idle clients do not hold a connection for ever: the headers of each request,
         // and the next request on a keep-alive connection, must come within the timeout
