@@ -19,6 +19,7 @@ macro_rules! say {
 }
 
 mod commands;
+mod logging;
 
 use std::process::ExitCode;
 
@@ -68,7 +69,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format == "json");
+    logging::init(cli.log_format == "json");
     let store = edgemtls_host::store::StoreLocation::resolve(cli.store.as_deref());
     let result = match cli.command {
         Command::Cert(command) => command.execute(&store),
@@ -117,15 +118,3 @@ fn describe(error: &anyhow::Error) -> String {
     text
 }
 
-/// Logs to stderr; `RUST_LOG` filters (default `info`).
-fn init_tracing(json: bool) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}

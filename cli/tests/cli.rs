@@ -8,6 +8,7 @@
 mod cli {
     pub mod common;
     mod cert_test;
+    mod connections;
     mod failures;
     mod formats;
     mod guests;

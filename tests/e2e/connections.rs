@@ -151,3 +151,42 @@ async fn an_idle_http2_connection_is_closed_after_the_header_timeout() -> anyhow
     assert_eq!(host.get("/probe", &[("x-mode", "env"), ("x-var", "HOME")]).await?.status, 200);
     Ok(())
 }
+
+#[tokio::test]
+async fn an_http2_client_that_never_acknowledges_settings_is_closed_after_the_header_timeout() -> anyhow::Result<()> {
+    let world = World::new()?;
+    let host = world.serve(&config(&world, "header_timeout_ms = 1000")?, Environment::Development).await?;
+
+    // The preface and an empty SETTINGS frame, then silence: no SETTINGS ack, no HEADERS, no
+    // answer to the host's pings.
+    let mut stream = TcpStream::connect(host.addr).await?;
+    stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await?;
+    let opened = Instant::now();
+    let mut buffer = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) => anyhow::ensure!(opened.elapsed() < Duration::from_secs(10), "still open after 10 s"),
+            Err(_) => anyhow::bail!("the connection was still open after 10 s (header_timeout is 1 s)"),
+        }
+    }
+    assert!(opened.elapsed() < Duration::from_secs(5), "closed only after {:?}", opened.elapsed());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_download_longer_than_the_header_timeout_is_not_an_idle_connection() -> anyhow::Result<()> {
+    let world = World::new()?;
+    world.add_cert("alpha", "alpha-client", &all_envs())?;
+    let upstream = world.upstream(true).await?;
+    let body = format!("[limits]\nheader_timeout_ms = 300\n\n[[routes]]\npath = \"/probe\"\nhandler = \"{PROBE}\"\n");
+    let host = world.serve(&world.config(&body, upstream.addr())?, Environment::Development).await?;
+
+    // 16 chunks of 64 KiB, 100 ms apart: the body streams for 1.6 s, five header timeouts.
+    const BYTES: usize = 16 * 65536;
+    let target = upstream_url(&upstream, &format!("/big?bytes={BYTES}&pause_ms=100"));
+    let reply = host.get("/probe", &[("x-mode", "forward"), ("x-target", &target), ("x-certificate", "alpha")]).await?;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body.len(), BYTES, "the download was cut");
+    Ok(())
+}

@@ -1,5 +1,5 @@
 //! Where handlers may send requests: what their route names, what `allowed_outbound_hosts`
-//! adds, and never link-local addresses or the host's own admin listener.
+//! adds, and never link-local addresses or the host's own listeners (admin and routes).
 
 use edgemtls_host::Environment;
 
@@ -44,6 +44,41 @@ async fn a_route_calls_what_its_config_names_and_nothing_else() -> anyhow::Resul
         let reply = host.get("/open", &[("x-target", &target)]).await?;
         assert_eq!(reply.status, 502, "{target}: {}", reply.body);
         assert_eq!(reply.json()?["reason"], "egress-denied", "{target}: {}", reply.body);
+    }
+    Ok(())
+}
+
+/// Requests the host has answered, over every route and status.
+fn requests_served(host: &Served) -> u64 {
+    let metrics = host.handle.app().metrics().encode();
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("edgemtls_requests_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_route_that_forwards_to_its_own_host_is_refused_not_looped() -> anyhow::Result<()> {
+    let world = World::new()?;
+    // The host's port must be in its config, so it is chosen before the host listens.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let body = format!(
+        "[[routes]]\npath = \"/by-address\"\nhandler = \"url-forward\"\n[routes.options]\nbaseUrl = \"http://127.0.0.1:{port}\"\n\n\
+         [[routes]]\npath = \"/by-name\"\nhandler = \"url-forward\"\n[routes.options]\nbaseUrl = \"http://localhost:{port}\"\n"
+    );
+    let config = world.config_raw(&body)?;
+    let host = world.serve_on(&config, Environment::Development, format!("127.0.0.1:{port}").parse()?).await?;
+
+    // By address the connector refuses before connecting; by name, after connecting and
+    // before sending: either way the host answers the one request it was sent.
+    for (served, path) in [(1, "/by-address"), (2, "/by-name")] {
+        let reply = host.get(path, &[]).await?;
+        assert_eq!(reply.status, 502, "{path}: {}", reply.body);
+        assert_eq!(reply.json()?["reason"], "egress-denied", "{path}: {}", reply.body);
+        let detail = reply.json()?["detail"].as_str().unwrap_or_default().to_string();
+        assert!(detail.contains("this host's own listener") && detail.contains(&port.to_string()), "{path}: {detail}");
+        assert_eq!(requests_served(&host), served, "{path}: the host saw a request other than the caller's");
     }
     Ok(())
 }

@@ -165,12 +165,17 @@ impl World {
 
     /// Prepares and serves `config` in `environment` on a free port.
     pub async fn serve(&self, config: &Path, environment: Environment) -> anyhow::Result<Served> {
+        self.serve_on(config, environment, "127.0.0.1:0".parse()?).await
+    }
+
+    /// Like [`World::serve`], on `addr` (for a config that names the host's own address).
+    pub async fn serve_on(&self, config: &Path, environment: Environment, addr: SocketAddr) -> anyhow::Result<Served> {
         let config = Config::load(config)?;
         let prepared = App::prepare(&config, environment, &self.store_location());
         let app = prepared.app.map_err(|problems| {
             anyhow::anyhow!("startup problems: {}", problems.iter().map(|p| p.0.clone()).collect::<Vec<_>>().join("; "))
         })?;
-        let handle = edgemtls_host::server::spawn(app, "127.0.0.1:0".parse()?).await?;
+        let handle = edgemtls_host::server::spawn(app, addr).await?;
         Ok(Served { addr: handle.addr, handle, client: client() })
     }
 }

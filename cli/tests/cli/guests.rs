@@ -148,8 +148,9 @@ fn a_flood_of_failing_requests_is_not_a_flood_of_log_lines() -> Result<()> {
 
 #[test]
 fn running_out_of_file_descriptors_sheds_connections_and_keeps_serving() -> Result<()> {
-    // More connections than the server may hold files: it accepts what it can, the rest
-    // wait in the listen backlog, and it must neither exit nor stop serving.
+    // More connections than the server may hold files: it serves what its open-file limit
+    // allows, sheds the rest (or they wait in the listen backlog), and it must neither exit
+    // nor stop serving.
     let Ok(true) = Command::new("prlimit").arg("--version").output().map(|o| o.status.success()) else {
         eprintln!("skipped: prlimit is not installed");
         return Ok(());

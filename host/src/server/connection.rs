@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
@@ -57,19 +57,33 @@ impl StopWatcher {
 /// for ever.
 struct Activity {
     started: Instant,
-    /// Milliseconds after `started` of the last request's end (or of the accept).
+    /// Milliseconds after `started` of the last request's end (or of the accept, or of the
+    /// start of the close).
     last_ms: AtomicU64,
     in_flight: AtomicUsize,
+    /// Whether any request has started on this connection.
+    asked: AtomicBool,
 }
 
 impl Activity {
     fn new() -> Self {
-        Self { started: Instant::now(), last_ms: AtomicU64::new(0), in_flight: AtomicUsize::new(0) }
+        Self {
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            asked: AtomicBool::new(false),
+        }
     }
 
     fn begin(self: &Arc<Self>) -> RequestGuard {
+        self.asked.store(true, Ordering::SeqCst);
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         RequestGuard(self.clone())
+    }
+
+    /// Starts the idle clock again from now.
+    fn restart(&self) {
+        self.last_ms.store(self.started.elapsed().as_millis() as u64, Ordering::SeqCst);
     }
 
     /// Returns once no request has run for `timeout`.
@@ -88,7 +102,8 @@ impl Activity {
     }
 }
 
-/// Marks a request as running until dropped (also when the client goes away mid-request).
+/// Marks a request as running until dropped: when its response body has been sent, or the
+/// client went away.
 struct RequestGuard(Arc<Activity>);
 
 impl Drop for RequestGuard {
@@ -96,6 +111,33 @@ impl Drop for RequestGuard {
         let activity = &self.0;
         activity.last_ms.store(activity.started.elapsed().as_millis() as u64, Ordering::SeqCst);
         activity.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A response body that keeps its request counted as running until hyper has sent it (or
+/// dropped it, when the client went away).
+struct CountedBody {
+    body: HyperOutgoingBody,
+    _running: RequestGuard,
+}
+
+impl hyper::body::Body for CountedBody {
+    type Data = <HyperOutgoingBody as hyper::body::Body>::Data;
+    type Error = <HyperOutgoingBody as hyper::body::Body>::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -122,7 +164,9 @@ pub(super) async fn serve_plain<H, F>(
 
 /// Serves one connection (plain, or TLS after its handshake; `builder` then speaks the
 /// protocol ALPN chose) until it closes, goes idle for `header_timeout`, or the server
-/// stops (requests in flight finish first, as hyper's graceful shutdown does).
+/// stops (requests in flight finish first, as hyper's graceful shutdown does). A connection
+/// that asks for nothing within `header_timeout` is dropped, and a closing one that has not
+/// closed `header_timeout` after its last request is dropped too.
 pub(super) async fn serve<I, H, F>(
     io: I,
     peer: SocketAddr,
@@ -142,8 +186,9 @@ pub(super) async fn serve<I, H, F>(
             let running = activity.begin();
             let response = handle(request);
             async move {
-                let response = response.await;
-                drop(running);
+                // The request runs until its whole body is sent: a long download is not an
+                // idle connection.
+                let response = response.await.map(|body| CountedBody { body, _running: running });
                 Ok::<_, Infallible>(response)
             }
         })
@@ -164,11 +209,22 @@ pub(super) async fn serve<I, H, F>(
             () = stop.stopping(), if !closing => {
                 connection.as_mut().graceful_shutdown();
                 closing = true;
+                activity.restart();
             }
-            () = activity.idle_for(header_timeout), if !closing => {
+            () = activity.idle_for(header_timeout) => {
+                // HTTP/2's graceful close waits for the peer to answer a ping, which a peer
+                // that never answers (nor acknowledges the SETTINGS) makes last until the
+                // keep-alive timeout. A peer that asked for nothing within the header timeout
+                // loses nothing by a plain close (as HTTP/1's header timeout does), and a
+                // close gets one header timeout to finish once no request runs.
+                if closing || !activity.asked.load(Ordering::SeqCst) {
+                    tracing::debug!(%peer, closing, "dropping a connection that stayed idle");
+                    return;
+                }
                 tracing::debug!(%peer, "closing an idle connection");
                 connection.as_mut().graceful_shutdown();
                 closing = true;
+                activity.restart();
             }
         }
     }

@@ -3,6 +3,7 @@
 
 mod admin;
 mod connection;
+mod open_files;
 mod path;
 mod router;
 mod write_timeout;
@@ -32,7 +33,7 @@ use crate::store::StoreLocation;
 use crate::config::Egress;
 use crate::runtime::{Handler, RouteContext, Runtime, Scheme};
 use crate::deployment::{HostInfo, Registration};
-use crate::upstream::TrustProfiles;
+use crate::upstream::{OwnListener, TrustProfiles};
 
 /// How often a serving host polls a store on its own disk for changes.
 pub const STORE_POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -599,9 +600,13 @@ impl App {
         if let Some(admin) = admin {
             let addr = admin.local_addr()?;
             // The host's own guests may never call its admin endpoints.
-            crate::upstream::forbid_admin_listener(addr);
+            let forbidden = crate::upstream::forbid_own_listener(addr, OwnListener::Admin);
             tracing::info!(%addr, "admin endpoints: /healthz, /metrics, POST /reload");
-            tokio::spawn(admin::serve(self.clone(), admin));
+            let app = self.clone();
+            tokio::spawn(async move {
+                let _forbidden = forbidden;
+                admin::serve(app, admin).await;
+            });
         }
         Ok(())
     }
@@ -613,9 +618,14 @@ impl App {
         drain_timeout: Duration,
     ) -> std::io::Result<()> {
         tokio::pin!(shutdown);
+        // A route calling this host's own listener would come back here, and with more than
+        // one call per request multiply until the host is busy.
+        let _forbidden = crate::upstream::forbid_own_listener(listener.local_addr()?, OwnListener::Routes);
         let stopping = connection::Stopping::new();
         let limits = self.runtime.limits();
-        let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections as usize));
+        // Beyond the open-file limit, callers would wait unanswered in the backlog: shed them.
+        let max_connections = open_files::connection_limit(limits.max_connections);
+        let connections = Arc::new(tokio::sync::Semaphore::new(max_connections as usize));
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         // Slow or idle clients do not hold a connection for ever: the headers of each request,
         // and the next request on a keep-alive connection, must come within the timeout

@@ -2,9 +2,10 @@
 //! connections remember the TLS error that ended them.
 //!
 //! Forbidden peers are link-local addresses (cloud metadata services live at 169.254.169.254),
-//! unspecified addresses, and this process's own admin listener, whatever name or address
-//! the request used: the check is on the address actually connected to, before any request
-//! byte is sent.
+//! unspecified addresses, and this process's own listeners (the admin listener, and the one
+//! serving routes: a route calling its own host would multiply every request until the host
+//! is busy), whatever name or address the request used: the check is on the address actually
+//! connected to, before any request byte is sent.
 //!
 //! A TLS 1.3 server refuses a client certificate after the handshake, so the alert fails a
 //! later read inside the connection's task, not the request. By the time the request fails,
@@ -24,17 +25,44 @@ use hyper_util::client::legacy::connect::{Connected, Connection, HttpInfo};
 
 use super::Authority;
 
-/// The admin listeners of this process: the addresses its own guests must never reach.
-/// Process-wide because it is a fact about the process (what it listens on), shared by
-/// every config version and pool.
-static ADMIN_LISTENERS: RwLock<Vec<SocketAddr>> = RwLock::new(Vec::new());
+/// This process's listeners: the addresses its own guests must never reach. Process-wide
+/// because it is a fact about the process (what it listens on), shared by every config
+/// version and pool.
+static OWN_LISTENERS: RwLock<Vec<(SocketAddr, OwnListener)>> = RwLock::new(Vec::new());
 
-/// Records that this process serves its admin endpoints on `addr`.
-pub fn forbid_admin_listener(addr: SocketAddr) {
-    if let Ok(mut listeners) = ADMIN_LISTENERS.write()
-        && !listeners.contains(&addr)
-    {
-        listeners.push(addr);
+/// Which of this process's listeners an address is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnListener {
+    /// `admin_listen`: `/healthz`, `/metrics`, `POST /reload`.
+    Admin,
+    /// `listen`: the routes (over TLS when `[tls]` is set).
+    Routes,
+}
+
+/// Records that this process listens on `addr` until the returned guard is dropped (then a
+/// later listener or upstream may use the port again).
+pub fn forbid_own_listener(addr: SocketAddr, listener: OwnListener) -> ListeningGuard {
+    if let Ok(mut listeners) = OWN_LISTENERS.write() {
+        listeners.push((addr, listener));
+    }
+    ListeningGuard { addr, listener }
+}
+
+/// Keeps a listener forbidden to guests while it lives; see [`forbid_own_listener`].
+#[derive(Debug)]
+#[must_use = "the listener is forbidden only while the guard lives"]
+pub struct ListeningGuard {
+    addr: SocketAddr,
+    listener: OwnListener,
+}
+
+impl Drop for ListeningGuard {
+    fn drop(&mut self) {
+        if let Ok(mut listeners) = OWN_LISTENERS.write()
+            && let Some(index) = listeners.iter().position(|entry| *entry == (self.addr, self.listener))
+        {
+            listeners.swap_remove(index);
+        }
     }
 }
 
@@ -45,7 +73,25 @@ pub struct ForbiddenPeer {
     /// The address connected to.
     pub peer: SocketAddr,
     /// Why.
-    pub why: &'static str,
+    pub why: Forbidden,
+}
+
+/// Why a guest may not reach a peer; displays as the end of a sentence ("it ...").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Forbidden {
+    /// A link-local address or a cloud metadata service.
+    #[error("is link-local or a cloud metadata address")]
+    Metadata,
+    /// `0.0.0.0` or `::`.
+    #[error("is an unspecified address")]
+    Unspecified,
+    /// This host's `admin_listen`.
+    #[error("is this host's admin listener")]
+    AdminListener,
+    /// This host's own `listen`: the request would come back to this host.
+    #[error("is this host's own listener, so the request would come back to this host (a loop)")]
+    OwnListener,
 }
 
 /// Cloud metadata services that are not link-local: AWS over IPv6, Alibaba Cloud.
@@ -56,7 +102,7 @@ const METADATA_ADDRESSES: &[IpAddr] = &[
 
 /// Why a guest may not reach `peer`, if it may not. `local` is our side of an established
 /// connection: a peer with our own address is this host, whichever interface it used.
-fn forbidden(peer: SocketAddr, local: Option<IpAddr>) -> Option<&'static str> {
+fn forbidden(peer: SocketAddr, local: Option<IpAddr>) -> Option<Forbidden> {
     let unmapped = |ip: IpAddr| match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
@@ -67,17 +113,26 @@ fn forbidden(peer: SocketAddr, local: Option<IpAddr>) -> Option<&'static str> {
         IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
     };
     if link_local || METADATA_ADDRESSES.contains(&ip) {
-        return Some("is link-local or a cloud metadata address");
+        return Some(Forbidden::Metadata);
     }
     if ip.is_unspecified() {
-        return Some("is an unspecified address");
+        return Some(Forbidden::Unspecified);
     }
     let this_host = ip.is_loopback() || local.map(unmapped) == Some(ip);
-    let listeners = ADMIN_LISTENERS.read().ok()?;
-    let admin = listeners.iter().any(|admin| {
-        admin.port() == peer.port() && (admin.ip() == ip || ((admin.ip().is_unspecified() || admin.ip().is_loopback()) && this_host))
-    });
-    admin.then_some("is this host's admin listener")
+    // A listener on 0.0.0.0 or :: is reached through any address of this host, one on a
+    // loopback address through any loopback address (the kernel refuses the others, but
+    // refusing them here says why).
+    let reaches = |listener: &SocketAddr| {
+        let listener_ip = unmapped(listener.ip());
+        listener.port() == peer.port()
+            && (listener_ip == ip || ((listener_ip.is_unspecified() || listener_ip.is_loopback()) && this_host))
+    };
+    let listeners = OWN_LISTENERS.read().ok()?;
+    let (_, which) = listeners.iter().find(|(addr, _)| reaches(addr))?;
+    Some(match which {
+        OwnListener::Admin => Forbidden::AdminListener,
+        OwnListener::Routes => Forbidden::OwnListener,
+    })
 }
 
 /// The first TLS error a connection read, shared with the client as connection info (and
@@ -115,7 +170,7 @@ impl LastTlsError {
 #[derive(Clone)]
 pub(crate) struct PeerGuard<C>(pub(crate) C);
 
-fn refused(peer: SocketAddr, why: &'static str) -> std::io::Error {
+fn refused(peer: SocketAddr, why: Forbidden) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::PermissionDenied, ForbiddenPeer { peer, why })
 }
 
@@ -321,5 +376,22 @@ mod tests {
         assert_eq!(recent.since(before, "billing.internal:443"), Some(alert));
         assert_eq!(recent.since(before, "other.internal:443"), None);
         assert_eq!(recent.since(std::time::Instant::now() + std::time::Duration::from_secs(1), "billing.internal:443"), None);
+    }
+
+    #[test]
+    fn a_listener_on_every_address_is_reached_through_any_address_of_this_host() {
+        // A port no other test of this process listens on (the list is process-wide).
+        let port = 7;
+        let peer = |ip: &str| SocketAddr::new(ip.parse().unwrap(), port);
+        let local = |ip: &str| Some(ip.parse::<IpAddr>().unwrap());
+        let guard = forbid_own_listener(peer("0.0.0.0"), OwnListener::Routes);
+        for (to, from) in [("127.0.0.1", None), ("127.0.0.5", None), ("::1", None), ("::ffff:127.0.0.1", None), ("10.1.2.3", local("10.1.2.3"))] {
+            assert_eq!(forbidden(peer(to), from), Some(Forbidden::OwnListener), "{to}");
+        }
+        // Another machine with that port, and another port here, are not this listener.
+        assert_eq!(forbidden(peer("10.1.2.3"), local("10.9.9.9")), None);
+        assert_eq!(forbidden(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port + 1), None), None);
+        drop(guard);
+        assert_eq!(forbidden(peer("127.0.0.1"), None), None, "a stopped listener's port is free again");
     }
 }

@@ -26,7 +26,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use wasmtime_wasi_http::{RequestOptions, WasiBody};
 
 pub use authority::{Authority, default_port};
-pub use connector::{ForbiddenPeer, forbid_admin_listener};
+pub use connector::{Forbidden, ForbiddenPeer, ListeningGuard, OwnListener, forbid_own_listener};
 pub use failure::{Attempt, FailureReason, UpstreamFailure, classify};
 pub(crate) use failure::error_chain;
 pub use probe::{ProbeReport, probe};
