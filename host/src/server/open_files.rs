@@ -68,7 +68,12 @@ pub(crate) fn connection_limit(max_connections: u32) -> u32 {
         tracing::info!(before = %before, now = soft, "raised the open-file limit to its hard limit");
     }
     let cap = connection_cap(max_connections, limit.soft);
-    if cap < max_connections {
+    // The default asks for more than many machines allow (10,000 against a common 20,000
+    // files): capping it is routine, worth a line but not a warning at every start.
+    let default = max_connections == crate::config::Limits::default().max_connections;
+    if cap < max_connections && default {
+        tracing::info!(max_connections, serving = cap, "serving at most {cap} connections at a time, as the open-file limit allows");
+    } else if cap < max_connections {
         let soft = limit.soft.unwrap_or_default();
         tracing::warn!(
             max_connections,
