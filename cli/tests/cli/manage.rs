@@ -384,3 +384,28 @@ fn a_store_that_cannot_be_written_is_still_read_and_says_why_writes_fail() -> Re
     ensure!(!hidden.status.success() && err.contains("Permission denied"), "{err}");
     Ok(())
 }
+
+#[test]
+fn a_suggested_command_is_safe_to_paste_into_a_shell() -> Result<()> {
+    let sandbox = Sandbox::new()?;
+    let ca = TestCa::new("Shell CA")?;
+    let (cert, key) = ca.client("dollar")?.write_pem_split(&sandbox, "dollar")?;
+    sandbox.ok(sandbox.create_args("$ok", &cert, Some(&key), &[]))?;
+    let stderr = sandbox.fails(["cert", "delete", "$ok"], "disable it first")?;
+    ensure!(stderr.contains("(edgemtls cert disable '$ok')"), "{stderr}");
+
+    // The suggestion, pasted into a real shell (with the binary for `edgemtls`), disables it.
+    let suggestion = stderr.split("(edgemtls ").nth(1).and_then(|rest| rest.split(')').next()).context("no suggestion")?;
+    let mut shell = std::process::Command::new("sh");
+    shell
+        .arg("-c")
+        .arg(format!("\"$EDGEMTLS_BIN\" {suggestion}"))
+        .env("EDGEMTLS_BIN", env!("CARGO_BIN_EXE_edgemtls"))
+        .env("EDGEMTLS_STORE", &sandbox.store)
+        .env("ok", "someone_else")
+        .current_dir(sandbox.dir());
+    let out = expect_success(shell)?;
+    ensure!(out.contains("disabled"), "{out}");
+    ensure!(by_name(&sandbox.list_json()?, "$ok")?["enabled"] == false, "the suggestion did not disable '$ok'");
+    Ok(())
+}

@@ -87,7 +87,7 @@ pub enum StoreError {
         dir: PathBuf,
     },
     /// The database file is damaged, so nothing is written to it.
-    #[error("the store database '{database}' is damaged (SQLite finds it malformed), so edgemtls will not write to it: restore it from a backup (keep {KEY_FILE} beside it), or, if `edgemtls cert list` still reads it, copy its certificates into a new store with `edgemtls store copy --from '{dir}' --to NEW_DIR`", database = database.display(), dir = database.parent().unwrap_or(database).display())]
+    #[error("the store database '{database}' is damaged (SQLite finds it malformed), so edgemtls will not write to it: restore it from a backup (keep {KEY_FILE} beside it), or, if `edgemtls cert list` still reads it, copy its certificates into a new store with `edgemtls store copy --from {dir} --to NEW_DIR`", database = database.display(), dir = crate::shell::quote(&database.parent().unwrap_or(database).display().to_string()))]
     Damaged {
         /// The database file.
         database: PathBuf,
@@ -176,7 +176,7 @@ pub enum StoreError {
     #[error("a certificate needs at least one environment (--env development|preview|production)")]
     NoEnvironments,
     /// Enabled certificates cannot be deleted.
-    #[error("certificate '{0}' is enabled; disable it first (edgemtls cert disable {0})")]
+    #[error("certificate '{0}' is enabled; disable it first (edgemtls cert disable {command})", command = crate::shell::quote(.0))]
     StillEnabled(String),
     /// A live deployment's config references the certificate.
     #[error("certificate '{name}' is in use by {}; change their config and reload first", deployments.join(", "))]
