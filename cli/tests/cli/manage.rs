@@ -409,3 +409,20 @@ fn a_suggested_command_is_safe_to_paste_into_a_shell() -> Result<()> {
     ensure!(by_name(&sandbox.list_json()?, "$ok")?["enabled"] == false, "the suggestion did not disable '$ok'");
     Ok(())
 }
+
+#[test]
+fn a_certificate_imported_without_its_ca_that_names_no_revocation_says_none() -> Result<()> {
+    let sandbox = Sandbox::new()?;
+    let ca = TestCa::new("Leaf Only CA")?;
+    let leaf = ca.client("leaf only")?;
+    // cert.pem + key.pem as Zuplo keeps them: the leaf alone, no CA beside it.
+    let cert = sandbox.write("cert.pem", leaf.cert.pem())?;
+    let key = sandbox.write("key.pem", leaf.key_pkcs8_pem())?;
+    sandbox.ok(sandbox.create_args("leaf_only", &cert, Some(&key), &[]))?;
+    let shown = sandbox.show_json("leaf_only")?;
+    ensure!(shown["chain_length"] == 1, "{shown:#}");
+    ensure!(shown["revocation"]["status"] == "not-published", "{shown:#}");
+    let text = sandbox.ok(["cert", "show", "leaf_only"])?;
+    ensure!(text.contains("revocation:   none"), "{text}");
+    Ok(())
+}
