@@ -426,3 +426,52 @@ fn a_certificate_imported_without_its_ca_that_names_no_revocation_says_none() ->
     ensure!(text.contains("revocation:   none"), "{text}");
     Ok(())
 }
+
+#[test]
+fn store_copy_keeps_the_ids_and_refuses_an_id_the_destination_gives_another_name() -> Result<()> {
+    let sandbox = Sandbox::new()?;
+    let ca = TestCa::new("Copy Ids CA")?;
+    for name in ["billing", "legacy"] {
+        let (cert, key) = ca.client(name)?.write_pem_split(&sandbox, name)?;
+        sandbox.ok(sandbox.create_args(name, &cert, Some(&key), &[]))?;
+    }
+    sandbox.ok(["cert", "disable", "legacy"])?;
+    let copy = sandbox.path("copy");
+    let out = sandbox.ok(["store", "copy", "--from", &text(&sandbox.store), "--to", &text(&copy)])?;
+    ensure!(out.contains("copied 2 certificates"), "{out}");
+
+    // The binary on another store than the sandbox's.
+    let on_store = |store: &std::path::Path, args: &[&str]| -> Result<String> {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_edgemtls"));
+        command.arg("--store").arg(store).args(args).env_remove("EDGEMTLS_MASTER_KEY").env_remove("EDGEMTLS_STORE").current_dir(sandbox.dir());
+        expect_success(command)
+    };
+    let ids = |store: &std::path::Path| -> Result<Vec<(String, String)>> {
+        let out = on_store(store, &["cert", "list", "--json"])?;
+        let value: serde_json::Value = serde_json::from_str(&out)?;
+        Ok(value
+            .as_array()
+            .context("not a list")?
+            .iter()
+            .map(|c| (c["name"].as_str().unwrap_or_default().to_string(), c["id"].as_str().unwrap_or_default().to_string()))
+            .collect())
+    };
+    let (source, copied) = (ids(&sandbox.store)?, ids(&copy)?);
+    ensure!(source.len() == 2 && source == copied, "the copy has other ids:\n{source:?}\n{copied:?}");
+    // A config naming a certificate by id reaches it in the copy.
+    let billing_id = &source.iter().find(|(name, _)| name == "billing").context("billing")?.1;
+    let shown = on_store(&copy, &["cert", "show", billing_id])?;
+    ensure!(shown.contains("billing"), "{shown}");
+
+    // The destination holds billing's id under another name (written behind edgemtls's back,
+    // since nothing renames): a copy would give one id to two certificates, and is refused.
+    let database = rusqlite::Connection::open(copy.join("store.db"))?;
+    database.execute("UPDATE certificates SET name = 'renamed' WHERE name = 'billing'", [])?;
+    drop(database);
+    let stderr = sandbox.fails(
+        ["store", "copy", "--from", &text(&sandbox.store), "--to", &text(&copy)],
+        &format!("'billing' (its id {billing_id} is certificate 'renamed' there)"),
+    )?;
+    ensure!(stderr.contains("nothing was copied"), "{stderr}");
+    Ok(())
+}

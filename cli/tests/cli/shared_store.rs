@@ -136,12 +136,13 @@ fn store_copy_seeds_a_shared_store_from_a_local_one() -> Result<()> {
     let listing = expect_success(edgemtls(&sandbox, &url, Some(&fleet_key), &["cert", "list", "--json"]))?;
     let listing: serde_json::Value = serde_json::from_str(&listing)?;
     let local: serde_json::Value = serde_json::from_str(&sandbox.ok(["cert", "list", "--json"])?)?;
-    let summary = |list: &serde_json::Value| -> Vec<(String, String, bool, String)> {
+    let summary = |list: &serde_json::Value| -> Vec<(String, String, String, bool, String)> {
         list.as_array()
             .into_iter()
             .flatten()
             .map(|c| {
                 (
+                    c["id"].as_str().unwrap_or_default().to_string(),
                     c["name"].as_str().unwrap_or_default().to_string(),
                     c["environments"].to_string(),
                     c["enabled"].as_bool().unwrap_or_default(),
@@ -150,7 +151,7 @@ fn store_copy_seeds_a_shared_store_from_a_local_one() -> Result<()> {
             })
             .collect()
     };
-    ensure!(summary(&listing) == summary(&local), "copied as they were:\n{listing}\n{local}");
+    ensure!(summary(&listing) == summary(&local), "copied as they were, ids too:\n{listing}\n{local}");
     // The keys were re-sealed with the fleet's key: the shared store's keys open with it.
     let checked = expect_success(edgemtls(&sandbox, &url, Some(&fleet_key), &["cert", "status", "--offline"]))?;
     ensure!(checked.contains("billing"), "{checked}");
@@ -167,7 +168,7 @@ fn store_copy_seeds_a_shared_store_from_a_local_one() -> Result<()> {
     let other_store = other.store.to_string_lossy().into_owned();
     expect_failure(
         edgemtls(&sandbox, &url, Some(&fleet_key), &["store", "copy", "--from", &other_store, "--to", &url]),
-        "already has other certificates under these names: 'billing'",
+        "already has other certificates under these names or ids: 'billing'",
     )?;
     let count = cluster.sql(database_of(&url), "SELECT count(*) FROM edgemtls.certificates").map_err(anyhow::Error::msg)?;
     ensure!(count == "2", "nothing copied: {count}");

@@ -164,6 +164,14 @@ pub enum StoreError {
     /// The name is already used by another certificate.
     #[error("a certificate named '{0}' already exists")]
     NameTaken(String),
+    /// The id is already another certificate's (a copy into a store that has it).
+    #[error("the id {id} is already taken by certificate '{name}'")]
+    IdTaken {
+        /// The id.
+        id: String,
+        /// The name of the certificate that has it.
+        name: String,
+    },
     /// The name breaks the naming rules.
     #[error("invalid certificate name '{name}': {reason}")]
     InvalidName {
