@@ -182,3 +182,24 @@ fn store_copy_seeds_a_shared_store_from_a_local_one() -> Result<()> {
     )?;
     Ok(())
 }
+
+#[test]
+fn commands_on_a_shared_store_print_no_postgresql_notices() -> Result<()> {
+    let Some(cluster) = Cluster::start().map_err(anyhow::Error::msg)? else { return Ok(()) };
+    let sandbox = Sandbox::new()?;
+    let ca = TestCa::new("quiet test ca")?;
+    let url = cluster.create_database().map_err(anyhow::Error::msg)?;
+    let key = new_key()?;
+    let creating = create(&sandbox, &ca, "billing")?;
+    // The first command makes the schema; the ones after find it there (IF NOT EXISTS).
+    let commands: [Vec<&str>; 4] = [args(&creating), vec!["cert", "list"], vec!["cert", "show", "billing"], vec!["cert", "disable", "billing"]];
+    for command in commands {
+        let mut run = edgemtls(&sandbox, &url, Some(&key), &command);
+        run.env_remove("RUST_LOG");
+        let output = run.output()?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        ensure!(output.status.success(), "{command:?}: {stderr}");
+        ensure!(!stderr.contains("NOTICE") && !stderr.contains("tokio_postgres"), "{command:?} printed:\n{stderr}");
+    }
+    Ok(())
+}
