@@ -16,6 +16,7 @@ mod cli {
     mod openssl;
     mod pki;
     mod pki_verify;
+    mod scaffold;
     mod serve;
     mod shared_store;
     mod store_files;
