@@ -16,6 +16,7 @@ mod cli {
     mod openssl;
     mod pki;
     mod pki_verify;
+    mod quick_start;
     mod scaffold;
     mod serve;
     mod shared_store;
