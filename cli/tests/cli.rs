@@ -17,6 +17,8 @@ mod cli {
     mod openssl;
     mod pki;
     mod pki_verify;
+    mod quick_start;
+    mod scaffold;
     mod serve;
     mod shared_store;
     mod store_files;

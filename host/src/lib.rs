@@ -39,4 +39,5 @@ pub mod resolve;
 pub mod revocation;
 pub mod runtime;
 pub mod server;
+pub mod shell;
 pub mod upstream;

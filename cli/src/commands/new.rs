@@ -45,6 +45,11 @@ impl NewCommand {
             Lang::Rust => format!("target/wasm32-wasip2/release/{}.wasm", self.name.replace('-', "_")),
         };
         let mut files: Vec<(PathBuf, String)> = vec![(dir.join("edgemtls.toml"), config(&wasm))];
+        let handler_file = match self.lang {
+            Lang::Ts => "handler.ts",
+            Lang::Js => "handler.js",
+            Lang::Rust => "src/lib.rs",
+        };
         let build = match self.lang {
             Lang::Ts => {
                 files.push((dir.join("handler.ts"), HANDLER_TS.to_string()));
@@ -62,6 +67,7 @@ impl NewCommand {
                 "cargo build --target wasm32-wasip2 --release".to_string()
             }
         };
+        files.push((dir.join("README.md"), readme(&self.name, handler_file, &build)));
         for (path, contents) in &files {
             write(path, contents)?;
         }
@@ -74,7 +80,7 @@ impl NewCommand {
         say!("  {build}");
         say!("  edgemtls serve --config edgemtls.toml --env development");
         say!("  curl http://127.0.0.1:8080/hello");
-        say!("edgemtls.toml points the handler at https://localhost:8443/ with certificate 'billing_dev'; change them to yours.");
+        say!("edgemtls.toml points the handler at https://localhost:8443/ with certificate 'billing_dev'; change them to yours (README.md says how to add certificates).");
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -84,6 +90,45 @@ fn write(path: &Path, contents: &str) -> anyhow::Result<()> {
         std::fs::create_dir_all(parent).with_context(|| format!("creating '{}'", parent.display()))?;
     }
     std::fs::write(path, contents).with_context(|| format!("writing '{}'", path.display()))
+}
+
+/// The project's README: build, store the certificate, serve, and how to use more certificates.
+fn readme(name: &str, handler_file: &str, build: &str) -> String {
+    format!(
+        r#"# {name}
+
+An edgemtls handler ({handler_file}): it calls the route's `url` option over mutual TLS,
+presenting the certificate the stage's `BACKEND_MTLS_CERT` variable names.
+
+```sh
+{build}
+edgemtls cert create --name billing_dev --cert client.pem --key client.key --env development
+edgemtls serve --config edgemtls.toml --env development
+curl http://127.0.0.1:8080/hello
+```
+
+## Certificates
+
+A route lists the certificates its handler presents in `certificates` (edgemtls.toml):
+
+```toml
+certificates = ["$env(BACKEND_MTLS_CERT)"]
+```
+
+`edgemtls serve` and `edgemtls check` refuse to start when one of them is missing, disabled,
+expired or not scoped to the environment, and `edgemtls cert disable`, `update` and `delete`
+refuse to take one away while this handler serves. To present another certificate, store it
+(`edgemtls cert create --name NAME ...`), name it in the handler (`mtlsCertificate`, or a
+variable under `[environments.<stage>.vars]`), and add it to the route's list:
+
+```toml
+certificates = ["$env(BACKEND_MTLS_CERT)", "$env(REPORTS_MTLS_CERT)"]
+```
+
+A name left out of the list is not protected: it can be disabled while the handler serves,
+and the handler's next request with it fails.
+"#
+    )
 }
 
 fn config(wasm: &str) -> String {
@@ -104,6 +149,9 @@ BACKEND_MTLS_CERT = "billing_prod"
 [[routes]]
 path = "/hello"
 handler = "{wasm}"
+# The certificates this handler presents: checked when it starts, and `edgemtls cert disable`
+# refuses them while it serves. A handler that presents more lists them all here.
+certificates = ["$env(BACKEND_MTLS_CERT)"]
 max_requests_per_instance = 1000
 [routes.options]
 url = "https://localhost:8443/"

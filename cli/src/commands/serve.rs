@@ -218,7 +218,7 @@ impl ReloadCommand {
         };
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
         let (status, body) = runtime.block_on(post_reload(admin)).with_context(|| {
-            format!("cannot reach the admin endpoint at {admin}; is `edgemtls serve --config {}` running?", self.config.display())
+            format!("cannot reach the admin endpoint at {admin}; is `edgemtls serve --config {}` running?", edgemtls_host::shell::quote(&self.config.display().to_string()))
         })?;
         let reply: serde_json::Value = serde_json::from_slice(&body)
             .with_context(|| format!("the host at {admin} answered HTTP {status} with something other than a reload report"))?;

@@ -11,8 +11,8 @@ use edgemtls_host::store::{KEY_FILE, KeySource, MASTER_KEY_ENV, MasterKey, Store
 /// Whole-store operations.
 #[derive(Subcommand)]
 pub enum StoreCommand {
-    /// Copies every certificate (name, environments, state, chain and key) into another store,
-    /// sealing the keys with that store's master key.
+    /// Copies every certificate (id, name, environments, state, chain and key) into another
+    /// store, sealing the keys with that store's master key.
     Copy(CopyCommand),
 }
 
@@ -75,13 +75,18 @@ impl CopyCommand {
                     "'{}' (here {}, there {})",
                     record.name, record.metadata.fingerprint_sha256, existing.metadata.fingerprint_sha256
                 )),
-                Err(edgemtls_host::store::StoreError::NotFound(_)) => copy.push((record, key)),
+                // Ids are kept, so another certificate under this one's id is a clash too.
+                Err(edgemtls_host::store::StoreError::NotFound(_)) => match destination.find(&record.id) {
+                    Ok(existing) => conflicts.push(format!("'{}' (its id {} is certificate '{}' there)", record.name, record.id, existing.name)),
+                    Err(edgemtls_host::store::StoreError::NotFound(_)) => copy.push((record, key)),
+                    Err(error) => return Err(error).with_context(|| format!("reading the destination store {to}")),
+                },
                 Err(error) => return Err(error).with_context(|| format!("reading the destination store {to}")),
             }
         }
         if !conflicts.is_empty() {
             bail!(
-                "{to} already has other certificates under these names: {}; rename or delete them there first (nothing was copied)",
+                "{to} already has other certificates under these names or ids: {}; rename or delete them there first (nothing was copied)",
                 conflicts.join(", ")
             );
         }

@@ -384,3 +384,94 @@ fn a_store_that_cannot_be_written_is_still_read_and_says_why_writes_fail() -> Re
     ensure!(!hidden.status.success() && err.contains("Permission denied"), "{err}");
     Ok(())
 }
+
+#[test]
+fn a_suggested_command_is_safe_to_paste_into_a_shell() -> Result<()> {
+    let sandbox = Sandbox::new()?;
+    let ca = TestCa::new("Shell CA")?;
+    let (cert, key) = ca.client("dollar")?.write_pem_split(&sandbox, "dollar")?;
+    sandbox.ok(sandbox.create_args("$ok", &cert, Some(&key), &[]))?;
+    let stderr = sandbox.fails(["cert", "delete", "$ok"], "disable it first")?;
+    ensure!(stderr.contains("(edgemtls cert disable '$ok')"), "{stderr}");
+
+    // The suggestion, pasted into a real shell (with the binary for `edgemtls`), disables it.
+    let suggestion = stderr.split("(edgemtls ").nth(1).and_then(|rest| rest.split(')').next()).context("no suggestion")?;
+    let mut shell = std::process::Command::new("sh");
+    shell
+        .arg("-c")
+        .arg(format!("\"$EDGEMTLS_BIN\" {suggestion}"))
+        .env("EDGEMTLS_BIN", env!("CARGO_BIN_EXE_edgemtls"))
+        .env("EDGEMTLS_STORE", &sandbox.store)
+        .env("ok", "someone_else")
+        .current_dir(sandbox.dir());
+    let out = expect_success(shell)?;
+    ensure!(out.contains("disabled"), "{out}");
+    ensure!(by_name(&sandbox.list_json()?, "$ok")?["enabled"] == false, "the suggestion did not disable '$ok'");
+    Ok(())
+}
+
+#[test]
+fn a_certificate_imported_without_its_ca_that_names_no_revocation_says_none() -> Result<()> {
+    let sandbox = Sandbox::new()?;
+    let ca = TestCa::new("Leaf Only CA")?;
+    let leaf = ca.client("leaf only")?;
+    // cert.pem + key.pem as Zuplo keeps them: the leaf alone, no CA beside it.
+    let cert = sandbox.write("cert.pem", leaf.cert.pem())?;
+    let key = sandbox.write("key.pem", leaf.key_pkcs8_pem())?;
+    sandbox.ok(sandbox.create_args("leaf_only", &cert, Some(&key), &[]))?;
+    let shown = sandbox.show_json("leaf_only")?;
+    ensure!(shown["chain_length"] == 1, "{shown:#}");
+    ensure!(shown["revocation"]["status"] == "not-published", "{shown:#}");
+    let text = sandbox.ok(["cert", "show", "leaf_only"])?;
+    ensure!(text.contains("revocation:   none"), "{text}");
+    Ok(())
+}
+
+#[test]
+fn store_copy_keeps_the_ids_and_refuses_an_id_the_destination_gives_another_name() -> Result<()> {
+    let sandbox = Sandbox::new()?;
+    let ca = TestCa::new("Copy Ids CA")?;
+    for name in ["billing", "legacy"] {
+        let (cert, key) = ca.client(name)?.write_pem_split(&sandbox, name)?;
+        sandbox.ok(sandbox.create_args(name, &cert, Some(&key), &[]))?;
+    }
+    sandbox.ok(["cert", "disable", "legacy"])?;
+    let copy = sandbox.path("copy");
+    let out = sandbox.ok(["store", "copy", "--from", &text(&sandbox.store), "--to", &text(&copy)])?;
+    ensure!(out.contains("copied 2 certificates"), "{out}");
+
+    // The binary on another store than the sandbox's.
+    let on_store = |store: &std::path::Path, args: &[&str]| -> Result<String> {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_edgemtls"));
+        command.arg("--store").arg(store).args(args).env_remove("EDGEMTLS_MASTER_KEY").env_remove("EDGEMTLS_STORE").current_dir(sandbox.dir());
+        expect_success(command)
+    };
+    let ids = |store: &std::path::Path| -> Result<Vec<(String, String)>> {
+        let out = on_store(store, &["cert", "list", "--json"])?;
+        let value: serde_json::Value = serde_json::from_str(&out)?;
+        Ok(value
+            .as_array()
+            .context("not a list")?
+            .iter()
+            .map(|c| (c["name"].as_str().unwrap_or_default().to_string(), c["id"].as_str().unwrap_or_default().to_string()))
+            .collect())
+    };
+    let (source, copied) = (ids(&sandbox.store)?, ids(&copy)?);
+    ensure!(source.len() == 2 && source == copied, "the copy has other ids:\n{source:?}\n{copied:?}");
+    // A config naming a certificate by id reaches it in the copy.
+    let billing_id = &source.iter().find(|(name, _)| name == "billing").context("billing")?.1;
+    let shown = on_store(&copy, &["cert", "show", billing_id])?;
+    ensure!(shown.contains("billing"), "{shown}");
+
+    // The destination holds billing's id under another name (written behind edgemtls's back,
+    // since nothing renames): a copy would give one id to two certificates, and is refused.
+    let database = rusqlite::Connection::open(copy.join("store.db"))?;
+    database.execute("UPDATE certificates SET name = 'renamed' WHERE name = 'billing'", [])?;
+    drop(database);
+    let stderr = sandbox.fails(
+        ["store", "copy", "--from", &text(&sandbox.store), "--to", &text(&copy)],
+        &format!("'billing' (its id {billing_id} is certificate 'renamed' there)"),
+    )?;
+    ensure!(stderr.contains("nothing was copied"), "{stderr}");
+    Ok(())
+}

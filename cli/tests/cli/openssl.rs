@@ -283,3 +283,34 @@ fn a_ca_certificate_is_refused_as_a_client_certificate() -> Result<()> {
 fn text_of(dir: &Path, name: &str) -> String {
     text(&dir.join(name))
 }
+
+#[test]
+fn an_old_style_encrypted_pem_key_is_refused_for_its_encryption_with_the_conversion() -> Result<()> {
+    if !have_openssl("an_old_style_encrypted_pem_key_is_refused_for_its_encryption_with_the_conversion") {
+        return Ok(());
+    }
+    let sandbox = Sandbox::new()?;
+    let (_, leaf, key) = openssl_ca_and_leaf(sandbox.dir())?;
+    let key_name = key.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    openssl(sandbox.dir(), ["rsa", "-in", &key_name, "-aes256", "-traditional", "-passout", "pass:old secret", "-out", "old.key"])?;
+    let old = sandbox.path("old.key");
+    let old_text = std::fs::read_to_string(&old)?;
+    ensure!(old_text.contains("Proc-Type: 4,ENCRYPTED") && old_text.contains("BEGIN RSA PRIVATE KEY"), "{old_text}");
+    set_mode(&old, 0o600)?;
+
+    let mut command = sandbox.command(sandbox.create_args("legacy", &leaf, Some(&old), &["--password-env", PASSWORD_VAR]));
+    command.env(PASSWORD_VAR, "old secret");
+    let stderr = expect_failure(command, "is encrypted the old OpenSSL way (Proc-Type: 4,ENCRYPTED)")?;
+    ensure!(!stderr.contains("unsupported key") && !stderr.contains("expected RSA"), "{stderr}");
+    ensure!(stderr.contains(&format!("openssl pkcs8 -topk8 -in {} -out NEW.key", text(&old))), "{stderr}");
+
+    // The conversion it names works, and its output imports as the RSA 2048 key it is.
+    openssl(sandbox.dir(), [
+        "pkcs8", "-topk8", "-in", "old.key", "-out", "NEW.key", "-passin", "pass:old secret", "-passout", "pass:new secret",
+    ])?;
+    set_mode(&sandbox.path("NEW.key"), 0o600)?;
+    let mut command = sandbox.command(sandbox.create_args("converted", &leaf, Some(&sandbox.path("NEW.key")), &["--password-env", PASSWORD_VAR]));
+    command.env(PASSWORD_VAR, "new secret");
+    expect_success(command)?;
+    assert_rsa_2048(&sandbox, "converted", &leaf, 1)
+}

@@ -136,12 +136,13 @@ fn store_copy_seeds_a_shared_store_from_a_local_one() -> Result<()> {
     let listing = expect_success(edgemtls(&sandbox, &url, Some(&fleet_key), &["cert", "list", "--json"]))?;
     let listing: serde_json::Value = serde_json::from_str(&listing)?;
     let local: serde_json::Value = serde_json::from_str(&sandbox.ok(["cert", "list", "--json"])?)?;
-    let summary = |list: &serde_json::Value| -> Vec<(String, String, bool, String)> {
+    let summary = |list: &serde_json::Value| -> Vec<(String, String, String, bool, String)> {
         list.as_array()
             .into_iter()
             .flatten()
             .map(|c| {
                 (
+                    c["id"].as_str().unwrap_or_default().to_string(),
                     c["name"].as_str().unwrap_or_default().to_string(),
                     c["environments"].to_string(),
                     c["enabled"].as_bool().unwrap_or_default(),
@@ -150,7 +151,7 @@ fn store_copy_seeds_a_shared_store_from_a_local_one() -> Result<()> {
             })
             .collect()
     };
-    ensure!(summary(&listing) == summary(&local), "copied as they were:\n{listing}\n{local}");
+    ensure!(summary(&listing) == summary(&local), "copied as they were, ids too:\n{listing}\n{local}");
     // The keys were re-sealed with the fleet's key: the shared store's keys open with it.
     let checked = expect_success(edgemtls(&sandbox, &url, Some(&fleet_key), &["cert", "status", "--offline"]))?;
     ensure!(checked.contains("billing"), "{checked}");
@@ -167,7 +168,7 @@ fn store_copy_seeds_a_shared_store_from_a_local_one() -> Result<()> {
     let other_store = other.store.to_string_lossy().into_owned();
     expect_failure(
         edgemtls(&sandbox, &url, Some(&fleet_key), &["store", "copy", "--from", &other_store, "--to", &url]),
-        "already has other certificates under these names: 'billing'",
+        "already has other certificates under these names or ids: 'billing'",
     )?;
     let count = cluster.sql(database_of(&url), "SELECT count(*) FROM edgemtls.certificates").map_err(anyhow::Error::msg)?;
     ensure!(count == "2", "nothing copied: {count}");
@@ -179,5 +180,26 @@ fn store_copy_seeds_a_shared_store_from_a_local_one() -> Result<()> {
         // The local key file is gone, so the variable's key is tried: the fleet's, not this store's.
         "does not match the store",
     )?;
+    Ok(())
+}
+
+#[test]
+fn commands_on_a_shared_store_print_no_postgresql_notices() -> Result<()> {
+    let Some(cluster) = Cluster::start().map_err(anyhow::Error::msg)? else { return Ok(()) };
+    let sandbox = Sandbox::new()?;
+    let ca = TestCa::new("quiet test ca")?;
+    let url = cluster.create_database().map_err(anyhow::Error::msg)?;
+    let key = new_key()?;
+    let creating = create(&sandbox, &ca, "billing")?;
+    // The first command makes the schema; the ones after find it there (IF NOT EXISTS).
+    let commands: [Vec<&str>; 4] = [args(&creating), vec!["cert", "list"], vec!["cert", "show", "billing"], vec!["cert", "disable", "billing"]];
+    for command in commands {
+        let mut run = edgemtls(&sandbox, &url, Some(&key), &command);
+        run.env_remove("RUST_LOG");
+        let output = run.output()?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        ensure!(output.status.success(), "{command:?}: {stderr}");
+        ensure!(!stderr.contains("NOTICE") && !stderr.contains("tokio_postgres"), "{command:?} printed:\n{stderr}");
+    }
     Ok(())
 }

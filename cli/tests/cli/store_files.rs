@@ -245,7 +245,7 @@ fn a_damaged_store_refuses_writes_and_changes_nothing() -> Result<()> {
     let before = files(&sandbox.store)?;
 
     let damaged = format!("the store database '{}' is damaged", text(&database));
-    let store_copy = format!("edgemtls store copy --from '{}' --to NEW_DIR", text(&sandbox.store));
+    let store_copy = format!("edgemtls store copy --from {} --to NEW_DIR", text(&sandbox.store));
     let (cert, key) = ca.client("late")?.write_pem_split(&sandbox, "late")?;
     let create = sandbox.create_args("late", &cert, Some(&key), &[]);
     for attempt in 1..=4 {

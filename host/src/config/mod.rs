@@ -391,10 +391,15 @@ impl Config {
         let vars = self.vars_for(environment);
         let mut resolved = BTreeMap::new();
         for (key, value) in &route.options {
-            let value = substitute_env(value, &vars).map_err(|name| ConfigError::Invalid {
-                path: self.path.clone(),
-                key: format!("route '{}' option '{key}'", route.path),
-                reason: format!("variable '{name}' is not defined for environment {environment}"),
+            let value = substitute_env(value, &vars).map_err(|name| {
+                let undefined = format!("variable '{name}' is not defined for environment {environment}");
+                // A misspelled option is the problem to fix first: with its variable defined it
+                // would still be ignored, so the typo is named even when the value cannot be read.
+                let reason = match options::unknown_option(route, key) {
+                    Some(typo) => format!("{typo} (and its {undefined})"),
+                    None => undefined,
+                };
+                ConfigError::Invalid { path: self.path.clone(), key: format!("route '{}' option '{key}'", route.path), reason }
             })?;
             resolved.insert(key.clone(), value);
         }

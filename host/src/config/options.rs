@@ -29,14 +29,9 @@ pub fn option_problems(route: &Route, resolved: &BTreeMap<String, String>) -> Ve
     let mut problems = Vec::new();
     let at = |option: &str| format!("route '{}' option '{option}'", route.path);
     for name in resolved.keys() {
-        if builtin.options.iter().any(|o| o.name == name) {
-            continue;
+        if let Some(problem) = unknown_option(route, name) {
+            problems.push(format!("{}: {problem}", at(name)));
         }
-        let hint = match closest_option(builtin, name) {
-            Some(known) => format!("; did you mean '{known}'?"),
-            None => format!(" (it reads {})", known_options(builtin)),
-        };
-        problems.push(format!("{}: {} has no such option{hint}", at(name), builtin.name));
     }
     for spec in builtin.options {
         match resolved.get(spec.name) {
@@ -50,6 +45,20 @@ pub fn option_problems(route: &Route, resolved: &BTreeMap<String, String>) -> Ve
         }
     }
     problems
+}
+
+/// What is wrong with option `name` of a built-in handler that has no such option (the
+/// closest known one, or the list), `None` when it has it or the handler is a component.
+pub(super) fn unknown_option(route: &Route, name: &str) -> Option<String> {
+    let ComponentSource::Builtin(builtin) = &route.component else { return None };
+    if builtin.options.iter().any(|o| o.name == name) {
+        return None;
+    }
+    let hint = match closest_option(builtin, name) {
+        Some(known) => format!("; did you mean '{known}'?"),
+        None => format!(" (it reads {})", known_options(builtin)),
+    };
+    Some(format!("{} has no such option{hint}", builtin.name))
 }
 
 fn kind_problem(kind: OptionKind, value: &str) -> Option<String> {

@@ -54,6 +54,18 @@ pub enum PkiError {
         /// The file.
         path: PathBuf,
     },
+    /// The private key is encrypted the old OpenSSL way (`Proc-Type: 4,ENCRYPTED` headers in
+    /// an `RSA PRIVATE KEY` or `EC PRIVATE KEY` section), which is not read.
+    #[error(
+        "the private key in '{path}' is encrypted the old OpenSSL way (Proc-Type: 4,ENCRYPTED), which edgemtls does not read; \
+         convert it to encrypted PKCS#8 with `openssl pkcs8 -topk8 -in {key} -out NEW.key` (it asks for the passphrase, then a new one) \
+         and import NEW.key with --password-env",
+        key = crate::shell::quote(&path.display().to_string())
+    )]
+    LegacyEncryptedKey {
+        /// The file.
+        path: PathBuf,
+    },
     /// The CA key is encrypted (`pki init --encrypt`) and no passphrase was given.
     #[error("the CA key '{path}' is encrypted; name the environment variable that holds its passphrase with --password-env, or run on a terminal to be asked")]
     CaKeyEncrypted {

@@ -209,6 +209,12 @@ fn parse_pem(path: &Path, bytes: &[u8], password: Option<&str>) -> Result<Parsed
     let sections = super::pem::sections(bytes).map_err(|reason| unparseable(path, reason.to_string()))?;
     let mut parsed = Parsed::default();
     for section in sections {
+        // `openssl rsa -aes256 -traditional` keeps the label and encrypts the body, naming the
+        // cipher in headers: read as a plain key it would look like an unsupported one.
+        let legacy_encrypted = section.headers().get("Proc-Type").is_some_and(|value| value.contains("ENCRYPTED"));
+        if legacy_encrypted && section.tag().ends_with("PRIVATE KEY") {
+            return Err(PkiError::LegacyEncryptedKey { path: path.to_path_buf() });
+        }
         let der = section.contents().to_vec();
         match section.tag() {
             "CERTIFICATE" | "X509 CERTIFICATE" | "TRUSTED CERTIFICATE" => {

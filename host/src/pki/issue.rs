@@ -105,22 +105,33 @@ impl DevCa {
 
     /// Whether `dir`'s `ca.key` is encrypted (`pki init --encrypt`).
     pub fn key_is_encrypted(dir: &Path) -> bool {
-        crate::files::read_regular_file(&dir.join("ca.key"), 1 << 20)
+        Self::key_file_is_encrypted(&dir.join("ca.key"))
+    }
+
+    /// Whether the CA key file `key_path` is encrypted PKCS#8.
+    pub fn key_file_is_encrypted(key_path: &Path) -> bool {
+        crate::files::read_regular_file(key_path, 1 << 20)
             .is_ok_and(|bytes| bytes.windows(ENCRYPTED_TAG.len()).any(|w| w == ENCRYPTED_TAG.as_bytes()))
     }
 
     /// Loads `ca.pem` and `ca.key` from `dir`, decrypting the key with `passphrase` when
     /// `pki init --encrypt` wrote it.
     pub fn load_with_passphrase(dir: &Path, passphrase: Option<&str>) -> Result<Self, PkiError> {
-        let read = |name: &str| {
-            let path = dir.join(name);
-            crate::files::read_regular_file(&path, 1 << 20)
+        Self::load_files(&dir.join("ca.pem"), &dir.join("ca.key"), passphrase)
+    }
+
+    /// Loads a CA from its certificate and key files, whatever their names (another PKI's
+    /// `ca-cert.pem` and `ca-key.pem`), decrypting the key with `passphrase` when it is
+    /// encrypted PKCS#8.
+    pub fn load_files(cert_path: &Path, key_path: &Path, passphrase: Option<&str>) -> Result<Self, PkiError> {
+        let read = |path: &Path| {
+            crate::files::read_regular_file(path, 1 << 20)
                 .and_then(|bytes| String::from_utf8(bytes).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text")))
-                .map_err(|source| PkiError::Read { path, source })
+                .map_err(|source| PkiError::Read { path: path.to_path_buf(), source })
         };
-        let cert_pem = read("ca.pem")?;
-        let key_pem = read("ca.key")?;
-        let key_path = dir.join("ca.key");
+        let cert_pem = read(cert_path)?;
+        let key_pem = read(key_path)?;
+        let key_path = key_path.to_path_buf();
         let key = if key_pem.contains(ENCRYPTED_TAG) {
             let passphrase = passphrase.ok_or_else(|| PkiError::CaKeyEncrypted { path: key_path.clone() })?;
             let der = super::pem::sections(key_pem.as_bytes())
@@ -142,7 +153,7 @@ impl DevCa {
         };
         // Fail now, with the file named, rather than on the first issue.
         Issuer::from_ca_cert_pem(&cert_pem, &key).map_err(|e| PkiError::Unparseable {
-            path: dir.join("ca.pem"),
+            path: cert_path.to_path_buf(),
             reason: e.to_string(),
         })?;
         // A key that is not the certificate's would issue certificates nothing can verify.
@@ -153,8 +164,8 @@ impl DevCa {
         });
         if cert_spki.as_deref() != Some(key.public_key_raw()) {
             return Err(PkiError::Unparseable {
-                path: dir.join("ca.key"),
-                reason: "this key does not belong to the certificate in ca.pem; use the pair `pki init` wrote".into(),
+                path: key_path,
+                reason: format!("this key does not belong to the certificate in '{}'; use the pair `pki init` wrote", cert_path.display()),
             });
         }
         Ok(Self { cert_pem, key })

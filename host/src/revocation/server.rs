@@ -129,6 +129,13 @@ impl UpstreamRevocation {
             return RevocationStatus::Unknown { detail: "the server presented no certificate".into() };
         };
         let Some(issuer) = find_issuer(leaf, presented.iter().chain(&self.ca_certificates)) else {
+            // A certificate that names neither an OCSP responder nor a CRL has no revocation
+            // to check, issuer or not (a cert.pem imported without its CA is the usual case).
+            let names_ocsp = matches!(self.policy.mode, RevocationMode::Ocsp | RevocationMode::Both) && ocsp::responder_url(leaf).is_some();
+            let names_crl = matches!(self.policy.mode, RevocationMode::Crl | RevocationMode::Both) && !super::crl_urls(leaf).is_empty();
+            if !names_ocsp && !names_crl {
+                return RevocationStatus::NotPublished;
+            }
             let detail = match self.purpose {
                 Purpose::Server => "its issuer is neither in the chain the server sent nor in the entry's ca_bundle",
                 _ => "its issuer's certificate is not stored with it (import the chain)",

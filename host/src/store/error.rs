@@ -87,7 +87,7 @@ pub enum StoreError {
         dir: PathBuf,
     },
     /// The database file is damaged, so nothing is written to it.
-    #[error("the store database '{database}' is damaged (SQLite finds it malformed), so edgemtls will not write to it: restore it from a backup (keep {KEY_FILE} beside it), or, if `edgemtls cert list` still reads it, copy its certificates into a new store with `edgemtls store copy --from '{dir}' --to NEW_DIR`", database = database.display(), dir = database.parent().unwrap_or(database).display())]
+    #[error("the store database '{database}' is damaged (SQLite finds it malformed), so edgemtls will not write to it: restore it from a backup (keep {KEY_FILE} beside it), or, if `edgemtls cert list` still reads it, copy its certificates into a new store with `edgemtls store copy --from {dir} --to NEW_DIR`", database = database.display(), dir = crate::shell::quote(&database.parent().unwrap_or(database).display().to_string()))]
     Damaged {
         /// The database file.
         database: PathBuf,
@@ -164,6 +164,14 @@ pub enum StoreError {
     /// The name is already used by another certificate.
     #[error("a certificate named '{0}' already exists")]
     NameTaken(String),
+    /// The id is already another certificate's (a copy into a store that has it).
+    #[error("the id {id} is already taken by certificate '{name}'")]
+    IdTaken {
+        /// The id.
+        id: String,
+        /// The name of the certificate that has it.
+        name: String,
+    },
     /// The name breaks the naming rules.
     #[error("invalid certificate name '{name}': {reason}")]
     InvalidName {
@@ -176,7 +184,7 @@ pub enum StoreError {
     #[error("a certificate needs at least one environment (--env development|preview|production)")]
     NoEnvironments,
     /// Enabled certificates cannot be deleted.
-    #[error("certificate '{0}' is enabled; disable it first (edgemtls cert disable {0})")]
+    #[error("certificate '{0}' is enabled; disable it first (edgemtls cert disable {command})", command = crate::shell::quote(.0))]
     StillEnabled(String),
     /// A live deployment's config references the certificate.
     #[error("certificate '{name}' is in use by {}; change their config and reload first", deployments.join(", "))]

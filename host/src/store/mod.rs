@@ -224,13 +224,14 @@ impl Store {
         self.find(&id)
     }
 
-    /// Adds a certificate from another store as it is there (its name, environments and
+    /// Adds a certificate from another store as it is there (its id, name, environments and
     /// state), sealing its key with this store's master key: what `store copy` does per record.
+    /// The id is kept because configs and scripts may name a certificate by it; an id this
+    /// store already has is refused.
     pub fn copy_in(&mut self, record: &CertificateRecord, key: PrivateKeyDer<'static>) -> Result<CertificateRecord, StoreError> {
         self.writable("add a certificate")?;
-        let id = new_id()?;
-        self.insert(&id, &record.name, &record.environments, record.enabled, (&record.chain, &key), &record.metadata)?;
-        self.find(&id)
+        self.insert(&record.id, &record.name, &record.environments, record.enabled, (&record.chain, &key), &record.metadata)?;
+        self.find(&record.id)
     }
 
     /// Writes a new record under `id`.
@@ -264,6 +265,9 @@ impl Store {
             // Names differ by more than case: `Billing` next to `billing` is a mistake waiting.
             if let Some(existing) = q.name_like(name)? {
                 return Err(StoreError::NameTaken(existing));
+            }
+            if let Some(existing) = q.record(id)?.filter(|existing| existing.id == id) {
+                return Err(StoreError::IdTaken { id: id.to_string(), name: existing.name });
             }
             q.insert(&row)?;
             q.bump_generation()

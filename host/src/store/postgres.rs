@@ -473,7 +473,13 @@ impl PgQueries<'_> {
     }
 
     fn migrate(&self) -> Result<(), StoreError> {
-        self.batch("CREATE SCHEMA IF NOT EXISTS edgemtls; CREATE TABLE IF NOT EXISTS edgemtls.schema_version (version integer NOT NULL)")?;
+        // PostgreSQL answers IF NOT EXISTS on an existing schema or table with a NOTICE, which
+        // tokio_postgres logs at INFO: two lines on every command. Within this transaction only
+        // warnings and errors are sent.
+        self.batch(
+            "SET LOCAL client_min_messages = warning; \
+             CREATE SCHEMA IF NOT EXISTS edgemtls; CREATE TABLE IF NOT EXISTS edgemtls.schema_version (version integer NOT NULL)",
+        )?;
         let found: i32 = self
             .rows("SELECT version FROM edgemtls.schema_version", &[])?
             .first()

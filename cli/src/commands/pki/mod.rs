@@ -41,9 +41,15 @@ pub enum PkiCommand {
     },
     /// Issues a client certificate (or a server certificate with --server) from a dev CA.
     Issue {
-        /// The CA directory made by `pki init`.
-        #[arg(long, value_name = "DIR")]
-        ca: PathBuf,
+        /// The CA directory made by `pki init` (its ca.pem and ca.key).
+        #[arg(long, value_name = "DIR", required_unless_present_all = ["ca_cert", "ca_key"], conflicts_with_all = ["ca_cert", "ca_key"])]
+        ca: Option<PathBuf>,
+        /// The CA certificate, when its files are named otherwise (ca-cert.pem); with --ca-key.
+        #[arg(long, value_name = "FILE", requires = "ca_key")]
+        ca_cert: Option<PathBuf>,
+        /// The CA key, when its files are named otherwise (ca-key.pem); with --ca-cert.
+        #[arg(long, value_name = "FILE", requires = "ca_cert")]
+        ca_key: Option<PathBuf>,
         /// The subject common name; also names the output files (<CN>.pem, <CN>.key).
         #[arg(long)]
         cn: String,
@@ -82,6 +88,35 @@ pub enum PkiCommand {
     Verify(verify::VerifyCommand),
 }
 
+/// The CA's certificate and key files: `ca.pem` and `ca.key` in `--ca DIR` (as `pki init`
+/// writes them), or `--ca-cert` and `--ca-key` as given.
+fn ca_files(dir: Option<PathBuf>, cert: Option<PathBuf>, key: Option<PathBuf>) -> anyhow::Result<(PathBuf, PathBuf)> {
+    use edgemtls_host::pki::expand_tilde;
+    if let (Some(cert), Some(key)) = (cert, key) {
+        return Ok((expand_tilde(&cert), expand_tilde(&key)));
+    }
+    let Some(dir) = dir else {
+        anyhow::bail!("name the CA: --ca DIR (holding ca.pem and ca.key), or --ca-cert FILE and --ca-key FILE");
+    };
+    let dir = expand_tilde(&dir);
+    let (cert, key) = (dir.join("ca.pem"), dir.join("ca.key"));
+    // Checked here so the message can name the files --ca expects and the way to pass others,
+    // which a plain "cannot read" does not.
+    let missing: Vec<&str> = [("ca.pem", &cert), ("ca.key", &key)]
+        .into_iter()
+        .filter(|(_, path)| !path.exists())
+        .map(|(name, _)| name)
+        .collect();
+    if dir.is_dir() && !missing.is_empty() {
+        anyhow::bail!(
+            "'{}' has no {}: --ca DIR reads ca.pem and ca.key, the names `pki init` writes; for a CA whose files are named otherwise pass them with --ca-cert FILE --ca-key FILE",
+            dir.display(),
+            missing.join(" and "),
+        );
+    }
+    Ok((cert, key))
+}
+
 fn parse_key_type(text: &str) -> Result<NewKeyType, String> {
     text.parse()
 }
@@ -106,14 +141,14 @@ impl PkiCommand {
                 let protection = if encrypt { "encrypted, mode 0600" } else { "mode 0600" };
                 say!("created CA '{cn}'\n  certificate: {}\n  key:         {} ({protection})", cert.display(), key.display());
             }
-            PkiCommand::Issue { ca, cn, out, server, sans, days, force, password_env, key_type, crl_url, ocsp_url } => {
-                let ca_dir = edgemtls_host::pki::expand_tilde(&ca);
-                let passphrase = match DevCa::key_is_encrypted(&ca_dir) {
+            PkiCommand::Issue { ca, ca_cert, ca_key, cn, out, server, sans, days, force, password_env, key_type, crl_url, ocsp_url } => {
+                let (cert_path, key_path) = ca_files(ca, ca_cert, ca_key)?;
+                let passphrase = match DevCa::key_file_is_encrypted(&key_path) {
                     true => Some(passphrase::required(password_env.as_deref(), "the CA key's passphrase", false)?),
                     false => None,
                 };
-                let ca = DevCa::load_with_passphrase(&ca_dir, passphrase.as_deref())
-                    .with_context(|| format!("loading the CA in '{}'", ca_dir.display()))?;
+                let ca = DevCa::load_files(&cert_path, &key_path, passphrase.as_deref())
+                    .with_context(|| format!("loading the CA from '{}' and '{}'", cert_path.display(), key_path.display()))?;
                 let options = IssueOptions { common_name: cn.clone(), server, sans, days, key_type, crl_url, ocsp_url };
                 let out = edgemtls_host::pki::expand_tilde(&out);
                 let existing = out.join(format!("{}.key", edgemtls_host::pki::file_stem(&cn)));
