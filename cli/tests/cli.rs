@@ -22,4 +22,5 @@ mod cli {
     mod two_nodes;
     mod status;
     mod validation;
+    mod version1;
 }

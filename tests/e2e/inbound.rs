@@ -545,3 +545,45 @@ async fn mtls_auth_admits_callers_by_subject_and_by_the_binding_of_their_token()
     assert_eq!((other_subject.status, other_subject.problem_type()), (401, "urn:edgemtls:problem:mtls-not-allowed".into()), "{other_subject:?}");
     Ok(())
 }
+
+/// Runs `openssl ARGS` in `dir`.
+async fn openssl_in(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let mut command = Command::new("openssl");
+    command.args(args).current_dir(dir);
+    let output = run(command, None).await?;
+    anyhow::ensure!(output.status.success(), "openssl {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    Ok(())
+}
+
+/// ContextForge's Quick Start makes callers' certificates with `openssl x509 -req` and no
+/// `-extfile`: X.509 version 1, which webpki does not verify. Such a caller completes the
+/// handshake and gets a 401 that names the version and the fix, counted under its own
+/// reason, instead of a bare TLS alert counted as a bad signature.
+#[tokio::test]
+async fn a_caller_with_a_version_1_certificate_is_refused_with_words_that_name_it() -> anyhow::Result<()> {
+    let world = World::new()?;
+    let _callers = Callers::new(&world)?;
+    let dir = world.path().join("quick-start");
+    std::fs::create_dir_all(&dir)?;
+    openssl_in(&dir, &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=Quick Start CA", "-days", "30"]).await?;
+    openssl_in(&dir, &["req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=quick-client"]).await?;
+    openssl_in(&dir, &["x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "client.pem", "-days", "30"]).await?;
+    let v1 = ClientFiles { cert: dir.join("client.pem"), key: dir.join("client.key") };
+    let config = world.config_raw(&format!(
+        "[tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = [\"quick-start/ca.pem\"]\nclient_auth = \"required\"\n{}",
+        echo_route("/secure", "")
+    ))?;
+    let host = world.serve(&config, Environment::Development).await?;
+    let port = port_of(&host);
+
+    for answer in [curl(&world, port, "/secure", Some(&v1), &["--http1.1"]).await?, s_client(&world, port, "/secure", &v1).await?] {
+        assert_eq!((answer.status, answer.problem_type()), (401, "urn:edgemtls:problem:client-certificate-version-1".into()), "{answer:?}");
+        assert!(answer.body.contains("X.509 version 1 certificate"), "{}", answer.body);
+        assert!(answer.body.contains("-extfile") && answer.body.contains("edgemtls pki issue"), "the fix is given: {}", answer.body);
+        assert!(!answer.body.contains("UnsupportedCertVersion"), "{}", answer.body);
+    }
+    let metrics = host.handle.app().metrics().encode();
+    assert!(metrics.contains("edgemtls_inbound_callers_refused_total{reason=\"version-1\"} 2"), "{metrics}");
+    assert!(!metrics.contains("bad-client-signature"), "{metrics}");
+    Ok(())
+}

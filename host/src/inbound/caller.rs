@@ -27,6 +27,8 @@ pub enum CallerProblem {
     Revoked,
     /// It may not be used for client authentication (no `clientAuth` extended key usage).
     WrongPurpose,
+    /// It is an X.509 version 1 certificate, which webpki does not verify.
+    Version1,
     /// It cannot be used for another reason (malformed, unsupported algorithm, …).
     Invalid(String),
     /// It verifies, but the route's allow-list does not include it.
@@ -44,6 +46,7 @@ impl CallerProblem {
             Self::UnknownIssuer => "unknown-issuer",
             Self::Revoked => "revoked",
             Self::WrongPurpose => "wrong-purpose",
+            Self::Version1 => "version-1",
             Self::Invalid(_) => "invalid",
             Self::NotAllowed(_) => "not-allowed",
         }
@@ -58,6 +61,7 @@ impl CallerProblem {
             Self::UnknownIssuer => "the client certificate was not issued by a CA this server trusts for callers".into(),
             Self::Revoked => "the client certificate has been revoked by its issuer".into(),
             Self::WrongPurpose => "the client certificate is not valid for client authentication (it lacks the clientAuth extended key usage)".into(),
+            Self::Version1 => format!("the client certificate cannot be used: {}", crate::pki::version1::explanation(crate::pki::version1::Role::Client)),
             Self::Invalid(why) => format!("the client certificate cannot be used: {why}"),
             Self::NotAllowed(why) => format!("the client certificate is valid but not allowed on this route: {why}"),
         }
@@ -86,6 +90,7 @@ impl CallerProblem {
             | CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
                 invalid("it is signed with an algorithm this server does not support")
             }
+            error if crate::pki::version1::is_version_1_error(error) => Self::Version1,
             CertificateError::UnhandledCriticalExtension => invalid("it has a critical extension this server does not understand"),
             _ => invalid("the verifier refused it"),
         }
