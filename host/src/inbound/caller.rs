@@ -102,6 +102,8 @@ impl CallerProblem {
 pub struct PresentedCertificate {
     /// Subject DN, RFC 4514 (`CN=deploy-bot,O=Example`).
     pub subject: String,
+    /// The subject's last common name, if it has one.
+    pub subject_cn: Option<String>,
     /// Issuer DN, RFC 4514.
     pub issuer: String,
     /// Serial number, lower-case hex.
@@ -125,6 +127,7 @@ impl PresentedCertificate {
     fn unreadable(why: String) -> Self {
         Self {
             subject: String::new(),
+            subject_cn: None,
             issuer: String::new(),
             serial: String::new(),
             sans: Vec::new(),
@@ -174,6 +177,11 @@ impl Caller {
         Self { certificate: Some(certificate), headers: headers.into(), chain: Some(chain.into()), trust_version, valid_until }
     }
 
+    /// The certificate presented (DER), when one was.
+    pub fn leaf(&self) -> Option<&CertificateDer<'static>> {
+        self.chain.as_ref().and_then(|chain| chain.first())
+    }
+
     /// Puts the identity headers on a request (whose caller-sent copies were removed).
     pub fn apply(&self, request_headers: &mut hyper::HeaderMap) {
         for (name, value) in self.headers.iter() {
@@ -191,6 +199,7 @@ fn facts(leaf: &CertificateDer<'_>, verdict: Result<(), CallerProblem>) -> Resul
     spki_sha256.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, cert.public_key().raw).as_ref());
     Ok(PresentedCertificate {
         subject: rfc4514(cert.subject()),
+        subject_cn: cert.subject().iter_common_name().last().and_then(|cn| cn.as_str().ok()).map(str::to_string),
         issuer: rfc4514(cert.issuer()),
         serial: cert.tbs_certificate.raw_serial().iter().map(|b| format!("{b:02x}")).collect(),
         sans: crate::pki::subject_alt_names(&cert),
