@@ -25,4 +25,5 @@ mod cli {
     mod two_nodes;
     mod status;
     mod validation;
+    mod version1;
 }

@@ -131,6 +131,7 @@ impl From<&CallerProblem> for Problem {
             CallerProblem::UnknownIssuer => "client-certificate-unknown-issuer",
             CallerProblem::Revoked => "client-certificate-revoked",
             CallerProblem::WrongPurpose => "client-certificate-wrong-purpose",
+            CallerProblem::Version1 => "client-certificate-version-1",
             CallerProblem::Invalid(_) => "client-certificate-invalid",
             CallerProblem::NotAllowed(_) => "client-certificate-not-allowed",
         };

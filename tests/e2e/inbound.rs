@@ -545,3 +545,177 @@ async fn mtls_auth_admits_callers_by_subject_and_by_the_binding_of_their_token()
     assert_eq!((other_subject.status, other_subject.problem_type()), (401, "urn:edgemtls:problem:mtls-not-allowed".into()), "{other_subject:?}");
     Ok(())
 }
+
+/// Runs `openssl ARGS` in `dir`.
+async fn openssl_in(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let mut command = Command::new("openssl");
+    command.args(args).current_dir(dir);
+    let output = run(command, None).await?;
+    anyhow::ensure!(output.status.success(), "openssl {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    Ok(())
+}
+
+/// ContextForge's Quick Start makes callers' certificates with `openssl x509 -req` and no
+/// `-extfile`: X.509 version 1, which webpki does not verify. Such a caller completes the
+/// handshake and gets a 401 that names the version and the fix, counted under its own
+/// reason, instead of a bare TLS alert counted as a bad signature.
+#[tokio::test]
+async fn a_caller_with_a_version_1_certificate_is_refused_with_words_that_name_it() -> anyhow::Result<()> {
+    let world = World::new()?;
+    let _callers = Callers::new(&world)?;
+    let dir = world.path().join("quick-start");
+    std::fs::create_dir_all(&dir)?;
+    openssl_in(&dir, &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=Quick Start CA", "-days", "30"]).await?;
+    openssl_in(&dir, &["req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=quick-client"]).await?;
+    openssl_in(&dir, &["x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "client.pem", "-days", "30"]).await?;
+    let v1 = ClientFiles { cert: dir.join("client.pem"), key: dir.join("client.key") };
+    let config = world.config_raw(&format!(
+        "[tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = [\"quick-start/ca.pem\"]\nclient_auth = \"required\"\n{}",
+        echo_route("/secure", "")
+    ))?;
+    let host = world.serve(&config, Environment::Development).await?;
+    let port = port_of(&host);
+
+    for answer in [curl(&world, port, "/secure", Some(&v1), &["--http1.1"]).await?, s_client(&world, port, "/secure", &v1).await?] {
+        assert_eq!((answer.status, answer.problem_type()), (401, "urn:edgemtls:problem:client-certificate-version-1".into()), "{answer:?}");
+        assert!(answer.body.contains("X.509 version 1 certificate"), "{}", answer.body);
+        assert!(answer.body.contains("-extfile") && answer.body.contains("edgemtls pki issue"), "the fix is given: {}", answer.body);
+        assert!(!answer.body.contains("UnsupportedCertVersion"), "{}", answer.body);
+    }
+    let metrics = host.handle.app().metrics().encode();
+    assert!(metrics.contains("edgemtls_inbound_callers_refused_total{reason=\"version-1\"} 2"), "{metrics}");
+    assert!(!metrics.contains("bad-client-signature"), "{metrics}");
+    Ok(())
+}
+
+/// ARCP's parsing of `MTLS_CERT_HEADER`: URL-unquote, load the PEM, hash the
+/// SubjectPublicKeyInfo. Prints the SPKI SHA-256 (base64url, no padding) and the subject CN.
+const ARCP_PARSE: &str = r#"
+import base64, hashlib, sys, urllib.parse
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+cert = x509.load_pem_x509_certificate(urllib.parse.unquote(sys.argv[1]).encode())
+spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+print(base64.urlsafe_b64encode(hashlib.sha256(spki).digest()).rstrip(b"=").decode())
+print(cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value)
+"#;
+
+/// The `name=value` lines nginx printed.
+fn nginx_line<'a>(body: &'a str, name: &str) -> &'a str {
+    body.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix('=')).unwrap_or("(missing)")
+}
+
+/// `caller_headers_preset = "nginx"` sets what nginx itself computes for the same caller:
+/// nginx, called directly with the caller's certificate, prints its `$ssl_client_*`
+/// variables; called through edgemtls, it prints the headers it got, which must be the same
+/// bytes. ARCP's parsing of `X-Client-Cert` finds the caller's key, ContextForge's
+/// `X-Authenticated-User` is the caller's CN, and forged copies (any case, `_` for `-`)
+/// never reach nginx (which keeps underscored headers) nor the dev upstream, with or without
+/// a certificate.
+#[tokio::test]
+async fn caller_headers_reproduce_nginx_variables_and_forged_copies_never_reach_the_upstream() -> anyhow::Result<()> {
+    let world = World::new()?;
+    let printed = [
+        ("ssl_s_dn", "$ssl_client_s_dn"), ("ssl_i_dn", "$ssl_client_i_dn"), ("ssl_serial", "$ssl_client_serial"),
+        ("ssl_fingerprint", "$ssl_client_fingerprint"), ("ssl_verify", "$ssl_client_verify"), ("ssl_cert", "$ssl_client_escaped_cert"),
+        ("h_s_dn", "$http_x_ssl_client_s_dn"), ("h_cn", "$http_x_ssl_client_s_dn_cn"), ("h_i_dn", "$http_x_ssl_client_i_dn"),
+        ("h_serial", "$http_x_client_cert_serial"), ("h_fingerprint", "$http_x_client_cert_fingerprint"),
+        ("h_verify", "$http_x_ssl_client_verify"), ("h_cert", "$http_x_client_cert"), ("h_user", "$http_x_authenticated_user"),
+        ("h_spki", "$http_x_client_spki"),
+    ];
+    let location = format!("return 200 \"{}\";", printed.iter().map(|(name, var)| format!("{name}={var}\\n")).collect::<String>());
+    let Some(nginx) = crate::nginx::Nginx::start(&world, &location).await? else {
+        return Ok(());
+    };
+    world.add_cert("edge", "edge-client", &all_envs())?;
+    let dump = world.upstream(true).await?;
+    let _callers = Callers::new(&world)?; // server.pem for the listener
+    // The caller's certificate comes from the world's CA, which nginx trusts too.
+    let agent = issue_with(&world.ca, world.path(), "agent", "agent-7", false, None)?;
+    let forward = |path: &str, port: u16| {
+        format!("[[routes]]\npath = \"{path}\"\nhandler = \"url-forward\"\n[routes.options]\nbaseUrl = \"https://localhost:{port}\"\nmtlsCertificate = \"edge\"\n")
+    };
+    let config = world.config_raw(&format!(
+        "[tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = [\"pki/ca.pem\"]\nclient_auth = \"optional\"\n\
+         caller_headers_preset = \"nginx\"\n[tls.caller_headers]\n\"X-Authenticated-User\" = \"subject_cn\"\n\n\
+         {nginx_route}[routes.caller_headers]\n\"X-Client-SPKI\" = \"spki_sha256\"\n\n{dump_route}\n\
+         [[upstreams]]\nhosts = [\"localhost:{n}\", \"localhost:{d}\"]\nca_bundle = \"pki/ca.pem\"\n",
+        nginx_route = forward("/nginx", nginx.addr.port()),
+        dump_route = forward("/dump", dump.addr().port()),
+        n = nginx.addr.port(),
+        d = dump.addr().port(),
+    ))?;
+    let host = world.serve(&config, Environment::Development).await?;
+    let port = port_of(&host);
+    let forged = [
+        "-H", "X-Authenticated-User: root", "-H", "x_authenticated_user: root", "-H", "X-Client-Cert: forged",
+        "-H", "X_CLIENT_CERT: forged", "-H", "x-ssl-client-verify: SUCCESS", "-H", "X_SSL_Client_S_DN: CN=root",
+        "-H", "x-client-spki: forged", "-H", "X-Tenant: kept",
+    ];
+
+    let direct = curl(&world, nginx.addr.port(), "/", Some(&agent), &[]).await?;
+    assert_eq!(direct.status, 200, "{direct:?}");
+    let through = curl(&world, port, "/nginx", Some(&agent), &forged).await?;
+    assert_eq!(through.status, 200, "{through:?}");
+    let (direct, through) = (direct.body, through.body);
+    for (header, variable) in [("h_s_dn", "ssl_s_dn"), ("h_i_dn", "ssl_i_dn"), ("h_serial", "ssl_serial"), ("h_fingerprint", "ssl_fingerprint"), ("h_verify", "ssl_verify"), ("h_cert", "ssl_cert")] {
+        let nginx_says = nginx_line(&direct, variable);
+        assert!(!nginx_says.is_empty() && nginx_says != "(missing)", "nginx printed no {variable}: {direct}");
+        assert_eq!(nginx_line(&through, header), nginx_says, "{header} vs nginx's {variable}:\n{through}\n{direct}");
+    }
+    assert_eq!(nginx_line(&through, "h_verify"), "SUCCESS");
+    assert_eq!(nginx_line(&through, "h_cn"), "agent-7", "{through}");
+    assert_eq!(nginx_line(&through, "h_user"), "agent-7", "ContextForge's PROXY_USER_HEADER: {through}");
+
+    // ARCP reads the caller's key out of X-Client-Cert.
+    let mut python = Command::new("python3");
+    python.args(["-c", ARCP_PARSE, nginx_line(&through, "h_cert")]);
+    let parsed = run(python, None).await?;
+    assert!(parsed.status.success(), "{}", String::from_utf8_lossy(&parsed.stderr));
+    let parsed = String::from_utf8_lossy(&parsed.stdout).into_owned();
+    let spki = agent.metadata()?.spki_sha256;
+    assert_eq!(parsed.lines().collect::<Vec<_>>(), [spki.as_str(), "agent-7"], "{through}");
+    assert_eq!(nginx_line(&through, "h_spki"), spki);
+
+    // Without a certificate: only the verify result, and still no forged copy.
+    let anonymous = curl(&world, port, "/nginx", None, &forged).await?;
+    assert_eq!(anonymous.status, 200, "{anonymous:?}");
+    assert_eq!(nginx_line(&anonymous.body, "h_verify"), "NONE", "{}", anonymous.body);
+    for header in ["h_user", "h_cert", "h_s_dn", "h_spki"] {
+        assert_eq!(nginx_line(&anonymous.body, header), "", "{header}: {}", anonymous.body);
+    }
+
+    // Every header name the upstream got, in every spelling: one of each named, none forged.
+    for client in [Some(&agent), None] {
+        let seen = curl(&world, port, "/dump", client, &forged).await?;
+        assert_eq!(seen.status, 200, "{seen:?}");
+        let names: Vec<String> = serde_json::from_str::<serde_json::Value>(&seen.body)?["headers"]
+            .as_array()
+            .map(|names| names.iter().filter_map(|n| n.as_str().map(str::to_ascii_lowercase)).collect())
+            .unwrap_or_default();
+        let folded = |name: &str| names.iter().filter(|n| n.replace('_', "-") == name).count();
+        assert!(names.iter().all(|n| !n.contains('_')), "a forged spelling arrived: {names:?}");
+        assert_eq!(folded("x-authenticated-user"), usize::from(client.is_some()), "{names:?}");
+        assert_eq!(folded("x-client-cert"), usize::from(client.is_some()), "{names:?}");
+        assert_eq!(folded("x-client-spki"), 0, "only the /nginx route names it, and no caller may send it: {names:?}");
+        assert_eq!(folded("x-ssl-client-verify"), 1, "{names:?}");
+        assert_eq!(folded("x-tenant"), 1, "other headers pass: {names:?}");
+    }
+    drop(host);
+
+    // On a plain-HTTP listener a route's caller_headers are only removed: no caller is verified.
+    let plain = world.config_raw(&format!(
+        "[[routes]]\npath = \"/dump\"\nhandler = \"url-forward\"\ncaller_headers_preset = \"nginx\"\n\
+         [routes.caller_headers]\n\"X-Authenticated-User\" = \"subject_cn\"\n\
+         [routes.options]\nbaseUrl = \"https://localhost:{d}\"\nmtlsCertificate = \"edge\"\n\n\
+         [[upstreams]]\nhosts = [\"localhost:{d}\"]\nca_bundle = \"pki/ca.pem\"\n",
+        d = dump.addr().port(),
+    ))?;
+    let host = world.serve(&plain, Environment::Development).await?;
+    let seen = host.get("/dump", &[("x_authenticated_user", "root"), ("X-Client-Cert", "forged"), ("x-ssl-client-verify", "SUCCESS"), ("x-tenant", "kept")]).await?;
+    assert_eq!(seen.status, 200, "{}", seen.body);
+    let names = seen.json()?["headers"].to_string().to_ascii_lowercase();
+    assert!(!names.contains("authenticated") && !names.contains("x-client-cert") && !names.contains("verify"), "{names}");
+    assert!(names.contains("x-tenant"), "{names}");
+    Ok(())
+}

@@ -14,7 +14,7 @@ mod egress;
 mod options;
 mod tls;
 pub use egress::{Egress, HostPattern};
-pub use tls::{CallerRule, ClientAuth, TlsListener};
+pub use tls::{CallerField, CallerHeader, CallerRule, ClientAuth, TlsListener};
 pub use options::{CertificateReference, certificate_references, option_problems};
 
 /// Why a config file was refused. Every message names the file.
@@ -304,6 +304,9 @@ struct RouteToml {
     allowed_client_sans: Vec<String>,
     #[serde(default)]
     allowed_client_spki_sha256: Vec<String>,
+    #[serde(default)]
+    caller_headers: BTreeMap<String, String>,
+    caller_headers_preset: Option<String>,
 }
 
 #[derive(Deserialize)]

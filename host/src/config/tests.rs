@@ -148,3 +148,38 @@ fn tls_and_caller_rules_are_checked_with_the_fix_named() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn caller_headers_merge_the_preset_the_listener_and_the_route_and_bad_entries_are_named() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    for file in ["server.pem", "server.key", "ca.pem"] {
+        std::fs::write(dir.path().join(file), "")?;
+    }
+    let path = dir.path().join("edgemtls.toml");
+    let tls = "[tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = [\"ca.pem\"]\nclient_auth = \"optional\"\ncaller_headers_preset = \"nginx\"\n";
+    let route = "[[routes]]\npath = \"/a\"\nhandler = \"a.wasm\"\n";
+    let config = Config::parse(
+        &path,
+        &format!("{tls}[tls.caller_headers]\n\"X-Client-Cert\" = \"rfc9440\"\n{route}[routes.caller_headers]\nX_Authenticated_User = \"subject_cn\"\n"),
+    )?;
+    let headers: Vec<(&str, CallerField)> = config.routes[0].callers.headers.iter().map(|h| (h.name.as_str(), h.field)).collect();
+    // The listener's own table replaces the preset's x-client-cert; the route adds its header.
+    assert!(headers.contains(&("x-client-cert", CallerField::Rfc9440)), "{headers:?}");
+    assert!(!headers.contains(&("x-client-cert", CallerField::EscapedCert)), "{headers:?}");
+    assert!(headers.contains(&("x-ssl-client-s-dn", CallerField::SubjectDn)), "{headers:?}");
+    assert!(headers.contains(&("x_authenticated_user", CallerField::SubjectCn)), "{headers:?}");
+
+    let cases = [
+        (format!("{tls}{route}[routes.caller_headers]\n\"X-User\" = \"cn\""), "routes[0].caller_headers.\"X-User\": 'cn' is not a caller field; use one of subject_dn, subject_cn"),
+        (format!("{tls}[tls.caller_headers]\n\"Client_Cert\" = \"rfc9440\"\n{route}"), "the host already sets this header"),
+        (format!("{tls}[tls.caller_headers]\n\"Content-Length\" = \"serial\"\n{route}"), "belongs to the HTTP connection"),
+        (format!("{tls}[tls.caller_headers]\n\"X User\" = \"serial\"\n{route}"), "is not a valid header name"),
+        (format!("{tls}[tls.caller_headers]\n\"X-User\" = \"serial\"\n\"x_user\" = \"subject_cn\"\n{route}"), "names the same header as"),
+        (format!("{}{route}", tls.replace("\"nginx\"", "\"apache\"")), "tls.caller_headers_preset: 'apache' is not a preset"),
+    ];
+    for (text, expected) in cases {
+        let error = Config::parse(&path, &text).unwrap_err().to_string();
+        assert!(error.contains(expected), "expected '{expected}' in: {error}");
+    }
+    Ok(())
+}

@@ -27,6 +27,8 @@ pub enum CallerProblem {
     Revoked,
     /// It may not be used for client authentication (no `clientAuth` extended key usage).
     WrongPurpose,
+    /// It is an X.509 version 1 certificate, which webpki does not verify.
+    Version1,
     /// It cannot be used for another reason (malformed, unsupported algorithm, …).
     Invalid(String),
     /// It verifies, but the route's allow-list does not include it.
@@ -44,6 +46,7 @@ impl CallerProblem {
             Self::UnknownIssuer => "unknown-issuer",
             Self::Revoked => "revoked",
             Self::WrongPurpose => "wrong-purpose",
+            Self::Version1 => "version-1",
             Self::Invalid(_) => "invalid",
             Self::NotAllowed(_) => "not-allowed",
         }
@@ -58,6 +61,7 @@ impl CallerProblem {
             Self::UnknownIssuer => "the client certificate was not issued by a CA this server trusts for callers".into(),
             Self::Revoked => "the client certificate has been revoked by its issuer".into(),
             Self::WrongPurpose => "the client certificate is not valid for client authentication (it lacks the clientAuth extended key usage)".into(),
+            Self::Version1 => format!("the client certificate cannot be used: {}", crate::pki::version1::explanation(crate::pki::version1::Role::Client)),
             Self::Invalid(why) => format!("the client certificate cannot be used: {why}"),
             Self::NotAllowed(why) => format!("the client certificate is valid but not allowed on this route: {why}"),
         }
@@ -86,6 +90,7 @@ impl CallerProblem {
             | CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
                 invalid("it is signed with an algorithm this server does not support")
             }
+            error if crate::pki::version1::is_version_1_error(error) => Self::Version1,
             CertificateError::UnhandledCriticalExtension => invalid("it has a critical extension this server does not understand"),
             _ => invalid("the verifier refused it"),
         }
@@ -97,6 +102,8 @@ impl CallerProblem {
 pub struct PresentedCertificate {
     /// Subject DN, RFC 4514 (`CN=deploy-bot,O=Example`).
     pub subject: String,
+    /// The subject's last common name, if it has one.
+    pub subject_cn: Option<String>,
     /// Issuer DN, RFC 4514.
     pub issuer: String,
     /// Serial number, lower-case hex.
@@ -120,6 +127,7 @@ impl PresentedCertificate {
     fn unreadable(why: String) -> Self {
         Self {
             subject: String::new(),
+            subject_cn: None,
             issuer: String::new(),
             serial: String::new(),
             sans: Vec::new(),
@@ -169,6 +177,11 @@ impl Caller {
         Self { certificate: Some(certificate), headers: headers.into(), chain: Some(chain.into()), trust_version, valid_until }
     }
 
+    /// The certificate presented (DER), when one was.
+    pub fn leaf(&self) -> Option<&CertificateDer<'static>> {
+        self.chain.as_ref().and_then(|chain| chain.first())
+    }
+
     /// Puts the identity headers on a request (whose caller-sent copies were removed).
     pub fn apply(&self, request_headers: &mut hyper::HeaderMap) {
         for (name, value) in self.headers.iter() {
@@ -186,6 +199,7 @@ fn facts(leaf: &CertificateDer<'_>, verdict: Result<(), CallerProblem>) -> Resul
     spki_sha256.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, cert.public_key().raw).as_ref());
     Ok(PresentedCertificate {
         subject: rfc4514(cert.subject()),
+        subject_cn: cert.subject().iter_common_name().last().and_then(|cn| cn.as_str().ok()).map(str::to_string),
         issuer: rfc4514(cert.issuer()),
         serial: cert.tbs_certificate.raw_serial().iter().map(|b| format!("{b:02x}")).collect(),
         sans: crate::pki::subject_alt_names(&cert),

@@ -45,6 +45,23 @@ pub fn is_identity_header(name: &str) -> bool {
         || name.get(..PREFIX.len()).is_some_and(|start| same_folded(start, PREFIX.as_bytes()))
 }
 
+/// Whether two header names are one header to a server that folds case and `_`.
+pub fn same_name(a: &str, b: &str) -> bool {
+    same_folded(a.as_bytes(), b.as_bytes())
+}
+
+/// Removes every header a caller sent under one of `names` (lower-case), in every spelling.
+pub fn remove_named(request_headers: &mut hyper::HeaderMap, names: &[String]) {
+    if names.is_empty() {
+        return;
+    }
+    let forged: Vec<hyper::header::HeaderName> =
+        request_headers.keys().filter(|name| names.iter().any(|named| same_name(name.as_str(), named))).cloned().collect();
+    for name in forged {
+        request_headers.remove(name);
+    }
+}
+
 /// `a` and `b` are equal once both are lower-cased and every `_` is read as `-`.
 fn same_folded(a: &[u8], b: &[u8]) -> bool {
     let fold = |byte: u8| if byte == b'_' { b'-' } else { byte.to_ascii_lowercase() };

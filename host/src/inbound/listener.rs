@@ -16,13 +16,15 @@ use arc_swap::ArcSwap;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
-use rustls_pki_types::{CertificateDer, UnixTime};
+use rustls_pki_types::{CertificateDer, SubjectPublicKeyInfoDer, UnixTime};
 use tokio::net::TcpStream;
 
 use super::caller::{Caller, CallerProblem};
 use crate::config::{ClientAuth, TlsListener};
+use crate::pki::version1;
 
 /// The largest certificate, key, CA or CRL file read.
 const MAX_TLS_FILE_BYTES: u64 = 32 << 20;
@@ -236,7 +238,10 @@ impl Loaded {
             ClientAuth::Optional | ClientAuth::Required => Some(caller_verifier(settings, &provider)?),
         };
         let handshake: Arc<dyn ClientCertVerifier> = match &callers {
-            Some(verifier) => Arc::new(DeferredClientVerifier { inner: verifier.clone() }),
+            Some(verifier) => Arc::new(DeferredClientVerifier {
+                inner: verifier.clone(),
+                algorithms: provider.signature_verification_algorithms,
+            }),
             None => WebPkiClientVerifier::no_client_auth(),
         };
         let mut config = ServerConfig::builder_with_provider(provider)
@@ -247,6 +252,11 @@ impl Loaded {
             .map_err(|error| {
                 let reason = match error {
                     rustls::Error::InconsistentKeys(_) => "the key in tls.key does not belong to this certificate".to_string(),
+                    // Not served: most clients (Python, Go, browsers, rustls) refuse a
+                    // version 1 server certificate too, since it names no host (no subjectAltName).
+                    rustls::Error::InvalidCertificate(error) if version1::is_version_1_error(&error) => {
+                        format!("cannot be used as a server certificate: {}", version1::explanation(version1::Role::Server))
+                    }
                     other => format!("cannot be used as a server certificate: {other}"),
                 };
                 fail("cert", &settings.cert, reason)
@@ -289,6 +299,8 @@ fn caller_verifier(settings: &TlsListener, provider: &Arc<CryptoProvider>) -> Re
 #[derive(Debug)]
 struct DeferredClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
+    /// To check the signature of a caller whose certificate webpki will not parse.
+    algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl ClientCertVerifier for DeferredClientVerifier {
@@ -319,7 +331,12 @@ impl ClientCertVerifier for DeferredClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        match self.inner.verify_tls12_signature(message, cert, dss) {
+            Err(rustls::Error::InvalidCertificate(error)) if version1::is_version_1_error(&error) => {
+                verify_with_leaf_key(message, cert, dss, &self.algorithms, false)
+            }
+            other => other,
+        }
     }
 
     fn verify_tls13_signature(
@@ -328,10 +345,45 @@ impl ClientCertVerifier for DeferredClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        match self.inner.verify_tls13_signature(message, cert, dss) {
+            Err(rustls::Error::InvalidCertificate(error)) if version1::is_version_1_error(&error) => {
+                verify_with_leaf_key(message, cert, dss, &self.algorithms, true)
+            }
+            other => other,
+        }
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
     }
+}
+
+/// Checks a handshake signature against the public key of a certificate webpki will not
+/// parse (X.509 version 1). The handshake only proves that the caller holds that key; the
+/// certificate itself is refused right after, as any other, with a 401 that names the
+/// version and the fix, rather than with a bare TLS alert.
+fn verify_with_leaf_key(
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+    algorithms: &WebPkiSupportedAlgorithms,
+    tls13: bool,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    use x509_parser::prelude::FromDer as _;
+    let bad_encoding = || rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding);
+    let (_, parsed) = x509_parser::certificate::X509Certificate::from_der(cert).map_err(|_| bad_encoding())?;
+    let spki = SubjectPublicKeyInfoDer::from(parsed.public_key().raw);
+    if tls13 {
+        return rustls::crypto::verify_tls13_signature_with_raw_key(message, &spki, dss, algorithms);
+    }
+    // TLS 1.2 names a scheme that several algorithms may implement: as rustls does, any
+    // of them that verifies the signature will do.
+    let key = webpki::RawPublicKeyEntity::try_from(&spki).map_err(|_| bad_encoding())?;
+    let candidates = algorithms.mapping.iter().filter(|(scheme, _)| *scheme == dss.scheme).flat_map(|(_, algs)| algs.iter());
+    for algorithm in candidates {
+        if key.verify_signature(*algorithm, message, dss.signature()).is_ok() {
+            return Ok(HandshakeSignatureValid::assertion());
+        }
+    }
+    Err(rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature))
 }

@@ -8,6 +8,7 @@
 
 mod admission;
 mod caller;
+pub mod caller_headers;
 pub mod headers;
 mod listener;
 

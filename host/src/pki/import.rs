@@ -110,6 +110,16 @@ pub fn load_identity(request: ImportRequest<'_>) -> Result<Identity, PkiError> {
     if let Some(problem) = super::chain_problem(&chain) {
         return Err(PkiError::Chain { path: cert_path, problem });
     }
+    // Stored all the same: upstreams that verify with OpenSSL (nginx) accept a version 1
+    // client certificate.
+    if chain.first().is_some_and(super::version1::is_version_1) {
+        warnings.push(format!(
+            "'{}': upstreams that verify client certificates with OpenSSL (nginx, for one) accept this certificate, \
+             but those that verify with rustls or webpki refuse it: {}",
+            cert_path.display(),
+            super::version1::explanation(super::version1::Role::Client)
+        ));
+    }
     Ok(Identity { chain, key, cert_path, key_path, warnings })
 }
 

@@ -14,6 +14,7 @@ mod keygen;
 mod verify;
 pub mod pem;
 pub mod trust_files;
+pub mod version1;
 
 pub use chain::{ChainProblem, MAX_CHAIN_BYTES, MAX_CHAIN_LENGTH, chain_problem};
 pub use error::PkiError;

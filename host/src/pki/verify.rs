@@ -29,6 +29,16 @@ pub enum Purpose {
     Any,
 }
 
+impl Purpose {
+    /// The role a re-issued certificate is made for (a client one when either will do).
+    fn role(self) -> crate::pki::version1::Role {
+        match self {
+            Self::Server => crate::pki::version1::Role::Server,
+            Self::Client | Self::Any => crate::pki::version1::Role::Client,
+        }
+    }
+}
+
 /// The trust to verify against: CA certificates, extra intermediates and CRLs.
 #[derive(Debug, Default)]
 pub struct VerifyTrust {
@@ -126,6 +136,9 @@ pub enum VerifyProblem {
     /// The issuer's CRL is past its nextUpdate.
     #[error("the CRL from its issuer is out of date (its nextUpdate has passed)")]
     CrlExpired,
+    /// It (or a certificate of its chain) is X.509 version 1.
+    #[error("{}", crate::pki::version1::explanation(*.0))]
+    Version1(crate::pki::version1::Role),
     /// Anything else, in plain words.
     #[error("{0}")]
     Invalid(&'static str),
@@ -140,7 +153,10 @@ pub fn verify(
     purpose: Purpose,
     now: UnixTime,
 ) -> Result<(), VerifyProblem> {
-    let end_entity = webpki::EndEntityCert::try_from(leaf).map_err(|_| VerifyProblem::Invalid("not a well-formed X.509 certificate"))?;
+    let end_entity = webpki::EndEntityCert::try_from(leaf).map_err(|error| match error {
+        webpki::Error::UnsupportedCertVersion => VerifyProblem::Version1(purpose.role()),
+        _ => VerifyProblem::Invalid("not a well-formed X.509 certificate"),
+    })?;
     let anchors: Vec<_> = trust.cas.iter().filter_map(|ca| webpki::anchor_from_trusted_cert(ca).ok()).collect();
     if anchors.is_empty() {
         return Err(VerifyProblem::Invalid("no usable CA certificate was given"));
@@ -197,6 +213,7 @@ fn problem(error: webpki::Error, leaf: &CertificateDer<'_>, trust: &VerifyTrust,
         | E::UnsupportedCrlSignatureAlgorithmContext(_) => {
             VerifyProblem::Invalid("its chain uses a signature algorithm that TLS here does not support")
         }
+        E::UnsupportedCertVersion => VerifyProblem::Version1(purpose.role()),
         E::CaUsedAsEndEntity => VerifyProblem::Invalid("it is a CA certificate, not one for a client or server"),
         E::EndEntityUsedAsCa => VerifyProblem::Invalid("its chain uses a certificate that is not a CA as an issuer"),
         E::PathLenConstraintViolated => VerifyProblem::Invalid("its chain is longer than an issuer's path length allows"),

@@ -64,6 +64,9 @@ struct ServedRoute {
 struct Routes {
     router: Router<ServedRoute>,
     certificates: BTreeSet<String>,
+    /// Every header any `caller_headers` table names (lower-case): callers' copies are
+    /// removed from every request, whatever its route.
+    caller_header_names: Vec<String>,
     /// Held by these routes and every request running on them (see [`crate::drain`]).
     version: Arc<drain::Version>,
 }
@@ -178,7 +181,11 @@ impl RouteBuilder<'_> {
             }
         }
         let certificates = self.check_certificates(names, snapshot);
-        let routes = Routes { router, certificates, version };
+        let mut caller_header_names: Vec<String> = config.tls.iter().flat_map(|tls| &tls.caller_headers).map(|h| h.name.clone()).collect();
+        caller_header_names.extend(config.routes.iter().flat_map(|route| &route.callers.headers).map(|h| h.name.clone()));
+        caller_header_names.sort();
+        caller_header_names.dedup();
+        let routes = Routes { router, certificates, caller_header_names, version };
         let result = if self.problems.is_empty() { Ok(routes) } else { Err(self.problems) };
         (result, self.warnings)
     }
@@ -490,6 +497,7 @@ impl App {
         // Guests never see `Connection` itself to know what it named.
         crate::hop_by_hop::remove_connection_listed(request.headers_mut());
         inbound::headers::remove_caller_copies(request.headers_mut());
+        inbound::headers::remove_named(request.headers_mut(), &routes.caller_header_names);
         let path = request.uri().path().to_string();
         let Some(found) = routes.router.route(&path) else {
             self.metrics.record_request("(none)", 404, started.elapsed());
@@ -507,9 +515,13 @@ impl App {
                     return Problem::from(&problem).into_response();
                 }
                 caller.apply(request.headers_mut());
+                inbound::caller_headers::apply(&found.target.callers.headers, Some(&caller), request.headers_mut());
                 Scheme::Https
             }
-            None => Scheme::Http,
+            None => {
+                inbound::caller_headers::apply(&found.target.callers.headers, None, request.headers_mut());
+                Scheme::Http
+            }
         };
         let response = match self.runtime.serve(&found.target.handler, &found.params, scheme, request).await {
             Ok(response) => response,

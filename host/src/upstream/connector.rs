@@ -244,16 +244,25 @@ where
         let revocation = self.revocation.clone();
         Box::pin(async move {
             let connection = connecting.await.map_err(Into::into)?;
-            if let (Some(revocation), hyper_rustls::MaybeHttpsStream::Https(tls)) = (&revocation, &connection) {
-                let chain = tls.inner().get_ref().1.peer_certificates().map(<[_]>::to_vec).unwrap_or_default();
-                revocation
-                    .check(&authority, &chain)
-                    .await
-                    .map_err(|refusal| std::io::Error::new(std::io::ErrorKind::PermissionDenied, refusal))?;
+            if let hyper_rustls::MaybeHttpsStream::Https(tls) = &connection {
+                refuse_if_revoked(revocation.as_deref(), &authority, tls.inner().get_ref().1).await?;
             }
             Ok(connection)
         })
     }
+}
+
+/// Asks the issuer of the certificate `session`'s server presented, when `revocation` is
+/// set; a revoked (or, without soft-fail, unknown) one fails the connection with the
+/// [`RevocationRefusal`](crate::revocation::RevocationRefusal) that `classify` reads.
+pub(crate) async fn refuse_if_revoked(
+    revocation: Option<&crate::revocation::UpstreamRevocation>,
+    authority: &str,
+    session: &rustls::ClientConnection,
+) -> std::io::Result<()> {
+    let Some(revocation) = revocation else { return Ok(()) };
+    let chain = session.peer_certificates().map(<[_]>::to_vec).unwrap_or_default();
+    revocation.check(authority, &chain).await.map_err(|refusal| std::io::Error::new(std::io::ErrorKind::PermissionDenied, refusal))
 }
 
 /// The latest TLS error any connection of one identity read, with the authority it was

@@ -354,6 +354,14 @@ fn from_certificate_error(error: &CertificateError, attempt: &Attempt<'_>) -> Up
                         pin.actual
                     ),
                 )
+            } else if crate::pki::version1::is_version_1_error(error) {
+                (
+                    R::UpstreamCertificateInvalid,
+                    format!(
+                        "{authority} presented a certificate that cannot be used: {}",
+                        crate::pki::version1::explanation(crate::pki::version1::Role::Server)
+                    ),
+                )
             } else {
                 (R::UpstreamCertificateInvalid, format!("{authority} presented a certificate that cannot be used: {other}"))
             }

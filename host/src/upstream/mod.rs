@@ -21,7 +21,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use connector::{LastTlsError, PeerGuard, RecentTlsError, RecordingConnector, RevocationGuard};
+use connector::{LastTlsError, PeerGuard, RecentTlsError, RecordingConnector, RevocationGuard, refuse_if_revoked};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use wasmtime_wasi_http::{RequestOptions, WasiBody};
 
@@ -113,8 +113,8 @@ impl ClientIdentity {
         let profile = self.trust.profile_for(authority);
         let slot = self.clients.get(profile).ok_or_else(|| UpstreamFailure::new(FailureReason::Other, "trust profile out of range"))?;
         let build = || {
-            let recent = self.recent_tls_error.clone();
-            Ok::<_, UpstreamFailure>(build_client(self.client_config(profile)?, self.trust.revocation(profile), recent))
+            let ConnectionRules { tls, revocation } = self.rules(profile)?;
+            Ok::<_, UpstreamFailure>(build_client(tls, revocation, self.recent_tls_error.clone()))
         };
         match slot {
             PoolSlot::Fixed(once) => {
@@ -138,9 +138,14 @@ impl ClientIdentity {
         }
     }
 
-    /// The TLS client config this identity uses towards `authority`.
-    pub fn tls_config(&self, authority: &Authority) -> Result<rustls::ClientConfig, UpstreamFailure> {
-        self.client_config(self.trust.profile_for(authority))
+    /// How this identity connects to `authority`: what the pools use, and what `cert test`
+    /// (`probe`) uses, so that a test never passes where serving refuses.
+    pub(crate) fn rules_for(&self, authority: &Authority) -> Result<ConnectionRules, UpstreamFailure> {
+        self.rules(self.trust.profile_for(authority))
+    }
+
+    fn rules(&self, profile: usize) -> Result<ConnectionRules, UpstreamFailure> {
+        Ok(ConnectionRules { tls: self.client_config(profile)?, revocation: self.trust.revocation(profile) })
     }
 
     fn client_config(&self, profile: usize) -> Result<rustls::ClientConfig, UpstreamFailure> {
@@ -202,6 +207,15 @@ impl ClientIdentity {
         };
         Ok(response.map(|body| body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync()))
     }
+}
+
+/// Everything a new connection of one identity to one trust profile is made with.
+pub(crate) struct ConnectionRules {
+    /// The profile's TLS versions and verifier (CA bundle, CRL files, pins, hostname check)
+    /// with the identity's certificate.
+    pub(crate) tls: rustls::ClientConfig,
+    /// The profile's revocation checking, run after the handshake and before any request.
+    pub(crate) revocation: Option<Arc<crate::revocation::UpstreamRevocation>>,
 }
 
 /// The parts of a GET or HEAD without a body, to send it again; `None` for anything else.

@@ -85,7 +85,8 @@ async fn run(identity: &ClientIdentity, url: &http::Uri, report: &mut ProbeRepor
     let host = authority.bare_host().to_string();
     let port = authority.port();
     let attempt = Attempt { authority: &authority, certificate: identity.name() };
-    let config = identity.tls_config(&authority)?;
+    // The pools' own rules: trust profile, pins, TLS versions and revocation.
+    let rules = identity.rules_for(&authority)?;
 
     let started = Instant::now();
     let tcp = tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect((host.as_str(), port)))
@@ -98,7 +99,7 @@ async fn run(identity: &ClientIdentity, url: &http::Uri, report: &mut ProbeRepor
 
     let server_name = ServerName::try_from(host.clone()).map_err(|e| invalid(format!("'{host}' is not a valid server name: {e}")))?;
     let handshake_started = Instant::now();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(rules.tls))
         .connect(server_name, tcp)
         .await
         .map_err(|e| classify(&e, &attempt))?;
@@ -113,6 +114,10 @@ async fn run(identity: &ClientIdentity, url: &http::Uri, report: &mut ProbeRepor
         report.server_issuer = Some(cert.issuer().to_string());
         report.server_not_after = Some(crate::pki::rfc3339(cert.validity().not_after.to_datetime()));
     }
+    // As a pooled connection (`RevocationGuard`): no request before the issuer has answered.
+    super::refuse_if_revoked(rules.revocation.as_deref(), &authority.to_string(), session)
+        .await
+        .map_err(|e| classify(&e, &attempt))?;
 
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| classify(&e, &attempt))?;
