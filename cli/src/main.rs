@@ -103,10 +103,21 @@ pub(crate) fn output_failed(error: std::io::Error) -> ! {
 
 /// The error and its causes, `: `-separated, leaving out a cause the message before it
 /// already ends with (many errors quote their source, and then also return it as one).
+/// An I/O error is worded by its kind (`edgemtls_host::plain::io_error`), never as the
+/// system's "... (os error N)", and left out when a message before it already says it.
 fn describe(error: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in error.chain() {
-        let cause = cause.to_string();
+        let cause = match cause.downcast_ref::<std::io::Error>() {
+            Some(io) => {
+                let words = edgemtls_host::plain::io_error(io);
+                if text.contains(words.as_ref()) {
+                    continue;
+                }
+                words.into_owned()
+            }
+            None => cause.to_string(),
+        };
         if text.ends_with(&cause) {
             continue;
         }
@@ -117,4 +128,3 @@ fn describe(error: &anyhow::Error) -> String {
     }
     text
 }
-

@@ -17,6 +17,7 @@ mod cli {
     mod openssl;
     mod pki;
     mod pki_verify;
+    mod plain_words;
     mod quick_start;
     mod scaffold;
     mod serve;

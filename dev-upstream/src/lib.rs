@@ -188,7 +188,7 @@ impl EchoUpstream {
         }
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
 
-        let listener = TcpListener::bind(addr).await?;
+        let listener = anyhow::Context::with_context(TcpListener::bind(addr).await, || format!("cannot listen on {addr}"))?;
         let addr = listener.local_addr()?;
         let log = Arc::new(EchoLog { record: tuning.record_requests, ..EchoLog::default() });
         let task_log = log.clone();

@@ -126,8 +126,13 @@ function contextFor(request) {
   return { environment, options, request, waitUntil() {} };
 }
 
-function problem(status, type, detail, extra) {
-  return new Response(JSON.stringify({ type, title: detail, status, ...extra }) + "\n", {
+/**
+ * An RFC 9457 problem+json response in the shape the host and the Rust SDK write:
+ * `type` is `urn:edgemtls:problem:<reason>`, and `reason` repeats the short form.
+ */
+function problem(status, reason, title, detail, extra) {
+  const body = { type: `urn:edgemtls:problem:${reason}`, title, status, detail, reason, ...extra };
+  return new Response(JSON.stringify(body) + "\n", {
     status,
     headers: { "content-type": "application/problem+json" },
   });
@@ -148,9 +153,11 @@ async function dispatch(handler, request) {
     return await handler.fetch(request, environment, contextFor(request));
   } catch (error) {
     if (error instanceof CertificateError) {
-      return problem(502, `certificate-${error.kind}`, error.message, { certificate: error.certificate });
+      return problem(502, `certificate-${error.kind}`, "Client certificate cannot be used", error.message, {
+        certificate: error.certificate,
+      });
     }
-    return problem(500, "handler-error", `the handler failed: ${error && error.message ? error.message : String(error)}`);
+    return problem(500, "handler-error", "Handler failed", `the handler failed: ${error && error.message ? error.message : String(error)}`);
   }
 }
 

@@ -16,6 +16,7 @@
 //! - [`drain`]: knowing when requests on a previous config have finished;
 //! - [`metrics`], [`log_limit`], [`files`]: Prometheus metrics, rate-limited warnings,
 //!   bounded reads of regular files;
+//! - [`plain`]: I/O errors in plain words for the messages people read;
 //! - [`Environment`]: the stages a certificate is scoped to.
 #![deny(missing_docs)]
 
@@ -35,6 +36,7 @@ pub mod files;
 pub mod inbound;
 pub mod log_limit;
 pub mod metrics;
+pub mod plain;
 pub mod resolve;
 pub mod revocation;
 pub mod runtime;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use edgemtls_host::Environment;
-use edgemtls_host::config::Config;
+use edgemtls_host::config::{Config, ConfigError};
 use edgemtls_host::store::StoreLocation;
 use edgemtls_host::server::App;
 
@@ -77,8 +77,18 @@ pub struct ReloadCommand {
 /// The config, the app (or every problem), and the warnings.
 type PreparedApp = (Config, Result<App, Vec<String>>, Vec<String>);
 
+/// Loads the config a command names; a missing file gets the two ways forward.
+pub(crate) fn load_config(path: &Path) -> anyhow::Result<Config> {
+    Config::load(path).map_err(|error| match &error {
+        ConfigError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => anyhow::anyhow!(
+            "{error}; name the config file with --config FILE, or make a project that has one with: edgemtls new NAME"
+        ),
+        _ => error.into(),
+    })
+}
+
 fn prepare(target: &Target, store: &StoreLocation) -> anyhow::Result<PreparedApp> {
-    let config = Config::load(&target.config)?;
+    let config = load_config(&target.config)?;
     let prepared = App::prepare(&config, target.env, store);
     let app = prepared.app.map_err(|problems| problems.into_iter().map(|p| p.0).collect());
     Ok((config, app, prepared.warnings))
@@ -135,7 +145,9 @@ impl ServeCommand {
                 }
             };
             let addr = self.listen.unwrap_or(config.listen);
-            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (listen)"))?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|error| anyhow::anyhow!(edgemtls_host::plain::cannot_listen(addr, "--listen", "listen", &error)))?;
             let admin = app.bind_admin(self.admin_listen).await?;
             let local = listener.local_addr()?;
             let routes = plural(config.routes.len(), "route", "routes");
@@ -206,7 +218,7 @@ impl ReloadCommand {
         let admin = match self.admin {
             Some(admin) => admin,
             None => {
-                let config = Config::load(&self.config)?;
+                let config = load_config(&self.config)?;
                 config.admin_listen.with_context(|| {
                     format!(
                         "'{}' has no admin_listen, so there is no host to ask; add admin_listen = \"127.0.0.1:9090\" to it \

@@ -176,7 +176,17 @@ fn a_typescript_handler_presents_exactly_the_certificate_it_names() -> Result<()
         ensure!(error["kind"] == kind && error["certificate"] == name, "{name}: {error}");
         // Let through, the SDK answers 502 and says which.
         let (status, problem) = json_at(port, &format!("/js/unhandled?cert={name}"))?;
-        ensure!(status == 502 && problem["type"] == format!("certificate-{kind}") && problem["certificate"] == name, "{name}: {status} {problem}");
+        // The same problem shape as the host and the Rust SDK write (tests/e2e/failures.rs).
+        ensure!(
+            status == 502
+                && problem["type"] == format!("urn:edgemtls:problem:certificate-{kind}")
+                && problem["reason"] == format!("certificate-{kind}")
+                && problem["title"] == "Client certificate cannot be used"
+                && problem["status"] == 502
+                && problem["detail"].as_str().is_some_and(|d| d.contains(name))
+                && problem["certificate"] == name,
+            "{name}: {status} {problem}"
+        );
     }
 
     // Zuplo's way: the global fetch, the name from the stage's variables, per stage.

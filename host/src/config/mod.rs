@@ -22,7 +22,7 @@ pub use options::{CertificateReference, certificate_references, option_problems}
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config '{path}': {source}", path = path.display())]
+    #[error("cannot read config '{path}': {}", crate::plain::io_error(source), path = path.display())]
     Read {
         /// The file.
         path: PathBuf,

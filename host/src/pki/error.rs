@@ -5,7 +5,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum PkiError {
     /// The file could not be read.
-    #[error("cannot read '{path}': {source}")]
+    #[error("cannot read '{path}': {}", crate::plain::io_error(source))]
     Read {
         /// The file.
         path: PathBuf,
@@ -157,7 +157,7 @@ pub enum PkiError {
         path: PathBuf,
     },
     /// Writing a dev PKI file failed.
-    #[error("cannot write '{path}': {source}")]
+    #[error("cannot write '{path}': {}", crate::plain::io_error(source))]
     Write {
         /// The file.
         path: PathBuf,

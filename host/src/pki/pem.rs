@@ -43,7 +43,24 @@ pub fn crls_pem_or_der(bytes: Vec<u8>) -> Result<Vec<CertificateRevocationListDe
 
 /// Every section with its label, for readers that must name what they refuse.
 pub fn sections(bytes: &[u8]) -> Result<Vec<::pem::Pem>, PemError> {
-    ::pem::parse_many(bytes).map_err(|e| PemError(format!("invalid PEM: {e}")))
+    ::pem::parse_many(bytes).map_err(|e| describe_section_error(&e))
+}
+
+/// Plain words for the `pem` crate's errors (its own text ends in base64's "Invalid padding"
+/// or "Invalid symbol 61, offset 4.").
+fn describe_section_error(error: &::pem::PemError) -> PemError {
+    use ::pem::PemError as E;
+    PemError(match error {
+        E::MismatchedTags(begin, end) => format!("invalid PEM: a section begins as '{begin}' but ends as '{end}'"),
+        E::MalformedFraming | E::MissingBeginTag => "invalid PEM: a BEGIN line is missing or malformed".into(),
+        E::MissingEndTag => "invalid PEM: a section has no END line".into(),
+        E::MissingData => "invalid PEM: a section is empty".into(),
+        E::InvalidData(_) => {
+            "invalid PEM: a section is not valid base64 (a character was changed, or lines are missing); export the file again".into()
+        }
+        E::InvalidHeader(_) => "invalid PEM: a header line (such as Proc-Type) is malformed".into(),
+        E::NotUtf8(_) => "invalid PEM: it is not text (for a binary DER file, convert it with openssl x509 -inform der)".into(),
+    })
 }
 
 /// Plain words for a PEM error (the crate's own text prints raw byte lists).
@@ -51,7 +68,9 @@ fn describe(error: &pem::Error) -> PemError {
     PemError(match error {
         pem::Error::MissingSectionEnd { .. } => "invalid PEM: a section has no END line".into(),
         pem::Error::IllegalSectionStart { .. } => "invalid PEM: a BEGIN line is malformed".into(),
-        pem::Error::Base64Decode(_) => "invalid PEM: a section is not valid base64".into(),
+        pem::Error::Base64Decode(_) => {
+            "invalid PEM: a section is not valid base64 (a character was changed, or lines are missing); export the file again".into()
+        }
         pem::Error::NoItemsFound => "no PEM section of the expected kind".into(),
         pem::Error::SectionTooLarge => "invalid PEM: a section is larger than 256 MB".into(),
         other => format!("invalid PEM: {other}"),
@@ -76,5 +95,15 @@ mod tests {
         let cut = &both[..both.len() - 30];
         let error = certificates(cut.as_bytes()).unwrap_err();
         assert_eq!(error.to_string(), "invalid PEM: a section has no END line");
+    }
+
+    #[test]
+    fn bad_base64_in_a_section_is_named_without_the_decoder_text() {
+        let broken = "-----BEGIN CERTIFICATE-----\nMIIB=x\n-----END CERTIFICATE-----\n";
+        for error in [sections(broken.as_bytes()).unwrap_err(), certificates(broken.as_bytes()).unwrap_err()] {
+            let text = error.to_string();
+            assert!(text.starts_with("invalid PEM: a section is not valid base64"), "{text}");
+            assert!(!text.contains("Invalid") && !text.contains("offset"), "{text}");
+        }
     }
 }

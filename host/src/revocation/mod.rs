@@ -75,9 +75,9 @@ impl RevocationPolicy {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "status", rename_all = "kebab-case")]
 pub enum RevocationStatus {
-    /// Its issuer's current CRL does not list it.
+    /// Its issuer's current CRL does not list it, or its OCSP responder says it is good.
     Good {
-        /// The CRL's URL.
+        /// Who said so: the CRL's URL, or the OCSP responder.
         source: String,
     },
     /// Its issuer's CRL lists it.
@@ -110,7 +110,8 @@ impl RevocationStatus {
     /// The full sentence, when there is more to say than the word.
     pub fn detail(&self) -> Option<String> {
         match self {
-            Self::Good { source } => Some(format!("not on its issuer's CRL ({source})")),
+            // `source` is a CRL's URL, "the OCSP responder URL" or the stapled response.
+            Self::Good { source } => Some(format!("not revoked, per {source}")),
             Self::Revoked { detail, .. } | Self::Unknown { detail } => Some(detail.clone()),
             Self::NotPublished => None,
         }
@@ -145,4 +146,17 @@ pub async fn check_stored(chain: &[CertificateDer<'static>], timeout: Duration) 
     // single-flight lock are shared).
     let policy = RevocationPolicy { mode: RevocationMode::Both, soft_fail: false, timeout, crl_cache_ttl: Duration::from_secs(60) };
     UpstreamRevocation::for_stored(policy).status(chain).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RevocationStatus;
+
+    #[test]
+    fn a_good_answer_names_who_gave_it_whether_crl_or_ocsp() {
+        let by_ocsp = RevocationStatus::Good { source: "the OCSP responder http://ocsp.example/".into() };
+        assert_eq!(by_ocsp.detail().as_deref(), Some("not revoked, per the OCSP responder http://ocsp.example/"));
+        let by_crl = RevocationStatus::Good { source: "http://ca.example/ca.crl".into() };
+        assert_eq!(by_crl.detail().as_deref(), Some("not revoked, per http://ca.example/ca.crl"));
+    }
 }

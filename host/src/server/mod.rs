@@ -588,7 +588,7 @@ impl App {
         let Some(addr) = addr.or(self.admin_listen) else { return Ok(None) };
         let listener = TcpListener::bind(addr)
             .await
-            .map_err(|error| std::io::Error::new(error.kind(), format!("cannot listen on {addr} (admin_listen): {error}")))?;
+            .map_err(|error| std::io::Error::new(error.kind(), crate::plain::cannot_listen(addr, "--admin-listen", "admin_listen", &error)))?;
         Ok(Some(listener))
     }
 

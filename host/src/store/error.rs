@@ -9,7 +9,7 @@ use super::{DATABASE_FILE, KEY_FILE, KeySource, MASTER_KEY_ENV, StoreLocation};
 #[non_exhaustive]
 pub enum StoreError {
     /// A file or directory could not be read or written.
-    #[error("{path}: {source}", path = path.display())]
+    #[error("{path}: {}", crate::plain::io_error(source), path = path.display())]
     Io {
         /// The path.
         path: PathBuf,

@@ -49,7 +49,7 @@ impl MasterKey {
     /// Parses a base64-encoded 32-byte key.
     pub fn from_base64(text: &str, source: &KeySource) -> Result<Self, StoreError> {
         let bytes = STANDARD.decode(text.trim()).map_err(|e| StoreError::MasterKey {
-            reason: format!("{source} is not valid base64: {e}"),
+            reason: format!("{source} is not valid base64 ({}); make a key with `openssl rand -base64 32`", base64_problem(&e)),
         })?;
         Self::from_bytes(&bytes).map_err(|_| StoreError::MasterKey {
             reason: format!("{source} must decode to 32 bytes, got {}", bytes.len()),
@@ -187,6 +187,19 @@ pub(crate) fn random_hex<const N: usize>() -> Result<String, StoreError> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// What is wrong with base64 text, in words (base64's own text is "Invalid padding" or
+/// "Invalid symbol 61, offset 4.").
+fn base64_problem(error: &base64::DecodeError) -> String {
+    use base64::DecodeError as E;
+    match error {
+        E::InvalidByte(offset, byte) | E::InvalidLastSymbol(offset, byte) if byte.is_ascii_graphic() => {
+            format!("character {} is '{}'", offset + 1, char::from(*byte))
+        }
+        E::InvalidByte(offset, _) | E::InvalidLastSymbol(offset, _) => format!("character {} is not a base64 character", offset + 1),
+        E::InvalidLength(_) | E::InvalidPadding => "characters are missing or extra at its end".into(),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
 mod tests {
@@ -211,5 +224,9 @@ mod tests {
     fn bad_master_key_text_is_named() {
         let err = MasterKey::from_base64("c2hvcnQ=", &KeySource::Environment).unwrap_err();
         assert!(err.to_string().contains("EDGEMTLS_MASTER_KEY must decode to 32 bytes, got 5"), "{err}");
+        let padding = MasterKey::from_base64("c2hvcnQ", &KeySource::Environment).unwrap_err().to_string();
+        assert!(padding.contains("EDGEMTLS_MASTER_KEY is not valid base64 (characters are missing or extra at its end)"), "{padding}");
+        let symbol = MasterKey::from_base64("c2h*cnQ=", &KeySource::Environment).unwrap_err().to_string();
+        assert!(symbol.contains("(character 4 is '*')"), "{symbol}");
     }
 }

@@ -238,11 +238,11 @@ pub fn classify(error: &(dyn std::error::Error + 'static), attempt: &Attempt<'_>
         }
         source = current.source();
     }
-    let chain = error_chain(error);
+    let cause = plain_cause(error);
     if connecting {
-        return UpstreamFailure::new(FailureReason::ConnectFailed, format!("cannot connect to {}: {chain}", attempt.authority));
+        return UpstreamFailure::new(FailureReason::ConnectFailed, format!("cannot connect to {}: {cause}", attempt.authority));
     }
-    UpstreamFailure::new(FailureReason::Other, format!("the request to {} failed: {chain}", attempt.authority))
+    UpstreamFailure::new(FailureReason::Other, format!("the request to {} failed: {cause}", attempt.authority))
 }
 
 fn from_tls(error: &rustls::Error, attempt: &Attempt<'_>) -> UpstreamFailure {
@@ -466,16 +466,20 @@ fn rfc3339(time: UnixTime) -> String {
     crate::pki::rfc3339_unix(time.as_secs())
 }
 
-/// An error and its causes, `: `-separated.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
+/// What went wrong, in words: the first I/O error in `error`'s chain (worded by its kind),
+/// else its innermost cause. The layers above are a library's framing ("client error
+/// (Connect)", "tcp connect error") that a reader can do nothing with.
+pub(crate) fn plain_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    loop {
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            return crate::plain::io_error(io).into_owned();
+        }
+        match current.source() {
+            Some(next) => current = next,
+            None => return current.to_string(),
+        }
     }
-    text
 }
 
 #[cfg(test)]
@@ -516,6 +520,27 @@ mod tests {
             assert!(message.contains("tls_versions in an [[upstreams]] entry for api.example:443"), "{message}");
             assert!(!message.contains("PeerIncompatible") && !message.contains("Disabled"), "no Debug text: {message}");
         }
+    }
+
+    #[test]
+    fn a_connect_failure_is_worded_without_the_client_library_framing() {
+        /// A client library's outer layer, as hyper-util's "client error (Connect)".
+        #[derive(Debug)]
+        struct Framing(std::io::Error);
+        impl std::fmt::Display for Framing {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("client error (Connect)")
+            }
+        }
+        impl std::error::Error for Framing {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let unreachable = Framing(std::io::Error::from_raw_os_error(113)); // EHOSTUNREACH
+        let failure = classify(&unreachable, &Attempt { authority: &authority(), certificate: Some("billing") });
+        let message = failure.message();
+        assert_eq!(message, "the request to api.example:443 failed: the host cannot be reached from this machine");
     }
 
     #[test]

@@ -28,7 +28,7 @@ use wasmtime_wasi_http::{RequestOptions, WasiBody};
 pub use authority::{Authority, default_port};
 pub use connector::{Forbidden, ForbiddenPeer, ListeningGuard, OwnListener, forbid_own_listener};
 pub use failure::{Attempt, FailureReason, UpstreamFailure, classify};
-pub(crate) use failure::error_chain;
+pub(crate) use failure::plain_cause;
 pub use probe::{ProbeReport, probe};
 pub use trust::{HostnameMismatch, PinMismatch, TrustError, TrustProfiles};
 

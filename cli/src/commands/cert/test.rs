@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Args;
 use edgemtls_host::Environment;
-use edgemtls_host::config::{Config, UpstreamTrust};
+use edgemtls_host::config::UpstreamTrust;
 
 use super::Context;
 use super::output::printable;
@@ -39,7 +39,7 @@ impl TestCommand {
             .ok_or_else(|| anyhow::anyhow!("the URL '{url}' has no host"))?
             .to_string();
         let mut upstreams = match config {
-            Some(path) => Config::load(&path)?.upstreams,
+            Some(path) => crate::commands::serve::load_config(&path)?.upstreams,
             None => Vec::new(),
         };
         if let Some(ca) = ca {
