@@ -32,7 +32,7 @@ impl Cluster {
     /// installed.
     pub fn start() -> Result<Option<Self>, String> {
         let Some(bin) = bin_dir() else {
-            eprintln!("skipped: PostgreSQL is not installed (apt-get install postgresql, or set EDGEMTLS_PG_BIN)");
+            missing_peer("PostgreSQL is not installed (apt-get install postgresql, or set EDGEMTLS_PG_BIN)");
             return Ok(None);
         };
         let as_postgres = is_root();
@@ -228,3 +228,5 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| format!("{}: {e}", path.display()))
 }
+
+include!("peers.rs");

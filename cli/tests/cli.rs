@@ -7,6 +7,8 @@
 
 mod cli {
     pub mod common;
+    #[path = "../../../test-support/peers.rs"]
+    pub mod peers;
     mod cert_test;
     mod connections;
     mod failures;

@@ -3,6 +3,8 @@
 //! require client certificates and report which certificate each connection presented.
 
 mod harness;
+#[path = "../../test-support/peers.rs"]
+mod peers;
 
 mod connections;
 mod egress;

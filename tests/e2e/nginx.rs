@@ -32,7 +32,7 @@ impl Nginx {
     /// nginx is not installed.
     pub async fn start(world: &World, location: &str) -> anyhow::Result<Option<Self>> {
         let Some(nginx) = nginx_binary() else {
-            eprintln!("skipped: nginx is not installed (apt-get install nginx; .ci/run installs it)");
+            crate::peers::missing_peer("nginx is not installed (apt-get install nginx; .ci/run installs it)");
             return Ok(None);
         };
         // The server certificate and key nginx presents.

@@ -42,7 +42,7 @@ async fn listening(port: u16, what: &str) -> anyhow::Result<()> {
 fn have(program: &str) -> bool {
     let found = Command::new(program).arg("-h").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
     if !found {
-        eprintln!("skipped: {program} is not installed");
+        crate::peers::missing_peer(&format!("{program} is not installed"));
     }
     found
 }

@@ -464,7 +464,7 @@ pub fn have_openssl(test: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !found {
-        eprintln!("skipping {test}: the openssl command is not on PATH");
+        crate::cli::peers::missing_peer(&format!("{test} needs the openssl command, which is not on PATH"));
     }
     found
 }
@@ -675,7 +675,7 @@ pub fn can_mount(sandbox: &Sandbox, test: &str) -> bool {
             .output()
             .is_ok_and(|out| out.status.success());
     if !works {
-        eprintln!("skipped {test}: needs root and `unshare --mount` to mount a read-only or full file system");
+        crate::cli::peers::missing_peer(&format!("{test} needs root and `unshare --mount` to mount a read-only or full file system"));
     }
     works
 }

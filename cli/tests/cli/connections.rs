@@ -66,7 +66,7 @@ fn an_http2_rapid_reset_flood_is_not_a_flood_of_log_lines() -> Result<()> {
 #[test]
 fn max_connections_is_capped_by_the_open_file_limit_and_callers_beyond_get_503() -> Result<()> {
     let Ok(true) = Command::new("prlimit").arg("--version").output().map(|o| o.status.success()) else {
-        eprintln!("skipped: prlimit is not installed");
+        crate::cli::peers::missing_peer("prlimit is not installed");
         return Ok(());
     };
     let sandbox = Sandbox::new()?;

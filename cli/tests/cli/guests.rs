@@ -152,7 +152,7 @@ fn running_out_of_file_descriptors_sheds_connections_and_keeps_serving() -> Resu
     // allows, sheds the rest (or they wait in the listen backlog), and it must neither exit
     // nor stop serving.
     let Ok(true) = Command::new("prlimit").arg("--version").output().map(|o| o.status.success()) else {
-        eprintln!("skipped: prlimit is not installed");
+        crate::cli::peers::missing_peer("prlimit is not installed");
         return Ok(());
     };
     let sandbox = Sandbox::new()?;

@@ -132,7 +132,7 @@ fn serve(sandbox: &Sandbox, config: &std::path::Path, env: &str) -> Result<(Runn
 #[test]
 fn a_typescript_handler_presents_exactly_the_certificate_it_names() -> Result<()> {
     if !node_is_installed() {
-        eprintln!("skipped: Node.js is not installed (edgemtls build needs it to build JavaScript handlers)");
+        crate::cli::peers::missing_peer("Node.js is not installed (edgemtls build needs it to build JavaScript handlers)");
         return Ok(());
     }
     let sandbox = Sandbox::new()?;
@@ -234,7 +234,7 @@ fn a_typescript_handler_presents_exactly_the_certificate_it_names() -> Result<()
 #[test]
 fn edgemtls_new_makes_a_typescript_handler_that_builds_and_serves() -> Result<()> {
     if !node_is_installed() {
-        eprintln!("skipped: Node.js is not installed (edgemtls build needs it to build JavaScript handlers)");
+        crate::cli::peers::missing_peer("Node.js is not installed (edgemtls build needs it to build JavaScript handlers)");
         return Ok(());
     }
     let sandbox = Sandbox::new()?;

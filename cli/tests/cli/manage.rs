@@ -368,7 +368,7 @@ fn a_store_that_cannot_be_written_is_still_read_and_says_why_writes_fail() -> Re
     }
     let store = text(&sandbox.store);
     let Some(listed) = as_nobody(&["--store", &store, "cert", "list"]) else {
-        eprintln!("skipped: needs root and setpriv to act as another user");
+        crate::cli::peers::missing_peer("this test needs root and setpriv to act as another user");
         return Ok(());
     };
     let out = String::from_utf8_lossy(&listed.stdout);
