@@ -180,7 +180,8 @@ impl Cluster {
         } else {
             Command::new(&path)
         };
-        let output = command.args(args).current_dir(self.dir.path()).stdin(Stdio::null()).output().map_err(|e| format!("{program}: {e}"))?;
+        let output =
+            command.args(args).current_dir(self.dir.path()).stdin(Stdio::null()).output().map_err(|e| format!("{program}: {e}"))?;
         if !output.status.success() {
             return Err(format!(
                 "{program} failed: {}{}",

@@ -7,12 +7,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 /// Reads a PEM chain and key (PKCS#8, as `edgemtls pki` writes them).
 pub fn load_identity(cert: &Path, key: &Path) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
-    let identity = edgemtls_host::pki::load_identity(edgemtls_host::pki::ImportRequest {
-        cert_path: cert,
-        key_path: Some(key),
-        password: None,
-    })
-    .with_context(|| format!("loading {}", cert.display()))?;
+    let identity =
+        edgemtls_host::pki::load_identity(edgemtls_host::pki::ImportRequest { cert_path: cert, key_path: Some(key), password: None })
+            .with_context(|| format!("loading {}", cert.display()))?;
     Ok((identity.chain, identity.key))
 }
 

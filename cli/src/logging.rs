@@ -39,9 +39,7 @@ pub fn init(json: bool) {
 const LIBRARIES: &[&str] = &["h2", "hyper", "hyper_util", "rustls"];
 
 fn from_a_library(target: &str) -> bool {
-    LIBRARIES.iter().any(|library| {
-        target.strip_prefix(library).is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
-    })
+    LIBRARIES.iter().any(|library| target.strip_prefix(library).is_some_and(|rest| rest.is_empty() || rest.starts_with("::")))
 }
 
 /// A layer (the formatter) whose warnings and errors from [`LIBRARIES`] are limited per
@@ -93,8 +91,7 @@ impl<L> LibraryWarnings<L> {
         L: Layer<S>,
     {
         let fields = DROPPED.fields();
-        let (Some(message), Some(count), Some(from)) =
-            (fields.field("message"), fields.field("suppressed"), fields.field("library"))
+        let (Some(message), Some(count), Some(from)) = (fields.field("message"), fields.field("suppressed"), fields.field("library"))
         else {
             return;
         };

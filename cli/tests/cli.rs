@@ -6,10 +6,8 @@
 //! by the `openssl` command and skip (with a message on stderr) when it is not installed.
 
 mod cli {
-    pub mod common;
-    #[path = "../../../test-support/peers.rs"]
-    pub mod peers;
     mod cert_test;
+    pub mod common;
     mod connections;
     mod failures;
     mod formats;
@@ -17,6 +15,8 @@ mod cli {
     mod js_handlers;
     mod manage;
     mod openssl;
+    #[path = "../../../test-support/peers.rs"]
+    pub mod peers;
     mod pki;
     mod pki_verify;
     mod plain_words;
@@ -24,9 +24,9 @@ mod cli {
     mod scaffold;
     mod serve;
     mod shared_store;
+    mod status;
     mod store_files;
     mod two_nodes;
-    mod status;
     mod validation;
     mod version1;
 }

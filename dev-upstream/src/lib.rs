@@ -11,8 +11,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::server::WebPkiClientVerifier;
@@ -306,7 +306,7 @@ async fn answer(
                 "received_bytes": received,
                 "headers": header_names,
             })
-                .to_string(),
+            .to_string(),
         ))
         .boxed_unsync(),
     };

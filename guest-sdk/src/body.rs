@@ -124,8 +124,9 @@ impl Body {
             }
         };
         match sent {
-            Sent::Whole => OutgoingBody::finish(out, None)
-                .map_err(|code| FetchError::Upstream(crate::fetch::UpstreamFailure::from_code(code))),
+            Sent::Whole => {
+                OutgoingBody::finish(out, None).map_err(|code| FetchError::Upstream(crate::fetch::UpstreamFailure::from_code(code)))
+            }
             Sent::PeerStopped => {
                 let _ = OutgoingBody::finish(out, None);
                 Ok(())

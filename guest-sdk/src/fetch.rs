@@ -4,8 +4,8 @@ use std::fmt;
 
 use wasi::http::types::{ErrorCode, Fields, Method, OutgoingRequest, Scheme};
 
-use crate::{Body, Response};
 use crate::bindings::edgemtls::mtls::outgoing;
+use crate::{Body, Response};
 
 /// Why a named certificate could not be used. Each case carries the name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,10 +85,7 @@ impl UpstreamFailure {
     /// Whether the upstream did not answer in time (the host's reason and the SDK's own
     /// both come with one of these codes).
     fn timed_out(&self) -> bool {
-        matches!(
-            self.code,
-            Some(ErrorCode::HttpResponseTimeout | ErrorCode::ConnectionReadTimeout | ErrorCode::ConnectionWriteTimeout)
-        )
+        matches!(self.code, Some(ErrorCode::HttpResponseTimeout | ErrorCode::ConnectionReadTimeout | ErrorCode::ConnectionWriteTimeout))
     }
 
     /// The `wasi:http` error code, when the failure came with one.
@@ -329,8 +326,7 @@ impl Request {
         let headers = Fields::new();
         let full_length = self.body.len_hint();
         for (name, value) in &self.headers {
-            if crate::incoming::is_hop_by_hop(name, &self.headers)
-                || (full_length.is_some() && name.eq_ignore_ascii_case("content-length"))
+            if crate::incoming::is_hop_by_hop(name, &self.headers) || (full_length.is_some() && name.eq_ignore_ascii_case("content-length"))
             {
                 continue;
             }
@@ -399,9 +395,8 @@ fn header_problem(name: &str, error: wasi::http::types::HeaderError) -> String {
 
 /// Splits `scheme://authority/path?query` into the parts `wasi:http` wants.
 fn split_url(url: &str) -> Result<(Scheme, String, String), FetchError> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| FetchError::InvalidUrl(format!("'{url}' has no scheme (expected https://...)")))?;
+    let (scheme, rest) =
+        url.split_once("://").ok_or_else(|| FetchError::InvalidUrl(format!("'{url}' has no scheme (expected https://...)")))?;
     let scheme = match scheme.to_ascii_lowercase().as_str() {
         "https" => Scheme::Https,
         "http" => Scheme::Http,

@@ -45,12 +45,7 @@ impl IncomingRequest {
     /// The first value of header `name` (case-insensitive), as text.
     pub fn header(&self, name: &str) -> Option<String> {
         let name = name.to_ascii_lowercase();
-        self.inner
-            .headers()
-            .get(&name)
-            .into_iter()
-            .next()
-            .and_then(|v| String::from_utf8(v).ok())
+        self.inner.headers().get(&name).into_iter().next().and_then(|v| String::from_utf8(v).ok())
     }
 
     /// The certificate the caller presented on the TLS listener, as the host verified it;
@@ -147,10 +142,7 @@ impl Response {
 
     /// The first value of header `name` (case-insensitive), as text.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
 }
 
@@ -163,8 +155,15 @@ pub fn run_handler<H: Handler>(request: WasiIncomingRequest, response_out: Respo
 
 /// Headers that describe a body rather than the resource: a replaced body makes them wrong.
 const REPRESENTATION: &[&str] = &[
-    "content-encoding", "content-length", "content-range", "etag", "last-modified", "content-md5", "digest",
-    "content-digest", "repr-digest",
+    "content-encoding",
+    "content-length",
+    "content-range",
+    "etag",
+    "last-modified",
+    "content-md5",
+    "digest",
+    "content-digest",
+    "repr-digest",
 ];
 
 /// Headers a handler adds beside the upstream's rather than in their place: each value is
@@ -185,8 +184,7 @@ fn on_top_of(mut upstream: Response, changes: Response) -> Response {
     }
     upstream.headers.retain(|(name, _)| {
         let added_beside = ADDED_BESIDE.iter().any(|h| h.eq_ignore_ascii_case(name));
-        let set_by_handler =
-            !added_beside && changes.headers.iter().any(|(changed, _)| changed.eq_ignore_ascii_case(name));
+        let set_by_handler = !added_beside && changes.headers.iter().any(|(changed, _)| changed.eq_ignore_ascii_case(name));
         let described_old_body = body_replaced && REPRESENTATION.iter().any(|h| h.eq_ignore_ascii_case(name));
         !set_by_handler && !described_old_body
     });
@@ -200,17 +198,27 @@ fn on_top_of(mut upstream: Response, changes: Response) -> Response {
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and those the host sets itself; a proxy must not
 /// pass them on.
 pub const HOP_BY_HOP: &[&str] = &[
-    "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
-    "te", "trailer", "transfer-encoding", "upgrade", "host", "http2-settings",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "http2-settings",
 ];
 
 /// Whether `name` is hop-by-hop: one of [`HOP_BY_HOP`], or named by a `Connection` header
 /// among `headers` (RFC 9110 §7.6.1), so it must not be forwarded.
 pub(crate) fn is_hop_by_hop(name: &str, headers: &[(String, Vec<u8>)]) -> bool {
     HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-        || headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("connection")).any(|(_, value)| {
-            String::from_utf8_lossy(value).split(',').any(|listed| listed.trim().eq_ignore_ascii_case(name))
-        })
+        || headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+            .any(|(_, value)| String::from_utf8_lossy(value).split(',').any(|listed| listed.trim().eq_ignore_ascii_case(name)))
 }
 
 fn send_response(mut response: Response, out: ResponseOutparam) {
@@ -285,11 +293,7 @@ mod tests {
         let changes = Response::new(203).with_header("content-type", "text/plain").with_body("plain text");
         let merged = on_top_of(upstream(), changes);
         assert_eq!(merged.status, 203);
-        assert_eq!(
-            names(&merged),
-            ["cache-control", "set-cookie", "content-type"],
-            "content-encoding and etag described the old body"
-        );
+        assert_eq!(names(&merged), ["cache-control", "set-cookie", "content-type"], "content-encoding and etag described the old body");
         assert_eq!(merged.body.len_hint(), Some(10));
 
         let partial = Response::new(206).with_header("content-range", "bytes 0-9/100").with_body("0123456789");

@@ -36,7 +36,9 @@ mod incoming;
 
 pub use body::Body;
 pub use caller::{CLIENT_CERT, CLIENT_CERT_CHAIN, ClientCertificate, IDENTITY_HEADER_PREFIX};
-pub use fetch::{CertificateError, FetchError, Forward, Request, UpstreamFailure, forward, forward_by_route_options, forward_with_client_cert};
+pub use fetch::{
+    CertificateError, FetchError, Forward, Request, UpstreamFailure, forward, forward_by_route_options, forward_with_client_cert,
+};
 pub use incoming::{HOP_BY_HOP, Handler, IncomingRequest, Response, run_handler};
 
 /// The `wasi` crate this SDK is built on, for direct use of any WASI interface.

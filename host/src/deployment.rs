@@ -59,10 +59,7 @@ impl Registration {
             id: format!("dep_{}", crate::store::random_hex::<6>()?),
             hostname: node_name(),
             pid: std::process::id(),
-            config_path: std::fs::canonicalize(host.config_path)
-                .unwrap_or_else(|_| host.config_path.to_path_buf())
-                .display()
-                .to_string(),
+            config_path: std::fs::canonicalize(host.config_path).unwrap_or_else(|_| host.config_path.to_path_buf()).display().to_string(),
             environment: host.environment,
             listen: host.listen.to_string(),
             certificates: host.certificates,

@@ -16,11 +16,7 @@ pub enum Environment {
 
 impl Environment {
     /// All environments, in their canonical order.
-    pub const ALL: [Environment; 3] = [
-        Environment::Development,
-        Environment::Preview,
-        Environment::Production,
-    ];
+    pub const ALL: [Environment; 3] = [Environment::Development, Environment::Preview, Environment::Production];
 
     /// The lowercase name used in the CLI, config files and the store.
     pub fn as_str(self) -> &'static str {

@@ -5,8 +5,17 @@
 
 /// Always hop-by-hop, and those the host sets itself.
 const ALWAYS: &[&str] = &[
-    "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
-    "te", "trailer", "transfer-encoding", "upgrade", "host", "http2-settings",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "http2-settings",
 ];
 
 /// Removes the headers a `Connection` header names: they are for this hop only.

@@ -21,8 +21,8 @@
 #![deny(missing_docs)]
 
 mod environment;
-pub mod pki;
 mod hop_by_hop;
+pub mod pki;
 mod problem;
 pub mod store;
 

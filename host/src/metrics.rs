@@ -83,8 +83,7 @@ impl Metrics {
         let requests = Family::<RouteLabels, Counter>::default();
         let request_seconds = Family::<RouteOnly, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
         let outbound = Family::<OutboundLabels, Counter>::default();
-        let outbound_seconds =
-            Family::<CertificateOnly, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        let outbound_seconds = Family::<CertificateOnly, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
         let expiry = Family::default();
         let reloads = Counter::default();
         let instances = Family::<RouteOnly, Counter>::default();

@@ -30,9 +30,7 @@ pub fn io_error(error: &std::io::Error) -> Cow<'static, str> {
     }
     Cow::Borrowed(match error.kind() {
         ErrorKind::NotFound => "it does not exist",
-        ErrorKind::PermissionDenied => {
-            "permission denied: this user may not open it (check its owner and mode, or run as a user who may)"
-        }
+        ErrorKind::PermissionDenied => "permission denied: this user may not open it (check its owner and mode, or run as a user who may)",
         ErrorKind::AlreadyExists => "it already exists",
         ErrorKind::IsADirectory => "it is a directory, not a file",
         ErrorKind::NotADirectory => "a part of the path is a file, not a directory",

@@ -85,32 +85,20 @@ impl From<&HandlerError> for Problem {
     /// Every variant is listed: a new one must decide what callers see.
     fn from(error: &HandlerError) -> Self {
         match error {
-            HandlerError::Timeout(_) => {
-                Self::new(StatusCode::GATEWAY_TIMEOUT, "handler-timeout", "Handler timed out", error.to_string())
+            HandlerError::Timeout(_) => Self::new(StatusCode::GATEWAY_TIMEOUT, "handler-timeout", "Handler timed out", error.to_string()),
+            HandlerError::MemoryExceeded(_) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "handler-memory-limit", "Handler exceeded its memory limit", error.to_string())
             }
-            HandlerError::MemoryExceeded(_) => Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "handler-memory-limit",
-                "Handler exceeded its memory limit",
-                error.to_string(),
-            ),
-            HandlerError::Busy(_) => Self {
-                retry_after: Some(1),
-                ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "host-busy", "Host busy", error.to_string())
-            },
+            HandlerError::Busy(_) => {
+                Self { retry_after: Some(1), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "host-busy", "Host busy", error.to_string()) }
+            }
             HandlerError::BadRequest(_) => Self::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request", error.to_string()),
-            HandlerError::Instantiate(_) | HandlerError::Load { .. } => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "handler-unavailable",
-                "Handler unavailable",
-                "the handler could not be started",
-            ),
-            HandlerError::Guest(_) => Self::new(
-                StatusCode::BAD_GATEWAY,
-                "handler-error",
-                "Handler reported an error",
-                "the handler reported an error",
-            ),
+            HandlerError::Instantiate(_) | HandlerError::Load { .. } => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "handler-unavailable", "Handler unavailable", "the handler could not be started")
+            }
+            HandlerError::Guest(_) => {
+                Self::new(StatusCode::BAD_GATEWAY, "handler-error", "Handler reported an error", "the handler reported an error")
+            }
             HandlerError::Trap(_) | HandlerError::NoResponse => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "handler-failed",

@@ -69,11 +69,7 @@ pub const BUILTINS: &[Builtin] = &[
     Builtin {
         name: "url-rewrite",
         wasm: include_bytes!(env!("URL_REWRITE_WASM")),
-        options: &[
-            OptionSpec { name: "rewritePattern", kind: OptionKind::Text, required: true },
-            MTLS_CERTIFICATE,
-            FORWARD_CLIENT_CERT,
-        ],
+        options: &[OptionSpec { name: "rewritePattern", kind: OptionKind::Text, required: true }, MTLS_CERTIFICATE, FORWARD_CLIENT_CERT],
         certificate_vars: &[],
     },
     Builtin {

@@ -131,11 +131,8 @@ async fn an_idle_http2_connection_is_closed_after_the_header_timeout() -> anyhow
     let host = world.serve(&config(&world, "header_timeout_ms = 300")?, Environment::Development).await?;
 
     let stream = TcpStream::connect(host.addr).await?;
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream)).await?;
     let connection = tokio::spawn(connection);
     let request = hyper::Request::get(format!("http://{}/probe", host.addr))
         .header("x-mode", "env")

@@ -121,9 +121,7 @@ async fn busy_guests_cost_only_their_own_requests() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_every_instance_is_busy_the_host_answers_503_with_retry_after() -> anyhow::Result<()> {
     let world = World::new()?;
-    let body = format!(
-        "[limits]\nrequest_timeout_ms = 20000\nmax_instances = 2\n\n[[routes]]\npath = \"/probe\"\nhandler = \"{PROBE}\"\n"
-    );
+    let body = format!("[limits]\nrequest_timeout_ms = 20000\nmax_instances = 2\n\n[[routes]]\npath = \"/probe\"\nhandler = \"{PROBE}\"\n");
     let config = world.config_raw(&body)?;
     let host = std::sync::Arc::new(world.serve(&config, Environment::Development).await?);
     let metrics = host.handle.app().metrics().clone();
@@ -211,8 +209,7 @@ async fn a_streaming_response_lives_while_it_flows_and_ends_in_an_error_when_it_
     for mode in ["fetch", "forward"] {
         // Ten chunks 100 ms apart: a second in all, three times the request timeout, but
         // never idle for long. It arrives whole.
-        let (status, received, clean) =
-            stream_through(&host, mode, &upstream_url(&upstream, "/slow?bytes=655360&pause_ms=100")).await?;
+        let (status, received, clean) = stream_through(&host, mode, &upstream_url(&upstream, "/slow?bytes=655360&pause_ms=100")).await?;
         assert_eq!((status, received, clean), (200, 655_360, true), "{mode}: a download that makes progress is not cut");
 
         // 1 MiB, then the upstream stalls: after the idle timeout the body is stopped, and
@@ -320,9 +317,7 @@ async fn a_finished_answer_goes_out_while_its_guest_runs_on() -> anyhow::Result<
 async fn a_caller_that_goes_away_frees_its_instance_at_once() -> anyhow::Result<()> {
     let world = World::new()?;
     // The deadline is a minute away: what frees the slots must be the callers leaving.
-    let body = format!(
-        "[limits]\nrequest_timeout_ms = 60000\nmax_instances = 2\n\n[[routes]]\npath = \"/probe\"\nhandler = \"{PROBE}\"\n"
-    );
+    let body = format!("[limits]\nrequest_timeout_ms = 60000\nmax_instances = 2\n\n[[routes]]\npath = \"/probe\"\nhandler = \"{PROBE}\"\n");
     let config = world.config_raw(&body)?;
     let host = std::sync::Arc::new(world.serve(&config, Environment::Development).await?);
     let metrics = host.handle.app().metrics().clone();
@@ -339,7 +334,8 @@ async fn a_caller_that_goes_away_frees_its_instance_at_once() -> anyhow::Result<
             tokio::spawn(async move { host.get("/probe", &[("x-mode", "spin")]).await })
         };
         let http2 = {
-            let request = hyper::Request::get(format!("http://{}/probe", host.addr)).header("x-mode", "spin").body(http_body_util::Empty::new())?;
+            let request =
+                hyper::Request::get(format!("http://{}/probe", host.addr)).header("x-mode", "spin").body(http_body_util::Empty::new())?;
             let pending = h2.request(request);
             tokio::spawn(pending)
         };

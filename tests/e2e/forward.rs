@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use http_body_util::BodyExt;
 use edgemtls_host::Environment;
+use http_body_util::BodyExt;
 use time::OffsetDateTime;
 
 use crate::harness::*;
@@ -129,7 +129,8 @@ async fn an_instance_serves_again_while_the_body_it_forwarded_still_streams() ->
     Ok(())
 }
 
-fn client_for_test() -> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, http_body_util::Full<bytes::Bytes>> {
+fn client_for_test()
+-> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, http_body_util::Full<bytes::Bytes>> {
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build(hyper_util::client::legacy::connect::HttpConnector::new())
 }
@@ -160,9 +161,9 @@ async fn a_caller_that_goes_away_frees_its_instance_and_its_forward_is_audited()
     };
     let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .http2_only(true)
-        .build::<_, http_body_util::StreamBody<futures_util::stream::BoxStream<'static, Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>>>>(
-            hyper_util::client::legacy::connect::HttpConnector::new(),
-        );
+        .build::<_, http_body_util::StreamBody<
+            futures_util::stream::BoxStream<'static, Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>>,
+        >>(hyper_util::client::legacy::connect::HttpConnector::new());
 
     for departure in [Departure::Http1Close, Departure::Http2Reset] {
         // An upload the caller starts and never finishes: the guest is in `forward`, and the

@@ -201,7 +201,8 @@ async fn fifty_mebibytes_stream_each_way_in_bounded_memory() -> anyhow::Result<(
     let baseline = rss_kib();
 
     // Upload: a body generated chunk by chunk, never held whole by the test either.
-    let chunks = (0..SIZE / (64 << 10)).map(|_| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from_static(&[b'u'; 64 << 10]))));
+    let chunks =
+        (0..SIZE / (64 << 10)).map(|_| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from_static(&[b'u'; 64 << 10]))));
     let body = http_body_util::StreamBody::new(futures_util::stream::iter(chunks));
     let reply = host.request_streaming("POST", "/api/upload", body).await?;
     assert_eq!(reply.status, 200, "{}", reply.body);
@@ -227,7 +228,6 @@ async fn fifty_mebibytes_stream_each_way_in_bounded_memory() -> anyhow::Result<(
     }
     Ok(())
 }
-
 
 #[tokio::test]
 async fn url_forward_never_leaves_its_base_path_and_drops_connection_listed_headers() -> anyhow::Result<()> {

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use bytes::Bytes;
+use edgemtls_dev_upstream::{EchoOptions, EchoTuning, EchoUpstream};
 use edgemtls_host::Environment;
 use edgemtls_host::config::Config;
-use edgemtls_dev_upstream::{EchoOptions, EchoTuning, EchoUpstream};
 use edgemtls_host::pki::pem::certificates as parse_pem_certificates;
 use edgemtls_host::pki::{DevCa, ImportRequest, IssueOptions, inspect_leaf, load_identity};
 use edgemtls_host::server::{App, ServerHandle};

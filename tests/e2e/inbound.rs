@@ -46,7 +46,13 @@ impl Callers {
     fn new(world: &World) -> anyhow::Result<Self> {
         let dir = world.path().join("callers");
         std::fs::create_dir_all(&dir)?;
-        let server = IssueOptions { common_name: "localhost".into(), server: true, sans: vec!["localhost".into(), "127.0.0.1".into()], days: 30, ..Default::default() };
+        let server = IssueOptions {
+            common_name: "localhost".into(),
+            server: true,
+            sans: vec!["localhost".into(), "127.0.0.1".into()],
+            days: 30,
+            ..Default::default()
+        };
         let (chain, key) = world.ca.issue(&server)?;
         std::fs::write(world.path().join("server.pem"), chain)?;
         std::fs::write(world.path().join("server.key"), key)?;
@@ -80,7 +86,8 @@ fn issue_with(
     server: bool,
     validity: Option<(OffsetDateTime, OffsetDateTime)>,
 ) -> anyhow::Result<ClientFiles> {
-    let options = IssueOptions { common_name: cn.into(), server, sans: vec![format!("{stem}.callers.example")], days: 30, ..Default::default() };
+    let options =
+        IssueOptions { common_name: cn.into(), server, sans: vec![format!("{stem}.callers.example")], days: 30, ..Default::default() };
     let (cert, key) = match validity {
         Some((from, until)) => ca.issue_with_validity(&options, from, until)?,
         None => ca.issue(&options)?,
@@ -152,7 +159,8 @@ async fn curl(world: &World, port: u16, path: &str, client: Option<&ClientFiles>
     command.arg(format!("https://localhost:{port}{path}"));
     let output = run(command, None).await?;
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let (body, trailer) = text.rsplit_once('\n').with_context(|| format!("curl printed nothing: {}", String::from_utf8_lossy(&output.stderr)))?;
+    let (body, trailer) =
+        text.rsplit_once('\n').with_context(|| format!("curl printed nothing: {}", String::from_utf8_lossy(&output.stderr)))?;
     let (status, version) = trailer.split_once(' ').unwrap_or((trailer, ""));
     Ok(Answer { status: status.parse().unwrap_or(0), body: body.to_string(), version: version.to_string() })
 }
@@ -195,7 +203,8 @@ async fn python(world: &World, port: u16, path: &str, client: &ClientFiles) -> a
     command.arg(port.to_string()).arg(path);
     let output = run(command, None).await?;
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let (status, body) = text.split_once('\n').with_context(|| format!("python printed nothing: {}", String::from_utf8_lossy(&output.stderr)))?;
+    let (status, body) =
+        text.split_once('\n').with_context(|| format!("python printed nothing: {}", String::from_utf8_lossy(&output.stderr)))?;
     Ok(Answer { status: status.trim().parse().unwrap_or(0), body: body.to_string(), version: String::new() })
 }
 
@@ -260,7 +269,11 @@ async fn callers_without_a_valid_certificate_are_refused_with_their_reason() -> 
     let none = curl(&world, port, "/secure", None, &[]).await?;
     assert_eq!((none.status, none.problem_type()), (401, "urn:edgemtls:problem:client-certificate-required".into()), "{none:?}");
     let other_ca = s_client(&world, port, "/secure", &stranger).await?;
-    assert_eq!((other_ca.status, other_ca.problem_type()), (401, "urn:edgemtls:problem:client-certificate-unknown-issuer".into()), "{other_ca:?}");
+    assert_eq!(
+        (other_ca.status, other_ca.problem_type()),
+        (401, "urn:edgemtls:problem:client-certificate-unknown-issuer".into()),
+        "{other_ca:?}"
+    );
     let expired = python(&world, port, "/secure", &expired).await?;
     assert_eq!((expired.status, expired.problem_type()), (401, "urn:edgemtls:problem:client-certificate-expired".into()), "{expired:?}");
     let revoked = python(&world, port, "/secure", &revoked).await?;
@@ -304,7 +317,11 @@ async fn optional_callers_without_a_certificate_are_served_and_forged_identity_n
     assert_eq!(anonymous.status, 200, "{anonymous:?}");
     assert_eq!(anonymous.line("sdk.presented"), Some("false"), "{}", anonymous.body);
     assert_eq!(anonymous.line("header.edgemtls-client-cert-presented"), Some("false"), "{}", anonymous.body);
-    assert!(!anonymous.body.contains("CN=admin") && !anonymous.body.contains("QUFBQQ"), "forged headers reached the handler: {}", anonymous.body);
+    assert!(
+        !anonymous.body.contains("CN=admin") && !anonymous.body.contains("QUFBQQ"),
+        "forged headers reached the handler: {}",
+        anonymous.body
+    );
 
     let with_certificate = curl(&world, port_of(&host), "/open", Some(&bot), &forged).await?;
     assert_eq!(with_certificate.status, 200, "{with_certificate:?}");
@@ -327,11 +344,8 @@ async fn loopback_exemption_is_off_by_default_and_allow_lists_still_need_a_certi
     let callers = Callers::new(&world)?;
     let bot = callers.client("bot", "deploy-bot")?;
     let ops = callers.client("ops", "ops-agent")?;
-    let routes = format!(
-        "{}{}",
-        echo_route("/secure", ""),
-        echo_route("/ops", "allowed_client_subjects = [\"CN=ops-*, O=edgemtls development\"]")
-    );
+    let routes =
+        format!("{}{}", echo_route("/secure", ""), echo_route("/ops", "allowed_client_subjects = [\"CN=ops-*, O=edgemtls development\"]"));
     let exempt = tls_config(&world, "client_auth = \"required\"\nclient_auth_exempt_loopback = true", &routes)?;
     let host = world.serve(&exempt, Environment::Development).await?;
     let port = port_of(&host);
@@ -340,7 +354,11 @@ async fn loopback_exemption_is_off_by_default_and_allow_lists_still_need_a_certi
     let ops_without = curl(&world, port, "/ops", None, &[]).await?;
     assert_eq!(ops_without.problem_type(), "urn:edgemtls:problem:client-certificate-required", "{ops_without:?}");
     let not_allowed = curl(&world, port, "/ops", Some(&bot), &[]).await?;
-    assert_eq!((not_allowed.status, not_allowed.problem_type()), (401, "urn:edgemtls:problem:client-certificate-not-allowed".into()), "{not_allowed:?}");
+    assert_eq!(
+        (not_allowed.status, not_allowed.problem_type()),
+        (401, "urn:edgemtls:problem:client-certificate-not-allowed".into()),
+        "{not_allowed:?}"
+    );
     assert!(not_allowed.body.contains("allowed_client_subjects"), "{}", not_allowed.body);
     let allowed = curl(&world, port, "/ops", Some(&ops), &[]).await?;
     assert_eq!(allowed.status, 200, "{allowed:?}");
@@ -376,7 +394,13 @@ async fn a_new_server_certificate_and_crl_are_used_once_their_files_change() -> 
     }
 
     // So does a renewed server certificate.
-    let renewed = IssueOptions { common_name: "localhost".into(), server: true, sans: vec!["localhost".into(), "127.0.0.1".into()], days: 60, ..Default::default() };
+    let renewed = IssueOptions {
+        common_name: "localhost".into(),
+        server: true,
+        sans: vec!["localhost".into(), "127.0.0.1".into()],
+        days: 60,
+        ..Default::default()
+    };
     let (chain, key) = world.ca.issue(&renewed)?;
     let expected = edgemtls_host::pki::pem::certificates(chain.as_bytes())?;
     let expected = inspect_leaf(Path::new("server.pem"), &expected[0])?.fingerprint_sha256;
@@ -491,7 +515,11 @@ async fn the_caller_identity_reaches_an_nginx_upstream_only_when_the_route_forwa
     let forged = ["-H", "client_cert: :U1BPT0Y=:", "-H", "edgemtls_client_subject: CN=root", "-H", "EDGEMTLS_CLIENT-SUBJECT: CN=root"];
     let with = curl(&world, port_of(&host), "/with", Some(&bot), &forged).await?;
     assert_eq!(with.status, 200, "{with:?}");
-    assert!(with.body.contains("nginx saw O=edgemtls development,CN=nginx-client"), "edgemtls presented the named certificate: {}", with.body);
+    assert!(
+        with.body.contains("nginx saw O=edgemtls development,CN=nginx-client"),
+        "edgemtls presented the named certificate: {}",
+        with.body
+    );
     assert!(with.body.contains(&format!("client-cert {expected}")), "nginx got the caller's certificate: {}", with.body);
     assert!(!with.body.contains("U1BPT0Y") && !with.body.contains("CN=root"), "a forged spelling reached nginx: {}", with.body);
     let without = curl(&world, port_of(&host), "/without", Some(&bot), &forged).await?;
@@ -521,7 +549,8 @@ async fn mtls_auth_admits_callers_by_subject_and_by_the_binding_of_their_token()
 
     let token = |binding: &str| {
         let part = |json: &str| URL_SAFE_NO_PAD.encode(json);
-        let bearer = format!("{}.{}.c2ln", part(r#"{"alg":"ES256"}"#), part(&format!(r#"{{"sub":"bot","cnf":{{"x5t#S256":"{binding}"}}}}"#)));
+        let bearer =
+            format!("{}.{}.c2ln", part(r#"{"alg":"ES256"}"#), part(&format!(r#"{{"sub":"bot","cnf":{{"x5t#S256":"{binding}"}}}}"#)));
         format!("Authorization: Bearer {bearer}")
     };
     let bot_facts = bot.metadata()?;
@@ -542,7 +571,11 @@ async fn mtls_auth_admits_callers_by_subject_and_by_the_binding_of_their_token()
     let stolen = curl(&world, port, "/agents/register", Some(&bot), &["-H", &token(&ops.metadata()?.spki_sha256)]).await?;
     assert_eq!((stolen.status, stolen.problem_type()), (401, "urn:edgemtls:problem:mtls-binding-mismatch".into()), "{stolen:?}");
     let other_subject = curl(&world, port, "/agents/register", Some(&ops), &[]).await?;
-    assert_eq!((other_subject.status, other_subject.problem_type()), (401, "urn:edgemtls:problem:mtls-not-allowed".into()), "{other_subject:?}");
+    assert_eq!(
+        (other_subject.status, other_subject.problem_type()),
+        (401, "urn:edgemtls:problem:mtls-not-allowed".into()),
+        "{other_subject:?}"
+    );
     Ok(())
 }
 
@@ -565,9 +598,35 @@ async fn a_caller_with_a_version_1_certificate_is_refused_with_words_that_name_i
     let _callers = Callers::new(&world)?;
     let dir = world.path().join("quick-start");
     std::fs::create_dir_all(&dir)?;
-    openssl_in(&dir, &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=Quick Start CA", "-days", "30"]).await?;
-    openssl_in(&dir, &["req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=quick-client"]).await?;
-    openssl_in(&dir, &["x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "client.pem", "-days", "30"]).await?;
+    openssl_in(
+        &dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-subj",
+            "/CN=Quick Start CA",
+            "-days",
+            "30",
+        ],
+    )
+    .await?;
+    openssl_in(
+        &dir,
+        &["req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=quick-client"],
+    )
+    .await?;
+    openssl_in(
+        &dir,
+        &["x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "client.pem", "-days", "30"],
+    )
+    .await?;
     let v1 = ClientFiles { cert: dir.join("client.pem"), key: dir.join("client.key") };
     let config = world.config_raw(&format!(
         "[tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = [\"quick-start/ca.pem\"]\nclient_auth = \"required\"\n{}",
@@ -616,11 +675,20 @@ fn nginx_line<'a>(body: &'a str, name: &str) -> &'a str {
 async fn caller_headers_reproduce_nginx_variables_and_forged_copies_never_reach_the_upstream() -> anyhow::Result<()> {
     let world = World::new()?;
     let printed = [
-        ("ssl_s_dn", "$ssl_client_s_dn"), ("ssl_i_dn", "$ssl_client_i_dn"), ("ssl_serial", "$ssl_client_serial"),
-        ("ssl_fingerprint", "$ssl_client_fingerprint"), ("ssl_verify", "$ssl_client_verify"), ("ssl_cert", "$ssl_client_escaped_cert"),
-        ("h_s_dn", "$http_x_ssl_client_s_dn"), ("h_cn", "$http_x_ssl_client_s_dn_cn"), ("h_i_dn", "$http_x_ssl_client_i_dn"),
-        ("h_serial", "$http_x_client_cert_serial"), ("h_fingerprint", "$http_x_client_cert_fingerprint"),
-        ("h_verify", "$http_x_ssl_client_verify"), ("h_cert", "$http_x_client_cert"), ("h_user", "$http_x_authenticated_user"),
+        ("ssl_s_dn", "$ssl_client_s_dn"),
+        ("ssl_i_dn", "$ssl_client_i_dn"),
+        ("ssl_serial", "$ssl_client_serial"),
+        ("ssl_fingerprint", "$ssl_client_fingerprint"),
+        ("ssl_verify", "$ssl_client_verify"),
+        ("ssl_cert", "$ssl_client_escaped_cert"),
+        ("h_s_dn", "$http_x_ssl_client_s_dn"),
+        ("h_cn", "$http_x_ssl_client_s_dn_cn"),
+        ("h_i_dn", "$http_x_ssl_client_i_dn"),
+        ("h_serial", "$http_x_client_cert_serial"),
+        ("h_fingerprint", "$http_x_client_cert_fingerprint"),
+        ("h_verify", "$http_x_ssl_client_verify"),
+        ("h_cert", "$http_x_client_cert"),
+        ("h_user", "$http_x_authenticated_user"),
         ("h_spki", "$http_x_client_spki"),
     ];
     let location = format!("return 200 \"{}\";", printed.iter().map(|(name, var)| format!("{name}={var}\\n")).collect::<String>());
@@ -633,7 +701,9 @@ async fn caller_headers_reproduce_nginx_variables_and_forged_copies_never_reach_
     // The caller's certificate comes from the world's CA, which nginx trusts too.
     let agent = issue_with(&world.ca, world.path(), "agent", "agent-7", false, None)?;
     let forward = |path: &str, port: u16| {
-        format!("[[routes]]\npath = \"{path}\"\nhandler = \"url-forward\"\n[routes.options]\nbaseUrl = \"https://localhost:{port}\"\nmtlsCertificate = \"edge\"\n")
+        format!(
+            "[[routes]]\npath = \"{path}\"\nhandler = \"url-forward\"\n[routes.options]\nbaseUrl = \"https://localhost:{port}\"\nmtlsCertificate = \"edge\"\n"
+        )
     };
     let config = world.config_raw(&format!(
         "[tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = [\"pki/ca.pem\"]\nclient_auth = \"optional\"\n\
@@ -648,9 +718,22 @@ async fn caller_headers_reproduce_nginx_variables_and_forged_copies_never_reach_
     let host = world.serve(&config, Environment::Development).await?;
     let port = port_of(&host);
     let forged = [
-        "-H", "X-Authenticated-User: root", "-H", "x_authenticated_user: root", "-H", "X-Client-Cert: forged",
-        "-H", "X_CLIENT_CERT: forged", "-H", "x-ssl-client-verify: SUCCESS", "-H", "X_SSL_Client_S_DN: CN=root",
-        "-H", "x-client-spki: forged", "-H", "X-Tenant: kept",
+        "-H",
+        "X-Authenticated-User: root",
+        "-H",
+        "x_authenticated_user: root",
+        "-H",
+        "X-Client-Cert: forged",
+        "-H",
+        "X_CLIENT_CERT: forged",
+        "-H",
+        "x-ssl-client-verify: SUCCESS",
+        "-H",
+        "X_SSL_Client_S_DN: CN=root",
+        "-H",
+        "x-client-spki: forged",
+        "-H",
+        "X-Tenant: kept",
     ];
 
     let direct = curl(&world, nginx.addr.port(), "/", Some(&agent), &[]).await?;
@@ -658,7 +741,14 @@ async fn caller_headers_reproduce_nginx_variables_and_forged_copies_never_reach_
     let through = curl(&world, port, "/nginx", Some(&agent), &forged).await?;
     assert_eq!(through.status, 200, "{through:?}");
     let (direct, through) = (direct.body, through.body);
-    for (header, variable) in [("h_s_dn", "ssl_s_dn"), ("h_i_dn", "ssl_i_dn"), ("h_serial", "ssl_serial"), ("h_fingerprint", "ssl_fingerprint"), ("h_verify", "ssl_verify"), ("h_cert", "ssl_cert")] {
+    for (header, variable) in [
+        ("h_s_dn", "ssl_s_dn"),
+        ("h_i_dn", "ssl_i_dn"),
+        ("h_serial", "ssl_serial"),
+        ("h_fingerprint", "ssl_fingerprint"),
+        ("h_verify", "ssl_verify"),
+        ("h_cert", "ssl_cert"),
+    ] {
         let nginx_says = nginx_line(&direct, variable);
         assert!(!nginx_says.is_empty() && nginx_says != "(missing)", "nginx printed no {variable}: {direct}");
         assert_eq!(nginx_line(&through, header), nginx_says, "{header} vs nginx's {variable}:\n{through}\n{direct}");
@@ -712,7 +802,12 @@ async fn caller_headers_reproduce_nginx_variables_and_forged_copies_never_reach_
         d = dump.addr().port(),
     ))?;
     let host = world.serve(&plain, Environment::Development).await?;
-    let seen = host.get("/dump", &[("x_authenticated_user", "root"), ("X-Client-Cert", "forged"), ("x-ssl-client-verify", "SUCCESS"), ("x-tenant", "kept")]).await?;
+    let seen = host
+        .get(
+            "/dump",
+            &[("x_authenticated_user", "root"), ("X-Client-Cert", "forged"), ("x-ssl-client-verify", "SUCCESS"), ("x-tenant", "kept")],
+        )
+        .await?;
     assert_eq!(seen.status, 200, "{}", seen.body);
     let names = seen.json()?["headers"].to_string().to_ascii_lowercase();
     assert!(!names.contains("authenticated") && !names.contains("x-client-cert") && !names.contains("verify"), "{names}");

@@ -7,10 +7,7 @@ use edgemtls_host::Environment;
 use crate::harness::*;
 
 fn nginx_binary() -> Option<String> {
-    ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
-        .iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .map(|p| p.to_string())
+    ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"].iter().find(|p| std::path::Path::new(p).exists()).map(|p| p.to_string())
 }
 
 /// An nginx on 127.0.0.1 that requires client certificates from the world's CA, with the

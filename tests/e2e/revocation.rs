@@ -141,7 +141,13 @@ async fn ocsp_answers_decide_good_revoked_and_unknown_with_soft_fail_per_setting
     let cases = [
         ("good", &good_chain, &good_key, "revocation = \"ocsp\"", Ok(())),
         ("revoked", &revoked_chain, &revoked_key, "revocation = \"ocsp\"", Err(("upstream-certificate-revoked", "revoked on 2026-11-01"))),
-        ("unknown, hard fail", &unknown_chain, &unknown_key, "revocation = \"ocsp\"", Err(("upstream-revocation-unknown", "does not know the certificate"))),
+        (
+            "unknown, hard fail",
+            &unknown_chain,
+            &unknown_key,
+            "revocation = \"ocsp\"",
+            Err(("upstream-revocation-unknown", "does not know the certificate")),
+        ),
         ("unknown, soft fail", &unknown_chain, &unknown_key, "revocation = \"ocsp\"\nrevocation_soft_fail = true", Ok(())),
         // "both" takes OCSP's answer when there is one.
         ("revoked, both", &revoked_chain, &revoked_key, "revocation = \"both\"", Err(("upstream-certificate-revoked", "OCSP responder"))),

@@ -25,7 +25,13 @@ fn fixture_world() -> anyhow::Result<World> {
     world.add_cert_with_validity("future_cert", "future", &all_envs(), now + Duration::days(1), now + Duration::days(30))?;
     world.add_cert("prod_only", "prod-only", &[Environment::Production])?;
     // An hour over 10 days, so the warning says "10 days" however long the test takes.
-    world.add_cert_with_validity("soon_cert", "soon", &all_envs(), now - Duration::days(1), now + Duration::days(10) + Duration::hours(1))?;
+    world.add_cert_with_validity(
+        "soon_cert",
+        "soon",
+        &all_envs(),
+        now - Duration::days(1),
+        now + Duration::days(10) + Duration::hours(1),
+    )?;
     Ok(world)
 }
 
@@ -50,8 +56,7 @@ fn run_case(case: &Path) -> anyhow::Result<()> {
         Some(other) => anyhow::bail!("outcome.txt says '{other}'; expected 'refused' or 'starts'"),
     };
     let expected_path = case.join("expected.txt");
-    let expected_text =
-        std::fs::read_to_string(&expected_path).map_err(|e| anyhow::anyhow!("{}: {e}", expected_path.display()))?;
+    let expected_text = std::fs::read_to_string(&expected_path).map_err(|e| anyhow::anyhow!("{}: {e}", expected_path.display()))?;
     let expected: Vec<&str> = expected_text.lines().map(str::trim_end).filter(|line| !line.trim().is_empty()).collect();
     if !starts && expected.is_empty() {
         anyhow::bail!("expected.txt is empty; a refused case must say what the problems mention");

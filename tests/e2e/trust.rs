@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
-use edgemtls_host::Environment;
 use edgemtls_dev_upstream::{EchoTuning, EchoUpstream};
+use edgemtls_host::Environment;
 use edgemtls_host::pki::pem::certificates as parse_pem_certificates;
 use edgemtls_host::pki::{DevCa, IssueOptions, inspect_leaf};
 

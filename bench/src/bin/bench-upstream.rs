@@ -36,12 +36,8 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let (server_chain, server_key) = edgemtls_bench::load_identity(&args.cert, &args.key)?;
-    let options = EchoOptions {
-        client_ca: edgemtls_bench::load_certs(&args.client_ca)?,
-        server_chain,
-        server_key,
-        require_client_cert: true,
-    };
+    let options =
+        EchoOptions { client_ca: edgemtls_bench::load_certs(&args.client_ca)?, server_chain, server_key, require_client_cert: true };
     let tuning = EchoTuning {
         record_requests: false,
         x25519_only: true,
@@ -72,9 +68,8 @@ async fn main() -> anyhow::Result<()> {
                     Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(body.to_string()))))
                 }
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
         });
     }
 }

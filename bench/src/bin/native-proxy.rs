@@ -47,11 +47,7 @@ async fn main() -> anyhow::Result<()> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(config)
-        .https_only()
-        .enable_http1()
-        .wrap_connector(http);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config).https_only().enable_http1().wrap_connector(http);
     let client: Client<_, Body> = Client::builder(TokioExecutor::new()).build(connector);
     let upstream: Arc<str> = args.upstream.trim_end_matches('/').into();
 
@@ -68,9 +64,8 @@ async fn main() -> anyhow::Result<()> {
                 let upstream = upstream.clone();
                 async move { Ok::<_, std::convert::Infallible>(forward(&client, &upstream, request).await) }
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
         });
     }
 }

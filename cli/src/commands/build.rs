@@ -11,7 +11,6 @@ use std::process::{Command, ExitCode, Stdio};
 use anyhow::{Context, bail};
 use clap::Args;
 
-
 /// The npm packages the build runs, pinned: a handler builds the same way every time.
 const PACKAGES: &[&str] = &["@bytecodealliance/componentize-js@0.23.0", "esbuild@0.25.12"];
 /// Where the toolchain lives when `EDGEMTLS_JS_TOOLCHAIN` does not say.

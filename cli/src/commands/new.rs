@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 
-
 /// The language of a new handler.
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Lang {
@@ -71,16 +70,22 @@ impl NewCommand {
         for (path, contents) in &files {
             write(path, contents)?;
         }
-        say!("created {}/ ({} handler). Next:", dir.display(), match self.lang {
-            Lang::Ts => "TypeScript",
-            Lang::Js => "JavaScript",
-            Lang::Rust => "Rust",
-        });
+        say!(
+            "created {}/ ({} handler). Next:",
+            dir.display(),
+            match self.lang {
+                Lang::Ts => "TypeScript",
+                Lang::Js => "JavaScript",
+                Lang::Rust => "Rust",
+            }
+        );
         say!("  cd {}", dir.display());
         say!("  {build}");
         say!("  edgemtls serve --config edgemtls.toml --env development");
         say!("  curl http://127.0.0.1:8080/hello");
-        say!("edgemtls.toml points the handler at https://localhost:8443/ with certificate 'billing_dev'; change them to yours (README.md says how to add certificates).");
+        say!(
+            "edgemtls.toml points the handler at https://localhost:8443/ with certificate 'billing_dev'; change them to yours (README.md says how to add certificates)."
+        );
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -21,7 +21,9 @@ pub fn required(var: Option<&str>, what: &str, confirm: bool) -> anyhow::Result<
         return Ok(value);
     }
     if !std::io::stdin().is_terminal() {
-        anyhow::bail!("{what} is needed: name the environment variable that holds it with --password-env, or run on a terminal to be asked");
+        anyhow::bail!(
+            "{what} is needed: name the environment variable that holds it with --password-env, or run on a terminal to be asked"
+        );
     }
     let first = rpassword::prompt_password(format!("{what}: "))?;
     if first.is_empty() {

@@ -8,8 +8,8 @@ use anyhow::Context;
 use clap::Args;
 use edgemtls_host::Environment;
 use edgemtls_host::config::{Config, ConfigError};
-use edgemtls_host::store::StoreLocation;
 use edgemtls_host::server::App;
+use edgemtls_host::store::StoreLocation;
 
 /// Where to read the config and which environment to run in.
 #[derive(Args)]
@@ -80,9 +80,9 @@ type PreparedApp = (Config, Result<App, Vec<String>>, Vec<String>);
 /// Loads the config a command names; a missing file gets the two ways forward.
 pub(crate) fn load_config(path: &Path) -> anyhow::Result<Config> {
     Config::load(path).map_err(|error| match &error {
-        ConfigError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => anyhow::anyhow!(
-            "{error}; name the config file with --config FILE, or make a project that has one with: edgemtls new NAME"
-        ),
+        ConfigError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            anyhow::anyhow!("{error}; name the config file with --config FILE, or make a project that has one with: edgemtls new NAME")
+        }
         _ => error.into(),
     })
 }
@@ -137,11 +137,7 @@ impl ServeCommand {
                     for problem in &problems {
                         eprintln!("error: {problem}");
                     }
-                    anyhow::bail!(
-                        "refusing to start: {} in '{}'",
-                        plural(problems.len(), "problem", "problems"),
-                        config.path.display()
-                    );
+                    anyhow::bail!("refusing to start: {} in '{}'", plural(problems.len(), "problem", "problems"), config.path.display());
                 }
             };
             let addr = self.listen.unwrap_or(config.listen);
@@ -230,7 +226,10 @@ impl ReloadCommand {
         };
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
         let (status, body) = runtime.block_on(post_reload(admin)).with_context(|| {
-            format!("cannot reach the admin endpoint at {admin}; is `edgemtls serve --config {}` running?", edgemtls_host::shell::quote(&self.config.display().to_string()))
+            format!(
+                "cannot reach the admin endpoint at {admin}; is `edgemtls serve --config {}` running?",
+                edgemtls_host::shell::quote(&self.config.display().to_string())
+            )
         })?;
         let reply: serde_json::Value = serde_json::from_slice(&body)
             .with_context(|| format!("the host at {admin} answered HTTP {status} with something other than a reload report"))?;
@@ -260,10 +259,7 @@ impl ReloadCommand {
             for problem in &problems {
                 eprintln!("error: {problem}");
             }
-            anyhow::bail!(
-                "reload refused ({}); the previous config keeps serving",
-                plural(problems.len(), "problem", "problems")
-            )
+            anyhow::bail!("reload refused ({}); the previous config keeps serving", plural(problems.len(), "problem", "problems"))
         }
     }
 }
@@ -274,9 +270,7 @@ async fn post_reload(admin: SocketAddr) -> anyhow::Result<(u16, bytes::Bytes)> {
     let stream = tokio::net::TcpStream::connect(admin).await?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(connection);
-    let request = hyper::Request::post("/reload")
-        .header(hyper::header::HOST, admin.to_string())
-        .body(Empty::<bytes::Bytes>::new())?;
+    let request = hyper::Request::post("/reload").header(hyper::header::HOST, admin.to_string()).body(Empty::<bytes::Bytes>::new())?;
     let response = sender.send_request(request).await?;
     let status = response.status().as_u16();
     let body = response.into_body().collect().await?.to_bytes();

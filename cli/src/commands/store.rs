@@ -77,7 +77,9 @@ impl CopyCommand {
                 )),
                 // Ids are kept, so another certificate under this one's id is a clash too.
                 Err(edgemtls_host::store::StoreError::NotFound(_)) => match destination.find(&record.id) {
-                    Ok(existing) => conflicts.push(format!("'{}' (its id {} is certificate '{}' there)", record.name, record.id, existing.name)),
+                    Ok(existing) => {
+                        conflicts.push(format!("'{}' (its id {} is certificate '{}' there)", record.name, record.id, existing.name))
+                    }
                     Err(edgemtls_host::store::StoreError::NotFound(_)) => copy.push((record, key)),
                     Err(error) => return Err(error).with_context(|| format!("reading the destination store {to}")),
                 },

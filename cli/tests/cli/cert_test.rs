@@ -3,7 +3,6 @@
 
 use std::process::Stdio;
 
-
 use anyhow::{Result, ensure};
 
 use super::common::*;
@@ -173,7 +172,12 @@ fn cert_test_fails_for_every_upstream_that_serve_refuses() -> Result<()> {
     let mut ports = Vec::new();
     for dir in ["revoked", "down", "plain"] {
         let port = free_port()?;
-        upstreams.push(dev_upstream(&sandbox, std::path::Path::new(&pki), &format!("{dir}/localhost"), std::net::SocketAddr::from(([127, 0, 0, 1], port)))?);
+        upstreams.push(dev_upstream(
+            &sandbox,
+            std::path::Path::new(&pki),
+            &format!("{dir}/localhost"),
+            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        )?);
         ports.push(port);
     }
     // TLS 1.2 only, requiring a client certificate from the dev CA.

@@ -6,10 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use anyhow::{Context, Result, bail, ensure};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use serde_json::Value;
 use time::{Duration, OffsetDateTime};
 
@@ -222,12 +219,7 @@ pub fn expect_failure(command: Command, expected: &str) -> Result<String> {
     let out = output(command)?;
     ensure!(!out.status.success(), "`edgemtls {}` succeeded but should fail:\n{}", args.join(" "), describe(&out));
     let stderr = String::from_utf8(out.stderr.clone())?;
-    ensure!(
-        stderr.contains(expected),
-        "`edgemtls {}`: stderr lacks {expected:?}:\n{}",
-        args.join(" "),
-        describe(&out)
-    );
+    ensure!(stderr.contains(expected), "`edgemtls {}`: stderr lacks {expected:?}:\n{}", args.join(" "), describe(&out));
     Ok(stderr)
 }
 
@@ -449,20 +441,12 @@ pub fn pem_body(pem_text: &str) -> String {
 
 /// Finds a JSON object with `name` in a listing.
 pub fn by_name<'a>(listing: &'a [Value], name: &str) -> Result<&'a Value> {
-    listing
-        .iter()
-        .find(|item| item["name"] == name)
-        .with_context(|| format!("no certificate named {name} in {listing:#?}"))
+    listing.iter().find(|item| item["name"] == name).with_context(|| format!("no certificate named {name} in {listing:#?}"))
 }
 
 /// `openssl` on PATH, or a skip message.
 pub fn have_openssl(test: &str) -> bool {
-    let found = Command::new("openssl")
-        .arg("version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+    let found = Command::new("openssl").arg("version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
     if !found {
         crate::cli::peers::missing_peer(&format!("{test} needs the openssl command, which is not on PATH"));
     }
@@ -570,8 +554,17 @@ pub fn dev_pki_and_upstream(sandbox: &Sandbox, client_cns: &[&str]) -> Result<(S
     sandbox.ok(["pki", "issue", "--ca", &pki, "--cn", "localhost", "--server", "--san", "localhost", "--out", &pki])?;
     let port = free_port()?;
     let upstream = sandbox
-        .command(["dev-upstream", "--client-ca", &format!("{pki}/ca.pem"), "--cert", &format!("{pki}/localhost.pem"),
-            "--key", &format!("{pki}/localhost.key"), "--listen", &format!("127.0.0.1:{port}")])
+        .command([
+            "dev-upstream",
+            "--client-ca",
+            &format!("{pki}/ca.pem"),
+            "--cert",
+            &format!("{pki}/localhost.pem"),
+            "--key",
+            &format!("{pki}/localhost.key"),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
@@ -658,11 +651,7 @@ pub fn in_mount_namespace(sandbox: &Sandbox, script: &str, args: &[&str]) -> Com
             None => command.env_remove(key),
         };
     }
-    command
-        .env("EDGEMTLS", env!("CARGO_BIN_EXE_edgemtls"))
-        .env("STORE", &sandbox.store)
-        .current_dir(sandbox.dir())
-        .stdin(Stdio::null());
+    command.env("EDGEMTLS", env!("CARGO_BIN_EXE_edgemtls")).env("STORE", &sandbox.store).current_dir(sandbox.dir()).stdin(Stdio::null());
     command
 }
 

@@ -50,7 +50,11 @@ fn an_http2_rapid_reset_flood_is_not_a_flood_of_log_lines() -> Result<()> {
         if std::fs::read_to_string(&log)?.contains("similar warnings from h2") {
             break;
         }
-        ensure!(Instant::now() < deadline, "no count of the dropped h2 warnings: {} lines", std::fs::read_to_string(&log)?.matches("reached limit").count());
+        ensure!(
+            Instant::now() < deadline,
+            "no count of the dropped h2 warnings: {} lines",
+            std::fs::read_to_string(&log)?.matches("reached limit").count()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let text = std::fs::read_to_string(&log)?;
@@ -101,7 +105,13 @@ fn max_connections_is_capped_by_the_open_file_limit_and_callers_beyond_get_503()
     }
     let text = std::fs::read_to_string(&log)?;
     ensure!(text.contains("raised the open-file limit") && text.contains("now=100"), "{text}");
-    ensure!(text.contains("WARN") && text.contains("max_connections = 1000 ") && text.contains("(limit 100)") && text.contains("serving at most 34 connections"), "{text}");
+    ensure!(
+        text.contains("WARN")
+            && text.contains("max_connections = 1000 ")
+            && text.contains("(limit 100)")
+            && text.contains("serving at most 34 connections"),
+        "{text}"
+    );
 
     // 34 idle connections hold every slot; each caller after them is answered 503 at once
     // (without the cap the host ran out of files and left them unanswered in the backlog).

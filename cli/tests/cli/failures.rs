@@ -37,8 +37,20 @@ fn assert_plain(text: &str, what: &str) -> Result<()> {
     Ok(())
 }
 
-fn server_cert(ca: &DevCa, dir: &Path, stem: &str, sans: &[&str], valid: Option<(time::OffsetDateTime, time::OffsetDateTime)>) -> Result<(String, String)> {
-    let options = IssueOptions { common_name: sans[0].into(), server: true, sans: sans.iter().map(|s| s.to_string()).collect(), days: 30, ..Default::default() };
+fn server_cert(
+    ca: &DevCa,
+    dir: &Path,
+    stem: &str,
+    sans: &[&str],
+    valid: Option<(time::OffsetDateTime, time::OffsetDateTime)>,
+) -> Result<(String, String)> {
+    let options = IssueOptions {
+        common_name: sans[0].into(),
+        server: true,
+        sans: sans.iter().map(|s| s.to_string()).collect(),
+        days: 30,
+        ..Default::default()
+    };
     let (chain, key) = match valid {
         Some((from, until)) => ca.issue_with_validity(&options, from, until)?,
         None => ca.issue(&options)?,
@@ -60,8 +72,22 @@ fn leaf_of(chain_path: &str) -> Result<edgemtls_host::pki::CertificateMetadata> 
 fn s_server(dir: &Path, (chain, key, client_ca): &(String, String, String)) -> Result<(Running, u16)> {
     let port = free_port()?;
     let child = Command::new("openssl")
-        .args(["s_server", "-quiet", "-accept", &format!("127.0.0.1:{port}"), "-cert", chain, "-key", key,
-            "-CAfile", client_ca, "-Verify", "1", "-verify_return_error", "-www"])
+        .args([
+            "s_server",
+            "-quiet",
+            "-accept",
+            &format!("127.0.0.1:{port}"),
+            "-cert",
+            chain,
+            "-key",
+            key,
+            "-CAfile",
+            client_ca,
+            "-Verify",
+            "1",
+            "-verify_return_error",
+            "-www",
+        ])
         .current_dir(dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -103,11 +129,27 @@ fn each_tls_failure_says_what_failed_and_what_to_do() -> Result<()> {
     let trusted_ca = text(&dir.join("trusted-ca.pem"));
     let other_ca = text(&dir.join("other-ca.pem"));
 
-    let (client_pem, client_key) =
-        trusted.issue(&IssueOptions { common_name: "billing-client".into(), server: false, sans: vec![], days: 30, ..Default::default() })?;
+    let (client_pem, client_key) = trusted.issue(&IssueOptions {
+        common_name: "billing-client".into(),
+        server: false,
+        sans: vec![],
+        days: 30,
+        ..Default::default()
+    })?;
     let client_cert = sandbox.write("billing.pem", client_pem)?;
     let client_key = sandbox.write("billing.key", client_key)?;
-    sandbox.ok(["cert", "create", "--name", "billing", "--cert", &text(&client_cert), "--key", &text(&client_key), "--env", "development"])?;
+    sandbox.ok([
+        "cert",
+        "create",
+        "--name",
+        "billing",
+        "--cert",
+        &text(&client_cert),
+        "--key",
+        &text(&client_key),
+        "--env",
+        "development",
+    ])?;
 
     let now = time::OffsetDateTime::now_utc();
     let expired_at = time::OffsetDateTime::from_unix_timestamp(now.unix_timestamp() - 2 * 86_400)?;

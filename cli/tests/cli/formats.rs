@@ -130,8 +130,7 @@ fn sec1_ec_key_in_pem_and_der() -> Result<()> {
     assert_imported(&sandbox, "sec1_der", &leaf, 2)?;
 
     // SEC1 key bundled with the certificate in one PEM file.
-    let bundle =
-        sandbox.write("bundle-ec.pem", format!("{}{}", leaf.chain_pem(), pem::encode(&pem::Pem::new("EC PRIVATE KEY", sec1))))?;
+    let bundle = sandbox.write("bundle-ec.pem", format!("{}{}", leaf.chain_pem(), pem::encode(&pem::Pem::new("EC PRIVATE KEY", sec1))))?;
     sandbox.ok(sandbox.create_args("sec1_bundle", &bundle, None, &[]))?;
     assert_imported(&sandbox, "sec1_bundle", &leaf, 2)
 }
@@ -182,10 +181,9 @@ fn ecdsa_p384_and_ed25519_keys() -> Result<()> {
     let sandbox = Sandbox::new()?;
     let ca = TestCa::new("Formats CA")?;
     let now = time::OffsetDateTime::now_utc();
-    for (name, alg, key_type, bits) in [
-        ("p384", &rcgen::PKCS_ECDSA_P384_SHA384, "ECDSA P-384", 384),
-        ("ed25519", &rcgen::PKCS_ED25519, "Ed25519", 256),
-    ] {
+    for (name, alg, key_type, bits) in
+        [("p384", &rcgen::PKCS_ECDSA_P384_SHA384, "ECDSA P-384", 384), ("ed25519", &rcgen::PKCS_ED25519, "Ed25519", 256)]
+    {
         let params = client_params(name, now - time::Duration::days(1), now + time::Duration::days(30))?;
         let leaf = ca.sign(&params, rcgen::KeyPair::generate_for(alg)?)?;
         let (cert, key) = leaf.write_pem_split(&sandbox, name)?;
@@ -201,10 +199,7 @@ fn ecdsa_p384_and_ed25519_keys() -> Result<()> {
 fn pem_chain_with_the_ca_first_is_stored_leaf_first() -> Result<()> {
     let sandbox = Sandbox::new()?;
     let leaf = TestCa::new("Formats CA")?.client("leaf last")?;
-    let cert = sandbox.write(
-        "ca-first.pem",
-        format!("{}{}", leaf.ca_pem.clone().unwrap_or_default(), leaf.cert.pem()),
-    )?;
+    let cert = sandbox.write("ca-first.pem", format!("{}{}", leaf.ca_pem.clone().unwrap_or_default(), leaf.cert.pem()))?;
     let key = sandbox.write("leaf.key", leaf.key_pkcs8_pem())?;
     sandbox.ok(sandbox.create_args("ca_first", &cert, Some(&key), &[]))?;
     assert_imported(&sandbox, "ca_first", &leaf, 2)?;

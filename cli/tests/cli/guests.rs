@@ -91,10 +91,8 @@ fn sigterm_stops_the_host_while_guests_spin() -> Result<()> {
 #[test]
 fn what_a_guest_prints_is_logged_with_its_route_up_to_a_budget() -> Result<()> {
     let sandbox = Sandbox::new()?;
-    let config = sandbox.write(
-        "edgemtls.toml",
-        format!("[[routes]]\npath = \"/probe\"\nhandler = \"{PROBE}\"\nmax_requests_per_instance = 10\n"),
-    )?;
+    let config = sandbox
+        .write("edgemtls.toml", format!("[[routes]]\npath = \"/probe\"\nhandler = \"{PROBE}\"\nmax_requests_per_instance = 10\n"))?;
     let (_serve, port, log) = serve_logged(&sandbox, &config, true)?;
 
     // 10,000 lines of ~100 bytes: about 1 MB, sixteen times the budget; twice, on one
@@ -108,7 +106,8 @@ fn what_a_guest_prints_is_logged_with_its_route_up_to_a_budget() -> Result<()> {
         let text = std::fs::read_to_string(&log)?;
         let events: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
         let lines = events.iter().filter(|e| e["target"] == "edgemtls::guest" && e["fields"]["stream"] == "stdout").count();
-        let dropped = events.iter().filter(|e| e["fields"]["message"].as_str().is_some_and(|m| m.contains("the rest of it is dropped"))).count();
+        let dropped =
+            events.iter().filter(|e| e["fields"]["message"].as_str().is_some_and(|m| m.contains("the rest of it is dropped"))).count();
         if dropped == 2 || Instant::now() > deadline {
             break (lines, dropped);
         }
@@ -177,9 +176,7 @@ fn running_out_of_file_descriptors_sheds_connections_and_keeps_serving() -> Resu
     // Twice as many idle connections as the process may hold files.
     // (Once the backlog is full too, a connect waits on SYN retries: give up on the first.)
     let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
-    let held: Vec<_> = (0..256)
-        .map_while(|_| std::net::TcpStream::connect_timeout(&address, Duration::from_secs(1)).ok())
-        .collect();
+    let held: Vec<_> = (0..256).map_while(|_| std::net::TcpStream::connect_timeout(&address, Duration::from_secs(1)).ok()).collect();
     ensure!(held.len() > 64, "only {} connections could be opened", held.len());
     ensure!(serve.0.try_wait()?.is_none(), "serve exited when it ran out of file descriptors");
     drop(held);

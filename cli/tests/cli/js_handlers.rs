@@ -116,8 +116,15 @@ fn serve(sandbox: &Sandbox, config: &std::path::Path, env: &str) -> Result<(Runn
     let log = sandbox.path(&format!("serve-{env}.log"));
     let process = sandbox
         .command([
-            "serve", "--config", &text(config), "--env", env,
-            "--listen", &format!("127.0.0.1:{port}"), "--admin-listen", &format!("127.0.0.1:{admin}"),
+            "serve",
+            "--config",
+            &text(config),
+            "--env",
+            env,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin-listen",
+            &format!("127.0.0.1:{admin}"),
         ])
         // Compiled once for every test of the run (12 MiB of SpiderMonkey).
         .env("EDGEMTLS_COMPILE_CACHE", PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compiled"))
@@ -137,8 +144,24 @@ fn a_typescript_handler_presents_exactly_the_certificate_it_names() -> Result<()
     }
     let sandbox = Sandbox::new()?;
     let (pki, _upstream, upstream_port) = dev_pki_and_upstream(&sandbox, &["js-prod", "js-prod-2", "js-preview"])?;
-    for (name, cn, env) in [("billing_prod", "js-prod", "production"), ("billing_other", "js-prod-2", "production"), ("billing_preview", "js-preview", "preview"), ("switched_off", "js-prod", "production")] {
-        sandbox.ok(["cert", "create", "--name", name, "--cert", &format!("{pki}/{cn}.pem"), "--key", &format!("{pki}/{cn}.key"), "--env", env])?;
+    for (name, cn, env) in [
+        ("billing_prod", "js-prod", "production"),
+        ("billing_other", "js-prod-2", "production"),
+        ("billing_preview", "js-preview", "preview"),
+        ("switched_off", "js-prod", "production"),
+    ] {
+        sandbox.ok([
+            "cert",
+            "create",
+            "--name",
+            name,
+            "--cert",
+            &format!("{pki}/{cn}.pem"),
+            "--key",
+            &format!("{pki}/{cn}.key"),
+            "--env",
+            env,
+        ])?;
     }
     sandbox.ok(["cert", "disable", "switched_off"])?;
     let now = OffsetDateTime::now_utc();
@@ -239,7 +262,18 @@ fn edgemtls_new_makes_a_typescript_handler_that_builds_and_serves() -> Result<()
     }
     let sandbox = Sandbox::new()?;
     let (pki, _upstream, upstream_port) = dev_pki_and_upstream(&sandbox, &["billing-dev"])?;
-    sandbox.ok(["cert", "create", "--name", "billing_dev", "--cert", &format!("{pki}/billing-dev.pem"), "--key", &format!("{pki}/billing-dev.key"), "--env", "development"])?;
+    sandbox.ok([
+        "cert",
+        "create",
+        "--name",
+        "billing_dev",
+        "--cert",
+        &format!("{pki}/billing-dev.pem"),
+        "--key",
+        &format!("{pki}/billing-dev.key"),
+        "--env",
+        "development",
+    ])?;
     let created = sandbox.ok(["new", "hello-ts", "--lang", "ts"])?;
     ensure!(created.contains("edgemtls build handler.ts -o handler.wasm"), "{created}");
     sandbox.fails(["new", "hello-ts"], "already exists")?;

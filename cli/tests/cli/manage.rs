@@ -49,8 +49,8 @@ fn list_json_round_trips_what_was_created() -> Result<()> {
     ensure!(issuer == parsed.issuer().to_string(), "issuer: {issuer}");
 
     let listed_not_after = item["not_after"].as_str().context("not_after")?;
-    let listed_not_after = OffsetDateTime::parse(listed_not_after, &Rfc3339)
-        .with_context(|| format!("not_after is not RFC 3339: {listed_not_after}"))?;
+    let listed_not_after =
+        OffsetDateTime::parse(listed_not_after, &Rfc3339).with_context(|| format!("not_after is not RFC 3339: {listed_not_after}"))?;
     ensure!(listed_not_after == not_after, "not_after {listed_not_after} != {not_after}");
     let days_left = item["days_left"].as_i64().context("days_left")?;
     ensure!((89..=90).contains(&days_left), "days_left: {days_left}");
@@ -64,8 +64,7 @@ fn list_json_round_trips_what_was_created() -> Result<()> {
     ensure!(item["key_type"] == "ECDSA P-256", "{item:#}");
     ensure!(item["key_bits"] == 256, "{item:#}");
     ensure!(item["chain_length"] == 2, "{item:#}");
-    let fingerprint: String =
-        ring::digest::digest(&ring::digest::SHA256, &leaf_der).as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let fingerprint: String = ring::digest::digest(&ring::digest::SHA256, &leaf_der).as_ref().iter().map(|b| format!("{b:02x}")).collect();
     ensure!(item["fingerprint_sha256"] == fingerprint.as_str(), "{item:#}");
 
     // show --json (by name and by id) reports the same record.
@@ -176,12 +175,7 @@ fn environment_type_is_an_alias_of_env_on_create() -> Result<()> {
     let sandbox = Sandbox::new()?;
     let leaf = TestCa::new("Alias CA")?.client("alias")?;
     let (cert, key) = leaf.write_pem_split(&sandbox, "alias")?;
-    sandbox.ok(sandbox.create_args(
-        "aliased",
-        &cert,
-        Some(&key),
-        &["--environment-type", "preview", "--env", "production"],
-    ))?;
+    sandbox.ok(sandbox.create_args("aliased", &cert, Some(&key), &["--environment-type", "preview", "--env", "production"]))?;
     ensure!(sandbox.show_json("aliased")?["environments"] == serde_json::json!(["preview", "production"]));
     // Without any environment, clap refuses.
     let mut args = sandbox.create_args("no_env", &cert, Some(&key), &["--env", "x"]);
@@ -266,10 +260,7 @@ fn a_different_master_key_is_a_clear_error() -> Result<()> {
     };
     let leaf = ca.client("second")?;
     let (cert, key) = leaf.write_pem_split(&sandbox, "second")?;
-    for args in [
-        vec!["cert".to_string(), "list".into()],
-        sandbox.create_args("second", &cert, Some(&key), &[]),
-    ] {
+    for args in [vec!["cert".to_string(), "list".into()], sandbox.create_args("second", &cert, Some(&key), &[])] {
         let mut command = sandbox.command(&args);
         command.env("EDGEMTLS_MASTER_KEY", &other_key);
         let stderr = sandbox.refused_command(command, "does not match the store")?;
@@ -443,7 +434,13 @@ fn store_copy_keeps_the_ids_and_refuses_an_id_the_destination_gives_another_name
     // The binary on another store than the sandbox's.
     let on_store = |store: &std::path::Path, args: &[&str]| -> Result<String> {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_edgemtls"));
-        command.arg("--store").arg(store).args(args).env_remove("EDGEMTLS_MASTER_KEY").env_remove("EDGEMTLS_STORE").current_dir(sandbox.dir());
+        command
+            .arg("--store")
+            .arg(store)
+            .args(args)
+            .env_remove("EDGEMTLS_MASTER_KEY")
+            .env_remove("EDGEMTLS_STORE")
+            .current_dir(sandbox.dir());
         expect_success(command)
     };
     let ids = |store: &std::path::Path| -> Result<Vec<(String, String)>> {

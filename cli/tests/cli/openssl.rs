@@ -11,22 +11,65 @@ use super::common::*;
 /// An openssl CA (RSA 2048) and a client leaf (RSA 2048, clientAuth) it signed, in `dir`:
 /// returns `(ca.pem, leaf.pem, leaf.key)`.
 fn openssl_ca_and_leaf(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
-    openssl(dir, [
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-subj",
-        "/O=Acme Test/CN=OpenSSL Test CA", "-days", "30",
-    ])?;
-    openssl(dir, [
-        "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "leaf.key", "-out", "leaf.csr", "-subj",
-        "/O=Acme Test/CN=openssl client",
-    ])?;
+    openssl(
+        dir,
+        [
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-subj",
+            "/O=Acme Test/CN=OpenSSL Test CA",
+            "-days",
+            "30",
+        ],
+    )?;
+    openssl(
+        dir,
+        [
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/O=Acme Test/CN=openssl client",
+        ],
+    )?;
     std::fs::write(
         dir.join("leaf.ext"),
         "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n",
     )?;
-    openssl(dir, [
-        "x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "leaf.pem",
-        "-days", "30", "-sha256", "-extfile", "leaf.ext",
-    ])?;
+    openssl(
+        dir,
+        [
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "leaf.pem",
+            "-days",
+            "30",
+            "-sha256",
+            "-extfile",
+            "leaf.ext",
+        ],
+    )?;
     set_mode(&dir.join("leaf.key"), 0o600)?;
     Ok((dir.join("ca.pem"), dir.join("leaf.pem"), dir.join("leaf.key")))
 }
@@ -51,10 +94,26 @@ fn openssl_req_rsa_2048_self_signed_with_pkcs8_key() -> Result<()> {
         return Ok(());
     }
     let sandbox = Sandbox::new()?;
-    openssl(sandbox.dir(), [
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "rsa.key", "-out", "rsa.pem", "-subj",
-        "/CN=openssl self signed", "-days", "30", "-addext", "extendedKeyUsage=clientAuth",
-    ])?;
+    openssl(
+        sandbox.dir(),
+        [
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "rsa.key",
+            "-out",
+            "rsa.pem",
+            "-subj",
+            "/CN=openssl self signed",
+            "-days",
+            "30",
+            "-addext",
+            "extendedKeyUsage=clientAuth",
+        ],
+    )?;
     let key = sandbox.path("rsa.key");
     ensure!(std::fs::read_to_string(&key)?.contains("BEGIN PRIVATE KEY"), "openssl did not write PKCS#8");
     set_mode(&key, 0o600)?;
@@ -73,10 +132,24 @@ fn openssl_genrsa_pkcs1_key_in_pem_and_der() -> Result<()> {
     let key_text = std::fs::read_to_string(&key)?;
     ensure!(key_text.contains("BEGIN RSA PRIVATE KEY"), "openssl did not write PKCS#1:\n{key_text}");
     set_mode(&key, 0o600)?;
-    openssl(sandbox.dir(), [
-        "req", "-new", "-x509", "-key", "pkcs1.key", "-out", "pkcs1.pem", "-subj", "/CN=pkcs1 client", "-days", "30",
-        "-addext", "extendedKeyUsage=clientAuth",
-    ])?;
+    openssl(
+        sandbox.dir(),
+        [
+            "req",
+            "-new",
+            "-x509",
+            "-key",
+            "pkcs1.key",
+            "-out",
+            "pkcs1.pem",
+            "-subj",
+            "/CN=pkcs1 client",
+            "-days",
+            "30",
+            "-addext",
+            "extendedKeyUsage=clientAuth",
+        ],
+    )?;
     let cert = sandbox.path("pkcs1.pem");
     sandbox.ok(sandbox.create_args("pkcs1_pem", &cert, Some(&key), &[]))?;
     assert_rsa_2048(&sandbox, "pkcs1_pem", &cert, 1)?;
@@ -104,10 +177,24 @@ fn openssl_ecparam_sec1_key_with_ec_parameters_section() -> Result<()> {
     let key_text = std::fs::read_to_string(&key)?;
     ensure!(key_text.contains("BEGIN EC PARAMETERS") && key_text.contains("BEGIN EC PRIVATE KEY"), "{key_text}");
     set_mode(&key, 0o600)?;
-    openssl(sandbox.dir(), [
-        "req", "-new", "-x509", "-key", "ec.key", "-out", "ec.pem", "-subj", "/CN=ec client", "-days", "30", "-addext",
-        "extendedKeyUsage=clientAuth",
-    ])?;
+    openssl(
+        sandbox.dir(),
+        [
+            "req",
+            "-new",
+            "-x509",
+            "-key",
+            "ec.key",
+            "-out",
+            "ec.pem",
+            "-subj",
+            "/CN=ec client",
+            "-days",
+            "30",
+            "-addext",
+            "extendedKeyUsage=clientAuth",
+        ],
+    )?;
     sandbox.ok(sandbox.create_args("sec1_openssl", &sandbox.path("ec.pem"), Some(&key), &[]))?;
     let shown = sandbox.show_json("sec1_openssl")?;
     ensure!(shown["key_type"] == "ECDSA P-256", "{shown:#}");
@@ -122,10 +209,23 @@ fn openssl_pkcs12_export() -> Result<()> {
     }
     let sandbox = Sandbox::new()?;
     let (ca, leaf, key) = openssl_ca_and_leaf(sandbox.dir())?;
-    openssl(sandbox.dir(), [
-        "pkcs12", "-export", "-in", &text(&leaf), "-inkey", &text(&key), "-certfile", &text(&ca), "-out", "client.p12",
-        "-passout", "pass:openssl secret",
-    ])?;
+    openssl(
+        sandbox.dir(),
+        [
+            "pkcs12",
+            "-export",
+            "-in",
+            &text(&leaf),
+            "-inkey",
+            &text(&key),
+            "-certfile",
+            &text(&ca),
+            "-out",
+            "client.p12",
+            "-passout",
+            "pass:openssl secret",
+        ],
+    )?;
     let p12 = sandbox.path("client.p12");
     set_mode(&p12, 0o600)?;
 
@@ -143,14 +243,27 @@ fn openssl_pkcs12_export() -> Result<()> {
 
     // The legacy encryption (RC2/3DES, what older tools write), when this openssl still has it.
     let legacy = sandbox.path("legacy.p12");
-    let legacy_made = openssl(sandbox.dir(), [
-        "pkcs12", "-export", "-legacy", "-in", &text(&leaf), "-inkey", &text(&key), "-certfile", &text(&ca), "-out",
-        "legacy.p12", "-passout", "pass:legacy",
-    ]);
+    let legacy_made = openssl(
+        sandbox.dir(),
+        [
+            "pkcs12",
+            "-export",
+            "-legacy",
+            "-in",
+            &text(&leaf),
+            "-inkey",
+            &text(&key),
+            "-certfile",
+            &text(&ca),
+            "-out",
+            "legacy.p12",
+            "-passout",
+            "pass:legacy",
+        ],
+    );
     match legacy_made {
         Ok(()) => {
-            let mut command =
-                sandbox.command(sandbox.create_args("legacy_p12", &legacy, None, &["--password-env", PASSWORD_VAR]));
+            let mut command = sandbox.command(sandbox.create_args("legacy_p12", &legacy, None, &["--password-env", PASSWORD_VAR]));
             command.env(PASSWORD_VAR, "legacy");
             expect_success(command)?;
             assert_rsa_2048(&sandbox, "legacy_p12", &leaf, 2)?;
@@ -167,13 +280,11 @@ fn openssl_crl2pkcs7_chain_in_pem_and_der() -> Result<()> {
     }
     let sandbox = Sandbox::new()?;
     let (ca, leaf, key) = openssl_ca_and_leaf(sandbox.dir())?;
-    openssl(sandbox.dir(), [
-        "crl2pkcs7", "-nocrl", "-certfile", &text(&ca), "-certfile", &text(&leaf), "-out", "chain.p7b",
-    ])?;
-    openssl(sandbox.dir(), [
-        "crl2pkcs7", "-nocrl", "-certfile", &text(&ca), "-certfile", &text(&leaf), "-outform", "DER", "-out",
-        "chain-der.p7b",
-    ])?;
+    openssl(sandbox.dir(), ["crl2pkcs7", "-nocrl", "-certfile", &text(&ca), "-certfile", &text(&leaf), "-out", "chain.p7b"])?;
+    openssl(
+        sandbox.dir(),
+        ["crl2pkcs7", "-nocrl", "-certfile", &text(&ca), "-certfile", &text(&leaf), "-outform", "DER", "-out", "chain-der.p7b"],
+    )?;
     let pem_p7b = sandbox.path("chain.p7b");
     ensure!(std::fs::read_to_string(&pem_p7b)?.contains("BEGIN PKCS7"));
     sandbox.ok(sandbox.create_args("p7b_pem", &pem_p7b, Some(&key), &[]))?;
@@ -197,10 +308,26 @@ fn openssl_rsa_1024_is_refused() -> Result<()> {
     }
     let sandbox = Sandbox::new()?;
     sandbox.with_existing_cert(&TestCa::new("Existing CA")?)?;
-    openssl(sandbox.dir(), [
-        "req", "-x509", "-newkey", "rsa:1024", "-nodes", "-keyout", "small.key", "-out", "small.pem", "-subj",
-        "/CN=small rsa", "-days", "30", "-addext", "extendedKeyUsage=clientAuth",
-    ])?;
+    openssl(
+        sandbox.dir(),
+        [
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:1024",
+            "-nodes",
+            "-keyout",
+            "small.key",
+            "-out",
+            "small.pem",
+            "-subj",
+            "/CN=small rsa",
+            "-days",
+            "30",
+            "-addext",
+            "extendedKeyUsage=clientAuth",
+        ],
+    )?;
     set_mode(&sandbox.path("small.key"), 0o600)?;
     let stderr = sandbox.refused(
         sandbox.create_args("small_rsa", &sandbox.path("small.pem"), Some(&sandbox.path("small.key")), &[]),
@@ -232,7 +359,10 @@ fn an_x509_v1_client_certificate_works_against_openssl_s_server() -> Result<()> 
     let dir = sandbox.dir();
     let (ca, _, _) = openssl_ca_and_leaf(dir)?;
     openssl(dir, ["req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "v1.key", "-out", "v1.csr", "-subj", "/CN=v1 client"])?;
-    openssl(dir, ["x509", "-req", "-in", "v1.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "v1.pem", "-days", "30"])?;
+    openssl(
+        dir,
+        ["x509", "-req", "-in", "v1.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "v1.pem", "-days", "30"],
+    )?;
     let printed = output({
         let mut command = std::process::Command::new("openssl");
         command.args(["x509", "-in", "v1.pem", "-noout", "-text"]).current_dir(dir);
@@ -240,18 +370,64 @@ fn an_x509_v1_client_certificate_works_against_openssl_s_server() -> Result<()> 
     })?;
     ensure!(String::from_utf8_lossy(&printed.stdout).contains("Version: 1 (0x0)"), "openssl did not make a v1 certificate");
     set_mode(&sandbox.path("v1.key"), 0o600)?;
-    sandbox.ok(["cert", "create", "--name", "v1_client", "--cert", &text_of(dir, "v1.pem"), "--key", &text_of(dir, "v1.key"), "--env", "development"])?;
+    sandbox.ok([
+        "cert",
+        "create",
+        "--name",
+        "v1_client",
+        "--cert",
+        &text_of(dir, "v1.pem"),
+        "--key",
+        &text_of(dir, "v1.key"),
+        "--env",
+        "development",
+    ])?;
 
     // A server certificate for localhost from the same CA, and s_server requiring a client
     // certificate that verifies against it.
     std::fs::write(dir.join("server.ext"), "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n")?;
-    openssl(dir, ["req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"])?;
-    openssl(dir, ["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem",
-        "-days", "30", "-extfile", "server.ext"])?;
+    openssl(
+        dir,
+        ["req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"],
+    )?;
+    openssl(
+        dir,
+        [
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "30",
+            "-extfile",
+            "server.ext",
+        ],
+    )?;
     let port = free_port()?;
     let server = std::process::Command::new("openssl")
-        .args(["s_server", "-quiet", "-accept", &port.to_string(), "-cert", "server.pem", "-key", "server.key",
-            "-CAfile", "ca.pem", "-Verify", "1", "-verify_return_error", "-www"])
+        .args([
+            "s_server",
+            "-quiet",
+            "-accept",
+            &port.to_string(),
+            "-cert",
+            "server.pem",
+            "-key",
+            "server.key",
+            "-CAfile",
+            "ca.pem",
+            "-Verify",
+            "1",
+            "-verify_return_error",
+            "-www",
+        ])
         .current_dir(dir)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
@@ -274,7 +450,18 @@ fn a_ca_certificate_is_refused_as_a_client_certificate() -> Result<()> {
     set_mode(&sandbox.path("ca.key"), 0o600)?;
     sandbox.ok(["cert", "create", "--name", "leaf", "--cert", &text(&leaf), "--key", &text(&leaf_key), "--env", "development"])?;
     sandbox.refused(
-        ["cert", "create", "--name", "ca_as_client", "--cert", &text(&ca), "--key", &text_of(sandbox.dir(), "ca.key"), "--env", "development"],
+        [
+            "cert",
+            "create",
+            "--name",
+            "ca_as_client",
+            "--cert",
+            &text(&ca),
+            "--key",
+            &text_of(sandbox.dir(), "ca.key"),
+            "--env",
+            "development",
+        ],
         "is a CA certificate (basic constraints CA:TRUE), not a client certificate",
     )?;
     Ok(())
@@ -305,11 +492,13 @@ fn an_old_style_encrypted_pem_key_is_refused_for_its_encryption_with_the_convers
     ensure!(stderr.contains(&format!("openssl pkcs8 -topk8 -in {} -out NEW.key", text(&old))), "{stderr}");
 
     // The conversion it names works, and its output imports as the RSA 2048 key it is.
-    openssl(sandbox.dir(), [
-        "pkcs8", "-topk8", "-in", "old.key", "-out", "NEW.key", "-passin", "pass:old secret", "-passout", "pass:new secret",
-    ])?;
+    openssl(
+        sandbox.dir(),
+        ["pkcs8", "-topk8", "-in", "old.key", "-out", "NEW.key", "-passin", "pass:old secret", "-passout", "pass:new secret"],
+    )?;
     set_mode(&sandbox.path("NEW.key"), 0o600)?;
-    let mut command = sandbox.command(sandbox.create_args("converted", &leaf, Some(&sandbox.path("NEW.key")), &["--password-env", PASSWORD_VAR]));
+    let mut command =
+        sandbox.command(sandbox.create_args("converted", &leaf, Some(&sandbox.path("NEW.key")), &["--password-env", PASSWORD_VAR]));
     command.env(PASSWORD_VAR, "new secret");
     expect_success(command)?;
     assert_rsa_2048(&sandbox, "converted", &leaf, 1)

@@ -44,7 +44,16 @@ fn init_and_issue_client_and_server_certificates() -> Result<()> {
 
     // Server certificate with a SAN.
     let out = sandbox.ok([
-        "pki", "issue", "--ca", &text(&ca_dir), "--cn", "api.local", "--out", &text(&out_dir), "--server", "--san",
+        "pki",
+        "issue",
+        "--ca",
+        &text(&ca_dir),
+        "--cn",
+        "api.local",
+        "--out",
+        &text(&out_dir),
+        "--server",
+        "--san",
         "localhost",
     ])?;
     ensure!(out.contains("issued server certificate"), "{out}");
@@ -59,11 +68,7 @@ fn init_and_issue_client_and_server_certificates() -> Result<()> {
         let eku = cert.extended_key_usage()?.context("no EKU")?.value;
         ensure!(eku.server_auth && !eku.client_auth);
         let sans = cert.subject_alternative_name()?.context("no SAN")?.value;
-        ensure!(
-            sans.general_names.iter().any(|n| matches!(n, GeneralName::DNSName("localhost"))),
-            "SANs: {:?}",
-            sans.general_names
-        );
+        ensure!(sans.general_names.iter().any(|n| matches!(n, GeneralName::DNSName("localhost"))), "SANs: {:?}", sans.general_names);
     }
 
     // The client certificate is accepted by cert create, with its CA in the chain.
@@ -87,7 +92,8 @@ fn init_and_issue_client_and_server_certificates() -> Result<()> {
 fn issue_from_a_missing_ca_names_the_directory() -> Result<()> {
     let sandbox = Sandbox::new()?;
     let missing = sandbox.path("no-ca");
-    let stderr = sandbox.fails(["pki", "issue", "--ca", &text(&missing), "--cn", "x", "--out", &text(&sandbox.path("o"))], "loading the CA")?;
+    let stderr =
+        sandbox.fails(["pki", "issue", "--ca", &text(&missing), "--cn", "x", "--out", &text(&sandbox.path("o"))], "loading the CA")?;
     ensure!(stderr.contains("no-ca"), "{stderr}");
     Ok(())
 }
@@ -108,8 +114,16 @@ fn a_ca_with_other_file_names_is_named_with_ca_cert_and_ca_key() -> Result<()> {
     ensure!(stderr.contains("--ca-cert FILE --ca-key FILE"), "{stderr}");
 
     let issued = sandbox.ok([
-        "pki", "issue", "--ca-cert", &text(&acpaas.join("ca-cert.pem")), "--ca-key", &text(&acpaas.join("ca-key.pem")),
-        "--cn", "svc", "--out", &out,
+        "pki",
+        "issue",
+        "--ca-cert",
+        &text(&acpaas.join("ca-cert.pem")),
+        "--ca-key",
+        &text(&acpaas.join("ca-key.pem")),
+        "--cn",
+        "svc",
+        "--out",
+        &out,
     ])?;
     ensure!(issued.contains("issued client certificate 'svc'"), "{issued}");
     let shown = {

@@ -53,10 +53,22 @@ fn pki_verify_agrees_with_openssl_verify() -> Result<()> {
     let sslclient = s(&["-purpose", "sslclient"]);
     let cases = vec![
         Case { name: "good", cert: "good.pem", ours: client.clone(), theirs: sslclient.clone(), says: None },
-        Case { name: "another CA", cert: "other-ca.pem", ours: client.clone(), theirs: sslclient.clone(), says: Some("not issued by the given CA") },
+        Case {
+            name: "another CA",
+            cert: "other-ca.pem",
+            ours: client.clone(),
+            theirs: sslclient.clone(),
+            says: Some("not issued by the given CA"),
+        },
         Case { name: "expired", cert: "expired.pem", ours: client.clone(), theirs: sslclient.clone(), says: Some("expired on") },
         Case { name: "not yet valid", cert: "future.pem", ours: client.clone(), theirs: sslclient.clone(), says: Some("not valid until") },
-        Case { name: "intermediate missing", cert: "via-intermediate.pem", ours: client.clone(), theirs: sslclient.clone(), says: Some("intermediate is missing") },
+        Case {
+            name: "intermediate missing",
+            cert: "via-intermediate.pem",
+            ours: client.clone(),
+            theirs: sslclient.clone(),
+            says: Some("intermediate is missing"),
+        },
         Case {
             name: "intermediate given",
             cert: "via-intermediate.pem",
@@ -78,8 +90,20 @@ fn pki_verify_agrees_with_openssl_verify() -> Result<()> {
             theirs: s(&["-purpose", "sslclient", "-crl_check", "-CRLfile", "root.crl"]),
             says: None,
         },
-        Case { name: "wrong EKU", cert: "server-only.pem", ours: client.clone(), theirs: sslclient.clone(), says: Some("not for TLS client authentication") },
-        Case { name: "right EKU", cert: "server-only.pem", ours: s(&["--purpose", "server"]), theirs: s(&["-purpose", "sslserver"]), says: None },
+        Case {
+            name: "wrong EKU",
+            cert: "server-only.pem",
+            ours: client.clone(),
+            theirs: sslclient.clone(),
+            says: Some("not for TLS client authentication"),
+        },
+        Case {
+            name: "right EKU",
+            cert: "server-only.pem",
+            ours: s(&["--purpose", "server"]),
+            theirs: s(&["-purpose", "sslserver"]),
+            says: None,
+        },
     ];
 
     for case in &cases {
@@ -112,11 +136,17 @@ fn pki_verify_agrees_with_openssl_verify() -> Result<()> {
     let out = sandbox.run(["pki", "verify", "--ca", "root.pem", "good.pem", "expired.pem", "missing.pem"])?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     ensure!(!out.status.success(), "{stdout}");
-    ensure!(stdout.lines().count() == 3 && stdout.contains("good.pem: OK") && stdout.contains("missing.pem: FAILED: cannot read"), "{stdout}");
+    ensure!(
+        stdout.lines().count() == 3 && stdout.contains("good.pem: OK") && stdout.contains("missing.pem: FAILED: cannot read"),
+        "{stdout}"
+    );
 
     // The chain in the certificate's own file completes it, as `cert create` reads chains;
     // DER works as well as PEM; a directory of CA files is read as the CA.
-    std::fs::write(sandbox.path("chain.pem"), format!("{}{}", std::fs::read_to_string(sandbox.path("via-intermediate.pem"))?, intermediate.cert.pem()))?;
+    std::fs::write(
+        sandbox.path("chain.pem"),
+        format!("{}{}", std::fs::read_to_string(sandbox.path("via-intermediate.pem"))?, intermediate.cert.pem()),
+    )?;
     let der = ::pem::parse(std::fs::read(sandbox.path("good.pem"))?)?.into_contents();
     sandbox.write("good.der", der)?;
     std::fs::create_dir(sandbox.path("cas"))?;
@@ -189,6 +219,9 @@ fn issued_keys_have_the_requested_type_and_work_for_mtls_import() -> Result<()> 
         ensure!(shown["key_type"] == expected, "{key_type}: {shown:#}");
         sandbox.ok(["pki", "verify", "--ca", &ca, "--purpose", "client", &text(&cert)])?;
     }
-    sandbox.fails(["pki", "issue", "--ca", &ca, "--cn", "x", "--out", &text(&sandbox.path("issued")), "--key-type", "dsa"], "not a key type")?;
+    sandbox.fails(
+        ["pki", "issue", "--ca", &ca, "--cn", "x", "--out", &text(&sandbox.path("issued")), "--key-type", "dsa"],
+        "not a key type",
+    )?;
     Ok(())
 }

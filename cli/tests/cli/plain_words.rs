@@ -47,10 +47,7 @@ fn cli_errors_say_what_happened_and_what_to_do_in_plain_words() -> Result<()> {
     // A port nothing listens on: bound, then let go.
     let dead_port = free_port()?;
     let broken_pem = sandbox.write("broken.pem", "-----BEGIN CERTIFICATE-----\nMIIB=x\n-----END CERTIFICATE-----\n")?;
-    let bad_ca_config = sandbox.write(
-        "bad-ca.toml",
-        "[[upstreams]]\nhosts = [\"api.example:443\"]\nca_bundle = \"missing-ca.pem\"\n",
-    )?;
+    let bad_ca_config = sandbox.write("bad-ca.toml", "[[upstreams]]\nhosts = [\"api.example:443\"]\nca_bundle = \"missing-ca.pem\"\n")?;
 
     let cases: Vec<(&str, Vec<String>, Vec<&str>)> = vec![
         ("serve without a config", vec!["serve".into()], vec!["'edgemtls.toml'", "does not exist", "--config"]),
@@ -62,13 +59,26 @@ fn cli_errors_say_what_happened_and_what_to_do_in_plain_words() -> Result<()> {
         ),
         (
             "dev-upstream on a taken port",
-            ["dev-upstream", "--client-ca", &format!("{pki}/ca.pem"), "--cert", &format!("{pki}/localhost.pem"), "--key",
-                &format!("{pki}/localhost.key"), "--listen", &taken_addr].map(String::from).to_vec(),
+            [
+                "dev-upstream",
+                "--client-ca",
+                &format!("{pki}/ca.pem"),
+                "--cert",
+                &format!("{pki}/localhost.pem"),
+                "--key",
+                &format!("{pki}/localhost.key"),
+                "--listen",
+                &taken_addr,
+            ]
+            .map(String::from)
+            .to_vec(),
             vec![&taken_addr, "another program already listens"],
         ),
         (
             "a missing certificate file",
-            ["cert", "create", "--name", "x", "--cert", "missing.pem", "--key", &client_key, "--env", "development"].map(String::from).to_vec(),
+            ["cert", "create", "--name", "x", "--cert", "missing.pem", "--key", &client_key, "--env", "development"]
+                .map(String::from)
+                .to_vec(),
             vec!["'missing.pem'", "does not exist"],
         ),
         (
@@ -78,12 +88,16 @@ fn cli_errors_say_what_happened_and_what_to_do_in_plain_words() -> Result<()> {
         ),
         (
             "bad base64 in a PEM",
-            ["cert", "create", "--name", "x", "--cert", &text(&broken_pem), "--key", &client_key, "--env", "development"].map(String::from).to_vec(),
+            ["cert", "create", "--name", "x", "--cert", &text(&broken_pem), "--key", &client_key, "--env", "development"]
+                .map(String::from)
+                .to_vec(),
             vec!["broken.pem", "not valid base64"],
         ),
         (
             "a refused upstream through cert test",
-            ["cert", "test", "client", &format!("https://127.0.0.1:{dead_port}/"), "--ca", &format!("{pki}/ca.pem")].map(String::from).to_vec(),
+            ["cert", "test", "client", &format!("https://127.0.0.1:{dead_port}/"), "--ca", &format!("{pki}/ca.pem")]
+                .map(String::from)
+                .to_vec(),
             vec!["refused the connection"],
         ),
         (
@@ -110,8 +124,18 @@ fn cli_errors_say_what_happened_and_what_to_do_in_plain_words() -> Result<()> {
 fn problem_details_of_failing_requests_are_plain_words() -> Result<()> {
     let sandbox = Sandbox::new()?;
     let (pki, _upstream, upstream_port) = dev_pki_and_upstream(&sandbox, &["client"])?;
-    sandbox.ok(["cert", "create", "--name", "client", "--cert", &format!("{pki}/client.pem"), "--key", &format!("{pki}/client.key"),
-        "--env", "development"])?;
+    sandbox.ok([
+        "cert",
+        "create",
+        "--name",
+        "client",
+        "--cert",
+        &format!("{pki}/client.pem"),
+        "--key",
+        &format!("{pki}/client.key"),
+        "--env",
+        "development",
+    ])?;
     let dead_port = free_port()?;
     let config = sandbox.write(
         "edgemtls.toml",

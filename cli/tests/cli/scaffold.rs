@@ -12,8 +12,16 @@ fn a_served_scaffold_of_every_language_protects_the_certificate_it_presents() ->
         let sandbox = Sandbox::new()?;
         let (pki, _upstream, upstream_port) = dev_pki_and_upstream(&sandbox, &["billing-dev"])?;
         sandbox.ok([
-            "cert", "create", "--name", "billing_dev", "--cert", &format!("{pki}/billing-dev.pem"), "--key",
-            &format!("{pki}/billing-dev.key"), "--env", "development",
+            "cert",
+            "create",
+            "--name",
+            "billing_dev",
+            "--cert",
+            &format!("{pki}/billing-dev.pem"),
+            "--key",
+            &format!("{pki}/billing-dev.key"),
+            "--env",
+            "development",
         ])?;
         let name = format!("hello-{lang}");
         sandbox.ok(["new", &name, "--lang", lang])?;

@@ -118,8 +118,18 @@ fn serve_reloads_on_sighup_and_protects_referenced_certificates() -> Result<()> 
 fn readme_rotation_runbook_under_load_drops_nothing() -> Result<()> {
     let sandbox = Sandbox::new()?;
     let (pki, _upstream, upstream_port) = dev_pki_and_upstream(&sandbox, &["billing-2025", "billing-2026"])?;
-    sandbox.ok(["cert", "create", "--name", "billing_2025", "--cert", &format!("{pki}/billing-2025.pem"),
-        "--key", &format!("{pki}/billing-2025.key"), "--env", "production"])?;
+    sandbox.ok([
+        "cert",
+        "create",
+        "--name",
+        "billing_2025",
+        "--cert",
+        &format!("{pki}/billing-2025.pem"),
+        "--key",
+        &format!("{pki}/billing-2025.key"),
+        "--env",
+        "production",
+    ])?;
 
     let config = sandbox.path("edgemtls.toml");
     let config_arg = text(&config);
@@ -136,11 +146,29 @@ fn readme_rotation_runbook_under_load_drops_nothing() -> Result<()> {
     let load = Load::start(port, "/api/charge", 4);
 
     // 1. Create the new certificate under a new name, scoped to production.
-    sandbox.ok(["cert", "create", "--name", "billing_2026", "--cert", &format!("{pki}/billing-2026.pem"),
-        "--key", &format!("{pki}/billing-2026.key"), "--env", "production"])?;
+    sandbox.ok([
+        "cert",
+        "create",
+        "--name",
+        "billing_2026",
+        "--cert",
+        &format!("{pki}/billing-2026.pem"),
+        "--key",
+        &format!("{pki}/billing-2026.key"),
+        "--env",
+        "production",
+    ])?;
     // 2. Test it against the upstream before switching.
-    let test = sandbox.ok(["cert", "test", "billing_2026", &format!("https://localhost:{upstream_port}/health"),
-        "--env", "production", "--config", &config_arg])?;
+    let test = sandbox.ok([
+        "cert",
+        "test",
+        "billing_2026",
+        &format!("https://localhost:{upstream_port}/health"),
+        "--env",
+        "production",
+        "--config",
+        &config_arg,
+    ])?;
     ensure!(test.contains("200"), "{test}");
     // Too early: the running deployment still uses the old certificate.
     let refused = sandbox.fails(["cert", "disable", "billing_2025"], "would cut off deployment")?;

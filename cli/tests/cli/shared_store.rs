@@ -73,7 +73,10 @@ fn bad_urls_logins_databases_and_keys_are_plain_errors_that_write_nothing() -> R
 
     // Nothing listens there: the CLI says it cannot reach the store, without the password.
     let dead = "postgres://edge:hunter2@127.0.0.1:1/edgemtls";
-    let stderr = expect_failure(edgemtls(&sandbox, dead, Some(&key), &args(&creating)), "cannot reach the store at postgres://edge:***@127.0.0.1:1/edgemtls")?;
+    let stderr = expect_failure(
+        edgemtls(&sandbox, dead, Some(&key), &args(&creating)),
+        "cannot reach the store at postgres://edge:***@127.0.0.1:1/edgemtls",
+    )?;
     ensure!(!stderr.contains("hunter2"), "the password is never printed: {stderr}");
 
     // A wrong password.
@@ -192,7 +195,8 @@ fn commands_on_a_shared_store_print_no_postgresql_notices() -> Result<()> {
     let key = new_key()?;
     let creating = create(&sandbox, &ca, "billing")?;
     // The first command makes the schema; the ones after find it there (IF NOT EXISTS).
-    let commands: [Vec<&str>; 4] = [args(&creating), vec!["cert", "list"], vec!["cert", "show", "billing"], vec!["cert", "disable", "billing"]];
+    let commands: [Vec<&str>; 4] =
+        [args(&creating), vec!["cert", "list"], vec!["cert", "show", "billing"], vec!["cert", "disable", "billing"]];
     for command in commands {
         let mut run = edgemtls(&sandbox, &url, Some(&key), &command);
         run.env_remove("RUST_LOG");

@@ -188,7 +188,9 @@ fn a_stored_chain_over_the_limit_is_reported_and_exits_2() -> Result<()> {
     ensure!(out.lines().any(|l| l.starts_with("bloated") && l.contains("damaged")), "{out}");
     ensure!(out.lines().any(|l| l.starts_with("healthy") && l.contains("enabled")), "{out}");
     ensure!(
-        out.contains("bloated: certificate 'bloated' cannot be used: its record holds a chain of 1551 certificates, more than the 10 accepted"),
+        out.contains(
+            "bloated: certificate 'bloated' cannot be used: its record holds a chain of 1551 certificates, more than the 10 accepted"
+        ),
         "the reason is printed: {out}"
     );
     let (code, report) = status_json(&sandbox)?;
@@ -269,7 +271,10 @@ fn status_and_show_report_a_revocation_from_the_issuers_crl() -> Result<()> {
     let (code, value) = status_json(&sandbox)?;
     ensure!(code == Some(0), "{value:#}");
     let billing = revocation_of(&value, "billing").unwrap_or_default();
-    ensure!(billing["status"] == "unknown" && billing["detail"].as_str().is_some_and(|d| d.contains("no CRL could be fetched")), "{value:#}");
+    ensure!(
+        billing["status"] == "unknown" && billing["detail"].as_str().is_some_and(|d| d.contains("no CRL could be fetched")),
+        "{value:#}"
+    );
     Ok(())
 }
 

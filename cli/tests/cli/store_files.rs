@@ -65,12 +65,15 @@ fn a_store_on_a_read_only_mount_is_read_and_writes_say_it_is_read_only() -> Resu
     // Writes say the store is read-only, which one, and where to run them.
     let store = text(&sandbox.store);
     let (cert, key) = ca.client("gamma")?.write_pem_split(&sandbox, "gamma")?;
-    for args in [vec!["cert", "disable", "alpha"], sandbox.create_args("gamma", &cert, Some(&key), &[]).iter().map(String::as_str).collect()] {
+    for args in
+        [vec!["cert", "disable", "alpha"], sandbox.create_args("gamma", &cert, Some(&key), &[]).iter().map(String::as_str).collect()]
+    {
         let refused = on_read_only_mount(&sandbox, &args)?;
         let err = stderr(&refused);
         ensure!(!refused.status.success(), "{args:?} succeeded on a read-only mount:\n{}", describe(&refused));
         ensure!(
-            err.contains(&format!("the store in '{store}' is read-only here")) && err.contains("run the command where the store is writable"),
+            err.contains(&format!("the store in '{store}' is read-only here"))
+                && err.contains("run the command where the store is writable"),
             "{args:?}: {err}"
         );
     }
@@ -104,7 +107,10 @@ fn a_read_only_store_whose_changes_wait_in_its_wal_says_how_to_fold_them() -> Re
     let err = stderr(&refused);
     ensure!(
         !refused.status.success()
-            && err.contains(&format!("the store in '{}' is read-only here and its latest changes are still in store.db-wal", text(&sandbox.store)))
+            && err.contains(&format!(
+                "the store in '{}' is read-only here and its latest changes are still in store.db-wal",
+                text(&sandbox.store)
+            ))
             && err.contains("run any edgemtls command on the store once where it is writable"),
         "{}",
         describe(&refused)
@@ -124,7 +130,18 @@ fn serve_answers_from_a_store_on_a_read_only_mount() -> Result<()> {
         return Ok(());
     }
     let (pki, _upstream, upstream_port) = dev_pki_and_upstream(&sandbox, &["reader"])?;
-    sandbox.ok(["cert", "create", "--name", "reader", "--cert", &format!("{pki}/reader.pem"), "--key", &format!("{pki}/reader.key"), "--env", "development"])?;
+    sandbox.ok([
+        "cert",
+        "create",
+        "--name",
+        "reader",
+        "--cert",
+        &format!("{pki}/reader.pem"),
+        "--key",
+        &format!("{pki}/reader.key"),
+        "--env",
+        "development",
+    ])?;
     let config = sandbox.path("edgemtls.toml");
     std::fs::write(
         &config,
@@ -148,10 +165,11 @@ ca_bundle = "pki/ca.pem"
     let port = free_port()?;
     let listen = format!("127.0.0.1:{port}");
     let log = sandbox.path("serve.log");
-    let serve = in_mount_namespace(&sandbox, READ_ONLY_MOUNT, &["serve", "--config", &text(&config), "--env", "development", "--listen", &listen])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?)
-        .spawn()?;
+    let serve =
+        in_mount_namespace(&sandbox, READ_ONLY_MOUNT, &["serve", "--config", &text(&config), "--env", "development", "--listen", &listen])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()?;
     let serve = Running(serve);
     wait_for(port).with_context(|| std::fs::read_to_string(&log).unwrap_or_default())?;
     let (status, body) = http_get(port, "/hello")?;

@@ -27,11 +27,16 @@ impl Node {
         let admin = free_port()?;
         let config = sandbox.path(&format!("{name}.toml"));
         rotation_config(&config, certificate, upstream_port, admin)?;
-        let process = edgemtls(sandbox, url, Some(key), &["serve", "--config", &text(&config), "--env", "production", "--listen", &format!("127.0.0.1:{port}")])
-            .env("EDGEMTLS_NODE_NAME", name)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
+        let process = edgemtls(
+            sandbox,
+            url,
+            Some(key),
+            &["serve", "--config", &text(&config), "--env", "production", "--listen", &format!("127.0.0.1:{port}")],
+        )
+        .env("EDGEMTLS_NODE_NAME", name)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
         let process = Running(process);
         wait_for(port)?;
         wait_for(admin)?;
@@ -96,7 +101,20 @@ fn two_nodes_share_one_store() -> Result<()> {
     let cns = ["billing-1", "billing-2", "billing-3", "after-outage"];
     let (pki, _upstream, upstream_port) = dev_pki_and_upstream(&sandbox, &cns)?;
     let cli = |args: &[&str]| expect_success(edgemtls(&sandbox, &url, Some(&key), args));
-    let create = |name: &str, cn: &str| cli(&["cert", "create", "--name", name, "--cert", &format!("{pki}/{cn}.pem"), "--key", &format!("{pki}/{cn}.key"), "--env", "production"]);
+    let create = |name: &str, cn: &str| {
+        cli(&[
+            "cert",
+            "create",
+            "--name",
+            name,
+            "--cert",
+            &format!("{pki}/{cn}.pem"),
+            "--key",
+            &format!("{pki}/{cn}.key"),
+            "--env",
+            "production",
+        ])
+    };
     create("billing_1", "billing-1")?;
 
     let a = Node::start(&sandbox, &url, &key, "node-a", "billing_1", upstream_port)?;
@@ -141,7 +159,10 @@ fn two_nodes_share_one_store() -> Result<()> {
         percentile(&command, 0.5),
         command.last().copied().unwrap_or_default(),
     );
-    ensure!(propagation.last().copied().unwrap_or_default() <= Duration::from_secs(1), "every change reached both nodes within 1 s: {propagation:?}");
+    ensure!(
+        propagation.last().copied().unwrap_or_default() <= Duration::from_secs(1),
+        "every change reached both nodes within 1 s: {propagation:?}"
+    );
 
     // 2. Rotation under steady load on both nodes loses no request.
     let load_a = Load::start(a.port, "/api/charge", 2);
@@ -159,7 +180,13 @@ fn two_nodes_share_one_store() -> Result<()> {
     until_both(&both, Instant::now(), |node| Ok(node.served_cn()?.as_deref() == Some("billing-2")))?;
     let outcomes: Vec<_> = load_a.finish().into_iter().chain(load_b.finish()).collect();
     let failures: Vec<_> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
-    ensure!(failures.is_empty(), "{} of {} requests failed in the rotation: {:?}", failures.len(), outcomes.len(), &failures[..failures.len().min(5)]);
+    ensure!(
+        failures.is_empty(),
+        "{} of {} requests failed in the rotation: {:?}",
+        failures.len(),
+        outcomes.len(),
+        &failures[..failures.len().min(5)]
+    );
     ensure!(outcomes.len() >= 40, "too little load to mean anything ({} requests)", outcomes.len());
 
     // `cert delete` while node B alone still references a certificate: refused, naming node B.
@@ -168,7 +195,8 @@ fn two_nodes_share_one_store() -> Result<()> {
     until_both(&both, Instant::now(), |node| Ok(node.certificate_count()? > count))?;
     a.switch_to(&sandbox, "billing_3")?;
     cli(&["cert", "disable", "billing_2", "--force"])?;
-    let refused = expect_failure(edgemtls(&sandbox, &url, Some(&key), &["cert", "delete", "billing_2", "--yes"]), "is in use by deployment")?;
+    let refused =
+        expect_failure(edgemtls(&sandbox, &url, Some(&key), &["cert", "delete", "billing_2", "--yes"]), "is in use by deployment")?;
     ensure!(refused.contains("node-b") && !refused.contains("node-a"), "names node B alone: {refused}");
     cli(&["cert", "enable", "billing_2"])?;
     until_both(&both, Instant::now(), |node| Ok(node.served_cn()?.is_some()))?;
@@ -196,7 +224,13 @@ fn two_nodes_share_one_store() -> Result<()> {
     eprintln!("after the outage, the change reached the nodes {seen:?} after PostgreSQL was back");
     let outcomes: Vec<_> = load_a.finish().into_iter().chain(load_b.finish()).collect();
     let failures: Vec<_> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
-    ensure!(failures.is_empty(), "{} of {} requests failed during the outage: {:?}", failures.len(), outcomes.len(), &failures[..failures.len().min(5)]);
+    ensure!(
+        failures.is_empty(),
+        "{} of {} requests failed during the outage: {:?}",
+        failures.len(),
+        outcomes.len(),
+        &failures[..failures.len().min(5)]
+    );
     ensure!(outcomes.len() >= 40, "too little load to mean anything ({} requests)", outcomes.len());
     for node in both {
         ensure!(node.health()?["status"] == "ok", "{} healthy again", node.name);

@@ -208,7 +208,8 @@ fn refuses_a_chain_that_repeats_a_certificate() -> Result<()> {
     let leaf = ca.client("repeated")?;
     let key = sandbox.write("repeated.key", leaf.key_pkcs8_pem())?;
     let chain = sandbox.write("repeated.pem", format!("{}{}", leaf.chain_pem(), ca.cert.pem()))?;
-    let stderr = sandbox.refused(sandbox.create_args("repeated", &chain, Some(&key), &[]), "2 times (a chain lists each certificate once)")?;
+    let stderr =
+        sandbox.refused(sandbox.create_args("repeated", &chain, Some(&key), &[]), "2 times (a chain lists each certificate once)")?;
     ensure!(stderr.contains("Validation CA"), "the message names the repeated certificate: {stderr}");
     ensure!(stderr.contains("keep only the leaf and the intermediates up to the CA, each once"), "and what to do: {stderr}");
     Ok(())
@@ -231,7 +232,10 @@ fn refuses_a_pkcs12_file_without_password_env() -> Result<()> {
     let (sandbox, ca) = setup()?;
     let leaf = ca.client("p12")?;
     let p12 = sandbox.write("client.p12", pkcs12(&leaf, "right password")?)?;
-    sandbox.refused(sandbox.create_args("p12", &p12, None, &[]), "password protected; name the variable holding the password with --password-env")?;
+    sandbox.refused(
+        sandbox.create_args("p12", &p12, None, &[]),
+        "password protected; name the variable holding the password with --password-env",
+    )?;
     Ok(())
 }
 
@@ -261,7 +265,10 @@ fn refuses_an_encrypted_pem_key() -> Result<()> {
     }
     // A key that openssl encrypted: the right passphrase opens it, a wrong one is named.
     sandbox.write("plain.key", leaf.key_pkcs8_pem())?;
-    openssl(sandbox.dir(), ["pkcs8", "-topk8", "-v2", "aes-256-cbc", "-in", "plain.key", "-out", "enc.key", "-passout", "pass:open sesame"])?;
+    openssl(
+        sandbox.dir(),
+        ["pkcs8", "-topk8", "-v2", "aes-256-cbc", "-in", "plain.key", "-out", "enc.key", "-passout", "pass:open sesame"],
+    )?;
     let args = sandbox.create_args("encrypted", &cert, Some(&key), &["--password-env", PASSWORD_VAR]);
     let mut wrong = sandbox.command(&args);
     wrong.env(PASSWORD_VAR, "close sesame");

@@ -12,10 +12,59 @@ use super::common::*;
 /// An openssl CA and, signed by it without an extensions file, a version 1 client
 /// certificate (`v1-client`) and a version 1 server certificate for localhost (`v1-server`).
 fn openssl_quick_start(dir: &Path) -> Result<()> {
-    openssl(dir, ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=Quick Start CA", "-days", "30"])?;
+    openssl(
+        dir,
+        [
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-subj",
+            "/CN=Quick Start CA",
+            "-days",
+            "30",
+        ],
+    )?;
     for (stem, cn) in [("v1-client", "gateway-client"), ("v1-server", "localhost")] {
-        openssl(dir, ["req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", &format!("{stem}.key"), "-out", &format!("{stem}.csr"), "-subj", &format!("/CN={cn}")])?;
-        openssl(dir, ["x509", "-req", "-in", &format!("{stem}.csr"), "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", &format!("{stem}.pem"), "-days", "30"])?;
+        openssl(
+            dir,
+            [
+                "req",
+                "-new",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{stem}.key"),
+                "-out",
+                &format!("{stem}.csr"),
+                "-subj",
+                &format!("/CN={cn}"),
+            ],
+        )?;
+        openssl(
+            dir,
+            [
+                "x509",
+                "-req",
+                "-in",
+                &format!("{stem}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{stem}.pem"),
+                "-days",
+                "30",
+            ],
+        )?;
         set_mode(&dir.join(format!("{stem}.key")), 0o600)?;
         let printed = output({
             let mut command = std::process::Command::new("openssl");
@@ -56,7 +105,18 @@ fn pki_verify_cert_create_and_cert_test_name_a_version_1_certificate_and_the_fix
     ensure!(said.contains("extendedKeyUsage=clientAuth"), "{said}");
 
     // Stored (an OpenSSL upstream accepts it), with a warning that says which verifiers do not.
-    let created = sandbox.run(["cert", "create", "--name", "quick_start", "--cert", &text_of(dir, "v1-client.pem"), "--key", &text_of(dir, "v1-client.key"), "--env", "development"])?;
+    let created = sandbox.run([
+        "cert",
+        "create",
+        "--name",
+        "quick_start",
+        "--cert",
+        &text_of(dir, "v1-client.pem"),
+        "--key",
+        &text_of(dir, "v1-client.key"),
+        "--env",
+        "development",
+    ])?;
     ensure!(created.status.success(), "{}", describe(&created));
     let warned = String::from_utf8_lossy(&created.stderr).into_owned();
     ensure!(warned.contains("warning:") && warned.contains("v1-client.pem"), "{warned}");
@@ -65,7 +125,21 @@ fn pki_verify_cert_create_and_cert_test_name_a_version_1_certificate_and_the_fix
     // An upstream (openssl s_server) that serves the version 1 server certificate.
     let port = free_port()?;
     let server = std::process::Command::new("openssl")
-        .args(["s_server", "-quiet", "-accept", &port.to_string(), "-cert", "v1-server.pem", "-key", "v1-server.key", "-CAfile", "ca.pem", "-Verify", "1", "-www"])
+        .args([
+            "s_server",
+            "-quiet",
+            "-accept",
+            &port.to_string(),
+            "-cert",
+            "v1-server.pem",
+            "-key",
+            "v1-server.key",
+            "-CAfile",
+            "ca.pem",
+            "-Verify",
+            "1",
+            "-www",
+        ])
         .current_dir(dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -99,7 +173,9 @@ fn check_and_serve_refuse_a_version_1_server_certificate_and_say_how_to_make_a_v
         ),
     )?;
     let port = free_port()?;
-    for args in [vec!["check", "--config", &text(&config)], vec!["serve", "--config", &text(&config), "--listen", &format!("127.0.0.1:{port}")]] {
+    for args in
+        [vec!["check", "--config", &text(&config)], vec!["serve", "--config", &text(&config), "--listen", &format!("127.0.0.1:{port}")]]
+    {
         let run = sandbox.run(&args)?;
         ensure!(!run.status.success(), "{args:?} accepted a version 1 server certificate: {}", describe(&run));
         // check reports on stdout, serve on stderr.

@@ -14,8 +14,8 @@ mod egress;
 mod options;
 mod tls;
 pub use egress::{Egress, HostPattern};
-pub use tls::{CallerField, CallerHeader, CallerRule, ClientAuth, TlsListener};
 pub use options::{CertificateReference, certificate_references, option_problems};
+pub use tls::{CallerField, CallerHeader, CallerRule, ClientAuth, TlsListener};
 
 /// Why a config file was refused. Every message names the file.
 #[derive(Debug, thiserror::Error)]
@@ -351,8 +351,7 @@ impl Config {
 
     /// Parses config text; `path` names the file in errors and anchors relative paths.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let raw: ConfigToml =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        let raw: ConfigToml = toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
         let reader = Reader { path, base: path.parent().unwrap_or(Path::new(".")) };
         let addr = |key: &str, value: &str| {
             value
@@ -364,9 +363,8 @@ impl Config {
 
         let mut vars = HashMap::new();
         for (name, env) in raw.environments {
-            let environment: Environment = name
-                .parse()
-                .map_err(|e: crate::UnknownEnvironment| reader.invalid(format!("environments.{name}"), e.to_string()))?;
+            let environment: Environment =
+                name.parse().map_err(|e: crate::UnknownEnvironment| reader.invalid(format!("environments.{name}"), e.to_string()))?;
             vars.insert(environment, env.vars);
         }
         let tls = raw.tls.map(|tls| reader.tls(tls)).transpose()?;
@@ -444,11 +442,7 @@ impl Reader<'_> {
     /// A file the config names (relative to its directory), which must exist.
     fn existing_file(&self, key: &str, path: &str) -> Result<PathBuf, ConfigError> {
         let path = self.base.join(crate::pki::expand_tilde(Path::new(path)));
-        if path.is_file() {
-            Ok(path)
-        } else {
-            Err(self.invalid(key.to_string(), format!("'{}' does not exist", path.display())))
-        }
+        if path.is_file() { Ok(path) } else { Err(self.invalid(key.to_string(), format!("'{}' does not exist", path.display()))) }
     }
 
     /// One `[[routes]]` entry; `earlier` are the routes before it.
@@ -481,7 +475,9 @@ impl Reader<'_> {
                 entries
                     .iter()
                     .enumerate()
-                    .map(|(n, entry)| HostPattern::parse(entry).map_err(|reason| invalid(key(&format!("allowed_outbound_hosts[{n}]")), reason)))
+                    .map(|(n, entry)| {
+                        HostPattern::parse(entry).map_err(|reason| invalid(key(&format!("allowed_outbound_hosts[{n}]")), reason))
+                    })
                     .collect::<Result<Vec<_>, _>>()?,
             ),
         };
@@ -520,10 +516,9 @@ impl Reader<'_> {
                 toml::Value::String(s) => s,
                 toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => value.to_string(),
                 other => {
-                    return Err(self.invalid(
-                        format!("{key}.{name}"),
-                        format!("must be a string, number or boolean, not {}", other.type_str()),
-                    ));
+                    return Err(
+                        self.invalid(format!("{key}.{name}"), format!("must be a string, number or boolean, not {}", other.type_str()))
+                    );
                 }
             };
             options.insert(name, text);
@@ -536,7 +531,10 @@ impl Reader<'_> {
         let mut reuse = Reuse::default_for(component);
         if let Some(max) = route.max_requests_per_instance {
             if !(1..=1_000_000).contains(&max) {
-                return Err(self.invalid(key("max_requests_per_instance"), format!("{max} is out of range: use 1 (a fresh instance per request) to 1000000")));
+                return Err(self.invalid(
+                    key("max_requests_per_instance"),
+                    format!("{max} is out of range: use 1 (a fresh instance per request) to 1000000"),
+                ));
             }
             reuse.max_requests_per_instance = max;
         }
@@ -625,7 +623,10 @@ impl Reader<'_> {
         }
         let set = upstream.revocation_soft_fail.is_some() || upstream.revocation_timeout_ms.is_some() || upstream.crl_cache_ttl_s.is_some();
         if set && policy.mode == RevocationMode::Off {
-            return Err(self.invalid(key("revocation"), "revocation settings are given but revocation is off: set revocation = \"crl\", \"ocsp\" or \"both\"".into()));
+            return Err(self.invalid(
+                key("revocation"),
+                "revocation settings are given but revocation is off: set revocation = \"crl\", \"ocsp\" or \"both\"".into(),
+            ));
         }
         policy.soft_fail = upstream.revocation_soft_fail.unwrap_or(false);
         if let Some(ms) = upstream.revocation_timeout_ms {
@@ -649,10 +650,9 @@ impl Reader<'_> {
         let defaults = Limits::default();
         let within = |field: &str, value: Option<u64>, range: std::ops::RangeInclusive<u64>| -> Result<Option<u64>, ConfigError> {
             match value {
-                Some(v) if !range.contains(&v) => Err(invalid(
-                    format!("limits.{field}"),
-                    format!("{v} is out of range: use {} to {}", range.start(), range.end()),
-                )),
+                Some(v) if !range.contains(&v) => {
+                    Err(invalid(format!("limits.{field}"), format!("{v} is out of range: use {} to {}", range.start(), range.end())))
+                }
                 other => Ok(other),
             }
         };
@@ -665,9 +665,7 @@ impl Reader<'_> {
         };
         Ok(Limits {
             request_timeout: millis("request_timeout_ms", raw.request_timeout_ms, defaults.request_timeout)?,
-            memory_bytes: within("memory_mib", raw.memory_mib, 1..=4096)?
-                .map(|m| (m as usize) << 20)
-                .unwrap_or(defaults.memory_bytes),
+            memory_bytes: within("memory_mib", raw.memory_mib, 1..=4096)?.map(|m| (m as usize) << 20).unwrap_or(defaults.memory_bytes),
             max_outbound_requests: count("max_outbound_requests", raw.max_outbound_requests, 10_000, defaults.max_outbound_requests)?,
             max_instances: count("max_instances", raw.max_instances, 10_000, defaults.max_instances)?,
             header_timeout: millis("header_timeout_ms", raw.header_timeout_ms, defaults.header_timeout)?,

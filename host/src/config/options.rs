@@ -64,9 +64,7 @@ pub(super) fn unknown_option(route: &Route, name: &str) -> Option<String> {
 fn kind_problem(kind: OptionKind, value: &str) -> Option<String> {
     match kind {
         OptionKind::Text | OptionKind::CertificateName => None,
-        OptionKind::Boolean => {
-            (value != "true" && value != "false").then(|| format!("'{value}' is not true or false"))
-        }
+        OptionKind::Boolean => (value != "true" && value != "false").then(|| format!("'{value}' is not true or false")),
         OptionKind::Url => url_problem(value),
         OptionKind::BaseUrl => url_problem(value).or_else(|| base_url_problem(value)),
     }

@@ -51,7 +51,10 @@ fn unknown_keys_and_bad_values_are_named() {
         ("[environments.staging2.vars]\nA = \"b\"", "environments.staging2"),
         ("[[routes]]\npath = \"/a\"\nhandler = \"nosuch\"", "neither a built-in handler"),
         ("[[routes]]\npath = \"/a\"\nhandler = \"a.wasm\"\n[[routes]]\npath = \"/a/\"\nhandler = \"b.wasm\"", "one would never be reached"),
-        ("[[routes]]\npath = \"/u/:id\"\nhandler = \"a.wasm\"\n[[routes]]\npath = \"/u/:name\"\nhandler = \"b.wasm\"", "matches exactly what '/u/:id' matches"),
+        (
+            "[[routes]]\npath = \"/u/:id\"\nhandler = \"a.wasm\"\n[[routes]]\npath = \"/u/:name\"\nhandler = \"b.wasm\"",
+            "matches exactly what '/u/:id' matches",
+        ),
         ("[limits]\nrequest_timeout_ms = 0", "limits.request_timeout_ms: 0 is out of range"),
         ("[limits]\nmemory_mib = 18446744073709551615", "limits.memory_mib"),
         ("[limits]\nmax_outbound_requests = 0", "limits.max_outbound_requests"),
@@ -84,7 +87,10 @@ fn upstream_hosts_that_could_never_match_are_refused_with_the_fix() {
         ("revocation_soft_fail = true", "revocation settings are given but revocation is off"),
         ("revocation = \"ocsp\"\nrevocation_timeout_ms = 10", "revocation_timeout_ms: 10 is out of range"),
         ("revocation = \"crl\"\ncrl_cache_ttl_s = 0", "crl_cache_ttl_s: 0 is out of range"),
-        ("tls_versions = [\"1.1\"]", "upstreams[0].tls_versions: '1.1' is not a TLS version edgemtls speaks; write \"1.2\", \"1.3\" or both"),
+        (
+            "tls_versions = [\"1.1\"]",
+            "upstreams[0].tls_versions: '1.1' is not a TLS version edgemtls speaks; write \"1.2\", \"1.3\" or both",
+        ),
         ("tls_versions = [\"TLSv1.3\"]", "'TLSv1.3' is not a TLS version"),
         ("tls_versions = []", "upstreams[0].tls_versions: must name at least one version"),
     ];
@@ -125,7 +131,8 @@ fn tls_and_caller_rules_are_checked_with_the_fix_named() -> anyhow::Result<()> {
 
     let config = Config::parse(
         &path,
-        &(tls("client_auth = \"optional\"\nclient_ca = [\"callers.pem\"]") + &route("client_auth = \"required\"\nallowed_client_subjects = [\"CN=ops-*\"]")),
+        &(tls("client_auth = \"optional\"\nclient_ca = [\"callers.pem\"]")
+            + &route("client_auth = \"required\"\nallowed_client_subjects = [\"CN=ops-*\"]")),
     )?;
     let listener = config.tls.as_ref().unwrap();
     assert_eq!((listener.client_auth, listener.client_auth_exempt_loopback), (ClientAuth::Optional, false));
@@ -136,11 +143,19 @@ fn tls_and_caller_rules_are_checked_with_the_fix_named() -> anyhow::Result<()> {
         (tls("client_auth = \"required\""), route(""), "tls.client_ca: client_auth = \"required\" needs the CA bundle"),
         (tls("client_auth = \"sometimes\"\nclient_ca = [\"callers.pem\"]"), route(""), "tls.client_auth: 'sometimes' is not one of"),
         (tls("client_ca = [\"callers.pem\"]"), route(""), "client_ca or crl is set but client_auth is \"none\""),
-        (tls("client_auth = \"required\"\nclient_ca = [\"callers.pem\"]"), route("client_auth = \"optional\""), "looser than the listener's"),
+        (
+            tls("client_auth = \"required\"\nclient_ca = [\"callers.pem\"]"),
+            route("client_auth = \"optional\""),
+            "looser than the listener's",
+        ),
         (String::new(), route("client_auth = \"required\""), "routes[0].client_auth: callers can only present certificates when [tls]"),
         (String::new(), route("allowed_client_issuers = [\"CN=x\"]"), "routes[0].allowed_client_*"),
         (tls("client_auth = \"optional\"\nclient_ca = [\"missing.pem\"]"), route(""), "tls.client_ca: '"),
-        (tls("client_auth = \"optional\"\nclient_ca = [\"callers.pem\"]"), route("allowed_client_spki_sha256 = [\"abc\"]"), "is not a base64url SHA-256"),
+        (
+            tls("client_auth = \"optional\"\nclient_ca = [\"callers.pem\"]"),
+            route("allowed_client_spki_sha256 = [\"abc\"]"),
+            "is not a base64url SHA-256",
+        ),
     ];
     for (tls, route, expected) in refused {
         let error = Config::parse(&path, &(tls.clone() + &route)).unwrap_err().to_string();
@@ -160,7 +175,9 @@ fn caller_headers_merge_the_preset_the_listener_and_the_route_and_bad_entries_ar
     let route = "[[routes]]\npath = \"/a\"\nhandler = \"a.wasm\"\n";
     let config = Config::parse(
         &path,
-        &format!("{tls}[tls.caller_headers]\n\"X-Client-Cert\" = \"rfc9440\"\n{route}[routes.caller_headers]\nX_Authenticated_User = \"subject_cn\"\n"),
+        &format!(
+            "{tls}[tls.caller_headers]\n\"X-Client-Cert\" = \"rfc9440\"\n{route}[routes.caller_headers]\nX_Authenticated_User = \"subject_cn\"\n"
+        ),
     )?;
     let headers: Vec<(&str, CallerField)> = config.routes[0].callers.headers.iter().map(|h| (h.name.as_str(), h.field)).collect();
     // The listener's own table replaces the preset's x-client-cert; the route adds its header.
@@ -170,7 +187,10 @@ fn caller_headers_merge_the_preset_the_listener_and_the_route_and_bad_entries_ar
     assert!(headers.contains(&("x_authenticated_user", CallerField::SubjectCn)), "{headers:?}");
 
     let cases = [
-        (format!("{tls}{route}[routes.caller_headers]\n\"X-User\" = \"cn\""), "routes[0].caller_headers.\"X-User\": 'cn' is not a caller field; use one of subject_dn, subject_cn"),
+        (
+            format!("{tls}{route}[routes.caller_headers]\n\"X-User\" = \"cn\""),
+            "routes[0].caller_headers.\"X-User\": 'cn' is not a caller field; use one of subject_dn, subject_cn",
+        ),
         (format!("{tls}[tls.caller_headers]\n\"Client_Cert\" = \"rfc9440\"\n{route}"), "the host already sets this header"),
         (format!("{tls}[tls.caller_headers]\n\"Content-Length\" = \"serial\"\n{route}"), "belongs to the HTTP connection"),
         (format!("{tls}[tls.caller_headers]\n\"X User\" = \"serial\"\n{route}"), "is not a valid header name"),

@@ -154,8 +154,18 @@ const NGINX_PRESET: [(&str, CallerField); 8] = [
 ];
 
 /// Headers a table may not name: the host sets or needs them for themselves.
-const RESERVED_HEADERS: [&str; 10] =
-    ["host", "connection", "content-length", "transfer-encoding", "te", "trailer", "upgrade", "keep-alive", "proxy-connection", "forwarded"];
+const RESERVED_HEADERS: [&str; 10] = [
+    "host",
+    "connection",
+    "content-length",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "keep-alive",
+    "proxy-connection",
+    "forwarded",
+];
 
 /// `later` over `earlier`: one header per (folded) name, the later table's field winning.
 pub fn merge_caller_headers(earlier: &[CallerHeader], later: &[CallerHeader]) -> Vec<CallerHeader> {
@@ -202,7 +212,10 @@ impl super::Reader<'_> {
             None => Vec::new(),
             Some("nginx") => NGINX_PRESET.iter().map(|(name, field)| CallerHeader { name: (*name).into(), field: *field }).collect(),
             Some(other) => {
-                return Err(self.invalid(format!("{table}.caller_headers_preset"), format!("'{other}' is not a preset; the one there is is \"nginx\"")));
+                return Err(self.invalid(
+                    format!("{table}.caller_headers_preset"),
+                    format!("'{other}' is not a preset; the one there is is \"nginx\""),
+                ));
             }
         };
         let mut own: Vec<CallerHeader> = Vec::new();
@@ -223,7 +236,9 @@ impl super::Reader<'_> {
                 return Err(self.invalid(key, "this header belongs to the HTTP connection; name another one".into()));
             }
             if let Some(earlier) = own.iter().find(|h| crate::inbound::headers::same_name(&h.name, &lower)) {
-                return Err(self.invalid(key, format!("names the same header as '{}' (case and _ for - do not make another header)", earlier.name)));
+                return Err(
+                    self.invalid(key, format!("names the same header as '{}' (case and _ for - do not make another header)", earlier.name))
+                );
             }
             own.push(CallerHeader { name: lower, field });
         }
@@ -276,10 +291,12 @@ impl super::Reader<'_> {
             .transpose()?;
         let mut spki_sha256 = Vec::new();
         for (n, pin) in raw.allowed_client_spki_sha256.iter().enumerate() {
-            spki_sha256.push(
-                super::decode_spki_pin(pin)
-                    .ok_or_else(|| self.invalid(key(&format!("allowed_client_spki_sha256[{n}]")), format!("'{pin}' is not a base64url SHA-256 (43 characters)")))?,
-            );
+            spki_sha256.push(super::decode_spki_pin(pin).ok_or_else(|| {
+                self.invalid(
+                    key(&format!("allowed_client_spki_sha256[{n}]")),
+                    format!("'{pin}' is not a base64url SHA-256 (43 characters)"),
+                )
+            })?);
         }
         let own_headers = self.caller_headers(key("").trim_end_matches('.'), raw.caller_headers_preset.as_deref(), &raw.caller_headers)?;
         let rule = CallerRule {

@@ -55,13 +55,20 @@ impl CallerProblem {
     /// What happened and what to do, in plain words.
     pub fn detail(&self) -> String {
         match self {
-            Self::Required => "this route requires a client certificate and none was presented; connect with one issued by the configured client CA".into(),
+            Self::Required => {
+                "this route requires a client certificate and none was presented; connect with one issued by the configured client CA"
+                    .into()
+            }
             Self::Expired => "the client certificate has expired; renew it".into(),
             Self::NotYetValid => "the client certificate is not valid yet (check its notBefore and the clocks)".into(),
             Self::UnknownIssuer => "the client certificate was not issued by a CA this server trusts for callers".into(),
             Self::Revoked => "the client certificate has been revoked by its issuer".into(),
-            Self::WrongPurpose => "the client certificate is not valid for client authentication (it lacks the clientAuth extended key usage)".into(),
-            Self::Version1 => format!("the client certificate cannot be used: {}", crate::pki::version1::explanation(crate::pki::version1::Role::Client)),
+            Self::WrongPurpose => {
+                "the client certificate is not valid for client authentication (it lacks the clientAuth extended key usage)".into()
+            }
+            Self::Version1 => {
+                format!("the client certificate cannot be used: {}", crate::pki::version1::explanation(crate::pki::version1::Role::Client))
+            }
             Self::Invalid(why) => format!("the client certificate cannot be used: {why}"),
             Self::NotAllowed(why) => format!("the client certificate is valid but not allowed on this route: {why}"),
         }
@@ -244,9 +251,8 @@ fn escape_dn_value(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     let last = value.len().saturating_sub(1);
     for (i, c) in value.char_indices() {
-        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=')
-            || (i == 0 && (c == '#' || c == ' '))
-            || (i == last && c == ' ');
+        let special =
+            matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=') || (i == 0 && (c == '#' || c == ' ')) || (i == last && c == ' ');
         if special {
             out.push('\\');
             out.push(c);

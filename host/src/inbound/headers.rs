@@ -87,8 +87,16 @@ mod tests {
     #[test]
     fn every_spelling_of_an_identity_header_is_one() {
         for name in [
-            "client-cert", "Client-Cert", "client_cert", "CLIENT_CERT", "client_cert-chain", "client-cert_chain",
-            "edgemtls-client-subject", "edgemtls_client_subject", "EDGEMTLS_CLIENT-SUBJECT", "edgemtls_client_anything",
+            "client-cert",
+            "Client-Cert",
+            "client_cert",
+            "CLIENT_CERT",
+            "client_cert-chain",
+            "client-cert_chain",
+            "edgemtls-client-subject",
+            "edgemtls_client_subject",
+            "EDGEMTLS_CLIENT-SUBJECT",
+            "edgemtls_client_anything",
         ] {
             assert!(is_identity_header(name), "{name}");
         }
@@ -101,7 +109,10 @@ mod tests {
     fn caller_copies_go_in_every_spelling_and_others_stay() {
         let mut headers = hyper::HeaderMap::new();
         for name in ["client_cert", "client-cert", "edgemtls_client_subject", "Edgemtls-Client-Verified", "x-tenant"] {
-            headers.append(hyper::header::HeaderName::from_bytes(name.as_bytes()).expect("a valid name"), "forged".parse().expect("a valid value"));
+            headers.append(
+                hyper::header::HeaderName::from_bytes(name.as_bytes()).expect("a valid name"),
+                "forged".parse().expect("a valid value"),
+            );
         }
         remove_caller_copies(&mut headers);
         let left: Vec<&str> = headers.keys().map(|name| name.as_str()).collect();

@@ -15,9 +15,9 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
 use rustls_pki_types::{CertificateDer, SubjectPublicKeyInfoDer, UnixTime};
 use tokio::net::TcpStream;
@@ -161,7 +161,9 @@ impl InboundTls {
                 self.current.store(Arc::new(loaded));
                 tracing::info!("the TLS listener's certificate, key, CA or CRL files changed; reloaded them");
             }
-            Err(error) => crate::warn_limited!(%error, "the TLS listener's files changed but cannot be used; still serving with the previous ones"),
+            Err(error) => {
+                crate::warn_limited!(%error, "the TLS listener's files changed but cannot be used; still serving with the previous ones")
+            }
         }
     }
 
@@ -217,7 +219,11 @@ fn stamps(settings: &TlsListener) -> Vec<Option<SystemTime>> {
 }
 
 fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, TlsSetupError> {
-    crate::files::read_regular_file(path, MAX_TLS_FILE_BYTES).map_err(|e| TlsSetupError { key, path: path.to_path_buf(), reason: e.to_string() })
+    crate::files::read_regular_file(path, MAX_TLS_FILE_BYTES).map_err(|e| TlsSetupError {
+        key,
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
 }
 
 impl Loaded {
@@ -227,9 +233,14 @@ impl Loaded {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let fail = |key: &'static str, path: &Path, reason: String| TlsSetupError { key, path: path.to_path_buf(), reason };
 
-        let chain = crate::pki::pem::certificates(&read("cert", &settings.cert)?).map_err(|e| fail("cert", &settings.cert, e.to_string()))?;
+        let chain =
+            crate::pki::pem::certificates(&read("cert", &settings.cert)?).map_err(|e| fail("cert", &settings.cert, e.to_string()))?;
         if chain.is_empty() {
-            return Err(fail("cert", &settings.cert, "no CERTIFICATE section; give the server's certificate chain as PEM, leaf first".into()));
+            return Err(fail(
+                "cert",
+                &settings.cert,
+                "no CERTIFICATE section; give the server's certificate chain as PEM, leaf first".into(),
+            ));
         }
         let key = crate::pki::pem::private_key(&read("key", &settings.key)?).map_err(|e| fail("key", &settings.key, e.to_string()))?;
 
@@ -238,10 +249,9 @@ impl Loaded {
             ClientAuth::Optional | ClientAuth::Required => Some(caller_verifier(settings, &provider)?),
         };
         let handshake: Arc<dyn ClientCertVerifier> = match &callers {
-            Some(verifier) => Arc::new(DeferredClientVerifier {
-                inner: verifier.clone(),
-                algorithms: provider.signature_verification_algorithms,
-            }),
+            Some(verifier) => {
+                Arc::new(DeferredClientVerifier { inner: verifier.clone(), algorithms: provider.signature_verification_algorithms })
+            }
             None => WebPkiClientVerifier::no_client_auth(),
         };
         let mut config = ServerConfig::builder_with_provider(provider)
@@ -272,14 +282,19 @@ impl Loaded {
 fn caller_verifier(settings: &TlsListener, provider: &Arc<CryptoProvider>) -> Result<Arc<dyn ClientCertVerifier>, TlsSetupError> {
     let mut roots = RootCertStore::empty();
     for path in &settings.client_ca {
-        crate::pki::trust_files::add_ca_bundle(path, &mut roots)
-            .map_err(|reason| TlsSetupError { key: "client_ca", path: path.clone(), reason })?;
+        crate::pki::trust_files::add_ca_bundle(path, &mut roots).map_err(|reason| TlsSetupError {
+            key: "client_ca",
+            path: path.clone(),
+            reason,
+        })?;
     }
     let mut crls = Vec::new();
     for path in &settings.crl {
-        crls.extend(
-            crate::pki::trust_files::read_crls(path, provider).map_err(|reason| TlsSetupError { key: "crl", path: path.clone(), reason })?,
-        );
+        crls.extend(crate::pki::trust_files::read_crls(path, provider).map_err(|reason| TlsSetupError {
+            key: "crl",
+            path: path.clone(),
+            reason,
+        })?);
     }
     let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
     if !crls.is_empty() {

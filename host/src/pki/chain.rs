@@ -21,13 +21,17 @@ pub const MAX_CHAIN_BYTES: usize = 60 * 1024;
 #[non_exhaustive]
 pub enum ChainProblem {
     /// More than [`MAX_CHAIN_LENGTH`] certificates.
-    #[error("a chain of {length} certificates, more than the {MAX_CHAIN_LENGTH} accepted (the leaf and its intermediates; TLS peers give up on longer paths)")]
+    #[error(
+        "a chain of {length} certificates, more than the {MAX_CHAIN_LENGTH} accepted (the leaf and its intermediates; TLS peers give up on longer paths)"
+    )]
     TooLong {
         /// How many certificates it holds.
         length: usize,
     },
     /// More than [`MAX_CHAIN_BYTES`] bytes.
-    #[error("a chain of {bytes} bytes, more than the {MAX_CHAIN_BYTES} accepted (TLS sends it in one handshake message, which peers cap at 64 KiB)")]
+    #[error(
+        "a chain of {bytes} bytes, more than the {MAX_CHAIN_BYTES} accepted (TLS sends it in one handshake message, which peers cap at 64 KiB)"
+    )]
     TooLarge {
         /// The size of its certificates together, DER.
         bytes: usize,
@@ -57,9 +61,8 @@ pub fn chain_problem(chain: &[CertificateDer<'_>]) -> Option<ChainProblem> {
     }
     // In chain order, so the report does not depend on hashing.
     let repeated = chain.iter().find(|cert| counts.get(cert.as_ref()).is_some_and(|count| *count > 1))?;
-    let subject = X509Certificate::from_der(repeated)
-        .map(|(_, parsed)| parsed.subject().to_string())
-        .unwrap_or_else(|_| "(unparseable)".into());
+    let subject =
+        X509Certificate::from_der(repeated).map(|(_, parsed)| parsed.subject().to_string()).unwrap_or_else(|_| "(unparseable)".into());
     Some(ChainProblem::Duplicate { subject, count: counts[repeated.as_ref()] })
 }
 

@@ -67,7 +67,9 @@ pub enum PkiError {
         path: PathBuf,
     },
     /// The CA key is encrypted (`pki init --encrypt`) and no passphrase was given.
-    #[error("the CA key '{path}' is encrypted; name the environment variable that holds its passphrase with --password-env, or run on a terminal to be asked")]
+    #[error(
+        "the CA key '{path}' is encrypted; name the environment variable that holds its passphrase with --password-env, or run on a terminal to be asked"
+    )]
     CaKeyEncrypted {
         /// The key file.
         path: PathBuf,
@@ -143,7 +145,9 @@ pub enum PkiError {
         not_before: String,
     },
     /// The leaf certificate restricts its use and client authentication is not among the uses.
-    #[error("the certificate in '{path}' has an Extended Key Usage without clientAuth ({usages}); it cannot be used as a client certificate")]
+    #[error(
+        "the certificate in '{path}' has an Extended Key Usage without clientAuth ({usages}); it cannot be used as a client certificate"
+    )]
     NoClientAuth {
         /// The certificate file.
         path: PathBuf,
@@ -151,7 +155,9 @@ pub enum PkiError {
         usages: String,
     },
     /// The leaf is a CA certificate (basic constraints CA:TRUE) with no clientAuth EKU.
-    #[error("the certificate in '{path}' is a CA certificate (basic constraints CA:TRUE), not a client certificate; import a certificate the CA issued (edgemtls pki issue --ca DIR --cn NAME makes one), or give this one extendedKeyUsage=clientAuth")]
+    #[error(
+        "the certificate in '{path}' is a CA certificate (basic constraints CA:TRUE), not a client certificate; import a certificate the CA issued (edgemtls pki issue --ca DIR --cn NAME makes one), or give this one extendedKeyUsage=clientAuth"
+    )]
     CaCertificate {
         /// The certificate file.
         path: PathBuf,

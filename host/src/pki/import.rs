@@ -6,9 +6,7 @@ use std::sync::Arc;
 
 use der::{Decode, Encode};
 use rustls::sign::SigningKey;
-use rustls_pki_types::{
-    CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer,
-};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::PkiError;
@@ -178,13 +176,8 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, PkiError> {
 fn permissive_mode_warning(path: &Path) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(path).ok()?.permissions().mode();
-    (mode & 0o077 != 0).then(|| {
-        format!(
-            "key file '{}' is readable by group or others (mode {:o}); consider chmod 600",
-            path.display(),
-            mode & 0o777
-        )
-    })
+    (mode & 0o077 != 0)
+        .then(|| format!("key file '{}' is readable by group or others (mode {:o}); consider chmod 600", path.display(), mode & 0o777))
 }
 
 #[cfg(not(unix))]
@@ -192,10 +185,7 @@ fn permissive_mode_warning(_path: &Path) -> Option<String> {
     None
 }
 
-fn single_key(
-    path: &Path,
-    keys: &mut Vec<PrivateKeyDer<'static>>,
-) -> Result<PrivateKeyDer<'static>, PkiError> {
+fn single_key(path: &Path, keys: &mut Vec<PrivateKeyDer<'static>>) -> Result<PrivateKeyDer<'static>, PkiError> {
     match keys.len() {
         0 => Err(PkiError::NoKey { path: path.to_path_buf() }),
         1 => Ok(keys.remove(0)),
@@ -208,11 +198,7 @@ fn unparseable(path: &Path, reason: impl Into<String>) -> PkiError {
 }
 
 fn parse_container(path: &Path, bytes: &[u8], password: Option<&str>) -> Result<Parsed, PkiError> {
-    if super::pem::looks_like_pem(bytes) {
-        parse_pem(path, bytes, password)
-    } else {
-        parse_der(path, bytes, password)
-    }
+    if super::pem::looks_like_pem(bytes) { parse_pem(path, bytes, password) } else { parse_der(path, bytes, password) }
 }
 
 fn parse_pem(path: &Path, bytes: &[u8], password: Option<&str>) -> Result<Parsed, PkiError> {
@@ -256,17 +242,11 @@ fn parse_pem(path: &Path, bytes: &[u8], password: Option<&str>) -> Result<Parsed
 }
 
 fn check_certificate(path: &Path, der: &[u8]) -> Result<(), PkiError> {
-    X509Certificate::from_der(der)
-        .map(|_| ())
-        .map_err(|e| unparseable(path, format!("invalid X.509 certificate: {e}")))
+    X509Certificate::from_der(der).map(|_| ()).map_err(|e| unparseable(path, format!("invalid X.509 certificate: {e}")))
 }
 
 fn parse_der(path: &Path, bytes: &[u8], password: Option<&str>) -> Result<Parsed, PkiError> {
-    let extension = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase)
-        .unwrap_or_default();
+    let extension = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
 
     if let Ok((rest, _)) = X509Certificate::from_der(bytes)
         && rest.is_empty()
@@ -288,10 +268,7 @@ fn parse_der(path: &Path, bytes: &[u8], password: Option<&str>) -> Result<Parsed
     if let Ok(key) = PrivateKeyDer::try_from(bytes) {
         return Ok(Parsed { certs: Vec::new(), keys: vec![key.clone_key()] });
     }
-    Err(unparseable(
-        path,
-        "not a PEM file, a DER certificate or key, a PKCS#7 (.p7b) chain or a PKCS#12 (.p12/.pfx) file",
-    ))
+    Err(unparseable(path, "not a PEM file, a DER certificate or key, a PKCS#7 (.p7b) chain or a PKCS#12 (.p12/.pfx) file"))
 }
 
 /// Extracts the certificates of a PKCS#7 / CMS `SignedData` (the usual `.p7b` chain).
@@ -321,11 +298,7 @@ fn parse_pkcs7(der: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
 
 fn pkcs12_contents(archive: &p12_keystore::Pkcs12Archive) -> Parsed {
     let certs = archive.certs.iter().map(|bag| CertificateDer::from(bag.cert.as_der().to_vec())).collect();
-    let keys = archive
-        .keys
-        .iter()
-        .map(|bag| PrivatePkcs8KeyDer::from(bag.key.as_der().to_vec()).into())
-        .collect();
+    let keys = archive.keys.iter().map(|bag| PrivatePkcs8KeyDer::from(bag.key.as_der().to_vec()).into()).collect();
     Parsed { certs, keys }
 }
 
@@ -348,17 +321,16 @@ fn order_chain(
     key: &PrivateKeyDer<'static>,
 ) -> Result<Vec<CertificateDer<'static>>, PkiError> {
     let signing_key = signing_key(cert_path, key_path, &certs, key)?;
-    let key_spki = signing_key.public_key().ok_or_else(|| PkiError::UnsupportedKey {
-        path: key_path.to_path_buf(),
-        reason: "cannot derive the public key".into(),
-    })?;
+    let key_spki = signing_key
+        .public_key()
+        .ok_or_else(|| PkiError::UnsupportedKey { path: key_path.to_path_buf(), reason: "cannot derive the public key".into() })?;
 
     // (certificate, SPKI, subject, issuer), raw DER.
     type Candidate = (CertificateDer<'static>, Vec<u8>, Vec<u8>, Vec<u8>);
     let mut remaining: Vec<Candidate> = Vec::new();
     for cert in certs {
-        let (_, parsed) = X509Certificate::from_der(&cert)
-            .map_err(|e| unparseable(cert_path, format!("invalid X.509 certificate: {e}")))?;
+        let (_, parsed) =
+            X509Certificate::from_der(&cert).map_err(|e| unparseable(cert_path, format!("invalid X.509 certificate: {e}")))?;
         let spki = parsed.public_key().raw.to_vec();
         let subject = parsed.subject().as_raw().to_vec();
         let issuer = parsed.issuer().as_raw().to_vec();
@@ -367,10 +339,7 @@ fn order_chain(
     let leaf_index = remaining
         .iter()
         .position(|(_, spki, _, _)| spki.as_slice() == key_spki.as_ref())
-        .ok_or_else(|| PkiError::KeyMismatch {
-            cert_path: cert_path.to_path_buf(),
-            key_path: key_path.to_path_buf(),
-        })?;
+        .ok_or_else(|| PkiError::KeyMismatch { cert_path: cert_path.to_path_buf(), key_path: key_path.to_path_buf() })?;
 
     let leaf = remaining.remove(leaf_index);
     let mut issuer = leaf.3.clone();

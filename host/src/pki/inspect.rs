@@ -150,8 +150,7 @@ pub fn rfc3339_unix(seconds: u64) -> String {
 
 /// Reads the metadata of a leaf certificate. `path` only names the file in errors.
 pub fn inspect_leaf(path: &Path, der: &CertificateDer<'_>) -> Result<CertificateMetadata, PkiError> {
-    let unparseable =
-        |reason: String| PkiError::Unparseable { path: path.to_path_buf(), reason };
+    let unparseable = |reason: String| PkiError::Unparseable { path: path.to_path_buf(), reason };
     let (_, cert) = X509Certificate::from_der(der).map_err(|e| unparseable(format!("invalid X.509 certificate: {e}")))?;
 
     let time = |t: x509_parser::time::ASN1Time| {
@@ -161,12 +160,7 @@ pub fn inspect_leaf(path: &Path, der: &CertificateDer<'_>) -> Result<Certificate
     let not_after = time(cert.validity().not_after)?;
 
     let (key_type, key_bits) = key_type(path, &cert)?;
-    let subject_cn = cert
-        .subject()
-        .iter_common_name()
-        .next()
-        .and_then(|cn| cn.as_str().ok())
-        .map(str::to_string);
+    let subject_cn = cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()).map(str::to_string);
 
     let sans = subject_alt_names(&cert);
 
@@ -241,9 +235,7 @@ fn key_type(path: &Path, cert: &X509Certificate<'_>) -> Result<(KeyType, u32), P
     } else if *algorithm == oid_registry::OID_SIG_ED25519 {
         Ok((KeyType::Ed25519, 256))
     } else {
-        Err(unsupported(format!(
-            "key algorithm {algorithm} is not supported; use RSA (2048+), ECDSA P-256/P-384 or Ed25519"
-        )))
+        Err(unsupported(format!("key algorithm {algorithm} is not supported; use RSA (2048+), ECDSA P-256/P-384 or Ed25519")))
     }
 }
 
@@ -252,10 +244,7 @@ fn key_type(path: &Path, cert: &X509Certificate<'_>) -> Result<(KeyType, u32), P
 /// an accepted key type and size.
 pub fn validate_client_identity(identity: &Identity, now: OffsetDateTime) -> Result<CertificateMetadata, PkiError> {
     let path = identity.cert_path.as_path();
-    let leaf = identity
-        .chain
-        .first()
-        .ok_or_else(|| PkiError::NoCertificate { path: path.to_path_buf() })?;
+    let leaf = identity.chain.first().ok_or_else(|| PkiError::NoCertificate { path: path.to_path_buf() })?;
     let metadata = inspect_leaf(path, leaf)?;
 
     if metadata.not_after < now {
@@ -265,10 +254,8 @@ pub fn validate_client_identity(identity: &Identity, now: OffsetDateTime) -> Res
         return Err(PkiError::NotYetValid { path: path.to_path_buf(), not_before: rfc3339(metadata.not_before) });
     }
 
-    let (_, cert) = X509Certificate::from_der(leaf).map_err(|e| PkiError::Unparseable {
-        path: path.to_path_buf(),
-        reason: format!("invalid X.509 certificate: {e}"),
-    })?;
+    let (_, cert) = X509Certificate::from_der(leaf)
+        .map_err(|e| PkiError::Unparseable { path: path.to_path_buf(), reason: format!("invalid X.509 certificate: {e}") })?;
     // A CA certificate is not a client certificate, unless it says it is one with an
     // explicit clientAuth EKU (`openssl req -x509` marks self-signed client certificates
     // CA:TRUE by default).

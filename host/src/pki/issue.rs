@@ -5,8 +5,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod,
+    KeyPair, KeyUsagePurpose, RevokedCertParams, SanType, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -126,7 +126,9 @@ impl DevCa {
     pub fn load_files(cert_path: &Path, key_path: &Path, passphrase: Option<&str>) -> Result<Self, PkiError> {
         let read = |path: &Path| {
             crate::files::read_regular_file(path, 1 << 20)
-                .and_then(|bytes| String::from_utf8(bytes).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text")))
+                .and_then(|bytes| {
+                    String::from_utf8(bytes).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+                })
                 .map_err(|source| PkiError::Read { path: path.to_path_buf(), source })
         };
         let cert_pem = read(cert_path)?;
@@ -138,7 +140,10 @@ impl DevCa {
                 .ok()
                 .and_then(|sections| sections.into_iter().find(|s| s.tag() == ENCRYPTED_TAG))
                 .map(|section| section.contents().to_vec())
-                .ok_or_else(|| PkiError::Unparseable { path: key_path.clone(), reason: "its ENCRYPTED PRIVATE KEY section cannot be read".into() })?;
+                .ok_or_else(|| PkiError::Unparseable {
+                    path: key_path.clone(),
+                    reason: "its ENCRYPTED PRIVATE KEY section cannot be read".into(),
+                })?;
             let plain = decrypt_key(&der, passphrase).map_err(|failure| match failure {
                 DecryptFailure::WrongPassphrase => PkiError::WrongPassphrase { path: key_path.clone() },
                 DecryptFailure::Unsupported => PkiError::Unparseable {
@@ -152,10 +157,8 @@ impl DevCa {
             KeyPair::from_pem(&key_pem).map_err(|e| PkiError::Unparseable { path: key_path.clone(), reason: e.to_string() })?
         };
         // Fail now, with the file named, rather than on the first issue.
-        Issuer::from_ca_cert_pem(&cert_pem, &key).map_err(|e| PkiError::Unparseable {
-            path: cert_path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        Issuer::from_ca_cert_pem(&cert_pem, &key)
+            .map_err(|e| PkiError::Unparseable { path: cert_path.to_path_buf(), reason: e.to_string() })?;
         // A key that is not the certificate's would issue certificates nothing can verify.
         let first = super::pem::certificates(cert_pem.as_bytes()).ok().and_then(|certs| certs.into_iter().next());
         let cert_spki = first.and_then(|der| {
@@ -228,11 +231,8 @@ impl DevCa {
         params.distinguished_name.push(DnType::CommonName, options.common_name.as_str());
         params.distinguished_name.push(DnType::OrganizationName, "edgemtls development");
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![if options.server {
-            ExtendedKeyUsagePurpose::ServerAuth
-        } else {
-            ExtendedKeyUsagePurpose::ClientAuth
-        }];
+        params.extended_key_usages =
+            vec![if options.server { ExtendedKeyUsagePurpose::ServerAuth } else { ExtendedKeyUsagePurpose::ClientAuth }];
         params.use_authority_key_identifier_extension = true;
         params.not_before = not_before;
         params.not_after = not_after;
@@ -330,7 +330,6 @@ pub fn file_stem(common_name: &str) -> String {
     let trimmed = mapped.trim_matches(|c| c == '.' || c == '-');
     if trimmed.is_empty() { "certificate".to_string() } else { trimmed.to_string() }
 }
-
 
 /// Writes a secret to `path` with mode 0600 (created that way, and tightened if it existed).
 pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), PkiError> {

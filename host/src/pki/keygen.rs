@@ -27,13 +27,8 @@ pub enum NewKeyType {
 
 impl NewKeyType {
     /// Every type, with the name the CLI takes.
-    pub const ALL: [(&'static str, Self); 5] = [
-        ("p256", Self::P256),
-        ("p384", Self::P384),
-        ("ed25519", Self::Ed25519),
-        ("rsa2048", Self::Rsa2048),
-        ("rsa3072", Self::Rsa3072),
-    ];
+    pub const ALL: [(&'static str, Self); 5] =
+        [("p256", Self::P256), ("p384", Self::P384), ("ed25519", Self::Ed25519), ("rsa2048", Self::Rsa2048), ("rsa3072", Self::Rsa3072)];
 
     /// Generates a key pair of this type.
     pub fn generate(self) -> Result<KeyPair, PkiError> {
@@ -61,8 +56,7 @@ impl std::str::FromStr for NewKeyType {
 
 fn rsa_key(bits: usize) -> Result<KeyPair, PkiError> {
     use rsa::pkcs8::EncodePrivateKey;
-    let key = rsa::PrivateKey::new(&mut getrandom::SysRng, bits)
-        .map_err(|e| PkiError::Generate(format!("generating an RSA key: {e}")))?;
+    let key = rsa::PrivateKey::new(&mut getrandom::SysRng, bits).map_err(|e| PkiError::Generate(format!("generating an RSA key: {e}")))?;
     let der = key.to_pkcs8_der().map_err(|e| PkiError::Generate(format!("encoding the RSA key: {e}")))?;
     let der = rustls_pki_types::PrivatePkcs8KeyDer::from(der.as_bytes().to_vec());
     KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_RSA_SHA256).map_err(|e| PkiError::Generate(e.to_string()))
@@ -79,8 +73,8 @@ pub fn encrypt_key(key: &KeyPair, passphrase: &str) -> Result<String, PkiError> 
     let rng = ring::rand::SystemRandom::new();
     let (mut salt, mut iv) = ([0u8; 16], [0u8; 16]);
     rng.fill(&mut salt).and_then(|()| rng.fill(&mut iv)).map_err(|_| failed("no randomness"))?;
-    let params = pkcs8::pkcs5::pbes2::Parameters::generate_pbkdf2_sha256_aes256cbc(PBKDF2_ROUNDS, &salt, iv)
-        .map_err(|e| failed(&e.to_string()))?;
+    let params =
+        pkcs8::pkcs5::pbes2::Parameters::generate_pbkdf2_sha256_aes256cbc(PBKDF2_ROUNDS, &salt, iv).map_err(|e| failed(&e.to_string()))?;
     let der = key.serialize_der();
     let info = pkcs8::PrivateKeyInfoRef::try_from(der.as_slice()).map_err(|e| failed(&e.to_string()))?;
     let encrypted = info.encrypt_with_params(params, passphrase).map_err(|e| failed(&e.to_string()))?;

@@ -5,9 +5,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use rustls::RootCertStore;
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
-use rustls::RootCertStore;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
 
 /// The largest CA bundle or CRL file read; those of real PKIs stay well under it.
@@ -58,10 +58,7 @@ fn check_crl(crl: &CertificateRevocationListDer<'static>, provider: &Arc<CryptoP
     // Any root will do: only the CRL's own parsing is checked here.
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().take(1).cloned());
-    let error = match WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .with_crls([crl.clone()])
-        .build()
-    {
+    let error = match WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).with_crls([crl.clone()]).build() {
         Ok(_) => return Ok(()),
         Err(error) => error,
     };

@@ -68,8 +68,7 @@ impl std::fmt::Debug for ParsedCrl {
 impl ParsedCrl {
     /// Parses `der`, from `source`.
     pub fn parse(source: &str, der: &CertificateRevocationListDer<'_>) -> Result<Self, String> {
-        let owned = webpki::OwnedCertRevocationList::from_der(der)
-            .map_err(|_| format!("the CRL from {source} cannot be parsed"))?;
+        let owned = webpki::OwnedCertRevocationList::from_der(der).map_err(|_| format!("the CRL from {source} cannot be parsed"))?;
         Ok(Self { source: source.to_string(), list: std::sync::Arc::new(owned.into()) })
     }
 
@@ -172,18 +171,13 @@ pub fn verify(
             .build()
     });
     let algorithms = signature_algorithms();
-    let check = |usage: KeyUsage| {
-        end_entity
-            .verify_for_usage(algorithms, &anchors, &intermediates, now, usage, revocation, None)
-            .map(|_| ())
-    };
+    let check =
+        |usage: KeyUsage| end_entity.verify_for_usage(algorithms, &anchors, &intermediates, now, usage, revocation, None).map(|_| ());
     let outcome = match purpose {
         Purpose::Client => check(KeyUsage::client_auth()),
         Purpose::Server => check(KeyUsage::server_auth()),
         Purpose::Any => match check(KeyUsage::client_auth()) {
-            Err(webpki::Error::RequiredEkuNotFoundContext(_)) => {
-                check(KeyUsage::server_auth())
-            }
+            Err(webpki::Error::RequiredEkuNotFoundContext(_)) => check(KeyUsage::server_auth()),
             other => other,
         },
     };
@@ -255,8 +249,8 @@ fn read_cas(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     };
     let mut cas = Vec::new();
     for file in &files {
-        let bytes = crate::files::read_regular_file(file, super::import::MAX_FILE_SIZE)
-            .map_err(|e| format!("'{}': {e}", file.display()))?;
+        let bytes =
+            crate::files::read_regular_file(file, super::import::MAX_FILE_SIZE).map_err(|e| format!("'{}': {e}", file.display()))?;
         // In a directory, files that are not certificates (a CA key, a README) are skipped.
         let readable = |der: &CertificateDer<'_>| X509Certificate::from_der(der).is_ok();
         match super::pem::certificates_pem_or_der(bytes) {

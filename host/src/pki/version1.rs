@@ -38,7 +38,11 @@ pub fn is_version_1(der: &CertificateDer<'_>) -> bool {
 pub fn explanation(role: Role) -> String {
     let (usage, names, issue) = match role {
         Role::Client => ("clientAuth", "", "edgemtls pki issue --ca <dir> --cn <name> --out <dir>"),
-        Role::Server => ("serverAuth", "\\nsubjectAltName=DNS:<host name>", "edgemtls pki issue --server --san <host name> --ca <dir> --cn <name> --out <dir>"),
+        Role::Server => (
+            "serverAuth",
+            "\\nsubjectAltName=DNS:<host name>",
+            "edgemtls pki issue --server --san <host name> --ca <dir> --cn <name> --out <dir>",
+        ),
     };
     format!(
         "it is an X.509 version 1 certificate (what `openssl x509 -req` makes without -extfile), which has no extensions \

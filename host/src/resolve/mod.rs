@@ -58,14 +58,18 @@ pub enum ResolveError {
         not_before: OffsetDateTime,
     },
     /// The stored key does not unseal.
-    #[error("certificate '{name}' cannot be used: its stored key does not unseal (another master key, or a damaged record); import it again under a new name")]
+    #[error(
+        "certificate '{name}' cannot be used: its stored key does not unseal (another master key, or a damaged record); import it again under a new name"
+    )]
     Damaged {
         /// The name.
         name: String,
     },
     /// The stored chain breaks a limit TLS peers impose (it was imported before the limit
     /// existed): presenting it would fail every request.
-    #[error("certificate '{name}' cannot be used: its record holds {problem}; import it again under a new name with only the leaf and the intermediates up to the CA, each once")]
+    #[error(
+        "certificate '{name}' cannot be used: its record holds {problem}; import it again under a new name with only the leaf and the intermediates up to the CA, each once"
+    )]
     BadChain {
         /// The name.
         name: String,
@@ -181,9 +185,8 @@ impl Snapshot {
     pub fn expiry_warning(&self, name: &str, now: OffsetDateTime) -> Option<String> {
         let entry = self.entry(name)?;
         let status = crate::pki::ExpiryStatus::at(entry.not_after, now);
-        matches!(status, crate::pki::ExpiryStatus::Warning | crate::pki::ExpiryStatus::Critical).then(|| {
-            format!("certificate '{name}' expires in {} days ({status})", (entry.not_after - now).whole_days())
-        })
+        matches!(status, crate::pki::ExpiryStatus::Warning | crate::pki::ExpiryStatus::Critical)
+            .then(|| format!("certificate '{name}' expires in {} days ({status})", (entry.not_after - now).whole_days()))
     }
 }
 
@@ -278,8 +281,7 @@ impl Resolver {
     /// stored key does not unseal, or the stored chain breaks a limit.
     pub fn damaged_certificates(&self) -> Vec<String> {
         let snapshot = self.current();
-        let mut names: Vec<String> =
-            snapshot.entries.iter().filter(|(_, e)| e.unusable.is_some()).map(|(n, _)| n.clone()).collect();
+        let mut names: Vec<String> = snapshot.entries.iter().filter(|(_, e)| e.unusable.is_some()).map(|(n, _)| n.clone()).collect();
         names.sort();
         names
     }
@@ -365,9 +367,15 @@ impl Resolver {
         let feed: Option<ChangeFeed> = lock(&self.store).change_feed();
         let spawned = match feed {
             None => crate::background::every("edgemtls-store-watch", interval, self, Self::look),
-            Some(feed) => crate::background::every_or_when("edgemtls-store-watch", shared_interval, self, move |timeout| {
-                feed.wait(timeout);
-            }, Self::look),
+            Some(feed) => crate::background::every_or_when(
+                "edgemtls-store-watch",
+                shared_interval,
+                self,
+                move |timeout| {
+                    feed.wait(timeout);
+                },
+                Self::look,
+            ),
         };
         if let Err(error) = spawned {
             tracing::error!(%error, "cannot start the store watcher; certificate changes need a restart");
@@ -410,8 +418,7 @@ fn load_snapshot(
         records.iter().filter(served).filter_map(|r| Some((r.id.clone(), crate::pki::chain_problem(&r.chain)?))).collect();
     let usable: Vec<&CertificateRecord> = records.iter().filter(served).filter(|r| !bad_chains.contains_key(&r.id)).collect();
     // Every key in one round trip; one record that does not unseal costs its own name only.
-    let mut keys: HashMap<String, Result<_, StoreError>> =
-        usable.iter().map(|r| r.id.clone()).zip(store.private_keys(&usable)?).collect();
+    let mut keys: HashMap<String, Result<_, StoreError>> = usable.iter().map(|r| r.id.clone()).zip(store.private_keys(&usable)?).collect();
     for record in records {
         ids.insert(record.id.clone(), record.name.clone());
         if let Some(problem) = bad_chains.remove(&record.id) {
@@ -465,7 +472,8 @@ mod tests {
     use crate::store::NewCertificate;
 
     fn add(store: &mut Store, dir: &Path, ca: &DevCa, name: &str) -> anyhow::Result<String> {
-        let files = ca.issue_to(&IssueOptions { common_name: name.into(), server: false, sans: vec![], days: 30, ..Default::default() }, dir)?;
+        let files =
+            ca.issue_to(&IssueOptions { common_name: name.into(), server: false, sans: vec![], days: 30, ..Default::default() }, dir)?;
         let identity = load_identity(ImportRequest { cert_path: &files.cert, key_path: Some(&files.key), password: None })?;
         let metadata = validate_client_identity(&identity, OffsetDateTime::now_utc())?;
         Ok(store.create(NewCertificate { name: name.into(), environments: Environment::ALL.to_vec(), identity, metadata })?.id)

@@ -76,14 +76,12 @@ async fn exchange(request: http::Request<Full<Bytes>>, timeout: Duration, max_by
         if response.status() != http::StatusCode::OK {
             return Err(FetchError::Status(response.status().as_u16()));
         }
-        Limited::new(response.into_body(), max_bytes)
-            .collect()
-            .await
-            .map(|collected| collected.to_bytes())
-            .map_err(|error| match error.downcast::<http_body_util::LengthLimitError>() {
+        Limited::new(response.into_body(), max_bytes).collect().await.map(|collected| collected.to_bytes()).map_err(|error| {
+            match error.downcast::<http_body_util::LengthLimitError>() {
                 Ok(_) => FetchError::TooLarge(max_bytes >> 10),
                 Err(other) => FetchError::Transport(other.to_string()),
-            })
+            }
+        })
     })
     .await
     .map_err(|_| FetchError::Timeout(timeout))?

@@ -20,9 +20,8 @@ use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtensio
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 pub use fetch::FetchError;
-pub use server::{RevocationRefusal, UpstreamRevocation};
 pub(crate) use server::CHECKS;
-
+pub use server::{RevocationRefusal, UpstreamRevocation};
 
 /// Keeps the OCSP response a server stapled to its certificate during the handshake, for the
 /// check that follows it (the response is verified when it is read).

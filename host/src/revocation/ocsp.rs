@@ -122,10 +122,7 @@ pub fn read(response: &[u8], id: &CertId, issuer: &CertificateDer<'_>, now: Unix
     }
     Ok(match &single.cert_status {
         CertStatus::Good(_) => OcspAnswer::Good { valid_until },
-        CertStatus::Revoked(info) => OcspAnswer::Revoked {
-            when: crate::pki::rfc3339_unix(seconds(&info.revocation_time)),
-            valid_until,
-        },
+        CertStatus::Revoked(info) => OcspAnswer::Revoked { when: crate::pki::rfc3339_unix(seconds(&info.revocation_time)), valid_until },
         CertStatus::Unknown(_) => OcspAnswer::Unknown,
     })
 }

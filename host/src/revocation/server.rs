@@ -163,12 +163,19 @@ impl UpstreamRevocation {
         RevocationStatus::Unknown { detail: unknown.join("; ") }
     }
 
-    async fn ocsp(&self, leaf: &CertificateDer<'static>, issuer: &CertificateDer<'static>, now: UnixTime) -> Result<RevocationStatus, String> {
+    async fn ocsp(
+        &self,
+        leaf: &CertificateDer<'static>,
+        issuer: &CertificateDer<'static>,
+        now: UnixTime,
+    ) -> Result<RevocationStatus, String> {
         let id = ocsp::cert_id(leaf, issuer).ok_or("its OCSP certificate ID cannot be computed")?;
         let key = der::Encode::to_der(&id).map_err(|_| "its OCSP certificate ID cannot be encoded")?;
         let status = |answer: OcspAnswer, source: &str| match answer {
             OcspAnswer::Good { .. } => RevocationStatus::Good { source: source.to_string() },
-            OcspAnswer::Revoked { when, .. } => RevocationStatus::Revoked { source: source.to_string(), detail: format!("revoked on {when}, per {source}") },
+            OcspAnswer::Revoked { when, .. } => {
+                RevocationStatus::Revoked { source: source.to_string(), detail: format!("revoked on {when}, per {source}") }
+            }
             OcspAnswer::Unknown => RevocationStatus::Unknown { detail: format!("{source} does not know the certificate") },
         };
         if let Some(stapled) = CACHE.staple(leaf)
@@ -218,7 +225,8 @@ impl UpstreamRevocation {
     /// The CRLs at `url`: cached while fresh, fetched again after the TTL or nextUpdate; a
     /// failed refresh keeps using the old ones while they are current.
     async fn current_crl(&self, url: &str, now: u64) -> Result<Arc<Vec<ParsedCrl>>, String> {
-        let fresh = |cached: &Option<CachedCrl>| cached.as_ref().filter(|c| c.is_fresh(self.policy.crl_cache_ttl, now)).map(|c| c.crls.clone());
+        let fresh =
+            |cached: &Option<CachedCrl>| cached.as_ref().filter(|c| c.is_fresh(self.policy.crl_cache_ttl, now)).map(|c| c.crls.clone());
         if let Some(crls) = fresh(&CACHE.crl(url)) {
             return Ok(crls);
         }
@@ -260,11 +268,7 @@ fn judge_by_crl(
     now: UnixTime,
     purpose: Purpose,
 ) -> RevocationStatus {
-    let trust = VerifyTrust {
-        cas: vec![issuer.clone()],
-        intermediates: Vec::new(),
-        crls: crls.to_vec(),
-    };
+    let trust = VerifyTrust { cas: vec![issuer.clone()], intermediates: Vec::new(), crls: crls.to_vec() };
     match crate::pki::verify(leaf, &[], &trust, purpose, now) {
         Ok(()) => RevocationStatus::Good { source: url.to_string() },
         Err(problem @ VerifyProblem::Revoked { .. }) => RevocationStatus::Revoked { source: url.to_string(), detail: problem.to_string() },
@@ -277,12 +281,15 @@ fn judge_by_crl(
 }
 
 /// The certificate among `candidates` whose subject is `leaf`'s issuer.
-fn find_issuer<'a>(leaf: &CertificateDer<'_>, candidates: impl Iterator<Item = &'a CertificateDer<'static>>) -> Option<&'a CertificateDer<'static>> {
+fn find_issuer<'a>(
+    leaf: &CertificateDer<'_>,
+    candidates: impl Iterator<Item = &'a CertificateDer<'static>>,
+) -> Option<&'a CertificateDer<'static>> {
     let (_, leaf) = X509Certificate::from_der(leaf).ok()?;
     let issuer = leaf.issuer().as_raw();
-    candidates.into_iter().find(|candidate| {
-        X509Certificate::from_der(candidate).is_ok_and(|(_, parsed)| parsed.subject().as_raw() == issuer)
-    })
+    candidates
+        .into_iter()
+        .find(|candidate| X509Certificate::from_der(candidate).is_ok_and(|(_, parsed)| parsed.subject().as_raw() == issuer))
 }
 
 fn hex(bytes: &[u8]) -> String {

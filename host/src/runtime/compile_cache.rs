@@ -43,7 +43,10 @@ fn private_dir(dir: &std::path::Path) -> Result<(), String> {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir).map_err(|e| e.to_string())?.permissions().mode();
         if mode & 0o022 != 0 {
-            return Err(format!("it is writable by others (mode {:o}); it would hold code this host runs: chmod go-w it, or set {COMPILE_CACHE_ENV}", mode & 0o777));
+            return Err(format!(
+                "it is writable by others (mode {:o}); it would hold code this host runs: chmod go-w it, or set {COMPILE_CACHE_ENV}",
+                mode & 0o777
+            ));
         }
     }
     Ok(())

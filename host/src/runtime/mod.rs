@@ -7,15 +7,15 @@
 //! it waits on the host, dropped) and its instance reclaimed.
 
 mod bindings;
+mod compile_cache;
 mod deadline;
 mod guest_output;
 mod outcome;
 mod pool;
-mod compile_cache;
 mod state;
 
-use std::path::{Path, PathBuf};
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -449,9 +449,8 @@ impl Runtime {
         });
         let (response, still_running) = self.wait_for_response(deadline, response, guest).await?;
         let stream_idle = self.limits.stream_idle_timeout;
-        Ok(response.map(|body| {
-            outcome::GuardedBody::wrap(body, outcome, body_deadline, stream_idle, handler.context.clone(), still_running)
-        }))
+        Ok(response
+            .map(|body| outcome::GuardedBody::wrap(body, outcome, body_deadline, stream_idle, handler.context.clone(), still_running)))
     }
 
     /// Drives `guest` on the caller's task until it sets its response head, or why it set
@@ -569,9 +568,7 @@ impl Runtime {
                     Ok(())
                 }
             },
-            Some(Err(error)) => {
-                Err(classify_trap(&error, instance.store.data().limits.refused(), timeout, self.limits.memory_bytes))
-            }
+            Some(Err(error)) => Err(classify_trap(&error, instance.store.data().limits.refused(), timeout, self.limits.memory_bytes)),
             None => Err(HandlerError::Timeout(timeout)),
         }
     }

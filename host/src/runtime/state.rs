@@ -179,9 +179,7 @@ impl HostState {
     /// request ends.
     pub(super) fn leftovers(&mut self) -> Leftovers {
         use wasmtime_wasi_http::p2::body::{HostIncomingBody, HostOutgoingBody};
-        use wasmtime_wasi_http::p2::types::{
-            HostIncomingResponse, HostOutgoingRequest, HostOutgoingResponse, HostResponseOutparam,
-        };
+        use wasmtime_wasi_http::p2::types::{HostIncomingResponse, HostOutgoingRequest, HostOutgoingResponse, HostResponseOutparam};
         let mut received = 0;
         let mut outbound = false;
         let mut facing_caller = false;
@@ -301,11 +299,7 @@ impl WasiHttpHooks for OutboundHooks {
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> SendFuture {
         // A request through plain wasi:http (no name) presents no certificate.
-        let identity = self
-            .next_identity
-            .take()
-            .or_else(|| self.presented.take())
-            .unwrap_or_else(|| self.context.resolver.anonymous());
+        let identity = self.next_identity.take().or_else(|| self.presented.take()).unwrap_or_else(|| self.context.resolver.anonymous());
         let slot = FailureSlot::default();
         self.next_failure = Some(slot.clone());
         if let Err(failure) = self.admit(request.uri()) {

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
+use hyper::StatusCode;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
-use hyper::StatusCode;
 
 use super::App;
 use crate::config::Config;
@@ -28,13 +28,11 @@ pub(super) async fn serve(app: Arc<App>, listener: TcpListener) {
                 let app = app.clone();
                 async move { Ok::<_, std::convert::Infallible>(answer(&app, request.method(), request.uri().path()).await) }
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
         });
     }
 }
-
 
 const JSON: &str = "application/json";
 
@@ -76,7 +74,9 @@ async fn answer(app: &Arc<App>, method: &hyper::Method, path: &str) -> hyper::Re
             (StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", app.metrics().encode())
         }
         (&hyper::Method::POST, "/reload") => reload(app).await,
-        (_, "/reload") => (StatusCode::METHOD_NOT_ALLOWED, JSON, serde_json::json!({"status": "error", "problems": ["use POST /reload"]}).to_string()),
+        (_, "/reload") => {
+            (StatusCode::METHOD_NOT_ALLOWED, JSON, serde_json::json!({"status": "error", "problems": ["use POST /reload"]}).to_string())
+        }
         _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_string()),
     };
     let mut response = hyper::Response::new(Full::new(Bytes::from(body)));

@@ -67,12 +67,7 @@ struct Activity {
 
 impl Activity {
     fn new() -> Self {
-        Self {
-            started: Instant::now(),
-            last_ms: AtomicU64::new(0),
-            in_flight: AtomicUsize::new(0),
-            asked: AtomicBool::new(false),
-        }
+        Self { started: Instant::now(), last_ms: AtomicU64::new(0), in_flight: AtomicUsize::new(0), asked: AtomicBool::new(false) }
     }
 
     fn begin(self: &Arc<Self>) -> RequestGuard {

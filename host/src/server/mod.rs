@@ -24,15 +24,15 @@ pub use crate::Problem;
 pub use router::{RouteMatch, Router};
 
 use crate::Environment;
+use crate::config::Egress;
 use crate::config::{CallerRule, Config, certificate_references, option_problems};
+use crate::deployment::{HostInfo, Registration};
+use crate::drain;
 use crate::inbound::{self, Caller, InboundTls};
 use crate::metrics::Metrics;
-use crate::drain;
 use crate::resolve::{Resolver, Snapshot};
-use crate::store::StoreLocation;
-use crate::config::Egress;
 use crate::runtime::{Handler, RouteContext, Runtime, Scheme};
-use crate::deployment::{HostInfo, Registration};
+use crate::store::StoreLocation;
 use crate::upstream::{OwnListener, TrustProfiles};
 
 /// How often a serving host polls a store on its own disk for changes.
@@ -201,9 +201,9 @@ impl RouteBuilder<'_> {
         version: &Arc<drain::Version>,
     ) -> (Option<Handler>, Vec<(String, String)>) {
         let environment = self.environment;
-        let resolved = config.resolved_options(route, environment).and_then(|options| {
-            config.resolved_certificates(route, environment).map(|declared| (options, declared))
-        });
+        let resolved = config
+            .resolved_options(route, environment)
+            .and_then(|options| config.resolved_certificates(route, environment).map(|declared| (options, declared)));
         let (options, declared) = match resolved {
             Ok(resolved) => resolved,
             Err(error) => {
@@ -218,8 +218,7 @@ impl RouteBuilder<'_> {
             .collect();
         let egress = Egress::for_route(route.allowed_outbound_hosts.as_deref(), options.values(), &config.upstreams);
         if egress.allows_everything() {
-            self.warnings
-                .push(format!("route '{}': allowed_outbound_hosts = [\"*\"] lets its handler call any upstream", route.path));
+            self.warnings.push(format!("route '{}': allowed_outbound_hosts = [\"*\"] lets its handler call any upstream", route.path));
         }
         let pre = match self.runtime.load_source(&route.component) {
             Ok(pre) => pre,
@@ -300,8 +299,7 @@ impl App {
         };
         let metrics = Arc::new(Metrics::new());
         let snapshot = resolver.current();
-        let builder =
-            RouteBuilder { runtime: &runtime, resolver: &resolver, metrics: &metrics, environment, problems, warnings };
+        let builder = RouteBuilder { runtime: &runtime, resolver: &resolver, metrics: &metrics, environment, problems, warnings };
         let (routes, warnings) = builder.build(config, &snapshot);
         let routes = match routes {
             Ok(routes) => routes,
@@ -347,8 +345,7 @@ impl App {
         }
         let certificates: Vec<String> = routes.certificates.iter().cloned().collect();
         let previous = self.routes.swap(Arc::new(routes));
-        lock(&self.draining)
-            .push(Draining { version: Arc::downgrade(&previous.version), certificates: previous.certificates.clone() });
+        lock(&self.draining).push(Draining { version: Arc::downgrade(&previous.version), certificates: previous.certificates.clone() });
         self.metrics.record_reload();
         tracing::info!(config = %config.path.display(), "config reloaded; waiting for requests on the previous config");
 
@@ -557,12 +554,8 @@ impl App {
 
     /// Registers this host as a deployment in the store (`listen` is what it reports).
     pub fn register(&self, listen: SocketAddr) {
-        let host = HostInfo {
-            listen,
-            config_path: &self.config_path,
-            environment: self.environment,
-            certificates: self.certificate_names(),
-        };
+        let host =
+            HostInfo { listen, config_path: &self.config_path, environment: self.environment, certificates: self.certificate_names() };
         match Registration::register(&self.store, host) {
             Ok(registration) => *lock(&self.registration) = Some(registration),
             Err(error) => tracing::warn!(%error, "cannot register the deployment; `cert delete` will not see this host"),
@@ -586,9 +579,9 @@ impl App {
     /// Binds the admin listener (`admin_listen` in the config, unless `addr` overrides it).
     pub async fn bind_admin(&self, addr: Option<SocketAddr>) -> std::io::Result<Option<TcpListener>> {
         let Some(addr) = addr.or(self.admin_listen) else { return Ok(None) };
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|error| std::io::Error::new(error.kind(), crate::plain::cannot_listen(addr, "--admin-listen", "admin_listen", &error)))?;
+        let listener = TcpListener::bind(addr).await.map_err(|error| {
+            std::io::Error::new(error.kind(), crate::plain::cannot_listen(addr, "--admin-listen", "admin_listen", &error))
+        })?;
         Ok(Some(listener))
     }
 

@@ -30,9 +30,10 @@ pub enum PathProblem {
 /// come back borrowed.
 pub fn normalize(path: &str) -> Result<std::borrow::Cow<'_, str>, PathProblem> {
     // Per request: look for the encodings without lowercasing a copy of the path.
-    let encoded_separator = path.as_bytes().windows(3).any(|w| {
-        w[0] == b'%' && ((w[1] == b'2' && matches!(w[2] | 0x20, b'f' | b'e')) || (w[1] == b'5' && w[2] | 0x20 == b'c'))
-    });
+    let encoded_separator = path
+        .as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'%' && ((w[1] == b'2' && matches!(w[2] | 0x20, b'f' | b'e')) || (w[1] == b'5' && w[2] | 0x20 == b'c')));
     if encoded_separator {
         return Err(PathProblem::EncodedSeparator(path.to_string()));
     }

@@ -40,9 +40,7 @@ impl<T> Router<T> {
     pub fn add(&mut self, pattern: &str, target: T) {
         self.routes.push((segments(pattern), pattern.to_string(), target));
         // More segments first; among equals, literal segments before parameters.
-        self.routes.sort_by_key(|(segs, _, _)| {
-            (std::cmp::Reverse(segs.len()), segs.iter().filter(|s| s.starts_with(':')).count())
-        });
+        self.routes.sort_by_key(|(segs, _, _)| (std::cmp::Reverse(segs.len()), segs.iter().filter(|s| s.starts_with(':')).count()));
     }
 
     /// The most specific route whose pattern is a segment prefix of `path`.

@@ -65,14 +65,7 @@ pub(super) trait Queries {
     /// Adds a record.
     fn insert(&mut self, row: &NewRow) -> Result<(), StoreError>;
     /// Sets a record's environments, state and MAC and bumps its version. Whether it existed.
-    fn update(
-        &mut self,
-        id: &str,
-        environments: &str,
-        enabled: bool,
-        mac: &[u8],
-        now: i64,
-    ) -> Result<bool, StoreError>;
+    fn update(&mut self, id: &str, environments: &str, enabled: bool, mac: &[u8], now: i64) -> Result<bool, StoreError>;
     /// Sets a record's MAC.
     fn set_mac(&mut self, id: &str, mac: &[u8]) -> Result<(), StoreError>;
     /// Deletes a record if it is disabled. Whether it did.
@@ -146,18 +139,13 @@ pub(super) struct DeploymentRow {
 
 impl DeploymentRow {
     pub(super) fn decode(self) -> Deployment {
-        let time = |t: i64| {
-            time::OffsetDateTime::from_unix_timestamp(t).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
-        };
+        let time = |t: i64| time::OffsetDateTime::from_unix_timestamp(t).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
         Deployment {
             id: self.id,
             hostname: self.hostname,
             pid: u32::try_from(self.pid).unwrap_or_default(),
             config_path: self.config_path,
-            environment: self
-                .environment
-                .parse()
-                .unwrap_or(crate::Environment::Development),
+            environment: self.environment.parse().unwrap_or(crate::Environment::Development),
             listen: self.listen,
             certificates: serde_json::from_str(&self.certificates).unwrap_or_default(),
             started_at: time(self.started_at),

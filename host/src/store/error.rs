@@ -41,7 +41,9 @@ pub enum StoreError {
         reason: String,
     },
     /// The database exists but belongs to something else.
-    #[error("the database at {store} holds tables of another application ({tables}); give edgemtls a database of its own (createdb edgemtls) and point --store at it (nothing was changed)")]
+    #[error(
+        "the database at {store} holds tables of another application ({tables}); give edgemtls a database of its own (createdb edgemtls) and point --store at it (nothing was changed)"
+    )]
     ForeignDatabase {
         /// The store URL without its password.
         store: String,
@@ -61,7 +63,9 @@ pub enum StoreError {
         reason: String,
     },
     /// A record was changed without the master key.
-    #[error("certificate '{name}' was changed outside edgemtls (its name, environments, state or chain no longer match its seal): it will not be used; import it again, and check who can write the store")]
+    #[error(
+        "certificate '{name}' was changed outside edgemtls (its name, environments, state or chain no longer match its seal): it will not be used; import it again, and check who can write the store"
+    )]
     Tampered {
         /// The name as the record says.
         name: String,
@@ -221,7 +225,6 @@ pub enum StoreError {
         reason: String,
     },
 }
-
 
 /// An error from the database engine behind a store.
 #[derive(Debug, thiserror::Error)]

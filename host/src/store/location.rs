@@ -59,9 +59,7 @@ impl StoreLocation {
     pub fn parse(text: &OsStr) -> Self {
         match text.to_str() {
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                StoreLocation::Postgres(PostgresUrl {
-                    url: url.to_string(),
-                })
+                StoreLocation::Postgres(PostgresUrl { url: url.to_string() })
             }
             _ => StoreLocation::Directory(crate::pki::expand_tilde(Path::new(text))),
         }
@@ -108,22 +106,11 @@ mod tests {
 
     #[test]
     fn urls_are_shown_without_their_password() {
-        let location = StoreLocation::parse(OsStr::new(
-            "postgres://edge:s3cr:et@db.example:5432/edgemtls?sslmode=require",
-        ));
-        assert_eq!(
-            location.to_string(),
-            "postgres://edge:***@db.example:5432/edgemtls?sslmode=require"
-        );
-        assert_eq!(
-            format!("{location:?}"),
-            "StoreLocation(postgres://edge:***@db.example:5432/edgemtls?sslmode=require)"
-        );
+        let location = StoreLocation::parse(OsStr::new("postgres://edge:s3cr:et@db.example:5432/edgemtls?sslmode=require"));
+        assert_eq!(location.to_string(), "postgres://edge:***@db.example:5432/edgemtls?sslmode=require");
+        assert_eq!(format!("{location:?}"), "StoreLocation(postgres://edge:***@db.example:5432/edgemtls?sslmode=require)");
         let location = StoreLocation::parse(OsStr::new("postgresql://edge@db/edgemtls"));
         assert_eq!(location.to_string(), "postgresql://edge@db/edgemtls");
-        assert_eq!(
-            StoreLocation::parse(OsStr::new("some/dir")),
-            StoreLocation::Directory(PathBuf::from("some/dir"))
-        );
+        assert_eq!(StoreLocation::parse(OsStr::new("some/dir")), StoreLocation::Directory(PathBuf::from("some/dir")));
     }
 }

@@ -246,7 +246,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         let chain_pem = chain_to_pem(chain);
         let key_sealed = self.key.seal(id, &encode_key(key))?;
-        let metadata_json = serde_json::to_string(metadata).map_err(|e| StoreError::Corrupt { id: id.to_string(), reason: e.to_string() })?;
+        let metadata_json =
+            serde_json::to_string(metadata).map_err(|e| StoreError::Corrupt { id: id.to_string(), reason: e.to_string() })?;
         let environments = environments_to_text(environments);
         let mac = self.key.seal(&record_context(id, name, &environments, enabled, &chain_pem), b"")?;
         let row = NewRow {
@@ -362,12 +363,8 @@ impl Store {
         let record = self.find(reference)?;
         let key = &self.key;
         self.write("change a certificate", |q| {
-            let affected: Vec<String> = q
-                .live_deployments(deployment_cutoff())?
-                .into_iter()
-                .filter(|d| cut_off(d, &record.name))
-                .map(|d| d.describe())
-                .collect();
+            let affected: Vec<String> =
+                q.live_deployments(deployment_cutoff())?.into_iter().filter(|d| cut_off(d, &record.name)).map(|d| d.describe()).collect();
             if !affected.is_empty() {
                 return Err(StoreError::WouldCutOff {
                     change: verb.to_string(),

@@ -145,9 +145,6 @@ pub struct Deployment {
 impl Deployment {
     /// A one-line description for messages: `dep_… (production, /etc/edgemtls.toml on host:pid)`.
     pub fn describe(&self) -> String {
-        format!(
-            "deployment {} ({}, {} on {} pid {})",
-            self.id, self.environment, self.config_path, self.hostname, self.pid
-        )
+        format!("deployment {} ({}, {} on {} pid {})", self.id, self.environment, self.config_path, self.hostname, self.pid)
     }
 }

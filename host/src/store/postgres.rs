@@ -21,9 +21,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::backend::{Authenticated, Backend, DeploymentRow, NewRow, Queries, RawRecord};
 use super::error::{DatabaseError, postgres_reason};
-use super::{
-    Deployment, KeySource, MasterKey, PostgresUrl, Store, StoreError, StoreLocation,
-};
+use super::{Deployment, KeySource, MasterKey, PostgresUrl, Store, StoreError, StoreLocation};
 
 /// The longest any one statement (or connecting) may take before the store is called unreachable.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -113,10 +111,7 @@ struct Connector {
 impl Connector {
     fn new(url: &PostgresUrl) -> Result<Self, StoreError> {
         let shown = url.shown();
-        let invalid = |reason: String| StoreError::Unreachable {
-            store: shown.clone(),
-            reason,
-        };
+        let invalid = |reason: String| StoreError::Unreachable { store: shown.clone(), reason };
         let (base, query) = url.secret().split_once('?').unwrap_or((url.secret(), ""));
         // libpq's names for what rustls does: the server's certificate is always verified,
         // against `sslrootcert` or the public web roots, and its name always checked.
@@ -127,24 +122,15 @@ impl Connector {
                 Some(("sslrootcert", value)) => {
                     roots_file = Some(percent_encoding::percent_decode_str(value).decode_utf8_lossy().into_owned())
                 }
-                Some(("sslmode", "verify-full" | "verify-ca")) => {
-                    kept.push("sslmode=require".to_string())
-                }
+                Some(("sslmode", "verify-full" | "verify-ca")) => kept.push("sslmode=require".to_string()),
                 _ => kept.push(pair.to_string()),
             }
         }
-        let url_for_client = if kept.is_empty() {
-            base.to_string()
-        } else {
-            format!("{base}?{}", kept.join("&"))
-        };
-        let mut config: Config =
-            url_for_client
-                .parse()
-                .map_err(|error: tokio_postgres::Error| StoreError::Unreachable {
-                    store: shown.clone(),
-                    reason: format!("the URL is not valid: {}", postgres_reason(&error)),
-                })?;
+        let url_for_client = if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) };
+        let mut config: Config = url_for_client.parse().map_err(|error: tokio_postgres::Error| StoreError::Unreachable {
+            store: shown.clone(),
+            reason: format!("the URL is not valid: {}", postgres_reason(&error)),
+        })?;
         config.connect_timeout(QUERY_TIMEOUT);
         config.application_name("edgemtls");
         // A server that vanishes mid-answer is noticed, not waited on forever.
@@ -153,50 +139,32 @@ impl Connector {
         let mut roots = rustls::RootCertStore::empty();
         match &roots_file {
             Some(path) => {
-                let certificates =
-                    crate::pki::trust_files::read_ca_bundle(std::path::Path::new(path))
-                        .map_err(|reason| invalid(format!("sslrootcert '{path}': {reason}")))?;
+                let certificates = crate::pki::trust_files::read_ca_bundle(std::path::Path::new(path))
+                    .map_err(|reason| invalid(format!("sslrootcert '{path}': {reason}")))?;
                 crate::pki::trust_files::add_ca_certificates(certificates, &mut roots)
                     .map_err(|reason| invalid(format!("sslrootcert '{path}': {reason}")))?;
             }
             None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
         }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|error| invalid(format!("TLS set-up: {error}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        Ok(Self {
-            config,
-            tls: MakeRustlsConnect::new(tls),
-            shown,
-        })
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|error| invalid(format!("TLS set-up: {error}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Self { config, tls: MakeRustlsConnect::new(tls), shown })
     }
 
     /// Connects and returns the client and the connection, which the caller must drive.
     async fn connect(
         &self,
-    ) -> Result<
-        (
-            Client,
-            tokio_postgres::Connection<
-                Socket,
-                <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream,
-            >,
-        ),
-        tokio_postgres::Error,
-    > {
+    ) -> Result<(Client, tokio_postgres::Connection<Socket, <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream>), tokio_postgres::Error>
+    {
         self.config.connect(self.tls.clone()).await
     }
 
     /// Connects and leaves the connection running on the PostgreSQL runtime.
     fn connect_client(&self) -> Result<Client, StoreError> {
-        let runtime = runtime().map_err(|reason| StoreError::Unreachable {
-            store: self.shown.clone(),
-            reason,
-        })?;
+        let runtime = runtime().map_err(|reason| StoreError::Unreachable { store: self.shown.clone(), reason })?;
         let connector = self.clone();
         let connecting = runtime.spawn(async move {
             let (client, connection) = connector.connect().await?;
@@ -209,39 +177,25 @@ impl Connector {
         match wait(connecting) {
             Ok(Ok(Ok(client))) => Ok(client),
             Ok(Ok(Err(error))) => Err(classify(&self.shown, error)),
-            Ok(Err(_)) => Err(StoreError::Unreachable {
-                store: self.shown.clone(),
-                reason: "the connection attempt failed".into(),
-            }),
+            Ok(Err(_)) => Err(StoreError::Unreachable { store: self.shown.clone(), reason: "the connection attempt failed".into() }),
             Err(Timeout) => Err(timed_out(&self.shown)),
         }
     }
 }
 
-
 fn timed_out(shown: &str) -> StoreError {
-    StoreError::Unreachable {
-        store: shown.to_string(),
-        reason: format!("no answer within {} s", QUERY_TIMEOUT.as_secs()),
-    }
+    StoreError::Unreachable { store: shown.to_string(), reason: format!("no answer within {} s", QUERY_TIMEOUT.as_secs()) }
 }
 
 /// Tells apart a server that is not there, a login it refused, and anything else it said.
 fn classify(shown: &str, error: tokio_postgres::Error) -> StoreError {
     let store = shown.to_string();
     match error.code() {
-        Some(code) if code.code().starts_with("28") => StoreError::LoginRefused {
-            store,
-            reason: postgres_reason(&error),
-        },
-        Some(code) if *code == SqlState::INVALID_CATALOG_NAME => StoreError::Unreachable {
-            reason: format!("{} (create it first: createdb)", postgres_reason(&error)),
-            store,
-        },
-        Some(_) => StoreError::Database {
-            store,
-            source: DatabaseError::Postgres(error),
-        },
+        Some(code) if code.code().starts_with("28") => StoreError::LoginRefused { store, reason: postgres_reason(&error) },
+        Some(code) if *code == SqlState::INVALID_CATALOG_NAME => {
+            StoreError::Unreachable { reason: format!("{} (create it first: createdb)", postgres_reason(&error)), store }
+        }
+        Some(_) => StoreError::Database { store, source: DatabaseError::Postgres(error) },
         None => StoreError::Unreachable {
             reason: tls_refusal(&error).unwrap_or_else(|| {
                 format!("{}; check that PostgreSQL runs there and that the URL's host and port are right", postgres_reason(&error))
@@ -276,36 +230,26 @@ fn tls_refusal(error: &tokio_postgres::Error) -> Option<String> {
 }
 /// Opens the store in the database at `url`; `create` makes its tables in an empty database.
 /// `key`, when given, is used instead of `EDGEMTLS_MASTER_KEY`.
-pub(super) fn open(
-    url: &PostgresUrl,
-    create: bool,
-    given: Option<(MasterKey, KeySource)>,
-) -> Result<Store, StoreError> {
+pub(super) fn open(url: &PostgresUrl, create: bool, given: Option<(MasterKey, KeySource)>) -> Result<Store, StoreError> {
     let connector = Connector::new(url)?;
     let location = StoreLocation::Postgres(url.clone());
     let client = connector.connect_client()?;
     let shown = connector.shown.clone();
     let run = |sql: &str| -> Result<Vec<tokio_postgres::Row>, StoreError> {
-        wait(client.query(sql, &[]))
-            .map_err(|Timeout| timed_out(&shown))?
-            .map_err(|e| classify(&shown, e))
+        wait(client.query(sql, &[])).map_err(|Timeout| timed_out(&shown))?.map_err(|e| classify(&shown, e))
     };
-    let ours = !run("SELECT 1 FROM information_schema.tables WHERE table_schema = 'edgemtls' AND table_name = 'schema_version'")?.is_empty();
+    let ours =
+        !run("SELECT 1 FROM information_schema.tables WHERE table_schema = 'edgemtls' AND table_name = 'schema_version'")?.is_empty();
     if !ours {
         // Checked before anything is written: a database with someone else's tables is not ours
         // to fill, and a mistyped URL should not leave a schema behind.
-        let foreign: Vec<String> = run(
-            "SELECT table_schema || '.' || table_name FROM information_schema.tables
-             WHERE table_schema NOT IN ('pg_catalog', 'information_schema', 'edgemtls') ORDER BY 1 LIMIT 4",
-        )?
+        let foreign: Vec<String> = run("SELECT table_schema || '.' || table_name FROM information_schema.tables
+             WHERE table_schema NOT IN ('pg_catalog', 'information_schema', 'edgemtls') ORDER BY 1 LIMIT 4")?
         .iter()
         .map(|row| row.get(0))
         .collect();
         if !foreign.is_empty() {
-            return Err(StoreError::ForeignDatabase {
-                store: shown,
-                tables: foreign.join(", "),
-            });
+            return Err(StoreError::ForeignDatabase { store: shown, tables: foreign.join(", ") });
         }
         if !create {
             return Err(StoreError::NoStore { location });
@@ -319,17 +263,10 @@ pub(super) fn open(
     let Some((key, source)) = found else {
         return Err(StoreError::MasterKeyRequired { store: shown });
     };
-    let mut backend = Postgres {
-        connector,
-        client: Some(client),
-        broken: Cell::new(false),
-        retry_at: None,
-        backoff: FIRST_BACKOFF,
-    };
+    let mut backend = Postgres { connector, client: Some(client), broken: Cell::new(false), retry_at: None, backoff: FIRST_BACKOFF };
     backend.migrate()?;
     Store::unlock(Box::new(backend), location, key, source)
 }
-
 
 /// One connection to the store's database, made again when it breaks.
 pub(super) struct Postgres {
@@ -369,9 +306,7 @@ impl Postgres {
                 }
             }
         }
-        self.client
-            .as_ref()
-            .ok_or_else(|| timed_out(&self.connector.shown))
+        self.client.as_ref().ok_or_else(|| timed_out(&self.connector.shown))
     }
 
     /// Brings the schema up to date, one node at a time (under the write lock).
@@ -386,16 +321,9 @@ impl Postgres {
         self.client()?;
         let client = self.client.as_ref().ok_or_else(|| timed_out(&shown))?;
         // Marked first, so a failure after BEGIN still rolls back when `queries` drops.
-        let queries = PgQueries {
-            client,
-            broken: &self.broken,
-            shown,
-            in_transaction,
-        };
+        let queries = PgQueries { client, broken: &self.broken, shown, in_transaction };
         if in_transaction {
-            queries.batch(&format!(
-                "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
-            ))?;
+            queries.batch(&format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"))?;
         }
         Ok(queries)
     }
@@ -435,10 +363,7 @@ impl Drop for PgQueries<'_> {
 type Params<'a> = [&'a (dyn tokio_postgres::types::ToSql + Sync)];
 
 impl PgQueries<'_> {
-    fn settle<T>(
-        &self,
-        answer: Result<Result<T, tokio_postgres::Error>, Timeout>,
-    ) -> Result<T, StoreError> {
+    fn settle<T>(&self, answer: Result<Result<T, tokio_postgres::Error>, Timeout>) -> Result<T, StoreError> {
         match answer {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(classify(&self.shown, error)),
@@ -480,33 +405,21 @@ impl PgQueries<'_> {
             "SET LOCAL client_min_messages = warning; \
              CREATE SCHEMA IF NOT EXISTS edgemtls; CREATE TABLE IF NOT EXISTS edgemtls.schema_version (version integer NOT NULL)",
         )?;
-        let found: i32 = self
-            .rows("SELECT version FROM edgemtls.schema_version", &[])?
-            .first()
-            .map_or(0, |row| row.get(0));
+        let found: i32 = self.rows("SELECT version FROM edgemtls.schema_version", &[])?.first().map_or(0, |row| row.get(0));
         if found > SCHEMA_VERSION {
-            return Err(StoreError::NewerSchema {
-                store: self.shown.clone(),
-                found: found.into(),
-                supported: SCHEMA_VERSION.into(),
-            });
+            return Err(StoreError::NewerSchema { store: self.shown.clone(), found: found.into(), supported: SCHEMA_VERSION.into() });
         }
-        for sql in MIGRATIONS
-            .iter()
-            .skip(usize::try_from(found).unwrap_or_default())
-        {
+        for sql in MIGRATIONS.iter().skip(usize::try_from(found).unwrap_or_default()) {
             self.batch(sql)?;
         }
         self.execute("DELETE FROM edgemtls.schema_version", &[])?;
-        self.execute(
-            "INSERT INTO edgemtls.schema_version (version) VALUES ($1)",
-            &[&SCHEMA_VERSION],
-        )?;
+        self.execute("INSERT INTO edgemtls.schema_version (version) VALUES ($1)", &[&SCHEMA_VERSION])?;
         Ok(())
     }
 }
 
-const SELECT_RECORD: &str = "SELECT id, name, environments, enabled, chain_pem, metadata, created_at, updated_at, version FROM edgemtls.certificates";
+const SELECT_RECORD: &str =
+    "SELECT id, name, environments, enabled, chain_pem, metadata, created_at, updated_at, version FROM edgemtls.certificates";
 const SELECT_AUTHENTICATED: &str = "SELECT id, name, environments, enabled, chain_pem, record_mac FROM edgemtls.certificates";
 const SELECT_AUTHENTICATED_AND_KEY: &str =
     "SELECT id, name, environments, enabled, chain_pem, record_mac, key_sealed FROM edgemtls.certificates";
@@ -537,34 +450,19 @@ fn raw_record(row: &tokio_postgres::Row) -> RawRecord {
 
 impl Queries for PgQueries<'_> {
     fn generation(&mut self) -> Result<i64, StoreError> {
-        Ok(self
-            .rows("SELECT value FROM edgemtls.generation", &[])?
-            .first()
-            .map_or(0, |row| row.get(0)))
+        Ok(self.rows("SELECT value FROM edgemtls.generation", &[])?.first().map_or(0, |row| row.get(0)))
     }
 
     fn bump_generation(&mut self) -> Result<(), StoreError> {
         // The notification goes out when the transaction commits, never for one rolled back.
-        let rows = self.rows(
-            "UPDATE edgemtls.generation SET value = value + 1 RETURNING value",
-            &[],
-        )?;
+        let rows = self.rows("UPDATE edgemtls.generation SET value = value + 1 RETURNING value", &[])?;
         let generation: i64 = rows.first().map_or(0, |row| row.get(0));
-        self.execute(
-            "SELECT pg_notify($1, $2)",
-            &[&CHANNEL, &generation.to_string()],
-        )?;
+        self.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &generation.to_string()])?;
         Ok(())
     }
 
     fn meta(&mut self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .rows(
-                "SELECT value FROM edgemtls.store_meta WHERE key = $1",
-                &[&key],
-            )?
-            .first()
-            .map(|row| row.get(0)))
+        Ok(self.rows("SELECT value FROM edgemtls.store_meta WHERE key = $1", &[&key])?.first().map(|row| row.get(0)))
     }
 
     fn insert_meta_if_absent(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
@@ -573,10 +471,7 @@ impl Queries for PgQueries<'_> {
     }
 
     fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.execute(
-            "UPDATE edgemtls.store_meta SET value = $2 WHERE key = $1",
-            &[&key, &value],
-        )?;
+        self.execute("UPDATE edgemtls.store_meta SET value = $2 WHERE key = $1", &[&key, &value])?;
         Ok(())
     }
 
@@ -585,21 +480,12 @@ impl Queries for PgQueries<'_> {
     }
 
     fn record(&mut self, reference: &str) -> Result<Option<RawRecord>, StoreError> {
-        let rows = self.rows(
-            &format!("{SELECT_RECORD} WHERE id = $1 OR name = $1 ORDER BY id = $1 DESC LIMIT 1"),
-            &[&reference],
-        )?;
+        let rows = self.rows(&format!("{SELECT_RECORD} WHERE id = $1 OR name = $1 ORDER BY id = $1 DESC LIMIT 1"), &[&reference])?;
         Ok(rows.first().map(raw_record))
     }
 
     fn name_like(&mut self, name: &str) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .rows(
-                "SELECT name FROM edgemtls.certificates WHERE lower(name) = lower($1)",
-                &[&name],
-            )?
-            .first()
-            .map(|row| row.get(0)))
+        Ok(self.rows("SELECT name FROM edgemtls.certificates WHERE lower(name) = lower($1)", &[&name])?.first().map(|row| row.get(0)))
     }
 
     fn authenticated(&mut self, id: Option<&str>) -> Result<Vec<Authenticated>, StoreError> {
@@ -631,14 +517,7 @@ impl Queries for PgQueries<'_> {
         Ok(())
     }
 
-    fn update(
-        &mut self,
-        id: &str,
-        environments: &str,
-        enabled: bool,
-        mac: &[u8],
-        now: i64,
-    ) -> Result<bool, StoreError> {
+    fn update(&mut self, id: &str, environments: &str, enabled: bool, mac: &[u8], now: i64) -> Result<bool, StoreError> {
         let changed = self.execute(
             "UPDATE edgemtls.certificates SET environments = $2, enabled = $3, record_mac = $4, updated_at = $5, version = version + 1 WHERE id = $1",
             &[&id, &environments, &enabled, &mac, &now],
@@ -647,18 +526,12 @@ impl Queries for PgQueries<'_> {
     }
 
     fn set_mac(&mut self, id: &str, mac: &[u8]) -> Result<(), StoreError> {
-        self.execute(
-            "UPDATE edgemtls.certificates SET record_mac = $2 WHERE id = $1",
-            &[&id, &mac],
-        )?;
+        self.execute("UPDATE edgemtls.certificates SET record_mac = $2 WHERE id = $1", &[&id, &mac])?;
         Ok(())
     }
 
     fn delete_disabled(&mut self, id: &str) -> Result<bool, StoreError> {
-        Ok(self.execute(
-            "DELETE FROM edgemtls.certificates WHERE id = $1 AND NOT enabled",
-            &[&id],
-        )? > 0)
+        Ok(self.execute("DELETE FROM edgemtls.certificates WHERE id = $1 AND NOT enabled", &[&id])? > 0)
     }
 
     fn live_deployments(&mut self, cutoff: i64) -> Result<Vec<Deployment>, StoreError> {
@@ -707,10 +580,7 @@ impl Queries for PgQueries<'_> {
     }
 
     fn heartbeat(&mut self, id: &str, now: i64, certificates: &str) -> Result<(), StoreError> {
-        self.execute(
-            "UPDATE edgemtls.deployments SET heartbeat_at = $2, certificates = $3 WHERE id = $1",
-            &[&id, &now, &certificates],
-        )?;
+        self.execute("UPDATE edgemtls.deployments SET heartbeat_at = $2, certificates = $3 WHERE id = $1", &[&id, &now, &certificates])?;
         Ok(())
     }
 
@@ -751,36 +621,23 @@ impl std::fmt::Debug for ChangeFeed {
 impl ChangeFeed {
     fn start(connector: Connector) -> Option<Self> {
         let runtime = runtime().ok()?;
-        let signal = Arc::new(Signal {
-            pending: Mutex::new(false),
-            ready: Condvar::new(),
-        });
+        let signal = Arc::new(Signal { pending: Mutex::new(false), ready: Condvar::new() });
         runtime.spawn(listen(connector, Arc::downgrade(&signal)));
         Some(Self { signal })
     }
 
     /// Waits until a change is announced or `timeout` passes; true for a change.
     pub fn wait(&self, timeout: Duration) -> bool {
-        let pending = self
-            .signal
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (mut pending, _) = self
-            .signal
-            .ready
-            .wait_timeout_while(pending, timeout, |pending| !*pending)
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pending = self.signal.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (mut pending, _) =
+            self.signal.ready.wait_timeout_while(pending, timeout, |pending| !*pending).unwrap_or_else(std::sync::PoisonError::into_inner);
         std::mem::replace(&mut *pending, false)
     }
 }
 
 impl Signal {
     fn raise(&self) {
-        *self
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+        *self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = true;
         self.ready.notify_all();
     }
 }
@@ -792,9 +649,7 @@ async fn listen(connector: Connector, signal: Weak<Signal>) {
         if signal.strong_count() == 0 {
             return;
         }
-        if let Ok(Ok((client, mut connection))) =
-            tokio::time::timeout(QUERY_TIMEOUT, connector.connect()).await
-        {
+        if let Ok(Ok((client, mut connection))) = tokio::time::timeout(QUERY_TIMEOUT, connector.connect()).await {
             let listening = async {
                 let statement = format!("LISTEN {CHANNEL}");
                 let subscribe = client.batch_execute(&statement);

@@ -51,9 +51,8 @@ impl MasterKey {
         let bytes = STANDARD.decode(text.trim()).map_err(|e| StoreError::MasterKey {
             reason: format!("{source} is not valid base64 ({}); make a key with `openssl rand -base64 32`", base64_problem(&e)),
         })?;
-        Self::from_bytes(&bytes).map_err(|_| StoreError::MasterKey {
-            reason: format!("{source} must decode to 32 bytes, got {}", bytes.len()),
-        })
+        Self::from_bytes(&bytes)
+            .map_err(|_| StoreError::MasterKey { reason: format!("{source} must decode to 32 bytes, got {}", bytes.len()) })
     }
 
     fn from_bytes(bytes: &[u8]) -> Result<Self, ring::error::Unspecified> {
@@ -63,11 +62,8 @@ impl MasterKey {
     /// Generates a fresh random key and returns it with its base64 form.
     pub fn generate() -> Result<(Self, String), StoreError> {
         let mut bytes = [0u8; 32];
-        SystemRandom::new()
-            .fill(&mut bytes)
-            .map_err(|_| StoreError::MasterKey { reason: "the system random generator failed".into() })?;
-        let key = Self::from_bytes(&bytes)
-            .map_err(|_| StoreError::MasterKey { reason: "cannot build AES-256-GCM key".into() })?;
+        SystemRandom::new().fill(&mut bytes).map_err(|_| StoreError::MasterKey { reason: "the system random generator failed".into() })?;
+        let key = Self::from_bytes(&bytes).map_err(|_| StoreError::MasterKey { reason: "cannot build AES-256-GCM key".into() })?;
         Ok((key, STANDARD.encode(bytes)))
     }
 
@@ -126,9 +122,7 @@ impl MasterKey {
     /// Reads the key from `key_file` alone (not the environment); `None` when there is none.
     pub fn from_file(key_file: &Path) -> Result<Option<(Self, KeySource)>, StoreError> {
         match std::fs::read_to_string(key_file) {
-            Ok(text) if text.trim().is_empty() => {
-                Err(StoreError::EmptyKeyFile { path: key_file.to_path_buf(), sealed_anything: true })
-            }
+            Ok(text) if text.trim().is_empty() => Err(StoreError::EmptyKeyFile { path: key_file.to_path_buf(), sealed_anything: true }),
             Ok(text) => {
                 let source = KeySource::File(key_file.to_path_buf());
                 Ok(Some((Self::from_base64(&text, &source)?, source)))
@@ -151,9 +145,7 @@ impl MasterKey {
     /// `nonce || ciphertext || tag`.
     pub fn seal(&self, context: &str, plaintext: &[u8]) -> Result<Vec<u8>, StoreError> {
         let mut nonce = [0u8; NONCE_LEN];
-        SystemRandom::new()
-            .fill(&mut nonce)
-            .map_err(|_| StoreError::MasterKey { reason: "the system random generator failed".into() })?;
+        SystemRandom::new().fill(&mut nonce).map_err(|_| StoreError::MasterKey { reason: "the system random generator failed".into() })?;
         let mut in_out = plaintext.to_vec();
         self.key
             .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(context.as_bytes()), &mut in_out)
@@ -181,9 +173,7 @@ impl MasterKey {
 /// ids, temporary file names.
 pub(crate) fn random_hex<const N: usize>() -> Result<String, StoreError> {
     let mut bytes = [0u8; N];
-    SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| StoreError::MasterKey { reason: "the system random generator failed".into() })?;
+    SystemRandom::new().fill(&mut bytes).map_err(|_| StoreError::MasterKey { reason: "the system random generator failed".into() })?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 

@@ -176,7 +176,8 @@ fn open_read_only(dir: &Path, given: Option<(MasterKey, KeySource)>, cause: Read
         })
         .collect();
     let uri = format!("file:{escaped}?{}", if has_wal { "mode=ro" } else { "immutable=1" });
-    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let flags =
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(&uri, flags).map_err(&db)?;
     let version: i64 = match conn.pragma_query_value(None, "user_version", |r| r.get(0)) {
         Ok(version) => version,
@@ -283,8 +284,7 @@ impl SqliteQueries<'_> {
 const SELECT_RECORD: &str =
     "SELECT id, name, environments, enabled, chain_pem, metadata, created_at, updated_at, version FROM certificates";
 const SELECT_AUTHENTICATED: &str = "SELECT id, name, environments, enabled, chain_pem, record_mac FROM certificates";
-const SELECT_AUTHENTICATED_AND_KEY: &str =
-    "SELECT id, name, environments, enabled, chain_pem, record_mac, key_sealed FROM certificates";
+const SELECT_AUTHENTICATED_AND_KEY: &str = "SELECT id, name, environments, enabled, chain_pem, record_mac, key_sealed FROM certificates";
 const SELECT_DEPLOYMENT: &str =
     "SELECT id, hostname, pid, config_path, environment, listen, certificates, started_at, heartbeat_at FROM deployments";
 

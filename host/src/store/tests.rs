@@ -17,7 +17,6 @@ fn new_cert(dir: &Path, ca: &DevCa, name: &str) -> anyhow::Result<NewCertificate
     Ok(NewCertificate { name: name.into(), environments: vec![Environment::Development], identity, metadata })
 }
 
-
 #[path = "../../../test-support/postgres.rs"]
 mod postgres_server;
 
@@ -125,7 +124,10 @@ impl Fixture {
     fn tamper(&self, sql: &str) -> anyhow::Result<()> {
         match (&self.postgres, &self.location) {
             (Some((cluster, _)), _) => {
-                let sql = sql.replace("{certificates}", "edgemtls.certificates").replace("{store_meta}", "edgemtls.store_meta").replace("{true}", "true");
+                let sql = sql
+                    .replace("{certificates}", "edgemtls.certificates")
+                    .replace("{store_meta}", "edgemtls.store_meta")
+                    .replace("{true}", "true");
                 cluster.sql(&self.database(), &sql).map_err(anyhow::Error::msg)?;
             }
             (None, StoreLocation::Directory(dir)) => {
@@ -214,7 +216,10 @@ fn private_key_round_trips_and_is_not_stored_in_clear(fixture: &Fixture) -> anyh
     let record = store.create(new)?;
     assert_eq!(store.private_key(&record)?.secret_der(), key_der.as_slice());
     drop(store);
-    assert!(fixture.holds(record.metadata.fingerprint_sha256.as_bytes())? || fixture.holds(b"BEGIN CERTIFICATE")?, "the check can see the table");
+    assert!(
+        fixture.holds(record.metadata.fingerprint_sha256.as_bytes())? || fixture.holds(b"BEGIN CERTIFICATE")?,
+        "the check can see the table"
+    );
     assert!(!fixture.holds(&key_der)?, "the private key is stored in clear");
     Ok(())
 }
@@ -443,7 +448,8 @@ fn a_shared_store_speaks_tls_when_the_url_asks_and_checks_the_server() -> anyhow
     let Some(fixture) = Fixture::postgres()? else { return Ok(()) };
     let Some((cluster, key)) = &fixture.postgres else { anyhow::bail!("a PostgreSQL fixture") };
     let ca = DevCa::generate("database ca", 30)?;
-    let options = IssueOptions { common_name: "database".into(), server: true, sans: vec!["127.0.0.1".into()], days: 30, ..Default::default() };
+    let options =
+        IssueOptions { common_name: "database".into(), server: true, sans: vec!["127.0.0.1".into()], days: 30, ..Default::default() };
     let files = ca.issue_to(&options, fixture.scratch())?;
     cluster.enable_tls(&std::fs::read_to_string(&files.cert)?, &std::fs::read_to_string(&files.key)?).map_err(anyhow::Error::msg)?;
     let ca_file = fixture.scratch().join("database-ca.pem");
@@ -461,7 +467,10 @@ fn a_shared_store_speaks_tls_when_the_url_asks_and_checks_the_server() -> anyhow
     let store = open(&format!("sslmode=verify-full&sslrootcert={}", ca_file.display()))?;
     store.generation()?;
     let tls_sessions = cluster
-        .sql(&fixture.database(), "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE ssl AND application_name = 'edgemtls'")
+        .sql(
+            &fixture.database(),
+            "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE ssl AND application_name = 'edgemtls'",
+        )
         .map_err(anyhow::Error::msg)?;
     assert_eq!(tls_sessions, "1", "the store's connection is encrypted");
     drop(store);

@@ -95,10 +95,8 @@ pub enum Forbidden {
 }
 
 /// Cloud metadata services that are not link-local: AWS over IPv6, Alibaba Cloud.
-const METADATA_ADDRESSES: &[IpAddr] = &[
-    IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)),
-    IpAddr::V4(std::net::Ipv4Addr::new(100, 100, 100, 200)),
-];
+const METADATA_ADDRESSES: &[IpAddr] =
+    &[IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)), IpAddr::V4(std::net::Ipv4Addr::new(100, 100, 100, 200))];
 
 /// Why a guest may not reach `peer`, if it may not. `local` is our side of an established
 /// connection: a peer with our own address is this host, whichever interface it used.
@@ -124,8 +122,7 @@ fn forbidden(peer: SocketAddr, local: Option<IpAddr>) -> Option<Forbidden> {
     // refusing them here says why).
     let reaches = |listener: &SocketAddr| {
         let listener_ip = unmapped(listener.ip());
-        listener.port() == peer.port()
-            && (listener_ip == ip || ((listener_ip.is_unspecified() || listener_ip.is_loopback()) && this_host))
+        listener.port() == peer.port() && (listener_ip == ip || ((listener_ip.is_unspecified() || listener_ip.is_loopback()) && this_host))
     };
     let listeners = OWN_LISTENERS.read().ok()?;
     let (_, which) = listeners.iter().find(|(addr, _)| reaches(addr))?;
@@ -359,11 +356,7 @@ impl<S: Write + Unpin> Write for Recording<S> {
         self.inner.is_write_vectored()
     }
 
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Err(error)) = &poll {
             self.last.record(error);
@@ -394,7 +387,9 @@ mod tests {
         let peer = |ip: &str| SocketAddr::new(ip.parse().unwrap(), port);
         let local = |ip: &str| Some(ip.parse::<IpAddr>().unwrap());
         let guard = forbid_own_listener(peer("0.0.0.0"), OwnListener::Routes);
-        for (to, from) in [("127.0.0.1", None), ("127.0.0.5", None), ("::1", None), ("::ffff:127.0.0.1", None), ("10.1.2.3", local("10.1.2.3"))] {
+        for (to, from) in
+            [("127.0.0.1", None), ("127.0.0.5", None), ("::1", None), ("::ffff:127.0.0.1", None), ("10.1.2.3", local("10.1.2.3"))]
+        {
             assert_eq!(forbidden(peer(to), from), Some(Forbidden::OwnListener), "{to}");
         }
         // Another machine with that port, and another port here, are not this listener.

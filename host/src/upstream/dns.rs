@@ -60,9 +60,12 @@ where
 
     fn call(&mut self, name: Name) -> Self::Future {
         let now = Instant::now();
-        let fresh = self.answers.lock().unwrap_or_else(PoisonError::into_inner).get(&name).and_then(|(at, addrs)| {
-            (now.duration_since(*at) < KEEP_FOR).then(|| addrs.clone())
-        });
+        let fresh = self
+            .answers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&name)
+            .and_then(|(at, addrs)| (now.duration_since(*at) < KEEP_FOR).then(|| addrs.clone()));
         if let Some(addrs) = fresh {
             return Box::pin(std::future::ready(Ok(addrs.into_iter())));
         }

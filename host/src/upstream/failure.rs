@@ -140,10 +140,7 @@ impl UpstreamFailure {
 
     /// The response head did not arrive within `limit`.
     pub fn response_timeout(attempt: &Attempt<'_>, limit: Duration) -> Self {
-        Self::new(
-            FailureReason::ResponseTimeout,
-            format!("{} sent no response within {} s", attempt.authority, limit.as_secs_f64()),
-        )
+        Self::new(FailureReason::ResponseTimeout, format!("{} sent no response within {} s", attempt.authority, limit.as_secs_f64()))
     }
 
     /// The closest `wasi:http` error code, for guests that only see that.
@@ -159,10 +156,7 @@ impl UpstreamFailure {
             | FailureReason::UpstreamPinMismatch
             | FailureReason::UpstreamCertificateInvalid => Code::TlsCertificateError,
             FailureReason::ClientCertificateRequired | FailureReason::ClientCertificateRefused | FailureReason::TlsAlert => {
-                Code::TlsAlertReceived {
-                    alert_id: self.alert,
-                    alert_message: self.alert.map(|id| alert_name(AlertDescription::from(id))),
-                }
+                Code::TlsAlertReceived { alert_id: self.alert, alert_message: self.alert.map(|id| alert_name(AlertDescription::from(id))) }
             }
             FailureReason::TlsHandshake => Code::TlsProtocolError,
             FailureReason::ConnectionRefused => Code::ConnectionRefused,
@@ -250,19 +244,15 @@ fn from_tls(error: &rustls::Error, attempt: &Attempt<'_>) -> UpstreamFailure {
     match error {
         rustls::Error::InvalidCertificate(certificate) => from_certificate_error(certificate, attempt),
         rustls::Error::AlertReceived(alert) => from_alert(*alert, attempt),
-        rustls::Error::NoCertificatesPresented => UpstreamFailure::new(
-            FailureReason::UpstreamCertificateInvalid,
-            format!("{authority} presented no certificate"),
-        ),
+        rustls::Error::NoCertificatesPresented => {
+            UpstreamFailure::new(FailureReason::UpstreamCertificateInvalid, format!("{authority} presented no certificate"))
+        }
         // A server from before TLS 1.3 answers a 1.3-only hello with TLS 1.2 rather than
         // an alert: the refusal is ours.
         rustls::Error::PeerIncompatible(
             rustls::PeerIncompatible::ServerTlsVersionIsDisabledByOurConfig | rustls::PeerIncompatible::ServerDoesNotSupportTls12Or13,
         ) => no_shared_version(authority, "answered with a TLS version this host does not offer it"),
-        other => UpstreamFailure::new(
-            FailureReason::TlsHandshake,
-            format!("the TLS handshake with {authority} failed: {other}"),
-        ),
+        other => UpstreamFailure::new(FailureReason::TlsHandshake, format!("the TLS handshake with {authority} failed: {other}")),
     }
 }
 
@@ -285,7 +275,9 @@ fn from_certificate_error(error: &CertificateError, attempt: &Attempt<'_>) -> Up
                  add that CA to ca_bundle in an [[upstreams]] entry for {authority}"
             ),
         ),
-        CertificateError::Expired => (R::UpstreamCertificateExpired, format!("{authority} presented an expired certificate; it must renew it")),
+        CertificateError::Expired => {
+            (R::UpstreamCertificateExpired, format!("{authority} presented an expired certificate; it must renew it"))
+        }
         CertificateError::ExpiredContext { not_after, .. } => (
             R::UpstreamCertificateExpired,
             format!("{authority} presented a certificate that expired at {}; it must renew it", rfc3339(*not_after)),
@@ -296,10 +288,7 @@ fn from_certificate_error(error: &CertificateError, attempt: &Attempt<'_>) -> Up
         ),
         CertificateError::NotValidYetContext { not_before, .. } => (
             R::UpstreamCertificateNotYetValid,
-            format!(
-                "{authority} presented a certificate that is not valid before {}; check both machines' clocks",
-                rfc3339(*not_before)
-            ),
+            format!("{authority} presented a certificate that is not valid before {}; check both machines' clocks", rfc3339(*not_before)),
         ),
         CertificateError::Revoked => (
             R::UpstreamCertificateRevoked,
@@ -312,18 +301,15 @@ fn from_certificate_error(error: &CertificateError, attempt: &Attempt<'_>) -> Up
                  add that CA's CRL to the [[upstreams]] entry"
             ),
         ),
-        CertificateError::ExpiredRevocationList | CertificateError::ExpiredRevocationListContext { .. } => (
-            R::UpstreamRevocationUnknown,
-            format!("the CRL configured for {authority} is past its next update; fetch a current one"),
-        ),
-        CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => (
-            R::UpstreamHostnameMismatch,
-            format!("{authority} presented a certificate for other names"),
-        ),
-        CertificateError::BadSignature => (
-            R::UpstreamCertificateInvalid,
-            format!("{authority} presented a certificate whose signature does not verify"),
-        ),
+        CertificateError::ExpiredRevocationList | CertificateError::ExpiredRevocationListContext { .. } => {
+            (R::UpstreamRevocationUnknown, format!("the CRL configured for {authority} is past its next update; fetch a current one"))
+        }
+        CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+            (R::UpstreamHostnameMismatch, format!("{authority} presented a certificate for other names"))
+        }
+        CertificateError::BadSignature => {
+            (R::UpstreamCertificateInvalid, format!("{authority} presented a certificate whose signature does not verify"))
+        }
         CertificateError::BadEncoding => (R::UpstreamCertificateInvalid, format!("{authority} presented a malformed certificate")),
         CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => (
             R::UpstreamCertificateInvalid,
@@ -546,7 +532,10 @@ mod tests {
     #[test]
     fn expiry_dates_are_rfc3339() {
         let failure = from_certificate_error(
-            &CertificateError::ExpiredContext { time: UnixTime::since_unix_epoch(Duration::from_secs(1_800_000_000)), not_after: UnixTime::since_unix_epoch(Duration::from_secs(1_700_000_000)) },
+            &CertificateError::ExpiredContext {
+                time: UnixTime::since_unix_epoch(Duration::from_secs(1_800_000_000)),
+                not_after: UnixTime::since_unix_epoch(Duration::from_secs(1_700_000_000)),
+            },
             &Attempt { authority: &authority(), certificate: Some("billing") },
         );
         assert!(failure.message().contains("2023-11-14T22:13:20Z"), "{failure}");

@@ -16,19 +16,19 @@ mod trust;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use connector::{LastTlsError, PeerGuard, RecentTlsError, RecordingConnector, RevocationGuard, refuse_if_revoked};
 use http_body_util::BodyExt;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use connector::{LastTlsError, PeerGuard, RecentTlsError, RecordingConnector, RevocationGuard, refuse_if_revoked};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use wasmtime_wasi_http::{RequestOptions, WasiBody};
 
 pub use authority::{Authority, default_port};
 pub use connector::{Forbidden, ForbiddenPeer, ListeningGuard, OwnListener, forbid_own_listener};
-pub use failure::{Attempt, FailureReason, UpstreamFailure, classify};
 pub(crate) use failure::plain_cause;
+pub use failure::{Attempt, FailureReason, UpstreamFailure, classify};
 pub use probe::{ProbeReport, probe};
 pub use trust::{HostnameMismatch, PinMismatch, TrustError, TrustProfiles};
 
@@ -125,7 +125,8 @@ impl ClientIdentity {
                 Ok(std::borrow::Cow::Borrowed(once.get_or_init(|| client)))
             }
             PoolSlot::Renewed { every, current } => {
-                let mut current = current.lock().map_err(|_| UpstreamFailure::new(FailureReason::Other, "connection pool lock poisoned"))?;
+                let mut current =
+                    current.lock().map_err(|_| UpstreamFailure::new(FailureReason::Other, "connection pool lock poisoned"))?;
                 match current.as_ref() {
                     Some((built, client)) if built.elapsed() < *every => Ok(std::borrow::Cow::Owned(client.clone())),
                     _ => {
@@ -199,10 +200,12 @@ impl ClientIdentity {
             // The connection's own TLS error, when it recorded one, is the real cause; an error
             // tied to no connection takes one that a connection to the same upstream read
             // while this request was under way.
-            Ok(result) => result.map_err(|e| match LastTlsError::of(&e).or_else(|| self.recent_tls_error.since(started, &authority.to_string())) {
-                Some(tls) => classify(&tls, &attempt),
-                None => classify(&e, &attempt),
-            })?,
+            Ok(result) => {
+                result.map_err(|e| match LastTlsError::of(&e).or_else(|| self.recent_tls_error.since(started, &authority.to_string())) {
+                    Some(tls) => classify(&tls, &attempt),
+                    None => classify(&e, &attempt),
+                })?
+            }
             Err(_) => return Err(UpstreamFailure::response_timeout(&attempt, first_byte)),
         };
         Ok(response.map(|body| body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync()))
@@ -250,8 +253,7 @@ fn closed_before_answering(error: &hyper_util::client::legacy::Error) -> bool {
 
 fn request_authority(request: &http::Request<WasiBody>) -> Result<Authority, UpstreamFailure> {
     let uri = request.uri();
-    Authority::of(uri)
-        .ok_or_else(|| UpstreamFailure::new(FailureReason::InvalidRequest, format!("the URL '{uri}' has no host")))
+    Authority::of(uri).ok_or_else(|| UpstreamFailure::new(FailureReason::InvalidRequest, format!("the URL '{uri}' has no host")))
 }
 
 fn build_client(

@@ -10,8 +10,8 @@ use rustls_pki_types::ServerName;
 use serde::Serialize;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::{Authority, ClientIdentity};
 use super::failure::{Attempt, FailureReason, UpstreamFailure, classify};
+use super::{Authority, ClientIdentity};
 
 /// What happened, as far as it got.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -51,11 +51,7 @@ fn ms(d: Duration) -> f64 {
 /// Connects to `url` (https) presenting `identity`, sends `GET`, and reports each step.
 /// Never fails: a failure is recorded in the report's `error`.
 pub async fn probe(identity: &ClientIdentity, url: &http::Uri) -> ProbeReport {
-    let mut report = ProbeReport {
-        url: url.to_string(),
-        certificate: identity.name().map(str::to_string),
-        ..ProbeReport::default()
-    };
+    let mut report = ProbeReport { url: url.to_string(), certificate: identity.name().map(str::to_string), ..ProbeReport::default() };
     if let Err(failure) = run(identity, url, &mut report).await {
         report.reason = Some(failure.reason().as_str().to_string());
         report.error = Some(failure.message().to_string());
@@ -91,18 +87,13 @@ async fn run(identity: &ClientIdentity, url: &http::Uri, report: &mut ProbeRepor
     let started = Instant::now();
     let tcp = tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect((host.as_str(), port)))
         .await
-        .map_err(|_| {
-            UpstreamFailure::new(FailureReason::ConnectTimeout, format!("connecting to {authority} timed out after 10 s"))
-        })?
+        .map_err(|_| UpstreamFailure::new(FailureReason::ConnectTimeout, format!("connecting to {authority} timed out after 10 s")))?
         .map_err(|e| classify(&e, &attempt))?;
     report.connect_ms = Some(ms(started.elapsed()));
 
     let server_name = ServerName::try_from(host.clone()).map_err(|e| invalid(format!("'{host}' is not a valid server name: {e}")))?;
     let handshake_started = Instant::now();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(rules.tls))
-        .connect(server_name, tcp)
-        .await
-        .map_err(|e| classify(&e, &attempt))?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(rules.tls)).connect(server_name, tcp).await.map_err(|e| classify(&e, &attempt))?;
     report.handshake_ms = Some(ms(handshake_started.elapsed()));
     let (_, session) = tls.get_ref();
     report.tls_version = session.protocol_version().map(tls_version_name);
@@ -115,12 +106,9 @@ async fn run(identity: &ClientIdentity, url: &http::Uri, report: &mut ProbeRepor
         report.server_not_after = Some(crate::pki::rfc3339(cert.validity().not_after.to_datetime()));
     }
     // As a pooled connection (`RevocationGuard`): no request before the issuer has answered.
-    super::refuse_if_revoked(rules.revocation.as_deref(), &authority.to_string(), session)
-        .await
-        .map_err(|e| classify(&e, &attempt))?;
+    super::refuse_if_revoked(rules.revocation.as_deref(), &authority.to_string(), session).await.map_err(|e| classify(&e, &attempt))?;
 
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| classify(&e, &attempt))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| classify(&e, &attempt))?;
     let connection = tokio::spawn(connection);
     let path = url.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let request = http::Request::get(path)

@@ -146,8 +146,7 @@ impl TrustProfiles {
             let mut crls = Vec::new();
             for path in &entry.crl {
                 crls.extend(
-                    crate::pki::trust_files::read_crls(path, &provider)
-                        .map_err(|reason| TrustError::Crl { path: path.clone(), reason })?,
+                    crate::pki::trust_files::read_crls(path, &provider).map_err(|reason| TrustError::Crl { path: path.clone(), reason })?,
                 );
             }
             let mut builder = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone());
@@ -271,13 +270,8 @@ impl ServerCertVerifier for UpstreamVerifier {
                 Err(rustls::Error::InvalidCertificate(
                     CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
                 )) => {
-                    let mismatch = HostnameMismatch {
-                        expected: server_name.to_str().into_owned(),
-                        names: subject_alt_names(end_entity),
-                    };
-                    return Err(rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
-                        mismatch,
-                    )))));
+                    let mismatch = HostnameMismatch { expected: server_name.to_str().into_owned(), names: subject_alt_names(end_entity) };
+                    return Err(rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(mismatch)))));
                 }
                 Err(error) => return Err(error),
             }
@@ -287,9 +281,9 @@ impl ServerCertVerifier for UpstreamVerifier {
             if !self.pins.contains(&actual) {
                 use base64::Engine;
                 let actual = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(actual);
-                return Err(rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
-                    PinMismatch { actual },
-                )))));
+                return Err(rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(PinMismatch {
+                    actual,
+                })))));
             }
         }
         Ok(ServerCertVerified::assertion())

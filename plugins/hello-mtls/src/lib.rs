@@ -12,9 +12,7 @@ impl edgemtls_guest::Handler for HelloMtls {
         let Some(url) = edgemtls_guest::config("url") else {
             return Response::new(500).with_body("hello-mtls: the route has no 'url' option\n");
         };
-        let certificate = edgemtls_guest::config("mtlsCertificate")
-            .or_else(|| std::env::var("BACKEND_MTLS_CERT").ok())
-            .unwrap_or_default();
+        let certificate = edgemtls_guest::config("mtlsCertificate").or_else(|| std::env::var("BACKEND_MTLS_CERT").ok()).unwrap_or_default();
         match Request::get(&url).mtls_certificate(&certificate).send() {
             Ok(upstream) => {
                 let content_type = upstream.header("content-type").map(str::to_string);

@@ -39,11 +39,7 @@ fn wildcard(pattern: &str, text: &str) -> bool {
 
 /// A DN without spaces around `=` and `,`, lower-case.
 fn normalize_dn(dn: &str) -> String {
-    dn.split(',')
-        .map(|rdn| rdn.split('=').map(str::trim).collect::<Vec<_>>().join("="))
-        .collect::<Vec<_>>()
-        .join(",")
-        .to_ascii_lowercase()
+    dn.split(',').map(|rdn| rdn.split('=').map(str::trim).collect::<Vec<_>>().join("=")).collect::<Vec<_>>().join(",").to_ascii_lowercase()
 }
 
 /// Whether `dn` is among the `;`-separated patterns of option `key` (absent or empty: any).
@@ -85,18 +81,34 @@ impl edgemtls_guest::Handler for MtlsAuth {
             return refuse("mtls-required", "Client Certificate Required", "this route requires a verified client certificate");
         };
         if !listed("allowedIssuers", &certificate.issuer) {
-            return refuse("mtls-not-allowed", "Client Certificate Not Allowed", &format!("issuer '{}' is not allowed here", certificate.issuer));
+            return refuse(
+                "mtls-not-allowed",
+                "Client Certificate Not Allowed",
+                &format!("issuer '{}' is not allowed here", certificate.issuer),
+            );
         }
         if !listed("allowedSubjects", &certificate.subject) {
-            return refuse("mtls-not-allowed", "Client Certificate Not Allowed", &format!("subject '{}' is not allowed here", certificate.subject));
+            return refuse(
+                "mtls-not-allowed",
+                "Client Certificate Not Allowed",
+                &format!("subject '{}' is not allowed here", certificate.subject),
+            );
         }
         match token_binding(&request) {
             Err(why) => return refuse("mtls-binding-mismatch", "Certificate Mismatch", &why),
             Ok(Some(binding)) if !bound_to(&binding, &certificate) => {
-                return refuse("mtls-binding-mismatch", "Certificate Mismatch", "the client certificate does not match the token's binding (cnf.x5t#S256)");
+                return refuse(
+                    "mtls-binding-mismatch",
+                    "Certificate Mismatch",
+                    "the client certificate does not match the token's binding (cnf.x5t#S256)",
+                );
             }
             Ok(None) if config("requireBoundToken").is_some_and(|v| v.eq_ignore_ascii_case("true")) => {
-                return refuse("mtls-binding-mismatch", "Certificate Mismatch", "this route requires a bearer token bound to the client certificate (cnf.x5t#S256)");
+                return refuse(
+                    "mtls-binding-mismatch",
+                    "Certificate Mismatch",
+                    "this route requires a bearer token bound to the client certificate (cnf.x5t#S256)",
+                );
             }
             Ok(_) => {}
         }

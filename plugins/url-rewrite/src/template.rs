@@ -118,9 +118,7 @@ fn place(url: &mut String, key: &str, value: Value, part: Part) -> Result<(), Re
             escape(url, &text, Escapes::Keep, is_path_char);
         }
         (Value::Query(_), Part::Authority) => {
-            return Err(Refusal::Pattern(format!(
-                "${{{key}}} stands in the upstream's host; put it after the host's '/' or '?'"
-            )));
+            return Err(Refusal::Pattern(format!("${{{key}}} stands in the upstream's host; put it after the host's '/' or '?'")));
         }
         (Value::Text(text), Part::Path | Part::Query) => escape(url, &text, Escapes::Encode, is_unreserved),
         (Value::Segment(text) | Value::Query(text), Part::Path) => escape(url, &text, Escapes::Keep, is_unreserved),
@@ -274,10 +272,7 @@ mod tests {
     fn a_header_that_would_make_a_dot_segment_is_refused() {
         for hostile in ["..", ".", "../../admin", "a/../../admin", "..\\admin", "..;x"] {
             let refusal = expand_for(ISSUE_PATTERN, hostile).unwrap_err();
-            assert!(
-                matches!(&refusal, Refusal::Value(words) if words.contains("${headers.x-tenant}")),
-                "{hostile}: {refusal:?}"
-            );
+            assert!(matches!(&refusal, Refusal::Value(words) if words.contains("${headers.x-tenant}")), "{hostile}: {refusal:?}");
         }
         // Made of two pieces: the caller's `.` and the pattern's.
         assert!(matches!(expand_for("https://up/t/${headers.x-tenant}./x", "."), Err(Refusal::Value(_))));

@@ -67,7 +67,9 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Args::parse().command {
-        Command::Populate { store, ca, count, prefix, write_files } => populate(&StoreLocation::parse(&store), &ca, count, &prefix, write_files),
+        Command::Populate { store, ca, count, prefix, write_files } => {
+            populate(&StoreLocation::parse(&store), &ca, count, &prefix, write_files)
+        }
         Command::Lookup { store, iterations } => lookup(&StoreLocation::parse(&store), iterations),
         Command::HandshakeRate { ca, client_cert, client_key, server_cert, server_key, seconds } => {
             handshake_rate(&ca, &client_cert, &client_key, &server_cert, &server_key, seconds)
@@ -187,7 +189,10 @@ fn handshake_rate(
     Ok(())
 }
 
-fn transfer(from: &mut impl std::ops::DerefMut<Target = rustls::ConnectionCommon<impl rustls::SideData>>, to: &mut impl std::ops::DerefMut<Target = rustls::ConnectionCommon<impl rustls::SideData>>) -> anyhow::Result<()> {
+fn transfer(
+    from: &mut impl std::ops::DerefMut<Target = rustls::ConnectionCommon<impl rustls::SideData>>,
+    to: &mut impl std::ops::DerefMut<Target = rustls::ConnectionCommon<impl rustls::SideData>>,
+) -> anyhow::Result<()> {
     let mut buffer = Vec::new();
     while from.wants_write() {
         from.write_tls(&mut buffer)?;

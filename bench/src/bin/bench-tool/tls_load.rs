@@ -92,11 +92,8 @@ async fn load(options: Options) -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort();
-    let percentile = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-            .map_or(0, |d| d.as_micros())
-    };
+    let percentile =
+        |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).map_or(0, |d| d.as_micros());
     failures.truncate(5);
     println!(
         "{}",

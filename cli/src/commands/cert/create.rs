@@ -38,11 +38,8 @@ impl CreateCommand {
         validate_name(&self.name)?;
         let environments = parse_environments(&self.envs)?;
         let password = crate::commands::passphrase::from_env(self.password_env.as_deref())?;
-        let identity = load_identity(ImportRequest {
-            cert_path: &self.cert,
-            key_path: self.key.as_deref(),
-            password: password.as_deref(),
-        })?;
+        let identity =
+            load_identity(ImportRequest { cert_path: &self.cert, key_path: self.key.as_deref(), password: password.as_deref() })?;
         for warning in &identity.warnings {
             eprintln!("warning: {warning}");
         }

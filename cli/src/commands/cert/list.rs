@@ -108,12 +108,7 @@ impl StatusCommand {
         let revoked_enabled =
             records.iter().zip(&revocations).any(|(r, s)| r.enabled && matches!(s, Some(RevocationStatus::Revoked { .. })));
         // Disabled certificates are reported but cannot be served, so they do not set the exit code.
-        let worst = records
-            .iter()
-            .filter(|r| r.enabled)
-            .map(|r| r.metadata.expiry_status(now))
-            .max()
-            .unwrap_or(ExpiryStatus::Valid);
+        let worst = records.iter().filter(|r| r.enabled).map(|r| r.metadata.expiry_status(now)).max().unwrap_or(ExpiryStatus::Valid);
         if self.json {
             let items: Vec<_> = records
                 .iter()

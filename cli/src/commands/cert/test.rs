@@ -35,9 +35,8 @@ impl TestCommand {
     pub fn execute(self, context: &Context) -> anyhow::Result<ExitCode> {
         let Self { reference, url, env, config, ca, json } = self;
         let uri: http::Uri = url.parse().with_context(|| format!("invalid URL '{url}'"))?;
-        let authority = edgemtls_host::upstream::Authority::of(&uri)
-            .ok_or_else(|| anyhow::anyhow!("the URL '{url}' has no host"))?
-            .to_string();
+        let authority =
+            edgemtls_host::upstream::Authority::of(&uri).ok_or_else(|| anyhow::anyhow!("the URL '{url}' has no host"))?.to_string();
         let mut upstreams = match config {
             Some(path) => crate::commands::serve::load_config(&path)?.upstreams,
             None => Vec::new(),

@@ -102,11 +102,8 @@ fn ca_files(dir: Option<PathBuf>, cert: Option<PathBuf>, key: Option<PathBuf>) -
     let (cert, key) = (dir.join("ca.pem"), dir.join("ca.key"));
     // Checked here so the message can name the files --ca expects and the way to pass others,
     // which a plain "cannot read" does not.
-    let missing: Vec<&str> = [("ca.pem", &cert), ("ca.key", &key)]
-        .into_iter()
-        .filter(|(_, path)| !path.exists())
-        .map(|(name, _)| name)
-        .collect();
+    let missing: Vec<&str> =
+        [("ca.pem", &cert), ("ca.key", &key)].into_iter().filter(|(_, path)| !path.exists()).map(|(name, _)| name).collect();
     if dir.is_dir() && !missing.is_empty() {
         anyhow::bail!(
             "'{}' has no {}: --ca DIR reads ca.pem and ca.key, the names `pki init` writes; for a CA whose files are named otherwise pass them with --ca-cert FILE --ca-key FILE",

@@ -63,12 +63,10 @@ impl VerifyCommand {
         let mut failed = 0;
         for path in &self.certs {
             // A file that cannot be read is one failure among the others, not the end of the run.
-            let verdict = load_certificates(path, password.as_deref())
-                .map_err(|error| crate::describe(&error.into()))
-                .and_then(|certs| {
-                    let (leaf, chain) = certs.split_first().context("no certificate").map_err(|e| e.to_string())?;
-                    verify(leaf, chain, &trust, purpose, now).map_err(|problem| problem.to_string())
-                });
+            let verdict = load_certificates(path, password.as_deref()).map_err(|error| crate::describe(&error.into())).and_then(|certs| {
+                let (leaf, chain) = certs.split_first().context("no certificate").map_err(|e| e.to_string())?;
+                verify(leaf, chain, &trust, purpose, now).map_err(|problem| problem.to_string())
+            });
             match verdict {
                 Ok(()) => say!("{}: OK", path.display()),
                 Err(reason) => {

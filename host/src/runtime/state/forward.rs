@@ -192,12 +192,7 @@ fn upstream_uri(url: &str) -> Result<http::Uri, String> {
     if path.is_empty() || path.starts_with('?') {
         path.insert(0, '/');
     }
-    http::Uri::builder()
-        .scheme(scheme)
-        .authority(authority)
-        .path_and_query(path)
-        .build()
-        .map_err(|_| format!("'{url}' is not a valid URL"))
+    http::Uri::builder().scheme(scheme).authority(authority).path_and_query(path).build().map_err(|_| format!("'{url}' is not a valid URL"))
 }
 
 fn http_method(method: wasi::Method) -> Option<http::Method> {
