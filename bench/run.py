@@ -265,8 +265,8 @@ class Bench:
         profile_flag = [] if self.profile == "debug" else ["--release"]
         log(f"building ({self.profile})")
         subprocess.run(["cargo", "build", "-q", *profile_flag, "-p", "edgemtls", "-p", "edgemtls-bench"], cwd=ROOT, check=True)
-        subprocess.run(["cargo", "build", "-q", "--release", "--target", "wasm32-wasip2", "-p", "bench-constant", "-p", "mtls-probe"],
-                       cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", "-q", "--release", "--target", "wasm32-wasip2", "-p", "bench-constant", "-p", "mtls-probe",
+                        "-p", "url-forward"], cwd=ROOT, check=True)
         self.build_js()
 
     def build_js(self):
@@ -318,6 +318,58 @@ class Bench:
                                                   "--listen", f"127.0.0.1:{port}", "--stats-listen", f"127.0.0.1:{stats}", *flags],
                              port=stats)
             self.upstreams[name] = (port, stats)
+        self.start_h1_upstream()
+
+    def start_h1_upstream(self):
+        """What most mTLS backends are: an nginx that requires client certificates and speaks
+        only HTTP/1.1 (no h2 by ALPN). `/h1/b?bytes=N` answers N bytes from a file, and 403
+        unless the certificate's CN is the `x-expect-cn` the load generator sent (`/h1-file/` too, for
+        url-forward served from its file), so every
+        answer the harness accepts (200, N bytes) proves the identity too."""
+        self.h1_port = None
+        nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+        if not nginx:
+            self.results["notes"].append("nginx is not installed: the HTTP/1.1 upstream rows did not run.")
+            return
+        d = self.workdir / "nginx-h1"
+        (d / "logs").mkdir(parents=True, exist_ok=True)
+        files = d / "files"
+        files.mkdir(exist_ok=True)
+        for size in [0, 1024, 64 * 1024, 1024 * 1024]:
+            (files / str(size)).write_bytes(b"x" * size)
+        port = free_port()
+        (d / "nginx.conf").write_text(f"""
+daemon off;
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/logs/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    map $ssl_client_s_dn $client_cn {{ ~CN=(?<cn>[^,/]+) $cn; default ""; }}
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {self.pki}/localhost.pem;
+        ssl_certificate_key {self.pki}/localhost.key;
+        ssl_client_certificate {self.pki}/ca.pem;
+        ssl_verify_client on;
+        keepalive_requests 1000000;
+        location ~ ^/h1(-file)?/ {{
+            if ($http_x_expect_cn != $client_cn) {{ return 403; }}
+            root {files};
+            try_files /$arg_bytes =404;
+        }}
+    }}
+}}
+""")
+        self.procs.start("nginx-h1-upstream", [nginx, "-c", d / "nginx.conf", "-p", d], port=port)
+        self.h1_port = port
 
     def upstream_stats(self, name):
         status, body = http_get(self.upstreams[name][1], "/stats")
@@ -371,7 +423,28 @@ path = "/sdk-js-fresh"
 handler = "{self.js_probe}"
 max_requests_per_instance = 1
 """)
+        if self.h1_port:
+            # url-forward built in (reused instance) and from its component file with the
+            # default a file gets: a fresh instance per request.
+            routes.append(f"""
+[[routes]]
+path = "/h1"
+handler = "url-forward"
+[routes.options]
+baseUrl = "https://localhost:{self.h1_port}"
+mtlsCertificate = "bench_client"
+
+[[routes]]
+path = "/h1-file"
+handler = "{self.guests / 'url_forward.wasm'}"
+certificates = ["bench_client"]
+[routes.options]
+baseUrl = "https://localhost:{self.h1_port}"
+mtlsCertificate = "bench_client"
+""")
         hosts = ", ".join(f'"localhost:{up}"' for name, (up, _) in self.upstreams.items() if name != TLS12_UPSTREAM)
+        if self.h1_port:
+            hosts += f', "localhost:{self.h1_port}"'
         config = self.workdir / "edgemtls.toml"
         config.write_text("".join(routes) + f"""
 [[upstreams]]
@@ -421,6 +494,14 @@ max_requests_per_instance = 1000
                                                         "--key", self.pki / f"{CLIENT_CN}.key", "--ca", self.pki / "ca.pem"],
                                     port=port, env={"TOKIO_WORKER_THREADS": str(self.workers)})
             natives[name] = (port, proc)
+        if self.h1_port:
+            port = free_port()
+            proc = self.procs.start("native-h1", [self.bin / "native-proxy", "--listen", f"127.0.0.1:{port}",
+                                                  "--upstream", f"https://localhost:{self.h1_port}",
+                                                  "--cert", self.pki / f"{CLIENT_CN}.pem",
+                                                  "--key", self.pki / f"{CLIENT_CN}.key", "--ca", self.pki / "ca.pem"],
+                                    port=port, env={"TOKIO_WORKER_THREADS": str(self.workers)})
+            natives["h1"] = (port, proc)
         return natives
 
     def start_nginx(self):
@@ -451,6 +532,15 @@ max_requests_per_instance = 1000
         location /{name}-tls13 {{
             proxy_pass https://up_{name}_tls13;
             proxy_ssl_protocols TLSv1.3;
+            proxy_ssl_certificate {pki}/{CLIENT_CN}.pem;
+            proxy_ssl_certificate_key {pki}/{CLIENT_CN}.key;
+        }}""")
+        if self.h1_port:
+            # The HTTP/1.1-only nginx upstream, as nginx users proxy to it.
+            blocks.append(f"upstream up_h1 {{ server 127.0.0.1:{self.h1_port}; keepalive 64; }}")
+            locations.append(f"""
+        location /h1 {{
+            proxy_pass https://up_h1;
             proxy_ssl_certificate {pki}/{CLIENT_CN}.pem;
             proxy_ssl_certificate_key {pki}/{CLIENT_CN}.key;
         }}""")
@@ -644,6 +734,43 @@ http {{
                 self.results["js_component"][f"serve_start_seconds_{label}"] = time.perf_counter() - started
                 self.procs.stop(proc)
 
+    def h1_rows(self, e_port, e_proc, n_port, n_proc, natives):
+        """The paths users take, against the upstream most of them have: nginx requiring client
+        certificates and speaking only HTTP/1.1. Each system at one worker (run.py --workers),
+        answers checked for status, size and the certificate nginx saw (403 otherwise)."""
+        if not self.h1_port:
+            return
+        # The HTTP/1.1 upstream's identity check must be able to fail: a CN it did not
+        # see is refused, the one it saw is answered.
+        for label, port in [("edgemtls", e_port), ("native", natives["h1"][0]), ("nginx", n_port)]:
+            if port is None:
+                continue
+            status, body = http_get(port, "/h1/b?bytes=1024", {"x-expect-cn": CLIENT_CN})
+            if status != 200 or len(body) != 1024:
+                raise BenchError(f"{label}: the HTTP/1.1 upstream answered {status} with {len(body)} bytes: {body[:300]!r}")
+            status, _ = http_get(port, "/h1/b?bytes=1024", {"x-expect-cn": "someone-else"})
+            if status != 403:
+                raise BenchError(f"{label}: the HTTP/1.1 upstream did not check the certificate's CN (answered {status})")
+        no_certs = "wasmtime serve cannot reach an mTLS upstream"
+        sizes = [0, 1024] if self.smoke else [0, 1024, 64 * 1024]
+        for size in sizes:
+            path = f"/h1/b?bytes={size}"
+            self.scenario(f"S1 HTTP/1.1 upstream (nginx), {size} B", {
+                "a": lambda: self.wrk(e_port, path, e_proc, size),
+                "b": (lambda: self.wrk(n_port, path, n_proc, size)) if n_port else None,
+                "d": lambda: self.wrk(natives["h1"][0], path, natives["h1"][1], size),
+            }, {"c": no_certs})
+        nginx_0 = (lambda: self.wrk(n_port, "/h1/b?bytes=0", n_proc, 0)) if n_port else None
+        self.scenario("S1 HTTP/1.1 upstream, 0 B, url-forward from its component file (fresh instance per request, the default)", {
+            "a": lambda: self.wrk(e_port, "/h1-file/b?bytes=0", e_proc, 0),
+            "b": nginx_0,
+        }, {"c": no_certs, "d": "the native proxy runs no handlers"})
+        headers = {"x-target": f"https://localhost:{self.h1_port}/h1/b?bytes=0", "x-certificate": "bench_client"}
+        self.scenario("S1 HTTP/1.1 upstream, 0 B, Rust SDK handler fetching in the guest (reused)", {
+            "a": lambda: self.wrk(e_port, "/sdk-rust", e_proc, 0, headers=headers),
+            "b": nginx_0,
+        }, {"c": no_certs, "d": "the native proxy runs no handlers"})
+
     def tls_load(self, port, proc, handshake_per_request):
         """Like wrk(), over HTTPS with the bench client's certificate (bench-tool tls-load)."""
         def load(seconds):
@@ -715,6 +842,18 @@ http {{
         self.procs.stop_all()
         self.write()
 
+    def run_h1(self):
+        """Only the rows against the HTTP/1.1-only nginx upstream."""
+        self.build()
+        self.make_pki()
+        self.start_upstreams()
+        e_port, e_proc = self.start_edgemtls()
+        natives = self.start_native()
+        n_port, n_proc = self.start_nginx()
+        self.h1_rows(e_port, e_proc, n_port, n_proc, natives)
+        self.procs.stop_all()
+        self.write()
+
     def run(self):
         self.build()
         self.make_pki()
@@ -744,6 +883,8 @@ http {{
                 "b": (lambda: self.wrk(n_port, path, n_proc, size, stats_upstream="keepalive")) if n_port else None,
                 "d": lambda: self.wrk(natives["keepalive"][0], path, natives["keepalive"][1], size, stats_upstream="keepalive"),
             }, {"c": no_certs})
+
+        self.h1_rows(e_port, e_proc, n_port, n_proc, natives)
 
         rate = json.loads(subprocess.run([str(self.bin / "bench-tool"), "handshake-rate", "--ca", str(self.pki / "ca.pem"),
                                           "--client-cert", str(self.pki / f"{CLIENT_CN}.pem"),
@@ -987,6 +1128,7 @@ def main():
     parser.add_argument("--render", action="store_true", help="only re-render latest.md from latest.json")
     parser.add_argument("--store-scale-only", action="store_true", help="only the store-scale rows (both backends)")
     parser.add_argument("--sdk-only", action="store_true", help="only the SDK handler rows (Rust and JavaScript) against nginx")
+    parser.add_argument("--h1-only", action="store_true", help="only the rows against the HTTP/1.1-only nginx upstream")
     args = parser.parse_args()
     if args.render:
         results = json.loads((Path(args.out) / "latest.json").read_text())
@@ -1001,6 +1143,8 @@ def main():
             bench.run_store_scale()
         elif args.sdk_only:
             bench.run_sdk()
+        elif args.h1_only:
+            bench.run_h1()
         else:
             bench.run()
     except BenchError as error:
