@@ -129,6 +129,11 @@ impl Metrics {
             "Revocation checks of upstream server certificates, by result (good, revoked, unknown_soft_fail, failed)",
             crate::revocation::CHECKS.clone(),
         );
+        registry.register(
+            "inbound_caller_revocation_checks",
+            "Revocation checks of callers' certificates on the TLS listener, by result (good, revoked, unknown_soft_fail, failed)",
+            crate::revocation::CALLER_CHECKS.clone(),
+        );
         Self {
             registry,
             requests,

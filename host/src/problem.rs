@@ -118,6 +118,7 @@ impl From<&CallerProblem> for Problem {
             CallerProblem::NotYetValid => "client-certificate-not-yet-valid",
             CallerProblem::UnknownIssuer => "client-certificate-unknown-issuer",
             CallerProblem::Revoked => "client-certificate-revoked",
+            CallerProblem::RevocationUnknown(_) => "client-certificate-revocation-unknown",
             CallerProblem::WrongPurpose => "client-certificate-wrong-purpose",
             CallerProblem::Version1 => "client-certificate-version-1",
             CallerProblem::Invalid(_) => "client-certificate-invalid",

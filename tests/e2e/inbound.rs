@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 
 use crate::harness::*;
 
-const CALLER_ECHO: &str = edgemtls_e2e::guests::CALLER_ECHO;
+pub(crate) const CALLER_ECHO: &str = edgemtls_e2e::guests::CALLER_ECHO;
 
 /// The server's certificate (from the world's CA) and callers' certificates from a CA of
 /// their own, written as files the clients read.
@@ -23,9 +23,9 @@ struct Callers {
 }
 
 /// A client certificate and key on disk.
-struct ClientFiles {
-    cert: PathBuf,
-    key: PathBuf,
+pub(crate) struct ClientFiles {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
 }
 
 impl ClientFiles {
@@ -37,7 +37,7 @@ impl ClientFiles {
     }
 
     /// What the store's inspection says about it (serial, SPKI hash, fingerprint).
-    fn metadata(&self) -> anyhow::Result<edgemtls_host::pki::CertificateMetadata> {
+    pub(crate) fn metadata(&self) -> anyhow::Result<edgemtls_host::pki::CertificateMetadata> {
         Ok(inspect_leaf(&self.cert, &self.der()?)?)
     }
 }
@@ -111,20 +111,20 @@ fn echo_route(path: &str, extra: &str) -> String {
 
 /// What a client got: the status and the body.
 #[derive(Debug)]
-struct Answer {
-    status: u16,
-    body: String,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) body: String,
     /// The HTTP version curl used (`1.1`, `2`), when curl was the client.
     version: String,
 }
 
 impl Answer {
     /// The value of a `key: value` line from the caller-echo guest.
-    fn line(&self, key: &str) -> Option<&str> {
+    pub(crate) fn line(&self, key: &str) -> Option<&str> {
         self.body.lines().find_map(|line| line.strip_prefix(key)?.strip_prefix(": "))
     }
 
-    fn problem_type(&self) -> String {
+    pub(crate) fn problem_type(&self) -> String {
         serde_json::from_str::<serde_json::Value>(&self.body)
             .ok()
             .and_then(|v| v["type"].as_str().map(str::to_string))
@@ -146,7 +146,7 @@ async fn run(mut command: Command, stdin: Option<String>) -> anyhow::Result<std:
 }
 
 /// `curl` to `https://localhost:PORT{path}` trusting the world's CA.
-async fn curl(world: &World, port: u16, path: &str, client: Option<&ClientFiles>, extra: &[&str]) -> anyhow::Result<Answer> {
+pub(crate) async fn curl(world: &World, port: u16, path: &str, client: Option<&ClientFiles>, extra: &[&str]) -> anyhow::Result<Answer> {
     let mut command = Command::new("curl");
     command
         .args(["-sS", "--max-time", "20", "--cacert"])
@@ -166,7 +166,7 @@ async fn curl(world: &World, port: u16, path: &str, client: Option<&ClientFiles>
 }
 
 /// `openssl s_client` sending one HTTP/1.1 request.
-async fn s_client(world: &World, port: u16, path: &str, client: &ClientFiles) -> anyhow::Result<Answer> {
+pub(crate) async fn s_client(world: &World, port: u16, path: &str, client: &ClientFiles) -> anyhow::Result<Answer> {
     let mut command = Command::new("openssl");
     command
         .args(["s_client", "-quiet", "-connect", &format!("127.0.0.1:{port}"), "-servername", "localhost", "-CAfile"])
@@ -426,7 +426,7 @@ async fn a_new_server_certificate_and_crl_are_used_once_their_files_change() -> 
 /// refused or 20 s pass, each printed as `STATUS LOCAL-PORT PROBLEM-TYPE` (the local port
 /// shows the connection stayed the same). Reads a line from stdin after the first answer,
 /// so the test can change the listener's trust in between.
-const PYTHON_KEEPALIVE_CLIENT: &str = r#"
+pub(crate) const PYTHON_KEEPALIVE_CLIENT: &str = r#"
 import http.client, json, ssl, sys, time
 cafile, cert, key, port, path = sys.argv[1:6]
 context = ssl.create_default_context(cafile=cafile)

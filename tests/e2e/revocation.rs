@@ -285,3 +285,209 @@ async fn a_stapled_ocsp_response_is_honoured_when_no_responder_answers() -> anyh
     }
     Ok(())
 }
+
+// Callers of the TLS listener, with `[tls] revocation`: the same questions asked of the issuer
+// of the certificate a caller (curl, `openssl s_client`, Python) presents.
+
+use crate::inbound::{Answer, CALLER_ECHO, ClientFiles, PYTHON_KEEPALIVE_CLIENT, curl, s_client};
+
+/// A client certificate from the world's CA (the listener's `client_ca`) naming `ocsp` and
+/// `crl`, written as `<stem>.pem` (leaf and CA) and `<stem>.key`, with its serial as
+/// `openssl ocsp`'s index writes it.
+fn caller_cert(world: &World, stem: &str, ocsp: Option<String>, crl: Option<String>) -> anyhow::Result<(ClientFiles, String)> {
+    let options = IssueOptions { common_name: stem.into(), ocsp_url: ocsp, crl_url: crl, ..Default::default() };
+    let (chain, key) = world.ca.issue(&options)?;
+    let files = ClientFiles { cert: world.path().join(format!("{stem}.pem")), key: world.path().join(format!("{stem}.key")) };
+    std::fs::write(&files.cert, chain)?;
+    std::fs::write(&files.key, key)?;
+    let serial = files.metadata()?.serial.replace(':', "").to_uppercase();
+    Ok((files, serial))
+}
+
+/// A listener requiring client certificates from the world's CA, with `[tls]` lines `extra`,
+/// and the caller-echo guest on `/secure`.
+fn caller_config(world: &World, extra: &str) -> anyhow::Result<std::path::PathBuf> {
+    server_cert(world, "listener", None, None)?;
+    world.config_raw(&format!(
+        "[tls]\ncert = \"listener.pem\"\nkey = \"listener.key\"\nclient_auth = \"required\"\nclient_ca = [\"pki/ca.pem\"]\n{extra}\n\
+         [[routes]]\npath = \"/secure\"\nhandler = \"{CALLER_ECHO}\"\n"
+    ))
+}
+
+fn assert_caller_served(answer: &Answer, cn: &str, case: &str) {
+    assert_eq!(answer.status, 200, "{case}: {answer:?}");
+    assert_eq!(answer.line("sdk.verified"), Some("true"), "{case}: {}", answer.body);
+    assert!(answer.line("sdk.subject").is_some_and(|s| s.contains(&format!("CN={cn}"))), "{case}: {}", answer.body);
+}
+
+fn assert_caller_refused(answer: &Answer, reason: &str, says: &str, case: &str) {
+    assert_eq!(answer.status, 401, "{case}: {answer:?}");
+    assert_eq!(answer.problem_type(), format!("urn:edgemtls:problem:{reason}"), "{case}");
+    assert!(answer.body.contains(says), "{case}: expected '{says}' in {}", answer.body);
+}
+
+/// What the host logs on this test's thread (a `#[tokio::test]` runs the host's tasks there).
+#[derive(Clone, Default)]
+struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogCapture {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// The caller revocation counter's value for `result`, from the process-wide family.
+fn caller_checks(result: &str) -> u64 {
+    let metrics = edgemtls_host::metrics::Metrics::new().encode();
+    let prefix = format!("edgemtls_inbound_caller_revocation_checks_total{{result=\"{result}\"}} ");
+    metrics.lines().find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn callers_are_asked_of_their_ocsp_responder_good_revoked_unknown_and_down_per_soft_fail() -> anyhow::Result<()> {
+    if !have("openssl") || !have("curl") {
+        return Ok(());
+    }
+    let world = World::new()?;
+    let ocsp_port = free_port()?;
+    let ocsp_url = Some(format!("http://127.0.0.1:{ocsp_port}"));
+    let (good, good_serial) = caller_cert(&world, "good-caller", ocsp_url.clone(), None)?;
+    let (revoked, revoked_serial) = caller_cert(&world, "revoked-caller", ocsp_url.clone(), None)?;
+    let (stranger, _) = caller_cert(&world, "stranger-caller", ocsp_url, None)?;
+    // Its responder is a port where nothing listens.
+    let dead = free_port()?;
+    let (orphan, _) = caller_cert(&world, "orphan-caller", Some(format!("http://127.0.0.1:{dead}")), None)?;
+    let _responder = responder(&world, ocsp_port, &[&good_serial], &[&revoked_serial]).await?;
+
+    let config = caller_config(&world, "revocation = \"ocsp\"\nrevocation_timeout_ms = 1000")?;
+    let host = world.serve(&config, Environment::Production).await?;
+    let port = host.addr.port();
+    assert_caller_served(&curl(&world, port, "/secure", Some(&good), &["--http2"]).await?, "good-caller", "good, h2");
+    assert_caller_served(&curl(&world, port, "/secure", Some(&good), &["--http1.1"]).await?, "good-caller", "good, http/1.1 (cached)");
+    let refused = curl(&world, port, "/secure", Some(&revoked), &[]).await?;
+    assert_caller_refused(&refused, "client-certificate-revoked", "revoked by its issuer", "revoked (curl)");
+    let refused = s_client(&world, port, "/secure", &revoked).await?;
+    assert_caller_refused(&refused, "client-certificate-revoked", "revoked by its issuer", "revoked (openssl s_client)");
+    let unknown = curl(&world, port, "/secure", Some(&stranger), &[]).await?;
+    assert_caller_refused(&unknown, "client-certificate-revocation-unknown", "does not know the certificate", "unknown to the responder");
+    let down = curl(&world, port, "/secure", Some(&orphan), &[]).await?;
+    assert_caller_refused(&down, "client-certificate-revocation-unknown", &format!("127.0.0.1:{dead}"), "responder down");
+    assert!(down.body.contains("revocation_soft_fail"), "the refusal names the setting that would admit it: {}", down.body);
+
+    // With soft-fail, the caller whose responder is down is admitted, logged and counted; a
+    // revoked one is still refused.
+    let log = LogCapture::default();
+    let writer = log.clone();
+    let _logging = tracing_subscriber::util::SubscriberInitExt::set_default(
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
+            .with_writer(move || writer.clone())
+            .finish(),
+    );
+    let before = caller_checks("unknown_soft_fail");
+    let config = caller_config(&world, "revocation = \"ocsp\"\nrevocation_timeout_ms = 1000\nrevocation_soft_fail = true")?;
+    let host = world.serve(&config, Environment::Production).await?;
+    let port = host.addr.port();
+    assert_caller_served(&curl(&world, port, "/secure", Some(&orphan), &[]).await?, "orphan-caller", "responder down, soft-fail");
+    assert_eq!(caller_checks("unknown_soft_fail"), before + 1, "the soft-failed admission is counted");
+    let logged = log.text();
+    assert!(
+        logged.lines().any(|line| line.contains("caller certificate revocation: status unknown (soft-fail)")
+            && line.contains("CN=orphan-caller")
+            && line.contains(&format!("127.0.0.1:{dead}"))),
+        "the soft-failed admission is not logged with the caller and the reason: {logged}"
+    );
+    let refused = curl(&world, port, "/secure", Some(&revoked), &[]).await?;
+    assert_caller_refused(&refused, "client-certificate-revoked", "revoked by its issuer", "revoked, soft-fail");
+
+    // Off (the default) asks no one.
+    let host = world.serve(&caller_config(&world, "")?, Environment::Production).await?;
+    assert_caller_served(&curl(&world, host.addr.port(), "/secure", Some(&revoked), &[]).await?, "revoked-caller", "revocation off");
+
+    for result in ["good", "revoked", "failed", "unknown_soft_fail"] {
+        assert!(caller_checks(result) > 0, "no {result} count");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn callers_are_checked_against_the_crl_they_name_and_a_republished_one_refuses_an_open_connection() -> anyhow::Result<()> {
+    if !have("python3") || !have("curl") {
+        return Ok(());
+    }
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let world = World::new()?;
+    let published = world.path().join("published");
+    std::fs::create_dir(&published)?;
+    let crl_port = free_port()?;
+    let crl_url = format!("http://127.0.0.1:{crl_port}/ca.crl");
+    let (good, _) = caller_cert(&world, "good-caller", None, Some(crl_url.clone()))?;
+    let (revoked, _) = caller_cert(&world, "revoked-caller", None, Some(crl_url.clone()))?;
+    let colon = |files: &ClientFiles| -> anyhow::Result<String> { Ok(files.metadata()?.serial) };
+    std::fs::write(published.join("ca.crl"), world.ca.revocation_list(&[&colon(&revoked)?])?)?;
+    let _server = Spawned(
+        Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1", &crl_port.to_string()])
+            .current_dir(&published)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    listening(crl_port, "python3 -m http.server").await?;
+
+    let config = caller_config(&world, "revocation = \"crl\"\ncrl_cache_ttl_s = 1")?;
+    let host = world.serve(&config, Environment::Production).await?;
+    let port = host.addr.port();
+    assert_caller_served(&curl(&world, port, "/secure", Some(&good), &[]).await?, "good-caller", "not on the CRL");
+    let refused = curl(&world, port, "/secure", Some(&revoked), &[]).await?;
+    assert_caller_refused(&refused, "client-certificate-revoked", "revoked by its issuer", "on the CRL");
+
+    // One keep-alive connection of the good caller; the CA then revokes it and republishes.
+    // Once the CRL cache TTL (1 s) has passed, its next request on the same connection asks
+    // again and is refused, without a reload.
+    let mut client = tokio::process::Command::new("python3")
+        .args(["-c", PYTHON_KEEPALIVE_CLIENT])
+        .arg(world.path().join("pki/ca.pem"))
+        .arg(&good.cert)
+        .arg(&good.key)
+        .arg(port.to_string())
+        .arg("/secure")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = tokio::io::BufReader::new(client.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?).lines();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line())
+        .await??
+        .ok_or_else(|| anyhow::anyhow!("the client printed nothing"))?;
+    assert!(first.starts_with("200 "), "{first}");
+    std::fs::write(published.join("ca.crl"), world.ca.revocation_list(&[&colon(&revoked)?, &colon(&good)?])?)?;
+    client.stdin.take().ok_or_else(|| anyhow::anyhow!("no stdin"))?.write_all(b"go\n").await?;
+    let mut last = first.clone();
+    while let Some(line) = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line()).await?? {
+        last = line;
+    }
+    let fields: Vec<&str> = last.split(' ').collect();
+    assert_eq!(fields.first(), Some(&"401"), "never refused on the open connection: {last}");
+    assert_eq!(fields.get(1).copied(), first.split(' ').nth(1), "the client had to reconnect: {first} then {last}");
+    assert_eq!(fields.get(2), Some(&"urn:edgemtls:problem:client-certificate-revoked"), "{last}");
+
+    // The CRL server goes away: a caller whose CRL was never fetched cannot be judged.
+    drop(_server);
+    let (late, _) = caller_cert(&world, "late-caller", None, Some(format!("http://127.0.0.1:{crl_port}/other.crl")))?;
+    let down = curl(&world, port, "/secure", Some(&late), &[]).await?;
+    assert_caller_refused(&down, "client-certificate-revocation-unknown", "no CRL could be fetched", "CRL server down");
+    Ok(())
+}

@@ -327,6 +327,14 @@ struct UpstreamToml {
     tls_versions: Option<Vec<String>>,
 }
 
+/// The revocation keys as written, in `[[upstreams]]` entries and `[tls]` alike.
+struct RevocationKeys<'a> {
+    mode: Option<&'a str>,
+    soft_fail: Option<bool>,
+    timeout_ms: Option<u64>,
+    crl_cache_ttl_s: Option<u64>,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct LimitsToml {
@@ -561,7 +569,15 @@ impl Reader<'_> {
         }
         let key = |field: &str| format!("upstreams[{index}].{field}");
         let existing = |field: &str, path: String| self.existing_file(&key(field), &path);
-        let revocation = self.revocation_policy(&key, &upstream)?;
+        let revocation = self.revocation_policy(
+            &key,
+            RevocationKeys {
+                mode: upstream.revocation.as_deref(),
+                soft_fail: upstream.revocation_soft_fail,
+                timeout_ms: upstream.revocation_timeout_ms,
+                crl_cache_ttl_s: upstream.crl_cache_ttl_s,
+            },
+        )?;
         let tls_versions = match &upstream.tls_versions {
             Some(list) => TlsVersions::from_list(list).map_err(|reason| invalid(key("tls_versions"), reason))?,
             None => TlsVersions::Both,
@@ -603,17 +619,17 @@ impl Reader<'_> {
         })
     }
 
-    /// An entry's `revocation`, `revocation_soft_fail`, `revocation_timeout_ms` and
-    /// `crl_cache_ttl_s`, each within its range.
+    /// An `[[upstreams]]` entry's or `[tls]`'s `revocation`, `revocation_soft_fail`,
+    /// `revocation_timeout_ms` and `crl_cache_ttl_s`, each within its range.
     fn revocation_policy(
         &self,
         key: &dyn Fn(&str) -> String,
-        upstream: &UpstreamToml,
+        upstream: RevocationKeys<'_>,
     ) -> Result<crate::revocation::RevocationPolicy, ConfigError> {
         use crate::revocation::{RevocationMode, RevocationPolicy};
         let mut policy = RevocationPolicy::default();
-        if let Some(mode) = &upstream.revocation {
-            policy.mode = match mode.as_str() {
+        if let Some(mode) = upstream.mode {
+            policy.mode = match mode {
                 "off" => RevocationMode::Off,
                 "crl" => RevocationMode::Crl,
                 "ocsp" => RevocationMode::Ocsp,
@@ -621,15 +637,15 @@ impl Reader<'_> {
                 other => return Err(self.invalid(key("revocation"), format!("'{other}' is not one of off, crl, ocsp, both"))),
             };
         }
-        let set = upstream.revocation_soft_fail.is_some() || upstream.revocation_timeout_ms.is_some() || upstream.crl_cache_ttl_s.is_some();
+        let set = upstream.soft_fail.is_some() || upstream.timeout_ms.is_some() || upstream.crl_cache_ttl_s.is_some();
         if set && policy.mode == RevocationMode::Off {
             return Err(self.invalid(
                 key("revocation"),
                 "revocation settings are given but revocation is off: set revocation = \"crl\", \"ocsp\" or \"both\"".into(),
             ));
         }
-        policy.soft_fail = upstream.revocation_soft_fail.unwrap_or(false);
-        if let Some(ms) = upstream.revocation_timeout_ms {
+        policy.soft_fail = upstream.soft_fail.unwrap_or(false);
+        if let Some(ms) = upstream.timeout_ms {
             if !(100..=60_000).contains(&ms) {
                 return Err(self.invalid(key("revocation_timeout_ms"), format!("{ms} is out of range: use 100 to 60000")));
             }

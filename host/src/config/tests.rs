@@ -138,6 +138,19 @@ fn tls_and_caller_rules_are_checked_with_the_fix_named() -> anyhow::Result<()> {
     assert_eq!((listener.client_auth, listener.client_auth_exempt_loopback), (ClientAuth::Optional, false));
     assert_eq!(config.routes[0].callers.client_auth, Some(ClientAuth::Required));
     assert!(config.routes[0].callers.has_allow_list());
+    assert!(!listener.revocation.checks(), "revocation is off unless asked for");
+
+    // [tls] takes the revocation keys of [[upstreams]], with the same defaults and ranges.
+    let checked = Config::parse(
+        &path,
+        &(tls(
+            "client_auth = \"required\"\nclient_ca = [\"callers.pem\"]\nrevocation = \"both\"\nrevocation_soft_fail = true\nrevocation_timeout_ms = 500\ncrl_cache_ttl_s = 60",
+        ) + &route("")),
+    )?;
+    let policy = checked.tls.as_ref().unwrap().revocation;
+    assert_eq!(policy.mode, crate::revocation::RevocationMode::Both);
+    assert!(policy.soft_fail);
+    assert_eq!((policy.timeout, policy.crl_cache_ttl), (std::time::Duration::from_millis(500), std::time::Duration::from_secs(60)));
 
     let refused = [
         (tls("client_auth = \"required\""), route(""), "tls.client_ca: client_auth = \"required\" needs the CA bundle"),
@@ -155,6 +168,27 @@ fn tls_and_caller_rules_are_checked_with_the_fix_named() -> anyhow::Result<()> {
             tls("client_auth = \"optional\"\nclient_ca = [\"callers.pem\"]"),
             route("allowed_client_spki_sha256 = [\"abc\"]"),
             "is not a base64url SHA-256",
+        ),
+        (tls("revocation = \"ocsp\""), route(""), "tls.revocation: checks callers' certificates, but client_auth is \"none\""),
+        (
+            tls("client_auth = \"required\"\nclient_ca = [\"callers.pem\"]\nrevocation = \"sometimes\""),
+            route(""),
+            "tls.revocation: 'sometimes' is not one of off, crl, ocsp, both",
+        ),
+        (
+            tls("client_auth = \"required\"\nclient_ca = [\"callers.pem\"]\nrevocation_soft_fail = true"),
+            route(""),
+            "tls.revocation: revocation settings are given but revocation is off",
+        ),
+        (
+            tls("client_auth = \"required\"\nclient_ca = [\"callers.pem\"]\nrevocation = \"crl\"\nrevocation_timeout_ms = 99"),
+            route(""),
+            "tls.revocation_timeout_ms: 99 is out of range: use 100 to 60000",
+        ),
+        (
+            tls("client_auth = \"required\"\nclient_ca = [\"callers.pem\"]\nrevocation = \"crl\"\ncrl_cache_ttl_s = 0"),
+            route(""),
+            "tls.crl_cache_ttl_s: 0 is out of range",
         ),
     ];
     for (tls, route, expected) in refused {

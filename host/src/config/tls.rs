@@ -56,6 +56,9 @@ pub struct TlsListener {
     /// Headers that carry the verified caller's facts to every route, under the names its
     /// consumers read (`caller_headers` and `caller_headers_preset`). Default: none.
     pub caller_headers: Vec<CallerHeader>,
+    /// Asking the issuer of a caller's certificate (OCSP, the CRLs it names) whether it is
+    /// revoked, as `[[upstreams]] revocation` does for servers. Default: off.
+    pub revocation: crate::revocation::RevocationPolicy,
 }
 
 impl TlsListener {
@@ -197,6 +200,10 @@ pub(super) struct TlsToml {
     #[serde(default)]
     caller_headers: std::collections::BTreeMap<String, String>,
     caller_headers_preset: Option<String>,
+    revocation: Option<String>,
+    revocation_soft_fail: Option<bool>,
+    revocation_timeout_ms: Option<u64>,
+    crl_cache_ttl_s: Option<u64>,
 }
 
 impl super::Reader<'_> {
@@ -260,11 +267,26 @@ impl super::Reader<'_> {
             crl: raw.crl.iter().map(|p| file("crl", p)).collect::<Result<_, _>>()?,
             client_auth_exempt_loopback: raw.client_auth_exempt_loopback,
             caller_headers: self.caller_headers("tls", raw.caller_headers_preset.as_deref(), &raw.caller_headers)?,
+            revocation: self.revocation_policy(
+                &|key| format!("tls.{key}"),
+                super::RevocationKeys {
+                    mode: raw.revocation.as_deref(),
+                    soft_fail: raw.revocation_soft_fail,
+                    timeout_ms: raw.revocation_timeout_ms,
+                    crl_cache_ttl_s: raw.crl_cache_ttl_s,
+                },
+            )?,
         };
         if listener.client_auth != ClientAuth::None && listener.client_ca.is_empty() {
             return Err(self.invalid(
                 "tls.client_ca".into(),
                 format!("client_auth = \"{}\" needs the CA bundle that issues callers' certificates", client_auth.as_str()),
+            ));
+        }
+        if listener.client_auth == ClientAuth::None && listener.revocation.checks() {
+            return Err(self.invalid(
+                "tls.revocation".into(),
+                "checks callers' certificates, but client_auth is \"none\": set \"optional\" or \"required\" (and client_ca)".into(),
             ));
         }
         if listener.client_auth == ClientAuth::None && !(listener.client_ca.is_empty() && listener.crl.is_empty()) {

@@ -23,8 +23,10 @@ pub enum CallerProblem {
     NotYetValid,
     /// No configured `client_ca` issued it.
     UnknownIssuer,
-    /// Its issuer's CRL lists it.
+    /// Its issuer's CRL lists it (a `crl` file, or `[tls] revocation`: OCSP or a fetched CRL).
     Revoked,
+    /// `[tls] revocation` asked its issuer and got no answer (no `revocation_soft_fail`).
+    RevocationUnknown(String),
     /// It may not be used for client authentication (no `clientAuth` extended key usage).
     WrongPurpose,
     /// It is an X.509 version 1 certificate, which webpki does not verify.
@@ -45,6 +47,7 @@ impl CallerProblem {
             Self::NotYetValid => "not-yet-valid",
             Self::UnknownIssuer => "unknown-issuer",
             Self::Revoked => "revoked",
+            Self::RevocationUnknown(_) => "revocation-unknown",
             Self::WrongPurpose => "wrong-purpose",
             Self::Version1 => "version-1",
             Self::Invalid(_) => "invalid",
@@ -63,6 +66,10 @@ impl CallerProblem {
             Self::NotYetValid => "the client certificate is not valid yet (check its notBefore and the clocks)".into(),
             Self::UnknownIssuer => "the client certificate was not issued by a CA this server trusts for callers".into(),
             Self::Revoked => "the client certificate has been revoked by its issuer".into(),
+            Self::RevocationUnknown(why) => format!(
+                "cannot tell whether the client certificate is revoked ({why}); try again later, or ask the operator \
+                 (revocation_soft_fail = true in [tls] admits callers when their issuer does not answer)"
+            ),
             Self::WrongPurpose => {
                 "the client certificate is not valid for client authentication (it lacks the clientAuth extended key usage)".into()
             }
@@ -160,6 +167,9 @@ pub struct Caller {
     pub(super) trust_version: u64,
     /// When the verdict stops holding by itself: the leaf's notAfter (Unix seconds).
     pub(super) valid_until: i64,
+    /// When the issuer's answer on revocation (`[tls] revocation`) is asked again; `None`
+    /// when it was not asked.
+    pub(super) revocation_due: Option<std::time::Instant>,
 }
 
 impl Caller {
@@ -171,6 +181,7 @@ impl Caller {
             chain: None,
             trust_version: 0,
             valid_until: i64::MAX,
+            revocation_due: None,
         }
     }
 
@@ -181,7 +192,14 @@ impl Caller {
         let valid_until = X509Certificate::from_der(leaf).map_or(i64::MAX, |(_, cert)| cert.validity().not_after.timestamp());
         let certificate = facts(leaf, verdict).unwrap_or_else(PresentedCertificate::unreadable);
         let headers = identity_headers(chain, &certificate);
-        Self { certificate: Some(certificate), headers: headers.into(), chain: Some(chain.into()), trust_version, valid_until }
+        Self {
+            certificate: Some(certificate),
+            headers: headers.into(),
+            chain: Some(chain.into()),
+            trust_version,
+            valid_until,
+            revocation_due: None,
+        }
     }
 
     /// The certificate presented (DER), when one was.

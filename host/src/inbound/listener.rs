@@ -7,10 +7,16 @@
 //! unknown issuer, revoked) instead of a bare TLS alert. It is verified again at the next
 //! request after the CAs or CRLs change (each load of them has a version) or the
 //! certificate expires.
+//!
+//! With `[tls] revocation`, a chain that verifies is then put to its issuer (OCSP, the CRLs
+//! its certificate names: `revocation/`, shared with upstreams, so its cache and one-fetch-
+//! at-a-time hold across both), and put again at the first request after the CRL cache TTL.
+//! The question is asked on the connection's own task, each source within the configured
+//! timeout: a slow responder delays that caller, never the other connections.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use rustls::client::danger::HandshakeSignatureValid;
@@ -21,6 +27,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
 use rustls_pki_types::{CertificateDer, SubjectPublicKeyInfoDer, UnixTime};
 use tokio::net::TcpStream;
+use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::caller::{Caller, CallerProblem};
 use crate::config::{ClientAuth, TlsListener};
@@ -109,6 +116,8 @@ struct Loaded {
     acceptor: tokio_rustls::TlsAcceptor,
     /// Verifies callers' chains after the handshake; `None` when `client_auth = "none"`.
     callers: Option<Arc<dyn ClientCertVerifier>>,
+    /// Asks the issuers of verified callers' certificates; `None` when `revocation` is off.
+    revocation: Option<Arc<crate::revocation::UpstreamRevocation>>,
     /// When each file was last changed, to notice a change.
     stamps: Vec<Option<SystemTime>>,
 }
@@ -132,6 +141,9 @@ impl std::fmt::Debug for InboundTls {
 impl InboundTls {
     /// Reads the certificate, key, CAs and CRLs that `settings` names.
     pub fn load(settings: &TlsListener) -> Result<Self, TlsSetupError> {
+        if settings.revocation.checks() && settings.revocation.soft_fail {
+            tracing::warn!("[tls] revocation_soft_fail = true admits a caller when its certificate's revocation status cannot be learned");
+        }
         Ok(Self { current: ArcSwap::from_pointee(Loaded::read(settings)?), reloading: Mutex::new(()) })
     }
 
@@ -183,8 +195,9 @@ impl InboundTls {
         };
         let (_, connection) = stream.get_ref();
         let http2 = connection.alpn_protocol() == Some(b"h2");
-        let caller = match (connection.peer_certificates(), &current.callers) {
-            (Some(chain), Some(verifier)) if !chain.is_empty() => Caller::presented(chain, verdict(verifier, chain), current.version),
+        let chain = connection.peer_certificates().filter(|chain| !chain.is_empty()).map(<[CertificateDer<'static>]>::to_vec);
+        let caller = match (chain, &current.callers) {
+            (Some(chain), Some(verifier)) => judge(&current, verifier, &chain).await,
             _ => Caller::anonymous(),
         };
         Ok(Accepted { stream, http2, caller })
@@ -193,21 +206,43 @@ impl InboundTls {
     /// The caller of a connection as the listener sees it now: `None` while its verdict
     /// still holds, else verified again. A CRL that revokes it, or a CA taken out of
     /// `client_ca`, takes effect at its next request, not its next connection; so does the
-    /// end of its certificate's validity.
-    pub fn recheck(&self, caller: &Caller) -> Option<Caller> {
+    /// end of its certificate's validity, and (with `revocation`) what its issuer says once
+    /// the CRL cache TTL has passed since it was last asked.
+    pub async fn recheck(&self, caller: &Caller) -> Option<Caller> {
         let chain = caller.chain.as_ref()?;
-        let current = self.current.load();
+        let current = self.current.load_full();
         let expired = time::OffsetDateTime::now_utc().unix_timestamp() > caller.valid_until;
-        if caller.trust_version == current.version && !expired {
+        let ask_again = caller.revocation_due.is_some_and(|due| Instant::now() >= due);
+        if caller.trust_version == current.version && !expired && !ask_again {
             return None;
         }
-        let verdict = match &current.callers {
-            Some(verifier) => verdict(verifier, chain),
+        Some(match &current.callers {
+            Some(verifier) => judge(&current, verifier, chain).await,
             // client_auth = "none" now: nothing is verified, so nothing is vouched for.
-            None => Err(CallerProblem::Invalid("the listener no longer verifies client certificates".into())),
-        };
-        Some(Caller::presented(chain, verdict, current.version))
+            None => Caller::presented(
+                chain,
+                Err(CallerProblem::Invalid("the listener no longer verifies client certificates".into())),
+                current.version,
+            ),
+        })
     }
+}
+
+/// The caller that presented `chain`, as `current` judges it: its chain verified, then,
+/// when that holds and `revocation` is on, its issuer asked.
+async fn judge(current: &Loaded, verifier: &Arc<dyn ClientCertVerifier>, chain: &[CertificateDer<'static>]) -> Caller {
+    let verified = verdict(verifier, chain);
+    let Some(revocation) = current.revocation.as_ref().filter(|_| verified.is_ok()) else {
+        return Caller::presented(chain, verified, current.version);
+    };
+    let subject = X509Certificate::from_der(&chain[0]).map(|(_, leaf)| super::caller::rfc4514(leaf.subject())).unwrap_or_default();
+    let asked = revocation
+        .check_caller(&subject, chain)
+        .await
+        .map_err(|refusal| if refusal.revoked { CallerProblem::Revoked } else { CallerProblem::RevocationUnknown(refusal.detail) });
+    let mut caller = Caller::presented(chain, asked, current.version);
+    caller.revocation_due = Some(Instant::now() + revocation.recheck_every());
+    caller
 }
 
 fn verdict(verifier: &Arc<dyn ClientCertVerifier>, chain: &[CertificateDer<'static>]) -> Result<(), CallerProblem> {
@@ -272,8 +307,19 @@ impl Loaded {
                 fail("cert", &settings.cert, reason)
             })?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let revocation = match (&callers, settings.revocation.checks()) {
+            (Some(_), true) => Some(Arc::new(caller_revocation(settings)?)),
+            _ => None,
+        };
         let version = TRUST_VERSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(Self { version, settings: settings.clone(), acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)), callers, stamps })
+        Ok(Self {
+            version,
+            settings: settings.clone(),
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            callers,
+            revocation,
+            stamps,
+        })
     }
 }
 
@@ -307,6 +353,20 @@ fn caller_verifier(settings: &TlsListener, provider: &Arc<CryptoProvider>) -> Re
         path: settings.client_ca.first().cloned().unwrap_or_default(),
         reason: "no CA certificate to verify callers with".into(),
     })
+}
+
+/// The revocation checking of `[tls] revocation`, with the `client_ca` certificates to find
+/// a caller's issuer in when the caller does not send it.
+fn caller_revocation(settings: &TlsListener) -> Result<crate::revocation::UpstreamRevocation, TlsSetupError> {
+    let mut client_cas = Vec::new();
+    for path in &settings.client_ca {
+        client_cas.extend(crate::pki::trust_files::read_ca_bundle(path).map_err(|reason| TlsSetupError {
+            key: "client_ca",
+            path: path.clone(),
+            reason,
+        })?);
+    }
+    Ok(crate::revocation::UpstreamRevocation::for_callers(settings.revocation, client_cas))
 }
 
 /// Asks for a client certificate and checks the caller's proof of its key, but leaves the

@@ -20,7 +20,7 @@ use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtensio
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 pub use fetch::FetchError;
-pub(crate) use server::CHECKS;
+pub(crate) use server::{CALLER_CHECKS, CHECKS};
 pub use server::{RevocationRefusal, UpstreamRevocation};
 
 /// Keeps the OCSP response a server stapled to its certificate during the handshake, for the
@@ -29,7 +29,7 @@ pub(crate) fn remember_staple(certificate: &CertificateDer<'_>, response: &[u8])
     cache::CACHE.store_staple(certificate, response);
 }
 
-/// Which sources an upstream's server certificate is checked against.
+/// Which sources an upstream's server certificate (or a caller's) is checked against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RevocationMode {
     /// No check beyond the entry's `crl` files (the default).
@@ -43,7 +43,7 @@ pub enum RevocationMode {
     Both,
 }
 
-/// An `[[upstreams]]` entry's revocation settings.
+/// An `[[upstreams]]` entry's or `[tls]`'s revocation settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RevocationPolicy {
     /// Which sources are asked.

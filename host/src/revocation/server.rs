@@ -27,6 +27,10 @@ pub(crate) struct ResultLabel {
 /// failed. Process-wide like the cache; `Metrics` registers it.
 pub(crate) static CHECKS: LazyLock<Family<ResultLabel, Counter>> = LazyLock::new(Family::default);
 
+/// `edgemtls_inbound_caller_revocation_checks_total{result}`: the same results, for the
+/// certificates callers present to the TLS listener.
+pub(crate) static CALLER_CHECKS: LazyLock<Family<ResultLabel, Counter>> = LazyLock::new(Family::default);
+
 /// What the check decided for one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Decision {
@@ -84,6 +88,13 @@ impl UpstreamRevocation {
         Self { policy, ca_certificates, purpose: Purpose::Server }
     }
 
+    /// Checking callers' certificates with `policy` (`[tls] revocation`); `client_cas` are
+    /// the listener's `client_ca` certificates (where a caller's issuer is found when the
+    /// caller does not send it).
+    pub(crate) fn for_callers(policy: RevocationPolicy, client_cas: Vec<CertificateDer<'static>>) -> Self {
+        Self { policy, ca_certificates: client_cas, purpose: Purpose::Client }
+    }
+
     /// Checking the store's own certificates (`cert status`): any TLS purpose, the issuer
     /// from the stored chain.
     pub(super) fn for_stored(policy: RevocationPolicy) -> Self {
@@ -98,14 +109,7 @@ impl UpstreamRevocation {
 
     /// Decides for a connection to `authority` whose server presented `chain` (leaf first).
     pub async fn check(&self, authority: &str, chain: &[CertificateDer<'static>]) -> Result<(), RevocationRefusal> {
-        let status = self.status(chain).await;
-        let detail = status.detail().unwrap_or_else(|| "its certificate names no OCSP responder and no CRL".into());
-        let decision = match &status {
-            RevocationStatus::Good { .. } => Decision::Good,
-            RevocationStatus::Revoked { .. } => Decision::Revoked,
-            RevocationStatus::NotPublished | RevocationStatus::Unknown { .. } if self.policy.soft_fail => Decision::UnknownSoftFail,
-            RevocationStatus::NotPublished | RevocationStatus::Unknown { .. } => Decision::Failed,
-        };
+        let (decision, detail) = self.decide(chain).await;
         CHECKS.get_or_create(&ResultLabel { result: decision.label() }).inc();
         let said = decision.said();
         tracing::info!(target: "edgemtls::audit", upstream = authority, revocation = said, "upstream certificate revocation: {said}: {detail}");
@@ -124,6 +128,33 @@ impl UpstreamRevocation {
         }
     }
 
+    /// Decides for a caller of the TLS listener that presented `chain` (leaf first, its
+    /// chain already verified against `client_ca`), whose subject is `subject`.
+    pub(crate) async fn check_caller(&self, subject: &str, chain: &[CertificateDer<'static>]) -> Result<(), RevocationRefusal> {
+        let (decision, detail) = self.decide(chain).await;
+        CALLER_CHECKS.get_or_create(&ResultLabel { result: decision.label() }).inc();
+        let said = decision.said();
+        tracing::info!(target: "edgemtls::audit", caller = subject, revocation = said, "caller certificate revocation: {said}: {detail}");
+        match decision {
+            Decision::Good | Decision::UnknownSoftFail => Ok(()),
+            Decision::Revoked => Err(RevocationRefusal { revoked: true, detail }),
+            Decision::Failed => Err(RevocationRefusal { revoked: false, detail }),
+        }
+    }
+
+    /// What the policy makes of what the issuer says about `chain`, and the issuer's words.
+    async fn decide(&self, chain: &[CertificateDer<'static>]) -> (Decision, String) {
+        let status = self.status(chain).await;
+        let detail = status.detail().unwrap_or_else(|| "its certificate names no OCSP responder and no CRL".into());
+        let decision = match &status {
+            RevocationStatus::Good { .. } => Decision::Good,
+            RevocationStatus::Revoked { .. } => Decision::Revoked,
+            RevocationStatus::NotPublished | RevocationStatus::Unknown { .. } if self.policy.soft_fail => Decision::UnknownSoftFail,
+            RevocationStatus::NotPublished | RevocationStatus::Unknown { .. } => Decision::Failed,
+        };
+        (decision, detail)
+    }
+
     pub(super) async fn status(&self, chain: &[CertificateDer<'static>]) -> RevocationStatus {
         let Some((leaf, presented)) = chain.split_first() else {
             return RevocationStatus::Unknown { detail: "the server presented no certificate".into() };
@@ -138,6 +169,7 @@ impl UpstreamRevocation {
             }
             let detail = match self.purpose {
                 Purpose::Server => "its issuer is neither in the chain the server sent nor in the entry's ca_bundle",
+                Purpose::Client => "its issuer is neither in the chain the caller sent nor in [tls] client_ca",
                 _ => "its issuer's certificate is not stored with it (import the chain)",
             };
             return RevocationStatus::Unknown { detail: detail.into() };

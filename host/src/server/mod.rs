@@ -503,7 +503,9 @@ impl App {
         let scheme = match &connection.caller {
             Some(current) => {
                 let mut caller = current.load_full();
-                if let Some(rechecked) = self.inbound.as_ref().and_then(|tls| tls.recheck(&caller)) {
+                if let Some(tls) = &self.inbound
+                    && let Some(rechecked) = tls.recheck(&caller).await
+                {
                     caller = Arc::new(rechecked);
                     current.store(caller.clone());
                 }
