@@ -100,6 +100,10 @@ pub struct HostState {
     output: super::guest_output::OutputBudget,
     /// How long a body the host streams for the guest may make no progress.
     stream_idle: std::time::Duration,
+    /// The current request's headers as the caller sent them (after the host's own
+    /// removals and additions): a forward sends them on as they are, instead of reading
+    /// them back through `wasi:http` fields as strings and parsing each name again.
+    caller_headers: Option<http::HeaderMap>,
 }
 
 impl Drop for HostState {
@@ -149,6 +153,7 @@ impl HostState {
             outcome: None,
             output,
             stream_idle,
+            caller_headers: None,
         }
     }
 
@@ -159,7 +164,9 @@ impl HostState {
         config: Arc<WasiConfigVariables>,
         deadline: super::deadline::Deadline,
         outcome: tokio::sync::oneshot::Sender<Outcome>,
+        caller_headers: http::HeaderMap,
     ) {
+        self.caller_headers = Some(caller_headers);
         self.outcome = Some(outcome);
         self.output.reset();
         self.config = config;
@@ -209,6 +216,7 @@ impl HostState {
     /// The handler returned: takes where to report that, to report it once the instance
     /// is back in its pool.
     pub(super) fn end_request(&mut self) -> Option<tokio::sync::oneshot::Sender<Outcome>> {
+        self.caller_headers = None;
         self.outcome.take()
     }
 }

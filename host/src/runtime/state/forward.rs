@@ -56,12 +56,21 @@ impl HostState {
         url: &str,
         client_cert: bool,
     ) -> wasmtime::Result<Result<http::Request<WasiBody>, Problem>> {
+        let caller_headers = self.caller_headers.take();
         let mut view = wasmtime_wasi_http::WasiHttpView::http(self);
         let borrowed = || Resource::<HostIncomingRequest>::new_borrow(request.rep());
         let method = wasi::HostIncomingRequest::method(&mut view, borrowed())?;
-        let fields = wasi::HostIncomingRequest::headers(&mut view, borrowed())?;
-        let headers = wasi::HostFields::entries(&mut view, Resource::new_borrow(fields.rep()))?;
-        wasi::HostFields::drop(&mut view, fields)?;
+        // The one incoming request a handler gets carries the caller's headers, which the
+        // host kept when the request began; read through `wasi:http` only if they are gone.
+        let mut headers = match caller_headers {
+            Some(headers) => headers,
+            None => {
+                let fields = wasi::HostIncomingRequest::headers(&mut view, borrowed())?;
+                let entries = wasi::HostFields::entries(&mut view, Resource::new_borrow(fields.rep()))?;
+                wasi::HostFields::drop(&mut view, fields)?;
+                header_map(entries)
+            }
+        };
         let body = match wasi::HostIncomingRequest::consume(&mut view, borrowed())? {
             Ok(body) => Some(self.table.delete(body)?),
             Err(()) => None,
@@ -76,14 +85,18 @@ impl HostState {
         let Some(method) = http_method(method) else {
             return Ok(Err(invalid_url("method rejected")));
         };
-        let mut upstream = http::Request::builder().method(method).uri(uri);
-        for (name, value) in &headers {
-            let rfc9440 = name.eq_ignore_ascii_case(identity::CLIENT_CERT) || name.eq_ignore_ascii_case(identity::CLIENT_CERT_CHAIN);
-            if identity::is_identity_header(name) && !(client_cert && rfc9440) {
-                continue;
+        let withheld = |name: &http::header::HeaderName| {
+            let name = name.as_str();
+            let rfc9440 = name == identity::CLIENT_CERT || name == identity::CLIENT_CERT_CHAIN;
+            identity::is_identity_header(name) && !(client_cert && rfc9440)
+        };
+        if headers.keys().any(withheld) {
+            let names: Vec<http::header::HeaderName> = headers.keys().filter(|name| withheld(name)).cloned().collect();
+            for name in names {
+                headers.remove(name);
             }
-            upstream = upstream.header(name.as_str(), value.as_slice());
         }
+        let upstream = http::Request::builder().method(method).uri(uri);
         // A guest that took the body itself cannot have it sent: say so, as the SDK would.
         let Some(body) = body else {
             return Ok(Err(Problem::for_guest(
@@ -99,6 +112,7 @@ impl HostState {
             Ok(upstream) => upstream,
             Err(error) => return Ok(Err(invalid_url(&error.to_string()))),
         };
+        *upstream.headers_mut() = headers;
         crate::hop_by_hop::remove_all(upstream.headers_mut());
         Ok(Ok(upstream))
     }
@@ -129,6 +143,18 @@ impl HostState {
             Err(failure) => upstream_problem(&failure).into_response(),
         }
     }
+}
+
+/// `wasi:http` header entries as a map; an entry that is not a valid header is left out (the
+/// guest could not have made one: these are the caller's, which the host parsed).
+fn header_map(entries: Vec<(String, Vec<u8>)>) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::with_capacity(entries.len());
+    for (name, value) in entries {
+        if let (Ok(name), Ok(value)) = (http::header::HeaderName::from_bytes(name.as_bytes()), http::HeaderValue::from_bytes(&value)) {
+            headers.append(name, value);
+        }
+    }
+    headers
 }
 
 /// The caller's request body as the upstream request's: empty when it has already ended (a
