@@ -12,6 +12,10 @@ use wasmtime_wasi_http::p2::types::{HostFutureIncomingResponse, HostOutgoingRequ
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 mod forward;
+mod websocket;
+
+pub(crate) use websocket::Tunnels;
+pub use websocket::WebSocketUpgrade;
 
 use super::bindings::{next_request, outgoing};
 use super::outcome::Outcome;
@@ -100,6 +104,10 @@ pub struct HostState {
     output: super::guest_output::OutputBudget,
     /// How long a body the host streams for the guest may make no progress.
     stream_idle: std::time::Duration,
+    /// The current request's WebSocket upgrade, for a forward to take.
+    upgrade: Option<WebSocketUpgrade>,
+    /// Where forwarded WebSockets are counted and run.
+    tunnels: Arc<Tunnels>,
 }
 
 impl Drop for HostState {
@@ -118,9 +126,8 @@ impl HostState {
         output: super::guest_output::OutputBudget,
         config: Arc<WasiConfigVariables>,
         context: Arc<RouteContext>,
-        memory_bytes: usize,
-        max_outbound: u32,
-        stream_idle: std::time::Duration,
+        limits: &crate::config::Limits,
+        tunnels: Arc<Tunnels>,
     ) -> Self {
         Self {
             wasi,
@@ -138,17 +145,19 @@ impl HostState {
                 next_failure: None,
                 failures: HashMap::new(),
                 sent: 0,
-                max_outbound,
+                max_outbound: limits.max_outbound_requests,
             },
             config,
             limits: MemoryLimit {
-                inner: StoreLimitsBuilder::new().memory_size(memory_bytes).trap_on_grow_failure(true).build(),
+                inner: StoreLimitsBuilder::new().memory_size(limits.memory_bytes).trap_on_grow_failure(true).build(),
                 refused: false,
             },
             deadline: super::deadline::Deadline::new(std::time::Instant::now()),
             outcome: None,
             output,
-            stream_idle,
+            stream_idle: limits.stream_idle_timeout,
+            upgrade: None,
+            tunnels,
         }
     }
 
@@ -159,8 +168,10 @@ impl HostState {
         config: Arc<WasiConfigVariables>,
         deadline: super::deadline::Deadline,
         outcome: tokio::sync::oneshot::Sender<Outcome>,
+        upgrade: Option<WebSocketUpgrade>,
     ) {
         self.outcome = Some(outcome);
+        self.upgrade = upgrade;
         self.output.reset();
         self.config = config;
         self.deadline = deadline;
@@ -209,6 +220,8 @@ impl HostState {
     /// The handler returned: takes where to report that, to report it once the instance
     /// is back in its pool.
     pub(super) fn end_request(&mut self) -> Option<tokio::sync::oneshot::Sender<Outcome>> {
+        // A guest that answered without forwarding leaves the caller's upgrade undone.
+        self.upgrade = None;
         self.outcome.take()
     }
 }
