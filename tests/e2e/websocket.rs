@@ -188,7 +188,9 @@ impl Setup {
              [[routes]]\npath = \"/rw/:room\"\nhandler = \"url-rewrite\"\n[routes.options]\nrewritePattern = \"wss://localhost:{port}/ws/${{params.room}}\"\nmtlsCertificate = \"edge\"\n\n\
              [[routes]]\npath = \"/agents\"\nhandler = \"mtls-auth\"\n[routes.options]\nbaseUrl = \"wss://localhost:{port}\"\nmtlsCertificate = \"edge\"\nallowedSubjects = \"*CN=agent-7\"\n"
         );
-        self.world.config(&body, ([127, 0, 0, 1], port).into())
+        // Trust for every upstream, which allows calling none: the routes' wss:// URLs are
+        // what allows them (egress).
+        self.world.config_raw(&format!("{body}\n[[upstreams]]\nhosts = [\"*\"]\nca_bundle = \"pki/ca.pem\"\n"))
     }
 
     /// Starts a caller on `url` in `mode`, presenting `client` (cert, key) if any.
