@@ -15,23 +15,30 @@ use tokio::process::{Child, Command};
 use crate::harness::{World, all_envs};
 use crate::peers::missing_peer;
 
-/// The upstream: prints `port N`, then for each connection `open <client CN> <path>`, each
+/// The upstream (`ca cert key`, or `plain` without TLS behind nginx, which names the client
+/// in `X-Client-Subject`): prints `port N`, then for each connection `open <client> <path>`, each
 /// message as `got <text>` (answered `echo:<text>`; `bye` is answered by a close with code
 /// 4000), and `closed <code>` when it ends.
 const UPSTREAM: &str = r#"
 import asyncio, ssl, sys
 from websockets.asyncio.server import serve
-ca, cert, key = sys.argv[1:4]
-context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-context.verify_mode = ssl.CERT_REQUIRED
-context.load_verify_locations(ca)
-context.load_cert_chain(cert, key)
+plain = sys.argv[1] == "plain"
+context = None
+if not plain:
+    ca, cert, key = sys.argv[1:4]
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(ca)
+    context.load_cert_chain(cert, key)
 def say(*words):
     print(*words, flush=True)
 async def handler(ws):
-    peer = ws.transport.get_extra_info("peercert")
-    cn = dict(pair[0] for pair in peer["subject"]).get("commonName")
-    say("open", cn, ws.request.path)
+    if plain:
+        client = ws.request.headers.get("X-Client-Subject")
+    else:
+        peer = ws.transport.get_extra_info("peercert")
+        client = dict(pair[0] for pair in peer["subject"]).get("commonName")
+    say("open", client, ws.request.path)
     try:
         async for message in ws:
             say("got", message)
@@ -50,10 +57,11 @@ asyncio.run(main())
 
 /// The caller: `url ca cert key mode` (cert `-`: none). Prints `status N` when the upgrade is
 /// refused, else `open`, then per mode: `chat` sends two messages and `bye` and prints the
-/// replies and `closed <code> <reason>`; `hold` waits for a line on stdin first; `idle` sends
-/// nothing and prints `closed <code>` when the connection ends.
+/// replies and `closed <code> <reason>`; `hold` waits for a line on stdin first; `slow` sends
+/// six messages 300 ms apart first; `idle` sends one message, then nothing, and prints
+/// `closed <code> after <ms since the reply>` when the connection ends.
 const CALLER: &str = r#"
-import asyncio, ssl, sys
+import asyncio, ssl, sys, time
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 url, ca, cert, key, mode = sys.argv[1:6]
@@ -81,10 +89,19 @@ async def main():
             if mode == "hold":
                 await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
             if mode == "idle":
+                await ws.send("once")
+                say("reply", await ws.recv())
+                quiet_since = time.monotonic()
                 try:
                     await asyncio.wait_for(ws.recv(), 60)
                 except ConnectionClosed:
-                    say("closed", ws.close_code)
+                    say("closed", ws.close_code, "after", int((time.monotonic() - quiet_since) * 1000))
+            elif mode == "slow":
+                for n in range(6):
+                    await asyncio.sleep(0.3)
+                    await ws.send(f"slow-{n}")
+                    say("reply", await ws.recv())
+                await chat(ws)
             else:
                 await chat(ws)
     except InvalidStatus as refused:
@@ -181,7 +198,11 @@ impl Setup {
     /// prefix), url-rewrite at `/rw/:room` (to `/ws/<room>`) and mtls-auth at `/agents`
     /// (admitting only CN agent-7).
     fn config(&self, limits: &str, tls: &str) -> anyhow::Result<PathBuf> {
-        let port = self.upstream_port;
+        self.config_to(self.upstream_port, limits, tls)
+    }
+
+    /// Like [`Setup::config`], to the upstream on `port`.
+    fn config_to(&self, port: u16, limits: &str, tls: &str) -> anyhow::Result<PathBuf> {
         let body = format!(
             "[limits]\n{limits}\n{tls}\n\
              [[routes]]\npath = \"/ws\"\nhandler = \"url-forward\"\n[routes.options]\nbaseUrl = \"wss://localhost:{port}\"\nmtlsCertificate = \"edge\"\n\n\
@@ -333,15 +354,51 @@ async fn a_websocket_beyond_max_websockets_gets_503_and_the_place_comes_back_whe
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_idle_websocket_tunnel_is_closed_after_websocket_idle_timeout_ms() -> anyhow::Result<()> {
+async fn an_idle_websocket_tunnel_is_closed_after_websocket_idle_timeout_ms_and_a_busy_one_is_not() -> anyhow::Result<()> {
     let Some(setup) = Setup::new().await? else { return Ok(()) };
     let host = setup.world.serve(&setup.config("websocket_idle_timeout_ms = 500", "")?, Environment::Development).await?;
-    let started = Instant::now();
-    let caller = setup.caller(&format!("ws://127.0.0.1:{}/ws/quiet", host.addr.port()), None, "idle")?;
-    caller.line("open").await?;
-    // Closed without a close frame: 1006 on both sides.
-    assert_eq!(caller.line("closed ").await?, "closed 1006");
-    assert!(started.elapsed() < Duration::from_secs(20), "closed only after {:?}", started.elapsed());
+    let url = format!("ws://127.0.0.1:{}/ws/quiet", host.addr.port());
+
+    let quiet = setup.caller(&url, None, "idle")?;
+    assert_eq!(quiet.line("reply ").await?, "reply echo:once");
+    // Closed without a close frame: 1006 on both sides, about 500 ms after the last byte.
+    let closed = quiet.line("closed ").await?;
+    let after: u64 = closed.strip_prefix("closed 1006 after ").with_context(|| closed.clone())?.parse()?;
+    assert!((400..10_000).contains(&after), "closed {after} ms after the last message");
     assert_eq!(setup.upstream.line("closed ").await?, "closed 1006");
+
+    // Six messages 300 ms apart: 1.8 s in all, never 500 ms without a byte.
+    let busy = setup.caller(&url, None, "slow")?;
+    assert_eq!(busy.line("closed ").await?, "closed 4000 bye from upstream", "{:?}", busy.lines());
+    assert_eq!(busy.lines().iter().filter(|line| line.starts_with("reply echo:slow-")).count(), 6, "{:?}", busy.lines());
+    Ok(())
+}
+
+/// The pool speaks HTTP/2 to an upstream that offers it; an upgrade must go over HTTP/1.1.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_websocket_reaches_an_upstream_that_offers_http2_over_http1_while_other_requests_use_http2() -> anyhow::Result<()> {
+    let Some(setup) = Setup::new().await? else { return Ok(()) };
+    let backend = Peer::spawn(UPSTREAM, &["plain".to_string()])?;
+    let backend_port: u16 = backend.line("port ").await?["port ".len()..].parse()?;
+    let location = format!(
+        "location /ws/protocol {{ return 200 \"$server_protocol\"; }} \
+         proxy_pass http://127.0.0.1:{backend_port}; proxy_http_version 1.1; \
+         proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection \"upgrade\"; \
+         proxy_set_header X-Client-Subject \"$ssl_client_s_dn $server_protocol\";"
+    );
+    let Some(nginx) = crate::nginx::Nginx::start_with(&setup.world, " http2", &location).await? else { return Ok(()) };
+    let host = setup.world.serve(&setup.config_to(nginx.addr.port(), "", "")?, Environment::Development).await?;
+
+    let caller = setup.caller(&format!("ws://127.0.0.1:{}/ws/h2", host.addr.port()), None, "chat")?;
+    assert_eq!(caller.line("closed ").await?, "closed 4000 bye from upstream", "{:?}", caller.lines());
+    let opened = backend.line("open ").await?;
+    assert!(opened.contains("CN=edge-client") && opened.ends_with(" HTTP/1.1 /ws/h2"), "{opened}");
+
+    // The same route's plain request goes over the pool, which speaks HTTP/2 to this nginx.
+    let plain = host.get("/ws/protocol", &[]).await?;
+    assert_eq!((plain.status, plain.body.as_str()), (200, "HTTP/2.0"), "{plain:?}");
+    let log = std::fs::read_to_string(setup.world.path().join("nginx/logs/error.log")).unwrap_or_default();
+    drop(nginx);
+    assert!(!log.contains("[error]"), "{log}");
     Ok(())
 }
