@@ -40,6 +40,12 @@ struct ExpiryLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebSocketLabels {
+    route: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonOnly {
     reason: &'static str,
 }
@@ -62,6 +68,8 @@ pub struct Metrics {
     instances: Family<RouteOnly, Counter>,
     handshake_failures: Family<ReasonOnly, Counter>,
     callers_refused: Family<ReasonOnly, Counter>,
+    websockets: Family<WebSocketLabels, Counter>,
+    websockets_open: Gauge<i64, std::sync::atomic::AtomicI64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -134,6 +142,14 @@ impl Metrics {
             "Revocation checks of callers' certificates on the TLS listener, by result (good, revoked, unknown_soft_fail, failed)",
             crate::revocation::CALLER_CHECKS.clone(),
         );
+        let websockets = Family::<WebSocketLabels, Counter>::default();
+        registry.register(
+            "websockets",
+            "WebSocket upgrades forwarded, by route and outcome (opened, over-limit, refused: the upstream did not switch protocols)",
+            websockets.clone(),
+        );
+        let websockets_open = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+        registry.register("websockets_open", "WebSocket tunnels open now", websockets_open.clone());
         Self {
             registry,
             requests,
@@ -146,6 +162,8 @@ impl Metrics {
             instances,
             handshake_failures,
             callers_refused,
+            websockets,
+            websockets_open,
         }
     }
 
@@ -180,6 +198,20 @@ impl Metrics {
     /// Counts a request refused for its caller's certificate.
     pub fn record_caller_refused(&self, reason: &'static str) {
         self.callers_refused.get_or_create(&ReasonOnly { reason }).inc();
+    }
+
+    /// Counts a WebSocket upgrade on `route` by its outcome.
+    pub fn record_websocket(&self, route: &str, outcome: &'static str) {
+        self.websockets.get_or_create(&WebSocketLabels { route: route.to_string(), outcome }).inc();
+    }
+
+    /// Counts a tunnel as open (`opened`) or no longer open.
+    pub fn set_websocket_open(&self, opened: bool) {
+        if opened {
+            self.websockets_open.inc();
+        } else {
+            self.websockets_open.dec();
+        }
     }
 
     /// Counts a config reload.

@@ -22,4 +22,5 @@ mod revocation;
 mod rotation;
 mod startup;
 mod trust;
+mod websocket;
 mod wit_contract;

@@ -28,6 +28,11 @@ impl Nginx {
     /// Starts nginx with `location` as the body of `location /`; `None` (and a note) when
     /// nginx is not installed.
     pub async fn start(world: &World, location: &str) -> anyhow::Result<Option<Self>> {
+        Self::start_with(world, "", location).await
+    }
+
+    /// Like [`Nginx::start`], with `listen_extra` after `ssl` on the `listen` line (` http2`).
+    pub async fn start_with(world: &World, listen_extra: &str, location: &str) -> anyhow::Result<Option<Self>> {
         let Some(nginx) = nginx_binary() else {
             crate::peers::missing_peer("nginx is not installed (apt-get install nginx; .ci/run installs it)");
             return Ok(None);
@@ -55,7 +60,7 @@ http {{
     uwsgi_temp_path {dir}/nginx/uwsgi;
     scgi_temp_path {dir}/nginx/scgi;
     server {{
-        listen 127.0.0.1:{port} ssl;
+        listen 127.0.0.1:{port} ssl{listen_extra};
         server_name localhost;
         ssl_certificate {dir}/upstream.pem;
         ssl_certificate_key {dir}/upstream.key;

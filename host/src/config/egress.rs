@@ -24,10 +24,10 @@ impl HostPattern {
     pub fn parse(entry: &str) -> Result<Self, String> {
         let entry = entry.trim();
         let (scheme, rest) = match entry.split_once("://") {
-            Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
-                "https" | "http" => (Some(scheme.to_ascii_lowercase()), rest),
-                "*" => (None, rest),
-                other => return Err(format!("'{entry}': the scheme '{other}' is not http or https")),
+            Some((scheme, rest)) => match http_scheme(scheme) {
+                Some(scheme) => (Some(scheme.to_string()), rest),
+                None if scheme == "*" => (None, rest),
+                None => return Err(format!("'{entry}': the scheme '{scheme}' is not http, https, ws or wss")),
             },
             None => (None, entry),
         };
@@ -60,13 +60,10 @@ impl HostPattern {
     /// The pattern that allows exactly `url`'s scheme, host and port, if it is an http(s) URL.
     pub fn for_url(url: &str) -> Option<Self> {
         let uri: http::Uri = url.parse().ok()?;
-        let scheme = uri.scheme_str()?.to_ascii_lowercase();
-        if scheme != "https" && scheme != "http" {
-            return None;
-        }
+        let scheme = http_scheme(uri.scheme_str()?)?;
         let host = uri.host()?.to_ascii_lowercase();
         let port = uri.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
-        Some(Self { scheme: Some(scheme), host, port: Some(port) })
+        Some(Self { scheme: Some(scheme.to_string()), host, port: Some(port) })
     }
 
     /// The pattern for an `[[upstreams]]` host (`host:port`), either scheme. The `"*"` entry
@@ -159,6 +156,16 @@ impl Egress {
 }
 
 /// `host[:port]` with IPv6 brackets kept on the host.
+/// The HTTP scheme a URL's scheme is sent with: a WebSocket URL (`wss`, `ws`) is an upgrade
+/// request to its HTTP twin; `None` for anything else.
+fn http_scheme(scheme: &str) -> Option<&'static str> {
+    match scheme.to_ascii_lowercase().as_str() {
+        "https" | "wss" => Some("https"),
+        "http" | "ws" => Some("http"),
+        _ => None,
+    }
+}
+
 fn split_host_port(text: &str) -> (&str, Option<&str>) {
     if text.starts_with('[') {
         return match text.find(']') {
@@ -191,11 +198,17 @@ mod tests {
         assert!(bare.allows("http", "localhost", 8081) && bare.allows("https", "localhost", 8081));
         assert!(HostPattern::parse("*").unwrap().is_everything());
         assert!(HostPattern::parse("https://[::1]:8443").unwrap().allows("https", "[::1]", 8443));
+        // A WebSocket URL is sent as an upgrade request to its HTTP twin.
+        let socket = HostPattern::parse("wss://chat.internal").unwrap();
+        assert!(socket.allows("https", "chat.internal", 443) && !socket.allows("http", "chat.internal", 443));
+        let option = HostPattern::for_url("wss://localhost:9443/ws").unwrap();
+        assert!(option.allows("https", "localhost", 9443));
+        assert!(HostPattern::for_url("ws://localhost:9080").unwrap().allows("http", "localhost", 9080));
     }
 
     #[test]
     fn bad_entries_say_why() {
-        assert!(HostPattern::parse("ftp://x").unwrap_err().contains("not http or https"));
+        assert!(HostPattern::parse("ftp://x").unwrap_err().contains("not http, https, ws or wss"));
         assert!(HostPattern::parse("https://x/path").unwrap_err().contains("no path"));
         assert!(HostPattern::parse("x.example").unwrap_err().contains("needs a port"));
         assert!(HostPattern::parse("https://a*b.example").unwrap_err().contains("wildcard"));

@@ -243,6 +243,12 @@ pub struct Limits {
     /// Once a response streams, how long it may go without a chunk before the handler is
     /// stopped; a download that makes progress is not cut by `request_timeout`. Default 30 s.
     pub stream_idle_timeout: Duration,
+    /// WebSocket tunnels open at once; beyond it an upgrade is answered 503 with
+    /// `Retry-After`. Default 1,000.
+    pub max_websockets: u32,
+    /// How long a WebSocket tunnel may carry nothing, in either direction, before it is
+    /// closed. Default 60 s (nginx: `proxy_read_timeout` 60 s).
+    pub websocket_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -255,6 +261,8 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             stream_idle_timeout: Duration::from_secs(30),
+            max_websockets: 1000,
+            websocket_idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -345,6 +353,8 @@ struct LimitsToml {
     header_timeout_ms: Option<u64>,
     max_connections: Option<u32>,
     stream_idle_timeout_ms: Option<u64>,
+    max_websockets: Option<u32>,
+    websocket_idle_timeout_ms: Option<u64>,
 }
 
 impl Config {
@@ -687,6 +697,8 @@ impl Reader<'_> {
             header_timeout: millis("header_timeout_ms", raw.header_timeout_ms, defaults.header_timeout)?,
             max_connections: count("max_connections", raw.max_connections, 1_000_000, defaults.max_connections)?,
             stream_idle_timeout: millis("stream_idle_timeout_ms", raw.stream_idle_timeout_ms, defaults.stream_idle_timeout)?,
+            max_websockets: count("max_websockets", raw.max_websockets, 1_000_000, defaults.max_websockets)?,
+            websocket_idle_timeout: millis("websocket_idle_timeout_ms", raw.websocket_idle_timeout_ms, defaults.websocket_idle_timeout)?,
         })
     }
 }

@@ -76,8 +76,9 @@ fn url_problem(value: &str) -> Option<String> {
         uri.scheme_str().filter(|_| has_host).map(str::to_ascii_lowercase)
     });
     match scheme.as_deref() {
-        Some("https" | "http") => None,
-        Some(other) => Some(format!("'{value}' uses {other}://; only https:// (or http://) upstreams are supported")),
+        // wss:// and ws:// are https:// and http:// for a WebSocket the route forwards.
+        Some("https" | "http" | "wss" | "ws") => None,
+        Some(other) => Some(format!("'{value}' uses {other}://; only https:// (or http://, wss://, ws://) upstreams are supported")),
         None => Some(format!("'{value}' is not an absolute URL like https://billing.internal:8443")),
     }
 }

@@ -58,6 +58,8 @@ fn unknown_keys_and_bad_values_are_named() {
         ("[limits]\nrequest_timeout_ms = 0", "limits.request_timeout_ms: 0 is out of range"),
         ("[limits]\nmemory_mib = 18446744073709551615", "limits.memory_mib"),
         ("[limits]\nmax_outbound_requests = 0", "limits.max_outbound_requests"),
+        ("[limits]\nmax_websockets = 0", "limits.max_websockets: 0 is out of range"),
+        ("[limits]\nwebsocket_idle_timeout_ms = 0", "limits.websocket_idle_timeout_ms: 0 is out of range"),
         ("[[routes]]\npath = \"/a\"\nhandler = \"a.wasm\"\nallowed_outbound_hosts = [\"ftp://x\"]", "allowed_outbound_hosts[0]"),
         ("[[routes]]\npath = \"/a\"\nhandler = \"a.wasm\"\nmax_requests_per_instance = 0", "max_requests_per_instance"),
     ];

@@ -30,7 +30,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 pub use compile_cache::COMPILE_CACHE_ENV;
-pub use state::{HostState, RouteContext};
+pub use state::{HostState, RouteContext, WebSocketUpgrade};
 /// The scheme a request arrived with (`https` on the TLS listener), as guests see it.
 pub use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
@@ -171,6 +171,8 @@ pub struct Runtime {
     running: Arc<AtomicU64>,
     /// One permit per instance that may exist (`max_instances`).
     slots: Arc<tokio::sync::Semaphore>,
+    /// WebSocket tunnels the forward opened (`max_websockets`).
+    tunnels: Arc<state::Tunnels>,
 }
 
 /// Counts a running request for as long as it lives.
@@ -292,6 +294,7 @@ impl Runtime {
             pools: Mutex::new(Vec::new()),
             running,
             slots: Arc::new(tokio::sync::Semaphore::new(limits.max_instances as usize)),
+            tunnels: Arc::new(state::Tunnels::new(limits.max_websockets, limits.websocket_idle_timeout)),
         })
     }
 
@@ -428,15 +431,7 @@ impl Runtime {
             .stdout(guest_output::GuestOutput::new(route, "stdout", budget.clone()))
             .stderr(guest_output::GuestOutput::new(route, "stderr", budget.clone()))
             .build();
-        let state = HostState::new(
-            wasi,
-            budget,
-            handler.config.clone(),
-            handler.context.clone(),
-            self.limits.memory_bytes,
-            self.limits.max_outbound_requests,
-            self.limits.stream_idle_timeout,
-        );
+        let state = HostState::new(wasi, budget, handler.config.clone(), handler.context.clone(), &self.limits, self.tunnels.clone());
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_callback(|store| {
@@ -560,7 +555,7 @@ impl Runtime {
         &self,
         handler: &Handler,
         turn: Turn,
-        request: hyper::Request<B>,
+        mut request: hyper::Request<B>,
         response: tokio::sync::oneshot::Sender<GuestResponse>,
     ) -> Result<(), HandlerError>
     where
@@ -576,7 +571,9 @@ impl Runtime {
         // A copy of the caller's headers costs a few reference counts (names and values are
         // shared bytes); a forward then sends them on without converting each one twice.
         let caller_headers = request.headers().clone();
-        instance.store.data_mut().begin_request(turn.config, turn.deadline, turn.outcome, caller_headers);
+        // wasi-http's request conversion drops extensions, the caller's upgrade with them.
+        let upgrade = request.extensions_mut().remove::<WebSocketUpgrade>();
+        instance.store.data_mut().begin_request(turn.config, turn.deadline, turn.outcome, caller_headers, upgrade);
         instance.store.set_epoch_deadline(1);
         let mut http = instance.store.data_mut().http();
         let request = match http.new_incoming_request(turn.scheme, request) {

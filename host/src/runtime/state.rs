@@ -12,6 +12,10 @@ use wasmtime_wasi_http::p2::types::{HostFutureIncomingResponse, HostOutgoingRequ
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 mod forward;
+mod websocket;
+
+pub(crate) use websocket::Tunnels;
+pub use websocket::WebSocketUpgrade;
 
 use super::bindings::{next_request, outgoing};
 use super::outcome::Outcome;
@@ -104,6 +108,10 @@ pub struct HostState {
     /// removals and additions): a forward sends them on as they are, instead of reading
     /// them back through `wasi:http` fields as strings and parsing each name again.
     caller_headers: Option<http::HeaderMap>,
+    /// The current request's WebSocket upgrade, for a forward to take.
+    upgrade: Option<WebSocketUpgrade>,
+    /// Where forwarded WebSockets are counted and run.
+    tunnels: Arc<Tunnels>,
 }
 
 impl Drop for HostState {
@@ -122,9 +130,8 @@ impl HostState {
         output: super::guest_output::OutputBudget,
         config: Arc<WasiConfigVariables>,
         context: Arc<RouteContext>,
-        memory_bytes: usize,
-        max_outbound: u32,
-        stream_idle: std::time::Duration,
+        limits: &crate::config::Limits,
+        tunnels: Arc<Tunnels>,
     ) -> Self {
         Self {
             wasi,
@@ -142,18 +149,20 @@ impl HostState {
                 next_failure: None,
                 failures: HashMap::new(),
                 sent: 0,
-                max_outbound,
+                max_outbound: limits.max_outbound_requests,
             },
             config,
             limits: MemoryLimit {
-                inner: StoreLimitsBuilder::new().memory_size(memory_bytes).trap_on_grow_failure(true).build(),
+                inner: StoreLimitsBuilder::new().memory_size(limits.memory_bytes).trap_on_grow_failure(true).build(),
                 refused: false,
             },
             deadline: super::deadline::Deadline::new(std::time::Instant::now()),
             outcome: None,
             output,
-            stream_idle,
+            stream_idle: limits.stream_idle_timeout,
             caller_headers: None,
+            upgrade: None,
+            tunnels,
         }
     }
 
@@ -165,9 +174,11 @@ impl HostState {
         deadline: super::deadline::Deadline,
         outcome: tokio::sync::oneshot::Sender<Outcome>,
         caller_headers: http::HeaderMap,
+        upgrade: Option<WebSocketUpgrade>,
     ) {
         self.caller_headers = Some(caller_headers);
         self.outcome = Some(outcome);
+        self.upgrade = upgrade;
         self.output.reset();
         self.config = config;
         self.deadline = deadline;
@@ -217,6 +228,8 @@ impl HostState {
     /// is back in its pool.
     pub(super) fn end_request(&mut self) -> Option<tokio::sync::oneshot::Sender<Outcome>> {
         self.caller_headers = None;
+        // A guest that answered without forwarding leaves the caller's upgrade undone.
+        self.upgrade = None;
         self.outcome.take()
     }
 }

@@ -190,7 +190,9 @@ pub(super) async fn serve<I, H, F>(
     };
     // A client that stops reading is dropped after the header timeout too.
     let io = WriteTimeout::new(io, header_timeout);
-    let connection = builder.serve_connection(io, service);
+    // With upgrades: a WebSocket the route forwards takes the connection over once its 101 is
+    // sent (`runtime/state/websocket.rs`); hyper never upgrades a request the handler did not.
+    let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
     let mut closing = false;
     loop {

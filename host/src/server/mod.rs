@@ -491,6 +491,10 @@ impl App {
                 }
             }
         }
+        // A WebSocket upgrade is kept aside (its headers are hop-by-hop) for a forward to take.
+        if let Some(upgrade) = crate::runtime::WebSocketUpgrade::take(&mut request) {
+            request.extensions_mut().insert(upgrade);
+        }
         // Guests never see `Connection` itself to know what it named.
         crate::hop_by_hop::remove_connection_listed(request.headers_mut());
         inbound::headers::remove_caller_copies(request.headers_mut());

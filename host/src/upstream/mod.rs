@@ -114,7 +114,7 @@ impl ClientIdentity {
         let slot = self.clients.get(profile).ok_or_else(|| UpstreamFailure::new(FailureReason::Other, "trust profile out of range"))?;
         let build = || {
             let ConnectionRules { tls, revocation } = self.rules(profile)?;
-            Ok::<_, UpstreamFailure>(build_client(tls, revocation, self.recent_tls_error.clone()))
+            Ok::<_, UpstreamFailure>(build_client(tls, revocation, self.recent_tls_error.clone(), Protocols::Pooled))
         };
         match slot {
             PoolSlot::Fixed(once) => {
@@ -181,8 +181,31 @@ impl ClientIdentity {
         options: Option<RequestOptions>,
     ) -> Result<http::Response<WasiBody>, UpstreamFailure> {
         let authority = request_authority(&request)?;
-        let attempt = Attempt { authority: &authority, certificate: self.name() };
         let client = self.client(&authority)?;
+        self.send_with(&client, &authority, request, options).await
+    }
+
+    /// Sends `request`, which asks to switch protocols (a WebSocket), over a connection of
+    /// its own: made with this identity's certificate and the authority's trust profile as
+    /// the pool's are, but offering only HTTP/1.1 in ALPN (an upgrade is HTTP/1.1's) and
+    /// never pooled, since the upgraded connection belongs to one tunnel. A 101 answer
+    /// carries the upstream's connection, for `hyper::upgrade::on`.
+    pub async fn send_upgrade(&self, request: http::Request<WasiBody>) -> Result<http::Response<WasiBody>, UpstreamFailure> {
+        let authority = request_authority(&request)?;
+        let ConnectionRules { tls, revocation } = self.rules_for(&authority)?;
+        let client = build_client(tls, revocation, self.recent_tls_error.clone(), Protocols::UpgradeOnly);
+        self.send_with(&client, &authority, request, None).await
+    }
+
+    async fn send_with(
+        &self,
+        client: &PooledClient,
+        authority: &Authority,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+    ) -> Result<http::Response<WasiBody>, UpstreamFailure> {
+        let authority = authority.clone();
+        let attempt = Attempt { authority: &authority, certificate: self.name() };
         let first_byte = options.and_then(|o| o.first_byte_timeout).unwrap_or(Duration::from_secs(60));
         let deadline = tokio::time::Instant::now() + first_byte;
         // A pooled connection the upstream closed just as it was handed out fails the request
@@ -256,20 +279,35 @@ fn request_authority(request: &http::Request<WasiBody>) -> Result<Authority, Ups
     Authority::of(uri).ok_or_else(|| UpstreamFailure::new(FailureReason::InvalidRequest, format!("the URL '{uri}' has no host")))
 }
 
+/// What a client's connections offer and whether they are kept.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Protocols {
+    /// HTTP/2 or HTTP/1.1 as ALPN decides, pooled.
+    Pooled,
+    /// HTTP/1.1 only, one connection per request, none kept: for an upgrade.
+    UpgradeOnly,
+}
+
 fn build_client(
     config: rustls::ClientConfig,
     revocation: Option<Arc<crate::revocation::UpstreamRevocation>>,
     recent: RecentTlsError,
+    protocols: Protocols,
 ) -> PooledClient {
     let mut http = HttpConnector::new_with_resolver(dns::CachedResolver::shared());
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(Duration::from_secs(10)));
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(config)
-        .https_or_http()
-        .enable_all_versions()
-        .wrap_connector(PeerGuard(http));
+    let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config).https_or_http();
+    let connector = match protocols {
+        Protocols::Pooled => builder.enable_all_versions().wrap_connector(PeerGuard(http)),
+        Protocols::UpgradeOnly => builder.enable_http1().wrap_connector(PeerGuard(http)),
+    };
     let connector = RevocationGuard { inner: connector, revocation };
-    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(RecordingConnector { inner: connector, recent })
+    let mut client = Client::builder(TokioExecutor::new());
+    client.pool_idle_timeout(Duration::from_secs(90));
+    if protocols == Protocols::UpgradeOnly {
+        client.pool_max_idle_per_host(0);
+    }
+    client.build(RecordingConnector { inner: connector, recent })
 }

@@ -19,6 +19,7 @@ use wasmtime_wasi_http::p2::bindings::http::types as wasi;
 use wasmtime_wasi_http::p2::body::{HostIncomingBody, HyperOutgoingBody};
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
+use super::websocket::{self, WebSocketUpgrade};
 use super::{HostState, OutboundAudit, certificate_error};
 use crate::Problem;
 use crate::inbound::headers as identity;
@@ -38,8 +39,9 @@ impl forward::Host for HostState {
         response_out: Resource<HostResponseOutparam>,
     ) -> wasmtime::Result<()> {
         let outparam = self.table.delete(response_out)?;
+        let upgrade = self.upgrade.take();
         let response = match self.upstream_request(request, &url, options.client_cert)? {
-            Ok(upstream) => self.send(upstream, &certificate).await,
+            Ok(upstream) => self.send(upstream, &certificate, upgrade).await,
             Err(problem) => problem.into_response(),
         };
         (outparam.send)(Ok(response));
@@ -119,13 +121,32 @@ impl HostState {
 
     /// Sends `request` presenting `certificate` (empty: none), as `wasi:http` requests are
     /// sent: counted against the outbound cap, checked against egress, audited. Returns the
-    /// caller's response: the upstream's, or a problem.
-    async fn send(&mut self, request: http::Request<WasiBody>, certificate: &str) -> hyper::Response<HyperOutgoingBody> {
+    /// caller's response: the upstream's, or a problem. With the caller's WebSocket
+    /// `upgrade`, the request asks the upstream for it too, over a connection of its own, and
+    /// a 101 answer starts the tunnel between them.
+    async fn send(
+        &mut self,
+        mut request: http::Request<WasiBody>,
+        certificate: &str,
+        upgrade: Option<WebSocketUpgrade>,
+    ) -> hyper::Response<HyperOutgoingBody> {
+        let context = self.hooks.context.clone();
+        // The place is taken first: over the cap, nothing is sent.
+        let upgrade = match upgrade {
+            Some(upgrade) => match self.tunnels.try_reserve() {
+                Some(place) => Some((upgrade, place)),
+                None => {
+                    context.metrics.record_websocket(&context.route, "over-limit");
+                    crate::warn_limited!(route = %context.route, max_websockets = self.tunnels.max(), "WebSocket refused: max_websockets tunnels are open");
+                    return websockets_busy(self.tunnels.max());
+                }
+            },
+            None => None,
+        };
         let identity = match self.resolve_named(certificate) {
             Ok(identity) => identity,
             Err(error) => return certificate_problem(certificate_error(error)).into_response(),
         };
-        let context = self.hooks.context.clone();
         let audit = OutboundAudit::new(&context, &identity, request.uri());
         if let Err(failure) = self.hooks.admit(request.uri()) {
             audit.refused(&failure);
@@ -133,11 +154,27 @@ impl HostState {
         }
         let sending = audit.sending();
         // Boxed: the send is most of this future, which wasmtime moves while it runs.
-        let result = Box::pin(identity.send(request, None)).await;
+        let result = if upgrade.is_some() {
+            websocket::set_upgrade_headers(request.headers_mut());
+            Box::pin(identity.send_upgrade(request)).await
+        } else {
+            Box::pin(identity.send(request, None)).await
+        };
         sending.finished(&result);
         match result {
             Ok(mut response) => {
                 crate::hop_by_hop::remove_all(response.headers_mut());
+                if let Some((caller, place)) = upgrade {
+                    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                        let upstream = hyper::upgrade::on(&mut response);
+                        websocket::set_upgrade_headers(response.headers_mut());
+                        context.metrics.record_websocket(&context.route, "opened");
+                        self.tunnels.start(caller, upstream, place, context.metrics.clone(), context.route.clone());
+                    } else {
+                        // The upstream answered as HTTP; so does the caller's connection.
+                        context.metrics.record_websocket(&context.route, "refused");
+                    }
+                }
                 response
             }
             Err(failure) => upstream_problem(&failure).into_response(),
@@ -204,9 +241,10 @@ fn empty() -> WasiBody {
 /// splits a URL (`fetch.rs`), in its words, so both paths refuse the same URLs alike.
 fn upstream_uri(url: &str) -> Result<http::Uri, String> {
     let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("'{url}' has no scheme (expected https://...)"))?;
+    // A WebSocket URL names the same connection as its HTTP twin: the upgrade is a request.
     let scheme = match scheme.to_ascii_lowercase().as_str() {
-        "https" => http::uri::Scheme::HTTPS,
-        "http" => http::uri::Scheme::HTTP,
+        "https" | "wss" => http::uri::Scheme::HTTPS,
+        "http" | "ws" => http::uri::Scheme::HTTP,
         other => return Err(format!("unsupported scheme '{other}' in '{url}'")),
     };
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
@@ -234,6 +272,16 @@ fn http_method(method: wasi::Method) -> Option<http::Method> {
         wasi::Method::Patch => http::Method::PATCH,
         wasi::Method::Other(other) => return http::Method::from_bytes(other.as_bytes()).ok(),
     })
+}
+
+/// 503 `websockets-busy` with `Retry-After`: `max_websockets` tunnels are open; nothing was sent.
+fn websockets_busy(max: u32) -> hyper::Response<HyperOutgoingBody> {
+    let detail =
+        format!("{max} WebSocket tunnels are open, as many as [limits] max_websockets allows; try again shortly, or raise max_websockets");
+    let mut response =
+        Problem::for_guest(StatusCode::SERVICE_UNAVAILABLE, "websockets-busy", "Too many WebSockets", detail, None).into_response();
+    response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+    response
 }
 
 /// 500 `invalid-url`: nothing was sent (the SDK's `FetchError::InvalidUrl` words).
