@@ -14,6 +14,7 @@ mod cli {
     mod guests;
     mod js_handlers;
     mod manage;
+    mod nginx_setups;
     mod openssl;
     #[path = "../../../test-support/peers.rs"]
     pub mod peers;
