@@ -21,10 +21,12 @@ if ! command -v make >/dev/null; then
 fi
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
 echo "==> building edgemtls and the hello-mtls plugin"
+# Building edgemtls builds its built-in plugins (hello-mtls among them) into target/guests:
+# the demo serves that file rather than building the same guest a second time.
 cargo build -q -p edgemtls
-cargo build -q -p hello-mtls --release --target wasm32-wasip2
 bin="$PWD/target/debug/edgemtls"
-plugin="$PWD/target/wasm32-wasip2/release/hello_mtls.wasm"
+plugin="$PWD/target/guests/wasm32-wasip2/release/hello_mtls.wasm"
+[ -f "$plugin" ] || { echo "FAILED: building edgemtls did not leave $plugin" >&2; exit 1; }
 
 work="$(mktemp -d -t edgemtls-demo.XXXXXX)"
 pids=()
@@ -33,6 +35,15 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 1200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 did not open" >&2; return 1; }
 edgemtls() { echo "\$ edgemtls $*" >&2; "$bin" --store "$work/store" "$@"; }
+
+# The TypeScript step's build (its first run installs the pinned npm packages, about a
+# minute on a fresh machine) starts now and runs while the Rust handler's round trips do.
+js_build=""
+if command -v node >/dev/null && command -v npm >/dev/null; then
+    "$bin" build plugins/hello-mtls-js/handler.ts -o "$work/hello-mtls-js.wasm" >"$work/js-build.log" 2>&1 &
+    js_build=$!
+    pids+=("$js_build")
+fi
 # GET URL BODY_FILE: prints the status code. Python, because a fresh machine may lack curl.
 http_get() {
     python3 - "$1" "$2" <<'PY'
@@ -113,9 +124,15 @@ for env in production preview; do
 done
 
 echo "==> the same handler in TypeScript: plugins/hello-mtls-js/handler.ts"
-if command -v node >/dev/null && command -v npm >/dev/null; then
+if [ -n "$js_build" ]; then
     # The first build installs componentize-js and esbuild (pinned) into ~/.cache/edgemtls.
-    edgemtls build plugins/hello-mtls-js/handler.ts -o "$work/hello-mtls-js.wasm"
+    echo "\$ edgemtls build plugins/hello-mtls-js/handler.ts -o hello-mtls-js.wasm   (started at the beginning)"
+    if ! wait "$js_build"; then
+        cat "$work/js-build.log" >&2
+        echo "FAILED: edgemtls build could not build the TypeScript handler" >&2
+        exit 1
+    fi
+    cat "$work/js-build.log"
     cat > "$work/edgemtls-js.toml" <<TOML
 [environments.production.vars]
 BACKEND_MTLS_CERT = "billing_prod"
