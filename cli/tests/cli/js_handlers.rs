@@ -27,13 +27,19 @@ fn node_is_installed() -> bool {
 }
 
 /// Builds the test handler into the sandbox.
+/// One compile cache for every test of the run (12 MiB of SpiderMonkey compiled once).
+fn compile_cache() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compiled")
+}
+
 fn build_probe(sandbox: &Sandbox) -> Result<PathBuf> {
     let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js/probe.ts");
     let output = sandbox.path("probe.wasm");
     let mut command = sandbox.command(["build", &text(&source), "-o", &text(&output)]);
-    command.env("EDGEMTLS_JS_TOOLCHAIN", toolchain());
+    // The cache serve uses below: build compiles the component into it, so serve loads it.
+    command.env("EDGEMTLS_JS_TOOLCHAIN", toolchain()).env("EDGEMTLS_COMPILE_CACHE", compile_cache());
     let built = expect_success(command)?;
-    ensure!(built.contains("built"), "{built}");
+    ensure!(built.contains("built") && built.contains("compiled it for serve"), "{built}");
     Ok(output)
 }
 
@@ -127,7 +133,7 @@ fn serve(sandbox: &Sandbox, config: &std::path::Path, env: &str) -> Result<(Runn
             &format!("127.0.0.1:{admin}"),
         ])
         // Compiled once for every test of the run (12 MiB of SpiderMonkey).
-        .env("EDGEMTLS_COMPILE_CACHE", PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compiled"))
+        .env("EDGEMTLS_COMPILE_CACHE", compile_cache())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log)?)
         .spawn()?;
