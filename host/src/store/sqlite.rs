@@ -74,6 +74,13 @@ pub(super) fn open(dir: &Path, key: Option<(MasterKey, KeySource)>) -> Result<St
 /// a lost store, not an absent one: the key file is made only once the database is set up,
 /// so reading it as a new, empty store would hide the loss (and seal new keys beside it).
 pub(super) fn exists(dir: &Path) -> Result<bool, StoreError> {
+    // The key file first: once it is there, the database was set up before it, so a look at
+    // the database after this one sees it. Looking the other way round, a process making the
+    // store at the same moment could make both in between, and this one would call a store
+    // that is just being made a lost one.
+    let key_file = dir.join(KEY_FILE);
+    // An empty key file sealed nothing; opening explains it (`StoreError::EmptyKeyFile`).
+    let has_key = std::fs::metadata(&key_file).is_ok_and(|m| m.is_file() && m.len() > 0);
     let database = dir.join(DATABASE_FILE);
     let found = match std::fs::metadata(&database) {
         Ok(metadata) => Some(metadata),
@@ -81,9 +88,6 @@ pub(super) fn exists(dir: &Path) -> Result<bool, StoreError> {
         // Not "no store": a store this user cannot see into is an answer of its own.
         Err(source) => return Err(StoreError::Io { path: database, source }),
     };
-    let key_file = dir.join(KEY_FILE);
-    // An empty key file sealed nothing; opening explains it (`StoreError::EmptyKeyFile`).
-    let has_key = std::fs::metadata(&key_file).is_ok_and(|m| m.is_file() && m.len() > 0);
     match found {
         None if has_key => Err(StoreError::DatabaseLost { database, key_file, empty: false }),
         Some(metadata) if has_key && metadata.is_file() && metadata.len() == 0 => {
