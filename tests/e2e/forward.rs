@@ -167,32 +167,41 @@ async fn a_caller_that_goes_away_frees_its_instance_and_its_forward_is_audited()
 
     for departure in [Departure::Http1Close, Departure::Http2Reset] {
         // An upload the caller starts and never finishes: the guest is in `forward`, and the
-        // upstream waits for the rest of the body.
-        let caller: Box<dyn std::any::Any + Send> = match departure {
-            Departure::Http1Close => {
-                let mut caller = tokio::net::TcpStream::connect(host.addr).await?;
-                let head = format!(
-                    "POST /probe HTTP/1.1\r\nhost: edge\r\nx-mode: forward\r\nx-target: {who}\r\nx-certificate: alpha\r\ncontent-length: 1000000\r\n\r\n"
-                );
-                caller.write_all(head.as_bytes()).await?;
-                caller.write_all(&[b'x'; 1000]).await?;
-                Box::new(caller)
-            }
-            Departure::Http2Reset => {
-                let first = futures_util::stream::once(async { Ok(hyper::body::Frame::data(bytes::Bytes::from_static(&[b'x'; 1000]))) });
-                let body = futures_util::StreamExt::boxed(futures_util::StreamExt::chain(first, futures_util::stream::pending()));
-                let request = hyper::Request::post(format!("http://{}/probe", host.addr))
-                    .header("x-mode", "forward")
-                    .header("x-target", &who)
-                    .header("x-certificate", "alpha")
-                    .body(http_body_util::StreamBody::new(body))?;
-                Box::new(AbortOnDrop(tokio::spawn(h2.request(request))))
-            }
+        // upstream waits for the rest of the body. It competes for the one instance with the
+        // requests that look whether it took it: one that was answered (503 after the slot
+        // wait, on a loaded machine) is started again.
+        let start = || async {
+            anyhow::Ok(match departure {
+                Departure::Http1Close => {
+                    let mut caller = tokio::net::TcpStream::connect(host.addr).await?;
+                    let head = format!(
+                        "POST /probe HTTP/1.1\r\nhost: edge\r\nx-mode: forward\r\nx-target: {who}\r\nx-certificate: alpha\r\ncontent-length: 1000000\r\n\r\n"
+                    );
+                    caller.write_all(head.as_bytes()).await?;
+                    caller.write_all(&[b'x'; 1000]).await?;
+                    Upload::Http1(caller)
+                }
+                Departure::Http2Reset => {
+                    let first =
+                        futures_util::stream::once(async { Ok(hyper::body::Frame::data(bytes::Bytes::from_static(&[b'x'; 1000]))) });
+                    let body = futures_util::StreamExt::boxed(futures_util::StreamExt::chain(first, futures_util::stream::pending()));
+                    let request = hyper::Request::post(format!("http://{}/probe", host.addr))
+                        .header("x-mode", "forward")
+                        .header("x-target", &who)
+                        .header("x-certificate", "alpha")
+                        .body(http_body_util::StreamBody::new(body))?;
+                    Upload::Http2(AbortOnDrop(tokio::spawn(h2.request(request))))
+                }
+            })
         };
+        let mut caller = start().await?;
         // The one instance is busy with it: others are told 503.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while forward(&host, "forward", &who, "alpha").await?.status != 503 {
             assert!(tokio::time::Instant::now() < deadline, "{departure:?}: the upload never took the instance");
+            if caller.answered() {
+                caller = start().await?;
+            }
         }
         let (failed, abandoned) = (audited("upstream-error"), audited("abandoned"));
 
@@ -214,6 +223,25 @@ async fn a_caller_that_goes_away_frees_its_instance_and_its_forward_is_audited()
         }
     }
     Ok(())
+}
+
+/// An upload in progress, as its caller sees it.
+enum Upload {
+    Http1(tokio::net::TcpStream),
+    Http2(AbortOnDrop<Result<hyper::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>>),
+}
+
+impl Upload {
+    /// Whether the host already answered it (it never took the instance).
+    fn answered(&mut self) -> bool {
+        match self {
+            Upload::Http1(stream) => {
+                let mut byte = [0u8; 1];
+                !matches!(stream.try_read(&mut byte), Err(error) if error.kind() == std::io::ErrorKind::WouldBlock)
+            }
+            Upload::Http2(task) => task.0.is_finished(),
+        }
+    }
 }
 
 /// A task aborted when dropped: a request whose caller goes away.
