@@ -466,6 +466,11 @@ where
     Ok(())
 }
 
+/// An openssl CA in `dir` (`ca.pem`, `ca.key`; RSA 2048, 30 days) with the subject `subject`.
+pub fn openssl_ca(dir: &Path, subject: &str) -> Result<()> {
+    openssl(dir, ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-subj", subject, "-days", "30"])
+}
+
 /// A child process killed when dropped.
 pub struct Running(pub std::process::Child);
 

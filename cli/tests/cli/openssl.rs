@@ -11,24 +11,7 @@ use super::common::*;
 /// An openssl CA (RSA 2048) and a client leaf (RSA 2048, clientAuth) it signed, in `dir`:
 /// returns `(ca.pem, leaf.pem, leaf.key)`.
 fn openssl_ca_and_leaf(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
-    openssl(
-        dir,
-        [
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-subj",
-            "/O=Acme Test/CN=OpenSSL Test CA",
-            "-days",
-            "30",
-        ],
-    )?;
+    openssl_ca(dir, "/O=Acme Test/CN=OpenSSL Test CA")?;
     openssl(
         dir,
         [

@@ -12,24 +12,7 @@ use super::common::*;
 /// An openssl CA and, signed by it without an extensions file, a version 1 client
 /// certificate (`v1-client`) and a version 1 server certificate for localhost (`v1-server`).
 fn openssl_quick_start(dir: &Path) -> Result<()> {
-    openssl(
-        dir,
-        [
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-subj",
-            "/CN=Quick Start CA",
-            "-days",
-            "30",
-        ],
-    )?;
+    openssl_ca(dir, "/CN=Quick Start CA")?;
     for (stem, cn) in [("v1-client", "gateway-client"), ("v1-server", "localhost")] {
         openssl(
             dir,
