@@ -63,16 +63,9 @@ impl HostState {
         let borrowed = || Resource::<HostIncomingRequest>::new_borrow(request.rep());
         let method = wasi::HostIncomingRequest::method(&mut view, borrowed())?;
         // The one incoming request a handler gets carries the caller's headers, which the
-        // host kept when the request began; read through `wasi:http` only if they are gone.
-        let mut headers = match caller_headers {
-            Some(headers) => headers,
-            None => {
-                let fields = wasi::HostIncomingRequest::headers(&mut view, borrowed())?;
-                let entries = wasi::HostFields::entries(&mut view, Resource::new_borrow(fields.rep()))?;
-                wasi::HostFields::drop(&mut view, fields)?;
-                header_map(entries)
-            }
-        };
+        // host kept when the request began: it is valid (checked just above) only while they
+        // are kept, since forwarding consumes both.
+        let mut headers = caller_headers.ok_or_else(|| wasmtime::Error::msg("the caller's headers were already forwarded"))?;
         let body = match wasi::HostIncomingRequest::consume(&mut view, borrowed())? {
             Ok(body) => Some(self.table.delete(body)?),
             Err(()) => None,
@@ -180,18 +173,6 @@ impl HostState {
             Err(failure) => upstream_problem(&failure).into_response(),
         }
     }
-}
-
-/// `wasi:http` header entries as a map; an entry that is not a valid header is left out (the
-/// guest could not have made one: these are the caller's, which the host parsed).
-fn header_map(entries: Vec<(String, Vec<u8>)>) -> http::HeaderMap {
-    let mut headers = http::HeaderMap::with_capacity(entries.len());
-    for (name, value) in entries {
-        if let (Ok(name), Ok(value)) = (http::header::HeaderName::from_bytes(name.as_bytes()), http::HeaderValue::from_bytes(&value)) {
-            headers.append(name, value);
-        }
-    }
-    headers
 }
 
 /// The caller's request body as the upstream request's: empty when it has already ended (a
