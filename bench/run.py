@@ -122,6 +122,25 @@ def rss_kib(pid):
     return 0
 
 
+def nginx_head(d):
+    """The start of an nginx.conf for one process in one worker (all its CPU time in one PID),
+    with its pid, logs and temporary files under `d`; the `http {` block is left open."""
+    return f"""daemon off;
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/logs/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+"""
+
+
 def http_get(port, path, headers=None):
     """A plain HTTP/1.1 GET (no client library); returns (status, body bytes)."""
     headers = headers or {}
@@ -339,20 +358,7 @@ class Bench:
             (files / str(size)).write_bytes(b"x" * size)
         port = free_port()
         (d / "nginx.conf").write_text(f"""
-daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/logs/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    map $ssl_client_s_dn $client_cn {{ ~CN=(?<cn>[^,/]+) $cn; default ""; }}
+{nginx_head(d)}    map $ssl_client_s_dn $client_cn {{ ~CN=(?<cn>[^,/]+) $cn; default ""; }}
     server {{
         listen 127.0.0.1:{port} ssl;
         ssl_certificate {self.pki}/localhost.pem;
@@ -553,20 +559,7 @@ max_requests_per_instance = 1000
             blocks.append(f"upstream id{i} {{ server 127.0.0.1:{fan_up}; keepalive 64; }}")
             maps.append(f"        id{i} id{i};")
         conf = f"""
-daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/logs/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    map_hash_bucket_size 128;
+{nginx_head(d)}    map_hash_bucket_size 128;
     map_hash_max_size 8192;
     {chr(10).join('    ' + b for b in blocks)}
     map $http_x_cert $fan_backend {{
