@@ -18,6 +18,7 @@ mod cli {
     mod openssl;
     #[path = "../../../test-support/peers.rs"]
     pub mod peers;
+    mod pkcs11;
     mod pki;
     mod pki_verify;
     mod plain_words;
@@ -25,6 +26,8 @@ mod cli {
     mod scaffold;
     mod serve;
     mod shared_store;
+    #[path = "../../../test-support/softhsm.rs"]
+    pub mod softhsm;
     mod status;
     mod store_files;
     mod two_nodes;

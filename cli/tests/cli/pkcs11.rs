@@ -1,0 +1,118 @@
+//! Client certificates whose keys stay in a PKCS#11 token (SoftHSM2): `cert create --key
+//! pkcs11:…` checks the token's key against the certificate and stores only the URI; a wrong
+//! PIN, a missing token and a key that is not the certificate's are refused with nothing written.
+
+use std::process::Command;
+
+use anyhow::{Context, Result, ensure};
+
+use super::common::*;
+use super::peers::missing_peer;
+use super::softhsm::{PIN, SoftHsm};
+
+/// The variable the tests keep the token's PIN in (named with --pin-env).
+const PIN_VAR: &str = "EDGEMTLS_TEST_TOKEN_PIN";
+
+/// A sandbox with a SoftHSM2 token `edge`, or `None` (after `missing_peer`) without SoftHSM2.
+fn token_sandbox() -> Result<Option<(Sandbox, SoftHsm)>> {
+    let sandbox = Sandbox::new()?;
+    let Some(hsm) = SoftHsm::new(&sandbox.path("hsm"))? else {
+        missing_peer("SoftHSM2 (softhsm2-util and /usr/lib/softhsm/libsofthsm2.so) is not installed");
+        return Ok(None);
+    };
+    hsm.init_token("edge")?;
+    Ok(Some((sandbox, hsm)))
+}
+
+/// `leaf`'s key imported into the token as `label`; the key file is removed afterwards.
+fn import(sandbox: &Sandbox, hsm: &SoftHsm, leaf: &TestLeaf, label: &str, id: &str) -> Result<()> {
+    let key = sandbox.write(&format!("{label}.key"), leaf.key_pkcs8_pem())?;
+    hsm.import_key("edge", label, id, &key)?;
+    std::fs::remove_file(&key)?;
+    Ok(())
+}
+
+/// `edgemtls ARGS` with the token's configuration and the PIN in [`PIN_VAR`].
+fn with_token(sandbox: &Sandbox, hsm: &SoftHsm, pin: &str, args: &[&str]) -> Command {
+    let mut command = sandbox.command(args);
+    hsm.apply(&mut command).env(PIN_VAR, pin);
+    command
+}
+
+fn create_args<'a>(name: &'a str, cert: &'a str, key: &'a str) -> Vec<&'a str> {
+    vec!["cert", "create", "--name", name, "--cert", cert, "--key", key, "--pin-env", PIN_VAR, "--env", "development"]
+}
+
+#[test]
+fn cert_create_keeps_only_the_uri_of_a_token_key() -> Result<()> {
+    let Some((sandbox, hsm)) = token_sandbox()? else { return Ok(()) };
+    let ca = TestCa::new("Token Test CA")?;
+    sandbox.with_existing_cert(&ca)?;
+    let leaf = ca.client("token-client")?;
+    import(&sandbox, &hsm, &leaf, "client", "01")?;
+    let cert = text(&sandbox.write("client.pem", leaf.chain_pem())?);
+    let uri = "pkcs11:token=edge;object=client";
+
+    let out = expect_success(with_token(&sandbox, &hsm, PIN, &create_args("token_cert", &cert, uri)))?;
+    ensure!(out.contains("key: in the token (pkcs11:token=edge;object=client;type=private)"), "{out}");
+
+    // Every report says where the key lives.
+    let listing = sandbox.list_json()?;
+    let record = by_name(&listing, "token_cert")?;
+    ensure!(record["key_location"] == "pkcs11:token=edge;object=client;type=private", "{record}");
+    ensure!(by_name(&listing, "existing")?["key_location"] == "store", "{listing:?}");
+    let table = sandbox.ok(["cert", "list"])?;
+    let row = table.lines().find(|l| l.starts_with("token_cert")).context("token_cert row")?;
+    ensure!(row.contains(" token "), "{table}");
+    let details = sandbox.ok(["cert", "show", "token_cert", "--offline"])?;
+    ensure!(details.contains("key location: in a PKCS#11 token, pkcs11:token=edge;object=client;type=private"), "{details}");
+    let status: serde_json::Value = serde_json::from_str(&sandbox.ok(["cert", "status", "--offline", "--json"])?)?;
+    let item = status["certificates"].as_array().and_then(|c| c.iter().find(|c| c["name"] == "token_cert")).context("status item")?;
+    ensure!(item["key_location"].as_str().is_some_and(|k| k.starts_with("pkcs11:")) && item["damaged"] == false, "{item}");
+
+    // The store holds the URI, never the key: neither its PKCS#8 nor its inner encoding.
+    let database = std::fs::read(sandbox.store.join("store.db"))?;
+    let contains = |needle: &[u8]| database.windows(needle.len()).any(|w| w == needle);
+    ensure!(!contains(&leaf.key_pkcs8_der()), "the key's PKCS#8 is in store.db");
+    ensure!(!contains(&pkcs8_inner_key(&leaf.key_pkcs8_der())?), "the key is in store.db");
+    Ok(())
+}
+
+#[test]
+fn cert_create_refuses_what_the_token_cannot_prove() -> Result<()> {
+    let Some((sandbox, hsm)) = token_sandbox()? else { return Ok(()) };
+    let ca = TestCa::new("Token Test CA")?;
+    sandbox.with_existing_cert(&ca)?;
+    let leaf = ca.client("token-client")?;
+    import(&sandbox, &hsm, &leaf, "client", "01")?;
+    let other = ca.client("other-client")?;
+    import(&sandbox, &hsm, &other, "other", "02")?;
+    let cert = text(&sandbox.write("client.pem", leaf.chain_pem())?);
+
+    let refused = |pin: &str, key: &str, expected: &str| {
+        sandbox.refused_command(with_token(&sandbox, &hsm, pin, &create_args("token_cert", &cert, key)), expected)
+    };
+    refused(
+        "0000",
+        "pkcs11:token=edge;object=client",
+        &format!("token 'edge' refused the PIN from the environment variable {PIN_VAR}: the PIN is wrong"),
+    )?;
+    refused(PIN, "pkcs11:token=absent;object=client", "token 'absent' is not present in the PKCS#11 module")?;
+    refused(PIN, "pkcs11:token=edge;object=other", "the key 'other' in token 'edge' does not match the certificate's public key")?;
+    refused(PIN, "pkcs11:token=edge;object=gone", "there is no private key 'gone' in token 'edge'")?;
+    let stderr = refused(PIN, "pkcs11:token=edge;object=client?pin-value=4321", "the PIN must not be written in the URI")?;
+    ensure!(!stderr.contains("4321"), "the PIN was echoed: {stderr}");
+    // No PIN at all, and a module that is not there.
+    let mut command = sandbox.command(create_args("token_cert", &cert, "pkcs11:token=edge;object=client"));
+    hsm.apply(&mut command);
+    sandbox.refused_command(command, &format!("no PIN for token 'edge': set the environment variable {PIN_VAR}"))?;
+    let mut args = create_args("token_cert", &cert, "pkcs11:token=edge;object=client");
+    args.extend(["--pkcs11-module", "/nonexistent/libpkcs11.so"]);
+    sandbox.refused_command(
+        with_token(&sandbox, &hsm, PIN, &args),
+        "cannot load the PKCS#11 module '/nonexistent/libpkcs11.so': no such file",
+    )?;
+    // The same key with its own certificate is accepted: the refusals were about the key.
+    expect_success(with_token(&sandbox, &hsm, PIN, &create_args("token_cert", &cert, "pkcs11:token=edge;id=%01")))?;
+    Ok(())
+}

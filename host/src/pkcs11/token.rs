@@ -1,0 +1,384 @@
+//! Talking to a PKCS#11 module: loading it once per process, finding the token and the key a
+//! URI names, logging in, and signing.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::MechanismType;
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
+use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::types::AuthPin;
+
+use super::KeyUri;
+
+/// The module `cert create`, `pki init` and `serve` load when nothing names another: SoftHSM2
+/// as Debian installs it.
+pub const DEFAULT_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+/// The environment variable the token's PIN is read from when nothing names another.
+pub const DEFAULT_PIN_ENV: &str = "EDGEMTLS_PKCS11_PIN";
+
+/// Where the module and the PIN come from; the PIN itself is read only when logging in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TokenSettings {
+    /// The PKCS#11 module (a shared library). A URI's `module-path` takes precedence.
+    pub module: PathBuf,
+    /// The environment variable that holds the user PIN. A URI's `pin-source` takes precedence.
+    pub pin_env: String,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        Self { module: PathBuf::from(DEFAULT_MODULE), pin_env: DEFAULT_PIN_ENV.into() }
+    }
+}
+
+impl TokenSettings {
+    /// The module that serves `uri`.
+    pub fn module_for<'a>(&'a self, uri: &'a KeyUri) -> &'a Path {
+        uri.module_path.as_deref().unwrap_or(&self.module)
+    }
+
+    /// Where the PIN for `uri` comes from, for messages.
+    fn pin_shown(&self, uri: &KeyUri) -> String {
+        match &uri.pin_file {
+            Some(path) => format!("the file '{}'", path.display()),
+            None => format!("the environment variable {}", self.pin_env),
+        }
+    }
+
+    fn pin(&self, uri: &KeyUri) -> Result<AuthPin, TokenError> {
+        let pin = match &uri.pin_file {
+            Some(path) => crate::files::read_regular_file(path, 4096)
+                .map_err(|error| TokenError::NoPin {
+                    token: uri.token_shown(),
+                    detail: format!("cannot read '{}': {error}", path.display()),
+                })
+                .map(|bytes| String::from_utf8_lossy(&bytes).trim_end_matches(['\r', '\n']).to_string())?,
+            None => std::env::var(&self.pin_env).map_err(|_| TokenError::NoPin {
+                token: uri.token_shown(),
+                detail: format!("set the environment variable {} (or name another with --pin-env or [pkcs11] pin_env)", self.pin_env),
+            })?,
+        };
+        Ok(AuthPin::from(pin))
+    }
+}
+
+/// Why a token key cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// The module cannot be loaded or initialised.
+    #[error("cannot load the PKCS#11 module '{}': {reason}; install it or name another with --pkcs11-module or [pkcs11] module", module.display())]
+    Module {
+        /// The module's path.
+        module: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// No slot holds the token.
+    #[error("{token} is not present in the PKCS#11 module '{}' (tokens there: {present}); check the token is plugged in and its label", module.display())]
+    NoToken {
+        /// The token, as the URI names it.
+        token: String,
+        /// The module asked.
+        module: PathBuf,
+        /// The tokens the module has, or `none`.
+        present: String,
+    },
+    /// There is no PIN to log in with.
+    #[error("no PIN for {token}: {detail}")]
+    NoPin {
+        /// The token.
+        token: String,
+        /// What to do.
+        detail: String,
+    },
+    /// The token refused the PIN.
+    #[error(
+        "{token} refused the PIN from {source_shown}: the PIN is wrong (a serving host does not try it again until restarted, so the token does not lock)"
+    )]
+    WrongPin {
+        /// The token.
+        token: String,
+        /// Where the PIN came from.
+        source_shown: String,
+    },
+    /// The token locked its user PIN.
+    #[error("{token} has locked its user PIN after too many wrong attempts; unlock it with the security officer PIN")]
+    PinLocked {
+        /// The token.
+        token: String,
+    },
+    /// The key is not in the token.
+    #[error("there is no private {key}; list the token's keys (pkcs11-tool --list-objects) and check the URI's object= or id=")]
+    NoKey {
+        /// The key, as the URI names it.
+        key: String,
+    },
+    /// More than one key matches.
+    #[error("{count} private keys match the {key}; add id= to the URI to pick one")]
+    Ambiguous {
+        /// The key, as the URI names it.
+        key: String,
+        /// How many matched.
+        count: usize,
+    },
+    /// The token's key is not the certificate's.
+    #[error(
+        "the {key} does not match the certificate's public key (a test signature did not verify); check the URI names the certificate's own key"
+    )]
+    Mismatch {
+        /// The key.
+        key: String,
+    },
+    /// The certificate's key type cannot be used through a token here.
+    #[error("{key_type} keys cannot sign through a token here; use RSA or ECDSA P-256/P-384")]
+    Unsupported {
+        /// The key type.
+        key_type: String,
+    },
+    /// The token failed an operation.
+    #[error("{token} failed while {during}: {reason}")]
+    Failed {
+        /// The token.
+        token: String,
+        /// What edgemtls was doing.
+        during: &'static str,
+        /// The module's answer, in words.
+        reason: String,
+    },
+    /// Every session of the token was busy past the deadline.
+    #[error("{token} did not sign within {seconds} s (all its sessions are busy or it stopped answering)")]
+    Timeout {
+        /// The token.
+        token: String,
+        /// The deadline.
+        seconds: u64,
+    },
+}
+
+/// The loaded modules, by path. PKCS#11 wants one `C_Initialize` per module per process.
+fn modules() -> &'static Mutex<HashMap<PathBuf, Pkcs11>> {
+    static MODULES: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+    MODULES.get_or_init(Mutex::default)
+}
+
+/// The module at `path`, loaded and initialised once.
+pub(super) fn module(path: &Path) -> Result<Pkcs11, TokenError> {
+    let mut modules = modules().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(module) = modules.get(path) {
+        return Ok(module.clone());
+    }
+    let fail = |reason: String| TokenError::Module { module: path.to_path_buf(), reason };
+    if !path.is_file() {
+        return Err(fail("no such file".into()));
+    }
+    let module = Pkcs11::new(path).map_err(|e| fail(e.to_string()))?;
+    match module.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(error) => return Err(fail(words(&error))),
+    }
+    modules.insert(path.to_path_buf(), module.clone());
+    Ok(module)
+}
+
+/// A module's answer in words, without the PKCS#11 function's name.
+fn words(error: &CkError) -> String {
+    match error {
+        CkError::Pkcs11(RvError::TokenNotPresent | RvError::DeviceRemoved, _) => "the token was removed".into(),
+        CkError::Pkcs11(RvError::SessionHandleInvalid | RvError::SessionClosed, _) => "the token closed the session".into(),
+        CkError::Pkcs11(RvError::DeviceError | RvError::DeviceMemory, _) => "the device reported an error".into(),
+        CkError::Pkcs11(RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid, _) => "the key is gone from the token".into(),
+        CkError::Pkcs11(RvError::MechanismInvalid, _) => "the token does not offer this signature mechanism".into(),
+        CkError::Pkcs11(RvError::UserNotLoggedIn, _) => "the session is not logged in".into(),
+        CkError::Pkcs11(rv, _) => rv.to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn failed<'a>(uri: &'a KeyUri, during: &'static str) -> impl Fn(CkError) -> TokenError + 'a {
+    move |error| TokenError::Failed { token: uri.token_shown(), during, reason: words(&error) }
+}
+
+/// A logged-in session on the token a URI names.
+pub(super) struct TokenSession {
+    pub(super) session: Session,
+}
+
+impl TokenSession {
+    /// Finds the token, opens a session (read-write if `write`) and logs the user in.
+    pub(super) fn open(uri: &KeyUri, settings: &TokenSettings, write: bool) -> Result<Self, TokenError> {
+        let module_path = settings.module_for(uri);
+        let module = module(module_path)?;
+        let slots = module.get_slots_with_token().map_err(failed(uri, "listing its slots"))?;
+        let mut present = Vec::new();
+        let mut found = None;
+        for slot in slots {
+            let Ok(info) = module.get_token_info(slot) else { continue };
+            let label = info.label().trim_end().to_string();
+            let serial = info.serial_number().trim_end().to_string();
+            let matches = uri.token.as_ref().is_none_or(|t| *t == label) && uri.serial.as_ref().is_none_or(|s| *s == serial);
+            if matches && found.is_none() {
+                found = Some(slot);
+            }
+            if !label.is_empty() {
+                present.push(format!("'{label}'"));
+            }
+        }
+        let Some(slot) = found else {
+            let present = if present.is_empty() { "none".to_string() } else { present.join(", ") };
+            return Err(TokenError::NoToken { token: uri.token_shown(), module: module_path.to_path_buf(), present });
+        };
+        let session =
+            if write { module.open_rw_session(slot) } else { module.open_ro_session(slot) }.map_err(failed(uri, "opening a session"))?;
+        let pin = settings.pin(uri)?;
+        match session.login(UserType::User, Some(&pin)) {
+            // Login is per token and application: another session of this process did it.
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(CkError::Pkcs11(RvError::PinIncorrect | RvError::PinInvalid | RvError::PinLenRange, _)) => {
+                return Err(TokenError::WrongPin { token: uri.token_shown(), source_shown: settings.pin_shown(uri) });
+            }
+            Err(CkError::Pkcs11(RvError::PinLocked, _)) => return Err(TokenError::PinLocked { token: uri.token_shown() }),
+            Err(error) => return Err(failed(uri, "logging in")(error)),
+        }
+        Ok(Self { session })
+    }
+
+    /// The private key the URI names.
+    pub(super) fn find_key(&self, uri: &KeyUri) -> Result<ObjectHandle, TokenError> {
+        let mut template = vec![Attribute::Class(ObjectClass::PRIVATE_KEY)];
+        if let Some(label) = &uri.object {
+            template.push(Attribute::Label(label.as_bytes().to_vec()));
+        }
+        if let Some(id) = &uri.id {
+            template.push(Attribute::Id(id.clone()));
+        }
+        let found = self.session.find_objects(&template).map_err(failed(uri, "looking for the key"))?;
+        match found.as_slice() {
+            [key] => Ok(*key),
+            [] => Err(TokenError::NoKey { key: uri.key_shown() }),
+            many => Err(TokenError::Ambiguous { key: uri.key_shown(), count: many.len() }),
+        }
+    }
+
+    /// Whether the key is marked sensitive, and whether it is extractable (unknown counts as
+    /// the unsafe answer).
+    pub(super) fn protection(&self, uri: &KeyUri, key: ObjectHandle) -> Result<(bool, bool), TokenError> {
+        let attributes = self
+            .session
+            .get_attributes(key, &[AttributeType::Sensitive, AttributeType::Extractable])
+            .map_err(failed(uri, "reading the key's attributes"))?;
+        let (mut sensitive, mut extractable) = (false, true);
+        for attribute in attributes {
+            match attribute {
+                Attribute::Sensitive(value) => sensitive = value,
+                Attribute::Extractable(value) => extractable = value,
+                _ => {}
+            }
+        }
+        Ok((sensitive, extractable))
+    }
+
+    /// Signs `message` with `key` as `scheme` says, in the encoding TLS and X.509 use.
+    pub(super) fn sign(&self, uri: &KeyUri, key: ObjectHandle, scheme: SigningScheme, message: &[u8]) -> Result<Vec<u8>, TokenError> {
+        let sign = |mechanism: &Mechanism<'_>, data: &[u8]| self.session.sign(mechanism, key, data).map_err(failed(uri, "signing"));
+        match scheme {
+            SigningScheme::RsaPkcs1Sha256 => sign(&Mechanism::Sha256RsaPkcs, message),
+            SigningScheme::RsaPkcs1Sha384 => sign(&Mechanism::Sha384RsaPkcs, message),
+            SigningScheme::RsaPkcs1Sha512 => sign(&Mechanism::Sha512RsaPkcs, message),
+            SigningScheme::RsaPssSha256 => {
+                sign(&Mechanism::Sha256RsaPkcsPss(pss(MechanismType::SHA256, PkcsMgfType::MGF1_SHA256, 32)), message)
+            }
+            SigningScheme::RsaPssSha384 => {
+                sign(&Mechanism::Sha384RsaPkcsPss(pss(MechanismType::SHA384, PkcsMgfType::MGF1_SHA384, 48)), message)
+            }
+            SigningScheme::RsaPssSha512 => {
+                sign(&Mechanism::Sha512RsaPkcsPss(pss(MechanismType::SHA512, PkcsMgfType::MGF1_SHA512, 64)), message)
+            }
+            // The token signs a digest; the hash is computed here, as CKM_ECDSA expects.
+            SigningScheme::EcdsaP256Sha256 => {
+                let digest = ring::digest::digest(&ring::digest::SHA256, message);
+                ecdsa_der(&sign(&Mechanism::Ecdsa, digest.as_ref())?).ok_or_else(|| bad_signature(uri))
+            }
+            SigningScheme::EcdsaP384Sha384 => {
+                let digest = ring::digest::digest(&ring::digest::SHA384, message);
+                ecdsa_der(&sign(&Mechanism::Ecdsa, digest.as_ref())?).ok_or_else(|| bad_signature(uri))
+            }
+        }
+    }
+}
+
+fn pss(hash_alg: MechanismType, mgf: PkcsMgfType, salt: u64) -> PkcsPssParams {
+    PkcsPssParams { hash_alg, mgf, s_len: salt.into() }
+}
+
+fn bad_signature(uri: &KeyUri) -> TokenError {
+    TokenError::Failed { token: uri.token_shown(), during: "signing", reason: "the token returned a malformed ECDSA signature".into() }
+}
+
+/// A signature algorithm a token key signs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigningScheme {
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    RsaPkcs1Sha256,
+    /// RSASSA-PKCS1-v1_5 with SHA-384.
+    RsaPkcs1Sha384,
+    /// RSASSA-PKCS1-v1_5 with SHA-512.
+    RsaPkcs1Sha512,
+    /// RSASSA-PSS with SHA-256 (salt of 32 bytes).
+    RsaPssSha256,
+    /// RSASSA-PSS with SHA-384.
+    RsaPssSha384,
+    /// RSASSA-PSS with SHA-512.
+    RsaPssSha512,
+    /// ECDSA on P-256 with SHA-256 (DER-encoded signature).
+    EcdsaP256Sha256,
+    /// ECDSA on P-384 with SHA-384 (DER-encoded signature).
+    EcdsaP384Sha384,
+}
+
+/// PKCS#11 returns ECDSA signatures as r || s; TLS and X.509 carry the DER SEQUENCE of two INTEGERs.
+fn ecdsa_der(raw: &[u8]) -> Option<Vec<u8>> {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) {
+        return None;
+    }
+    let (r, s) = raw.split_at(raw.len() / 2);
+    let integer = |bytes: &[u8]| {
+        let trimmed = match bytes.iter().position(|b| *b != 0) {
+            Some(start) => &bytes[start..],
+            None => &[0u8][..],
+        };
+        let mut out = vec![0x02];
+        let pad = trimmed[0] & 0x80 != 0;
+        out.push((trimmed.len() + usize::from(pad)) as u8);
+        if pad {
+            out.push(0);
+        }
+        out.extend_from_slice(trimmed);
+        out
+    };
+    let body = [integer(r), integer(s)].concat();
+    // Both integers fit in well under 128 bytes each for P-256 and P-384, but the sequence
+    // of two P-384 integers can pass 127 bytes and needs the long length form.
+    let mut out = vec![0x30];
+    if body.len() < 0x80 {
+        out.push(body.len() as u8);
+    } else {
+        out.extend_from_slice(&[0x81, body.len() as u8]);
+    }
+    out.extend_from_slice(&body);
+    Some(out)
+}
+
+impl TokenError {
+    /// Whether a fresh session may succeed where this one failed: the token was removed,
+    /// unplugged or closed the session, and may be back.
+    pub(super) fn retry_with_new_session(&self) -> bool {
+        matches!(self, Self::Failed { .. } | Self::NoToken { .. })
+    }
+}
