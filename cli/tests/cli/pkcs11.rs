@@ -116,3 +116,131 @@ fn cert_create_refuses_what_the_token_cannot_prove() -> Result<()> {
     expect_success(with_token(&sandbox, &hsm, PIN, &create_args("token_cert", &cert, "pkcs11:token=edge;id=%01")))?;
     Ok(())
 }
+
+/// `edgemtls serve` for `/hello` (hello-mtls presenting `token_cert`) towards `upstream_port`,
+/// signing through the token, on a free port; returns once it listens.
+fn serve_with_token(sandbox: &Sandbox, hsm: &SoftHsm, upstream_port: u16) -> Result<(Running, u16)> {
+    let config = sandbox.write(
+        "edgemtls.toml",
+        format!(
+            r#"[environments.development.vars]
+BACKEND_MTLS_CERT = "token_cert"
+
+[[routes]]
+path = "/hello"
+handler = "hello-mtls"
+[routes.options]
+url = "https://localhost:{upstream_port}/"
+
+[[upstreams]]
+hosts = ["localhost:{upstream_port}"]
+ca_bundle = "pki/ca.pem"
+
+[pkcs11]
+module = "{}"
+pin_env = "{PIN_VAR}"
+"#,
+            super::softhsm::MODULE
+        ),
+    )?;
+    let port = free_port()?;
+    let mut command = with_token(
+        sandbox,
+        hsm,
+        PIN,
+        &["serve", "--config", &text(&config), "--env", "development", "--listen", &format!("127.0.0.1:{port}")],
+    );
+    let serve = Running(command.stdout(std::process::Stdio::null()).stderr(std::fs::File::create(sandbox.path("serve.log"))?).spawn()?);
+    wait_for(port)?;
+    Ok((serve, port))
+}
+
+/// Every file under `dir` (but `skip`), for looking for key bytes.
+fn files_under(dir: &std::path::Path, skip: &std::path::Path, found: &mut Vec<std::path::PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.starts_with(skip) {
+            continue;
+        }
+        if path.is_dir() {
+            files_under(&path, skip, found)?;
+        } else {
+            found.push(path);
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn serve_signs_handshakes_through_the_token() -> Result<()> {
+    let Some((sandbox, hsm)) = token_sandbox()? else { return Ok(()) };
+    let (pki, upstream, upstream_port) = dev_pki_and_upstream(&sandbox, &["token-client"])?;
+    // The key goes into the token and its file away: the only copy is the token's.
+    let key_file = sandbox.path("pki/token-client.key");
+    let key_pem = std::fs::read_to_string(&key_file)?;
+    hsm.import_key("edge", "client", "01", &key_file)?;
+    std::fs::remove_file(&key_file)?;
+    let cert = format!("{pki}/token-client.pem");
+    expect_success(with_token(&sandbox, &hsm, PIN, &create_args("token_cert", &cert, "pkcs11:token=edge;object=client")))?;
+
+    let (_serve, port) = serve_with_token(&sandbox, &hsm, upstream_port)?;
+    let mut upstream = upstream;
+    // The upstream says which certificate the handshake presented: the token-backed one.
+    let (status, body) = http_get(port, "/hello")?;
+    ensure!(status == 200 && body.contains("\"client_cn\":\"token-client\""), "{status} {body}\n{}", text_of(&sandbox.path("serve.log")));
+
+    // Neither the store nor any file the processes wrote holds the key.
+    let der = pem::parse(&key_pem)?.into_contents();
+    let inner = pkcs8_inner_key(&der)?;
+    let mut files = Vec::new();
+    files_under(sandbox.dir(), &hsm.tokens, &mut files)?;
+    ensure!(files.iter().any(|f| f.ends_with("store.db")), "no store.db among {files:?}");
+    for file in files {
+        let bytes = std::fs::read(&file)?;
+        let holds = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+        ensure!(!holds(&der) && !holds(&inner) && !holds(key_pem.as_bytes()), "'{}' holds the key", file.display());
+    }
+
+    // The token goes away (its directory moved): a new handshake cannot be signed, and the
+    // request fails saying so, after the token's deadline at most. A restarted upstream makes
+    // the next request a full handshake (no pooled connection, no resumable session).
+    let away = sandbox.path("hsm/tokens.away");
+    std::fs::rename(&hsm.tokens, &away)?;
+    drop(upstream);
+    upstream = restart_upstream(&sandbox, &pki, upstream_port)?;
+    let started = std::time::Instant::now();
+    let (status, body) = http_get(port, "/hello")?;
+    ensure!(status == 502 && body.contains("tls-handshake-failed"), "{status} {body}");
+    ensure!(body.contains("the client certificate's key could not sign: token 'edge' is not present"), "{body}");
+    ensure!(started.elapsed() < std::time::Duration::from_secs(10), "the failure took {:?}", started.elapsed());
+    let log = text_of(&sandbox.path("serve.log"));
+    ensure!(log.contains("the token could not sign a TLS handshake"), "{log}");
+    drop(upstream);
+    Ok(())
+}
+
+/// `edgemtls dev-upstream` again on `port`, with the PKI `dev_pki_and_upstream` made.
+fn restart_upstream(sandbox: &Sandbox, pki: &str, port: u16) -> Result<Running> {
+    let upstream = sandbox
+        .command([
+            "dev-upstream",
+            "--client-ca",
+            &format!("{pki}/ca.pem"),
+            "--cert",
+            &format!("{pki}/localhost.pem"),
+            "--key",
+            &format!("{pki}/localhost.key"),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let upstream = Running(upstream);
+    wait_for(port)?;
+    Ok(upstream)
+}
+
+fn text_of(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}

@@ -73,6 +73,10 @@ pub struct Config {
     pub upstreams: Vec<UpstreamTrust>,
     /// Per-request limits.
     pub limits: Limits,
+    /// The PKCS#11 module and PIN variable for certificates whose key is in a token
+    /// (`[pkcs11] module`, `pin_env`). Default: SoftHSM2's module
+    /// (`/usr/lib/softhsm/libsofthsm2.so`) and `EDGEMTLS_PKCS11_PIN`.
+    pub pkcs11: crate::pkcs11::TokenSettings,
 }
 
 /// A route: a path prefix served by a handler component.
@@ -281,6 +285,15 @@ struct ConfigToml {
     upstreams: Vec<UpstreamToml>,
     #[serde(default)]
     limits: LimitsToml,
+    pkcs11: Option<Pkcs11Toml>,
+}
+
+/// `[pkcs11]`: where token keys are signed.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Pkcs11Toml {
+    module: Option<String>,
+    pin_env: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -397,7 +410,8 @@ impl Config {
             upstreams.push(upstream);
         }
         let limits = reader.limits(&raw.limits)?;
-        Ok(Config { path: path.to_path_buf(), listen, admin_listen, tls, vars, routes, upstreams, limits })
+        let pkcs11 = raw.pkcs11.map(|p| reader.pkcs11(p)).transpose()?.unwrap_or_default();
+        Ok(Config { path: path.to_path_buf(), listen, admin_listen, tls, vars, routes, upstreams, limits, pkcs11 })
     }
 
     /// The variables of `environment` (empty when the file has none).
@@ -455,6 +469,27 @@ struct Reader<'a> {
 impl Reader<'_> {
     fn invalid(&self, key: String, reason: String) -> ConfigError {
         ConfigError::Invalid { path: self.path.to_path_buf(), key, reason }
+    }
+
+    fn pkcs11(&self, raw: Pkcs11Toml) -> Result<crate::pkcs11::TokenSettings, ConfigError> {
+        let mut settings = crate::pkcs11::TokenSettings::default();
+        if let Some(module) = raw.module {
+            settings.module = self.existing_file("pkcs11.module", &module)?;
+        }
+        if let Some(pin_env) = raw.pin_env {
+            // The name of a variable, never the PIN: a PIN-like value here is a mistake.
+            let valid = !pin_env.is_empty()
+                && pin_env.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !pin_env.starts_with(|c: char| c.is_ascii_digit());
+            if !valid {
+                return Err(self.invalid(
+                    "pkcs11.pin_env".into(),
+                    "must name the environment variable that holds the PIN (letters, digits and '_'), not the PIN".into(),
+                ));
+            }
+            settings.pin_env = pin_env;
+        }
+        Ok(settings)
     }
 
     /// A file the config names (relative to its directory), which must exist.

@@ -285,6 +285,8 @@ impl App {
             Ok(trust) => Arc::new(trust),
             Err(error) => return fail(error.to_string(), warnings),
         };
+        // Token keys in the snapshot sign through this module, with this PIN variable.
+        crate::pkcs11::configure(config.pkcs11.clone());
         let resolver = match Resolver::open(store, environment, trust) {
             Ok(resolver) => resolver,
             Err(error) => return fail(error.to_string(), warnings),
@@ -399,6 +401,7 @@ impl App {
             }
         };
         let trust = TrustProfiles::new(&config.upstreams).map_err(|e| vec![StartupProblem(e.to_string())])?;
+        crate::pkcs11::configure(config.pkcs11.clone());
         let snapshot = self.resolver.load_with_trust(Arc::new(trust)).map_err(|e| vec![StartupProblem(e.to_string())])?;
         let builder = RouteBuilder {
             runtime: &self.runtime,
