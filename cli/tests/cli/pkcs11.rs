@@ -244,3 +244,51 @@ fn restart_upstream(sandbox: &Sandbox, pki: &str, port: u16) -> Result<Running> 
 fn text_of(path: &std::path::Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
+
+#[test]
+fn the_dev_ca_key_can_live_in_the_token() -> Result<()> {
+    let Some((sandbox, hsm)) = token_sandbox()? else { return Ok(()) };
+    let run = |pin: &str, args: &[&str]| with_token(&sandbox, &hsm, pin, args);
+    let token_args = ["--pin-env", PIN_VAR];
+    let init = |extra: &[&str]| {
+        let mut args = vec!["pki", "init", "--out", "pki", "--key", "pkcs11:token=edge;object=dev-ca"];
+        args.extend(token_args);
+        args.extend(extra);
+        run(PIN, &args)
+    };
+    let out = expect_success(init(&[]))?;
+    ensure!(out.contains("generated in the token now, sensitive and not extractable"), "{out}");
+    // No key file: the directory names the key instead.
+    ensure!(!sandbox.path("pki/ca.key").exists(), "ca.key was written");
+    ensure!(text_of(&sandbox.path("pki/ca.key.uri")).trim() == "pkcs11:token=edge;object=dev-ca;type=private");
+    let ca_spki = spki_of_cert(&pem::parse(text_of(&sandbox.path("pki/ca.pem")))?.into_contents())?;
+
+    // Issue through the token, and check the certificate against the CA with a real verifier.
+    let mut issue = vec!["pki", "issue", "--ca", "pki", "--cn", "from-token", "--out", "pki"];
+    issue.extend(token_args);
+    expect_success(run(PIN, &issue))?;
+    let verified = sandbox.ok(["pki", "verify", "--ca", "pki/ca.pem", "pki/from-token.pem"])?;
+    ensure!(verified.contains("OK"), "{verified}");
+    if have_openssl("the_dev_ca_key_can_live_in_the_token") {
+        openssl(sandbox.dir(), ["verify", "-CAfile", "pki/ca.pem", "pki/from-token.pem"])?;
+    }
+    // --ca-cert with --ca-key naming the URI works as well.
+    let mut issue = vec!["pki", "issue", "--ca-cert", "pki/ca.pem", "--ca-key", "pkcs11:token=edge;object=dev-ca", "--cn", "second"];
+    issue.extend(["--out", "pki"]);
+    issue.extend(token_args);
+    expect_success(run(PIN, &issue))?;
+    ensure!(sandbox.ok(["pki", "verify", "--ca", "pki/ca.pem", "pki/second.pem"])?.contains("OK"));
+
+    // A wrong PIN issues nothing.
+    let mut issue = vec!["pki", "issue", "--ca", "pki", "--cn", "refused", "--out", "pki"];
+    issue.extend(token_args);
+    expect_failure(run("0000", &issue), "token 'edge' refused the PIN")?;
+    ensure!(!sandbox.path("pki/refused.pem").exists() && !sandbox.path("pki/refused.key").exists(), "files written after a wrong PIN");
+
+    // A new CA certificate for the key already in the token: the same key, not a new one.
+    let out = expect_success(init(&["--force"]))?;
+    ensure!(out.contains("the token's existing key"), "{out}");
+    let again = spki_of_cert(&pem::parse(text_of(&sandbox.path("pki/ca.pem")))?.into_contents())?;
+    ensure!(again == ca_spki, "pki init --force made another key");
+    Ok(())
+}

@@ -4,10 +4,12 @@
 //! TLS handshakes through the token ([`TokenKey`]), and `cert create` checks the token's key
 //! against the certificate first ([`check_certificate_key`]).
 
+mod ca;
 mod signing;
 mod token;
 mod uri;
 
+pub use ca::{CaKeyOrigin, TokenCaKey};
 pub use signing::TokenKey;
 pub use token::{DEFAULT_MODULE, DEFAULT_PIN_ENV, SigningScheme, TokenError, TokenSettings};
 pub use uri::{KeyUri, UriError};

@@ -348,31 +348,145 @@ fn ecdsa_der(raw: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let (r, s) = raw.split_at(raw.len() / 2);
-    let integer = |bytes: &[u8]| {
-        let trimmed = match bytes.iter().position(|b| *b != 0) {
-            Some(start) => &bytes[start..],
-            None => &[0u8][..],
-        };
-        let mut out = vec![0x02];
-        let pad = trimmed[0] & 0x80 != 0;
-        out.push((trimmed.len() + usize::from(pad)) as u8);
-        if pad {
-            out.push(0);
-        }
-        out.extend_from_slice(trimmed);
-        out
+    Some(der_sequence(&[der_integer(r), der_integer(s)].concat()))
+}
+
+/// An RSAPublicKey (PKCS#1) from its modulus and exponent: what X.509 puts in the key's bit string.
+fn rsa_public_key(modulus: &[u8], exponent: &[u8]) -> Vec<u8> {
+    der_sequence(&[der_integer(modulus), der_integer(exponent)].concat())
+}
+
+/// A DER INTEGER holding the unsigned big-endian `bytes`.
+fn der_integer(bytes: &[u8]) -> Vec<u8> {
+    let trimmed = match bytes.iter().position(|b| *b != 0) {
+        Some(start) => &bytes[start..],
+        None => &[0u8][..],
     };
-    let body = [integer(r), integer(s)].concat();
-    // Both integers fit in well under 128 bytes each for P-256 and P-384, but the sequence
-    // of two P-384 integers can pass 127 bytes and needs the long length form.
-    let mut out = vec![0x30];
-    if body.len() < 0x80 {
-        out.push(body.len() as u8);
-    } else {
-        out.extend_from_slice(&[0x81, body.len() as u8]);
+    // A leading 1 bit would make it negative.
+    let mut content = Vec::with_capacity(trimmed.len() + 1);
+    if trimmed[0] & 0x80 != 0 {
+        content.push(0);
     }
-    out.extend_from_slice(&body);
-    Some(out)
+    content.extend_from_slice(trimmed);
+    der_tagged(0x02, &content)
+}
+
+fn der_sequence(content: &[u8]) -> Vec<u8> {
+    der_tagged(0x30, content)
+}
+
+fn der_tagged(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = content.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len.to_be_bytes().into_iter().skip_while(|b| *b == 0).collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend_from_slice(&bytes);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+/// The DER OIDs of the curves, as CKA_EC_PARAMS holds them.
+const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+const P384_PARAMS: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+
+impl TokenSession {
+    /// The public key of the key pair the URI names (its CKO_PUBLIC_KEY object): its kind and
+    /// the bytes of the certificate's subjectPublicKey bit string.
+    pub(super) fn public_key(&self, uri: &KeyUri) -> Result<(super::KeyKind, Vec<u8>), TokenError> {
+        let mut template = vec![Attribute::Class(ObjectClass::PUBLIC_KEY)];
+        if let Some(label) = &uri.object {
+            template.push(Attribute::Label(label.as_bytes().to_vec()));
+        }
+        if let Some(id) = &uri.id {
+            template.push(Attribute::Id(id.clone()));
+        }
+        let found = self.session.find_objects(&template).map_err(failed(uri, "looking for the public key"))?;
+        let [key] = found.as_slice() else {
+            return Err(TokenError::Failed {
+                token: uri.token_shown(),
+                during: "looking for the public key",
+                reason: format!("{} public keys match the URI (one is needed, beside the private key)", found.len()),
+            });
+        };
+        let wanted = [
+            AttributeType::KeyType,
+            AttributeType::EcParams,
+            AttributeType::EcPoint,
+            AttributeType::Modulus,
+            AttributeType::PublicExponent,
+        ];
+        let attributes = self.session.get_attributes(*key, &wanted).map_err(failed(uri, "reading the public key"))?;
+        let (mut key_type, mut params, mut point, mut modulus, mut exponent) = (None, None, None, None, None);
+        for attribute in attributes {
+            match attribute {
+                Attribute::KeyType(value) => key_type = Some(value),
+                Attribute::EcParams(value) => params = Some(value),
+                Attribute::EcPoint(value) => point = Some(value),
+                Attribute::Modulus(value) => modulus = Some(value),
+                Attribute::PublicExponent(value) => exponent = Some(value),
+                _ => {}
+            }
+        }
+        let unsupported = || TokenError::Unsupported { key_type: "this token key's".into() };
+        match key_type {
+            Some(k) if k == cryptoki::object::KeyType::EC => {
+                let kind = match params.as_deref() {
+                    Some(P256_PARAMS) => super::KeyKind::EcdsaP256,
+                    Some(P384_PARAMS) => super::KeyKind::EcdsaP384,
+                    _ => return Err(TokenError::Unsupported { key_type: "ECDSA on this curve: only P-256 and P-384".into() }),
+                };
+                let point = point.ok_or_else(unsupported)?;
+                // CKA_EC_POINT is the DER OCTET STRING of the point; some modules give it bare.
+                let bare = match point.as_slice() {
+                    [0x04, len, rest @ ..] if usize::from(*len) == rest.len() => rest.to_vec(),
+                    [0x04, 0x81, len, rest @ ..] if usize::from(*len) == rest.len() => rest.to_vec(),
+                    _ => point,
+                };
+                Ok((kind, bare))
+            }
+            Some(k) if k == cryptoki::object::KeyType::RSA => {
+                let (modulus, exponent) = modulus.zip(exponent).ok_or_else(unsupported)?;
+                Ok((super::KeyKind::Rsa, rsa_public_key(&modulus, &exponent)))
+            }
+            _ => Err(unsupported()),
+        }
+    }
+
+    /// Generates a key pair in the token, labelled and identified as the URI says: the private
+    /// key sensitive and never extractable, so it cannot leave the token.
+    pub(super) fn generate(&self, uri: &KeyUri, kind: super::KeyKind, rsa_bits: u64) -> Result<(), TokenError> {
+        let mut common = Vec::new();
+        if let Some(label) = &uri.object {
+            common.push(Attribute::Label(label.as_bytes().to_vec()));
+        }
+        if let Some(id) = &uri.id {
+            common.push(Attribute::Id(id.clone()));
+        }
+        let (mechanism, mut public) = match kind {
+            super::KeyKind::EcdsaP256 => (Mechanism::EccKeyPairGen, vec![Attribute::EcParams(P256_PARAMS.to_vec())]),
+            super::KeyKind::EcdsaP384 => (Mechanism::EccKeyPairGen, vec![Attribute::EcParams(P384_PARAMS.to_vec())]),
+            super::KeyKind::Rsa => (
+                Mechanism::RsaPkcsKeyPairGen,
+                vec![Attribute::ModulusBits(rsa_bits.into()), Attribute::PublicExponent(vec![0x01, 0x00, 0x01])],
+            ),
+        };
+        public.extend([Attribute::Token(true), Attribute::Private(false), Attribute::Verify(true)]);
+        public.extend(common.iter().cloned());
+        let mut private = vec![
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+        ];
+        private.extend(common);
+        self.session.generate_key_pair(&mechanism, &public, &private).map_err(failed(uri, "generating a key pair"))?;
+        Ok(())
+    }
 }
 
 impl TokenError {

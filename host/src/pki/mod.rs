@@ -23,6 +23,6 @@ pub use inspect::{
     CertificateMetadata, ExpiryStatus, KeyType, inspect_leaf, rfc3339, rfc3339_unix, subject_alt_names, validate_client_chain,
     validate_client_identity,
 };
-pub use issue::{DevCa, IssueOptions, IssuedFiles, file_stem, write_private_file};
+pub use issue::{CA_KEY_URI_FILE, DevCa, IssueOptions, IssuedFiles, file_stem, write_private_file};
 pub use keygen::NewKeyType;
 pub use verify::{ParsedCrl, Purpose, VerifyProblem, VerifyTrust, signature_algorithms, verify};
