@@ -292,3 +292,68 @@ fn the_dev_ca_key_can_live_in_the_token() -> Result<()> {
     ensure!(again == ca_spki, "pki init --force made another key");
     Ok(())
 }
+
+#[test]
+fn rotating_from_a_file_key_to_a_token_key_under_load_loses_no_request() -> Result<()> {
+    let Some((sandbox, hsm)) = token_sandbox()? else { return Ok(()) };
+    let (pki, _upstream, upstream_port) = dev_pki_and_upstream(&sandbox, &["file-client", "token-client"])?;
+    sandbox.ok([
+        "cert",
+        "create",
+        "--name",
+        "file_cert",
+        "--cert",
+        &format!("{pki}/file-client.pem"),
+        "--key",
+        &format!("{pki}/file-client.key"),
+        "--env",
+        "production",
+    ])?;
+    let key_file = sandbox.path("pki/token-client.key");
+    hsm.import_key("edge", "client", "01", &key_file)?;
+    std::fs::remove_file(&key_file)?;
+
+    let config = sandbox.path("edgemtls.toml");
+    let config_arg = text(&config);
+    let admin_port = free_port()?;
+    rotation_config(&config, "file_cert", upstream_port, admin_port)?;
+    let port = free_port()?;
+    // No [pkcs11] section: the default module (SoftHSM2's) and PIN variable.
+    let mut command = with_token(
+        &sandbox,
+        &hsm,
+        PIN,
+        &["serve", "--config", &config_arg, "--env", "production", "--listen", &format!("127.0.0.1:{port}")],
+    );
+    command.env("EDGEMTLS_PKCS11_PIN", PIN).stdout(std::process::Stdio::null()).stderr(std::fs::File::create(sandbox.path("serve.log"))?);
+    let _serve = Running(command.spawn()?);
+    wait_for(port)?;
+    let load = Load::start(port, "/api/charge", 4);
+
+    let token_cert = format!("{pki}/token-client.pem");
+    let mut create = create_args("token_cert", &token_cert, "pkcs11:token=edge;object=client");
+    create.pop();
+    create.push("production");
+    expect_success(with_token(&sandbox, &hsm, PIN, &create))?;
+    rotation_config(&config, "token_cert", upstream_port, admin_port)?;
+    let reloaded = sandbox.ok(["reload", "--config", &config_arg])?;
+    ensure!(reloaded.contains("certificates in use: token_cert"), "{reloaded}");
+    sandbox.ok(["cert", "disable", "file_cert"])?;
+    // From now on the upstream sees the token-backed certificate.
+    for _ in 0..20 {
+        let (status, body) = http_get(port, "/api/charge")?;
+        ensure!(
+            status == 200 && body.contains("\"client_cn\":\"token-client\""),
+            "{status} {body}\n{}",
+            text_of(&sandbox.path("serve.log"))
+        );
+    }
+
+    let outcomes = load.finish();
+    let failures: Vec<_> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+    ensure!(failures.is_empty(), "{} of {} requests failed: {:?}", failures.len(), outcomes.len(), &failures[..failures.len().min(5)]);
+    ensure!(outcomes.len() >= 20, "too little load to mean anything ({} requests)", outcomes.len());
+    ensure!(outcomes.iter().flatten().all(|cn| cn == "file-client" || cn == "token-client"), "{outcomes:?}");
+    ensure!(outcomes.iter().flatten().any(|cn| cn == "token-client"), "the load never reached the token certificate");
+    Ok(())
+}
