@@ -172,7 +172,7 @@ fn files_under(dir: &std::path::Path, skip: &std::path::Path, found: &mut Vec<st
 }
 
 #[test]
-fn serve_signs_handshakes_through_the_token() -> Result<()> {
+fn serve_signs_handshakes_through_the_token_and_recovers_when_it_returns() -> Result<()> {
     let Some((sandbox, hsm)) = token_sandbox()? else { return Ok(()) };
     let (pki, upstream, upstream_port) = dev_pki_and_upstream(&sandbox, &["token-client"])?;
     // The key goes into the token and its file away: the only copy is the token's.
@@ -215,6 +215,32 @@ fn serve_signs_handshakes_through_the_token() -> Result<()> {
     ensure!(started.elapsed() < std::time::Duration::from_secs(10), "the failure took {:?}", started.elapsed());
     let log = text_of(&sandbox.path("serve.log"));
     ensure!(log.contains("the token could not sign a TLS handshake"), "{log}");
+
+    // While it is away the host restarts the module to look for it (every 2 s at most); SoftHSM2
+    // cannot start without its token directory, and says so.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (status, body) = http_get(port, "/hello")?;
+        ensure!(status == 502, "{status} {body}");
+        if body.contains("the module is stopped: restarting it to look for a token that had gone failed") {
+            break;
+        }
+        ensure!(std::time::Instant::now() < deadline, "no restart of the module 20 s after the token went: {body}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+
+    // The token comes back: requests are signed through it again, without a restart of the host.
+    std::fs::rename(&away, &hsm.tokens)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (status, body) = http_get(port, "/hello")?;
+        if status == 200 {
+            ensure!(body.contains("\"client_cn\":\"token-client\""), "{body}");
+            break;
+        }
+        ensure!(std::time::Instant::now() < deadline, "still failing 20 s after the token came back: {status} {body}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     drop(upstream);
     Ok(())
 }

@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -162,14 +163,57 @@ pub enum TokenError {
     },
 }
 
+/// How often a module may be restarted to look for a token that is not there: a restart
+/// ends every session of the module, so a token that stays away must not cause one per handshake.
+const RESTART_INTERVAL: Duration = Duration::from_secs(2);
+
+/// A loaded module. Every call into it holds `generation` shared; a restart (`C_Finalize`,
+/// `C_Initialize`) holds it exclusively, so it never runs under another call, and bumps it:
+/// sessions from an older generation are gone and are never closed (their handles may
+/// already name new sessions).
+pub(super) struct Module {
+    path: PathBuf,
+    pkcs11: Pkcs11,
+    generation: RwLock<u64>,
+    last_start: Mutex<Instant>,
+}
+
+impl Module {
+    /// Restarts the module, unless it started less than [`RESTART_INTERVAL`] ago: some
+    /// modules (SoftHSM2 among them) list the tokens they found at start only, so a token that
+    /// came back is seen only by a new start. Whether it restarted.
+    fn restart_if_due(&self) -> bool {
+        let mut last_start = self.last_start.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last_start.elapsed() < RESTART_INTERVAL {
+            return false;
+        }
+        let mut generation = self.generation.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Finalizing a module that a failed start left uninitialised is refused; that is fine.
+        let _ = self.pkcs11.clone().finalize();
+        if let Err(error) = initialize(&self.pkcs11) {
+            tracing::warn!(module = %self.path.display(), error = %words(&error), "cannot restart the PKCS#11 module; trying again later");
+        }
+        *generation += 1;
+        *last_start = Instant::now();
+        true
+    }
+}
+
+fn initialize(pkcs11: &Pkcs11) -> Result<(), CkError> {
+    match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
 /// The loaded modules, by path. PKCS#11 wants one `C_Initialize` per module per process.
-fn modules() -> &'static Mutex<HashMap<PathBuf, Pkcs11>> {
-    static MODULES: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+fn modules() -> &'static Mutex<HashMap<PathBuf, Arc<Module>>> {
+    static MODULES: OnceLock<Mutex<HashMap<PathBuf, Arc<Module>>>> = OnceLock::new();
     MODULES.get_or_init(Mutex::default)
 }
 
 /// The module at `path`, loaded and initialised once.
-pub(super) fn module(path: &Path) -> Result<Pkcs11, TokenError> {
+pub(super) fn module(path: &Path) -> Result<Arc<Module>, TokenError> {
     let mut modules = modules().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(module) = modules.get(path) {
         return Ok(module.clone());
@@ -178,11 +222,9 @@ pub(super) fn module(path: &Path) -> Result<Pkcs11, TokenError> {
     if !path.is_file() {
         return Err(fail("no such file".into()));
     }
-    let module = Pkcs11::new(path).map_err(|e| fail(e.to_string()))?;
-    match module.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-        Err(error) => return Err(fail(words(&error))),
-    }
+    let pkcs11 = Pkcs11::new(path).map_err(|e| fail(e.to_string()))?;
+    initialize(&pkcs11).map_err(|error| fail(words(&error)))?;
+    let module = Arc::new(Module { path: path.to_path_buf(), pkcs11, generation: RwLock::new(0), last_start: Mutex::new(Instant::now()) });
     modules.insert(path.to_path_buf(), module.clone());
     Ok(module)
 }
@@ -196,6 +238,10 @@ fn words(error: &CkError) -> String {
         CkError::Pkcs11(RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid, _) => "the key is gone from the token".into(),
         CkError::Pkcs11(RvError::MechanismInvalid, _) => "the token does not offer this signature mechanism".into(),
         CkError::Pkcs11(RvError::UserNotLoggedIn, _) => "the session is not logged in".into(),
+        CkError::Pkcs11(RvError::CryptokiNotInitialized, _) => {
+            "the module is stopped: restarting it to look for a token that had gone failed (it is tried again every 2 s)".into()
+        }
+        CkError::Pkcs11(RvError::GeneralError, _) => "the module reported a general error".into(),
         CkError::Pkcs11(rv, _) => rv.to_string(),
         other => other.to_string(),
     }
@@ -207,19 +253,55 @@ fn failed<'a>(uri: &'a KeyUri, during: &'static str) -> impl Fn(CkError) -> Toke
 
 /// A logged-in session on the token a URI names.
 pub(super) struct TokenSession {
-    pub(super) session: Session,
+    /// Always `Some` until dropped.
+    session: Option<Session>,
+    module: Arc<Module>,
+    /// The module's generation the session belongs to.
+    generation: u64,
+}
+
+impl Drop for TokenSession {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            let generation = self.module.generation.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *generation == self.generation {
+                let _ = session.close();
+            }
+        }
+    }
 }
 
 impl TokenSession {
-    /// Finds the token, opens a session (read-write if `write`) and logs the user in.
+    /// Finds the token, opens a session (read-write if `write`) and logs the user in. A token
+    /// that is not there is looked for again after a restart of its module, when one is due.
     pub(super) fn open(uri: &KeyUri, settings: &TokenSettings, write: bool) -> Result<Self, TokenError> {
         let module_path = settings.module_for(uri);
         let module = module(module_path)?;
-        let slots = module.get_slots_with_token().map_err(failed(uri, "listing its slots"))?;
+        // A token the module does not list, or a module that fails (a restart while the token
+        // was away may have left it stopped), may do better after a restart.
+        let outcome = match Self::open_on(&module, uri, settings, write) {
+            Ok(Err(_)) | Err(TokenError::Failed { .. }) if module.restart_if_due() => Self::open_on(&module, uri, settings, write),
+            outcome => outcome,
+        };
+        match outcome? {
+            Ok(session) => Ok(session),
+            Err(present) => {
+                let present = if present.is_empty() { "none".to_string() } else { present.join(", ") };
+                Err(TokenError::NoToken { token: uri.token_shown(), module: module_path.to_path_buf(), present })
+            }
+        }
+    }
+
+    /// [`TokenSession::open`] on the module as it is; `Ok(Err(labels))` when the token is not
+    /// among the tokens it lists.
+    fn open_on(module: &Arc<Module>, uri: &KeyUri, settings: &TokenSettings, write: bool) -> Result<Result<Self, Vec<String>>, TokenError> {
+        let generation = module.generation.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pkcs11 = &module.pkcs11;
+        let slots = pkcs11.get_slots_with_token().map_err(failed(uri, "listing its slots"))?;
         let mut present = Vec::new();
         let mut found = None;
         for slot in slots {
-            let Ok(info) = module.get_token_info(slot) else { continue };
+            let Ok(info) = pkcs11.get_token_info(slot) else { continue };
             let label = info.label().trim_end().to_string();
             let serial = info.serial_number().trim_end().to_string();
             let matches = uri.token.as_ref().is_none_or(|t| *t == label) && uri.serial.as_ref().is_none_or(|s| *s == serial);
@@ -230,23 +312,42 @@ impl TokenSession {
                 present.push(format!("'{label}'"));
             }
         }
-        let Some(slot) = found else {
-            let present = if present.is_empty() { "none".to_string() } else { present.join(", ") };
-            return Err(TokenError::NoToken { token: uri.token_shown(), module: module_path.to_path_buf(), present });
+        let Some(slot) = found else { return Ok(Err(present)) };
+        // Sessions are closed by `TokenSession`'s drop, and only while their generation lives.
+        let session = if write { pkcs11.open_rw_session_no_drop(slot) } else { pkcs11.open_ro_session_no_drop(slot) }
+            .map_err(failed(uri, "opening a session"))?;
+        let refused = |session: Session, error: TokenError| {
+            let _ = session.close();
+            Err(error)
         };
-        let session =
-            if write { module.open_rw_session(slot) } else { module.open_ro_session(slot) }.map_err(failed(uri, "opening a session"))?;
-        let pin = settings.pin(uri)?;
+        let pin = match settings.pin(uri) {
+            Ok(pin) => pin,
+            Err(error) => return refused(session, error),
+        };
         match session.login(UserType::User, Some(&pin)) {
             // Login is per token and application: another session of this process did it.
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
             Err(CkError::Pkcs11(RvError::PinIncorrect | RvError::PinInvalid | RvError::PinLenRange, _)) => {
-                return Err(TokenError::WrongPin { token: uri.token_shown(), source_shown: settings.pin_shown(uri) });
+                return refused(session, TokenError::WrongPin { token: uri.token_shown(), source_shown: settings.pin_shown(uri) });
             }
-            Err(CkError::Pkcs11(RvError::PinLocked, _)) => return Err(TokenError::PinLocked { token: uri.token_shown() }),
-            Err(error) => return Err(failed(uri, "logging in")(error)),
+            Err(CkError::Pkcs11(RvError::PinLocked, _)) => return refused(session, TokenError::PinLocked { token: uri.token_shown() }),
+            Err(error) => return refused(session, failed(uri, "logging in")(error)),
         }
-        Ok(Self { session })
+        let generation = *generation;
+        Ok(Ok(Self { session: Some(session), module: module.clone(), generation }))
+    }
+
+    /// The session for one call, while the module cannot restart under it.
+    fn call(&self, uri: &KeyUri) -> Result<(RwLockReadGuard<'_, u64>, &Session), TokenError> {
+        let generation = self.module.generation.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &self.session {
+            Some(session) if *generation == self.generation => Ok((generation, session)),
+            _ => Err(TokenError::Failed {
+                token: uri.token_shown(),
+                during: "using its session",
+                reason: "the module was restarted to look for a token that had gone".into(),
+            }),
+        }
     }
 
     /// The private key the URI names.
@@ -258,7 +359,8 @@ impl TokenSession {
         if let Some(id) = &uri.id {
             template.push(Attribute::Id(id.clone()));
         }
-        let found = self.session.find_objects(&template).map_err(failed(uri, "looking for the key"))?;
+        let (_calls, session) = self.call(uri)?;
+        let found = session.find_objects(&template).map_err(failed(uri, "looking for the key"))?;
         match found.as_slice() {
             [key] => Ok(*key),
             [] => Err(TokenError::NoKey { key: uri.key_shown() }),
@@ -269,8 +371,8 @@ impl TokenSession {
     /// Whether the key is marked sensitive, and whether it is extractable (unknown counts as
     /// the unsafe answer).
     pub(super) fn protection(&self, uri: &KeyUri, key: ObjectHandle) -> Result<(bool, bool), TokenError> {
-        let attributes = self
-            .session
+        let (_calls, session) = self.call(uri)?;
+        let attributes = session
             .get_attributes(key, &[AttributeType::Sensitive, AttributeType::Extractable])
             .map_err(failed(uri, "reading the key's attributes"))?;
         let (mut sensitive, mut extractable) = (false, true);
@@ -286,7 +388,8 @@ impl TokenSession {
 
     /// Signs `message` with `key` as `scheme` says, in the encoding TLS and X.509 use.
     pub(super) fn sign(&self, uri: &KeyUri, key: ObjectHandle, scheme: SigningScheme, message: &[u8]) -> Result<Vec<u8>, TokenError> {
-        let sign = |mechanism: &Mechanism<'_>, data: &[u8]| self.session.sign(mechanism, key, data).map_err(failed(uri, "signing"));
+        let (_calls, session) = self.call(uri)?;
+        let sign = |mechanism: &Mechanism<'_>, data: &[u8]| session.sign(mechanism, key, data).map_err(failed(uri, "signing"));
         match scheme {
             SigningScheme::RsaPkcs1Sha256 => sign(&Mechanism::Sha256RsaPkcs, message),
             SigningScheme::RsaPkcs1Sha384 => sign(&Mechanism::Sha384RsaPkcs, message),
@@ -404,7 +507,8 @@ impl TokenSession {
         if let Some(id) = &uri.id {
             template.push(Attribute::Id(id.clone()));
         }
-        let found = self.session.find_objects(&template).map_err(failed(uri, "looking for the public key"))?;
+        let (_calls, session) = self.call(uri)?;
+        let found = session.find_objects(&template).map_err(failed(uri, "looking for the public key"))?;
         let [key] = found.as_slice() else {
             return Err(TokenError::Failed {
                 token: uri.token_shown(),
@@ -419,7 +523,7 @@ impl TokenSession {
             AttributeType::Modulus,
             AttributeType::PublicExponent,
         ];
-        let attributes = self.session.get_attributes(*key, &wanted).map_err(failed(uri, "reading the public key"))?;
+        let attributes = session.get_attributes(*key, &wanted).map_err(failed(uri, "reading the public key"))?;
         let (mut key_type, mut params, mut point, mut modulus, mut exponent) = (None, None, None, None, None);
         for attribute in attributes {
             match attribute {
@@ -484,7 +588,8 @@ impl TokenSession {
             Attribute::Sign(true),
         ];
         private.extend(common);
-        self.session.generate_key_pair(&mechanism, &public, &private).map_err(failed(uri, "generating a key pair"))?;
+        let (_calls, session) = self.call(uri)?;
+        session.generate_key_pair(&mechanism, &public, &private).map_err(failed(uri, "generating a key pair"))?;
         Ok(())
     }
 }
