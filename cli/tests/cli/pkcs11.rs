@@ -120,6 +120,11 @@ fn cert_create_refuses_what_the_token_cannot_prove() -> Result<()> {
 /// `edgemtls serve` for `/hello` (hello-mtls presenting `token_cert`) towards `upstream_port`,
 /// signing through the token, on a free port; returns once it listens.
 fn serve_with_token(sandbox: &Sandbox, hsm: &SoftHsm, upstream_port: u16) -> Result<(Running, u16)> {
+    serve_with(sandbox, hsm, upstream_port, PIN, "")
+}
+
+/// [`serve_with_token`] with the PIN `pin` and `upstream_extra` lines in the `[[upstreams]]` entry.
+fn serve_with(sandbox: &Sandbox, hsm: &SoftHsm, upstream_port: u16, pin: &str, upstream_extra: &str) -> Result<(Running, u16)> {
     let config = sandbox.write(
         "edgemtls.toml",
         format!(
@@ -135,6 +140,7 @@ url = "https://localhost:{upstream_port}/"
 [[upstreams]]
 hosts = ["localhost:{upstream_port}"]
 ca_bundle = "pki/ca.pem"
+{upstream_extra}
 
 [pkcs11]
 module = "{}"
@@ -147,7 +153,7 @@ pin_env = "{PIN_VAR}"
     let mut command = with_token(
         sandbox,
         hsm,
-        PIN,
+        pin,
         &["serve", "--config", &text(&config), "--env", "development", "--listen", &format!("127.0.0.1:{port}")],
     );
     let serve = Running(command.stdout(std::process::Stdio::null()).stderr(std::fs::File::create(sandbox.path("serve.log"))?).spawn()?);
@@ -381,5 +387,52 @@ fn rotating_from_a_file_key_to_a_token_key_under_load_loses_no_request() -> Resu
     ensure!(outcomes.len() >= 20, "too little load to mean anything ({} requests)", outcomes.len());
     ensure!(outcomes.iter().flatten().all(|cn| cn == "file-client" || cn == "token-client"), "{outcomes:?}");
     ensure!(outcomes.iter().flatten().any(|cn| cn == "token-client"), "the load never reached the token certificate");
+    Ok(())
+}
+
+#[test]
+fn an_rsa_key_in_the_token_signs_tls_1_3_and_tls_1_2_handshakes() -> Result<()> {
+    let Some((sandbox, hsm)) = token_sandbox()? else { return Ok(()) };
+    let (pki, _upstream, upstream_port) = dev_pki_and_upstream(&sandbox, &[])?;
+    sandbox.ok(["pki", "issue", "--ca", &pki, "--cn", "rsa-client", "--key-type", "rsa2048", "--out", &pki])?;
+    let key_file = sandbox.path("pki/rsa-client.key");
+    hsm.import_key("edge", "rsa", "03", &key_file)?;
+    std::fs::remove_file(&key_file)?;
+    let cert = format!("{pki}/rsa-client.pem");
+    expect_success(with_token(&sandbox, &hsm, PIN, &create_args("token_cert", &cert, "pkcs11:token=edge;object=rsa")))?;
+    // TLS 1.3 signs with RSA-PSS, TLS 1.2 (where the server prefers it) may take PKCS#1 v1.5.
+    for versions in ["", "tls_versions = [\"1.2\"]"] {
+        let (serve, port) = serve_with(&sandbox, &hsm, upstream_port, PIN, versions)?;
+        let (status, body) = http_get(port, "/hello")?;
+        ensure!(
+            status == 200 && body.contains("\"client_cn\":\"rsa-client\""),
+            "{versions}: {status} {body}\n{}",
+            text_of(&sandbox.path("serve.log"))
+        );
+        drop(serve);
+    }
+    Ok(())
+}
+
+#[test]
+fn a_pin_the_token_refuses_while_serving_fails_requests_plainly() -> Result<()> {
+    let Some((sandbox, hsm)) = token_sandbox()? else { return Ok(()) };
+    let (pki, _upstream, upstream_port) = dev_pki_and_upstream(&sandbox, &["token-client"])?;
+    let key_file = sandbox.path("pki/token-client.key");
+    hsm.import_key("edge", "client", "01", &key_file)?;
+    std::fs::remove_file(&key_file)?;
+    let cert = format!("{pki}/token-client.pem");
+    expect_success(with_token(&sandbox, &hsm, PIN, &create_args("token_cert", &cert, "pkcs11:token=edge;object=client")))?;
+    let (_serve, port) = serve_with(&sandbox, &hsm, upstream_port, "0000", "")?;
+    // Every request fails with the reason; the second from the remembered refusal, not a new login.
+    for _ in 0..2 {
+        let (status, body) = http_get(port, "/hello")?;
+        ensure!(
+            status == 502 && body.contains(&format!("token 'edge' refused the PIN from the environment variable {PIN_VAR}")),
+            "{status} {body}"
+        );
+    }
+    let log = text_of(&sandbox.path("serve.log"));
+    ensure!(log.contains("the token could not sign a TLS handshake") && log.contains("the PIN is wrong"), "{log}");
     Ok(())
 }
