@@ -191,6 +191,16 @@ fn serve_signs_handshakes_through_the_token_and_recovers_when_it_returns() -> Re
 
     let (_serve, port) = serve_with_token(&sandbox, &hsm, upstream_port)?;
     let mut upstream = upstream;
+    // `cert test` signs through the token too, with the config's [pkcs11].
+    let url = format!("https://localhost:{upstream_port}/health");
+    let config = text(&sandbox.path("edgemtls.toml"));
+    let tested = expect_success(with_token(
+        &sandbox,
+        &hsm,
+        PIN,
+        &["cert", "test", "token_cert", &url, "--env", "development", "--config", &config],
+    ))?;
+    ensure!(tested.contains("200"), "{tested}");
     // The upstream says which certificate the handshake presented: the token-backed one.
     let (status, body) = http_get(port, "/hello")?;
     ensure!(status == 200 && body.contains("\"client_cn\":\"token-client\""), "{status} {body}\n{}", text_of(&sandbox.path("serve.log")));
