@@ -23,6 +23,7 @@
 
 mod environment;
 mod hop_by_hop;
+mod key_types;
 pub mod pkcs11;
 pub mod pki;
 mod problem;

@@ -9,8 +9,7 @@ use hyper::StatusCode;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::inbound::CallerProblem;
-use crate::runtime::HandlerError;
-use crate::runtime::bindings::outgoing::CertificateError;
+use crate::resolve::ResolveError;
 use crate::upstream::{FailureReason, UpstreamFailure};
 
 /// A failure as the caller sees it; `kind` becomes `urn:edgemtls:problem:<kind>`.
@@ -45,6 +44,11 @@ impl Problem {
         certificate: Option<String>,
     ) -> Self {
         Self { with_reason: true, certificate, ..Self::new(status, kind, title, detail) }
+    }
+
+    /// The same problem, saying when trying again makes sense (`Retry-After`).
+    pub fn with_retry_after(self, seconds: u32) -> Self {
+        Self { retry_after: Some(seconds), ..self }
     }
 
     /// The request path cannot be served as it is written.
@@ -92,18 +96,20 @@ impl Problem {
         Self::for_guest(StatusCode::INTERNAL_SERVER_ERROR, "invalid-url", "Invalid upstream URL", format!("invalid URL: {reason}"), None)
     }
 
-    /// 500 `certificate-<kind>`: the named certificate cannot be used; nothing was sent.
-    pub(crate) fn certificate_unusable(error: CertificateError) -> Self {
-        use CertificateError as E;
+    /// 500 `certificate-<kind>`: the named certificate cannot be used; nothing was sent. A
+    /// record that cannot be served is "not found" here, as in the guest's typed error (whose
+    /// cases are fixed); the host log says why.
+    pub(crate) fn certificate_unusable(error: &ResolveError) -> Self {
+        use ResolveError as E;
         let (kind, name, what) = match error {
-            E::NotFound(name) => ("certificate-not-found", name, "not found"),
-            E::Disabled(name) => ("certificate-disabled", name, "is disabled"),
-            E::NotInEnvironment(name) => ("certificate-not-in-environment", name, "is not available in this environment"),
-            E::Expired(name) => ("certificate-expired", name, "has expired"),
-            E::NotYetValid(name) => ("certificate-not-yet-valid", name, "is not valid yet"),
+            E::NotFound { name } | E::Damaged { name } | E::BadChain { name, .. } => ("certificate-not-found", name, "not found"),
+            E::Disabled { name } => ("certificate-disabled", name, "is disabled"),
+            E::NotInEnvironment { name, .. } => ("certificate-not-in-environment", name, "is not available in this environment"),
+            E::Expired { name, .. } => ("certificate-expired", name, "has expired"),
+            E::NotYetValid { name, .. } => ("certificate-not-yet-valid", name, "is not valid yet"),
         };
         let detail = format!("certificate '{name}' {what}");
-        Self::for_guest(StatusCode::INTERNAL_SERVER_ERROR, kind, "Client certificate cannot be used", detail, Some(name))
+        Self::for_guest(StatusCode::INTERNAL_SERVER_ERROR, kind, "Client certificate cannot be used", detail, Some(name.clone()))
     }
 
     /// 502 (504 when the upstream did not answer in time) with the failure's reason.
@@ -134,34 +140,6 @@ impl Problem {
         Self {
             retry_after: Some(1),
             ..Self::for_guest(StatusCode::SERVICE_UNAVAILABLE, "websockets-busy", "Too many WebSockets", detail, None)
-        }
-    }
-}
-
-impl From<&HandlerError> for Problem {
-    /// Every variant is listed: a new one must decide what callers see.
-    fn from(error: &HandlerError) -> Self {
-        match error {
-            HandlerError::Timeout(_) => Self::new(StatusCode::GATEWAY_TIMEOUT, "handler-timeout", "Handler timed out", error.to_string()),
-            HandlerError::MemoryExceeded(_) => {
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "handler-memory-limit", "Handler exceeded its memory limit", error.to_string())
-            }
-            HandlerError::Busy(_) => {
-                Self { retry_after: Some(1), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "host-busy", "Host busy", error.to_string()) }
-            }
-            HandlerError::BadRequest(_) => Self::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request", error.to_string()),
-            HandlerError::Instantiate(_) | HandlerError::Load { .. } => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "handler-unavailable", "Handler unavailable", "the handler could not be started")
-            }
-            HandlerError::Guest(_) => {
-                Self::new(StatusCode::BAD_GATEWAY, "handler-error", "Handler reported an error", "the handler reported an error")
-            }
-            HandlerError::Trap(_) | HandlerError::NoResponse => Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "handler-failed",
-                "Handler failed",
-                "the handler failed; the host log has the details",
-            ),
         }
     }
 }

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use super::token::{SigningScheme, TokenError, TokenSession, TokenSettings};
 use super::{KeyKind, KeyUri, TokenKey};
-use crate::pki::NewKeyType;
+use crate::key_types::NewKeyType;
 
 /// A CA key held by a token: its public key (read from the token) and a signer.
 #[derive(Debug)]

@@ -17,7 +17,7 @@ pub use uri::{KeyUri, UriError};
 use rustls_pki_types::CertificateDer;
 use x509_parser::prelude::FromDer;
 
-use crate::pki::KeyType;
+use crate::key_types::KeyType;
 
 /// The module and PIN source `serve` uses for every token key (`[pkcs11]` in the config);
 /// the defaults until configured.

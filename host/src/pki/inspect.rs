@@ -13,6 +13,7 @@ use x509_parser::oid_registry;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::{Identity, PkiError};
+use crate::key_types::KeyType;
 
 /// What the store keeps about a certificate besides its bytes, parsed once at import.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,34 +53,6 @@ impl CertificateMetadata {
     /// Whole days from `now` until expiry (negative once expired).
     pub fn days_left(&self, now: OffsetDateTime) -> i64 {
         (self.not_after - now).whole_days()
-    }
-}
-
-/// The accepted key algorithms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum KeyType {
-    /// RSA, 2048 bits or more.
-    #[serde(rename = "RSA")]
-    Rsa,
-    /// ECDSA on NIST P-256.
-    #[serde(rename = "ECDSA P-256")]
-    EcdsaP256,
-    /// ECDSA on NIST P-384.
-    #[serde(rename = "ECDSA P-384")]
-    EcdsaP384,
-    /// Ed25519.
-    #[serde(rename = "Ed25519")]
-    Ed25519,
-}
-
-impl fmt::Display for KeyType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            KeyType::Rsa => "RSA",
-            KeyType::EcdsaP256 => "ECDSA P-256",
-            KeyType::EcdsaP384 => "ECDSA P-384",
-            KeyType::Ed25519 => "Ed25519",
-        })
     }
 }
 

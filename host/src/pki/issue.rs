@@ -11,7 +11,8 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 
 use super::PkiError;
-use super::keygen::{DecryptFailure, NewKeyType, decrypt_key, encrypt_key};
+use super::keygen::{DecryptFailure, decrypt_key, encrypt_key};
+use crate::key_types::NewKeyType;
 
 /// The PEM label of an encrypted PKCS#8 key.
 const ENCRYPTED_TAG: &str = "ENCRYPTED PRIVATE KEY";

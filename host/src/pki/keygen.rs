@@ -8,28 +8,9 @@
 use rcgen::KeyPair;
 
 use super::PkiError;
-
-/// The key algorithms `pki init` and `pki issue` can generate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum NewKeyType {
-    /// ECDSA on NIST P-256 (the default: small, fast, accepted everywhere TLS 1.2+ is).
-    #[default]
-    P256,
-    /// ECDSA on NIST P-384.
-    P384,
-    /// Ed25519 (TLS 1.3 peers; some TLS 1.2 stacks refuse it).
-    Ed25519,
-    /// RSA, 2048 bits, for upstreams that still require RSA.
-    Rsa2048,
-    /// RSA, 3072 bits.
-    Rsa3072,
-}
+use crate::key_types::NewKeyType;
 
 impl NewKeyType {
-    /// Every type, with the name the CLI takes.
-    pub const ALL: [(&'static str, Self); 5] =
-        [("p256", Self::P256), ("p384", Self::P384), ("ed25519", Self::Ed25519), ("rsa2048", Self::Rsa2048), ("rsa3072", Self::Rsa3072)];
-
     /// Generates a key pair of this type.
     pub fn generate(self) -> Result<KeyPair, PkiError> {
         let failed = |e: rcgen::Error| PkiError::Generate(e.to_string());
@@ -40,17 +21,6 @@ impl NewKeyType {
             Self::Rsa2048 => rsa_key(2048),
             Self::Rsa3072 => rsa_key(3072),
         }
-    }
-}
-
-impl std::str::FromStr for NewKeyType {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        Self::ALL.iter().find(|(name, _)| name.eq_ignore_ascii_case(text)).map(|(_, t)| *t).ok_or_else(|| {
-            let names: Vec<&str> = Self::ALL.iter().map(|(name, _)| *name).collect();
-            format!("'{text}' is not a key type; use one of {}", names.join(", "))
-        })
     }
 }
 

@@ -16,13 +16,13 @@ pub mod trust_files;
 mod verify;
 pub mod version1;
 
+pub use crate::key_types::{KeyType, NewKeyType};
 pub use chain::{ChainProblem, MAX_CHAIN_BYTES, MAX_CHAIN_LENGTH, chain_problem};
 pub use error::PkiError;
 pub use import::{Identity, ImportRequest, MAX_FILE_SIZE, expand_tilde, load_certificates, load_identity};
 pub use inspect::{
-    CertificateMetadata, ExpiryStatus, KeyType, inspect_leaf, rfc3339, rfc3339_unix, subject_alt_names, validate_client_chain,
+    CertificateMetadata, ExpiryStatus, inspect_leaf, rfc3339, rfc3339_unix, subject_alt_names, validate_client_chain,
     validate_client_identity,
 };
 pub use issue::{CA_KEY_URI_FILE, DevCa, IssueOptions, IssuedFiles, file_stem, write_private_file};
-pub use keygen::NewKeyType;
 pub use verify::{ParsedCrl, Purpose, VerifyProblem, VerifyTrust, signature_algorithms, verify};

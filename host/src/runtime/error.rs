@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use hyper::StatusCode;
 use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
+
+use crate::Problem;
 
 /// Why a handler produced no response.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +114,36 @@ pub(super) fn classify_trap(error: &wasmtime::Error, memory_refused: bool, timeo
         return HandlerError::MemoryExceeded(memory_limit);
     }
     HandlerError::Trap(format!("{error:#}"))
+}
+
+/// What the caller sees of a handler that produced no response: a short problem; the
+/// details (trap text, backtraces) stay in the host log.
+impl From<&HandlerError> for Problem {
+    /// Every variant is listed: a new one must decide what callers see.
+    fn from(error: &HandlerError) -> Self {
+        match error {
+            HandlerError::Timeout(_) => Self::new(StatusCode::GATEWAY_TIMEOUT, "handler-timeout", "Handler timed out", error.to_string()),
+            HandlerError::MemoryExceeded(_) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "handler-memory-limit", "Handler exceeded its memory limit", error.to_string())
+            }
+            HandlerError::Busy(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "host-busy", "Host busy", error.to_string()).with_retry_after(1)
+            }
+            HandlerError::BadRequest(_) => Self::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request", error.to_string()),
+            HandlerError::Instantiate(_) | HandlerError::Load { .. } => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "handler-unavailable", "Handler unavailable", "the handler could not be started")
+            }
+            HandlerError::Guest(_) => {
+                Self::new(StatusCode::BAD_GATEWAY, "handler-error", "Handler reported an error", "the handler reported an error")
+            }
+            HandlerError::Trap(_) | HandlerError::NoResponse => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "handler-failed",
+                "Handler failed",
+                "the handler failed; the host log has the details",
+            ),
+        }
+    }
 }
 
 #[cfg(test)]

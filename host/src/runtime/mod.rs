@@ -19,6 +19,7 @@ mod error;
 mod guest_output;
 mod outcome;
 mod pool;
+mod route;
 mod serve;
 mod state;
 
@@ -34,7 +35,8 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 pub use compile::MAX_COMPONENT_BYTES;
 pub use compile::disk::COMPILE_CACHE_ENV;
 pub use error::HandlerError;
-pub use state::{HostState, RouteContext, WebSocketUpgrade};
+pub use route::RouteContext;
+pub use state::{HostState, WebSocketUpgrade};
 /// The scheme a request arrived with (`https` on the TLS listener), as guests see it.
 pub use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 

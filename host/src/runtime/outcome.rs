@@ -15,7 +15,7 @@
 //! goes out whole, whatever the guest does next.
 //!
 //! A body dropped before its answer is whole means the caller went away: a guest still
-//! streaming it is ended then ([`super::serve::GuestTask`]), so its instance slot is free at once.
+//! streaming it is ended then ([`GuestTask`]), so its instance slot is free at once.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -46,7 +46,7 @@ pub(super) struct GuardedBody {
     /// The request's route: named in the log, and held until the body ends, so a reload
     /// counts a body the host still streams (after its guest returned) as running on the
     /// config version it started on.
-    route: std::sync::Arc<super::RouteContext>,
+    route: std::sync::Arc<super::route::RouteContext>,
     /// The last frame read from the guest's body, sent once the next one (or the end and the
     /// outcome) is known.
     held: Option<Frame<Bytes>>,
@@ -56,7 +56,7 @@ pub(super) struct GuardedBody {
     /// without a guest (`edgemtls:mtls/forward`) has no guest deadline to end it.
     idle: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The guest, while it runs as a task of its own and its answer is unfinished.
-    guest: Option<super::serve::GuestTask>,
+    guest: Option<GuestTask>,
     /// The guest's body ended before its outcome was known, and it was given one turn.
     gave_a_turn: bool,
 }
@@ -67,8 +67,8 @@ impl GuardedBody {
         outcome: oneshot::Receiver<Outcome>,
         deadline: super::deadline::Deadline,
         stream_idle: std::time::Duration,
-        route: std::sync::Arc<super::RouteContext>,
-        guest: Option<super::serve::GuestTask>,
+        route: std::sync::Arc<super::route::RouteContext>,
+        guest: Option<GuestTask>,
     ) -> HyperOutgoingBody {
         use http_body_util::BodyExt;
         GuardedBody {
@@ -176,5 +176,30 @@ impl Body for GuardedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// A guest still running after its response head went out (streaming its body), as a task
+/// of its own. Dropped while its answer is unfinished (the caller went away), it ends the
+/// guest, which frees its instance slot at once rather than at the deadline.
+pub(super) struct GuestTask(Option<tokio::task::AbortHandle>);
+
+impl GuestTask {
+    pub(super) fn new<T>(task: &tokio::task::JoinHandle<T>) -> Self {
+        Self(Some(task.abort_handle()))
+    }
+
+    /// The guest finished its answer: it may go on (work after its response is its own,
+    /// until its deadline) whatever the caller does now.
+    pub(super) fn release(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GuestTask {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
     }
 }

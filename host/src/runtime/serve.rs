@@ -13,6 +13,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use super::error::classify_trap;
+use super::outcome::GuestTask;
 use super::pool::Instance;
 use super::{Handler, HandlerError, HostState, Running, Runtime, Scheme, WebSocketUpgrade, deadline, guest_output, outcome, state};
 
@@ -258,31 +259,6 @@ enum Woke {
 
 /// A guest's run for one request, from instance to return.
 type GuestRun = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), HandlerError>> + Send>>;
-
-/// A guest still running after its response head went out (streaming its body), as a task
-/// of its own. Dropped while its answer is unfinished (the caller went away), it ends the
-/// guest, which frees its instance slot at once rather than at the deadline.
-pub(super) struct GuestTask(Option<tokio::task::AbortHandle>);
-
-impl GuestTask {
-    fn new(task: &tokio::task::JoinHandle<Result<(), HandlerError>>) -> Self {
-        Self(Some(task.abort_handle()))
-    }
-
-    /// The guest finished its answer: it may go on (work after its response is its own,
-    /// until its deadline) whatever the caller does now.
-    pub(super) fn release(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for GuestTask {
-    fn drop(&mut self) {
-        if let Some(task) = self.0.take() {
-            task.abort();
-        }
-    }
-}
 
 /// What one request brings to the instance that serves it.
 struct Turn {

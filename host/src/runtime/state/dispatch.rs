@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use wasmtime_wasi_http::{RequestOptions, WasiBody};
 
-use super::RouteContext;
+use crate::runtime::RouteContext;
 use crate::upstream::{ClientIdentity, FailureReason, UpstreamFailure};
 
 /// How a request travels.

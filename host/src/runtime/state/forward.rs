@@ -19,9 +19,9 @@ use wasmtime_wasi_http::p2::bindings::http::types as wasi;
 use wasmtime_wasi_http::p2::body::{HostIncomingBody, HyperOutgoingBody};
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
+use super::HostState;
 use super::dispatch::{Via, dispatch};
 use super::websocket::{self, WebSocketUpgrade};
-use super::{HostState, certificate_error};
 use crate::Problem;
 use crate::inbound::headers as identity;
 use crate::runtime::bindings::forward;
@@ -132,7 +132,7 @@ impl HostState {
         };
         let identity = match self.resolve_named(certificate) {
             Ok(identity) => identity,
-            Err(error) => return Problem::certificate_unusable(certificate_error(error)).into_response(),
+            Err(error) => return Problem::certificate_unusable(&error).into_response(),
         };
         let admission = self.hooks.admit(request.uri());
         let via = if upgrade.is_some() {
