@@ -8,13 +8,15 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::Environment;
-use crate::upstream::Authority;
+use crate::authority::Authority;
 
 mod egress;
 mod options;
+mod revocation_policy;
 mod tls;
 pub use egress::{Egress, HostPattern};
 pub use options::{CertificateReference, certificate_references, option_problems};
+pub use revocation_policy::{RevocationMode, RevocationPolicy};
 pub use tls::{CallerField, CallerHeader, CallerRule, ClientAuth, TlsListener};
 
 /// Why a config file was refused. Every message names the file.
@@ -148,7 +150,7 @@ pub struct UpstreamTrust {
     /// when set, a server whose key matches none is refused. Default: no pinning.
     pub pin_spki_sha256: Vec<[u8; 32]>,
     /// Asking the server certificate's issuer, on each new connection, whether it is revoked.
-    pub revocation: crate::revocation::RevocationPolicy,
+    pub revocation: RevocationPolicy,
     /// The TLS versions spoken with these hosts. Default: TLS 1.3, and 1.2 with a server
     /// that has no 1.3.
     pub tls_versions: TlsVersions,
@@ -216,7 +218,7 @@ impl UpstreamTrust {
             check_hostname: true,
             crl: Vec::new(),
             pin_spki_sha256: Vec::new(),
-            revocation: crate::revocation::RevocationPolicy::default(),
+            revocation: RevocationPolicy::default(),
             tls_versions: TlsVersions::Both,
         }
     }
@@ -631,12 +633,7 @@ impl Reader<'_> {
 
     /// An `[[upstreams]]` entry's or `[tls]`'s `revocation`, `revocation_soft_fail`,
     /// `revocation_timeout_ms` and `crl_cache_ttl_s`, each within its range.
-    fn revocation_policy(
-        &self,
-        key: &dyn Fn(&str) -> String,
-        upstream: RevocationKeys<'_>,
-    ) -> Result<crate::revocation::RevocationPolicy, ConfigError> {
-        use crate::revocation::{RevocationMode, RevocationPolicy};
+    fn revocation_policy(&self, key: &dyn Fn(&str) -> String, upstream: RevocationKeys<'_>) -> Result<RevocationPolicy, ConfigError> {
         let mut policy = RevocationPolicy::default();
         if let Some(mode) = upstream.mode {
             policy.mode = match mode {

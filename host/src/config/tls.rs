@@ -58,7 +58,7 @@ pub struct TlsListener {
     pub caller_headers: Vec<CallerHeader>,
     /// Asking the issuer of a caller's certificate (OCSP, the CRLs it names) whether it is
     /// revoked, as `[[upstreams]] revocation` does for servers. Default: off.
-    pub revocation: crate::revocation::RevocationPolicy,
+    pub revocation: super::RevocationPolicy,
 }
 
 impl TlsListener {
@@ -173,7 +173,7 @@ const RESERVED_HEADERS: [&str; 10] = [
 /// `later` over `earlier`: one header per (folded) name, the later table's field winning.
 pub fn merge_caller_headers(earlier: &[CallerHeader], later: &[CallerHeader]) -> Vec<CallerHeader> {
     let mut merged: Vec<CallerHeader> =
-        earlier.iter().filter(|e| !later.iter().any(|l| crate::inbound::headers::same_name(&l.name, &e.name))).cloned().collect();
+        earlier.iter().filter(|e| !later.iter().any(|l| crate::identity_headers::same_name(&l.name, &e.name))).cloned().collect();
     merged.extend(later.iter().cloned());
     merged
 }
@@ -236,13 +236,13 @@ impl super::Reader<'_> {
                 return Err(self.invalid(key, "is not a valid header name (letters, digits and - _ . ! # $ % & ' * + ^ ` | ~)".into()));
             }
             let lower = name.to_ascii_lowercase();
-            if crate::inbound::headers::is_identity_header(&lower) {
+            if crate::identity_headers::is_identity_header(&lower) {
                 return Err(self.invalid(key, "the host already sets this header for every caller; name another one".into()));
             }
-            if RESERVED_HEADERS.iter().any(|reserved| crate::inbound::headers::same_name(reserved, &lower)) {
+            if RESERVED_HEADERS.iter().any(|reserved| crate::identity_headers::same_name(reserved, &lower)) {
                 return Err(self.invalid(key, "this header belongs to the HTTP connection; name another one".into()));
             }
-            if let Some(earlier) = own.iter().find(|h| crate::inbound::headers::same_name(&h.name, &lower)) {
+            if let Some(earlier) = own.iter().find(|h| crate::identity_headers::same_name(&h.name, &lower)) {
                 return Err(
                     self.invalid(key, format!("names the same header as '{}' (case and _ for - do not make another header)", earlier.name))
                 );

@@ -10,7 +10,7 @@ use rustls::CertificateError;
 use rustls_pki_types::CertificateDer;
 use x509_parser::prelude::{FromDer, X509Certificate, X509Name};
 
-use super::headers;
+use crate::identity_headers as headers;
 
 /// Why a caller's certificate is not accepted. Each has a problem type of its own.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -497,8 +497,8 @@ impl App {
         }
         // Guests never see `Connection` itself to know what it named.
         crate::hop_by_hop::remove_connection_listed(request.headers_mut());
-        inbound::headers::remove_caller_copies(request.headers_mut());
-        inbound::headers::remove_named(request.headers_mut(), &routes.caller_header_names);
+        crate::identity_headers::remove_caller_copies(request.headers_mut());
+        crate::identity_headers::remove_named(request.headers_mut(), &routes.caller_header_names);
         let path = request.uri().path().to_string();
         let Some(found) = routes.router.route(&path) else {
             self.metrics.record_request("(none)", 404, started.elapsed());

@@ -243,10 +243,8 @@ pub(super) fn postgres_reason(error: &tokio_postgres::Error) -> String {
         Some(db) => db.message().to_string(),
         None => {
             let mut reason = error.to_string();
-            let mut source = std::error::Error::source(error);
-            while let Some(cause) = source {
+            for cause in crate::error_chain::causes(error).skip(1).filter(|cause| !crate::error_chain::wraps_another(*cause)) {
                 reason = format!("{reason}: {cause}");
-                source = cause.source();
             }
             reason
         }

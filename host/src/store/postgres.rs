@@ -208,11 +208,8 @@ fn classify(shown: &str, error: tokio_postgres::Error) -> StoreError {
 /// Why the server's certificate was refused, in words that say what to change in the URL.
 fn tls_refusal(error: &tokio_postgres::Error) -> Option<String> {
     use rustls::CertificateError as C;
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
-    while let Some(cause) = source {
-        // rustls errors travel inside an io::Error, whose `source` skips them.
-        let inner = cause.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).and_then(|e| e.downcast_ref::<rustls::Error>());
-        if let Some(rustls::Error::InvalidCertificate(certificate)) = inner.or_else(|| cause.downcast_ref::<rustls::Error>()) {
+    for cause in crate::error_chain::causes(error).skip(1) {
+        if let Some(rustls::Error::InvalidCertificate(certificate)) = cause.downcast_ref::<rustls::Error>() {
             let why = match certificate {
                 C::UnknownIssuer => "it is signed by a CA the URL does not trust; name the database's CA with sslrootcert=FILE",
                 C::NotValidForName | C::NotValidForNameContext { .. } => {
@@ -224,7 +221,6 @@ fn tls_refusal(error: &tokio_postgres::Error) -> Option<String> {
             };
             return Some(format!("the TLS handshake failed: the server's certificate was refused: {why}"));
         }
-        source = cause.source();
     }
     None
 }

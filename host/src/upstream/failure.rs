@@ -173,9 +173,8 @@ impl UpstreamFailure {
 
 /// Classifies `error` (a client, I/O or TLS error and its causes) for `attempt`.
 pub fn classify(error: &(dyn std::error::Error + 'static), attempt: &Attempt<'_>) -> UpstreamFailure {
-    let mut source = Some(error);
     let mut connecting = false;
-    while let Some(current) = source {
+    for current in crate::error_chain::causes(error) {
         if let Some(tls) = current.downcast_ref::<rustls::Error>() {
             return from_tls(tls, attempt);
         }
@@ -222,17 +221,9 @@ pub fn classify(error: &(dyn std::error::Error + 'static), attempt: &Attempt<'_>
                 }
                 _ => {}
             }
-            // `io::Error::source()` skips the error it wraps (it returns that error's own
-            // source), so descend through `get_ref()`: hyper-rustls wraps tokio-rustls'
-            // `io::Error`, which holds the `rustls::Error`, in a second `io::Error`.
-            if let Some(inner) = io.get_ref() {
-                source = Some(inner as &(dyn std::error::Error + 'static));
-                continue;
-            }
         }
-        source = current.source();
     }
-    let cause = plain_cause(error);
+    let cause = crate::error_chain::plain_cause(error);
     if connecting {
         return UpstreamFailure::new(FailureReason::ConnectFailed, format!("cannot connect to {}: {cause}", attempt.authority));
     }
@@ -450,22 +441,6 @@ fn alert_name(alert: AlertDescription) -> String {
 
 fn rfc3339(time: UnixTime) -> String {
     crate::pki::rfc3339_unix(time.as_secs())
-}
-
-/// What went wrong, in words: the first I/O error in `error`'s chain (worded by its kind),
-/// else its innermost cause. The layers above are a library's framing ("client error
-/// (Connect)", "tcp connect error") that a reader can do nothing with.
-pub(crate) fn plain_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut current = error;
-    loop {
-        if let Some(io) = current.downcast_ref::<std::io::Error>() {
-            return crate::plain::io_error(io).into_owned();
-        }
-        match current.source() {
-            Some(next) => current = next,
-            None => return current.to_string(),
-        }
-    }
 }
 
 #[cfg(test)]

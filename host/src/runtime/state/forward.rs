@@ -22,7 +22,7 @@ use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 use super::websocket::{self, WebSocketUpgrade};
 use super::{HostState, OutboundAudit, certificate_error};
 use crate::Problem;
-use crate::inbound::headers as identity;
+use crate::identity_headers as identity;
 use crate::runtime::bindings::{forward, outgoing};
 use crate::upstream::{FailureReason, UpstreamFailure};
 
