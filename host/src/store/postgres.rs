@@ -207,22 +207,19 @@ fn classify(shown: &str, error: tokio_postgres::Error) -> StoreError {
 
 /// Why the server's certificate was refused, in words that say what to change in the URL.
 fn tls_refusal(error: &tokio_postgres::Error) -> Option<String> {
-    use rustls::CertificateError as C;
-    for cause in crate::error_chain::causes(error).skip(1) {
-        if let Some(rustls::Error::InvalidCertificate(certificate)) = cause.downcast_ref::<rustls::Error>() {
-            let why = match certificate {
-                C::UnknownIssuer => "it is signed by a CA the URL does not trust; name the database's CA with sslrootcert=FILE",
-                C::NotValidForName | C::NotValidForNameContext { .. } => {
-                    "it is for other names than the URL's host; connect by a name the certificate lists"
-                }
-                C::Expired | C::ExpiredContext { .. } => "it has expired",
-                C::NotValidYet | C::NotValidYetContext { .. } => "it is not valid yet (check the clocks)",
-                _ => "it is not acceptable for a TLS server",
-            };
-            return Some(format!("the TLS handshake failed: the server's certificate was refused: {why}"));
-        }
-    }
-    None
+    use crate::pki::CertificateFault as F;
+    let certificate = crate::error_chain::causes(error).skip(1).find_map(|cause| match cause.downcast_ref::<rustls::Error>() {
+        Some(rustls::Error::InvalidCertificate(certificate)) => Some(certificate),
+        _ => None,
+    })?;
+    let why = match F::of(certificate) {
+        F::UnknownIssuer => "it is signed by a CA the URL does not trust; name the database's CA with sslrootcert=FILE",
+        F::WrongName => "it is for other names than the URL's host; connect by a name the certificate lists",
+        F::Expired(_) => "it has expired",
+        F::NotYetValid(_) => "it is not valid yet (check the clocks)",
+        _ => "it is not acceptable for a TLS server",
+    };
+    Some(format!("the TLS handshake failed: the server's certificate was refused: {why}"))
 }
 /// Opens the store in the database at `url`; `create` makes its tables in an empty database.
 /// `key`, when given, is used instead of `EDGEMTLS_MASTER_KEY`.
