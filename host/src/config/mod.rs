@@ -24,12 +24,13 @@ pub use tls::{CallerField, CallerHeader, CallerRule, ClientAuth, TlsListener};
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config '{path}': {}", crate::plain::io_error(source), path = path.display())]
+    #[error("cannot read config '{path}': {}", crate::plain::io_error(error), path = path.display())]
     Read {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error. Its words are in the message, so it is not also the error's
+        /// `source()` (a reader would see them twice).
+        error: std::io::Error,
     },
     /// The file is not valid TOML or has an unknown key or a bad value.
     #[error("invalid config '{path}': {message}", path = path.display())]
@@ -363,7 +364,7 @@ impl Config {
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let bytes = crate::files::read_regular_file(path, MAX_CONFIG_BYTES)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+            .map_err(|error| ConfigError::Read { path: path.to_path_buf(), error })?;
         let text = String::from_utf8(bytes)
             .map_err(|_| ConfigError::Parse { path: path.to_path_buf(), message: "the file is not UTF-8 text".into() })?;
         Self::parse(path, &text)

@@ -153,7 +153,7 @@ struct Parsed {
 }
 
 fn read_limited(path: &Path) -> Result<Vec<u8>, PkiError> {
-    let read_error = |source| PkiError::Read { path: path.to_path_buf(), source };
+    let read_error = |error| PkiError::Read { path: path.to_path_buf(), error };
     // Opening a FIFO for reading waits for a writer: look before opening.
     if !std::fs::metadata(path).map_err(read_error)?.is_file() {
         return Err(read_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file")));

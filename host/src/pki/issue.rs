@@ -129,7 +129,7 @@ impl DevCa {
                 .and_then(|bytes| {
                     String::from_utf8(bytes).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
                 })
-                .map_err(|source| PkiError::Read { path: path.to_path_buf(), source })
+                .map_err(|error| PkiError::Read { path: path.to_path_buf(), error })
         };
         let cert_pem = read(cert_path)?;
         let key_pem = read(key_path)?;
@@ -186,10 +186,10 @@ impl DevCa {
             Some(passphrase) => encrypt_key(&self.key, passphrase)?,
             None => self.key.serialize_pem(),
         };
-        std::fs::create_dir_all(dir).map_err(|source| PkiError::Write { path: dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(dir).map_err(|error| PkiError::Write { path: dir.to_path_buf(), error })?;
         let cert = dir.join("ca.pem");
         let key = dir.join("ca.key");
-        std::fs::write(&cert, &self.cert_pem).map_err(|source| PkiError::Write { path: cert.clone(), source })?;
+        std::fs::write(&cert, &self.cert_pem).map_err(|error| PkiError::Write { path: cert.clone(), error })?;
         write_private_file(&key, key_pem.as_bytes())?;
         Ok((cert, key))
     }
@@ -284,11 +284,11 @@ impl DevCa {
     /// is the common name with anything but letters, digits, `-`, `_` and `.` replaced by `-`.
     pub fn issue_to(&self, options: &IssueOptions, dir: &Path) -> Result<IssuedFiles, PkiError> {
         let (cert_pem, key_pem) = self.issue(options)?;
-        std::fs::create_dir_all(dir).map_err(|source| PkiError::Write { path: dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(dir).map_err(|error| PkiError::Write { path: dir.to_path_buf(), error })?;
         let stem = file_stem(&options.common_name);
         let cert = dir.join(format!("{stem}.pem"));
         let key = dir.join(format!("{stem}.key"));
-        std::fs::write(&cert, cert_pem).map_err(|source| PkiError::Write { path: cert.clone(), source })?;
+        std::fs::write(&cert, cert_pem).map_err(|error| PkiError::Write { path: cert.clone(), error })?;
         write_private_file(&key, key_pem.as_bytes())?;
         Ok(IssuedFiles { cert, key })
     }
@@ -333,7 +333,7 @@ pub fn file_stem(common_name: &str) -> String {
 
 /// Writes a secret to `path` with mode 0600 (created that way, and tightened if it existed).
 pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), PkiError> {
-    let write_error = |source| PkiError::Write { path: path.to_path_buf(), source };
+    let write_error = |error| PkiError::Write { path: path.to_path_buf(), error };
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]

@@ -195,7 +195,7 @@ fn classify(shown: &str, error: tokio_postgres::Error) -> StoreError {
         Some(code) if *code == SqlState::INVALID_CATALOG_NAME => {
             StoreError::Unreachable { reason: format!("{} (create it first: createdb)", postgres_reason(&error)), store }
         }
-        Some(_) => StoreError::Database { store, source: DatabaseError::Postgres(error) },
+        Some(_) => StoreError::Database { store, error: DatabaseError::Postgres(error) },
         None => StoreError::Unreachable {
             reason: tls_refusal(&error).unwrap_or_else(|| {
                 format!("{}; check that PostgreSQL runs there and that the URL's host and port are right", postgres_reason(&error))

@@ -79,7 +79,7 @@ impl MasterKey {
             std::process::id(),
             random_hex::<8>()?
         ));
-        let io = |source| StoreError::Io { path: key_file.to_path_buf(), source };
+        let io = |error| StoreError::Io { path: key_file.to_path_buf(), error };
         crate::pki::write_private_file(&temporary, format!("{text}\n").as_bytes())
             .map_err(|e| StoreError::MasterKey { reason: e.to_string() })?;
         let linked = std::fs::hard_link(&temporary, key_file);
@@ -128,7 +128,7 @@ impl MasterKey {
                 Ok(Some((Self::from_base64(&text, &source)?, source)))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(StoreError::Io { path: key_file.to_path_buf(), source }),
+            Err(error) => Err(StoreError::Io { path: key_file.to_path_buf(), error }),
         }
     }
 
