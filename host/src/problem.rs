@@ -34,7 +34,7 @@ impl Problem {
 
     /// A problem in the shape the guest SDK writes (`FetchError::into_response`): with a
     /// `reason` member, and the `certificate` it is about when there is one. The host answers
-    /// for a guest in that shape when it forwards in the guest's place (`runtime/forward.rs`).
+    /// for a guest in that shape when it forwards in the guest's place (`runtime/state/forward.rs`).
     pub fn for_guest(
         status: StatusCode,
         kind: impl Into<Cow<'static, str>>,

@@ -338,14 +338,6 @@ impl Store {
         self.update_guarded(reference, Change::Environments(environments_to_text(environments)), ("scoping", &detail), &guard)
     }
 
-    /// Replaces the environments of a certificate, whoever uses it.
-    pub fn set_environments(&mut self, reference: &str, environments: &[Environment]) -> Result<CertificateRecord, StoreError> {
-        if environments.is_empty() {
-            return Err(StoreError::NoEnvironments);
-        }
-        self.update_guarded(reference, Change::Environments(environments_to_text(environments)), ("", ""), &|_, _| false)
-    }
-
     /// Enables or disables a certificate.
     pub fn set_enabled(&mut self, reference: &str, enabled: bool) -> Result<CertificateRecord, StoreError> {
         self.update_guarded(reference, Change::Enabled(enabled), ("", ""), &|_, _| false)

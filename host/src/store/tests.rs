@@ -189,7 +189,8 @@ fn create_find_update_delete_and_generation(fixture: &Fixture) -> anyhow::Result
     let err = store.create(new_cert(fixture.scratch(), &ca, "Billing_API")?).unwrap_err();
     assert!(err.to_string().contains("'billing_api' already exists"), "{err}");
 
-    let updated = store.set_environments("billing_api", &[Environment::Preview, Environment::Production])?;
+    // No deployment uses it yet, so the guard lets the change through.
+    let updated = store.rescope("billing_api", &[Environment::Preview, Environment::Production], false)?;
     assert_eq!(updated.environments, vec![Environment::Preview, Environment::Production]);
     assert!(updated.version > record.version);
     // Another connection (another node) sees the change and can use the key.
