@@ -254,6 +254,39 @@ pub struct Limits {
     pub websocket_idle_timeout: Duration,
 }
 
+impl Limits {
+    /// The `[limits]` keys whose values differ between `self` and `other`, in the order the
+    /// README lists them.
+    pub fn changed_keys(&self, other: &Limits) -> Vec<&'static str> {
+        // Destructured so that a new limit must be named here too.
+        let Limits {
+            request_timeout,
+            memory_bytes,
+            max_outbound_requests,
+            max_instances,
+            header_timeout,
+            max_connections,
+            stream_idle_timeout,
+            max_websockets,
+            websocket_idle_timeout,
+        } = *self;
+        [
+            ("request_timeout_ms", request_timeout != other.request_timeout),
+            ("memory_mib", memory_bytes != other.memory_bytes),
+            ("max_outbound_requests", max_outbound_requests != other.max_outbound_requests),
+            ("max_instances", max_instances != other.max_instances),
+            ("header_timeout_ms", header_timeout != other.header_timeout),
+            ("max_connections", max_connections != other.max_connections),
+            ("stream_idle_timeout_ms", stream_idle_timeout != other.stream_idle_timeout),
+            ("max_websockets", max_websockets != other.max_websockets),
+            ("websocket_idle_timeout_ms", websocket_idle_timeout != other.websocket_idle_timeout),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect()
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {

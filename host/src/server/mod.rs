@@ -111,7 +111,49 @@ pub struct App {
     reloading: tokio::sync::Mutex<()>,
     environment: Environment,
     config_path: PathBuf,
+    /// What the app started with of the settings a reload cannot change.
+    start_only: StartOnly,
+}
+
+/// The settings that take effect only at start: the listeners are bound and the runtime is
+/// sized once. A reload that sees them changed says so rather than ignoring them silently.
+#[derive(Debug, Clone, Copy)]
+struct StartOnly {
+    listen: SocketAddr,
     admin_listen: Option<SocketAddr>,
+    limits: crate::config::Limits,
+}
+
+impl StartOnly {
+    fn of(config: &Config) -> Self {
+        Self { listen: config.listen, admin_listen: config.admin_listen, limits: config.limits }
+    }
+
+    /// One sentence for each of these settings that `config` changes, for the reload's
+    /// warnings (which the log shows at WARN and `edgemtls reload` prints).
+    fn changes(&self, config: &Config) -> Vec<String> {
+        let restart = "which needs a restart: until then";
+        let mut changes = Vec::new();
+        if config.listen != self.listen {
+            changes.push(format!(
+                "listen changed from {} to {}, {restart} the server keeps listening where it started",
+                self.listen, config.listen
+            ));
+        }
+        if config.admin_listen != self.admin_listen {
+            let shown = |addr: Option<SocketAddr>| addr.map_or_else(|| "none".to_string(), |addr| addr.to_string());
+            changes.push(format!(
+                "admin_listen changed from {} to {}, {restart} /healthz, /metrics and /reload stay where they started",
+                shown(self.admin_listen),
+                shown(config.admin_listen)
+            ));
+        }
+        let limits = self.limits.changed_keys(&config.limits);
+        if !limits.is_empty() {
+            changes.push(format!("[limits] {} changed, {restart} the server keeps the limits it started with", limits.join(", ")));
+        }
+        changes
+    }
 }
 
 impl std::fmt::Debug for App {
@@ -317,7 +359,7 @@ impl App {
             reloading: tokio::sync::Mutex::new(()),
             environment,
             config_path: config.path.clone(),
-            admin_listen: config.admin_listen,
+            start_only: StartOnly::of(config),
         };
         Prepared { app: Ok(app), warnings }
     }
@@ -327,7 +369,7 @@ impl App {
     /// valid. Returns once the new config serves and the requests that started on the
     /// previous one have finished (at most the request timeout later), so that a
     /// certificate the previous config used can be disabled safely right after. Limits and
-    /// listen addresses need a restart.
+    /// listen addresses need a restart: a change to them is a warning in the report.
     pub async fn reload(self: &Arc<Self>, config: Config) -> Result<ReloadReport, Vec<StartupProblem>> {
         let started = Instant::now();
         let _one_at_a_time = self.reloading.lock().await;
@@ -336,7 +378,8 @@ impl App {
         let (prepared, config) = tokio::task::spawn_blocking(move || (app.prepare_reload(&config), config))
             .await
             .map_err(|error| vec![StartupProblem(format!("the reload stopped unexpectedly: {error}"))])?;
-        let (routes, snapshot, tls, warnings) = prepared?;
+        let (routes, snapshot, tls, mut warnings) = prepared?;
+        warnings.extend(self.start_only.changes(&config));
 
         // Everything is valid: only now swap in the new trust, listener files and routes.
         self.resolver.install(snapshot);
@@ -584,7 +627,7 @@ impl App {
 
     /// Binds the admin listener (`admin_listen` in the config, unless `addr` overrides it).
     pub async fn bind_admin(&self, addr: Option<SocketAddr>) -> std::io::Result<Option<TcpListener>> {
-        let Some(addr) = addr.or(self.admin_listen) else { return Ok(None) };
+        let Some(addr) = addr.or(self.start_only.admin_listen) else { return Ok(None) };
         let listener = TcpListener::bind(addr).await.map_err(|error| {
             std::io::Error::new(error.kind(), crate::plain::cannot_listen(addr, "--admin-listen", "admin_listen", &error))
         })?;
