@@ -16,8 +16,7 @@ mod cli {
     mod manage;
     mod nginx_setups;
     mod openssl;
-    #[path = "../../../test-support/peers.rs"]
-    pub mod peers;
+    pub use edgemtls_test_support::peers;
     mod pki;
     mod pki_verify;
     mod plain_words;

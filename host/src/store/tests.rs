@@ -17,8 +17,7 @@ fn new_cert(dir: &Path, ca: &DevCa, name: &str) -> anyhow::Result<NewCertificate
     Ok(NewCertificate { name: name.into(), environments: vec![Environment::Development], identity, metadata })
 }
 
-#[path = "../../../test-support/postgres.rs"]
-mod postgres_server;
+use edgemtls_test_support::postgres as postgres_server;
 
 /// The store suite runs every case against both backends: `store_suite!` makes one test per
 /// case and backend; a backend that cannot run here (no PostgreSQL installed) skips, saying why.
