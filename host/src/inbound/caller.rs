@@ -101,7 +101,7 @@ impl CallerProblem {
             CertificateFault::CrlExpired => invalid("the CRL for its issuer has expired; the operator must refresh it"),
             CertificateFault::UnsupportedAlgorithm => invalid("it is signed with an algorithm this server does not support"),
             CertificateFault::CriticalExtension => invalid("it has a critical extension this server does not understand"),
-            CertificateFault::WrongName | CertificateFault::Other => invalid("the verifier refused it"),
+            CertificateFault::WrongName | CertificateFault::Chain(_) | CertificateFault::Other => invalid("the verifier refused it"),
         }
     }
 }

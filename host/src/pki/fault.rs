@@ -1,10 +1,12 @@
-//! What is wrong with a certificate a TLS peer presented, read once from rustls' error.
+//! What is wrong with a certificate, read once from the verifier's error.
 //!
 //! rustls reports a refused certificate as one of many `CertificateError` variants (most
 //! with a `…Context` twin that carries dates or names, and a version 1 certificate hidden in
-//! `Other`). Upstream failures, callers' certificates and the PostgreSQL store each tell
-//! their reader about it in their own terms (whose certificate, what to change); they all
-//! start from this one reading, so a variant rustls adds is handled here once.
+//! `Other`); webpki, which `cert verify` runs directly, has its own `Error` with the chain's
+//! details that rustls folds into `Other`. Upstream failures, callers' certificates, the
+//! PostgreSQL store and `cert verify` each tell their reader about it in their own terms
+//! (whose certificate, what to change); they all start from this one reading, so a variant
+//! either library adds is handled here once.
 
 use rustls::CertificateError;
 use rustls_pki_types::UnixTime;
@@ -38,8 +40,27 @@ pub enum CertificateFault {
     CriticalExtension,
     /// It is X.509 version 1 (or 2), which webpki does not verify.
     Version1,
-    /// Anything else: the reader gets rustls' own words.
+    /// Its chain is built wrongly (only webpki's own error tells which way).
+    Chain(ChainFault),
+    /// Anything else: the reader gets the library's own words.
     Other,
+}
+
+/// How a chain is built wrongly, as webpki tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainFault {
+    /// A CA certificate is presented as the end entity.
+    CaAsEndEntity,
+    /// A certificate that is not a CA is used as an issuer.
+    EndEntityAsCa,
+    /// The chain is longer than an issuer's path length allows.
+    PathTooLong,
+    /// It violates an issuer's name constraints.
+    NameConstraints,
+    /// A CRL's issuer may not sign CRLs.
+    CrlIssuerCannotSign,
+    /// The chain leads to a distrusted CA.
+    Distrusted,
 }
 
 impl CertificateFault {
@@ -67,6 +88,35 @@ impl CertificateFault {
             _ => Self::Other,
         }
     }
+
+    /// Reads webpki's `error` (from verifying a chain directly, as `cert verify` does).
+    pub fn of_webpki(error: &webpki::Error) -> Self {
+        use webpki::Error as E;
+        match error {
+            E::UnknownIssuer => Self::UnknownIssuer,
+            E::CertExpired { not_after, .. } => Self::Expired(Some(*not_after)),
+            E::CertNotValidYet { not_before, .. } => Self::NotYetValid(Some(*not_before)),
+            E::CertRevoked => Self::Revoked,
+            E::UnknownRevocationStatus => Self::RevocationUnknown,
+            E::CrlExpired { .. } => Self::CrlExpired,
+            E::CertNotValidForName(_) => Self::WrongName,
+            E::InvalidSignatureForPublicKey | E::InvalidCrlSignatureForPublicKey => Self::BadSignature,
+            E::BadDer | E::BadDerTime | E::TrailingData(_) | E::MalformedExtensions | E::ExtensionValueInvalid => Self::Malformed,
+            E::RequiredEkuNotFoundContext(_) => Self::WrongPurpose,
+            E::UnsupportedSignatureAlgorithmContext(_)
+            | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_)
+            | E::UnsupportedCrlSignatureAlgorithmContext(_) => Self::UnsupportedAlgorithm,
+            E::UnsupportedCriticalExtension => Self::CriticalExtension,
+            E::UnsupportedCertVersion => Self::Version1,
+            E::CaUsedAsEndEntity => Self::Chain(ChainFault::CaAsEndEntity),
+            E::EndEntityUsedAsCa => Self::Chain(ChainFault::EndEntityAsCa),
+            E::PathLenConstraintViolated => Self::Chain(ChainFault::PathTooLong),
+            E::NameConstraintViolation => Self::Chain(ChainFault::NameConstraints),
+            E::IssuerNotCrlSigner => Self::Chain(ChainFault::CrlIssuerCannotSign),
+            E::CertDistrusted => Self::Chain(ChainFault::Distrusted),
+            _ => Self::Other,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -82,5 +132,14 @@ mod tests {
         assert_eq!(CertificateFault::of(&CertificateError::NotValidForName), CertificateFault::WrongName);
         let version1 = CertificateError::Other(rustls::OtherError(std::sync::Arc::new(webpki::Error::UnsupportedCertVersion)));
         assert_eq!(CertificateFault::of(&version1), CertificateFault::Version1);
+    }
+
+    #[test]
+    fn webpki_errors_read_as_the_same_faults_with_the_chain_details_rustls_leaves_out() {
+        let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(1_700_000_000));
+        let expired = webpki::Error::CertExpired { time: at, not_after: at };
+        assert_eq!(CertificateFault::of_webpki(&expired), CertificateFault::Expired(Some(at)));
+        assert_eq!(CertificateFault::of_webpki(&webpki::Error::UnsupportedCertVersion), CertificateFault::Version1);
+        assert_eq!(CertificateFault::of_webpki(&webpki::Error::CaUsedAsEndEntity), CertificateFault::Chain(ChainFault::CaAsEndEntity));
     }
 }

@@ -19,7 +19,7 @@ pub mod version1;
 
 pub use chain::{ChainProblem, MAX_CHAIN_BYTES, MAX_CHAIN_LENGTH, chain_problem};
 pub use error::PkiError;
-pub use fault::CertificateFault;
+pub use fault::{CertificateFault, ChainFault};
 pub use import::{Identity, ImportRequest, MAX_FILE_SIZE, expand_tilde, load_certificates, load_identity};
 pub use inspect::{
     CertificateMetadata, ExpiryStatus, KeyType, inspect_leaf, rfc3339, rfc3339_unix, subject_alt_names, validate_client_identity,

@@ -342,7 +342,7 @@ fn from_certificate_error(error: &CertificateError, attempt: &Attempt<'_>) -> Up
                 crate::pki::version1::explanation(crate::pki::version1::Role::Server)
             ),
         ),
-        CertificateFault::UnsupportedAlgorithm | CertificateFault::Other => {
+        CertificateFault::UnsupportedAlgorithm | CertificateFault::Chain(_) | CertificateFault::Other => {
             (R::UpstreamCertificateInvalid, format!("{authority} presented a certificate that cannot be used: {error}"))
         }
     };
