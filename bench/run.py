@@ -32,6 +32,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 CLIENT_CN = "bench-client"
 # The S3 upstream edgemtls reaches with `tls_versions = ["1.2"]`.
 TLS12_UPSTREAM = "resumption-tls12"
+# SoftHSM2, the PKCS#11 token of the token-key rows, and the PIN of the bench's throwaway token.
+SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+TOKEN_PIN = "bench-pin-1234"
 
 
 class Postgres:
@@ -273,6 +276,7 @@ class Bench:
         self.workdir = Path(tempfile.mkdtemp(prefix="edgemtls-bench-"))
         self.procs = Processes(self.workdir)
         self.results = {"scenarios": [], "notes": []}
+        self.token_env = None
         self.bin = ROOT / "target" / self.profile
         self.guests = ROOT / "target" / "wasm32-wasip2" / "release"
         self.wrk_script = self.workdir / "check.lua"
@@ -324,6 +328,30 @@ class Bench:
                              check=True, capture_output=True, text=True).stdout
         log(f"identities: {out.strip()}")
         self.fanout_count = count
+        self.make_token()
+
+    def make_token(self):
+        """The client certificate once more as `bench_token`, its key held in a SoftHSM2 token
+        (PKCS#11): the same certificate, so the same upstream checks confirm it, signing each
+        handshake through the token."""
+        self.token_env = None
+        util = shutil.which("softhsm2-util")
+        if not util or not Path(SOFTHSM_MODULE).is_file():
+            self.results["notes"].append("SoftHSM2 is not installed: the PKCS#11 token rows did not run.")
+            return
+        d = self.workdir / "softhsm"
+        (d / "tokens").mkdir(parents=True, exist_ok=True)
+        conf = d / "softhsm2.conf"
+        conf.write_text(f"directories.tokendir = {d / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
+        env = {"SOFTHSM2_CONF": str(conf), "EDGEMTLS_PKCS11_PIN": TOKEN_PIN}
+
+        def run(*args):
+            subprocess.run([str(a) for a in args], check=True, capture_output=True, env={**os.environ, **env})
+        run(util, "--init-token", "--free", "--label", "bench", "--pin", TOKEN_PIN, "--so-pin", TOKEN_PIN)
+        run(util, "--import", self.pki / f"{CLIENT_CN}.key", "--token", "bench", "--label", "client", "--id", "01", "--pin", TOKEN_PIN)
+        run(self.bin / "edgemtls", "--store", self.store, "cert", "create", "--name", "bench_token",
+            "--cert", self.pki / f"{CLIENT_CN}.pem", "--key", "pkcs11:token=bench;object=client", "--env", "production")
+        self.token_env = env
 
     def start_upstreams(self):
         """S1 keep-alive, S2 new connection + full handshake per request, S3 resumption; S3's
@@ -448,6 +476,16 @@ certificates = ["bench_client"]
 baseUrl = "https://localhost:{self.h1_port}"
 mtlsCertificate = "bench_client"
 """)
+        if self.token_env:
+            for name in ["keepalive", "handshake"]:
+                routes.append(f"""
+[[routes]]
+path = "/token-{name}"
+handler = "url-forward"
+[routes.options]
+baseUrl = "https://localhost:{self.upstreams[name][0]}"
+mtlsCertificate = "bench_token"
+""")
         hosts = ", ".join(f'"localhost:{up}"' for name, (up, _) in self.upstreams.items() if name != TLS12_UPSTREAM)
         if self.h1_port:
             hosts += f', "localhost:{self.h1_port}"'
@@ -464,7 +502,7 @@ tls_versions = ["1.2"]
 """)
         proc = self.procs.start(name, [binary or self.bin / "edgemtls", "--store", self.store, "serve", "--config", config,
                                        "--env", "production", "--listen", f"127.0.0.1:{port}", "--workers", self.workers],
-                                port=port, env={"RUST_LOG": "warn"})
+                                port=port, env={"RUST_LOG": "warn", **(self.token_env or {})})
         return port, proc
 
     def start_edgemtls_tls(self):
@@ -847,6 +885,41 @@ max_requests_per_instance = 1000
         self.procs.stop_all()
         self.write()
 
+    def token_rows(self, e_port, e_proc, n_port, n_proc, natives, with_software=False):
+        """S2 and S1 0 B presenting the client certificate whose key is in a PKCS#11 token
+        (SoftHSM2): each full handshake signs through the token; over kept-alive connections
+        it should not show. `with_software` adds the same rows with the key in memory, for a
+        run of these rows alone."""
+        if not self.token_env:
+            return
+        no_certs = "wasmtime serve cannot reach an mTLS upstream"
+        for label, upstream in [("S2 full mTLS handshake per request", "handshake"), ("S1 keep-alive, 0 B", "keepalive")]:
+            nginx_path = f"/{upstream}-tls13/b?bytes=0" if upstream == "handshake" else f"/{upstream}/b?bytes=0"
+            keys = [("key in a PKCS#11 token (SoftHSM2); nginx and native: key file", f"/token-{upstream}/b?bytes=0")]
+            if with_software:
+                keys.insert(0, ("key in memory (from its file)", f"/{upstream}/b?bytes=0"))
+            for key, path in keys:
+                self.scenario(f"{label}, client {key}", {
+                    "a": lambda: self.wrk(e_port, path, e_proc, 0, stats_upstream=upstream),
+                    "b": (lambda: self.wrk(n_port, nginx_path, n_proc, 0, stats_upstream=upstream)) if n_port else None,
+                    "d": lambda: self.wrk(natives[upstream][0], f"/{upstream}/b?bytes=0", natives[upstream][1], 0,
+                                          stats_upstream=upstream),
+                }, {"c": no_certs})
+
+    def run_token(self):
+        """Only the PKCS#11 token rows, beside the same rows with the key in memory."""
+        self.build()
+        self.make_pki()
+        if not self.token_env:
+            raise BenchError("SoftHSM2 is not installed (apt-get install softhsm2): no token rows to run")
+        self.start_upstreams()
+        e_port, e_proc = self.start_edgemtls()
+        natives = self.start_native()
+        n_port, n_proc = self.start_nginx()
+        self.token_rows(e_port, e_proc, n_port, n_proc, natives, with_software=True)
+        self.procs.stop_all()
+        self.write()
+
     def run(self):
         self.build()
         self.make_pki()
@@ -897,6 +970,7 @@ max_requests_per_instance = 1000
                     "b": (lambda: self.wrk(n_port, nginx_path, n_proc, 0, stats_upstream=upstream)) if n_port else None,
                     "d": lambda: self.wrk(natives[upstream][0], path, natives[upstream][1], 0, stats_upstream=upstream),
                 }, {"c": no_certs})
+        self.token_rows(e_port, e_proc, n_port, n_proc, natives)
         # And both on TLS 1.2, nginx's default: edgemtls told so by `tls_versions = ["1.2"]`.
         path = f"/{TLS12_UPSTREAM}/b?bytes=0"
         self.scenario("S3 resumption, no keep-alive, edgemtls on TLS 1.2 (tls_versions)", {
@@ -1122,6 +1196,7 @@ def main():
     parser.add_argument("--store-scale-only", action="store_true", help="only the store-scale rows (both backends)")
     parser.add_argument("--sdk-only", action="store_true", help="only the SDK handler rows (Rust and JavaScript) against nginx")
     parser.add_argument("--h1-only", action="store_true", help="only the rows against the HTTP/1.1-only nginx upstream")
+    parser.add_argument("--token-only", action="store_true", help="only the rows with the client key in a PKCS#11 token (SoftHSM2)")
     args = parser.parse_args()
     if args.render:
         results = json.loads((Path(args.out) / "latest.json").read_text())
@@ -1138,6 +1213,8 @@ def main():
             bench.run_sdk()
         elif args.h1_only:
             bench.run_h1()
+        elif args.token_only:
+            bench.run_token()
         else:
             bench.run()
     except BenchError as error:

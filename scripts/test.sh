@@ -11,6 +11,8 @@ command -v curl >/dev/null || need_apt+=(curl)       # a real inbound-mTLS clien
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
 # The shared-store tests start their own throwaway PostgreSQL from the package's binaries.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_apt+=(postgresql)
+# The PKCS#11 tests make throwaway SoftHSM2 tokens.
+command -v softhsm2-util >/dev/null || need_apt+=(softhsm2)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null

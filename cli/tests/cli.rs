@@ -17,6 +17,7 @@ mod cli {
     mod nginx_setups;
     mod openssl;
     pub use edgemtls_test_support::peers;
+    mod pkcs11;
     mod pki;
     mod pki_verify;
     mod plain_words;
@@ -24,6 +25,7 @@ mod cli {
     mod scaffold;
     mod serve;
     mod shared_store;
+    pub use edgemtls_test_support::softhsm;
     mod status;
     mod store_files;
     mod two_nodes;

@@ -14,6 +14,7 @@
 //! - [`store`]: the certificate store (SQLite, keys sealed with AES-256-GCM, records MACed);
 //! - [`deployment`]: this host's registration in the store (what it serves, which names);
 //! - [`config`]: `edgemtls.toml`: routes, options, limits, egress, upstream trust;
+//! - [`pkcs11`]: keys that stay in a hardware token, signing through it;
 //! - [`pki`]: importing and validating certificates and keys, PEM, a dev CA;
 //! - [`drain`]: knowing when requests on a previous config have finished;
 //! - [`metrics`], [`log_limit`], [`files`]: Prometheus metrics, rate-limited warnings,
@@ -27,6 +28,7 @@ mod environment;
 mod error_chain;
 mod hop_by_hop;
 pub mod identity_headers;
+pub mod pkcs11;
 pub mod pki;
 mod problem;
 pub mod store;

@@ -10,6 +10,8 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::inbound::CallerProblem;
 use crate::runtime::HandlerError;
+use crate::runtime::bindings::outgoing::CertificateError;
+use crate::upstream::{FailureReason, UpstreamFailure};
 
 /// A failure as the caller sees it; `kind` becomes `urn:edgemtls:problem:<kind>`.
 #[derive(Debug, Clone)]
@@ -78,6 +80,61 @@ impl Problem {
             headers.insert(hyper::header::RETRY_AFTER, hyper::header::HeaderValue::from(seconds));
         }
         response
+    }
+}
+
+/// What the host answers in a guest's place when it forwards for it: the guest SDK's shape
+/// (`FetchError::into_response`) and words, so a handler's caller sees the same problem
+/// whether the SDK sent the request or the host did.
+impl Problem {
+    /// 500 `invalid-url`: nothing was sent.
+    pub(crate) fn invalid_url(reason: &str) -> Self {
+        Self::for_guest(StatusCode::INTERNAL_SERVER_ERROR, "invalid-url", "Invalid upstream URL", format!("invalid URL: {reason}"), None)
+    }
+
+    /// 500 `certificate-<kind>`: the named certificate cannot be used; nothing was sent.
+    pub(crate) fn certificate_unusable(error: CertificateError) -> Self {
+        use CertificateError as E;
+        let (kind, name, what) = match error {
+            E::NotFound(name) => ("certificate-not-found", name, "not found"),
+            E::Disabled(name) => ("certificate-disabled", name, "is disabled"),
+            E::NotInEnvironment(name) => ("certificate-not-in-environment", name, "is not available in this environment"),
+            E::Expired(name) => ("certificate-expired", name, "has expired"),
+            E::NotYetValid(name) => ("certificate-not-yet-valid", name, "is not valid yet"),
+        };
+        let detail = format!("certificate '{name}' {what}");
+        Self::for_guest(StatusCode::INTERNAL_SERVER_ERROR, kind, "Client certificate cannot be used", detail, Some(name))
+    }
+
+    /// 502 (504 when the upstream did not answer in time) with the failure's reason.
+    pub(crate) fn upstream_failed(failure: &UpstreamFailure) -> Self {
+        let status = match failure.reason() {
+            FailureReason::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::BAD_GATEWAY,
+        };
+        Self::for_guest(status, failure.reason().as_str(), "Upstream request failed", failure.message().to_string(), None)
+    }
+
+    /// 502 `body-error`: the guest read the request body itself, so it cannot be sent on.
+    pub(crate) fn request_body_taken() -> Self {
+        Self::for_guest(
+            StatusCode::BAD_GATEWAY,
+            "body-error",
+            "Upstream request failed",
+            "body transfer failed: request body already taken",
+            None,
+        )
+    }
+
+    /// 503 `websockets-busy` with `Retry-After`: `max_websockets` tunnels are open; nothing was sent.
+    pub(crate) fn websockets_busy(max: u32) -> Self {
+        let detail = format!(
+            "{max} WebSocket tunnels are open, as many as [limits] max_websockets allows; try again shortly, or raise max_websockets"
+        );
+        Self {
+            retry_after: Some(1),
+            ..Self::for_guest(StatusCode::SERVICE_UNAVAILABLE, "websockets-busy", "Too many WebSockets", detail, None)
+        }
     }
 }
 

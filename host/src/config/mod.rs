@@ -4,7 +4,8 @@
 //! `Authority`, the identity header names, file reading and plain words). This file holds
 //! the whole file's shape ([`Config`], its raw TOML, [`Config::parse`]) and the `Reader`
 //! the parts share; each part has its type, its raw TOML and its reader in one file:
-//! `routes.rs`, `upstreams.rs`, `limits.rs`, `tls.rs` (`[tls]`), `revocation_policy.rs`.
+//! `routes.rs`, `upstreams.rs`, `limits.rs`, `tls.rs` (`[tls]`), `revocation_policy.rs`,
+//! `pkcs11.rs` (`[pkcs11]`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use crate::Environment;
 mod egress;
 mod limits;
 mod options;
+mod pkcs11;
 mod revocation_policy;
 mod routes;
 mod tls;
@@ -24,6 +26,7 @@ mod upstreams;
 pub use egress::{Egress, HostPattern};
 pub use limits::Limits;
 pub use options::{CertificateReference, certificate_references, option_problems};
+pub use pkcs11::{DEFAULT_MODULE, DEFAULT_PIN_ENV, TokenSettings};
 pub use revocation_policy::{RevocationMode, RevocationPolicy};
 pub use routes::{ComponentSource, Reuse, Route};
 pub use tls::{CallerField, CallerHeader, CallerRule, ClientAuth, TlsListener};
@@ -86,6 +89,10 @@ pub struct Config {
     pub upstreams: Vec<UpstreamTrust>,
     /// Per-request limits.
     pub limits: Limits,
+    /// The PKCS#11 module and PIN variable for certificates whose key is in a token
+    /// (`[pkcs11] module`, `pin_env`). Default: SoftHSM2's module
+    /// (`/usr/lib/softhsm/libsofthsm2.so`) and `EDGEMTLS_PKCS11_PIN`.
+    pub pkcs11: TokenSettings,
 }
 
 #[derive(Deserialize)]
@@ -102,6 +109,7 @@ struct ConfigToml {
     upstreams: Vec<upstreams::UpstreamToml>,
     #[serde(default)]
     limits: limits::LimitsToml,
+    pkcs11: Option<pkcs11::Pkcs11Toml>,
 }
 
 #[derive(Deserialize)]
@@ -151,7 +159,8 @@ impl Config {
             upstreams.push(upstream);
         }
         let limits = reader.limits(&raw.limits)?;
-        Ok(Config { path: path.to_path_buf(), listen, admin_listen, tls, vars, routes, upstreams, limits })
+        let pkcs11 = raw.pkcs11.map(|p| reader.pkcs11(p)).transpose()?.unwrap_or_default();
+        Ok(Config { path: path.to_path_buf(), listen, admin_listen, tls, vars, routes, upstreams, limits, pkcs11 })
     }
 
     /// The variables of `environment` (empty when the file has none).
@@ -213,7 +222,7 @@ impl Reader<'_> {
 
     /// A file the config names (relative to its directory), which must exist.
     fn existing_file(&self, key: &str, path: &str) -> Result<PathBuf, ConfigError> {
-        let path = self.base.join(crate::pki::expand_tilde(Path::new(path)));
+        let path = self.base.join(crate::files::expand_tilde(Path::new(path)));
         if path.is_file() { Ok(path) } else { Err(self.invalid(key.to_string(), format!("'{}' does not exist", path.display()))) }
     }
 }

@@ -154,7 +154,7 @@ impl Reader<'_> {
         if let Some(builtin) = edgemtls_plugins::builtin(handler) {
             Ok(ComponentSource::Builtin(builtin))
         } else if handler.ends_with(".wasm") {
-            Ok(ComponentSource::File(self.base.join(crate::pki::expand_tilde(Path::new(handler)))))
+            Ok(ComponentSource::File(self.base.join(crate::files::expand_tilde(Path::new(handler)))))
         } else {
             let names: Vec<_> = edgemtls_plugins::BUILTINS.iter().map(|b| b.name).collect();
             Err(self.invalid(

@@ -239,3 +239,22 @@ fn caller_headers_merge_the_preset_the_listener_and_the_route_and_bad_entries_ar
     }
     Ok(())
 }
+
+#[test]
+fn pkcs11_names_the_module_and_the_pin_variable_never_the_pin() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("libtoken.so"), "")?;
+    let path = dir.path().join("edgemtls.toml");
+    let config = Config::parse(&path, "[pkcs11]\nmodule = \"libtoken.so\"\npin_env = \"HSM_PIN\"\n")?;
+    assert_eq!(config.pkcs11.module, dir.path().join("libtoken.so"));
+    assert_eq!(config.pkcs11.pin_env, "HSM_PIN");
+    // Without the section: SoftHSM2's module and EDGEMTLS_PKCS11_PIN.
+    assert_eq!(Config::parse(&path, "")?.pkcs11, super::TokenSettings::default());
+    let err = Config::parse(&path, "[pkcs11]\npin_env = \"1234\"\n").unwrap_err();
+    assert!(err.to_string().contains("pkcs11.pin_env: must name the environment variable that holds the PIN"), "{err}");
+    let err = Config::parse(&path, "[pkcs11]\nmodule = \"missing.so\"\n").unwrap_err();
+    assert!(err.to_string().contains("pkcs11.module"), "{err}");
+    let err = Config::parse(&path, "[pkcs11]\npin = \"1234\"\n").unwrap_err();
+    assert!(err.to_string().contains("unknown field `pin`"), "{err}");
+    Ok(())
+}

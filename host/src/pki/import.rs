@@ -10,6 +10,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer, Privat
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::PkiError;
+use crate::files::expand_tilde;
 
 /// Certificate and key files larger than this are refused before parsing.
 pub const MAX_FILE_SIZE: u64 = 1024 * 1024;
@@ -47,24 +48,6 @@ impl std::fmt::Debug for Identity {
             .field("cert_path", &self.cert_path)
             .field("key_path", &self.key_path)
             .finish_non_exhaustive()
-    }
-}
-
-/// Expands a leading `~` or `~/` to the user's home directory.
-pub fn expand_tilde(path: &Path) -> PathBuf {
-    let Some(text) = path.to_str() else {
-        return path.to_path_buf();
-    };
-    let rest = if text == "~" {
-        ""
-    } else if let Some(rest) = text.strip_prefix("~/") {
-        rest
-    } else {
-        return path.to_path_buf();
-    };
-    match std::env::home_dir() {
-        Some(home) => home.join(rest),
-        None => path.to_path_buf(),
     }
 }
 

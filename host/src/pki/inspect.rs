@@ -243,8 +243,13 @@ fn key_type(path: &Path, cert: &X509Certificate<'_>) -> Result<(KeyType, u32), P
 /// leaf's metadata: inside its validity period, allowed for client authentication, and with
 /// an accepted key type and size.
 pub fn validate_client_identity(identity: &Identity, now: OffsetDateTime) -> Result<CertificateMetadata, PkiError> {
-    let path = identity.cert_path.as_path();
-    let leaf = identity.chain.first().ok_or_else(|| PkiError::NoCertificate { path: path.to_path_buf() })?;
+    validate_client_chain(&identity.cert_path, &identity.chain, now)
+}
+
+/// [`validate_client_identity`] for a leaf-first chain read from `path` whose key is
+/// elsewhere (in a token).
+pub fn validate_client_chain(path: &Path, chain: &[CertificateDer<'_>], now: OffsetDateTime) -> Result<CertificateMetadata, PkiError> {
+    let leaf = chain.first().ok_or_else(|| PkiError::NoCertificate { path: path.to_path_buf() })?;
     let metadata = inspect_leaf(path, leaf)?;
 
     if metadata.not_after < now {

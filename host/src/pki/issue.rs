@@ -16,10 +16,45 @@ use super::keygen::{DecryptFailure, NewKeyType, decrypt_key, encrypt_key};
 /// The PEM label of an encrypted PKCS#8 key.
 const ENCRYPTED_TAG: &str = "ENCRYPTED PRIVATE KEY";
 
-/// A development certificate authority: `ca.pem` and `ca.key` in one directory.
+/// A development certificate authority: `ca.pem` and `ca.key` in one directory, or
+/// `ca.pem` and `ca.key.uri` (the PKCS#11 URI of a CA key that stays in a token).
 pub struct DevCa {
     cert_pem: String,
-    key: KeyPair,
+    key: CaKey,
+}
+
+/// The file beside `ca.pem` that names a CA key in a token.
+pub const CA_KEY_URI_FILE: &str = "ca.key.uri";
+
+/// Where the CA key is: in memory (from `ca.key`), or in a token that signs for us.
+enum CaKey {
+    File(KeyPair),
+    Token(crate::pkcs11::TokenCaKey),
+}
+
+impl rcgen::PublicKeyData for CaKey {
+    fn der_bytes(&self) -> &[u8] {
+        match self {
+            Self::File(key) => key.der_bytes(),
+            Self::Token(key) => key.der_bytes(),
+        }
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        match self {
+            Self::File(key) => rcgen::PublicKeyData::algorithm(key),
+            Self::Token(key) => key.algorithm(),
+        }
+    }
+}
+
+impl rcgen::SigningKey for CaKey {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        match self {
+            Self::File(key) => key.sign(message),
+            Self::Token(key) => key.sign(message),
+        }
+    }
 }
 
 impl std::fmt::Debug for DevCa {
@@ -76,6 +111,21 @@ fn generate_error(e: rcgen::Error) -> PkiError {
     PkiError::Generate(e.to_string())
 }
 
+fn token_error(e: crate::pkcs11::TokenError) -> PkiError {
+    PkiError::Generate(format!("the CA key in the token cannot be used: {e}"))
+}
+
+/// A signing failure, in the token's words when the token failed.
+fn sign_error(key: &CaKey, e: rcgen::Error) -> PkiError {
+    match (key, &e) {
+        (CaKey::Token(key), rcgen::Error::RemoteKeyError) => match key.last_error() {
+            Some(error) => PkiError::Generate(format!("the CA key in the token could not sign: {error}")),
+            None => generate_error(e),
+        },
+        _ => generate_error(e),
+    }
+}
+
 impl DevCa {
     /// Creates a new CA (ECDSA P-256) valid for `days`.
     pub fn generate(common_name: &str, days: u32) -> Result<Self, PkiError> {
@@ -94,7 +144,57 @@ impl DevCa {
         params.not_before = now - Duration::minutes(5);
         params.not_after = valid_until(now, days)?;
         let cert = params.self_signed(&key).map_err(generate_error)?;
-        Ok(Self { cert_pem: cert.pem(), key })
+        Ok(Self { cert_pem: cert.pem(), key: CaKey::File(key) })
+    }
+
+    /// Creates a new CA whose key is in a token: the key the URI names, or (when the token has
+    /// none) a new `key_type` key pair generated there. The key never leaves the token.
+    pub fn generate_in_token(
+        common_name: &str,
+        days: u32,
+        key_type: NewKeyType,
+        uri: &crate::pkcs11::KeyUri,
+        settings: &crate::pkcs11::TokenSettings,
+    ) -> Result<(Self, crate::pkcs11::CaKeyOrigin), PkiError> {
+        let (key, origin) = crate::pkcs11::TokenCaKey::open_or_generate(uri, settings, Some(key_type)).map_err(token_error)?;
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(generate_error)?;
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        params.distinguished_name.push(DnType::OrganizationName, "edgemtls development");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::minutes(5);
+        params.not_after = valid_until(now, days)?;
+        let key = CaKey::Token(key);
+        let cert = params.self_signed(&key).map_err(|e| sign_error(&key, e))?;
+        Ok((Self { cert_pem: cert.pem(), key }, origin))
+    }
+
+    /// Loads a CA from its certificate file and the token key the URI names, which must be
+    /// the certificate's.
+    pub fn load_with_token_key(
+        cert_path: &Path,
+        uri: &crate::pkcs11::KeyUri,
+        settings: &crate::pkcs11::TokenSettings,
+    ) -> Result<Self, PkiError> {
+        let cert_pem = crate::files::read_regular_file(cert_path, 1 << 20)
+            .and_then(|bytes| String::from_utf8(bytes).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text")))
+            .map_err(|error| PkiError::Read { path: cert_path.to_path_buf(), error })?;
+        let (key, _) = crate::pkcs11::TokenCaKey::open_or_generate(uri, settings, None).map_err(token_error)?;
+        Issuer::from_ca_cert_pem(&cert_pem, &key)
+            .map_err(|e| PkiError::Unparseable { path: cert_path.to_path_buf(), reason: e.to_string() })?;
+        let first = super::pem::certificates(cert_pem.as_bytes()).ok().and_then(|certs| certs.into_iter().next());
+        let cert_spki = first.and_then(|der| {
+            use x509_parser::prelude::{FromDer, X509Certificate};
+            X509Certificate::from_der(&der).ok().map(|(_, cert)| cert.public_key().subject_public_key.data.to_vec())
+        });
+        if cert_spki.as_deref() != Some(rcgen::PublicKeyData::der_bytes(&key)) {
+            return Err(PkiError::Unparseable {
+                path: cert_path.to_path_buf(),
+                reason: format!("its public key is not the one of the {} ; name the CA's own key", uri.key_shown()),
+            });
+        }
+        Ok(Self { cert_pem, key: CaKey::Token(key) })
     }
 
     /// Loads `ca.pem` and `ca.key` from `dir`; an encrypted key is refused (see
@@ -171,7 +271,7 @@ impl DevCa {
                 reason: format!("this key does not belong to the certificate in '{}'; use the pair `pki init` wrote", cert_path.display()),
             });
         }
-        Ok(Self { cert_pem, key })
+        Ok(Self { cert_pem, key: CaKey::File(key) })
     }
 
     /// The CA certificate (PEM).
@@ -181,16 +281,28 @@ impl DevCa {
 
     /// Writes `ca.pem` and `ca.key` (0600) into `dir`, creating it; with a passphrase the
     /// key is encrypted PKCS#8.
+    /// A CA key in a token is named by `ca.key.uri` instead (its URI, no secret).
     pub fn write_to(&self, dir: &Path, passphrase: Option<&str>) -> Result<(PathBuf, PathBuf), PkiError> {
-        let key_pem = match passphrase {
-            Some(passphrase) => encrypt_key(&self.key, passphrase)?,
-            None => self.key.serialize_pem(),
+        let key_pem = match (&self.key, passphrase) {
+            (CaKey::File(key), Some(passphrase)) => encrypt_key(key, passphrase)?,
+            (CaKey::File(key), None) => key.serialize_pem(),
+            (CaKey::Token(key), _) => key.uri().to_string() + "\n",
         };
         std::fs::create_dir_all(dir).map_err(|error| PkiError::Write { path: dir.to_path_buf(), error })?;
         let cert = dir.join("ca.pem");
-        let key = dir.join("ca.key");
         std::fs::write(&cert, &self.cert_pem).map_err(|error| PkiError::Write { path: cert.clone(), error })?;
-        write_private_file(&key, key_pem.as_bytes())?;
+        let key = match &self.key {
+            CaKey::File(_) => {
+                let key = dir.join("ca.key");
+                write_private_file(&key, key_pem.as_bytes())?;
+                key
+            }
+            CaKey::Token(_) => {
+                let key = dir.join(CA_KEY_URI_FILE);
+                std::fs::write(&key, key_pem).map_err(|error| PkiError::Write { path: key.clone(), error })?;
+                key
+            }
+        };
         Ok((cert, key))
     }
 
@@ -242,7 +354,7 @@ impl DevCa {
         if let Some(url) = &options.ocsp_url {
             params.custom_extensions.push(ocsp_responder_extension(&http_url(url)?)?);
         }
-        let cert = params.signed_by(&key, &issuer).map_err(generate_error)?;
+        let cert = params.signed_by(&key, &issuer).map_err(|e| sign_error(&self.key, e))?;
         Ok((format!("{}{}", cert.pem(), self.cert_pem), key.serialize_pem()))
     }
 
@@ -277,7 +389,7 @@ impl DevCa {
             revoked_certs,
             key_identifier_method: KeyIdMethod::Sha256,
         };
-        params.signed_by(&issuer).map_err(generate_error)?.pem().map_err(generate_error)
+        params.signed_by(&issuer).map_err(|e| sign_error(&self.key, e))?.pem().map_err(generate_error)
     }
 
     /// Issues a certificate into `dir` as `<name>.pem` and `<name>.key` (0600), where `<name>`

@@ -20,10 +20,13 @@ pub mod version1;
 pub use chain::{ChainProblem, MAX_CHAIN_BYTES, MAX_CHAIN_LENGTH, chain_problem};
 pub use error::PkiError;
 pub use fault::{CertificateFault, ChainFault};
-pub use import::{Identity, ImportRequest, MAX_FILE_SIZE, expand_tilde, load_certificates, load_identity};
+// Where a user names a file, `~` is their home; config and the store read paths that way too.
+pub use crate::files::expand_tilde;
+pub use import::{Identity, ImportRequest, MAX_FILE_SIZE, load_certificates, load_identity};
 pub use inspect::{
-    CertificateMetadata, ExpiryStatus, KeyType, inspect_leaf, rfc3339, rfc3339_unix, subject_alt_names, validate_client_identity,
+    CertificateMetadata, ExpiryStatus, KeyType, inspect_leaf, rfc3339, rfc3339_unix, subject_alt_names, validate_client_chain,
+    validate_client_identity,
 };
-pub use issue::{DevCa, IssueOptions, IssuedFiles, file_stem, write_private_file};
+pub use issue::{CA_KEY_URI_FILE, DevCa, IssueOptions, IssuedFiles, file_stem, write_private_file};
 pub use keygen::NewKeyType;
 pub use verify::{ParsedCrl, Purpose, VerifyProblem, VerifyTrust, signature_algorithms, verify};

@@ -14,8 +14,8 @@ use time::OffsetDateTime;
 
 use crate::Environment;
 use crate::pki::{ChainProblem, rfc3339};
-use crate::store::{CertificateRecord, ChangeFeed, Store, StoreError, StoreLocation};
-use crate::upstream::{Certificate, ClientIdentity, TrustProfiles};
+use crate::store::{CertificateRecord, ChangeFeed, Store, StoreError, StoreLocation, StoredKey};
+use crate::upstream::{Certificate, CertificateKey, ClientIdentity, TrustProfiles};
 
 /// Why a certificate name cannot be used. These reach the guest as typed WIT errors.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -434,10 +434,26 @@ fn load_snapshot(
                 entries.insert(record.name.clone(), Entry::unusable(&record, Unusable::Key));
                 continue;
             }
-            Some(Ok(key)) => Some(Arc::new(ClientIdentity::with_certificate(
-                Certificate { id: record.id.clone(), name: record.name.clone(), version: record.version, chain: record.chain.clone(), key },
-                trust.clone(),
-            ))),
+            Some(Ok(key)) => {
+                let key = match certificate_key(&record, key) {
+                    Ok(key) => key,
+                    Err(error) => {
+                        tracing::error!(certificate = %record.name, %error, "certificate cannot be used; the others are served");
+                        entries.insert(record.name.clone(), Entry::unusable(&record, Unusable::Key));
+                        continue;
+                    }
+                };
+                Some(Arc::new(ClientIdentity::with_certificate(
+                    Certificate {
+                        id: record.id.clone(),
+                        name: record.name.clone(),
+                        version: record.version,
+                        chain: record.chain.clone(),
+                        key,
+                    },
+                    trust.clone(),
+                )))
+            }
         };
         entries.insert(
             record.name.clone(),
@@ -460,6 +476,19 @@ fn load_snapshot(
         None => Arc::new(ClientIdentity::anonymous(trust.clone())),
     };
     Ok(Snapshot { generation, entries, ids, environment, trust, anonymous })
+}
+
+/// How a record's handshakes are signed: with its unsealed key, or through the token that
+/// holds it (nothing is asked of the token until a handshake).
+fn certificate_key(record: &CertificateRecord, key: StoredKey) -> Result<CertificateKey, String> {
+    match key {
+        StoredKey::Sealed(key) => Ok(CertificateKey::Software(key)),
+        StoredKey::Token(uri) => {
+            let uri = crate::pkcs11::KeyUri::parse(&uri).map_err(|e| e.to_string())?;
+            let kind = crate::pkcs11::KeyKind::of(record.metadata.key_type).map_err(|e| e.to_string())?;
+            Ok(CertificateKey::Token(Arc::new(crate::pkcs11::TokenKey::new(uri, &crate::pkcs11::settings(), kind))))
+        }
+    }
 }
 
 #[cfg(test)]

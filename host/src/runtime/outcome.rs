@@ -15,7 +15,7 @@
 //! goes out whole, whatever the guest does next.
 //!
 //! A body dropped before its answer is whole means the caller went away: a guest still
-//! streaming it is ended then ([`super::GuestTask`]), so its instance slot is free at once.
+//! streaming it is ended then ([`super::serve::GuestTask`]), so its instance slot is free at once.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -56,7 +56,7 @@ pub(super) struct GuardedBody {
     /// without a guest (`edgemtls:mtls/forward`) has no guest deadline to end it.
     idle: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The guest, while it runs as a task of its own and its answer is unfinished.
-    guest: Option<super::GuestTask>,
+    guest: Option<super::serve::GuestTask>,
     /// The guest's body ended before its outcome was known, and it was given one turn.
     gave_a_turn: bool,
 }
@@ -68,7 +68,7 @@ impl GuardedBody {
         deadline: super::deadline::Deadline,
         stream_idle: std::time::Duration,
         route: std::sync::Arc<super::RouteContext>,
-        guest: Option<super::GuestTask>,
+        guest: Option<super::serve::GuestTask>,
     ) -> HyperOutgoingBody {
         use http_body_util::BodyExt;
         GuardedBody {

@@ -11,6 +11,7 @@ use wasmtime_wasi_http::p2::bindings::http::outgoing_handler;
 use wasmtime_wasi_http::p2::types::{HostFutureIncomingResponse, HostOutgoingRequest};
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
+mod dispatch;
 mod forward;
 mod websocket;
 
@@ -323,17 +324,10 @@ impl WasiHttpHooks for OutboundHooks {
         let identity = self.next_identity.take().or_else(|| self.presented.take()).unwrap_or_else(|| self.context.resolver.anonymous());
         let slot = FailureSlot::default();
         self.next_failure = Some(slot.clone());
-        if let Err(failure) = self.admit(request.uri()) {
-            OutboundAudit::new(&self.context, &identity, request.uri()).refused(&failure);
-            return Box::new(async move { Err(failed(&slot, failure)) });
-        }
-        let context = self.context.clone();
+        let admission = self.admit(request.uri());
+        let sent = dispatch::dispatch(self.context.clone(), identity, admission, request, dispatch::Via::Pool(options));
         Box::new(async move {
-            let audit = OutboundAudit::new(&context, &identity, request.uri());
-            let sending = audit.sending();
-            let result = identity.send(request, options).await;
-            sending.finished(&result);
-            let response = result.map_err(|failure| failed(&slot, failure))?;
+            let response = sent.await.map_err(|failure| failed(&slot, failure))?;
             let io: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send> = Box::new(async { Ok(()) });
             Ok((response, io))
         })
@@ -346,102 +340,6 @@ fn failed(slot: &FailureSlot, failure: UpstreamFailure) -> wasmtime_wasi_http::E
     let _ = slot.set(failure);
     code
 }
-
-/// The audit line and the metric of one outbound request: every request the host sends or
-/// refuses gets exactly one of each; `certificate` is absent when none was presented.
-struct OutboundAudit<'a> {
-    context: &'a RouteContext,
-    identity: &'a ClientIdentity,
-    upstream: String,
-}
-
-impl<'a> OutboundAudit<'a> {
-    fn new(context: &'a RouteContext, identity: &'a ClientIdentity, uri: &http::Uri) -> Self {
-        Self { context, identity, upstream: uri.authority().map(|a| a.to_string()).unwrap_or_default() }
-    }
-
-    /// The host refused to send the request (limit, egress).
-    fn refused(&self, failure: &UpstreamFailure) {
-        let (context, identity) = (self.context, self.identity);
-        context.metrics.record_outbound(identity.name(), failure.reason().as_str(), std::time::Duration::ZERO);
-        // Every request a guest could send is audited. Past the outbound limit a looping
-        // guest can make refusals without end: those lines are rate-limited (with a count).
-        static LIMIT_REFUSALS: crate::log_limit::Limiter = crate::log_limit::Limiter::new();
-        if failure.reason() == FailureReason::OutboundLimit && !LIMIT_REFUSALS.permit() {
-            return;
-        }
-        tracing::warn!(
-            target: "edgemtls::audit", route = %context.route, handler = %context.handler,
-            certificate = identity.name(), environment = %context.environment, upstream = %self.upstream,
-            reason = failure.reason().as_str(), error = %failure, "outbound request refused");
-    }
-
-    /// The request is being sent: the returned guard writes its line when it has an answer,
-    /// or when it is dropped without one (its guest ended: the caller went away or the
-    /// deadline passed), so a request in flight is audited whatever ends it.
-    fn sending(&self) -> Sending<'_, 'a> {
-        Sending { audit: self, started: std::time::Instant::now(), done: false }
-    }
-
-    /// The request was sent: its status, or why it failed.
-    fn finished(&self, result: &Result<http::Response<WasiBody>, UpstreamFailure>, elapsed: std::time::Duration) {
-        let (context, identity) = (self.context, self.identity);
-        let duration_ms = elapsed.as_millis() as u64;
-        match result {
-            Ok(response) => {
-                context.metrics.record_outbound(identity.name(), &response.status().as_u16().to_string(), elapsed);
-                tracing::info!(
-                    target: "edgemtls::audit", route = %context.route, handler = %context.handler,
-                    certificate = identity.name(), certificate_id = identity.certificate_id(),
-                    environment = %context.environment, upstream = %self.upstream,
-                    status = response.status().as_u16(), duration_ms, "outbound request");
-            }
-            Err(failure) => {
-                context.metrics.record_outbound(identity.name(), failure.reason().as_str(), elapsed);
-                tracing::warn!(
-                    target: "edgemtls::audit", route = %context.route, handler = %context.handler,
-                    certificate = identity.name(), certificate_id = identity.certificate_id(),
-                    environment = %context.environment, upstream = %self.upstream,
-                    reason = %failure.reason(), error = %failure, duration_ms, "outbound request failed");
-            }
-        }
-    }
-}
-
-/// An outbound request on its way; see [`OutboundAudit::sending`].
-struct Sending<'s, 'a> {
-    audit: &'s OutboundAudit<'a>,
-    started: std::time::Instant,
-    done: bool,
-}
-
-impl Sending<'_, '_> {
-    /// Its answer arrived, or why none will.
-    fn finished(mut self, result: &Result<http::Response<WasiBody>, UpstreamFailure>) {
-        self.done = true;
-        self.audit.finished(result, self.started.elapsed());
-    }
-}
-
-impl Drop for Sending<'_, '_> {
-    fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        let (context, identity) = (self.audit.context, self.audit.identity);
-        let elapsed = self.started.elapsed();
-        context.metrics.record_outbound(identity.name(), ABANDONED, elapsed);
-        tracing::warn!(
-            target: "edgemtls::audit", route = %context.route, handler = %context.handler,
-            certificate = identity.name(), certificate_id = identity.certificate_id(),
-            environment = %context.environment, upstream = %self.audit.upstream,
-            reason = ABANDONED, duration_ms = elapsed.as_millis() as u64,
-            "outbound request abandoned before its answer: its handler ended (the caller went away, or the deadline passed)");
-    }
-}
-
-/// The outcome of an outbound request whose handler ended while it was in flight.
-const ABANDONED: &str = "abandoned";
 
 fn certificate_error(error: ResolveError) -> outgoing::CertificateError {
     use outgoing::CertificateError as E;

@@ -205,6 +205,8 @@ impl App {
             Err(problems) => return Prepared { app: Err(problems), warnings },
         };
         let fail = |problem: String, warnings| Prepared { app: Err(vec![StartupProblem(problem)]), warnings };
+        // Token keys in the snapshot sign through this module, with this PIN variable.
+        crate::pkcs11::configure(config.pkcs11.clone());
         let resolver = match Resolver::open(store, environment, trust) {
             Ok(resolver) => resolver,
             Err(error) => return fail(error.to_string(), warnings),

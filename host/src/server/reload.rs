@@ -102,6 +102,7 @@ impl App {
                 )]);
             }
         };
+        crate::pkcs11::configure(config.pkcs11.clone());
         let snapshot = self.resolver.load_with_trust(trust).map_err(|e| vec![StartupProblem(e.to_string())])?;
         let builder = RouteBuilder::new(&self.runtime, &self.resolver, &self.metrics, self.environment, warnings);
         let (routes, warnings) = builder.build(config, &snapshot);

@@ -95,6 +95,8 @@ pub(super) struct RawRecord {
     pub created_at: i64,
     pub updated_at: i64,
     pub version: i64,
+    /// A token key's URI; `None` when the key is sealed in the store.
+    pub key_uri: Option<String>,
 }
 
 /// The columns a record MAC covers, and the MAC, of one row.
@@ -119,6 +121,8 @@ pub(super) struct NewRow<'a> {
     pub not_after: i64,
     pub now: i64,
     pub mac: &'a [u8],
+    /// A token key's URI, shown by `cert list`; `None` when the key is sealed in the store.
+    pub key_uri: Option<&'a str>,
 }
 
 /// The store-wide value that checks the master key.

@@ -24,7 +24,7 @@ use time::OffsetDateTime;
 pub use error::{DatabaseError, StoreError};
 pub use key_source::{KeySource, MASTER_KEY_ENV};
 pub use location::{DEFAULT_STORE_DIR, PostgresUrl, STORE_ENV, StoreLocation};
-pub use model::{CertificateRecord, CertificateSummary, Deployment};
+pub use model::{CertificateRecord, CertificateSummary, Deployment, KeyLocation, StoredKey};
 pub use names::{MAX_NAME_LEN, validate_name};
 pub use postgres::ChangeFeed;
 pub use seal::MasterKey;
@@ -50,6 +50,29 @@ pub struct NewCertificate {
     pub identity: Identity,
     /// The leaf's metadata from [`crate::pki::validate_client_identity`].
     pub metadata: CertificateMetadata,
+}
+
+/// A certificate whose private key stays in a PKCS#11 token, to add with
+/// [`Store::create_with_token_key`]: the store keeps the key's URI, never the key.
+#[derive(Debug)]
+pub struct NewTokenCertificate {
+    /// Unique name.
+    pub name: String,
+    /// Environments it may be used in.
+    pub environments: Vec<Environment>,
+    /// The chain, leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The leaf's metadata.
+    pub metadata: CertificateMetadata,
+    /// The key's PKCS#11 URI, without a PIN (checked against the leaf by the caller).
+    pub key_uri: String,
+}
+
+/// A key to write with a record.
+#[derive(Clone, Copy)]
+enum KeyToStore<'a> {
+    Sealed(&'a PrivateKeyDer<'static>),
+    Token(&'a str),
 }
 
 /// The associated data that binds the key-check value to its purpose.
@@ -222,7 +245,20 @@ impl Store {
             return Err(StoreError::NoEnvironments);
         }
         let id = new_id()?;
-        self.insert(&id, &new.name, &new.environments, true, (&new.identity.chain, &new.identity.key), &new.metadata)?;
+        self.insert(&id, &new.name, &new.environments, true, (&new.identity.chain, KeyToStore::Sealed(&new.identity.key)), &new.metadata)?;
+        self.find(&id)
+    }
+
+    /// Adds a certificate whose key is in a PKCS#11 token: the store seals and keeps the
+    /// key's URI where it would keep the key. Same rules as [`Store::create`].
+    pub fn create_with_token_key(&mut self, new: NewTokenCertificate) -> Result<CertificateRecord, StoreError> {
+        self.writable("add a certificate")?;
+        validate_name(&new.name)?;
+        if new.environments.is_empty() {
+            return Err(StoreError::NoEnvironments);
+        }
+        let id = new_id()?;
+        self.insert(&id, &new.name, &new.environments, true, (&new.chain, KeyToStore::Token(&new.key_uri)), &new.metadata)?;
         self.find(&id)
     }
 
@@ -230,9 +266,13 @@ impl Store {
     /// state), sealing its key with this store's master key: what `store copy` does per record.
     /// The id is kept because configs and scripts may name a certificate by it; an id this
     /// store already has is refused.
-    pub fn copy_in(&mut self, record: &CertificateRecord, key: PrivateKeyDer<'static>) -> Result<CertificateRecord, StoreError> {
+    pub fn copy_in(&mut self, record: &CertificateRecord, key: StoredKey) -> Result<CertificateRecord, StoreError> {
         self.writable("add a certificate")?;
-        self.insert(&record.id, &record.name, &record.environments, record.enabled, (&record.chain, &key), &record.metadata)?;
+        let key = match &key {
+            StoredKey::Sealed(der) => KeyToStore::Sealed(der),
+            StoredKey::Token(uri) => KeyToStore::Token(uri),
+        };
+        self.insert(&record.id, &record.name, &record.environments, record.enabled, (&record.chain, key), &record.metadata)?;
         self.find(&record.id)
     }
 
@@ -243,7 +283,7 @@ impl Store {
         name: &str,
         environments: &[Environment],
         enabled: bool,
-        (chain, key): (&[CertificateDer<'static>], &PrivateKeyDer<'static>),
+        (chain, key): (&[CertificateDer<'static>], KeyToStore<'_>),
         metadata: &CertificateMetadata,
     ) -> Result<(), StoreError> {
         let chain_pem = chain_to_pem(chain);
@@ -263,6 +303,10 @@ impl Store {
             not_after: metadata.not_after.unix_timestamp(),
             now: OffsetDateTime::now_utc().unix_timestamp(),
             mac: &mac,
+            key_uri: match key {
+                KeyToStore::Sealed(_) => None,
+                KeyToStore::Token(uri) => Some(uri),
+            },
         };
         self.write("add a certificate", |q| {
             // Names differ by more than case: `Billing` next to `billing` is a mistake waiting.
@@ -287,14 +331,14 @@ impl Store {
         self.read(|q| q.record(reference))?.ok_or_else(|| StoreError::NotFound(reference.to_string()))?.decode()
     }
 
-    /// Unseals the private key of a record.
-    pub fn private_key(&self, record: &CertificateRecord) -> Result<PrivateKeyDer<'static>, StoreError> {
+    /// Unseals the private key of a record (or the URI of its key in a token).
+    pub fn private_key(&self, record: &CertificateRecord) -> Result<StoredKey, StoreError> {
         self.private_keys(&[record])?.pop().unwrap_or_else(|| Err(StoreError::NotFound(record.id.clone())))
     }
 
     /// Unseals the private keys of `records`, in one round trip: one answer per record, in
     /// order, so one record that does not unseal costs only itself.
-    pub fn private_keys(&self, records: &[&CertificateRecord]) -> Result<Vec<Result<PrivateKeyDer<'static>, StoreError>>, StoreError> {
+    pub fn private_keys(&self, records: &[&CertificateRecord]) -> Result<Vec<Result<StoredKey, StoreError>>, StoreError> {
         let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
         let mut sealed: std::collections::HashMap<String, (Authenticated, Vec<u8>)> =
             self.read(|q| q.sealed_keys(&ids))?.into_iter().map(|(row, key)| (row.id.clone(), (row, key))).collect();
@@ -482,6 +526,10 @@ impl RawRecord {
             chain,
             metadata,
             version: self.version,
+            key_location: match self.key_uri {
+                Some(uri) => KeyLocation::Token(uri),
+                None => KeyLocation::Store,
+            },
         })
     }
 }
@@ -530,13 +578,15 @@ fn chain_to_pem(chain: &[CertificateDer<'_>]) -> String {
     pem::encode_many(&pems)
 }
 
-// The sealed plaintext is one tag byte for the key encoding followed by the DER.
-fn encode_key(key: &PrivateKeyDer<'_>) -> Vec<u8> {
+// The sealed plaintext is one tag byte for the key encoding followed by the DER, or (tag 4)
+// by the URI of a key in a PKCS#11 token: sealed like a key, so it is bound to its record.
+fn encode_key(key: KeyToStore<'_>) -> Vec<u8> {
     let (tag, der) = match key {
-        PrivateKeyDer::Pkcs8(k) => (1u8, k.secret_pkcs8_der()),
-        PrivateKeyDer::Pkcs1(k) => (2u8, k.secret_pkcs1_der()),
-        PrivateKeyDer::Sec1(k) => (3u8, k.secret_sec1_der()),
-        _ => (0u8, &[][..]),
+        KeyToStore::Sealed(PrivateKeyDer::Pkcs8(k)) => (1u8, k.secret_pkcs8_der()),
+        KeyToStore::Sealed(PrivateKeyDer::Pkcs1(k)) => (2u8, k.secret_pkcs1_der()),
+        KeyToStore::Sealed(PrivateKeyDer::Sec1(k)) => (3u8, k.secret_sec1_der()),
+        KeyToStore::Sealed(_) => (0u8, &[][..]),
+        KeyToStore::Token(uri) => (4u8, uri.as_bytes()),
     };
     let mut out = Vec::with_capacity(der.len() + 1);
     out.push(tag);
@@ -544,13 +594,14 @@ fn encode_key(key: &PrivateKeyDer<'_>) -> Vec<u8> {
     out
 }
 
-fn decode_key(plain: &[u8]) -> Option<PrivateKeyDer<'static>> {
+fn decode_key(plain: &[u8]) -> Option<StoredKey> {
     let (tag, der) = plain.split_first()?;
     let der = der.to_vec();
     match tag {
-        1 => Some(PrivatePkcs8KeyDer::from(der).into()),
-        2 => Some(PrivatePkcs1KeyDer::from(der).into()),
-        3 => Some(PrivateSec1KeyDer::from(der).into()),
+        1 => Some(StoredKey::Sealed(PrivatePkcs8KeyDer::from(der).into())),
+        2 => Some(StoredKey::Sealed(PrivatePkcs1KeyDer::from(der).into())),
+        3 => Some(StoredKey::Sealed(PrivateSec1KeyDer::from(der).into())),
+        4 => String::from_utf8(der).ok().map(StoredKey::Token),
         _ => None,
     }
 }

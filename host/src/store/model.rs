@@ -1,6 +1,6 @@
 //! What the store holds about a certificate.
 
-use rustls_pki_types::CertificateDer;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -35,6 +35,36 @@ pub struct CertificateRecord {
     pub updated_at: OffsetDateTime,
     /// Incremented on every change of this record; part of the identity of pooled connections.
     pub version: i64,
+    /// Where the private key lives: sealed in the store, or in a token.
+    pub key_location: KeyLocation,
+}
+
+/// Where a certificate's private key lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyLocation {
+    /// Sealed in the store under the master key.
+    Store,
+    /// In a PKCS#11 token; the store holds its URI, never the key.
+    Token(String),
+}
+
+impl KeyLocation {
+    /// `store`, or the token key's URI: what `cert list` and `cert show` print.
+    pub fn shown(&self) -> &str {
+        match self {
+            Self::Store => "store",
+            Self::Token(uri) => uri,
+        }
+    }
+}
+
+/// A record's private key, as [`super::Store::private_key`] gives it.
+#[derive(Debug)]
+pub enum StoredKey {
+    /// The key, unsealed; it lives only in this process's memory.
+    Sealed(PrivateKeyDer<'static>),
+    /// The URI of a key in a PKCS#11 token.
+    Token(String),
 }
 
 /// The JSON shape of a certificate in `cert list --json` and `cert show --json`.
@@ -76,6 +106,8 @@ pub struct CertificateSummary<'a> {
     pub fingerprint_sha256: &'a str,
     /// Number of certificates in the chain.
     pub chain_length: usize,
+    /// `store`, or the PKCS#11 URI of the key in its token.
+    pub key_location: &'a str,
     /// Creation time.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -111,6 +143,7 @@ impl CertificateRecord {
             spki_sha256: &m.spki_sha256,
             fingerprint_sha256: &m.fingerprint_sha256,
             chain_length: self.chain.len(),
+            key_location: self.key_location.shown(),
             created_at: self.created_at,
             updated_at: self.updated_at,
         }

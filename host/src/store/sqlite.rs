@@ -11,7 +11,7 @@ use super::error::DatabaseError;
 use super::{DATABASE_FILE, Deployment, KEY_FILE, KeySource, MasterKey, Store, StoreError, StoreLocation};
 
 /// The newest schema version; [`MIGRATIONS`] has one entry per version.
-pub(super) const SCHEMA_VERSION: i64 = 3;
+pub(super) const SCHEMA_VERSION: i64 = 4;
 const MIGRATIONS: &[&str] = &[
     // 1: certificates and store-wide metadata.
     "CREATE TABLE certificates (
@@ -45,6 +45,9 @@ const MIGRATIONS: &[&str] = &[
     // 3: each record is authenticated under the master key (see `record_context`); existing
     // records get theirs at the first open with the key.
     "ALTER TABLE certificates ADD COLUMN record_mac BLOB;",
+    // 4: where a key lives when it is not sealed here: a PKCS#11 URI (NULL: sealed in the
+    // store). For listing only; the sealed column holds the same URI, authenticated.
+    "ALTER TABLE certificates ADD COLUMN key_uri TEXT;",
 ];
 
 /// An open SQLite store file.
@@ -286,7 +289,7 @@ impl SqliteQueries<'_> {
 }
 
 const SELECT_RECORD: &str =
-    "SELECT id, name, environments, enabled, chain_pem, metadata, created_at, updated_at, version FROM certificates";
+    "SELECT id, name, environments, enabled, chain_pem, metadata, created_at, updated_at, version, key_uri FROM certificates";
 const SELECT_AUTHENTICATED: &str = "SELECT id, name, environments, enabled, chain_pem, record_mac FROM certificates";
 const SELECT_AUTHENTICATED_AND_KEY: &str = "SELECT id, name, environments, enabled, chain_pem, record_mac, key_sealed FROM certificates";
 const SELECT_DEPLOYMENT: &str =
@@ -303,6 +306,7 @@ fn raw_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRecord> {
         created_at: row.get(6)?,
         updated_at: row.get(7)?,
         version: row.get(8)?,
+        key_uri: row.get(9)?,
     })
 }
 
@@ -414,9 +418,9 @@ impl Queries for SqliteQueries<'_> {
     fn insert(&mut self, row: &NewRow<'_>) -> Result<(), StoreError> {
         self.conn
             .execute(
-                "INSERT INTO certificates (id, name, environments, enabled, chain_pem, key_sealed, metadata, not_after, created_at, updated_at, record_mac)
-                 VALUES (?1, ?2, ?3, ?10, ?4, ?5, ?6, ?7, ?8, ?8, ?9)",
-                params![row.id, row.name, row.environments, row.chain_pem, row.key_sealed, row.metadata, row.not_after, row.now, row.mac, row.enabled],
+                "INSERT INTO certificates (id, name, environments, enabled, chain_pem, key_sealed, metadata, not_after, created_at, updated_at, record_mac, key_uri)
+                 VALUES (?1, ?2, ?3, ?10, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?11)",
+                params![row.id, row.name, row.environments, row.chain_pem, row.key_sealed, row.metadata, row.not_after, row.now, row.mac, row.enabled, row.key_uri],
             )
             .map_err(self.db())?;
         Ok(())

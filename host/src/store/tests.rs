@@ -49,6 +49,7 @@ store_suite!(
     records_changed_without_the_master_key_are_refused,
     a_store_from_before_record_macs_gets_them_at_first_open,
     live_deployments_guard_changes_and_deletes,
+    a_token_key_is_kept_as_its_uri,
 );
 
 /// Fresh stores of one backend, and raw access to their tables (to play the attacker).
@@ -214,13 +215,40 @@ fn private_key_round_trips_and_is_not_stored_in_clear(fixture: &Fixture) -> anyh
     let new = new_cert(fixture.scratch(), &ca, "a")?;
     let key_der = new.identity.key.secret_der().to_vec();
     let record = store.create(new)?;
-    assert_eq!(store.private_key(&record)?.secret_der(), key_der.as_slice());
+    let StoredKey::Sealed(key) = store.private_key(&record)? else { anyhow::bail!("a sealed key") };
+    assert_eq!(key.secret_der(), key_der.as_slice());
+    assert_eq!(record.key_location, KeyLocation::Store);
     drop(store);
     assert!(
         fixture.holds(record.metadata.fingerprint_sha256.as_bytes())? || fixture.holds(b"BEGIN CERTIFICATE")?,
         "the check can see the table"
     );
     assert!(!fixture.holds(&key_der)?, "the private key is stored in clear");
+    Ok(())
+}
+
+fn a_token_key_is_kept_as_its_uri(fixture: &Fixture) -> anyhow::Result<()> {
+    let ca = DevCa::generate("test ca", 30)?;
+    let mut store = fixture.open()?;
+    let (identity, metadata) = identity(fixture.scratch(), &ca, "token")?;
+    let key_der = identity.key.secret_der().to_vec();
+    let uri = "pkcs11:token=edge;object=client;type=private";
+    let record = store.create_with_token_key(NewTokenCertificate {
+        name: "token".into(),
+        environments: vec![Environment::Development],
+        chain: identity.chain.clone(),
+        metadata,
+        key_uri: uri.into(),
+    })?;
+    assert_eq!(record.key_location, KeyLocation::Token(uri.into()));
+    // Another connection (another node) reads the URI back, through the sealed column.
+    let other = fixture.open()?;
+    let listed = other.list()?.into_iter().find(|r| r.name == "token").unwrap();
+    assert_eq!(listed.key_location, KeyLocation::Token(uri.into()));
+    assert!(matches!(other.private_key(&listed)?, StoredKey::Token(found) if found == uri));
+    assert_eq!(listed.summary(OffsetDateTime::now_utc()).key_location, uri);
+    drop((store, other));
+    assert!(!fixture.holds(&key_der)?, "a token record holds key bytes");
     Ok(())
 }
 

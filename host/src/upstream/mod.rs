@@ -43,8 +43,17 @@ pub struct Certificate {
     pub version: i64,
     /// The chain, leaf first.
     pub chain: Vec<CertificateDer<'static>>,
-    /// The unsealed private key. Lives only in host memory.
-    pub key: PrivateKeyDer<'static>,
+    /// The key that signs the handshakes.
+    pub key: CertificateKey,
+}
+
+/// Where a client certificate's handshakes are signed.
+#[derive(Debug)]
+pub enum CertificateKey {
+    /// With the unsealed private key. Lives only in host memory.
+    Software(PrivateKeyDer<'static>),
+    /// In a PKCS#11 token, which keeps the key.
+    Token(Arc<crate::pkcs11::TokenKey>),
 }
 
 /// A client identity: a certificate (or none) and its connection pools, one per trust profile.
@@ -160,9 +169,12 @@ impl ClientIdentity {
                 // Not `with_client_auth_cert`: its key check parses the leaf with webpki,
                 // which refuses X.509 v1 certificates that nginx, curl and OpenSSL servers
                 // accept. Import already proved that the key matches the leaf.
-                let key = self.trust.provider().key_provider.load_private_key(cert.key.clone_key()).map_err(|e| {
-                    UpstreamFailure::new(FailureReason::Other, format!("certificate '{}': its key cannot sign: {e}", cert.name))
-                })?;
+                let key = match &cert.key {
+                    CertificateKey::Software(key) => self.trust.provider().key_provider.load_private_key(key.clone_key()).map_err(|e| {
+                        UpstreamFailure::new(FailureReason::Other, format!("certificate '{}': its key cannot sign: {e}", cert.name))
+                    })?,
+                    CertificateKey::Token(key) => key.tls_signing_key(),
+                };
                 let certified = rustls::sign::CertifiedKey::new(cert.chain.clone(), key);
                 builder.with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)))
             }

@@ -9,7 +9,7 @@ use edgemtls_host::resolve::ResolveError;
 use edgemtls_host::revocation::RevocationStatus;
 
 use super::Context;
-use super::output::{print_details, print_rows, print_table, printable, revocation, with_usage};
+use super::output::{key_place, print_details, print_rows, print_table, printable, revocation, with_usage};
 
 #[derive(Args)]
 pub struct ListCommand {
@@ -126,6 +126,7 @@ impl StatusCommand {
                         "days_left": r.metadata.days_left(now),
                         "expiry_status": r.metadata.expiry_status(now),
                         "revocation": revocation,
+                        "key_location": r.key_location.shown(),
                     })
                 })
                 .collect();
@@ -151,10 +152,11 @@ impl StatusCommand {
                         m.days_left(now).to_string(),
                         m.expiry_status(now).to_string(),
                         revocation.as_ref().map_or("not checked", |s| s.word()).into(),
+                        key_place(r).into(),
                     ]
                 })
                 .collect();
-            print_rows(&["NAME", "STATE", "NOT AFTER", "DAYS LEFT", "EXPIRY", "REVOCATION"], &rows);
+            print_rows(&["NAME", "STATE", "NOT AFTER", "DAYS LEFT", "EXPIRY", "REVOCATION", "KEY"], &rows);
             say!("worst: {worst}");
             for (record, problem) in records.iter().zip(&problems) {
                 if let Some(problem) = problem {

@@ -3,7 +3,7 @@
 
 use edgemtls_host::pki::rfc3339;
 use edgemtls_host::revocation::{RevocationStatus, check_stored};
-use edgemtls_host::store::{CertificateRecord, Deployment};
+use edgemtls_host::store::{CertificateRecord, Deployment, KeyLocation};
 use time::OffsetDateTime;
 
 /// How long one issuer gets to answer `cert status` / `cert show`.
@@ -84,6 +84,7 @@ pub(super) fn print_table(records: &[CertificateRecord], now: OffsetDateTime, de
                 if r.enabled { "enabled" } else { "disabled" }.into(),
                 format!("{} ({}d)", m.expiry_status(now), m.days_left(now)),
                 m.subject_cn.clone().unwrap_or_default(),
+                key_place(r).into(),
                 match users(r, deployments).len() {
                     0 => "-".to_string(),
                     n => format!("{n} deployment(s)"),
@@ -91,7 +92,15 @@ pub(super) fn print_table(records: &[CertificateRecord], now: OffsetDateTime, de
             ]
         })
         .collect();
-    print_rows(&["NAME", "ID", "ENVIRONMENTS", "STATUS", "EXPIRY", "SUBJECT CN", "IN USE"], &rows);
+    print_rows(&["NAME", "ID", "ENVIRONMENTS", "STATUS", "EXPIRY", "SUBJECT CN", "KEY", "IN USE"], &rows);
+}
+
+/// Where a record's key lives, in one word for tables.
+pub(super) fn key_place(record: &CertificateRecord) -> &'static str {
+    match record.key_location {
+        KeyLocation::Store => "store",
+        KeyLocation::Token(_) => "token",
+    }
 }
 
 /// `text` with control characters (escape sequences, newlines) shown as escapes: names and
@@ -136,6 +145,10 @@ pub(super) fn print_details(
     say!("serial:       {}", m.serial);
     say!("SANs:         {sans}");
     say!("key:          {} ({} bits)", m.key_type, m.key_bits);
+    match &record.key_location {
+        KeyLocation::Store => say!("key location: sealed in the store"),
+        KeyLocation::Token(uri) => say!("key location: in a PKCS#11 token, {}", printable(uri)),
+    }
     say!("not before:   {}", rfc3339(m.not_before));
     say!("not after:    {}", rfc3339(m.not_after));
     say!("expiry:       {} ({} days left)", m.expiry_status(now), m.days_left(now));

@@ -37,10 +37,15 @@ impl TestCommand {
         let uri: http::Uri = url.parse().with_context(|| format!("invalid URL '{url}'"))?;
         let authority =
             edgemtls_host::upstream::Authority::of(&uri).ok_or_else(|| anyhow::anyhow!("the URL '{url}' has no host"))?.to_string();
-        let mut upstreams = match config {
-            Some(path) => crate::commands::serve::load_config(&path)?.upstreams,
-            None => Vec::new(),
+        let (mut upstreams, token) = match config {
+            Some(path) => {
+                let config = crate::commands::serve::load_config(&path)?;
+                (config.upstreams, config.pkcs11)
+            }
+            None => (Vec::new(), Default::default()),
         };
+        // A key in a token signs the test handshake as `serve` would: the config's [pkcs11].
+        edgemtls_host::pkcs11::configure(token);
         if let Some(ca) = ca {
             // The explicit CA replaces any config entry for this host.
             upstreams.retain(|u| !u.hosts.contains(&authority));

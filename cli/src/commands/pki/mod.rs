@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
-use edgemtls_host::pki::{DevCa, IssueOptions, NewKeyType};
+use edgemtls_host::pkcs11::{CaKeyOrigin, DEFAULT_MODULE, DEFAULT_PIN_ENV, KeyUri, TokenSettings};
+use edgemtls_host::pki::{CA_KEY_URI_FILE, DevCa, IssueOptions, NewKeyType};
 
 mod verify;
 
@@ -38,6 +39,13 @@ pub enum PkiCommand {
         /// The CA key's algorithm: p256, p384, ed25519, rsa2048 or rsa3072.
         #[arg(long, default_value = "p256", value_parser = parse_key_type)]
         key_type: NewKeyType,
+        /// Keep the CA key in a PKCS#11 token: the key this URI names
+        /// ('pkcs11:token=LABEL;object=KEY-LABEL'), generated there (never extractable) if the
+        /// token has none. DIR gets ca.pem and ca.key.uri, no key file.
+        #[arg(long, value_name = "URI", conflicts_with = "encrypt")]
+        key: Option<String>,
+        #[command(flatten)]
+        token: TokenArgs,
     },
     /// Issues a client certificate (or a server certificate with --server) from a dev CA.
     Issue {
@@ -47,8 +55,9 @@ pub enum PkiCommand {
         /// The CA certificate, when its files are named otherwise (ca-cert.pem); with --ca-key.
         #[arg(long, value_name = "FILE", requires = "ca_key")]
         ca_cert: Option<PathBuf>,
-        /// The CA key, when its files are named otherwise (ca-key.pem); with --ca-cert.
-        #[arg(long, value_name = "FILE", requires = "ca_cert")]
+        /// The CA key, when its files are named otherwise (ca-key.pem), or the PKCS#11 URI of a
+        /// CA key in a token; with --ca-cert.
+        #[arg(long, value_name = "FILE|URI", requires = "ca_cert")]
         ca_key: Option<PathBuf>,
         /// The subject common name; also names the output files (<CN>.pem, <CN>.key).
         #[arg(long)]
@@ -82,10 +91,44 @@ pub enum PkiCommand {
         /// Name this OCSP responder (an http URL) in the certificate.
         #[arg(long, value_name = "URL")]
         ocsp_url: Option<String>,
+        #[command(flatten)]
+        token: TokenArgs,
     },
     /// Checks certificates against a CA (as `openssl verify -CAfile`): prints OK or the
     /// reason for each; exits 0 only when all verify.
     Verify(verify::VerifyCommand),
+}
+
+/// The module and PIN variable of a CA key in a token.
+#[derive(clap::Args)]
+pub struct TokenArgs {
+    /// The PKCS#11 module (shared library) of the token that holds the CA key.
+    #[arg(long, value_name = "PATH", env = "EDGEMTLS_PKCS11_MODULE", default_value = DEFAULT_MODULE)]
+    pkcs11_module: PathBuf,
+    /// The environment variable that holds the token's user PIN (never the PIN itself).
+    #[arg(long, value_name = "VAR", default_value = DEFAULT_PIN_ENV)]
+    pin_env: String,
+}
+
+impl TokenArgs {
+    fn settings(&self) -> TokenSettings {
+        TokenSettings { module: self.pkcs11_module.clone(), pin_env: self.pin_env.clone() }
+    }
+}
+
+/// The CA key's URI when the key is in a token: `--ca-key pkcs11:…`, or `ca.key.uri` in a
+/// `--ca DIR` that has no `ca.key`.
+fn token_ca_key(dir: Option<&PathBuf>, key: Option<&PathBuf>) -> anyhow::Result<Option<KeyUri>> {
+    if let Some(key) = key.and_then(|k| k.to_str()).filter(|k| KeyUri::is_uri(k)) {
+        return Ok(Some(KeyUri::parse(key)?));
+    }
+    let Some(dir) = dir.map(|d| edgemtls_host::pki::expand_tilde(d)) else { return Ok(None) };
+    let uri_file = dir.join(CA_KEY_URI_FILE);
+    if dir.join("ca.key").exists() || !uri_file.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&uri_file).with_context(|| format!("reading '{}'", uri_file.display()))?;
+    Ok(Some(KeyUri::parse(text.trim()).with_context(|| format!("in '{}'", uri_file.display()))?))
 }
 
 /// The CA's certificate and key files: `ca.pem` and `ca.key` in `--ca DIR` (as `pki init`
@@ -121,10 +164,32 @@ fn parse_key_type(text: &str) -> Result<NewKeyType, String> {
 impl PkiCommand {
     pub fn execute(self) -> anyhow::Result<ExitCode> {
         match self {
-            PkiCommand::Init { out, cn, days, force, encrypt, password_env, key_type } => {
+            PkiCommand::Init { out, cn, days, force, encrypt, password_env, key_type, key, token } => {
                 let out = edgemtls_host::pki::expand_tilde(&out);
-                if out.join("ca.key").exists() && !force {
-                    anyhow::bail!("'{}' already holds a CA (ca.key); pass --force to replace it", out.display());
+                for existing in ["ca.key", CA_KEY_URI_FILE] {
+                    if out.join(existing).exists() && !force {
+                        anyhow::bail!("'{}' already holds a CA ({existing}); pass --force to replace it", out.display());
+                    }
+                }
+                if let Some(key) = key {
+                    let uri = KeyUri::parse(&key)?;
+                    let (ca, origin) = DevCa::generate_in_token(&cn, days, key_type, &uri, &token.settings())?;
+                    // A file CA replaced by a token CA leaves no key file behind to be used instead.
+                    let old_key = out.join("ca.key");
+                    let (cert, uri_file) = ca.write_to(&out, None)?;
+                    if old_key.exists() {
+                        std::fs::remove_file(&old_key).with_context(|| format!("removing the old '{}'", old_key.display()))?;
+                    }
+                    let how = match origin {
+                        CaKeyOrigin::Existing => "the token's existing key",
+                        CaKeyOrigin::Generated => "generated in the token now, sensitive and not extractable",
+                    };
+                    say!(
+                        "created CA '{cn}'\n  certificate: {}\n  key:         {uri} ({how})\n  named in:    {}",
+                        cert.display(),
+                        uri_file.display()
+                    );
+                    return Ok(ExitCode::SUCCESS);
                 }
                 if password_env.is_some() && !encrypt {
                     anyhow::bail!("--password-env is for an encrypted key: add --encrypt, or leave --password-env out");
@@ -135,17 +200,50 @@ impl PkiCommand {
                 };
                 let ca = DevCa::generate_with(&cn, days, key_type)?;
                 let (cert, key) = ca.write_to(&out, passphrase.as_deref())?;
+                // A token CA replaced by a file CA: its URI must not outlive it.
+                let old_uri = out.join(CA_KEY_URI_FILE);
+                if old_uri.exists() {
+                    std::fs::remove_file(&old_uri).with_context(|| format!("removing the old '{}'", old_uri.display()))?;
+                }
                 let protection = if encrypt { "encrypted, mode 0600" } else { "mode 0600" };
                 say!("created CA '{cn}'\n  certificate: {}\n  key:         {} ({protection})", cert.display(), key.display());
             }
-            PkiCommand::Issue { ca, ca_cert, ca_key, cn, out, server, sans, days, force, password_env, key_type, crl_url, ocsp_url } => {
-                let (cert_path, key_path) = ca_files(ca, ca_cert, ca_key)?;
-                let passphrase = match DevCa::key_file_is_encrypted(&key_path) {
-                    true => Some(passphrase::required(password_env.as_deref(), "the CA key's passphrase", false)?),
-                    false => None,
+            PkiCommand::Issue {
+                ca,
+                ca_cert,
+                ca_key,
+                cn,
+                out,
+                server,
+                sans,
+                days,
+                force,
+                password_env,
+                key_type,
+                crl_url,
+                ocsp_url,
+                token,
+            } => {
+                let ca = match token_ca_key(ca.as_ref(), ca_key.as_ref())? {
+                    Some(uri) => {
+                        let cert_path = match (&ca_cert, &ca) {
+                            (Some(cert), _) => edgemtls_host::pki::expand_tilde(cert),
+                            (None, Some(dir)) => edgemtls_host::pki::expand_tilde(dir).join("ca.pem"),
+                            (None, None) => anyhow::bail!("name the CA: --ca DIR, or --ca-cert FILE with --ca-key"),
+                        };
+                        DevCa::load_with_token_key(&cert_path, &uri, &token.settings())
+                            .with_context(|| format!("loading the CA from '{}' and the {}", cert_path.display(), uri.key_shown()))?
+                    }
+                    None => {
+                        let (cert_path, key_path) = ca_files(ca, ca_cert, ca_key)?;
+                        let passphrase = match DevCa::key_file_is_encrypted(&key_path) {
+                            true => Some(passphrase::required(password_env.as_deref(), "the CA key's passphrase", false)?),
+                            false => None,
+                        };
+                        DevCa::load_files(&cert_path, &key_path, passphrase.as_deref())
+                            .with_context(|| format!("loading the CA from '{}' and '{}'", cert_path.display(), key_path.display()))?
+                    }
                 };
-                let ca = DevCa::load_files(&cert_path, &key_path, passphrase.as_deref())
-                    .with_context(|| format!("loading the CA from '{}' and '{}'", cert_path.display(), key_path.display()))?;
                 let options = IssueOptions { common_name: cn.clone(), server, sans, days, key_type, crl_url, ocsp_url };
                 let out = edgemtls_host::pki::expand_tilde(&out);
                 let existing = out.join(format!("{}.key", edgemtls_host::pki::file_stem(&cn)));

@@ -19,12 +19,12 @@ use wasmtime_wasi_http::p2::bindings::http::types as wasi;
 use wasmtime_wasi_http::p2::body::{HostIncomingBody, HyperOutgoingBody};
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
+use super::dispatch::{Via, dispatch};
 use super::websocket::{self, WebSocketUpgrade};
-use super::{HostState, OutboundAudit, certificate_error};
+use super::{HostState, certificate_error};
 use crate::Problem;
 use crate::identity_headers as identity;
-use crate::runtime::bindings::{forward, outgoing};
-use crate::upstream::{FailureReason, UpstreamFailure};
+use crate::runtime::bindings::forward;
 
 /// How much of a request body one read takes from the caller's connection.
 const READ_CHUNK: usize = 64 * 1024;
@@ -75,10 +75,10 @@ impl HostState {
 
         let uri = match upstream_uri(url) {
             Ok(uri) => uri,
-            Err(reason) => return Ok(Err(invalid_url(&reason))),
+            Err(reason) => return Ok(Err(Problem::invalid_url(&reason))),
         };
         let Some(method) = http_method(method) else {
-            return Ok(Err(invalid_url("method rejected")));
+            return Ok(Err(Problem::invalid_url("method rejected")));
         };
         let withheld = |name: &http::header::HeaderName| {
             let name = name.as_str();
@@ -94,18 +94,12 @@ impl HostState {
         let upstream = http::Request::builder().method(method).uri(uri);
         // A guest that took the body itself cannot have it sent: say so, as the SDK would.
         let Some(body) = body else {
-            return Ok(Err(Problem::for_guest(
-                StatusCode::BAD_GATEWAY,
-                "body-error",
-                "Upstream request failed",
-                "body transfer failed: request body already taken",
-                None,
-            )));
+            return Ok(Err(Problem::request_body_taken()));
         };
         let body = request_body(body, self.stream_idle);
         let mut upstream = match upstream.body(body) {
             Ok(upstream) => upstream,
-            Err(error) => return Ok(Err(invalid_url(&error.to_string()))),
+            Err(error) => return Ok(Err(Problem::invalid_url(&error.to_string()))),
         };
         *upstream.headers_mut() = headers;
         crate::hop_by_hop::remove_all(upstream.headers_mut());
@@ -131,29 +125,23 @@ impl HostState {
                 None => {
                     context.metrics.record_websocket(&context.route, "over-limit");
                     crate::warn_limited!(route = %context.route, max_websockets = self.tunnels.max(), "WebSocket refused: max_websockets tunnels are open");
-                    return websockets_busy(self.tunnels.max());
+                    return Problem::websockets_busy(self.tunnels.max()).into_response();
                 }
             },
             None => None,
         };
         let identity = match self.resolve_named(certificate) {
             Ok(identity) => identity,
-            Err(error) => return certificate_problem(certificate_error(error)).into_response(),
+            Err(error) => return Problem::certificate_unusable(certificate_error(error)).into_response(),
         };
-        let audit = OutboundAudit::new(&context, &identity, request.uri());
-        if let Err(failure) = self.hooks.admit(request.uri()) {
-            audit.refused(&failure);
-            return upstream_problem(&failure).into_response();
-        }
-        let sending = audit.sending();
-        // Boxed: the send is most of this future, which wasmtime moves while it runs.
-        let result = if upgrade.is_some() {
+        let admission = self.hooks.admit(request.uri());
+        let via = if upgrade.is_some() {
             websocket::set_upgrade_headers(request.headers_mut());
-            Box::pin(identity.send_upgrade(request)).await
+            Via::Upgrade
         } else {
-            Box::pin(identity.send(request, None)).await
+            Via::Pool(None)
         };
-        sending.finished(&result);
+        let result = dispatch(context.clone(), identity, admission, request, via).await;
         match result {
             Ok(mut response) => {
                 crate::hop_by_hop::remove_all(response.headers_mut());
@@ -170,7 +158,7 @@ impl HostState {
                 }
                 response
             }
-            Err(failure) => upstream_problem(&failure).into_response(),
+            Err(failure) => Problem::upstream_failed(&failure).into_response(),
         }
     }
 }
@@ -253,42 +241,4 @@ fn http_method(method: wasi::Method) -> Option<http::Method> {
         wasi::Method::Patch => http::Method::PATCH,
         wasi::Method::Other(other) => return http::Method::from_bytes(other.as_bytes()).ok(),
     })
-}
-
-/// 503 `websockets-busy` with `Retry-After`: `max_websockets` tunnels are open; nothing was sent.
-fn websockets_busy(max: u32) -> hyper::Response<HyperOutgoingBody> {
-    let detail =
-        format!("{max} WebSocket tunnels are open, as many as [limits] max_websockets allows; try again shortly, or raise max_websockets");
-    let mut response =
-        Problem::for_guest(StatusCode::SERVICE_UNAVAILABLE, "websockets-busy", "Too many WebSockets", detail, None).into_response();
-    response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
-    response
-}
-
-/// 500 `invalid-url`: nothing was sent (the SDK's `FetchError::InvalidUrl` words).
-fn invalid_url(reason: &str) -> Problem {
-    Problem::for_guest(StatusCode::INTERNAL_SERVER_ERROR, "invalid-url", "Invalid upstream URL", format!("invalid URL: {reason}"), None)
-}
-
-/// 500 `certificate-<kind>`: nothing was sent (the SDK's `CertificateError` words).
-fn certificate_problem(error: outgoing::CertificateError) -> Problem {
-    use outgoing::CertificateError as E;
-    let (kind, name, what) = match error {
-        E::NotFound(name) => ("certificate-not-found", name, "not found"),
-        E::Disabled(name) => ("certificate-disabled", name, "is disabled"),
-        E::NotInEnvironment(name) => ("certificate-not-in-environment", name, "is not available in this environment"),
-        E::Expired(name) => ("certificate-expired", name, "has expired"),
-        E::NotYetValid(name) => ("certificate-not-yet-valid", name, "is not valid yet"),
-    };
-    let detail = format!("certificate '{name}' {what}");
-    Problem::for_guest(StatusCode::INTERNAL_SERVER_ERROR, kind, "Client certificate cannot be used", detail, Some(name))
-}
-
-/// 502 (504 when the upstream did not answer in time) with the failure's reason.
-fn upstream_problem(failure: &UpstreamFailure) -> Problem {
-    let status = match failure.reason() {
-        FailureReason::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
-        _ => StatusCode::BAD_GATEWAY,
-    };
-    Problem::for_guest(status, failure.reason().as_str(), "Upstream request failed", failure.message().to_string(), None)
 }

@@ -15,7 +15,7 @@ use crate::store::{Deployment, StoreError};
 pub(super) const WRITE_LOCK: i64 = 0x6564_6765_6d74_6c73;
 
 /// The newest schema version; [`MIGRATIONS`] has one entry per version.
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i32 = 2;
 const MIGRATIONS: &[&str] = &[
     // 1: the same tables as the SQLite store, with PostgreSQL types; names are unique
     // ignoring case, as the store's rules say.
@@ -48,6 +48,9 @@ const MIGRATIONS: &[&str] = &[
         started_at   bigint NOT NULL,
         heartbeat_at bigint NOT NULL
     );",
+    // 2: where a key lives when it is not sealed here: a PKCS#11 URI (NULL: sealed in the
+    // store). For listing only; the sealed column holds the same URI, authenticated.
+    "ALTER TABLE edgemtls.certificates ADD COLUMN key_uri text;",
 ];
 
 /// Statements on one connection, inside a transaction when `in_transaction` (rolled back
@@ -126,7 +129,7 @@ impl PgQueries<'_> {
 }
 
 const SELECT_RECORD: &str =
-    "SELECT id, name, environments, enabled, chain_pem, metadata, created_at, updated_at, version FROM edgemtls.certificates";
+    "SELECT id, name, environments, enabled, chain_pem, metadata, created_at, updated_at, version, key_uri FROM edgemtls.certificates";
 const SELECT_AUTHENTICATED: &str = "SELECT id, name, environments, enabled, chain_pem, record_mac FROM edgemtls.certificates";
 const SELECT_AUTHENTICATED_AND_KEY: &str =
     "SELECT id, name, environments, enabled, chain_pem, record_mac, key_sealed FROM edgemtls.certificates";
@@ -152,6 +155,7 @@ fn raw_record(row: &tokio_postgres::Row) -> RawRecord {
         created_at: row.get(6),
         updated_at: row.get(7),
         version: row.get(8),
+        key_uri: row.get(9),
     }
 }
 
@@ -217,9 +221,9 @@ impl Queries for PgQueries<'_> {
 
     fn insert(&mut self, row: &NewRow<'_>) -> Result<(), StoreError> {
         self.execute(
-            "INSERT INTO edgemtls.certificates (id, name, environments, enabled, chain_pem, key_sealed, metadata, not_after, created_at, updated_at, record_mac)
-             VALUES ($1, $2, $3, $10, $4, $5, $6, $7, $8, $8, $9)",
-            &[&row.id, &row.name, &row.environments, &row.chain_pem, &row.key_sealed, &row.metadata, &row.not_after, &row.now, &row.mac, &row.enabled],
+            "INSERT INTO edgemtls.certificates (id, name, environments, enabled, chain_pem, key_sealed, metadata, not_after, created_at, updated_at, record_mac, key_uri)
+             VALUES ($1, $2, $3, $10, $4, $5, $6, $7, $8, $8, $9, $11)",
+            &[&row.id, &row.name, &row.environments, &row.chain_pem, &row.key_sealed, &row.metadata, &row.not_after, &row.now, &row.mac, &row.enabled, &row.key_uri],
         )?;
         Ok(())
     }

@@ -13,7 +13,7 @@ use wasmtime::{Cache, CacheConfig};
 pub const COMPILE_CACHE_ENV: &str = "EDGEMTLS_COMPILE_CACHE";
 
 /// The cache for this process, or `None` (logged) when there is no safe place for one.
-pub(super) fn open() -> Option<Cache> {
+pub(in crate::runtime) fn open() -> Option<Cache> {
     let dir = match std::env::var_os(COMPILE_CACHE_ENV) {
         Some(value) if value == "off" => return None,
         Some(value) if !value.is_empty() => PathBuf::from(value),
