@@ -5,15 +5,12 @@
 //! PostgreSQL refuses to run as root, so as root it runs as the `postgres` user the package
 //! creates. Without the binaries, [`Cluster::start`] returns `Ok(None)` and says why, so the
 //! caller can skip; CI installs the package, so there the tests run.
-//!
-//! Included by the crates that need it with `#[path]` (it has no dependencies of its own
-//! beyond `tempfile`).
-
-#![allow(dead_code, reason = "each including crate uses a part")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::peers::missing_peer;
 
 /// The superuser's password in every test cluster.
 pub const PASSWORD: &str = "edgemtls-test-password";
@@ -229,5 +226,3 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| format!("{}: {e}", path.display()))
 }
-
-include!("peers.rs");

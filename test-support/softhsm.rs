@@ -13,7 +13,6 @@ pub const PIN: &str = "4321";
 const SO_PIN: &str = "87654321";
 
 /// A SoftHSM2 configuration with its own token directory.
-#[allow(dead_code)]
 pub struct SoftHsm {
     /// The configuration file; point `SOFTHSM2_CONF` at it.
     pub conf: PathBuf,
@@ -21,7 +20,6 @@ pub struct SoftHsm {
     pub tokens: PathBuf,
 }
 
-#[allow(dead_code)]
 impl SoftHsm {
     /// A configuration under `dir`, or `None` when SoftHSM2 is not installed.
     pub fn new(dir: &Path) -> Result<Option<Self>> {

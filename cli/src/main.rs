@@ -101,30 +101,17 @@ pub(crate) fn output_failed(error: std::io::Error) -> ! {
     std::process::exit(1);
 }
 
-/// The error and its causes, `: `-separated, leaving out a cause the message before it
-/// already ends with (many errors quote their source, and then also return it as one).
-/// An I/O error is worded by its kind (`edgemtls_host::plain::io_error`), never as the
-/// system's "... (os error N)", and left out when a message before it already says it.
+/// The error and its causes, `: `-separated. Our errors either say their cause in their own
+/// message or return it as `source()`, never both, so each cause is said once. An I/O error
+/// is worded by its kind (`edgemtls_host::plain::io_error`), never as the system's "...
+/// (os error N)".
 fn describe(error: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in error.chain() {
-        let cause = match cause.downcast_ref::<std::io::Error>() {
-            Some(io) => {
-                let words = edgemtls_host::plain::io_error(io);
-                if text.contains(words.as_ref()) {
-                    continue;
-                }
-                words.into_owned()
-            }
+    let words: Vec<String> = error
+        .chain()
+        .map(|cause| match cause.downcast_ref::<std::io::Error>() {
+            Some(io) => edgemtls_host::plain::io_error(io).into_owned(),
             None => cause.to_string(),
-        };
-        if text.ends_with(&cause) {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&cause);
-    }
-    text
+        })
+        .collect();
+    words.join(": ")
 }

@@ -16,8 +16,7 @@ mod cli {
     mod manage;
     mod nginx_setups;
     mod openssl;
-    #[path = "../../../test-support/peers.rs"]
-    pub mod peers;
+    pub use edgemtls_test_support::peers;
     mod pkcs11;
     mod pki;
     mod pki_verify;
@@ -26,8 +25,7 @@ mod cli {
     mod scaffold;
     mod serve;
     mod shared_store;
-    #[path = "../../../test-support/softhsm.rs"]
-    pub mod softhsm;
+    pub use edgemtls_test_support::softhsm;
     mod status;
     mod store_files;
     mod two_nodes;

@@ -124,9 +124,7 @@ impl Body {
             }
         };
         match sent {
-            Sent::Whole => {
-                OutgoingBody::finish(out, None).map_err(|code| FetchError::Upstream(crate::fetch::UpstreamFailure::from_code(code)))
-            }
+            Sent::Whole => OutgoingBody::finish(out, None).map_err(|code| FetchError::Upstream(crate::UpstreamFailure::from_code(code))),
             Sent::PeerStopped => {
                 let _ = OutgoingBody::finish(out, None);
                 Ok(())
@@ -190,7 +188,7 @@ fn splice_all(output: &OutputStream, input: &InputStream) -> Result<Sent, FetchE
 /// A stream error in plain words: the HTTP reason when there is one.
 fn stream_failure(error: wasi::io::error::Error) -> FetchError {
     match wasi::http::types::http_error_code(&error) {
-        Some(code) => FetchError::Upstream(crate::fetch::UpstreamFailure::from_code(code)),
+        Some(code) => FetchError::Upstream(crate::UpstreamFailure::from_code(code)),
         // The host's debug text is for its own log, not for a caller's problem detail.
         None => FetchError::Body("the body stream broke before its end".into()),
     }

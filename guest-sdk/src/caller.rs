@@ -1,7 +1,7 @@
 //! The caller's client certificate, as the host verified it on the TLS listener.
 //!
 //! The host removes every copy of these headers a caller sends and sets its own, so a
-//! handler can trust them. The names are the host's (`edgemtls_host::inbound::headers`).
+//! handler can trust them. The names are the host's (`edgemtls_host::identity_headers`).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;

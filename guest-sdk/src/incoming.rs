@@ -108,7 +108,7 @@ pub struct Response {
     /// The body.
     pub body: Body,
     /// A forward the host makes when this response is returned unchanged ([`crate::Forward`]).
-    forward: Option<Box<dyn crate::fetch::DeferredForward>>,
+    forward: Option<Box<dyn DeferredForward>>,
 }
 
 impl Response {
@@ -118,7 +118,7 @@ impl Response {
     }
 
     /// The response of a forward not made yet: status 0, no headers, no body.
-    pub(crate) fn forwarded(forward: Box<dyn crate::fetch::DeferredForward>) -> Self {
+    pub(crate) fn forwarded(forward: Box<dyn DeferredForward>) -> Self {
         Self { forward: Some(forward), ..Self::new(0) }
     }
 
@@ -134,16 +134,22 @@ impl Response {
         self
     }
 
-    /// An RFC 9457 `application/problem+json` response with type
-    /// `urn:edgemtls:problem:<kind>`, the shape the host and [`crate::FetchError`] use.
-    pub fn problem(status: u16, kind: &str, title: &str, detail: &str) -> Self {
-        crate::fetch::problem_response(status, kind, title, detail, None)
-    }
-
     /// The first value of header `name` (case-insensitive), as text.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
+}
+
+/// A forward held by a [`Response`] ([`crate::Forward`], in `fetch.rs`): made by the host
+/// when the handler returns the response as it was, else in the guest. A trait object, so a
+/// handler that never forwards links none of it, and its component imports neither
+/// `edgemtls:mtls/forward` nor `outgoing` (it stays a plain `wasi:http` component). Declared
+/// here, beside the response that holds it, so `incoming` needs nothing from `fetch`.
+pub(crate) trait DeferredForward: std::fmt::Debug {
+    /// The host forwards and answers `out`: nothing passes through the guest.
+    fn in_host(self: Box<Self>, out: wasi::http::types::ResponseOutparam);
+    /// The guest forwards, for a handler that changed the response.
+    fn in_guest(self: Box<Self>) -> Response;
 }
 
 /// Runs `H` for one request; used by [`crate::handler!`].

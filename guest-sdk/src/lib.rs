@@ -31,14 +31,15 @@
 
 mod body;
 mod caller;
+mod error;
 mod fetch;
 mod incoming;
+mod problem;
 
 pub use body::Body;
 pub use caller::{CLIENT_CERT, CLIENT_CERT_CHAIN, ClientCertificate, IDENTITY_HEADER_PREFIX};
-pub use fetch::{
-    CertificateError, FetchError, Forward, Request, UpstreamFailure, forward, forward_by_route_options, forward_with_client_cert,
-};
+pub use error::{CertificateError, FetchError, UpstreamFailure};
+pub use fetch::{Forward, Request, forward, forward_by_route_options, forward_with_client_cert};
 pub use incoming::{HOP_BY_HOP, Handler, IncomingRequest, Response, run_handler};
 
 /// The `wasi` crate this SDK is built on, for direct use of any WASI interface.

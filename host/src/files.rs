@@ -1,11 +1,29 @@
 //! Files on this machine: reading files a user names (regular files only, never more than a
-//! stated size), and the private directories edgemtls keeps its own files in.
+//! stated size; `~` expanded), and the private directories edgemtls keeps its own files in.
 //!
 //! A FIFO, a device such as `/dev/zero` or a file that grows while it is read must give a
 //! clear error, not a hang or gigabytes of memory.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+
+/// Expands a leading `~` or `~/` to the user's home directory.
+pub fn expand_tilde(path: &Path) -> PathBuf {
+    let Some(text) = path.to_str() else {
+        return path.to_path_buf();
+    };
+    let rest = if text == "~" {
+        ""
+    } else if let Some(rest) = text.strip_prefix("~/") {
+        rest
+    } else {
+        return path.to_path_buf();
+    };
+    match std::env::home_dir() {
+        Some(home) => home.join(rest),
+        None => path.to_path_buf(),
+    }
+}
 
 /// Creates `dir` and its missing parents, readable by this user only (0700); an existing
 /// directory is left as it is.

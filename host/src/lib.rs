@@ -5,7 +5,9 @@
 //! `ARCHITECTURE.md` follows a request and a certificate name through these modules.
 //!
 //! - [`server`]: listener, connections, routing, reloads, admin endpoints, problem responses;
-//! - [`inbound`]: the TLS listener, callers' client certificates, route admission, identity headers;
+//! - [`inbound`]: the TLS listener, callers' client certificates, route admission;
+//! - [`identity_headers`]: the headers that carry a verified caller's identity to handlers
+//!   (config refuses them as `caller_headers` names, so they are a leaf of their own);
 //! - [`runtime`]: compiled components, warm instance pools, deadlines and limits per request;
 //! - [`upstream`]: client identities, trust profiles, pooled mTLS connections, failures;
 //! - [`resolve`]: certificate names to identities, from an in-memory snapshot of the store;
@@ -21,8 +23,11 @@
 //! - [`Environment`]: the stages a certificate is scoped to.
 #![deny(missing_docs)]
 
+mod authority;
 mod environment;
+mod error_chain;
 mod hop_by_hop;
+pub mod identity_headers;
 mod key_types;
 pub mod pkcs11;
 pub mod pki;

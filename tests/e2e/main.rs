@@ -3,8 +3,7 @@
 //! require client certificates and report which certificate each connection presented.
 
 mod harness;
-#[path = "../../test-support/peers.rs"]
-mod peers;
+use edgemtls_test_support::peers;
 
 mod connections;
 mod egress;

@@ -80,7 +80,7 @@ type PreparedApp = (Config, Result<App, Vec<String>>, Vec<String>);
 /// Loads the config a command names; a missing file gets the two ways forward.
 pub(crate) fn load_config(path: &Path) -> anyhow::Result<Config> {
     Config::load(path).map_err(|error| match &error {
-        ConfigError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+        ConfigError::Read { error: io, .. } if io.kind() == std::io::ErrorKind::NotFound => {
             anyhow::anyhow!("{error}; name the config file with --config FILE, or make a project that has one with: edgemtls new NAME")
         }
         _ => error.into(),

@@ -262,3 +262,61 @@ fn compiled_components_are_kept_in_a_private_cache_between_starts() -> Result<()
     ensure!(cached_files(&shared)?.is_empty(), "nothing was written there");
     Ok(())
 }
+
+/// A reload applies routes and trust, but the listeners are bound and the limits set at
+/// start: a config that changes them is reloaded with a warning, in `edgemtls reload`'s
+/// output and in the host's log, and the host keeps serving where it started.
+#[test]
+fn a_reload_that_changes_listen_admin_listen_or_limits_says_they_need_a_restart() -> Result<()> {
+    let sandbox = Sandbox::new()?;
+    let [port, admin, new_port, new_admin] = [free_port()?, free_port()?, free_port()?, free_port()?];
+    let config = sandbox.path("edgemtls.toml");
+    let write = |listen: u16, admin: u16, limits: &str| {
+        std::fs::write(&config, format!("listen = \"127.0.0.1:{listen}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\n[limits]\n{limits}\n"))
+    };
+    write(port, admin, "max_instances = 100")?;
+    let log = sandbox.path("serve.log");
+    let serve = sandbox
+        .command(["serve", "--config", &text(&config), "--env", "development"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()?;
+    let _serve = Running(serve);
+    wait_for(port)?;
+    wait_for(admin)?;
+
+    // Routes and trust reload as before; these three do not.
+    write(new_port, new_admin, "max_instances = 50\nrequest_timeout_ms = 5000")?;
+    let said = sandbox.ok(["reload", "--config", &text(&config), "--admin", &format!("127.0.0.1:{admin}")])?;
+    let expected = [
+        format!(
+            "listen changed from 127.0.0.1:{port} to 127.0.0.1:{new_port}, which needs a restart: until then the server keeps \
+             listening where it started"
+        ),
+        format!(
+            "admin_listen changed from 127.0.0.1:{admin} to 127.0.0.1:{new_admin}, which needs a restart: until then /healthz, \
+             /metrics and /reload stay where they started"
+        ),
+        "[limits] request_timeout_ms, max_instances changed, which needs a restart: until then the server keeps the limits it \
+         started with"
+            .to_string(),
+    ];
+    for warning in &expected {
+        ensure!(said.contains(&format!("warning: {warning}")), "reload did not say '{warning}':\n{said}");
+    }
+    // The host's log says the same at WARN (the log is written as the reload answers).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let logged = std::fs::read_to_string(&log)?;
+        let warned = |words: &str| logged.lines().any(|line| line.contains(" WARN ") && line.contains(words));
+        if expected.iter().all(|warning| warned(warning)) {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "the log has no WARN line for each change:\n{logged}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // And it still serves where it started.
+    ensure!(http_get(admin, "/healthz")?.0 == 200, "the admin endpoint moved");
+    ensure!(http_get(port, "/nothing-here")?.0 == 404, "the listener moved");
+    Ok(())
+}

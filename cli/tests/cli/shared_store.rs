@@ -7,8 +7,7 @@ use anyhow::{Result, ensure};
 
 use super::common::{Sandbox, TestCa, expect_failure, expect_success};
 
-#[path = "../../../test-support/postgres.rs"]
-pub mod postgres_server;
+pub use edgemtls_test_support::postgres as postgres_server;
 
 use postgres_server::Cluster;
 

@@ -6,7 +6,7 @@
 //! explicit, logged choice). A route without the key may call what its configuration names:
 //! the URLs in its options and the `[[upstreams]]` hosts.
 
-use crate::upstream::Authority;
+use crate::authority::Authority;
 
 /// One allowed destination.
 #[derive(Debug, Clone, PartialEq, Eq)]

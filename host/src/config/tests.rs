@@ -111,7 +111,7 @@ fn upstream_hosts_that_could_never_match_are_refused_with_the_fix() {
         assert_eq!(config.upstreams[0].tls_versions, expected, "{entry}");
     }
     let checked = Config::parse(path, "[[upstreams]]\nhosts = [\"a:1\"]\nrevocation = \"both\"\nrevocation_soft_fail = true\n").unwrap();
-    assert_eq!(checked.upstreams[0].revocation.mode, crate::revocation::RevocationMode::Both);
+    assert_eq!(checked.upstreams[0].revocation.mode, RevocationMode::Both);
     assert!(checked.upstreams[0].revocation.soft_fail);
     let twice = "[[upstreams]]\nhosts = [\"a:1\"]\n[[upstreams]]\nhosts = [\"A:1\"]\n";
     assert!(Config::parse(path, twice).unwrap_err().to_string().contains("already in upstreams[0]"));
@@ -150,7 +150,7 @@ fn tls_and_caller_rules_are_checked_with_the_fix_named() -> anyhow::Result<()> {
         ) + &route("")),
     )?;
     let policy = checked.tls.as_ref().unwrap().revocation;
-    assert_eq!(policy.mode, crate::revocation::RevocationMode::Both);
+    assert_eq!(policy.mode, RevocationMode::Both);
     assert!(policy.soft_fail);
     assert_eq!((policy.timeout, policy.crl_cache_ttl), (std::time::Duration::from_millis(500), std::time::Duration::from_secs(60)));
 
@@ -249,7 +249,7 @@ fn pkcs11_names_the_module_and_the_pin_variable_never_the_pin() -> anyhow::Resul
     assert_eq!(config.pkcs11.module, dir.path().join("libtoken.so"));
     assert_eq!(config.pkcs11.pin_env, "HSM_PIN");
     // Without the section: SoftHSM2's module and EDGEMTLS_PKCS11_PIN.
-    assert_eq!(Config::parse(&path, "")?.pkcs11, crate::pkcs11::TokenSettings::default());
+    assert_eq!(Config::parse(&path, "")?.pkcs11, super::TokenSettings::default());
     let err = Config::parse(&path, "[pkcs11]\npin_env = \"1234\"\n").unwrap_err();
     assert!(err.to_string().contains("pkcs11.pin_env: must name the environment variable that holds the PIN"), "{err}");
     let err = Config::parse(&path, "[pkcs11]\nmodule = \"missing.so\"\n").unwrap_err();

@@ -19,7 +19,7 @@ pub enum ClientAuth {
 }
 
 impl ClientAuth {
-    fn parse(value: &str) -> Result<Self, String> {
+    pub(super) fn parse(value: &str) -> Result<Self, String> {
         match value {
             "none" => Ok(Self::None),
             "optional" => Ok(Self::Optional),
@@ -58,7 +58,7 @@ pub struct TlsListener {
     pub caller_headers: Vec<CallerHeader>,
     /// Asking the issuer of a caller's certificate (OCSP, the CRLs it names) whether it is
     /// revoked, as `[[upstreams]] revocation` does for servers. Default: off.
-    pub revocation: crate::revocation::RevocationPolicy,
+    pub revocation: super::RevocationPolicy,
 }
 
 impl TlsListener {
@@ -173,7 +173,7 @@ const RESERVED_HEADERS: [&str; 10] = [
 /// `later` over `earlier`: one header per (folded) name, the later table's field winning.
 pub fn merge_caller_headers(earlier: &[CallerHeader], later: &[CallerHeader]) -> Vec<CallerHeader> {
     let mut merged: Vec<CallerHeader> =
-        earlier.iter().filter(|e| !later.iter().any(|l| crate::inbound::headers::same_name(&l.name, &e.name))).cloned().collect();
+        earlier.iter().filter(|e| !later.iter().any(|l| crate::identity_headers::same_name(&l.name, &e.name))).cloned().collect();
     merged.extend(later.iter().cloned());
     merged
 }
@@ -209,7 +209,7 @@ pub(super) struct TlsToml {
 impl super::Reader<'_> {
     /// A `caller_headers` table and `caller_headers_preset` of `table` (`tls` or
     /// `routes[N]`): the preset's headers, then the table's (which win for the same name).
-    fn caller_headers(
+    pub(super) fn caller_headers(
         &self,
         table: &str,
         preset: Option<&str>,
@@ -236,13 +236,13 @@ impl super::Reader<'_> {
                 return Err(self.invalid(key, "is not a valid header name (letters, digits and - _ . ! # $ % & ' * + ^ ` | ~)".into()));
             }
             let lower = name.to_ascii_lowercase();
-            if crate::inbound::headers::is_identity_header(&lower) {
+            if crate::identity_headers::is_identity_header(&lower) {
                 return Err(self.invalid(key, "the host already sets this header for every caller; name another one".into()));
             }
-            if RESERVED_HEADERS.iter().any(|reserved| crate::inbound::headers::same_name(reserved, &lower)) {
+            if RESERVED_HEADERS.iter().any(|reserved| crate::identity_headers::same_name(reserved, &lower)) {
                 return Err(self.invalid(key, "this header belongs to the HTTP connection; name another one".into()));
             }
-            if let Some(earlier) = own.iter().find(|h| crate::inbound::headers::same_name(&h.name, &lower)) {
+            if let Some(earlier) = own.iter().find(|h| crate::identity_headers::same_name(&h.name, &lower)) {
                 return Err(
                     self.invalid(key, format!("names the same header as '{}' (case and _ for - do not make another header)", earlier.name))
                 );
@@ -269,7 +269,7 @@ impl super::Reader<'_> {
             caller_headers: self.caller_headers("tls", raw.caller_headers_preset.as_deref(), &raw.caller_headers)?,
             revocation: self.revocation_policy(
                 &|key| format!("tls.{key}"),
-                super::RevocationKeys {
+                super::revocation_policy::RevocationKeys {
                     mode: raw.revocation.as_deref(),
                     soft_fail: raw.revocation_soft_fail,
                     timeout_ms: raw.revocation_timeout_ms,
@@ -296,59 +296,5 @@ impl super::Reader<'_> {
             ));
         }
         Ok(listener)
-    }
-
-    /// A route's rule for callers (its `client_auth` and `allowed_client_*` keys, taken from
-    /// `raw`); `listener` is the `[tls]` table, if any.
-    pub(super) fn caller_rule(
-        &self,
-        key: &dyn Fn(&str) -> String,
-        raw: &mut super::RouteToml,
-        listener: Option<&TlsListener>,
-    ) -> Result<CallerRule, super::ConfigError> {
-        let client_auth = raw
-            .client_auth
-            .as_deref()
-            .map(|value| ClientAuth::parse(value).map_err(|reason| self.invalid(key("client_auth"), reason)))
-            .transpose()?;
-        let mut spki_sha256 = Vec::new();
-        for (n, pin) in raw.allowed_client_spki_sha256.iter().enumerate() {
-            spki_sha256.push(super::decode_spki_pin(pin).ok_or_else(|| {
-                self.invalid(
-                    key(&format!("allowed_client_spki_sha256[{n}]")),
-                    format!("'{pin}' is not a base64url SHA-256 (43 characters)"),
-                )
-            })?);
-        }
-        let own_headers = self.caller_headers(key("").trim_end_matches('.'), raw.caller_headers_preset.as_deref(), &raw.caller_headers)?;
-        let rule = CallerRule {
-            client_auth,
-            issuers: std::mem::take(&mut raw.allowed_client_issuers),
-            subjects: std::mem::take(&mut raw.allowed_client_subjects),
-            sans: std::mem::take(&mut raw.allowed_client_sans),
-            spki_sha256,
-            headers: merge_caller_headers(listener.map_or(&[][..], |l| &l.caller_headers), &own_headers),
-        };
-        let listener_auth = listener.map_or(ClientAuth::None, |l| l.client_auth);
-        if let Some(route_auth) = rule.client_auth
-            && route_auth < listener_auth
-        {
-            return Err(self.invalid(
-                key("client_auth"),
-                format!(
-                    "\"{}\" is looser than the listener's client_auth = \"{}\"; a route may only be stricter",
-                    route_auth.as_str(),
-                    listener_auth.as_str()
-                ),
-            ));
-        }
-        let asks_for_certificates = rule.client_auth.is_some_and(|a| a != ClientAuth::None) || rule.has_allow_list();
-        if asks_for_certificates && listener_auth == ClientAuth::None {
-            return Err(self.invalid(
-                key(if rule.client_auth.is_some() { "client_auth" } else { "allowed_client_*" }),
-                "callers can only present certificates when [tls] sets client_auth = \"optional\" (or \"required\") and client_ca".into(),
-            ));
-        }
-        Ok(rule)
     }
 }

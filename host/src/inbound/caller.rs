@@ -6,11 +6,11 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use hyper::header::{HeaderName, HeaderValue};
-use rustls::CertificateError;
 use rustls_pki_types::CertificateDer;
 use x509_parser::prelude::{FromDer, X509Certificate, X509Name};
 
-use super::headers;
+use crate::identity_headers as headers;
+use crate::pki::CertificateFault;
 
 /// Why a caller's certificate is not accepted. Each has a problem type of its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,25 +88,20 @@ impl CallerProblem {
             return Self::Invalid("it could not be verified".into());
         };
         let invalid = |why: &str| Self::Invalid(why.into());
-        match error {
-            CertificateError::Expired | CertificateError::ExpiredContext { .. } => Self::Expired,
-            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => Self::NotYetValid,
-            CertificateError::UnknownIssuer => Self::UnknownIssuer,
-            CertificateError::Revoked => Self::Revoked,
-            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => Self::WrongPurpose,
-            CertificateError::BadEncoding => invalid("it is not a well-formed X.509 certificate"),
-            CertificateError::BadSignature => invalid("its signature does not verify"),
-            CertificateError::UnknownRevocationStatus => invalid("its revocation status is unknown"),
-            CertificateError::ExpiredRevocationList | CertificateError::ExpiredRevocationListContext { .. } => {
-                invalid("the CRL for its issuer has expired; the operator must refresh it")
-            }
-            CertificateError::UnsupportedSignatureAlgorithmContext { .. }
-            | CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
-                invalid("it is signed with an algorithm this server does not support")
-            }
-            error if crate::pki::version1::is_version_1_error(error) => Self::Version1,
-            CertificateError::UnhandledCriticalExtension => invalid("it has a critical extension this server does not understand"),
-            _ => invalid("the verifier refused it"),
+        match CertificateFault::of(error) {
+            CertificateFault::Expired(_) => Self::Expired,
+            CertificateFault::NotYetValid(_) => Self::NotYetValid,
+            CertificateFault::UnknownIssuer => Self::UnknownIssuer,
+            CertificateFault::Revoked => Self::Revoked,
+            CertificateFault::WrongPurpose => Self::WrongPurpose,
+            CertificateFault::Version1 => Self::Version1,
+            CertificateFault::Malformed => invalid("it is not a well-formed X.509 certificate"),
+            CertificateFault::BadSignature => invalid("its signature does not verify"),
+            CertificateFault::RevocationUnknown => invalid("its revocation status is unknown"),
+            CertificateFault::CrlExpired => invalid("the CRL for its issuer has expired; the operator must refresh it"),
+            CertificateFault::UnsupportedAlgorithm => invalid("it is signed with an algorithm this server does not support"),
+            CertificateFault::CriticalExtension => invalid("it has a critical extension this server does not understand"),
+            CertificateFault::WrongName | CertificateFault::Chain(_) | CertificateFault::Other => invalid("the verifier refused it"),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! `caller_headers`: the verified caller's facts under the header names their consumers
 //! read (nginx's `$ssl_client_*` variables, ContextForge's `PROXY_USER_HEADER`, ARCP's
 //! `MTLS_CERT_HEADER`). The names are removed from what callers send, in every spelling, on
-//! every request (`server/mod.rs`), before these are set.
+//! every request (`server/request.rs`), before these are set.
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};

@@ -4,12 +4,11 @@
 //!
 //! A connection is verified once, right after its handshake ([`InboundTls::accept`]); each
 //! request on it is then admitted or refused with a 401 problem by its route's rule
-//! ([`admit`]), and carries the caller's identity ([`headers`]).
+//! ([`admit`]), and carries the caller's identity ([`crate::identity_headers`]).
 
 mod admission;
 mod caller;
 pub mod caller_headers;
-pub mod headers;
 mod listener;
 
 pub use admission::{ListenerRule, admit};

@@ -17,26 +17,8 @@ use cryptoki::types::AuthPin;
 
 use super::KeyUri;
 
-/// The module `cert create`, `pki init` and `serve` load when nothing names another: SoftHSM2
-/// as Debian installs it.
-pub const DEFAULT_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-/// The environment variable the token's PIN is read from when nothing names another.
-pub const DEFAULT_PIN_ENV: &str = "EDGEMTLS_PKCS11_PIN";
-
-/// Where the module and the PIN come from; the PIN itself is read only when logging in.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TokenSettings {
-    /// The PKCS#11 module (a shared library). A URI's `module-path` takes precedence.
-    pub module: PathBuf,
-    /// The environment variable that holds the user PIN. A URI's `pin-source` takes precedence.
-    pub pin_env: String,
-}
-
-impl Default for TokenSettings {
-    fn default() -> Self {
-        Self { module: PathBuf::from(DEFAULT_MODULE), pin_env: DEFAULT_PIN_ENV.into() }
-    }
-}
+// The settings are plain data in the config (`[pkcs11]`); how they are used is here.
+pub use crate::config::{DEFAULT_MODULE, DEFAULT_PIN_ENV, TokenSettings};
 
 impl TokenSettings {
     /// The module that serves `uri`.

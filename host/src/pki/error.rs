@@ -5,12 +5,13 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum PkiError {
     /// The file could not be read.
-    #[error("cannot read '{path}': {}", crate::plain::io_error(source))]
+    #[error("cannot read '{path}': {}", crate::plain::io_error(error))]
     Read {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error. Its words are in the message, so it is not also the error's
+        /// `source()` (a reader would see them twice).
+        error: std::io::Error,
     },
     /// The file is larger than [`super::MAX_FILE_SIZE`].
     #[error("'{path}' is {size} bytes; certificate and key files are limited to 1 MiB")]
@@ -163,12 +164,13 @@ pub enum PkiError {
         path: PathBuf,
     },
     /// Writing a dev PKI file failed.
-    #[error("cannot write '{path}': {}", crate::plain::io_error(source))]
+    #[error("cannot write '{path}': {}", crate::plain::io_error(error))]
     Write {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error. Its words are in the message, so it is not also the error's
+        /// `source()` (a reader would see them twice).
+        error: std::io::Error,
     },
     /// Generating a certificate failed.
     #[error("cannot generate certificate: {0}")]

@@ -10,6 +10,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer, Privat
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::PkiError;
+use crate::files::expand_tilde;
 
 /// Certificate and key files larger than this are refused before parsing.
 pub const MAX_FILE_SIZE: u64 = 1024 * 1024;
@@ -47,24 +48,6 @@ impl std::fmt::Debug for Identity {
             .field("cert_path", &self.cert_path)
             .field("key_path", &self.key_path)
             .finish_non_exhaustive()
-    }
-}
-
-/// Expands a leading `~` or `~/` to the user's home directory.
-pub fn expand_tilde(path: &Path) -> PathBuf {
-    let Some(text) = path.to_str() else {
-        return path.to_path_buf();
-    };
-    let rest = if text == "~" {
-        ""
-    } else if let Some(rest) = text.strip_prefix("~/") {
-        rest
-    } else {
-        return path.to_path_buf();
-    };
-    match std::env::home_dir() {
-        Some(home) => home.join(rest),
-        None => path.to_path_buf(),
     }
 }
 
@@ -153,7 +136,7 @@ struct Parsed {
 }
 
 fn read_limited(path: &Path) -> Result<Vec<u8>, PkiError> {
-    let read_error = |source| PkiError::Read { path: path.to_path_buf(), source };
+    let read_error = |error| PkiError::Read { path: path.to_path_buf(), error };
     // Opening a FIFO for reading waits for a writer: look before opening.
     if !std::fs::metadata(path).map_err(read_error)?.is_file() {
         return Err(read_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file")));

@@ -180,7 +180,7 @@ impl DevCa {
     ) -> Result<Self, PkiError> {
         let cert_pem = crate::files::read_regular_file(cert_path, 1 << 20)
             .and_then(|bytes| String::from_utf8(bytes).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text")))
-            .map_err(|source| PkiError::Read { path: cert_path.to_path_buf(), source })?;
+            .map_err(|error| PkiError::Read { path: cert_path.to_path_buf(), error })?;
         let (key, _) = crate::pkcs11::TokenCaKey::open_or_generate(uri, settings, None).map_err(token_error)?;
         Issuer::from_ca_cert_pem(&cert_pem, &key)
             .map_err(|e| PkiError::Unparseable { path: cert_path.to_path_buf(), reason: e.to_string() })?;
@@ -230,7 +230,7 @@ impl DevCa {
                 .and_then(|bytes| {
                     String::from_utf8(bytes).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
                 })
-                .map_err(|source| PkiError::Read { path: path.to_path_buf(), source })
+                .map_err(|error| PkiError::Read { path: path.to_path_buf(), error })
         };
         let cert_pem = read(cert_path)?;
         let key_pem = read(key_path)?;
@@ -289,9 +289,9 @@ impl DevCa {
             (CaKey::File(key), None) => key.serialize_pem(),
             (CaKey::Token(key), _) => key.uri().to_string() + "\n",
         };
-        std::fs::create_dir_all(dir).map_err(|source| PkiError::Write { path: dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(dir).map_err(|error| PkiError::Write { path: dir.to_path_buf(), error })?;
         let cert = dir.join("ca.pem");
-        std::fs::write(&cert, &self.cert_pem).map_err(|source| PkiError::Write { path: cert.clone(), source })?;
+        std::fs::write(&cert, &self.cert_pem).map_err(|error| PkiError::Write { path: cert.clone(), error })?;
         let key = match &self.key {
             CaKey::File(_) => {
                 let key = dir.join("ca.key");
@@ -300,7 +300,7 @@ impl DevCa {
             }
             CaKey::Token(_) => {
                 let key = dir.join(CA_KEY_URI_FILE);
-                std::fs::write(&key, key_pem).map_err(|source| PkiError::Write { path: key.clone(), source })?;
+                std::fs::write(&key, key_pem).map_err(|error| PkiError::Write { path: key.clone(), error })?;
                 key
             }
         };
@@ -397,11 +397,11 @@ impl DevCa {
     /// is the common name with anything but letters, digits, `-`, `_` and `.` replaced by `-`.
     pub fn issue_to(&self, options: &IssueOptions, dir: &Path) -> Result<IssuedFiles, PkiError> {
         let (cert_pem, key_pem) = self.issue(options)?;
-        std::fs::create_dir_all(dir).map_err(|source| PkiError::Write { path: dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(dir).map_err(|error| PkiError::Write { path: dir.to_path_buf(), error })?;
         let stem = file_stem(&options.common_name);
         let cert = dir.join(format!("{stem}.pem"));
         let key = dir.join(format!("{stem}.key"));
-        std::fs::write(&cert, cert_pem).map_err(|source| PkiError::Write { path: cert.clone(), source })?;
+        std::fs::write(&cert, cert_pem).map_err(|error| PkiError::Write { path: cert.clone(), error })?;
         write_private_file(&key, key_pem.as_bytes())?;
         Ok(IssuedFiles { cert, key })
     }
@@ -446,7 +446,7 @@ pub fn file_stem(common_name: &str) -> String {
 
 /// Writes a secret to `path` with mode 0600 (created that way, and tightened if it existed).
 pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), PkiError> {
-    let write_error = |source| PkiError::Write { path: path.to_path_buf(), source };
+    let write_error = |error| PkiError::Write { path: path.to_path_buf(), error };
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]

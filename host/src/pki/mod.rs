@@ -7,6 +7,7 @@
 
 mod chain;
 mod error;
+mod fault;
 mod import;
 mod inspect;
 mod issue;
@@ -19,7 +20,10 @@ pub mod version1;
 pub use crate::key_types::{KeyType, NewKeyType};
 pub use chain::{ChainProblem, MAX_CHAIN_BYTES, MAX_CHAIN_LENGTH, chain_problem};
 pub use error::PkiError;
-pub use import::{Identity, ImportRequest, MAX_FILE_SIZE, expand_tilde, load_certificates, load_identity};
+pub use fault::{CertificateFault, ChainFault};
+// Where a user names a file, `~` is their home; config and the store read paths that way too.
+pub use crate::files::expand_tilde;
+pub use import::{Identity, ImportRequest, MAX_FILE_SIZE, load_certificates, load_identity};
 pub use inspect::{
     CertificateMetadata, ExpiryStatus, inspect_leaf, rfc3339, rfc3339_unix, subject_alt_names, validate_client_chain,
     validate_client_identity,

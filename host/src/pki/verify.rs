@@ -185,40 +185,33 @@ pub fn verify(
 }
 
 fn problem(error: webpki::Error, leaf: &CertificateDer<'_>, trust: &VerifyTrust, purpose: Purpose) -> VerifyProblem {
-    use webpki::Error as E;
+    use crate::pki::{CertificateFault as F, ChainFault};
     let time = |t: UnixTime| crate::pki::rfc3339_unix(t.as_secs());
-    match error {
-        E::UnknownIssuer => VerifyProblem::UnknownIssuer,
-        E::CertExpired { not_after, .. } => VerifyProblem::Expired(time(not_after)),
-        E::CertNotValidYet { not_before, .. } => VerifyProblem::NotYetValid(time(not_before)),
-        E::RequiredEkuNotFoundContext(_) => VerifyProblem::WrongPurpose(match purpose {
+    match F::of_webpki(&error) {
+        F::UnknownIssuer => VerifyProblem::UnknownIssuer,
+        F::Expired(Some(not_after)) => VerifyProblem::Expired(time(not_after)),
+        F::NotYetValid(Some(not_before)) => VerifyProblem::NotYetValid(time(not_before)),
+        F::WrongPurpose => VerifyProblem::WrongPurpose(match purpose {
             Purpose::Client => "TLS client authentication",
             Purpose::Server => "TLS server authentication",
             Purpose::Any => "TLS client or server authentication",
         }),
-        E::CertRevoked => revoked(leaf, trust),
-        E::UnknownRevocationStatus => VerifyProblem::RevocationUnknown,
-        E::CrlExpired { .. } => VerifyProblem::CrlExpired,
-        E::InvalidSignatureForPublicKey | E::InvalidCrlSignatureForPublicKey => {
-            VerifyProblem::Invalid("a signature in its chain does not verify against the issuer's key")
-        }
-        E::UnsupportedSignatureAlgorithmContext(_)
-        | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_)
-        | E::UnsupportedCrlSignatureAlgorithmContext(_) => {
-            VerifyProblem::Invalid("its chain uses a signature algorithm that TLS here does not support")
-        }
-        E::UnsupportedCertVersion => VerifyProblem::Version1(purpose.role()),
-        E::CaUsedAsEndEntity => VerifyProblem::Invalid("it is a CA certificate, not one for a client or server"),
-        E::EndEntityUsedAsCa => VerifyProblem::Invalid("its chain uses a certificate that is not a CA as an issuer"),
-        E::PathLenConstraintViolated => VerifyProblem::Invalid("its chain is longer than an issuer's path length allows"),
-        E::NameConstraintViolation => VerifyProblem::Invalid("it violates an issuer's name constraints"),
-        E::UnsupportedCriticalExtension => VerifyProblem::Invalid("it has a critical extension that is not supported"),
-        E::IssuerNotCrlSigner => VerifyProblem::Invalid("a CRL's issuer may not sign CRLs (no cRLSign key usage)"),
-        E::CertDistrusted => VerifyProblem::Invalid("its chain leads to a distrusted CA"),
-        E::BadDer | E::BadDerTime | E::TrailingData(_) | E::MalformedExtensions | E::ExtensionValueInvalid => {
-            VerifyProblem::Invalid("a certificate in its chain is malformed")
-        }
-        _ => VerifyProblem::Invalid("its chain cannot be verified"),
+        F::Revoked => revoked(leaf, trust),
+        F::RevocationUnknown => VerifyProblem::RevocationUnknown,
+        F::CrlExpired => VerifyProblem::CrlExpired,
+        F::BadSignature => VerifyProblem::Invalid("a signature in its chain does not verify against the issuer's key"),
+        F::UnsupportedAlgorithm => VerifyProblem::Invalid("its chain uses a signature algorithm that TLS here does not support"),
+        F::Version1 => VerifyProblem::Version1(purpose.role()),
+        F::Chain(ChainFault::CaAsEndEntity) => VerifyProblem::Invalid("it is a CA certificate, not one for a client or server"),
+        F::Chain(ChainFault::EndEntityAsCa) => VerifyProblem::Invalid("its chain uses a certificate that is not a CA as an issuer"),
+        F::Chain(ChainFault::PathTooLong) => VerifyProblem::Invalid("its chain is longer than an issuer's path length allows"),
+        F::Chain(ChainFault::NameConstraints) => VerifyProblem::Invalid("it violates an issuer's name constraints"),
+        F::CriticalExtension => VerifyProblem::Invalid("it has a critical extension that is not supported"),
+        F::Chain(ChainFault::CrlIssuerCannotSign) => VerifyProblem::Invalid("a CRL's issuer may not sign CRLs (no cRLSign key usage)"),
+        F::Chain(ChainFault::Distrusted) => VerifyProblem::Invalid("its chain leads to a distrusted CA"),
+        F::Malformed => VerifyProblem::Invalid("a certificate in its chain is malformed"),
+        // webpki gives dates with these, and checks no names here.
+        F::Expired(None) | F::NotYetValid(None) | F::WrongName | F::Other => VerifyProblem::Invalid("its chain cannot be verified"),
     }
 }
 

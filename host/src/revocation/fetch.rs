@@ -72,7 +72,7 @@ fn http_url(url: &str) -> Result<http::Uri, FetchError> {
 async fn exchange(request: http::Request<Full<Bytes>>, timeout: Duration, max_bytes: usize) -> Result<Bytes, FetchError> {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     tokio::time::timeout(timeout, async {
-        let response = client.request(request).await.map_err(|e| FetchError::Transport(crate::upstream::plain_cause(&e)))?;
+        let response = client.request(request).await.map_err(|e| FetchError::Transport(crate::error_chain::plain_cause(&e)))?;
         if response.status() != http::StatusCode::OK {
             return Err(FetchError::Status(response.status().as_u16()));
         }

@@ -19,6 +19,7 @@ use serde::Serialize;
 use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtension};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use crate::config::{RevocationMode, RevocationPolicy};
 pub use fetch::FetchError;
 pub(crate) use server::{CALLER_CHECKS, CHECKS};
 pub use server::{RevocationRefusal, UpstreamRevocation};
@@ -27,47 +28,6 @@ pub use server::{RevocationRefusal, UpstreamRevocation};
 /// check that follows it (the response is verified when it is read).
 pub(crate) fn remember_staple(certificate: &CertificateDer<'_>, response: &[u8]) {
     cache::CACHE.store_staple(certificate, response);
-}
-
-/// Which sources an upstream's server certificate (or a caller's) is checked against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RevocationMode {
-    /// No check beyond the entry's `crl` files (the default).
-    #[default]
-    Off,
-    /// The CRLs the certificate's distribution points name.
-    Crl,
-    /// OCSP: a stapled response, else the responder the certificate names.
-    Ocsp,
-    /// OCSP first; the CRLs when OCSP gives no answer.
-    Both,
-}
-
-/// An `[[upstreams]]` entry's or `[tls]`'s revocation settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RevocationPolicy {
-    /// Which sources are asked.
-    pub mode: RevocationMode,
-    /// Let a connection through when no source answers (logged and counted). Default false.
-    pub soft_fail: bool,
-    /// How long one source gets to answer. Default 3 s.
-    pub timeout: Duration,
-    /// How long a fetched CRL is used before it is fetched again (sooner at its nextUpdate).
-    /// Default one hour.
-    pub crl_cache_ttl: Duration,
-}
-
-impl Default for RevocationPolicy {
-    fn default() -> Self {
-        Self { mode: RevocationMode::Off, soft_fail: false, timeout: Duration::from_secs(3), crl_cache_ttl: Duration::from_secs(3600) }
-    }
-}
-
-impl RevocationPolicy {
-    /// Whether connections are checked at all.
-    pub fn checks(&self) -> bool {
-        self.mode != RevocationMode::Off
-    }
 }
 
 /// What the issuer says about a certificate.

@@ -15,7 +15,8 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::cache::{CACHE, CachedCrl};
 use super::ocsp::{self, OcspAnswer};
-use super::{RevocationMode, RevocationPolicy, RevocationStatus, fetch};
+use super::{RevocationStatus, fetch};
+use crate::config::{RevocationMode, RevocationPolicy};
 use crate::pki::{ParsedCrl, Purpose, VerifyProblem, VerifyTrust};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

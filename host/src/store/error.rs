@@ -9,20 +9,21 @@ use super::{DATABASE_FILE, KEY_FILE, KeySource, MASTER_KEY_ENV, StoreLocation};
 #[non_exhaustive]
 pub enum StoreError {
     /// A file or directory could not be read or written.
-    #[error("{path}: {}", crate::plain::io_error(source), path = path.display())]
+    #[error("{path}: {}", crate::plain::io_error(error), path = path.display())]
     Io {
         /// The path.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error. Its words are in the message, so it is not also the error's
+        /// `source()` (a reader would see them twice).
+        error: std::io::Error,
     },
     /// The database could not be opened or queried.
-    #[error("store database {store}: {source}")]
+    #[error("store database {store}: {error}")]
     Database {
         /// The store, as shown to people ('dir/store.db', or a URL without its password).
         store: String,
-        /// What the database said.
-        source: DatabaseError,
+        /// What the database said (in the message, so not also its `source()`).
+        error: DatabaseError,
     },
     /// The database server did not answer (down, unreachable, or too slow).
     #[error("cannot reach the store at {store}: {reason} (nothing was changed)")]
@@ -226,15 +227,17 @@ pub enum StoreError {
     },
 }
 
-/// An error from the database engine behind a store.
+/// An error from the database engine behind a store, in the words it is shown with. The
+/// engine's error is kept for matching on, not chained as a `source()`: its words are already
+/// in the message (tokio-postgres' own display repeats its cause, too).
 #[derive(Debug, thiserror::Error)]
 pub enum DatabaseError {
     /// From the SQLite file.
     #[error("{0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     /// From PostgreSQL.
     #[error("{}", postgres_reason(.0))]
-    Postgres(#[from] tokio_postgres::Error),
+    Postgres(tokio_postgres::Error),
 }
 
 /// What PostgreSQL said, without the client library's "db error" framing.
@@ -243,10 +246,8 @@ pub(super) fn postgres_reason(error: &tokio_postgres::Error) -> String {
         Some(db) => db.message().to_string(),
         None => {
             let mut reason = error.to_string();
-            let mut source = std::error::Error::source(error);
-            while let Some(cause) = source {
+            for cause in crate::error_chain::causes(error).skip(1).filter(|cause| !crate::error_chain::wraps_another(*cause)) {
                 reason = format!("{reason}: {cause}");
-                source = cause.source();
             }
             reason
         }

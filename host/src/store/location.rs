@@ -61,7 +61,7 @@ impl StoreLocation {
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
                 StoreLocation::Postgres(PostgresUrl { url: url.to_string() })
             }
-            _ => StoreLocation::Directory(crate::pki::expand_tilde(Path::new(text))),
+            _ => StoreLocation::Directory(crate::files::expand_tilde(Path::new(text))),
         }
     }
 

@@ -8,6 +8,7 @@
 
 mod backend;
 mod error;
+mod key_source;
 mod location;
 mod model;
 mod names;
@@ -21,12 +22,13 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer, Privat
 use time::OffsetDateTime;
 
 pub use error::{DatabaseError, StoreError};
+pub use key_source::{KeySource, MASTER_KEY_ENV};
 pub use location::{DEFAULT_STORE_DIR, PostgresUrl, STORE_ENV, StoreLocation};
 pub use model::{CertificateRecord, CertificateSummary, Deployment, KeyLocation, StoredKey};
 pub use names::{MAX_NAME_LEN, validate_name};
 pub use postgres::ChangeFeed;
+pub use seal::MasterKey;
 pub(crate) use seal::random_hex;
-pub use seal::{KeySource, MASTER_KEY_ENV, MasterKey};
 
 use crate::Environment;
 use crate::pki::{CertificateMetadata, Identity};
@@ -380,14 +382,6 @@ impl Store {
             !force && deployment.certificates.iter().any(|c| c == name) && !environments.contains(&deployment.environment)
         };
         self.update_guarded(reference, Change::Environments(environments_to_text(environments)), ("scoping", &detail), &guard)
-    }
-
-    /// Replaces the environments of a certificate, whoever uses it.
-    pub fn set_environments(&mut self, reference: &str, environments: &[Environment]) -> Result<CertificateRecord, StoreError> {
-        if environments.is_empty() {
-            return Err(StoreError::NoEnvironments);
-        }
-        self.update_guarded(reference, Change::Environments(environments_to_text(environments)), ("", ""), &|_, _| false)
     }
 
     /// Enables or disables a certificate.

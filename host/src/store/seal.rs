@@ -1,16 +1,13 @@
 //! Sealing private keys at rest with AES-256-GCM under a master key.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 
-use super::StoreError;
-
-/// The environment variable that carries the master key (base64 of 32 bytes).
-pub const MASTER_KEY_ENV: &str = "EDGEMTLS_MASTER_KEY";
+use super::{KeySource, MASTER_KEY_ENV, StoreError};
 
 /// The 32-byte key that seals every private key in a store. Clones share the key.
 #[derive(Clone)]
@@ -21,27 +18,6 @@ pub struct MasterKey {
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("MasterKey(..)")
-    }
-}
-
-/// Where a master key came from, for error messages.
-#[derive(Debug, Clone)]
-pub enum KeySource {
-    /// The `EDGEMTLS_MASTER_KEY` variable.
-    Environment,
-    /// A key file.
-    File(PathBuf),
-    /// Another variable, named on the command line (`store copy --from-key-env`).
-    Variable(String),
-}
-
-impl std::fmt::Display for KeySource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            KeySource::Environment => write!(f, "{MASTER_KEY_ENV}"),
-            KeySource::File(path) => write!(f, "key file '{}'", path.display()),
-            KeySource::Variable(name) => write!(f, "{name}"),
-        }
     }
 }
 
@@ -79,7 +55,7 @@ impl MasterKey {
             std::process::id(),
             random_hex::<8>()?
         ));
-        let io = |source| StoreError::Io { path: key_file.to_path_buf(), source };
+        let io = |error| StoreError::Io { path: key_file.to_path_buf(), error };
         crate::pki::write_private_file(&temporary, format!("{text}\n").as_bytes())
             .map_err(|e| StoreError::MasterKey { reason: e.to_string() })?;
         let linked = std::fs::hard_link(&temporary, key_file);
@@ -128,7 +104,7 @@ impl MasterKey {
                 Ok(Some((Self::from_base64(&text, &source)?, source)))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(StoreError::Io { path: key_file.to_path_buf(), source }),
+            Err(error) => Err(StoreError::Io { path: key_file.to_path_buf(), error }),
         }
     }
 

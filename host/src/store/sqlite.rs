@@ -89,7 +89,7 @@ pub(super) fn exists(dir: &Path) -> Result<bool, StoreError> {
         Ok(metadata) => Some(metadata),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
         // Not "no store": a store this user cannot see into is an answer of its own.
-        Err(source) => return Err(StoreError::Io { path: database, source }),
+        Err(error) => return Err(StoreError::Io { path: database, error }),
     };
     match found {
         None if has_key => Err(StoreError::DatabaseLost { database, key_file, empty: false }),
@@ -126,7 +126,7 @@ fn sqlite_error(path: &Path, source: rusqlite::Error) -> StoreError {
             _ => {}
         }
     }
-    StoreError::Database { store: shown(path), source: DatabaseError::Sqlite(source) }
+    StoreError::Database { store: shown(path), error: DatabaseError::Sqlite(source) }
 }
 
 fn database_error(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
@@ -227,12 +227,12 @@ fn cannot_write(error: &StoreError) -> Option<ReadOnlyCause> {
     match error {
         StoreError::ReadOnly { .. } => Some(ReadOnlyCause::NotWritable),
         StoreError::DiskFull { .. } => Some(ReadOnlyCause::DiskFull),
-        StoreError::Database { source: DatabaseError::Sqlite(rusqlite::Error::SqliteFailure(error, _)), .. }
+        StoreError::Database { error: DatabaseError::Sqlite(rusqlite::Error::SqliteFailure(error, _)), .. }
             if error.code == rusqlite::ErrorCode::ReadOnly =>
         {
             Some(ReadOnlyCause::NotWritable)
         }
-        StoreError::Io { source, .. } => match source.kind() {
+        StoreError::Io { error, .. } => match error.kind() {
             std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => Some(ReadOnlyCause::NotWritable),
             std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => Some(ReadOnlyCause::DiskFull),
             _ => None,
@@ -562,14 +562,14 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
-    crate::files::create_private_dir(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })
+    crate::files::create_private_dir(dir).map_err(|error| StoreError::Io { path: dir.to_path_buf(), error })
 }
 
 fn restrict_mode(path: &Path) -> Result<(), StoreError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let io = |source| StoreError::Io { path: path.to_path_buf(), source };
+        let io = |error| StoreError::Io { path: path.to_path_buf(), error };
         if std::fs::metadata(path).map_err(io)?.permissions().mode() & 0o077 != 0 {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
         }

@@ -17,8 +17,7 @@ fn new_cert(dir: &Path, ca: &DevCa, name: &str) -> anyhow::Result<NewCertificate
     Ok(NewCertificate { name: name.into(), environments: vec![Environment::Development], identity, metadata })
 }
 
-#[path = "../../../test-support/postgres.rs"]
-mod postgres_server;
+use edgemtls_test_support::postgres as postgres_server;
 
 /// The store suite runs every case against both backends: `store_suite!` makes one test per
 /// case and backend; a backend that cannot run here (no PostgreSQL installed) skips, saying why.
@@ -190,7 +189,8 @@ fn create_find_update_delete_and_generation(fixture: &Fixture) -> anyhow::Result
     let err = store.create(new_cert(fixture.scratch(), &ca, "Billing_API")?).unwrap_err();
     assert!(err.to_string().contains("'billing_api' already exists"), "{err}");
 
-    let updated = store.set_environments("billing_api", &[Environment::Preview, Environment::Production])?;
+    // No deployment uses it yet, so the guard lets the change through.
+    let updated = store.rescope("billing_api", &[Environment::Preview, Environment::Production], false)?;
     assert_eq!(updated.environments, vec![Environment::Preview, Environment::Production]);
     assert!(updated.version > record.version);
     // Another connection (another node) sees the change and can use the key.

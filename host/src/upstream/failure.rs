@@ -8,6 +8,8 @@
 use std::time::Duration;
 
 use rustls::{AlertDescription, CertificateError};
+
+use crate::pki::CertificateFault;
 use rustls_pki_types::UnixTime;
 
 use super::Authority;
@@ -173,9 +175,8 @@ impl UpstreamFailure {
 
 /// Classifies `error` (a client, I/O or TLS error and its causes) for `attempt`.
 pub fn classify(error: &(dyn std::error::Error + 'static), attempt: &Attempt<'_>) -> UpstreamFailure {
-    let mut source = Some(error);
     let mut connecting = false;
-    while let Some(current) = source {
+    for current in crate::error_chain::causes(error) {
         if let Some(tls) = current.downcast_ref::<rustls::Error>() {
             return from_tls(tls, attempt);
         }
@@ -222,17 +223,9 @@ pub fn classify(error: &(dyn std::error::Error + 'static), attempt: &Attempt<'_>
                 }
                 _ => {}
             }
-            // `io::Error::source()` skips the error it wraps (it returns that error's own
-            // source), so descend through `get_ref()`: hyper-rustls wraps tokio-rustls'
-            // `io::Error`, which holds the `rustls::Error`, in a second `io::Error`.
-            if let Some(inner) = io.get_ref() {
-                source = Some(inner as &(dyn std::error::Error + 'static));
-                continue;
-            }
         }
-        source = current.source();
     }
-    let cause = plain_cause(error);
+    let cause = crate::error_chain::plain_cause(error);
     if connecting {
         return UpstreamFailure::new(FailureReason::ConnectFailed, format!("cannot connect to {}: {cause}", attempt.authority));
     }
@@ -272,92 +265,91 @@ fn no_shared_version(authority: &Authority, what: &str) -> UpstreamFailure {
 fn from_certificate_error(error: &CertificateError, attempt: &Attempt<'_>) -> UpstreamFailure {
     use FailureReason as R;
     let authority = attempt.authority;
-    let (reason, message) = match error {
-        CertificateError::UnknownIssuer => (
+    // Our own verifier's refusals (`upstream/trust.rs`) come back as `Other`.
+    if let CertificateError::Other(other) = error {
+        if let Some(mismatch) = other.0.downcast_ref::<HostnameMismatch>() {
+            return UpstreamFailure::new(
+                R::UpstreamHostnameMismatch,
+                format!(
+                    "{authority} presented a certificate for {}, not '{}'; call it by one of those names, \
+                     or have it present a certificate for '{}'",
+                    mismatch.names_text(),
+                    mismatch.expected,
+                    mismatch.expected
+                ),
+            );
+        }
+        if let Some(pin) = other.0.downcast_ref::<PinMismatch>() {
+            return UpstreamFailure::new(
+                R::UpstreamPinMismatch,
+                format!(
+                    "{authority}'s public key ({}) matches no pin_spki_sha256 entry of its [[upstreams]] entry; \
+                     if the upstream rotated its key on purpose, add the new pin",
+                    pin.actual
+                ),
+            );
+        }
+    }
+    let (reason, message) = match CertificateFault::of(error) {
+        CertificateFault::UnknownIssuer => (
             R::UpstreamUnknownIssuer,
             format!(
                 "{authority} presented a certificate signed by a CA this host does not trust; \
                  add that CA to ca_bundle in an [[upstreams]] entry for {authority}"
             ),
         ),
-        CertificateError::Expired => {
+        CertificateFault::Expired(None) => {
             (R::UpstreamCertificateExpired, format!("{authority} presented an expired certificate; it must renew it"))
         }
-        CertificateError::ExpiredContext { not_after, .. } => (
+        CertificateFault::Expired(Some(not_after)) => (
             R::UpstreamCertificateExpired,
-            format!("{authority} presented a certificate that expired at {}; it must renew it", rfc3339(*not_after)),
+            format!("{authority} presented a certificate that expired at {}; it must renew it", rfc3339(not_after)),
         ),
-        CertificateError::NotValidYet => (
+        CertificateFault::NotYetValid(None) => (
             R::UpstreamCertificateNotYetValid,
             format!("{authority} presented a certificate that is not valid yet; check both machines' clocks"),
         ),
-        CertificateError::NotValidYetContext { not_before, .. } => (
+        CertificateFault::NotYetValid(Some(not_before)) => (
             R::UpstreamCertificateNotYetValid,
-            format!("{authority} presented a certificate that is not valid before {}; check both machines' clocks", rfc3339(*not_before)),
+            format!("{authority} presented a certificate that is not valid before {}; check both machines' clocks", rfc3339(not_before)),
         ),
-        CertificateError::Revoked => (
+        CertificateFault::Revoked => (
             R::UpstreamCertificateRevoked,
             format!("{authority} presented a revoked certificate: a crl in its [[upstreams]] entry lists it"),
         ),
-        CertificateError::UnknownRevocationStatus => (
+        CertificateFault::RevocationUnknown => (
             R::UpstreamRevocationUnknown,
             format!(
                 "cannot tell whether {authority}'s certificate is revoked: no configured crl was issued by its CA; \
                  add that CA's CRL to the [[upstreams]] entry"
             ),
         ),
-        CertificateError::ExpiredRevocationList | CertificateError::ExpiredRevocationListContext { .. } => {
+        CertificateFault::CrlExpired => {
             (R::UpstreamRevocationUnknown, format!("the CRL configured for {authority} is past its next update; fetch a current one"))
         }
-        CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
-            (R::UpstreamHostnameMismatch, format!("{authority} presented a certificate for other names"))
-        }
-        CertificateError::BadSignature => {
+        CertificateFault::WrongName => (R::UpstreamHostnameMismatch, format!("{authority} presented a certificate for other names")),
+        CertificateFault::BadSignature => {
             (R::UpstreamCertificateInvalid, format!("{authority} presented a certificate whose signature does not verify"))
         }
-        CertificateError::BadEncoding => (R::UpstreamCertificateInvalid, format!("{authority} presented a malformed certificate")),
-        CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => (
+        CertificateFault::Malformed => (R::UpstreamCertificateInvalid, format!("{authority} presented a malformed certificate")),
+        CertificateFault::WrongPurpose => (
             R::UpstreamCertificateInvalid,
             format!("{authority} presented a certificate that is not for TLS servers (no serverAuth extended key usage)"),
         ),
-        CertificateError::UnhandledCriticalExtension => (
+        CertificateFault::CriticalExtension => (
             R::UpstreamCertificateInvalid,
             format!("{authority} presented a certificate with a critical extension this host does not understand"),
         ),
-        CertificateError::Other(other) => {
-            if let Some(mismatch) = other.0.downcast_ref::<HostnameMismatch>() {
-                (
-                    R::UpstreamHostnameMismatch,
-                    format!(
-                        "{authority} presented a certificate for {}, not '{}'; call it by one of those names, \
-                         or have it present a certificate for '{}'",
-                        mismatch.names_text(),
-                        mismatch.expected,
-                        mismatch.expected
-                    ),
-                )
-            } else if let Some(pin) = other.0.downcast_ref::<PinMismatch>() {
-                (
-                    R::UpstreamPinMismatch,
-                    format!(
-                        "{authority}'s public key ({}) matches no pin_spki_sha256 entry of its [[upstreams]] entry; \
-                         if the upstream rotated its key on purpose, add the new pin",
-                        pin.actual
-                    ),
-                )
-            } else if crate::pki::version1::is_version_1_error(error) {
-                (
-                    R::UpstreamCertificateInvalid,
-                    format!(
-                        "{authority} presented a certificate that cannot be used: {}",
-                        crate::pki::version1::explanation(crate::pki::version1::Role::Server)
-                    ),
-                )
-            } else {
-                (R::UpstreamCertificateInvalid, format!("{authority} presented a certificate that cannot be used: {other}"))
-            }
+        CertificateFault::Version1 => (
+            R::UpstreamCertificateInvalid,
+            format!(
+                "{authority} presented a certificate that cannot be used: {}",
+                crate::pki::version1::explanation(crate::pki::version1::Role::Server)
+            ),
+        ),
+        CertificateFault::UnsupportedAlgorithm | CertificateFault::Chain(_) | CertificateFault::Other => {
+            (R::UpstreamCertificateInvalid, format!("{authority} presented a certificate that cannot be used: {error}"))
         }
-        other => (R::UpstreamCertificateInvalid, format!("{authority} presented a certificate that cannot be used: {other}")),
     };
     UpstreamFailure::new(reason, message)
 }
@@ -455,22 +447,6 @@ fn alert_name(alert: AlertDescription) -> String {
 
 fn rfc3339(time: UnixTime) -> String {
     crate::pki::rfc3339_unix(time.as_secs())
-}
-
-/// What went wrong, in words: the first I/O error in `error`'s chain (worded by its kind),
-/// else its innermost cause. The layers above are a library's framing ("client error
-/// (Connect)", "tcp connect error") that a reader can do nothing with.
-pub(crate) fn plain_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut current = error;
-    loop {
-        if let Some(io) = current.downcast_ref::<std::io::Error>() {
-            return crate::plain::io_error(io).into_owned();
-        }
-        match current.source() {
-            Some(next) => current = next,
-            None => return current.to_string(),
-        }
-    }
 }
 
 #[cfg(test)]

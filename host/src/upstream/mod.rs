@@ -5,7 +5,6 @@
 //! one certificate is never reused for a request that named another one, or none: the bug
 //! class of proxies that pool by `host:port` alone.
 
-mod authority;
 mod connector;
 mod dns;
 mod failure;
@@ -25,9 +24,8 @@ use hyper_util::rt::TokioExecutor;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use wasmtime_wasi_http::{RequestOptions, WasiBody};
 
-pub use authority::{Authority, default_port};
+pub use crate::authority::{Authority, default_port};
 pub use connector::{Forbidden, ForbiddenPeer, ListeningGuard, OwnListener, forbid_own_listener};
-pub(crate) use failure::plain_cause;
 pub use failure::{Attempt, FailureReason, UpstreamFailure, classify};
 pub use probe::{ProbeReport, probe};
 pub use trust::{HostnameMismatch, PinMismatch, TrustError, TrustProfiles};
@@ -276,14 +274,9 @@ fn replayable(request: &http::Request<WasiBody>) -> Option<http::request::Parts>
 /// ("channel closed": an upstream that refused an earlier request's certificate after the
 /// handshake closes the connection that request shared).
 fn closed_before_answering(error: &hyper_util::client::legacy::Error) -> bool {
-    let mut source = std::error::Error::source(error);
-    while let Some(current) = source {
-        if let Some(hyper_error) = current.downcast_ref::<hyper::Error>() {
-            return hyper_error.is_incomplete_message() || hyper_error.is_closed();
-        }
-        source = current.source();
-    }
-    false
+    crate::error_chain::causes(error)
+        .find_map(|cause| cause.downcast_ref::<hyper::Error>())
+        .is_some_and(|hyper_error| hyper_error.is_incomplete_message() || hyper_error.is_closed())
 }
 
 fn request_authority(request: &http::Request<WasiBody>) -> Result<Authority, UpstreamFailure> {

@@ -23,7 +23,7 @@ use super::HostState;
 use super::dispatch::{Via, dispatch};
 use super::websocket::{self, WebSocketUpgrade};
 use crate::Problem;
-use crate::inbound::headers as identity;
+use crate::identity_headers as identity;
 use crate::runtime::bindings::forward;
 
 /// How much of a request body one read takes from the caller's connection.
