@@ -6,7 +6,10 @@
 //! sealing, record MACs, delete protection) live here, once; the backends only run the
 //! statements ([`backend::Queries`]).
 
+mod authenticity;
 mod backend;
+mod columns;
+mod deployments;
 mod error;
 mod key_source;
 mod location;
@@ -18,9 +21,10 @@ mod sqlite;
 
 use std::sync::{Mutex, MutexGuard};
 
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
+use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 
+pub use deployments::DEPLOYMENT_TTL;
 pub use error::{DatabaseError, StoreError};
 pub use key_source::{KeySource, MASTER_KEY_ENV};
 pub use location::{DEFAULT_STORE_DIR, PostgresUrl, STORE_ENV, StoreLocation};
@@ -32,7 +36,10 @@ pub(crate) use seal::random_hex;
 
 use crate::Environment;
 use crate::pki::{CertificateMetadata, Identity};
-use backend::{Authenticated, Backend, KEY_CHECK, NewRow, Queries, RawRecord, ReadOnlyCause};
+use authenticity::{record_context, verified};
+use backend::{Authenticated, Backend, NewRow, Queries, RawRecord, ReadOnlyCause};
+use columns::{KeyToStore, chain_to_pem, decode_key, encode_key, environments_to_text};
+use deployments::deployment_cutoff;
 
 /// The database file inside a store directory.
 pub const DATABASE_FILE: &str = "store.db";
@@ -66,51 +73,6 @@ pub struct NewTokenCertificate {
     pub metadata: CertificateMetadata,
     /// The key's PKCS#11 URI, without a PIN (checked against the leaf by the caller).
     pub key_uri: String,
-}
-
-/// A key to write with a record.
-#[derive(Clone, Copy)]
-enum KeyToStore<'a> {
-    Sealed(&'a PrivateKeyDer<'static>),
-    Token(&'a str),
-}
-
-/// The associated data that binds the key-check value to its purpose.
-const KEY_CHECK_CONTEXT: &str = "edgemtls master key check";
-
-/// The key-check plaintext of a store whose records all carry a MAC; `b"ok"` marks a store
-/// from before record MACs, whose records get theirs at the next open. The marker is sealed,
-/// so it cannot be forged without the master key; what the seal cannot stop is a replay of
-/// an earlier valid state (an old marker, or a record rolled back to a version it once had):
-/// it detects changes, not rollbacks. Keep the store's directory writable by its owner only.
-const RECORDS_AUTHENTICATED: &[u8] = b"records-authenticated";
-
-/// What decides where a key may be used, bound under the master key: without the key,
-/// nobody can rename, re-scope, enable or re-chain a record unnoticed.
-fn record_context(id: &str, name: &str, environments: &str, enabled: bool, chain_pem: &str) -> String {
-    let chain = ring::digest::digest(&ring::digest::SHA256, chain_pem.as_bytes());
-    let chain: String = chain.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("edgemtls record v1\n{id}\n{name}\n{environments}\n{enabled}\n{chain}")
-}
-
-impl Authenticated {
-    fn context(&self) -> String {
-        record_context(&self.id, &self.name, &self.environments, self.enabled, &self.chain_pem)
-    }
-
-    fn verify(&self, key: &MasterKey) -> Result<(), StoreError> {
-        match &self.mac {
-            Some(mac) if key.open(&self.context(), mac).is_some() => Ok(()),
-            _ => Err(StoreError::Tampered { name: self.name.clone() }),
-        }
-    }
-}
-
-/// Reads one record's authenticated columns and checks its MAC.
-fn verified(queries: &mut dyn Queries, key: &MasterKey, id: &str, reference: &str) -> Result<Authenticated, StoreError> {
-    let row = queries.authenticated(Some(id))?.pop().ok_or_else(|| StoreError::NotFound(reference.to_string()))?;
-    row.verify(key)?;
-    Ok(row)
 }
 
 /// An open certificate store.
@@ -155,35 +117,6 @@ impl Store {
             StoreLocation::Directory(_) => Err(StoreError::NoStore { location: location.clone() }),
             StoreLocation::Postgres(url) => postgres::open(url, false, key),
         }
-    }
-
-    /// Checks `key` against the store's sealed key check (recording it for a new store),
-    /// and gives records from before record MACs theirs.
-    fn unlock(mut backend: Box<dyn Backend>, location: StoreLocation, key: MasterKey, source: KeySource) -> Result<Self, StoreError> {
-        let read_only = backend.read_only().is_some();
-        let key_check = {
-            let mut queries = backend.queries()?;
-            match queries.meta(KEY_CHECK)? {
-                Some(sealed) => sealed,
-                None if read_only => return Err(upgrade_needed(&location)),
-                None => {
-                    let sealed = key.seal(KEY_CHECK_CONTEXT, RECORDS_AUTHENTICATED)?;
-                    queries.insert_meta_if_absent(KEY_CHECK, &sealed)?;
-                    // Another process may have recorded its key first: check against what is there.
-                    queries.meta(KEY_CHECK)?.ok_or_else(|| StoreError::Corrupt { id: KEY_CHECK.into(), reason: "missing".into() })?
-                }
-            }
-        };
-        let Some(marker) = key.open(KEY_CHECK_CONTEXT, &key_check) else {
-            return Err(StoreError::WrongMasterKey { store: shown(&location), key_source: source });
-        };
-        if marker != RECORDS_AUTHENTICATED {
-            if read_only {
-                return Err(upgrade_needed(&location));
-            }
-            authenticate_existing_records(backend.as_mut(), &key)?;
-        }
-        Ok(Self { backend: Mutex::new(backend), location, key })
     }
 
     /// Whether this store was opened read-only.
@@ -478,62 +411,6 @@ enum Change {
     Environments(String),
 }
 
-/// A deployment whose heartbeat is older than this is considered gone.
-pub const DEPLOYMENT_TTL: time::Duration = time::Duration::seconds(15);
-
-fn deployment_cutoff() -> i64 {
-    (OffsetDateTime::now_utc() - DEPLOYMENT_TTL).unix_timestamp()
-}
-
-impl Store {
-    /// Records (or replaces) a serving host.
-    pub fn register_deployment(&mut self, deployment: &Deployment) -> Result<(), StoreError> {
-        self.write("register a deployment", |q| q.put_deployment(deployment, OffsetDateTime::now_utc().unix_timestamp()))
-    }
-
-    /// Refreshes a deployment's heartbeat and the certificate names it uses.
-    pub fn heartbeat(&mut self, id: &str, certificates: &[String]) -> Result<(), StoreError> {
-        let names = backend::names_json(certificates);
-        self.write("record a heartbeat", |q| q.heartbeat(id, OffsetDateTime::now_utc().unix_timestamp(), &names))
-    }
-
-    /// Removes a deployment (its host stopped).
-    pub fn remove_deployment(&mut self, id: &str) -> Result<(), StoreError> {
-        self.write("remove a deployment", |q| q.remove_deployment(id))
-    }
-
-    /// Deployments whose heartbeat is recent.
-    pub fn live_deployments(&self) -> Result<Vec<Deployment>, StoreError> {
-        self.read(|q| q.live_deployments(deployment_cutoff()))
-    }
-}
-
-impl RawRecord {
-    fn decode(self) -> Result<CertificateRecord, StoreError> {
-        let corrupt = |reason: String| StoreError::Corrupt { id: self.id.clone(), reason };
-        let environments = crate::environment::parse_environments(self.environments.split(',').filter(|s| !s.is_empty()))
-            .map_err(|e| corrupt(e.to_string()))?;
-        let chain = crate::pki::pem::certificates(self.chain_pem.as_bytes()).map_err(|e| corrupt(format!("chain: {e}")))?;
-        let metadata = serde_json::from_str(&self.metadata).map_err(|e| corrupt(format!("metadata: {e}")))?;
-        let time = |t: i64| OffsetDateTime::from_unix_timestamp(t).map_err(|e| corrupt(e.to_string()));
-        Ok(CertificateRecord {
-            created_at: time(self.created_at)?,
-            updated_at: time(self.updated_at)?,
-            id: self.id,
-            name: self.name,
-            environments,
-            enabled: self.enabled,
-            chain,
-            metadata,
-            version: self.version,
-            key_location: match self.key_uri {
-                Some(uri) => KeyLocation::Token(uri),
-                None => KeyLocation::Store,
-            },
-        })
-    }
-}
-
 /// How a store is named in messages: a directory store by its database file.
 fn shown(location: &StoreLocation) -> String {
     match location {
@@ -549,61 +426,8 @@ fn upgrade_needed(location: &StoreLocation) -> StoreError {
     }
 }
 
-/// Gives every record of a store from before record MACs its MAC, then marks the store as
-/// authenticated. One transaction: concurrent opens do it once.
-fn authenticate_existing_records(backend: &mut dyn Backend, key: &MasterKey) -> Result<(), StoreError> {
-    let mut transaction = backend.transaction()?;
-    let q = transaction.as_mut();
-    let marker = q.meta(KEY_CHECK)?.unwrap_or_default();
-    if key.open(KEY_CHECK_CONTEXT, &marker).as_deref() == Some(RECORDS_AUTHENTICATED) {
-        return Ok(());
-    }
-    for row in q.authenticated(None)? {
-        q.set_mac(&row.id, &key.seal(&row.context(), b"")?)?;
-    }
-    q.set_meta(KEY_CHECK, &key.seal(KEY_CHECK_CONTEXT, RECORDS_AUTHENTICATED)?)?;
-    transaction.commit()
-}
-
 fn new_id() -> Result<String, StoreError> {
     Ok(format!("cert_{}", seal::random_hex::<12>()?))
-}
-
-fn environments_to_text(environments: &[Environment]) -> String {
-    environments.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(",")
-}
-
-fn chain_to_pem(chain: &[CertificateDer<'_>]) -> String {
-    let pems: Vec<pem::Pem> = chain.iter().map(|c| pem::Pem::new("CERTIFICATE", c.to_vec())).collect();
-    pem::encode_many(&pems)
-}
-
-// The sealed plaintext is one tag byte for the key encoding followed by the DER, or (tag 4)
-// by the URI of a key in a PKCS#11 token: sealed like a key, so it is bound to its record.
-fn encode_key(key: KeyToStore<'_>) -> Vec<u8> {
-    let (tag, der) = match key {
-        KeyToStore::Sealed(PrivateKeyDer::Pkcs8(k)) => (1u8, k.secret_pkcs8_der()),
-        KeyToStore::Sealed(PrivateKeyDer::Pkcs1(k)) => (2u8, k.secret_pkcs1_der()),
-        KeyToStore::Sealed(PrivateKeyDer::Sec1(k)) => (3u8, k.secret_sec1_der()),
-        KeyToStore::Sealed(_) => (0u8, &[][..]),
-        KeyToStore::Token(uri) => (4u8, uri.as_bytes()),
-    };
-    let mut out = Vec::with_capacity(der.len() + 1);
-    out.push(tag);
-    out.extend_from_slice(der);
-    out
-}
-
-fn decode_key(plain: &[u8]) -> Option<StoredKey> {
-    let (tag, der) = plain.split_first()?;
-    let der = der.to_vec();
-    match tag {
-        1 => Some(StoredKey::Sealed(PrivatePkcs8KeyDer::from(der).into())),
-        2 => Some(StoredKey::Sealed(PrivatePkcs1KeyDer::from(der).into())),
-        3 => Some(StoredKey::Sealed(PrivateSec1KeyDer::from(der).into())),
-        4 => String::from_utf8(der).ok().map(StoredKey::Token),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use super::authenticity::KEY_CHECK_CONTEXT;
 use super::*;
 use crate::pki::{DevCa, ImportRequest, IssueOptions, load_identity, validate_client_identity};
 
