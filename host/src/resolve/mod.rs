@@ -5,190 +5,22 @@
 //! generation counter and swaps in a new snapshot when anything changed; identities whose
 //! record did not change are carried over with their connection pools.
 
-use std::collections::HashMap;
+mod error;
+mod snapshot;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use time::OffsetDateTime;
 
+pub use error::ResolveError;
+pub use snapshot::Snapshot;
+use snapshot::load_snapshot;
+
 use crate::Environment;
-use crate::pki::{ChainProblem, rfc3339};
-use crate::store::{CertificateRecord, ChangeFeed, Store, StoreError, StoreLocation, StoredKey};
-use crate::upstream::{Certificate, CertificateKey, ClientIdentity, TrustProfiles};
-
-/// Why a certificate name cannot be used. These reach the guest as typed WIT errors.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ResolveError {
-    /// No certificate has this name.
-    #[error("certificate '{name}' not found")]
-    NotFound {
-        /// The name.
-        name: String,
-    },
-    /// The certificate is disabled.
-    #[error("certificate '{name}' is disabled")]
-    Disabled {
-        /// The name.
-        name: String,
-    },
-    /// The certificate is not scoped to the running environment.
-    #[error("certificate '{name}' is not available in environment {environment}")]
-    NotInEnvironment {
-        /// The name.
-        name: String,
-        /// The environment the host runs in.
-        environment: Environment,
-    },
-    /// The certificate has expired.
-    #[error("certificate '{name}' expired at {}; import a renewed one under a new name and switch to it", rfc3339(*not_after))]
-    Expired {
-        /// The name.
-        name: String,
-        /// When it expired.
-        not_after: OffsetDateTime,
-    },
-    /// The certificate is not valid yet.
-    #[error("certificate '{name}' is not valid before {}", rfc3339(*not_before))]
-    NotYetValid {
-        /// The name.
-        name: String,
-        /// When it becomes valid.
-        not_before: OffsetDateTime,
-    },
-    /// The stored key does not unseal.
-    #[error(
-        "certificate '{name}' cannot be used: its stored key does not unseal (another master key, or a damaged record); import it again under a new name"
-    )]
-    Damaged {
-        /// The name.
-        name: String,
-    },
-    /// The stored chain breaks a limit TLS peers impose (it was imported before the limit
-    /// existed): presenting it would fail every request.
-    #[error(
-        "certificate '{name}' cannot be used: its record holds {problem}; import it again under a new name with only the leaf and the intermediates up to the CA, each once"
-    )]
-    BadChain {
-        /// The name.
-        name: String,
-        /// The limit its chain breaks.
-        problem: ChainProblem,
-    },
-}
-
-impl ResolveError {
-    /// The stable, machine-readable reason: `certificate-not-found`, `certificate-disabled`,
-    /// `certificate-not-in-environment`, `certificate-expired`, `certificate-not-yet-valid`,
-    /// `certificate-damaged`, `certificate-bad-chain`.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Self::NotFound { .. } => "certificate-not-found",
-            Self::Disabled { .. } => "certificate-disabled",
-            Self::NotInEnvironment { .. } => "certificate-not-in-environment",
-            Self::Expired { .. } => "certificate-expired",
-            Self::NotYetValid { .. } => "certificate-not-yet-valid",
-            Self::Damaged { .. } => "certificate-damaged",
-            Self::BadChain { .. } => "certificate-bad-chain",
-        }
-    }
-}
-
-#[derive(Clone)]
-struct Entry {
-    enabled: bool,
-    environments: Vec<Environment>,
-    not_before: OffsetDateTime,
-    not_after: OffsetDateTime,
-    /// Present when the certificate is enabled and allowed in this environment.
-    identity: Option<Arc<ClientIdentity>>,
-    id: String,
-    version: i64,
-    /// Why a record this host would serve cannot be: the name resolves to that error.
-    unusable: Option<Unusable>,
-}
-
-/// Why a stored record cannot be served.
-#[derive(Clone)]
-enum Unusable {
-    /// The stored key does not unseal.
-    Key,
-    /// The stored chain breaks a limit ([`crate::pki::chain_problem`]).
-    Chain(ChainProblem),
-}
-
-impl Entry {
-    fn unusable(record: &crate::store::CertificateRecord, why: Unusable) -> Self {
-        Entry {
-            enabled: record.enabled,
-            environments: record.environments.clone(),
-            not_before: record.metadata.not_before,
-            not_after: record.metadata.not_after,
-            identity: None,
-            id: record.id.clone(),
-            version: record.version,
-            unusable: Some(why),
-        }
-    }
-}
-
-/// One consistent view of the store, with the upstream trust its identities were built for.
-/// A config reload validates against a snapshot read at that moment and installs exactly it.
-pub struct Snapshot {
-    generation: i64,
-    entries: HashMap<String, Entry>,
-    /// Certificate ids, to the name they belong to: an id works wherever a name does.
-    ids: HashMap<String, String>,
-    environment: Environment,
-    trust: Arc<TrustProfiles>,
-    anonymous: Arc<ClientIdentity>,
-}
-
-impl std::fmt::Debug for Snapshot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Snapshot").field("generation", &self.generation).finish_non_exhaustive()
-    }
-}
-
-impl Snapshot {
-    /// Resolves `name` as of `now`.
-    pub fn resolve_at(&self, name: &str, now: OffsetDateTime) -> Result<Arc<ClientIdentity>, ResolveError> {
-        let name_owned = || name.to_string();
-        let entry = self.entry(name).ok_or_else(|| ResolveError::NotFound { name: name_owned() })?;
-        match &entry.unusable {
-            Some(Unusable::Key) => return Err(ResolveError::Damaged { name: name_owned() }),
-            Some(Unusable::Chain(problem)) => return Err(ResolveError::BadChain { name: name_owned(), problem: problem.clone() }),
-            None => {}
-        }
-        if !entry.enabled {
-            return Err(ResolveError::Disabled { name: name_owned() });
-        }
-        if !entry.environments.contains(&self.environment) {
-            return Err(ResolveError::NotInEnvironment { name: name_owned(), environment: self.environment });
-        }
-        if now > entry.not_after {
-            return Err(ResolveError::Expired { name: name_owned(), not_after: entry.not_after });
-        }
-        if now < entry.not_before {
-            return Err(ResolveError::NotYetValid { name: name_owned(), not_before: entry.not_before });
-        }
-        entry.identity.clone().ok_or_else(|| ResolveError::Disabled { name: name_owned() })
-    }
-
-    /// The entry for a name, or for an id.
-    fn entry(&self, reference: &str) -> Option<&Entry> {
-        self.entries.get(reference).or_else(|| self.ids.get(reference).and_then(|name| self.entries.get(name)))
-    }
-
-    /// A warning when `name`'s certificate is within 14 days of expiry at `now`.
-    pub fn expiry_warning(&self, name: &str, now: OffsetDateTime) -> Option<String> {
-        let entry = self.entry(name)?;
-        let status = crate::pki::ExpiryStatus::at(entry.not_after, now);
-        matches!(status, crate::pki::ExpiryStatus::Warning | crate::pki::ExpiryStatus::Critical)
-            .then(|| format!("certificate '{name}' expires in {} days ({status})", (entry.not_after - now).whole_days()))
-    }
-}
+use crate::store::{ChangeFeed, Store, StoreError, StoreLocation};
+use crate::upstream::{ClientIdentity, TrustProfiles};
 
 /// Resolves certificate names to identities; see the module docs.
 pub struct Resolver {
@@ -383,121 +215,13 @@ impl Resolver {
     }
 }
 
-fn load_snapshot(
-    store: &Store,
-    environment: Environment,
-    trust: Arc<TrustProfiles>,
-    previous: Option<&Snapshot>,
-) -> Result<Snapshot, StoreError> {
-    // Read the generation first: a write that lands during the load makes the next poll reload.
-    let generation = store.generation()?;
-    let mut entries = HashMap::new();
-    let mut ids = HashMap::new();
-    // A reload keeps every entry whose record is unchanged (same id, same version) as it is,
-    // warm pools included, and reads only the changed records: with 10,000 certificates a
-    // change costs one small query and the records that changed, not a parse of every chain.
-    let records = match previous {
-        None => store.list()?,
-        Some(previous) => {
-            let mut changed = Vec::new();
-            for version in store.versions()? {
-                ids.insert(version.id.clone(), version.name.clone());
-                match previous.entries.get(&version.name) {
-                    Some(entry) if entry.id == version.id && entry.version == version.version => {
-                        entries.insert(version.name, entry.clone());
-                    }
-                    _ => changed.push(version.id),
-                }
-            }
-            store.records(&changed.iter().map(String::as_str).collect::<Vec<_>>())?
-        }
-    };
-    let served = |r: &&CertificateRecord| r.enabled && r.allows(environment);
-    // A chain over the limits would fail every request it is presented on.
-    let mut bad_chains: HashMap<String, ChainProblem> =
-        records.iter().filter(served).filter_map(|r| Some((r.id.clone(), crate::pki::chain_problem(&r.chain)?))).collect();
-    let usable: Vec<&CertificateRecord> = records.iter().filter(served).filter(|r| !bad_chains.contains_key(&r.id)).collect();
-    // Every key in one round trip; one record that does not unseal costs its own name only.
-    let mut keys: HashMap<String, Result<_, StoreError>> = usable.iter().map(|r| r.id.clone()).zip(store.private_keys(&usable)?).collect();
-    for record in records {
-        ids.insert(record.id.clone(), record.name.clone());
-        if let Some(problem) = bad_chains.remove(&record.id) {
-            let error = ResolveError::BadChain { name: record.name.clone(), problem: problem.clone() };
-            tracing::error!(certificate = %record.name, %error, "certificate cannot be used; the others are served");
-            entries.insert(record.name.clone(), Entry::unusable(&record, Unusable::Chain(problem)));
-            continue;
-        }
-        let identity = match keys.remove(&record.id) {
-            None => None,
-            Some(Err(error)) => {
-                tracing::error!(certificate = %record.name, %error, "certificate cannot be used; the others are served");
-                entries.insert(record.name.clone(), Entry::unusable(&record, Unusable::Key));
-                continue;
-            }
-            Some(Ok(key)) => {
-                let key = match certificate_key(&record, key) {
-                    Ok(key) => key,
-                    Err(error) => {
-                        tracing::error!(certificate = %record.name, %error, "certificate cannot be used; the others are served");
-                        entries.insert(record.name.clone(), Entry::unusable(&record, Unusable::Key));
-                        continue;
-                    }
-                };
-                Some(Arc::new(ClientIdentity::with_certificate(
-                    Certificate {
-                        id: record.id.clone(),
-                        name: record.name.clone(),
-                        version: record.version,
-                        chain: record.chain.clone(),
-                        key,
-                    },
-                    trust.clone(),
-                )))
-            }
-        };
-        entries.insert(
-            record.name.clone(),
-            Entry {
-                enabled: record.enabled,
-                environments: record.environments.clone(),
-                not_before: record.metadata.not_before,
-                not_after: record.metadata.not_after,
-                identity,
-                id: record.id,
-                version: record.version,
-                unusable: None,
-            },
-        );
-    }
-    // Identities are reused only from a snapshot built with the same trust (the watcher's
-    // reloads); a config reload passes no previous snapshot and builds them all anew.
-    let anonymous = match previous {
-        Some(previous) => previous.anonymous.clone(),
-        None => Arc::new(ClientIdentity::anonymous(trust.clone())),
-    };
-    Ok(Snapshot { generation, entries, ids, environment, trust, anonymous })
-}
-
-/// How a record's handshakes are signed: with its unsealed key, or through the token that
-/// holds it (nothing is asked of the token until a handshake).
-fn certificate_key(record: &CertificateRecord, key: StoredKey) -> Result<CertificateKey, String> {
-    match key {
-        StoredKey::Sealed(key) => Ok(CertificateKey::Software(key)),
-        StoredKey::Token(uri) => {
-            let uri = crate::pkcs11::KeyUri::parse(&uri).map_err(|e| e.to_string())?;
-            let kind = crate::pkcs11::KeyKind::of(record.metadata.key_type).map_err(|e| e.to_string())?;
-            Ok(CertificateKey::Token(Arc::new(crate::pkcs11::TokenKey::new(uri, &crate::pkcs11::settings(), kind))))
-        }
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
 mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::pki::{DevCa, ImportRequest, IssueOptions, load_identity, validate_client_identity};
+    use crate::pki::{ChainProblem, DevCa, ImportRequest, IssueOptions, load_identity, validate_client_identity};
     use crate::store::NewCertificate;
 
     fn add(store: &mut Store, dir: &Path, ca: &DevCa, name: &str) -> anyhow::Result<String> {
