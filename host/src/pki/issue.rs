@@ -127,6 +127,19 @@ fn sign_error(key: &CaKey, e: rcgen::Error) -> PkiError {
     }
 }
 
+/// A development CA's certificate, valid for `days` from five minutes ago, whatever holds its key.
+fn ca_params(common_name: &str, days: u32) -> Result<CertificateParams, PkiError> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(generate_error)?;
+    params.distinguished_name.push(DnType::CommonName, common_name);
+    params.distinguished_name.push(DnType::OrganizationName, "edgemtls development");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::minutes(5);
+    params.not_after = valid_until(now, days)?;
+    Ok(params)
+}
+
 impl DevCa {
     /// Creates a new CA (ECDSA P-256) valid for `days`.
     pub fn generate(common_name: &str, days: u32) -> Result<Self, PkiError> {
@@ -136,14 +149,7 @@ impl DevCa {
     /// Creates a new CA with a key of `key_type`, valid for `days`.
     pub fn generate_with(common_name: &str, days: u32, key_type: NewKeyType) -> Result<Self, PkiError> {
         let key = key_type.generate()?;
-        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(generate_error)?;
-        params.distinguished_name.push(DnType::CommonName, common_name);
-        params.distinguished_name.push(DnType::OrganizationName, "edgemtls development");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-        let now = OffsetDateTime::now_utc();
-        params.not_before = now - Duration::minutes(5);
-        params.not_after = valid_until(now, days)?;
+        let params = ca_params(common_name, days)?;
         let cert = params.self_signed(&key).map_err(generate_error)?;
         Ok(Self { cert_pem: cert.pem(), key: CaKey::File(key) })
     }
@@ -158,14 +164,7 @@ impl DevCa {
         settings: &crate::pkcs11::TokenSettings,
     ) -> Result<(Self, crate::pkcs11::CaKeyOrigin), PkiError> {
         let (key, origin) = crate::pkcs11::TokenCaKey::open_or_generate(uri, settings, Some(key_type)).map_err(token_error)?;
-        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(generate_error)?;
-        params.distinguished_name.push(DnType::CommonName, common_name);
-        params.distinguished_name.push(DnType::OrganizationName, "edgemtls development");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-        let now = OffsetDateTime::now_utc();
-        params.not_before = now - Duration::minutes(5);
-        params.not_after = valid_until(now, days)?;
+        let params = ca_params(common_name, days)?;
         let key = CaKey::Token(key);
         let cert = params.self_signed(&key).map_err(|e| sign_error(&key, e))?;
         Ok((Self { cert_pem: cert.pem(), key }, origin))
