@@ -172,26 +172,31 @@ impl Store {
 
     /// Adds a certificate. The name must be valid and free, with at least one environment.
     pub fn create(&mut self, new: NewCertificate) -> Result<CertificateRecord, StoreError> {
-        self.writable("add a certificate")?;
-        validate_name(&new.name)?;
-        if new.environments.is_empty() {
-            return Err(StoreError::NoEnvironments);
-        }
-        let id = new_id()?;
-        self.insert(&id, &new.name, &new.environments, true, (&new.identity.chain, KeyToStore::Sealed(&new.identity.key)), &new.metadata)?;
-        self.find(&id)
+        self.add_new(&new.name, &new.environments, (&new.identity.chain, KeyToStore::Sealed(&new.identity.key)), &new.metadata)
     }
 
     /// Adds a certificate whose key is in a PKCS#11 token: the store seals and keeps the
     /// key's URI where it would keep the key. Same rules as [`Store::create`].
     pub fn create_with_token_key(&mut self, new: NewTokenCertificate) -> Result<CertificateRecord, StoreError> {
+        self.add_new(&new.name, &new.environments, (&new.chain, KeyToStore::Token(&new.key_uri)), &new.metadata)
+    }
+
+    /// Adds an enabled certificate under a new id, after the rules every new one meets: a
+    /// writable store, a valid name, at least one environment.
+    fn add_new(
+        &mut self,
+        name: &str,
+        environments: &[Environment],
+        chain_and_key: (&[CertificateDer<'static>], KeyToStore<'_>),
+        metadata: &CertificateMetadata,
+    ) -> Result<CertificateRecord, StoreError> {
         self.writable("add a certificate")?;
-        validate_name(&new.name)?;
-        if new.environments.is_empty() {
+        validate_name(name)?;
+        if environments.is_empty() {
             return Err(StoreError::NoEnvironments);
         }
         let id = new_id()?;
-        self.insert(&id, &new.name, &new.environments, true, (&new.chain, KeyToStore::Token(&new.key_uri)), &new.metadata)?;
+        self.insert(&id, name, environments, true, chain_and_key, metadata)?;
         self.find(&id)
     }
 
