@@ -5,6 +5,7 @@ use cryptoki::object::{Attribute, AttributeType, ObjectClass};
 
 use super::der::rsa_public_key;
 use super::error::failed;
+use super::session::named_by;
 use super::{KeyUri, TokenError, TokenSession};
 
 /// The DER OIDs of the curves, as CKA_EC_PARAMS holds them.
@@ -16,12 +17,7 @@ impl TokenSession {
     /// the bytes of the certificate's subjectPublicKey bit string.
     pub(in crate::pkcs11) fn public_key(&self, uri: &KeyUri) -> Result<(crate::pkcs11::KeyKind, Vec<u8>), TokenError> {
         let mut template = vec![Attribute::Class(ObjectClass::PUBLIC_KEY)];
-        if let Some(label) = &uri.object {
-            template.push(Attribute::Label(label.as_bytes().to_vec()));
-        }
-        if let Some(id) = &uri.id {
-            template.push(Attribute::Id(id.clone()));
-        }
+        template.extend(named_by(uri));
         let (_calls, session) = self.call(uri)?;
         let found = session.find_objects(&template).map_err(failed(uri, "looking for the public key"))?;
         let [key] = found.as_slice() else {
@@ -78,13 +74,7 @@ impl TokenSession {
     /// Generates a key pair in the token, labelled and identified as the URI says: the private
     /// key sensitive and never extractable, so it cannot leave the token.
     pub(in crate::pkcs11) fn generate(&self, uri: &KeyUri, kind: crate::pkcs11::KeyKind, rsa_bits: u64) -> Result<(), TokenError> {
-        let mut common = Vec::new();
-        if let Some(label) = &uri.object {
-            common.push(Attribute::Label(label.as_bytes().to_vec()));
-        }
-        if let Some(id) = &uri.id {
-            common.push(Attribute::Id(id.clone()));
-        }
+        let common = named_by(uri);
         let (mechanism, mut public) = match kind {
             crate::pkcs11::KeyKind::EcdsaP256 => (Mechanism::EccKeyPairGen, vec![Attribute::EcParams(P256_PARAMS.to_vec())]),
             crate::pkcs11::KeyKind::EcdsaP384 => (Mechanism::EccKeyPairGen, vec![Attribute::EcParams(P384_PARAMS.to_vec())]),

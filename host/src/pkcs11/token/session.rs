@@ -113,12 +113,7 @@ impl TokenSession {
     /// The private key the URI names.
     pub(in crate::pkcs11) fn find_key(&self, uri: &KeyUri) -> Result<ObjectHandle, TokenError> {
         let mut template = vec![Attribute::Class(ObjectClass::PRIVATE_KEY)];
-        if let Some(label) = &uri.object {
-            template.push(Attribute::Label(label.as_bytes().to_vec()));
-        }
-        if let Some(id) = &uri.id {
-            template.push(Attribute::Id(id.clone()));
-        }
+        template.extend(named_by(uri));
         let (_calls, session) = self.call(uri)?;
         let found = session.find_objects(&template).map_err(failed(uri, "looking for the key"))?;
         match found.as_slice() {
@@ -145,4 +140,16 @@ impl TokenSession {
         }
         Ok((sensitive, extractable))
     }
+}
+
+/// The attributes a URI names its objects by: the label (`object=`) and the id (`id=`), when given.
+pub(super) fn named_by(uri: &KeyUri) -> Vec<Attribute> {
+    let mut attributes = Vec::new();
+    if let Some(label) = &uri.object {
+        attributes.push(Attribute::Label(label.as_bytes().to_vec()));
+    }
+    if let Some(id) = &uri.id {
+        attributes.push(Attribute::Id(id.clone()));
+    }
+    attributes
 }
