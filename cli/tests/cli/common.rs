@@ -558,6 +558,13 @@ pub fn dev_pki_and_upstream(sandbox: &Sandbox, client_cns: &[&str]) -> Result<(S
     }
     sandbox.ok(["pki", "issue", "--ca", &pki, "--cn", "localhost", "--server", "--san", "localhost", "--out", &pki])?;
     let port = free_port()?;
+    let upstream = start_dev_upstream(sandbox, &pki, port)?;
+    Ok((pki, upstream, port))
+}
+
+/// `edgemtls dev-upstream` on `port` with the PKI `dev_pki_and_upstream` made in `pki`,
+/// once it accepts connections (again, after a test stopped it).
+pub fn start_dev_upstream(sandbox: &Sandbox, pki: &str, port: u16) -> Result<Running> {
     let upstream = sandbox
         .command([
             "dev-upstream",
@@ -575,7 +582,7 @@ pub fn dev_pki_and_upstream(sandbox: &Sandbox, client_cns: &[&str]) -> Result<(S
         .spawn()?;
     let upstream = Running(upstream);
     wait_for(port)?;
-    Ok((pki, upstream, port))
+    Ok(upstream)
 }
 
 /// Clients sending requests back to back until stopped, counting answers by client CN.

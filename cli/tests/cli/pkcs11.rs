@@ -223,7 +223,7 @@ fn serve_signs_handshakes_through_the_token_and_recovers_when_it_returns() -> Re
     let away = sandbox.path("hsm/tokens.away");
     std::fs::rename(&hsm.tokens, &away)?;
     drop(upstream);
-    upstream = restart_upstream(&sandbox, &pki, upstream_port)?;
+    upstream = start_dev_upstream(&sandbox, &pki, upstream_port)?;
     let started = std::time::Instant::now();
     let (status, body) = http_get(port, "/hello")?;
     ensure!(status == 502 && body.contains("tls-handshake-failed"), "{status} {body}");
@@ -259,28 +259,6 @@ fn serve_signs_handshakes_through_the_token_and_recovers_when_it_returns() -> Re
     }
     drop(upstream);
     Ok(())
-}
-
-/// `edgemtls dev-upstream` again on `port`, with the PKI `dev_pki_and_upstream` made.
-fn restart_upstream(sandbox: &Sandbox, pki: &str, port: u16) -> Result<Running> {
-    let upstream = sandbox
-        .command([
-            "dev-upstream",
-            "--client-ca",
-            &format!("{pki}/ca.pem"),
-            "--cert",
-            &format!("{pki}/localhost.pem"),
-            "--key",
-            &format!("{pki}/localhost.key"),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    let upstream = Running(upstream);
-    wait_for(port)?;
-    Ok(upstream)
 }
 
 fn text_of(path: &std::path::Path) -> String {
