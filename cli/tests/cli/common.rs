@@ -622,6 +622,26 @@ impl Load {
     }
 }
 
+/// A config whose `/hello` route (hello-mtls) calls the dev upstream on `upstream_port`
+/// presenting `certificate` in development, trusting the upstream through `pki/ca.pem`.
+pub fn hello_mtls_config(certificate: &str, upstream_port: u16) -> String {
+    format!(
+        r#"[environments.development.vars]
+BACKEND_MTLS_CERT = "{certificate}"
+
+[[routes]]
+path = "/hello"
+handler = "hello-mtls"
+[routes.options]
+url = "https://localhost:{upstream_port}/"
+
+[[upstreams]]
+hosts = ["localhost:{upstream_port}"]
+ca_bundle = "pki/ca.pem"
+"#
+    )
+}
+
 /// The config of the README's rotation runbook: `/api` forwards to the upstream with the
 /// certificate production's BACKEND_MTLS_CERT names, and the admin listener on `admin_port`.
 pub fn rotation_config(path: &std::path::Path, certificate: &str, upstream_port: u16, admin_port: u16) -> Result<()> {

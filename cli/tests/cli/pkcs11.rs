@@ -128,24 +128,13 @@ fn serve_with(sandbox: &Sandbox, hsm: &SoftHsm, upstream_port: u16, pin: &str, u
     let config = sandbox.write(
         "edgemtls.toml",
         format!(
-            r#"[environments.development.vars]
-BACKEND_MTLS_CERT = "token_cert"
-
-[[routes]]
-path = "/hello"
-handler = "hello-mtls"
-[routes.options]
-url = "https://localhost:{upstream_port}/"
-
-[[upstreams]]
-hosts = ["localhost:{upstream_port}"]
-ca_bundle = "pki/ca.pem"
-{upstream_extra}
+            r#"{}{upstream_extra}
 
 [pkcs11]
 module = "{}"
 pin_env = "{PIN_VAR}"
 "#,
+            hello_mtls_config("token_cert", upstream_port),
             super::softhsm::MODULE
         ),
     )?;
@@ -182,10 +171,8 @@ fn serve_signs_handshakes_through_the_token_and_recovers_when_it_returns() -> Re
     let Some((sandbox, hsm)) = token_sandbox()? else { return Ok(()) };
     let (pki, upstream, upstream_port) = dev_pki_and_upstream(&sandbox, &["token-client"])?;
     // The key goes into the token and its file away: the only copy is the token's.
-    let key_file = sandbox.path("pki/token-client.key");
-    let key_pem = std::fs::read_to_string(&key_file)?;
-    hsm.import_key("edge", "client", "01", &key_file)?;
-    std::fs::remove_file(&key_file)?;
+    let key_pem = std::fs::read_to_string(sandbox.path("pki/token-client.key"))?;
+    move_key_into_token(&sandbox, &hsm, "token-client", "client", "01")?;
     let cert = format!("{pki}/token-client.pem");
     expect_success(with_token(&sandbox, &hsm, PIN, &create_args("token_cert", &cert, "pkcs11:token=edge;object=client")))?;
 
@@ -261,6 +248,15 @@ fn serve_signs_handshakes_through_the_token_and_recovers_when_it_returns() -> Re
     Ok(())
 }
 
+/// Moves the key `pki/{name}.key` into the token `edge` as `label` (id `id`) and removes
+/// the file: the token's copy is the only one.
+fn move_key_into_token(sandbox: &Sandbox, hsm: &SoftHsm, name: &str, label: &str, id: &str) -> Result<()> {
+    let key_file = sandbox.path(&format!("pki/{name}.key"));
+    hsm.import_key("edge", label, id, &key_file)?;
+    std::fs::remove_file(&key_file)?;
+    Ok(())
+}
+
 fn text_of(path: &std::path::Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
@@ -329,9 +325,7 @@ fn rotating_from_a_file_key_to_a_token_key_under_load_loses_no_request() -> Resu
         "--env",
         "production",
     ])?;
-    let key_file = sandbox.path("pki/token-client.key");
-    hsm.import_key("edge", "client", "01", &key_file)?;
-    std::fs::remove_file(&key_file)?;
+    move_key_into_token(&sandbox, &hsm, "token-client", "client", "01")?;
 
     let config = sandbox.path("edgemtls.toml");
     let config_arg = text(&config);
@@ -383,9 +377,7 @@ fn an_rsa_key_in_the_token_signs_tls_1_3_and_tls_1_2_handshakes() -> Result<()> 
     let Some((sandbox, hsm)) = token_sandbox()? else { return Ok(()) };
     let (pki, _upstream, upstream_port) = dev_pki_and_upstream(&sandbox, &[])?;
     sandbox.ok(["pki", "issue", "--ca", &pki, "--cn", "rsa-client", "--key-type", "rsa2048", "--out", &pki])?;
-    let key_file = sandbox.path("pki/rsa-client.key");
-    hsm.import_key("edge", "rsa", "03", &key_file)?;
-    std::fs::remove_file(&key_file)?;
+    move_key_into_token(&sandbox, &hsm, "rsa-client", "rsa", "03")?;
     let cert = format!("{pki}/rsa-client.pem");
     expect_success(with_token(&sandbox, &hsm, PIN, &create_args("token_cert", &cert, "pkcs11:token=edge;object=rsa")))?;
     // TLS 1.3 signs with RSA-PSS, TLS 1.2 (where the server prefers it) may take PKCS#1 v1.5.
@@ -406,9 +398,7 @@ fn an_rsa_key_in_the_token_signs_tls_1_3_and_tls_1_2_handshakes() -> Result<()> 
 fn a_pin_the_token_refuses_while_serving_fails_requests_plainly() -> Result<()> {
     let Some((sandbox, hsm)) = token_sandbox()? else { return Ok(()) };
     let (pki, _upstream, upstream_port) = dev_pki_and_upstream(&sandbox, &["token-client"])?;
-    let key_file = sandbox.path("pki/token-client.key");
-    hsm.import_key("edge", "client", "01", &key_file)?;
-    std::fs::remove_file(&key_file)?;
+    move_key_into_token(&sandbox, &hsm, "token-client", "client", "01")?;
     let cert = format!("{pki}/token-client.pem");
     expect_success(with_token(&sandbox, &hsm, PIN, &create_args("token_cert", &cert, "pkcs11:token=edge;object=client")))?;
     let (_serve, port) = serve_with(&sandbox, &hsm, upstream_port, "0000", "")?;

@@ -21,24 +21,7 @@ fn signal(child: &Child, name: &str) -> Result<()> {
 }
 
 fn write_config(path: &std::path::Path, certificate: &str, upstream_port: u16) -> Result<()> {
-    std::fs::write(
-        path,
-        format!(
-            r#"[environments.development.vars]
-BACKEND_MTLS_CERT = "{certificate}"
-
-[[routes]]
-path = "/hello"
-handler = "hello-mtls"
-[routes.options]
-url = "https://localhost:{upstream_port}/"
-
-[[upstreams]]
-hosts = ["localhost:{upstream_port}"]
-ca_bundle = "pki/ca.pem"
-"#
-        ),
-    )?;
+    std::fs::write(path, hello_mtls_config(certificate, upstream_port))?;
     Ok(())
 }
 

@@ -143,24 +143,7 @@ fn serve_answers_from_a_store_on_a_read_only_mount() -> Result<()> {
         "development",
     ])?;
     let config = sandbox.path("edgemtls.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[environments.development.vars]
-BACKEND_MTLS_CERT = "reader"
-
-[[routes]]
-path = "/hello"
-handler = "hello-mtls"
-[routes.options]
-url = "https://localhost:{upstream_port}/"
-
-[[upstreams]]
-hosts = ["localhost:{upstream_port}"]
-ca_bundle = "pki/ca.pem"
-"#
-        ),
-    )?;
+    std::fs::write(&config, hello_mtls_config("reader", upstream_port))?;
     let before = files(&sandbox.store)?;
     let port = free_port()?;
     let listen = format!("127.0.0.1:{port}");
