@@ -213,7 +213,7 @@ fn serve_signs_handshakes_through_the_token_and_recovers_when_it_returns() -> Re
     upstream = start_dev_upstream(&sandbox, &pki, upstream_port)?;
     let started = std::time::Instant::now();
     let (status, body) = http_get(port, "/hello")?;
-    ensure!(status == 502 && body.contains("tls-handshake-failed"), "{status} {body}");
+    ensure!(status == 502 && body.contains("\"reason\":\"client-key-unavailable\""), "{status} {body}");
     ensure!(body.contains("the client certificate's key could not sign: token 'edge' is not present"), "{body}");
     ensure!(started.elapsed() < std::time::Duration::from_secs(10), "the failure took {:?}", started.elapsed());
     let log = text_of(&sandbox.path("serve.log"));
@@ -406,7 +406,9 @@ fn a_pin_the_token_refuses_while_serving_fails_requests_plainly() -> Result<()> 
     for _ in 0..2 {
         let (status, body) = http_get(port, "/hello")?;
         ensure!(
-            status == 502 && body.contains(&format!("token 'edge' refused the PIN from the environment variable {PIN_VAR}")),
+            status == 502
+                && body.contains("\"reason\":\"client-key-unavailable\"")
+                && body.contains(&format!("token 'edge' refused the PIN from the environment variable {PIN_VAR}")),
             "{status} {body}"
         );
     }

@@ -78,7 +78,7 @@ pub(super) fn from_tls(error: &rustls::Error, attempt: &Attempt<'_>) -> Upstream
         ) => no_shared_version(authority, "answered with a TLS version this host does not offer it"),
         // A client key in a PKCS#11 token that could not sign: the token's words, not rustls'.
         rustls::Error::Other(other) if let Some(token) = other.0.downcast_ref::<crate::pkcs11::TokenError>() => UpstreamFailure::new(
-            FailureReason::TlsHandshake,
+            FailureReason::ClientKeyUnavailable,
             format!("the TLS handshake with {authority} failed: the client certificate's key could not sign: {token}"),
         ),
         other => UpstreamFailure::new(FailureReason::TlsHandshake, format!("the TLS handshake with {authority} failed: {other}")),

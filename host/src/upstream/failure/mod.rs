@@ -45,6 +45,10 @@ pub enum FailureReason {
     TlsAlert,
     /// The TLS handshake failed for a protocol reason.
     TlsHandshake,
+    /// The client certificate's key could not sign the handshake: its PKCS#11 token is
+    /// missing, refused the PIN, lost the key, or did not answer in time. Ours, not the
+    /// upstream's.
+    ClientKeyUnavailable,
     /// Nothing accepted the TCP connection.
     ConnectionRefused,
     /// The TCP connection was not established in time.
@@ -81,6 +85,7 @@ impl FailureReason {
             Self::ClientCertificateRefused => "client-certificate-refused",
             Self::TlsAlert => "tls-alert",
             Self::TlsHandshake => "tls-handshake-failed",
+            Self::ClientKeyUnavailable => "client-key-unavailable",
             Self::ConnectionRefused => "connection-refused",
             Self::ConnectTimeout => "connect-timeout",
             Self::ConnectFailed => "connect-failed",
@@ -170,7 +175,9 @@ impl UpstreamFailure {
             FailureReason::ResponseTimeout => Code::HttpResponseTimeout,
             FailureReason::InvalidRequest => Code::HttpRequestUriInvalid,
             FailureReason::EgressDenied => Code::HttpRequestDenied,
-            FailureReason::OutboundLimit | FailureReason::Other => Code::InternalError(Some(self.message.clone())),
+            FailureReason::ClientKeyUnavailable | FailureReason::OutboundLimit | FailureReason::Other => {
+                Code::InternalError(Some(self.message.clone()))
+            }
         }
     }
 }
