@@ -39,10 +39,11 @@ fn the_mtls_extension_returns_no_bytes() -> anyhow::Result<()> {
         }
     }
     assert_eq!(
-        functions, 5,
-        "the extension has five functions: outgoing.handle and outgoing.failure (why a request failed), \
+        functions, 6,
+        "the extension has six functions: outgoing.handle and outgoing.failure (why a request failed), \
          next-request.present and next-request.clear (a name for a built-in HTTP client's next request), \
-         and forward.forward (proxying in the host)"
+         forward.forward (proxying in the host) and pass-through.respond (answering with an upstream's \
+         response in the host)"
     );
     Ok(())
 }

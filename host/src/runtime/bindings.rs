@@ -19,4 +19,4 @@ mod generated {
     });
 }
 
-pub use generated::edgemtls::mtls::{forward, next_request, outgoing};
+pub use generated::edgemtls::mtls::{forward, next_request, outgoing, pass_through};

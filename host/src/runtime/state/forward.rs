@@ -179,7 +179,7 @@ impl HostState {
 /// GET, a HEAD), so nothing announces a body that is not there; else streamed as it arrives,
 /// and ended with an error when the caller sends nothing for `idle` (an upstream that
 /// answered early would otherwise wait on a stalled upload without end).
-fn request_body(mut body: HostIncomingBody, idle: std::time::Duration) -> WasiBody {
+pub(super) fn request_body(mut body: HostIncomingBody, idle: std::time::Duration) -> WasiBody {
     let Some(mut stream) = body.take_stream() else {
         return empty();
     };
@@ -214,7 +214,7 @@ fn request_body(mut body: HostIncomingBody, idle: std::time::Duration) -> WasiBo
     StreamBody::new(chunks).boxed_unsync()
 }
 
-fn empty() -> WasiBody {
+pub(super) fn empty() -> WasiBody {
     Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync()
 }
 
