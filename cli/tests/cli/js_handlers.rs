@@ -398,7 +398,6 @@ fn a_javascript_handler_passes_answers_on_exactly_and_reused_instances_present_o
             r#"[[routes]]
 path = "/js"
 handler = "probe.wasm"
-max_requests_per_instance = 1000
 allowed_outbound_hosts = ["*"]
 [routes.options]
 url = "https://localhost:{nginx_port}"
@@ -473,6 +472,7 @@ ca_bundle = "pki/ca.pem"
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|n| n.parse().ok())
         .context("instances_created for /js")?;
+    // Without max_requests_per_instance: what `edgemtls build` made is reused by default.
     ensure!(created <= 5.0, "one caller at a time is served by reused instances: {created} created");
 
     // An upstream that cannot be reached: a problem in plain words, no Rust Debug text.
