@@ -107,24 +107,27 @@ export function fetch(input, init) {
   }
 }
 
-/** The running environment's variables (`[environments.<env>.vars]`), read when asked. */
+/**
+ * The running environment's variables (`[environments.<env>.vars]`), read from the host the
+ * first time one is asked for: they are fixed for an instance's life.
+ */
+let variables;
+const lookup = () => (variables ??= new Map(getEnvironment()));
 export const environment = new Proxy(
   {},
   {
     get(_, key) {
-      if (typeof key !== "string") return undefined;
-      const found = getEnvironment().find(([name]) => name === key);
-      return found ? found[1] : undefined;
+      return typeof key === "string" ? lookup().get(key) : undefined;
     },
     has(_, key) {
-      return typeof key === "string" && getEnvironment().some(([name]) => name === key);
+      return typeof key === "string" && lookup().has(key);
     },
     ownKeys() {
-      return getEnvironment().map(([name]) => name);
+      return [...lookup().keys()];
     },
     getOwnPropertyDescriptor(_, key) {
-      const found = typeof key === "string" ? getEnvironment().find(([name]) => name === key) : undefined;
-      return found ? { value: found[1], enumerable: true, configurable: true, writable: false } : undefined;
+      const found = typeof key === "string" ? lookup().get(key) : undefined;
+      return found !== undefined ? { value: found, enumerable: true, configurable: true, writable: false } : undefined;
     },
   },
 );
