@@ -11,6 +11,7 @@
 import { present, clear } from "edgemtls:mtls/next-request@0.1.0";
 import { handle as sendWithCertificate, failure as failureOf } from "edgemtls:mtls/outgoing@0.1.0";
 import { respond as respondInHost } from "edgemtls:mtls/pass-through@0.1.0";
+import { head as requestHead, send as sendInOneCall } from "edgemtls:mtls/js-requests@0.1.0";
 import { get as getOption, getAll as getAllOptions } from "wasi:config/store@0.2.0-rc.1";
 import { getEnvironment } from "wasi:cli/environment@0.2.10";
 import {
@@ -335,7 +336,7 @@ function directRequest(input, init) {
   const match = /^(https?):\/\/([^/?#]+)([^#]*)/i.exec(url);
   if (!match) return undefined;
   const method = options.method === undefined ? "GET" : String(options.method);
-  return { scheme: match[1].toLowerCase(), authority: match[2], path: match[3] || "/", method, headers: options.headers, body };
+  return { url, scheme: match[1].toLowerCase(), authority: match[2], path: match[3] || "/", method, headers: options.headers, body };
 }
 
 /** `init.headers` (an object, a Headers, or pairs) as wasi:http fields. */
@@ -357,7 +358,25 @@ function methodVariant(method) {
   return METHODS.has(upper) ? { tag: upper.toLowerCase() } : { tag: "other", val: method };
 }
 
+/** `init.headers` (an object, a Headers, or pairs) as name and value strings. */
+function headerPairs(headers) {
+  if (headers instanceof Headers) return [...headers];
+  if (Array.isArray(headers)) return headers.map(([name, value]) => [String(name).toLowerCase(), String(value)]);
+  if (headers && typeof headers === "object") return Object.keys(headers).map((name) => [name.toLowerCase(), String(headers[name])]);
+  return [];
+}
+
 function sendDirect(request, certificate) {
+  if (request.body === undefined || request.body === null) {
+    // No body: built and sent in one host call.
+    let future;
+    try {
+      future = sendInOneCall(request.method, request.url, headerPairs(request.headers), certificate);
+    } catch (thrown) {
+      return Promise.reject(sendError(thrown, certificate));
+    }
+    return Promise.resolve().then(() => receive(future));
+  }
   let bytes;
   if (typeof request.body === "string") bytes = encoder.encode(request.body);
   else if (request.body instanceof ArrayBuffer) bytes = new Uint8Array(request.body);
@@ -382,9 +401,7 @@ function sendDirect(request, certificate) {
     future = sendWithCertificate(outgoing, undefined, certificate);
   } catch (thrown) {
     dispose(outgoingBody);
-    const error = thrown && thrown.payload;
-    if (error && error.tag === "certificate") return Promise.reject(certificateError({ payload: error.val }, certificate));
-    return Promise.reject(new TypeError(`NetworkError when attempting to fetch resource (${error ? error.val.tag : "failed"})`));
+    return Promise.reject(sendError(thrown, certificate));
   }
   try {
     if (bytes !== undefined || passedOn) {
@@ -400,6 +417,15 @@ function sendDirect(request, certificate) {
   }
   // Sent now; waited for when the caller awaits, so requests started together run together.
   return Promise.resolve().then(() => receive(future));
+}
+
+/** What `outgoing.handle` (or `send`) threw, as fetch rejects with it. */
+function sendError(thrown, certificate) {
+  const error = thrown && thrown.payload;
+  if (error && error.tag === "certificate") return certificateError({ payload: error.val }, certificate);
+  const code = error && error.val ? error.val : undefined;
+  const why = code && code.tag === "internal-error" && code.val ? code.val : code ? code.tag : "failed";
+  return new TypeError(`NetworkError when attempting to fetch resource (${why})`);
 }
 
 function receive(future) {
@@ -516,22 +542,10 @@ class UpstreamResponse extends Response {
 // `incomingHandler` instead: each `wasi:http/incoming-handler.handle` call becomes a standard
 // Request, and the handler's Response is written back, so the host can reuse the instance.
 
-function methodOf(incoming) {
-  const method = incoming.method();
-  return method.tag === "other" ? method.val : method.tag.toUpperCase();
-}
-
 /** The caller's request; its body stays in the host until the handler reads or passes it on. */
 function toRequest(incoming) {
-  const method = methodOf(incoming);
-  const scheme = incoming.scheme();
-  const protocol = !scheme ? "http" : scheme.tag === "other" ? scheme.val : scheme.tag.toLowerCase();
-  const authority = incoming.authority() ?? "localhost";
-  const path = incoming.pathWithQuery() ?? "/";
-  const fields = incoming.headers();
-  const headers = new Headers();
-  for (const [name, value] of fields.entries()) headers.append(name, decoder.decode(value));
-  dispose(fields);
+  // Method, URL and headers in one host call.
+  const { method, url, headers } = requestHead(incoming);
   let body = null;
   if (method !== "GET" && method !== "HEAD") {
     body = new HostBody(() => {
@@ -539,8 +553,7 @@ function toRequest(incoming) {
       return [incomingBody, incomingBody.stream()];
     }).stream();
   }
-  const request = new Request(`${protocol}://${authority}${path}`, { method, headers, body, duplex: "half" });
-  return request;
+  return new Request(url, { method, headers, body, duplex: "half" });
 }
 
 /** Headers as the fields a response goes out with, hop-by-hop ones left out. */

@@ -220,7 +220,7 @@ pub(super) fn empty() -> WasiBody {
 
 /// `url` as an absolute `http`/`https` URI, or why it is not one. Split as the guest SDK
 /// splits a URL (`fetch.rs`), in its words, so both paths refuse the same URLs alike.
-fn upstream_uri(url: &str) -> Result<http::Uri, String> {
+pub(super) fn upstream_uri(url: &str) -> Result<http::Uri, String> {
     let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("'{url}' has no scheme (expected https://...)"))?;
     // A WebSocket URL names the same connection as its HTTP twin: the upgrade is a request.
     let scheme = match scheme.to_ascii_lowercase().as_str() {
