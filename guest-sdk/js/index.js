@@ -9,9 +9,9 @@
 // calls a route can choose a certificate.
 
 import { present, clear } from "edgemtls:mtls/next-request@0.1.0";
-import { handle as sendWithCertificate, failure as failureOf } from "edgemtls:mtls/outgoing@0.1.0";
+import { handle as sendWithCertificate } from "edgemtls:mtls/outgoing@0.1.0";
 import { respond as respondInHost } from "edgemtls:mtls/pass-through@0.1.0";
-import { head as requestHead, send as sendInOneCall } from "edgemtls:mtls/js-requests@0.1.0";
+import { head as requestHead, send as sendInOneCall, wait as waitForAnswer } from "edgemtls:mtls/js-requests@0.1.0";
 import { get as getOption, getAll as getAllOptions } from "wasi:config/store@0.2.0-rc.1";
 import { getEnvironment } from "wasi:cli/environment@0.2.10";
 import {
@@ -428,20 +428,16 @@ function sendError(thrown, certificate) {
   return new TypeError(`NetworkError when attempting to fetch resource (${why})`);
 }
 
+/** Waits for the upstream's answer, in one host call. */
 function receive(future) {
-  const pollable = future.subscribe();
-  pollable.block();
-  dispose(pollable);
-  const outcome = future.get();
-  const result = outcome && outcome.tag === "ok" ? outcome.val : undefined;
-  if (!result || result.tag !== "ok") {
-    const failure = failureOf(future);
-    dispose(future);
-    const why = failure ? failure.message : result ? `error ${result.val.tag}` : "no answer";
+  let answer;
+  try {
+    answer = waitForAnswer(future);
+  } catch (thrown) {
+    const why = thrown && typeof thrown.payload === "string" ? thrown.payload : "the request failed";
     throw new TypeError(`NetworkError when attempting to fetch resource: ${why}`);
   }
-  dispose(future);
-  return new UpstreamResponse(result.val);
+  return new UpstreamResponse(answer[1], answer[0]);
 }
 
 /**
@@ -455,8 +451,8 @@ class UpstreamResponse extends Response {
   #stream;
   #copy;
 
-  constructor(incoming) {
-    super(null, { status: incoming.status() });
+  constructor(incoming, status) {
+    super(null, { status });
     this.#incoming = incoming;
     this.#body = new HostBody(() => {
       const body = incoming.consume();

@@ -8,6 +8,8 @@ mod generated {
         imports: {
             // Waits for the upstream's answer, as `wasi:io/poll` does for a plain request.
             "edgemtls:mtls/forward.forward": async | trappable,
+            // Waits for the upstream's answer, as `wasi:io/poll` does.
+            "edgemtls:mtls/js-requests.wait": async | trappable,
             default: trappable,
         },
         require_store_data_send: true,

@@ -8,7 +8,7 @@
 use wasmtime::component::Resource;
 use wasmtime_wasi_http::FieldMap;
 use wasmtime_wasi_http::p2::bindings::http::types as wasi;
-use wasmtime_wasi_http::p2::types::{HostFutureIncomingResponse, HostIncomingRequest, HostOutgoingRequest};
+use wasmtime_wasi_http::p2::types::{HostFutureIncomingResponse, HostIncomingRequest, HostIncomingResponse, HostOutgoingRequest};
 
 use super::HostState;
 use super::forward::upstream_uri;
@@ -69,6 +69,40 @@ impl js_requests::Host for HostState {
             body: None,
         })?;
         outgoing::Host::handle(self, request, None, certificate)
+    }
+
+    async fn wait(
+        &mut self,
+        response: Resource<HostFutureIncomingResponse>,
+    ) -> wasmtime::Result<Result<(u16, Resource<HostIncomingResponse>), String>> {
+        wasmtime_wasi::p2::Pollable::ready(self.table.get_mut(&response)?).await;
+        let borrowed = Resource::<HostFutureIncomingResponse>::new_borrow(response.rep());
+        let answer = wasi::HostFutureIncomingResponse::get(&mut wasmtime_wasi_http::WasiHttpView::http(self), borrowed)?;
+        let failure = outgoing::Host::failure(self, Resource::new_borrow(response.rep()))?;
+        self.hooks.failures.remove(&response.rep());
+        self.table.delete(response)?;
+        match answer {
+            Some(Ok(Ok(answer))) => {
+                let status = self.table.get(&answer)?.status;
+                Ok(Ok((status, answer)))
+            }
+            Some(Ok(Err(code))) => Ok(Err(failure.map(|failure| failure.message).unwrap_or_else(|| describe(&code)))),
+            // Ready was awaited and nothing took the answer before: neither can happen.
+            Some(Err(())) | None => Ok(Err("the upstream's answer was already taken".into())),
+        }
+    }
+}
+
+/// An error code the host did not record a failure for, in words.
+fn describe(code: &wasi::ErrorCode) -> String {
+    use wasi::ErrorCode as E;
+    match code {
+        E::DnsTimeout | E::DnsError(_) => "the upstream's name could not be resolved".into(),
+        E::ConnectionRefused => "the upstream refused the connection".into(),
+        E::ConnectionTimeout => "the upstream did not accept the connection in time".into(),
+        E::HttpResponseTimeout => "the upstream did not answer in time".into(),
+        E::InternalError(Some(message)) => message.clone(),
+        _ => "the request to the upstream failed".into(),
     }
 }
 
