@@ -30,6 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CLIENT_CN = "bench-client"
+# The JSON document the HTTP/1.1 upstream serves for the JavaScript handler that rewrites it.
+H1_JSON = {"items": [{"id": i, "name": f"item {i}", "ok": True} for i in range(20)]}
 # The S3 upstream edgemtls reaches with `tls_versions = ["1.2"]`.
 TLS12_UPSTREAM = "resumption-tls12"
 # SoftHSM2, the PKCS#11 token of the token-key rows, and the PIN of the bench's throwaway token.
@@ -295,6 +297,7 @@ class Bench:
     def build_js(self):
         """The JavaScript twin of mtls-probe, built with `edgemtls build` (needs Node.js)."""
         self.js_probe = None
+        self.js_handlers = {}
         if not (shutil.which("node") and shutil.which("npm")):
             self.results["notes"].append("JavaScript rows: Node.js is not installed here, so the JS handler was not built")
             return
@@ -305,6 +308,14 @@ class Bench:
         self.results["js_component"] = {"size_mib": output.stat().st_size / 1048576,
                                         "build_seconds": time.perf_counter() - started}
         self.js_probe = output
+        # The handlers of the HTTP/1.1 rows: fetch-and-return as Zuplo's guide writes it, and
+        # one that reads and rewrites the JSON answer.
+        self.js_handlers = {}
+        for name in ["forward", "json"]:
+            built = self.workdir / f"js_{name}.wasm"
+            subprocess.run([str(self.bin / "edgemtls"), "build", str(ROOT / "bench" / "guests-js" / f"{name}.ts"), "-o", str(built)],
+                           check=True, capture_output=True, text=True)
+            self.js_handlers[name] = built
 
     def edgemtls(self, *args, store=None):
         cmd = [self.bin / "edgemtls"]
@@ -384,6 +395,8 @@ class Bench:
         files.mkdir(exist_ok=True)
         for size in [0, 1024, 64 * 1024, 1024 * 1024]:
             (files / str(size)).write_bytes(b"x" * size)
+        # What the JavaScript JSON handler reads and rewrites (`?bytes=json`).
+        (files / "json").write_text(json.dumps(H1_JSON, separators=(",", ":")))
         port = free_port()
         (d / "nginx.conf").write_text(f"""
 {nginx_head(d)}    map $ssl_client_s_dn $client_cn {{ ~CN=(?<cn>[^,/]+) $cn; default ""; }}
@@ -485,6 +498,19 @@ handler = "url-forward"
 [routes.options]
 baseUrl = "https://localhost:{self.upstreams[name][0]}"
 mtlsCertificate = "bench_token"
+""")
+        if self.h1_port and self.js_handlers:
+            # The JavaScript handlers against the HTTP/1.1 upstream: instances reused (the
+            # default for what `edgemtls build` makes) and fresh.
+            for path, name, reuse in [("/js-h1", "forward", 1000), ("/js-h1-fresh", "forward", 1), ("/js-h1-json", "json", 1000)]:
+                routes.append(f"""
+[[routes]]
+path = "{path}"
+handler = "{self.js_handlers[name]}"
+max_requests_per_instance = {reuse}
+[routes.options]
+url = "https://localhost:{self.h1_port}/h1/b"
+mtlsCertificate = "bench_client"
 """)
         hosts = ", ".join(f'"localhost:{up}"' for name, (up, _) in self.upstreams.items() if name != TLS12_UPSTREAM)
         if self.h1_port:
@@ -796,11 +822,28 @@ max_requests_per_instance = 1000
             "a": lambda: self.wrk(e_port, "/h1-file/b?bytes=0", e_proc, 0),
             "b": nginx_0,
         }, {"c": no_certs, "d": "the native proxy runs no handlers"})
-        headers = {"x-target": f"https://localhost:{self.h1_port}/h1/b?bytes=0", "x-certificate": "bench_client"}
-        self.scenario("S1 HTTP/1.1 upstream, 0 B, Rust SDK handler fetching in the guest (reused)", {
-            "a": lambda: self.wrk(e_port, "/sdk-rust", e_proc, 0, headers=headers),
-            "b": nginx_0,
-        }, {"c": no_certs, "d": "the native proxy runs no handlers"})
+        handlers = "the native proxy runs no handlers"
+        for size in [0, 64 * 1024]:
+            nginx = (lambda: self.wrk(n_port, f"/h1/b?bytes={size}", n_proc, size)) if n_port else None
+            headers = {"x-target": f"https://localhost:{self.h1_port}/h1/b?bytes={size}", "x-certificate": "bench_client"}
+            self.scenario(f"S1 HTTP/1.1 upstream, {size} B, Rust SDK handler fetching in the guest (reused)", {
+                "a": lambda: self.wrk(e_port, "/sdk-rust", e_proc, size, headers=headers),
+                "b": nginx,
+            }, {"c": no_certs, "d": handlers})
+            if not self.js_handlers:
+                continue
+            # `return await fetch(url, { zuplo: { mtlsCertificate } })`: the body stays in the host.
+            for label, path in [("reused", "/js-h1"), ("fresh instance per request", "/js-h1-fresh")]:
+                self.scenario(f"S1 HTTP/1.1 upstream, {size} B, JavaScript fetch-and-return handler ({label})", {
+                    "a": lambda: self.wrk(e_port, f"{path}?bytes={size}", e_proc, size),
+                    "b": nginx,
+                }, {"c": no_certs, "d": handlers})
+        if self.js_handlers:
+            rewritten = len(json.dumps({**H1_JSON, "seenBy": "edgemtls"}, separators=(",", ":")))
+            self.scenario(f"S1 HTTP/1.1 upstream, JavaScript handler reading and rewriting a JSON answer ({rewritten} B, reused)", {
+                "a": lambda: self.wrk(e_port, "/js-h1-json?bytes=json", e_proc, rewritten),
+                "b": (lambda: self.wrk(n_port, "/h1/b?bytes=json", n_proc, rewritten - len(',"seenBy":"edgemtls"'))) if n_port else None,
+            }, {"c": no_certs, "d": handlers})
 
     def tls_load(self, port, proc, handshake_per_request):
         """Like wrk(), over HTTPS with the bench client's certificate (bench-tool tls-load)."""

@@ -11,6 +11,9 @@ export interface MtlsRequestInit extends RequestInit {
 /**
  * The standard `fetch`, presenting the named client certificate. Rejects with a
  * `CertificateError` subclass when the name cannot be used (nothing is sent then).
+ * The answer's body stays in the host until it is read; returned unread (as it is, or in
+ * `new Response(answer.body, …)`), the host streams it to the caller. A 3xx comes back as
+ * it is (an explicit `redirect: "follow"` goes through the engine's own fetch).
  */
 export function fetch(input: RequestInfo | URL, init?: MtlsRequestInit): Promise<Response>;
 

@@ -9,9 +9,19 @@
 // calls a route can choose a certificate.
 
 import { present, clear } from "edgemtls:mtls/next-request@0.1.0";
+import { handle as sendWithCertificate } from "edgemtls:mtls/outgoing@0.1.0";
+import { respond as respondInHost } from "edgemtls:mtls/pass-through@0.1.0";
+import { head as requestHead, send as sendInOneCall, wait as waitForAnswer } from "edgemtls:mtls/js-requests@0.1.0";
 import { get as getOption, getAll as getAllOptions } from "wasi:config/store@0.2.0-rc.1";
 import { getEnvironment } from "wasi:cli/environment@0.2.10";
-import { Fields, IncomingBody, OutgoingBody, OutgoingResponse, ResponseOutparam } from "wasi:http/types@0.2.10";
+import {
+  Fields,
+  IncomingBody,
+  OutgoingBody,
+  OutgoingRequest,
+  OutgoingResponse,
+  ResponseOutparam,
+} from "wasi:http/types@0.2.10";
 
 const builtinFetch = globalThis.fetch;
 
@@ -68,18 +78,28 @@ function withoutCertificate(init) {
 /**
  * `fetch`, presenting the client certificate `init.mtlsCertificate` (or
  * `init.zuplo.mtlsCertificate`) names; without a name (or with ""), none.
+ *
+ * A URL with a body the SDK can write itself (none, a string, bytes, or a body the host
+ * still holds) is sent through `edgemtls:mtls/outgoing.handle`, which resolves the name and
+ * sends in one host call; its answer's body stays in the host until the handler reads it,
+ * and a handler that returns it unread has the host copy it to the caller. Anything else
+ * (a `Request`, a `FormData` or `Blob` body, `redirect: "follow"` asked for, a `signal`)
+ * goes through the engine's fetch.
  */
 export function fetch(input, init) {
   const name = certificateName(init);
-  const rest = withoutCertificate(init);
-  if (name === undefined || name === null || name === "") return builtinFetch(input, rest);
-  if (typeof name !== "string") {
+  if (name !== undefined && name !== null && typeof name !== "string") {
     return Promise.reject(new TypeError(`mtlsCertificate must be a certificate name (a string), not ${typeof name}`));
   }
+  const certificate = name ?? "";
+  const direct = directRequest(input, init);
+  if (direct) return sendDirect(direct, certificate);
+  const rest = withoutCertificate(init);
+  if (certificate === "") return builtinFetch(input, rest);
   try {
-    present(name);
+    present(certificate);
   } catch (thrown) {
-    return Promise.reject(certificateError(thrown, name));
+    return Promise.reject(certificateError(thrown, certificate));
   }
   try {
     return builtinFetch(input, rest);
@@ -88,24 +108,27 @@ export function fetch(input, init) {
   }
 }
 
-/** The running environment's variables (`[environments.<env>.vars]`), read when asked. */
+/**
+ * The running environment's variables (`[environments.<env>.vars]`), read from the host the
+ * first time one is asked for: they are fixed for an instance's life.
+ */
+let variables;
+const lookup = () => (variables ??= new Map(getEnvironment()));
 export const environment = new Proxy(
   {},
   {
     get(_, key) {
-      if (typeof key !== "string") return undefined;
-      const found = getEnvironment().find(([name]) => name === key);
-      return found ? found[1] : undefined;
+      return typeof key === "string" ? lookup().get(key) : undefined;
     },
     has(_, key) {
-      return typeof key === "string" && getEnvironment().some(([name]) => name === key);
+      return typeof key === "string" && lookup().has(key);
     },
     ownKeys() {
-      return getEnvironment().map(([name]) => name);
+      return [...lookup().keys()];
     },
     getOwnPropertyDescriptor(_, key) {
-      const found = typeof key === "string" ? getEnvironment().find(([name]) => name === key) : undefined;
-      return found ? { value: found[1], enumerable: true, configurable: true, writable: false } : undefined;
+      const found = typeof key === "string" ? lookup().get(key) : undefined;
+      return found !== undefined ? { value: found, enumerable: true, configurable: true, writable: false } : undefined;
     },
   },
 );
@@ -166,6 +189,348 @@ export function installGlobalFetch() {
   globalThis.fetch = fetch;
 }
 
+const dispose = (resource) => resource[Symbol.dispose || Symbol.for("dispose")]();
+const decoder = new TextDecoder();
+const encoder = new TextEncoder();
+/** Headers wasi:http refuses in a response (hop-by-hop); the host sets its own. */
+const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "http2-settings", "te", "host"]);
+/** How much one read of a body takes into JavaScript; bodies cross in large chunks or not at all. */
+const READ_CHUNK = 1048576n;
+/** How much one host-side copy (a splice) may move; the host streams it without the guest. */
+const SPLICE_CHUNK = 1048576n;
+const WRITE_CHUNK = 4096;
+const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]);
+
+const isClosed = (error) => error && error.payload && error.payload.tag === "closed";
+
+// ---------------------------------------------------------------------------------------
+// Bodies kept in the host. A body the handler got from the host (its request's, an
+// upstream answer's) is a `HostBody`: the host's stream, read into JavaScript only when the
+// handler reads it. Passed on unread (to `fetch`, or returned), the host copies it.
+
+/** A body still in the host, and whether JavaScript has started reading it. */
+class HostBody {
+  constructor(open, owner) {
+    // `open()` takes the body from its owner: [incoming-body, input-stream]. `owner` (an
+    // upstream's incoming-response) is let go of with the body.
+    this.open = open;
+    this.owner = owner;
+    this.opened = null;
+    this.started = false;
+  }
+
+  /** The body's stream, taken from its owner the first time. */
+  input() {
+    if (!this.opened) this.opened = this.open();
+    return this.opened[1];
+  }
+
+  /** Reads the next chunk into JavaScript; undefined at the end. */
+  read() {
+    this.started = true;
+    try {
+      return this.input().blockingRead(READ_CHUNK);
+    } catch (error) {
+      this.close();
+      if (isClosed(error)) return undefined;
+      throw new TypeError("the body could not be read: the connection it came on failed");
+    }
+  }
+
+  /** Reads the rest into one buffer. */
+  readAll() {
+    const chunks = [];
+    let length = 0;
+    for (let chunk = this.read(); chunk !== undefined; chunk = this.read()) {
+      chunks.push(chunk);
+      length += chunk.length;
+    }
+    if (chunks.length === 1) return chunks[0];
+    const all = new Uint8Array(length);
+    let offset = 0;
+    for (const chunk of chunks) {
+      all.set(chunk, offset);
+      offset += chunk.length;
+    }
+    return all;
+  }
+
+  /** Copies the rest into `output` in the host; the bytes never enter JavaScript. */
+  spliceInto(output) {
+    this.started = true;
+    const input = this.input();
+    try {
+      for (;;) output.blockingSplice(input, SPLICE_CHUNK);
+    } catch (error) {
+      this.close();
+      if (!isClosed(error)) throw new TypeError("the body could not be passed on: the connection it came on failed");
+    }
+  }
+
+  /** The upstream response this body is still part of, taken to be passed on whole. */
+  takeOwner() {
+    if (this.opened || this.started || !this.owner) return undefined;
+    const owner = this.owner;
+    this.owner = null;
+    this.started = true;
+    return owner;
+  }
+
+  close() {
+    if (!this.opened) return;
+    const [body, input] = this.opened;
+    this.opened = [null, null];
+    if (input) dispose(input);
+    if (body) dispose(IncomingBody.finish(body));
+    if (this.owner) dispose(this.owner);
+    this.owner = null;
+  }
+
+  /** A ReadableStream over this body that reads only when pulled. */
+  stream() {
+    const stream = new ReadableStream(
+      {
+        pull: (controller) => {
+          try {
+            const chunk = this.read();
+            if (chunk === undefined) controller.close();
+            else controller.enqueue(chunk);
+          } catch (error) {
+            controller.error(error);
+          }
+        },
+      },
+      // No read ahead: a body nobody reads stays in the host.
+      { highWaterMark: 0 },
+    );
+    hostBodies.set(stream, this);
+    return stream;
+  }
+}
+
+/** The HostBody behind a ReadableStream the SDK made, to pass it on unread. */
+const hostBodies = new WeakMap();
+
+function unreadHostBody(stream) {
+  const body = stream ? hostBodies.get(stream) : undefined;
+  return body && !body.started ? body : undefined;
+}
+
+// ---------------------------------------------------------------------------------------
+// Sending. `directRequest` says whether the SDK can send a fetch itself (else the engine's
+// fetch does), `sendDirect` sends it through `edgemtls:mtls/outgoing.handle`.
+
+function directRequest(input, init) {
+  let url;
+  if (typeof input === "string") url = input;
+  else if (input instanceof URL) url = input.href;
+  else return undefined;
+  const options = init && typeof init === "object" ? init : {};
+  if (options.redirect !== undefined && options.redirect !== "manual") return undefined;
+  if (options.signal) return undefined;
+  const body = options.body;
+  if (body !== undefined && body !== null && typeof body !== "string" && !(body instanceof Uint8Array) &&
+    !(body instanceof ArrayBuffer) && !unreadHostBody(body)) {
+    return undefined;
+  }
+  const match = /^(https?):\/\/([^/?#]+)([^#]*)/i.exec(url);
+  if (!match) return undefined;
+  const method = options.method === undefined ? "GET" : String(options.method);
+  return { url, scheme: match[1].toLowerCase(), authority: match[2], path: match[3] || "/", method, headers: options.headers, body };
+}
+
+/** `init.headers` (an object, a Headers, or pairs) as wasi:http fields. */
+function fieldsOf(headers, extra) {
+  const list = [];
+  if (headers instanceof Headers) {
+    for (const [name, value] of headers) list.push([name, encoder.encode(value)]);
+  } else if (Array.isArray(headers)) {
+    for (const [name, value] of headers) list.push([String(name).toLowerCase(), encoder.encode(String(value))]);
+  } else if (headers && typeof headers === "object") {
+    for (const name of Object.keys(headers)) list.push([name.toLowerCase(), encoder.encode(String(headers[name]))]);
+  }
+  if (extra) list.push(extra);
+  return Fields.fromList(list);
+}
+
+function methodVariant(method) {
+  const upper = method.toUpperCase();
+  return METHODS.has(upper) ? { tag: upper.toLowerCase() } : { tag: "other", val: method };
+}
+
+/** `init.headers` (an object, a Headers, or pairs) as name and value strings. */
+function headerPairs(headers) {
+  if (headers instanceof Headers) return [...headers];
+  if (Array.isArray(headers)) return headers.map(([name, value]) => [String(name).toLowerCase(), String(value)]);
+  if (headers && typeof headers === "object") return Object.keys(headers).map((name) => [name.toLowerCase(), String(headers[name])]);
+  return [];
+}
+
+function sendDirect(request, certificate) {
+  if (request.body === undefined || request.body === null) {
+    // No body: built and sent in one host call.
+    let future;
+    try {
+      future = sendInOneCall(request.method, request.url, headerPairs(request.headers), certificate);
+    } catch (thrown) {
+      return Promise.reject(sendError(thrown, certificate));
+    }
+    return Promise.resolve().then(() => receive(future));
+  }
+  let bytes;
+  if (typeof request.body === "string") bytes = encoder.encode(request.body);
+  else if (request.body instanceof ArrayBuffer) bytes = new Uint8Array(request.body);
+  else if (request.body instanceof Uint8Array) bytes = request.body;
+  const passedOn = bytes === undefined ? unreadHostBody(request.body) : undefined;
+  let outgoing;
+  try {
+    const headers = request.headers;
+    const hasLength = bytes !== undefined && !(headers instanceof Headers ? headers.has("content-length") : false);
+    outgoing = new OutgoingRequest(fieldsOf(headers, hasLength ? ["content-length", encoder.encode(String(bytes.length))] : undefined));
+    outgoing.setMethod(methodVariant(request.method));
+    outgoing.setScheme({ tag: request.scheme === "https" ? "HTTPS" : "HTTP" });
+    outgoing.setAuthority(request.authority);
+    outgoing.setPathWithQuery(request.path);
+  } catch (error) {
+    return Promise.reject(new TypeError(`the request could not be built: ${error && error.message ? error.message : String(error)}`));
+  }
+  const outgoingBody = outgoing.body();
+  let future;
+  try {
+    // Resolves the name and sends in one host call.
+    future = sendWithCertificate(outgoing, undefined, certificate);
+  } catch (thrown) {
+    dispose(outgoingBody);
+    return Promise.reject(sendError(thrown, certificate));
+  }
+  try {
+    if (bytes !== undefined || passedOn) {
+      const output = outgoingBody.write();
+      if (passedOn) passedOn.spliceInto(output);
+      else for (let offset = 0; offset < bytes.length; offset += WRITE_CHUNK) output.blockingWriteAndFlush(bytes.subarray(offset, offset + WRITE_CHUNK));
+      dispose(output);
+    }
+    OutgoingBody.finish(outgoingBody, undefined);
+  } catch (error) {
+    dispose(future);
+    return Promise.reject(error instanceof TypeError ? error : new TypeError("NetworkError when attempting to fetch resource (the request body could not be sent)"));
+  }
+  // Sent now; waited for when the caller awaits, so requests started together run together.
+  return Promise.resolve().then(() => receive(future));
+}
+
+/** What `outgoing.handle` (or `send`) threw, as fetch rejects with it. */
+function sendError(thrown, certificate) {
+  const error = thrown && thrown.payload;
+  if (error && error.tag === "certificate") return certificateError({ payload: error.val }, certificate);
+  const code = error && error.val ? error.val : undefined;
+  const why = code && code.tag === "internal-error" && code.val ? code.val : code ? code.tag : "failed";
+  return new TypeError(`NetworkError when attempting to fetch resource (${why})`);
+}
+
+/** Waits for the upstream's answer, in one host call. */
+function receive(future) {
+  let answer;
+  try {
+    answer = waitForAnswer(future);
+  } catch (thrown) {
+    const why = thrown && typeof thrown.payload === "string" ? thrown.payload : "the request failed";
+    throw new TypeError(`NetworkError when attempting to fetch resource: ${why}`);
+  }
+  return new UpstreamResponse(answer[1], answer[0]);
+}
+
+/**
+ * A Response from the host: its headers become JavaScript only when asked for, its body
+ * only when read. Returned as it is, or its body in a new Response, the host streams it.
+ */
+class UpstreamResponse extends Response {
+  #incoming;
+  #headers;
+  #body;
+  #stream;
+  #copy;
+
+  constructor(incoming, status) {
+    super(null, { status });
+    this.#incoming = incoming;
+    this.#body = new HostBody(() => {
+      const body = incoming.consume();
+      return [body, body.stream()];
+    }, incoming);
+  }
+
+  get headers() {
+    if (!this.#headers) {
+      const headers = new Headers();
+      const fields = this.#incoming.headers();
+      for (const [name, value] of fields.entries()) headers.append(name, decoder.decode(value));
+      dispose(fields);
+      this.#headers = headers;
+    }
+    return this.#headers;
+  }
+
+  get body() {
+    if (this.#copy) return this.#copy.body;
+    if (this.#stream === undefined) this.#stream = this.#body.stream();
+    return this.#stream;
+  }
+
+  get bodyUsed() {
+    return this.#copy ? this.#copy.bodyUsed : this.#body.started;
+  }
+
+  arrayBuffer() {
+    return this.bytes().then((bytes) => (bytes.buffer.byteLength === bytes.length ? bytes.buffer : bytes.slice().buffer));
+  }
+
+  bytes() {
+    if (this.#copy) return this.#copy.arrayBuffer().then((buffer) => new Uint8Array(buffer));
+    if (this.#body.started) return Promise.reject(new TypeError("the body was already read"));
+    try {
+      return Promise.resolve(this.#body.readAll());
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  text() {
+    return this.bytes().then((bytes) => decoder.decode(bytes));
+  }
+
+  json() {
+    return this.text().then((text) => JSON.parse(text));
+  }
+
+  blob() {
+    return this.bytes().then((bytes) => new Blob([bytes], { type: this.headers.get("content-type") ?? "" }));
+  }
+
+  formData() {
+    return this.bytes().then((bytes) => new Response(bytes, { headers: this.headers }).formData());
+  }
+
+  clone() {
+    // The body is read once, into a copy for each side; this response reads its copy.
+    const bytes = this.#copy ? undefined : this.#body.readAll();
+    if (bytes !== undefined) this.#copy = new Response(bytes, { status: this.status, headers: this.headers });
+    return this.#copy.clone();
+  }
+
+  /**
+   * Answers `responseOut` with this response in the host, if its body is still unread: with
+   * the upstream's headers unless the handler looked at them (and so may have changed them).
+   */
+  respondInHost(responseOut) {
+    if (this.#copy) return false;
+    const incoming = this.#body.takeOwner();
+    if (!incoming) return false;
+    respondInHost(incoming, undefined, this.#headers ? responseFields(this.#headers) : undefined, responseOut);
+    return true;
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // Serving without the engine's fetch event. StarlingMonkey's fetch event is one global
 // object per instance ("respondWith can't be called twice on the same event"), so an
@@ -173,60 +538,48 @@ export function installGlobalFetch() {
 // `incomingHandler` instead: each `wasi:http/incoming-handler.handle` call becomes a standard
 // Request, and the handler's Response is written back, so the host can reuse the instance.
 
-const dispose = (resource) => resource[Symbol.dispose || Symbol.for("dispose")]();
-const decoder = new TextDecoder();
-const encoder = new TextEncoder();
-/** Headers wasi:http refuses in a response (hop-by-hop); the host sets its own. */
-const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "http2-settings", "te", "host"]);
-const READ_CHUNK = 65536n;
-const WRITE_CHUNK = 4096;
-
-function methodOf(incoming) {
-  const method = incoming.method();
-  return method.tag === "other" ? method.val : method.tag.toUpperCase();
-}
-
+/** The caller's request; its body stays in the host until the handler reads or passes it on. */
 function toRequest(incoming) {
-  const method = methodOf(incoming);
-  const scheme = incoming.scheme();
-  const protocol = !scheme ? "http" : scheme.tag === "other" ? scheme.val : scheme.tag.toLowerCase();
-  const authority = incoming.authority() ?? "localhost";
-  const path = incoming.pathWithQuery() ?? "/";
-  const fields = incoming.headers();
-  const headers = new Headers();
-  for (const [name, value] of fields.entries()) headers.append(name, decoder.decode(value));
-  dispose(fields);
+  // Method, URL and headers in one host call.
+  const { method, url, headers } = requestHead(incoming);
   let body = null;
   if (method !== "GET" && method !== "HEAD") {
-    const incomingBody = incoming.consume();
-    const stream = incomingBody.stream();
-    body = new ReadableStream({
-      pull(controller) {
-        try {
-          controller.enqueue(stream.blockingRead(READ_CHUNK));
-        } catch (error) {
-          dispose(stream);
-          dispose(IncomingBody.finish(incomingBody));
-          if (error && error.payload && error.payload.tag === "closed") controller.close();
-          else controller.error(new TypeError("the request body could not be read"));
-        }
-      },
-    });
+    body = new HostBody(() => {
+      const incomingBody = incoming.consume();
+      return [incomingBody, incomingBody.stream()];
+    }).stream();
   }
-  return new Request(`${protocol}://${authority}${path}`, { method, headers, body, duplex: "half" });
+  return new Request(url, { method, headers, body, duplex: "half" });
+}
+
+/** Headers as the fields a response goes out with, hop-by-hop ones left out. */
+function responseFields(headers) {
+  const list = [];
+  for (const [name, value] of headers) {
+    if (!HOP_BY_HOP.has(name.toLowerCase())) list.push([name, encoder.encode(value)]);
+  }
+  return Fields.fromList(list);
 }
 
 async function send(response, responseOut) {
-  const list = [];
-  for (const [name, value] of response.headers) {
-    if (!HOP_BY_HOP.has(name.toLowerCase())) list.push([name, encoder.encode(value)]);
+  // An upstream's answer returned with its body unread goes from the upstream to the caller
+  // in the host: as it is, or in a new Response with other status and headers.
+  if (response instanceof UpstreamResponse && response.respondInHost(responseOut)) return;
+  const hostBody = unreadHostBody(response.body);
+  const upstream = hostBody && hostBody.takeOwner();
+  if (upstream) {
+    respondInHost(upstream, response.status, responseFields(response.headers), responseOut);
+    return;
   }
-  const outgoing = new OutgoingResponse(Fields.fromList(list));
+  const outgoing = new OutgoingResponse(responseFields(response.headers));
   outgoing.setStatusCode(response.status);
   const outgoingBody = outgoing.body();
   ResponseOutparam.set(responseOut, { tag: "ok", val: outgoing });
   const stream = outgoingBody.write();
-  if (response.body) {
+  if (hostBody) {
+    // The caller's own body, sent back: copied in the host.
+    hostBody.spliceInto(stream);
+  } else if (response.body) {
     const reader = response.body.getReader();
     for (;;) {
       const { done, value } = await reader.read();

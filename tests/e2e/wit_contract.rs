@@ -39,10 +39,12 @@ fn the_mtls_extension_returns_no_bytes() -> anyhow::Result<()> {
         }
     }
     assert_eq!(
-        functions, 5,
-        "the extension has five functions: outgoing.handle and outgoing.failure (why a request failed), \
+        functions, 9,
+        "the extension has nine functions: outgoing.handle and outgoing.failure (why a request failed), \
          next-request.present and next-request.clear (a name for a built-in HTTP client's next request), \
-         and forward.forward (proxying in the host)"
+         forward.forward (proxying in the host), pass-through.respond (answering with an upstream's \
+         response in the host), and js-requests.head, send and wait (the JavaScript SDK's requests in \
+         one call each)"
     );
     Ok(())
 }

@@ -79,9 +79,20 @@ impl BuildCommand {
         if !status.success() {
             bail!("building '{}' failed (the reason is above)", self.handler.display());
         }
+        mark_reusable(&output)?;
         precompile(&output);
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// Marks the component as one that serves request after request on an instance (the SDK's
+/// incoming handler), so that routes reuse its instances by default.
+fn mark_reusable(component: &Path) -> anyhow::Result<()> {
+    let built = std::fs::read(component).with_context(|| format!("reading '{}'", component.display()))?;
+    let Some(marked) = edgemtls_host::config::with_reuse_mark(&built) else {
+        bail!("'{}' is not a WebAssembly component: componentize-js wrote something else", component.display());
+    };
+    std::fs::write(component, marked).with_context(|| format!("writing '{}'", component.display()))
 }
 
 /// Compiles the component once, as `serve` would, so that the compile cache holds its code

@@ -319,3 +319,169 @@ fn the_javascript_sdk_imports_the_hosts_next_request_interface() -> Result<()> {
     ensure!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     Ok(())
 }
+
+/// An nginx upstream that requires nothing but reports the client certificate it saw
+/// (`x-client-dn`, empty for none), serving `/file` (the bytes of `file`, with two
+/// `set-cookie` headers) and `/json`. Returns the process and its port.
+fn nginx_upstream(sandbox: &Sandbox, pki: &str, file: &std::path::Path) -> Result<(Running, u16)> {
+    let port = free_port()?;
+    let dir = sandbox.path("nginx");
+    std::fs::create_dir_all(dir.join("logs"))?;
+    let dir = text(&dir);
+    let temps: String = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"].iter().map(|k| format!("{k}_temp_path {dir}/{k}; ")).collect();
+    let config = format!(
+        r#"daemon off; master_process off; worker_processes 1; pid {dir}/nginx.pid; error_log {dir}/logs/error.log warn;
+events {{ worker_connections 256; }}
+http {{ access_log off; {temps}
+  server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {pki}/localhost.pem; ssl_certificate_key {pki}/localhost.key;
+    ssl_client_certificate {pki}/ca.pem; ssl_verify_client optional;
+    location = /file {{ alias {file}; default_type application/octet-stream;
+      add_header x-client-dn "$ssl_client_s_dn" always; add_header set-cookie "a=1; Path=/" always; add_header set-cookie "b=2; Path=/" always; }}
+    location = /json {{ default_type application/json; add_header x-client-dn "$ssl_client_s_dn" always; return 200 '{{"dn":"$ssl_client_s_dn"}}'; }}
+  }}
+}}
+"#,
+        file = text(file),
+    );
+    let path = sandbox.write("nginx.conf", config)?;
+    let process = std::process::Command::new("nginx")
+        .args(["-c", &text(&path), "-p", &dir])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting nginx")?;
+    let process = Running(process);
+    wait_for(port)?;
+    Ok((process, port))
+}
+
+#[test]
+fn a_javascript_handler_passes_answers_on_exactly_and_reused_instances_present_only_their_own_certificate() -> Result<()> {
+    if !node_is_installed() {
+        crate::cli::peers::missing_peer("Node.js is not installed (edgemtls build needs it to build JavaScript handlers)");
+        return Ok(());
+    }
+    if std::process::Command::new("nginx").arg("-v").stderr(Stdio::null()).status().is_err() {
+        crate::cli::peers::missing_peer("nginx is not installed (the upstream of this test)");
+        return Ok(());
+    }
+    let sandbox = Sandbox::new()?;
+    let pki = text(&sandbox.path("pki"));
+    sandbox.ok(["pki", "init", "--out", &pki])?;
+    for cn in ["js-one", "js-two"] {
+        sandbox.ok(["pki", "issue", "--ca", &pki, "--cn", cn, "--out", &pki])?;
+    }
+    sandbox.ok(["pki", "issue", "--ca", &pki, "--cn", "localhost", "--server", "--san", "localhost", "--out", &pki])?;
+    for (name, cn) in [("one", "js-one"), ("two", "js-two")] {
+        sandbox.ok([
+            "cert",
+            "create",
+            "--name",
+            name,
+            "--cert",
+            &format!("{pki}/{cn}.pem"),
+            "--key",
+            &format!("{pki}/{cn}.key"),
+            "--env",
+            "production",
+        ])?;
+    }
+    // 1 MiB that no two offsets repeat the same way: a byte out of place shows.
+    let bytes: Vec<u8> = (0..1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let file = sandbox.write("answer.bin", &bytes)?;
+    let (_nginx, nginx_port) = nginx_upstream(&sandbox, &pki, &file)?;
+    build_probe(&sandbox)?;
+    let config = sandbox.path("edgemtls.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[[routes]]
+path = "/js"
+handler = "probe.wasm"
+allowed_outbound_hosts = ["*"]
+[routes.options]
+url = "https://localhost:{nginx_port}"
+
+[[upstreams]]
+hosts = ["localhost:{nginx_port}"]
+ca_bundle = "pki/ca.pem"
+"#
+        ),
+    )?;
+    let (_serve, port, admin, _log) = serve(&sandbox, &config, "production")?;
+    let get = |path: &str| -> Result<Answer> {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(120)))?;
+        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response)?;
+        let split = response.windows(4).position(|w| w == b"\r\n\r\n").context("no end of the response head")?;
+        let head = String::from_utf8_lossy(&response[..split]).into_owned();
+        let mut lines = head.lines();
+        let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).context("no status line")?;
+        let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string())).collect();
+        Ok(Answer { status, headers, body: response[split + 4..].to_vec() })
+    };
+    let all =
+        |answer: &Answer, name: &str| -> Vec<String> { answer.headers.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()).collect() };
+
+    // Returned as fetched, and rewrapped with a header added: the exact bytes, the status,
+    // both cookies, and the certificate the upstream saw.
+    for (path, cn) in [("/js/pass?path=/file&cert=one", "js-one"), ("/js/rewrap?path=/file&cert=two", "js-two")] {
+        let answer = get(path)?;
+        ensure!(answer.status == 200, "{path}: {}", answer.status);
+        ensure!(answer.body == bytes, "{path}: the caller got {} bytes, not the upstream's 1 MiB as they were", answer.body.len());
+        ensure!(all(&answer, "set-cookie") == ["a=1; Path=/", "b=2; Path=/"], "{path}: {:?}", answer.headers);
+        ensure!(all(&answer, "x-client-dn") == [format!("O=edgemtls development,CN={cn}")], "{path}: {:?}", answer.headers);
+        ensure!(all(&answer, "connection").iter().all(|v| v == "close"), "{path}: no upstream hop-by-hop header: {:?}", answer.headers);
+    }
+    ensure!(all(&get("/js/rewrap?path=/file&cert=one")?, "x-rewrapped") == ["yes"]);
+
+    // A handler that reads and changes the body.
+    let answer = get("/js/json?path=/json&cert=one")?;
+    let value: serde_json::Value = serde_json::from_slice(&answer.body)?;
+    ensure!(
+        answer.status == 200 && value == serde_json::json!({ "dn": "O=edgemtls development,CN=js-one", "changed": true }),
+        "{} {value}",
+        answer.status
+    );
+
+    // Reused instances: each request presents its own certificate, or none, never the one
+    // before it; and what the handler keeps in a global outlives the request.
+    for i in 0..200 {
+        let (path, expected) = match i % 3 {
+            0 => ("/js/pass?path=/json&cert=one", "O=edgemtls development,CN=js-one"),
+            1 => ("/js/pass?path=/json&cert=two", "O=edgemtls development,CN=js-two"),
+            _ => ("/js/pass?path=/json", ""),
+        };
+        let answer = get(path)?;
+        let seen: serde_json::Value = serde_json::from_slice(&answer.body)?;
+        ensure!(answer.status == 200 && seen["dn"] == expected, "request {i} ({path}): {} {seen}", answer.status);
+    }
+    let served = |answer: Answer| -> Result<u64> {
+        let value: serde_json::Value = serde_json::from_slice(&answer.body)?;
+        value["served"].as_u64().context("served")
+    };
+    let first = served(get("/js/served")?)?;
+    let second = served(get("/js/served")?)?;
+    ensure!(second == first + 1, "a global persists on a reused instance: {first} then {second}");
+    let (_, metrics) = http_get(admin, "/metrics")?;
+    let created: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("edgemtls_instances_created_total{route=\"/js\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .context("instances_created for /js")?;
+    // Without max_requests_per_instance: what `edgemtls build` made is reused by default.
+    ensure!(created <= 5.0, "one caller at a time is served by reused instances: {created} created");
+
+    // An upstream that cannot be reached: a problem in plain words, no Rust Debug text.
+    let closed = free_port()?;
+    let answer = get(&format!("/js/pass?to=https://localhost:{closed}/&cert=one"))?;
+    let problem: serde_json::Value = serde_json::from_slice(&answer.body)?;
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    ensure!(answer.status == 500 && problem["reason"] == "handler-error", "{} {problem}", answer.status);
+    ensure!(detail.contains("NetworkError when attempting to fetch resource: ") && detail.len() > 60, "{detail}");
+    ensure!(!["{", "Error(", "kind:", "Os "].iter().any(|debug| detail.contains(debug)), "plain words: {detail}");
+    Ok(())
+}

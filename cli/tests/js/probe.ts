@@ -13,6 +13,9 @@ import {
   CertificateNotYetValidError,
 } from "edgemtls";
 
+/** Lives as long as the instance: an instance serves request after request. */
+let served = 0;
+
 const json = (value: unknown, status = 200) =>
   new Response(JSON.stringify(value), { status, headers: { "content-type": "application/json" } });
 
@@ -81,6 +84,30 @@ export default {
         headers.set("x-upstream-received", answer.headers.get("x-received-bytes") ?? "");
         headers.set("x-upstream-cn", answer.headers.get("x-client-cn") ?? "none");
         return new Response(answer.body, { status: answer.status, headers });
+      }
+      case "/js/pass": {
+        // Zuplo's guide: return what fetch answered, as it is (the host streams the body).
+        const name = url.searchParams.get("cert") ?? undefined;
+        const to = url.searchParams.get("to") ?? upstream + (url.searchParams.get("path") ?? "/");
+        return await fetch(to, { zuplo: { mtlsCertificate: name } } as RequestInit);
+      }
+      case "/js/rewrap": {
+        // The body passed on in a new Response, with a header added.
+        const answer = await fetch(upstream + (url.searchParams.get("path") ?? "/"), { mtlsCertificate: cert });
+        const headers = new Headers(answer.headers);
+        headers.set("x-rewrapped", "yes");
+        return new Response(answer.body, { status: answer.status, headers });
+      }
+      case "/js/json": {
+        // Reads the answer and changes it.
+        const answer = await fetch(upstream + (url.searchParams.get("path") ?? "/"), { mtlsCertificate: cert });
+        const value = await answer.json();
+        value.changed = true;
+        return json(value, answer.status);
+      }
+      case "/js/served": {
+        served += 1;
+        return json({ served });
       }
       default:
         return new Response("not found\n", { status: 404 });

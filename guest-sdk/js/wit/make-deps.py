@@ -27,10 +27,12 @@ for path in sorted(source.glob("*.wit")):
     (target / path.name).write_text(text)
 shutil.copytree(source / "config", target / "config")
 mtls = (source.parent / "mtls.wit").read_text()
-interface = re.search(r"(///[^\n]*\n)*interface next-request \{.*?\n\}\n", mtls, re.S).group(0)
+# The interfaces a JavaScript handler imports, their wasi:http types at the engine's release.
+interfaces = [re.search(r"(///[^\n]*\n)*interface " + name + r" \{.*?\n\}\n", mtls, re.S).group(0).replace("@0.2.12", "@0.2.10")
+              for name in ("outgoing", "next-request", "pass-through", "js-requests")]
 (target / "mtls.wit").write_text(
     "// The part of edgemtls:mtls a JavaScript handler imports (see wit/mtls.wit).\n"
-    "package edgemtls:mtls@0.1.0;\n\n" + interface)
+    "package edgemtls:mtls@0.1.0;\n\n" + "\n".join(interfaces))
 if check:
     # `--check`: the committed deps/ must be what this script writes from wit/ now.
     def files(root):

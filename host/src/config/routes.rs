@@ -38,8 +38,10 @@ pub struct Route {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reuse {
     /// Requests one instance serves before it is replaced; 1 means a fresh instance for every
-    /// request. Default: 1,000 for built-in handlers, 1 for component files (a `wasi:http`
-    /// guest written for `wasmtime serve` may assume a fresh instance; set it to opt in).
+    /// request. Default: 1,000 for built-in handlers and for components `edgemtls build` made
+    /// (JavaScript handlers keep their globals between requests, as on Cloudflare Workers and
+    /// Zuplo), 1 for other component files (a `wasi:http` guest written for `wasmtime serve`
+    /// may assume a fresh instance; set it to opt in).
     pub max_requests_per_instance: u32,
     /// How long an unused instance stays warm. Default 10 s.
     pub idle_timeout: Duration,
@@ -48,10 +50,12 @@ pub struct Reuse {
 }
 
 impl Reuse {
-    /// The defaults for a route's component: reuse for built-ins, fresh instances for files.
+    /// The defaults for a route's component: reuse for built-ins and for what `edgemtls build`
+    /// made, fresh instances for other files.
     pub fn default_for(component: &ComponentSource) -> Self {
         let max_requests_per_instance = match component {
             ComponentSource::Builtin(_) => 1000,
+            ComponentSource::File(path) if super::has_reuse_mark(path) => 1000,
             ComponentSource::File(_) => 1,
         };
         Self { max_requests_per_instance, idle_timeout: Duration::from_secs(10), max_idle_instances: 32 }

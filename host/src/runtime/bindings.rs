@@ -8,6 +8,8 @@ mod generated {
         imports: {
             // Waits for the upstream's answer, as `wasi:io/poll` does for a plain request.
             "edgemtls:mtls/forward.forward": async | trappable,
+            // Waits for the upstream's answer, as `wasi:io/poll` does.
+            "edgemtls:mtls/js-requests.wait": async | trappable,
             default: trappable,
         },
         require_store_data_send: true,
@@ -19,4 +21,4 @@ mod generated {
     });
 }
 
-pub use generated::edgemtls::mtls::{forward, next_request, outgoing};
+pub use generated::edgemtls::mtls::{forward, js_requests, next_request, outgoing, pass_through};

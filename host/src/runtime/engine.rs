@@ -68,6 +68,8 @@ impl Runtime {
         bindings::outgoing::add_to_linker::<_, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)?;
         bindings::next_request::add_to_linker::<_, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)?;
         bindings::forward::add_to_linker::<_, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)?;
+        bindings::pass_through::add_to_linker::<_, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)?;
+        bindings::js_requests::add_to_linker::<_, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)?;
 
         // The epoch ticks for as long as the engine lives, and every guest's store holds the
         // engine: so a guest still running at shutdown still meets its deadline. While no

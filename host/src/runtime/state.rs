@@ -13,6 +13,8 @@ use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView,
 
 mod dispatch;
 mod forward;
+mod js_requests;
+mod pass_through;
 mod websocket;
 
 pub(crate) use websocket::Tunnels;

@@ -167,7 +167,7 @@ impl HostState {
 /// GET, a HEAD), so nothing announces a body that is not there; else streamed as it arrives,
 /// and ended with an error when the caller sends nothing for `idle` (an upstream that
 /// answered early would otherwise wait on a stalled upload without end).
-fn request_body(mut body: HostIncomingBody, idle: std::time::Duration) -> WasiBody {
+pub(super) fn request_body(mut body: HostIncomingBody, idle: std::time::Duration) -> WasiBody {
     let Some(mut stream) = body.take_stream() else {
         return empty();
     };
@@ -202,13 +202,13 @@ fn request_body(mut body: HostIncomingBody, idle: std::time::Duration) -> WasiBo
     StreamBody::new(chunks).boxed_unsync()
 }
 
-fn empty() -> WasiBody {
+pub(super) fn empty() -> WasiBody {
     Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync()
 }
 
 /// `url` as an absolute `http`/`https` URI, or why it is not one. Split as the guest SDK
 /// splits a URL (`fetch.rs`), in its words, so both paths refuse the same URLs alike.
-fn upstream_uri(url: &str) -> Result<http::Uri, String> {
+pub(super) fn upstream_uri(url: &str) -> Result<http::Uri, String> {
     let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("'{url}' has no scheme (expected https://...)"))?;
     // A WebSocket URL names the same connection as its HTTP twin: the upgrade is a request.
     let scheme = match scheme.to_ascii_lowercase().as_str() {
