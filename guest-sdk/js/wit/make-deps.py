@@ -29,7 +29,7 @@ shutil.copytree(source / "config", target / "config")
 mtls = (source.parent / "mtls.wit").read_text()
 # The interfaces a JavaScript handler imports, their wasi:http types at the engine's release.
 interfaces = [re.search(r"(///[^\n]*\n)*interface " + name + r" \{.*?\n\}\n", mtls, re.S).group(0).replace("@0.2.12", "@0.2.10")
-              for name in ("outgoing", "next-request", "pass-through", "js-requests")]
+              for name in ("types", "outgoing", "next-request", "pass-through", "js-requests")]
 (target / "mtls.wit").write_text(
     "// The part of edgemtls:mtls a JavaScript handler imports (see wit/mtls.wit).\n"
     "package edgemtls:mtls@0.1.0;\n\n" + "\n".join(interfaces))

@@ -21,4 +21,4 @@ mod generated {
     });
 }
 
-pub use generated::edgemtls::mtls::{forward, js_requests, next_request, outgoing, pass_through};
+pub use generated::edgemtls::mtls::{forward, js_requests, next_request, outgoing, pass_through, types};

@@ -20,7 +20,7 @@ mod websocket;
 pub(crate) use websocket::Tunnels;
 pub use websocket::WebSocketUpgrade;
 
-use super::bindings::{next_request, outgoing};
+use super::bindings::{next_request, outgoing, types};
 use super::outcome::Outcome;
 use super::route::RouteContext;
 use crate::resolve::ResolveError;
@@ -321,8 +321,10 @@ fn failed(slot: &FailureSlot, failure: UpstreamFailure) -> wasmtime_wasi_http::E
     code
 }
 
-fn certificate_error(error: ResolveError) -> outgoing::CertificateError {
-    use outgoing::CertificateError as E;
+/// Why a name cannot be used, as the guest's typed error (`types.certificate-error`, which
+/// `outgoing` and `next-request` share).
+fn certificate_error(error: ResolveError) -> types::CertificateError {
+    use types::CertificateError as E;
     match error {
         ResolveError::NotFound { name } => E::NotFound(name),
         ResolveError::Disabled { name } => E::Disabled(name),
@@ -361,7 +363,7 @@ impl HostState {
 }
 
 impl next_request::Host for HostState {
-    fn present(&mut self, certificate: String) -> wasmtime::Result<Result<(), next_request::CertificateError>> {
+    fn present(&mut self, certificate: String) -> wasmtime::Result<Result<(), types::CertificateError>> {
         // A refused name also withdraws one given earlier: the next request presents nothing.
         self.hooks.presented = None;
         Ok(match self.resolve_named(&certificate) {
@@ -369,17 +371,7 @@ impl next_request::Host for HostState {
                 self.hooks.presented = Some(identity);
                 Ok(())
             }
-            Err(error) => {
-                use next_request::CertificateError as N;
-                use outgoing::CertificateError as E;
-                Err(match certificate_error(error) {
-                    E::NotFound(name) => N::NotFound(name),
-                    E::Disabled(name) => N::Disabled(name),
-                    E::NotInEnvironment(name) => N::NotInEnvironment(name),
-                    E::Expired(name) => N::Expired(name),
-                    E::NotYetValid(name) => N::NotYetValid(name),
-                })
-            }
+            Err(error) => Err(certificate_error(error)),
         })
     }
 
