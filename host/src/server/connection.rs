@@ -247,10 +247,12 @@ async fn protocol_decidable(stream: &TcpStream) -> bool {
     }
 }
 
-/// Answers a connection over `max_connections` with a 503 and closes it.
-pub(super) async fn shed(mut stream: TcpStream) {
-    use tokio::io::AsyncWriteExt;
+/// Answers a connection over `max_connections` with a 503 and closes it at once, in the
+/// accept loop: a fresh connection's send buffer is empty, so the write does not wait, and its
+/// descriptor is free before the next accept (shed connections never pile up and take the
+/// files the cap keeps for others; a caller that cannot take even this gets the close).
+pub(super) fn shed(stream: TcpStream) {
     const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
     tracing::debug!("connection limit reached; answering 503");
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(BUSY)).await;
+    let _ = stream.try_write(BUSY);
 }

@@ -121,7 +121,7 @@ impl App {
             };
             let _ = stream.set_nodelay(true);
             let Ok(permit) = connections.clone().try_acquire_owned() else {
-                tokio::spawn(connection::shed(stream));
+                connection::shed(stream);
                 continue;
             };
             let served = self.clone().connection(stream, peer, builder.clone(), stopping.watcher());
