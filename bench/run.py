@@ -76,7 +76,10 @@ class Postgres:
         cmd = [str(self.bindir / program), *[str(a) for a in args]]
         if self.as_postgres:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        subprocess.run(cmd, check=True, capture_output=True, cwd="/")
+        done = subprocess.run(cmd, capture_output=True, cwd="/")
+        if done.returncode != 0:
+            said = (done.stderr or done.stdout).decode(errors="replace").strip()
+            raise BenchError(f"PostgreSQL's {program} failed (exit {done.returncode}): {said}")
 
     def create_database(self, name):
         subprocess.run([str(self.bindir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", "postgres",
