@@ -7,6 +7,8 @@ of CPU per request and of the per-round ratios to nginx are printed.
 
     BINS=before=/tmp/edgemtls-a,after=target/release/edgemtls ROUNDS=8 DUR=3 python3 bench/ab_h1.py
 
+HOLD=1 starts every system and keeps it serving (printing its port and pid) for perf.
+
 HANDLER: url-forward (default), hello-mtls (the SDK's in-guest fetch), or file (url-forward
 served from its .wasm file, a fresh instance per request; WASM names the file)."""
 import os, subprocess, time, socket, tempfile, re, pathlib, statistics
@@ -40,9 +42,11 @@ events {{ worker_connections 4096; }}
 http {{ access_log off; {temps} {server} }}""")
     return subprocess.Popen(["nginx", "-c", str(w/f"ng/{name}.conf"), "-p", str(w/"ng")])
 H2 = os.environ.get("UPSTREAM") == "h2"
+status = port()  # the HTTP/1.1 upstream's stub_status: how many connections each system opened
 upstream = subprocess.Popen([str(ROOT / "target/release/bench-upstream"), "--client-ca", str(w/"pki/ca.pem"), "--cert", str(w/"pki/localhost.pem"), "--key", str(w/"pki/localhost.key"), "--listen", f"127.0.0.1:{up}", "--stats-listen", f"127.0.0.1:{port()}"], stdout=subprocess.DEVNULL) if H2 else nginx_conf("upstream", f"""server {{ listen 127.0.0.1:{up} ssl; ssl_certificate {w}/pki/localhost.pem; ssl_certificate_key {w}/pki/localhost.key;
   ssl_client_certificate {w}/pki/ca.pem; ssl_verify_client on; keepalive_requests 1000000;
-  location / {{ return 200 ""; }} }}""")
+  location / {{ return 200 ""; }} }}
+server {{ listen 127.0.0.1:{status}; location / {{ stub_status; }} }}""")
 peer = nginx_conf("proxy", f"""upstream up {{ server 127.0.0.1:{up}; keepalive 64; }}
 server {{ listen 127.0.0.1:{proxy}; location / {{ proxy_pass https://up; proxy_http_version 1.1; proxy_set_header Connection "";
   proxy_ssl_certificate {w}/pki/client.pem; proxy_ssl_certificate_key {w}/pki/client.key; proxy_ssl_trusted_certificate {w}/pki/ca.pem;
@@ -70,12 +74,34 @@ ca_bundle = "{w}/pki/ca.pem"
     systems.append((name, p, proc))
 for p in [up, proxy] + [s[1] for s in systems]: wait(p)
 systems.append(("nginx", proxy, peer))
+if os.environ.get("NATIVE"):
+    # The native hyper + rustls proxy (hyper-util's pooled client) against the same upstream.
+    p = port()
+    native = subprocess.Popen([str(ROOT / "target/release/native-proxy"), "--listen", f"127.0.0.1:{p}", "--upstream", f"https://localhost:{up}",
+                               "--cert", str(w/"pki/client.pem"), "--key", str(w/"pki/client.key"), "--ca", str(w/"pki/ca.pem")],
+                              stdout=subprocess.DEVNULL, env={**os.environ, "TOKIO_WORKER_THREADS": "1"})
+    wait(p)
+    systems.append(("native", p, native))
+if os.environ.get("HOLD"):
+    # For profiling: keep every system serving and say where, until interrupted.
+    for name, p, proc in systems:
+        print(f"{name} port {p} pid {proc.pid}", flush=True)
+    try:
+        time.sleep(1e9)
+    finally:
+        for s in systems: s[2].terminate()
+        upstream.terminate()
+def accepted():
+    if H2: return 0
+    import urllib.request
+    return int(re.search(r"server accepts handled requests\s+(\d+)", urllib.request.urlopen(f"http://127.0.0.1:{status}/").read().decode()).group(1))
 def measure(p, pid):
     subprocess.run(["wrk", "-t1", "-c32", "-d1s", f"http://127.0.0.1:{p}/"], capture_output=True)
-    c0 = cpu(pid)
+    c0, a0 = cpu(pid), accepted()
     out = subprocess.run(["wrk", "-t1", "-c32", f"-d{DUR}s", f"http://127.0.0.1:{p}/"], capture_output=True, text=True).stdout
-    c1 = cpu(pid)
+    c1, a1 = cpu(pid), accepted()
     n = int(re.search(r"(\d+) requests in", out).group(1))
+    if a1 - a0 > 0: print(f"  {p}: the upstream accepted {a1 - a0} connections in {n} requests", flush=True)
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if bad: print("NON-2xx", bad.group(1), flush=True)
     return (c1 - c0) / n * 1e6

@@ -53,11 +53,13 @@ impl Runtime {
             .epoch_interruption(true)
             .cache(cache.clone())
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        with_perf_map(&mut config);
         let engine = Engine::new(&config).or_else(|error| {
             // Some sandboxes refuse the pooling allocator's large reservations.
             tracing::warn!(%error, "pooling allocator unavailable; using on-demand allocation");
             let mut config = EngineConfig::new();
             config.wasm_component_model(true).epoch_interruption(true).cache(cache);
+            with_perf_map(&mut config);
             Engine::new(&config)
         })?;
 
@@ -98,5 +100,14 @@ impl Runtime {
             slots: Arc::new(tokio::sync::Semaphore::new(limits.max_instances as usize)),
             tunnels: Arc::new(state::Tunnels::new(limits.max_websockets, limits.websocket_idle_timeout)),
         })
+    }
+}
+
+/// With `EDGEMTLS_PERF_MAP=1`, compiled guest code is named in `/tmp/perf-PID.map`, so `perf`
+/// attributes a guest's samples to its functions rather than to unknown addresses (for
+/// profiling; `bench/profile.py`).
+fn with_perf_map(config: &mut EngineConfig) {
+    if std::env::var_os("EDGEMTLS_PERF_MAP").is_some_and(|value| value == "1") {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
     }
 }
