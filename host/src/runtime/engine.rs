@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use wasmtime::component::Linker;
 use wasmtime::{Config as EngineConfig, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -14,15 +13,6 @@ use wasmtime_wasi_config::WasiConfig;
 
 use super::{HostState, Runtime, bindings, compile, state};
 use crate::config::Limits;
-
-/// How often the epoch advances while guests run: a computing guest yields to the async
-/// workers at each tick, so this is the slice other requests may wait behind one (measured:
-/// 10 ms gave a normal request a 20 ms median beside four looping guests, 1 ms gives 2 ms).
-/// Deadlines are instants, not tick counts.
-const EPOCH_TICK: Duration = Duration::from_millis(1);
-
-/// How often the epoch advances while no request runs.
-const IDLE_TICK: Duration = Duration::from_millis(50);
 
 impl Runtime {
     /// Builds the engine (pooling allocator, epoch interruption) and the linker.
@@ -74,17 +64,21 @@ impl Runtime {
         bindings::js_requests::add_to_linker::<_, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)?;
 
         // The epoch ticks for as long as the engine lives, and every guest's store holds the
-        // engine: so a guest still running at shutdown still meets its deadline. While no
-        // request runs, it looks only every IDLE_TICK, to cost nothing on an idle host.
+        // engine: so a guest still running at shutdown still meets its deadline. Its pace
+        // (idle, calm, slicing) is `slice.rs`'s.
         let ticker_engine = engine.weak();
         let running = Arc::new(AtomicU64::new(0));
         let ticker_running = running.clone();
+        let ticks = super::slice::Ticks::default();
+        let ticker_ticks = ticks.clone();
         std::thread::Builder::new().name("edgemtls-epoch".into()).spawn(move || {
             loop {
-                let busy = ticker_running.load(Ordering::Relaxed) > 0;
-                std::thread::sleep(if busy { EPOCH_TICK } else { IDLE_TICK });
+                std::thread::sleep(ticker_ticks.pace(ticker_running.load(Ordering::Relaxed) > 0));
                 match ticker_engine.upgrade() {
-                    Some(engine) => engine.increment_epoch(),
+                    Some(engine) => {
+                        ticker_ticks.advance();
+                        engine.increment_epoch();
+                    }
                     None => break,
                 }
             }
@@ -97,6 +91,7 @@ impl Runtime {
             compilations: AtomicU64::new(0),
             pools: Mutex::new(Vec::new()),
             running,
+            ticks,
             slots: Arc::new(tokio::sync::Semaphore::new(limits.max_instances as usize)),
             tunnels: Arc::new(state::Tunnels::new(limits.max_websockets, limits.websocket_idle_timeout)),
         })

@@ -21,6 +21,7 @@ mod outcome;
 mod pool;
 mod route;
 mod serve;
+mod slice;
 mod state;
 
 use std::collections::HashMap;
@@ -56,6 +57,8 @@ pub struct Runtime {
     pools: Mutex<Vec<std::sync::Weak<InstancePool>>>,
     /// Requests running guests now: the epoch ticks fast only while there are some.
     running: Arc<AtomicU64>,
+    /// The epoch's ticks, which guests' time slices are measured in.
+    ticks: slice::Ticks,
     /// One permit per instance that may exist (`max_instances`).
     slots: Arc<tokio::sync::Semaphore>,
     /// WebSocket tunnels the forward opened (`max_websockets`).

@@ -20,6 +20,8 @@ pub(super) struct Instance {
     pub(super) proxy: Proxy,
     /// Requests this instance has started.
     pub(super) served: u32,
+    /// How long its guest has run since it was last resumed.
+    pub(super) slice: super::slice::Slice,
     /// Its share of `max_instances`, given back when the instance is dropped.
     pub(super) _slot: tokio::sync::OwnedSemaphorePermit,
 }

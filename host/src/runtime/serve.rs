@@ -15,6 +15,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use super::error::classify_trap;
 use super::outcome::GuestTask;
 use super::pool::Instance;
+use super::slice::Slice;
 use super::{Handler, HandlerError, HostState, Running, Runtime, Scheme, WebSocketUpgrade, deadline, guest_output, outcome, state};
 
 /// How long a request waits for an instance slot before it is answered 503.
@@ -60,22 +61,26 @@ impl Runtime {
         let state = HostState::new(wasi, budget, handler.config.clone(), handler.context.clone(), &self.limits, self.tunnels.clone());
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
-        store.epoch_deadline_callback(|store| {
+        let slice = Slice::new(&self.ticks);
+        let guest_slice = slice.clone();
+        store.epoch_deadline_callback(move |store| {
             // tokio's yield_now puts the guest behind every other ready task; a plain yield
             // would wake it into its worker's LIFO slot and let it run again first.
             Ok(if store.data().deadline.passed() {
                 UpdateDeadline::Interrupt
-            } else {
+            } else if guest_slice.used_up() {
                 UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
+            } else {
+                UpdateDeadline::Continue(1)
             })
         });
         // Instantiation runs the component's start functions: under a deadline too.
         store.data_mut().deadline = deadline::Deadline::new(std::time::Instant::now() + self.limits.request_timeout);
         store.set_epoch_deadline(1);
-        match handler.pre.instantiate_async(&mut store).await {
+        match slice.run(handler.pre.instantiate_async(&mut store)).await {
             Ok(proxy) => {
                 handler.context.metrics.record_instance(&handler.context.route);
-                Ok(Instance { store, proxy, served: 0, _slot: slot })
+                Ok(Instance { store, proxy, served: 0, slice, _slot: slot })
             }
             Err(error) if error.is::<wasmtime::PoolConcurrencyLimitError>() => Err(HandlerError::Busy(self.limits.max_instances)),
             Err(error) => Err(classify_trap(&error, store.data().limits.refused(), self.limits.request_timeout, self.limits.memory_bytes)),
@@ -213,7 +218,7 @@ impl Runtime {
         };
         let outparam = http.new_response_outparam(response).map_err(|e| HandlerError::Instantiate(format!("{e:#}")))?;
         let call = instance.proxy.wasi_http_incoming_handler().call_handle(&mut instance.store, request, outparam);
-        let returned = until_deadline(call, &deadline).await;
+        let returned = until_deadline(instance.slice.run(call), &deadline).await;
         self.finish(handler, instance, returned)
     }
 
