@@ -9,8 +9,9 @@ of CPU per request and of the per-round ratios to nginx are printed.
 
 HOLD=1 starts every system and keeps it serving (printing its port and pid) for perf.
 
-HANDLER: url-forward (default), hello-mtls (the SDK's in-guest fetch), or file (url-forward
-served from its .wasm file, a fresh instance per request; WASM names the file)."""
+HANDLER: url-forward (default), hello-mtls (the SDK's in-guest fetch), file (url-forward
+served from its .wasm file, a fresh instance per request; WASM names the file), or js (WASM names
+a JavaScript handler built by `edgemtls build`, e.g. bench/guests-js/forward.ts)."""
 import os, subprocess, time, socket, tempfile, re, pathlib, statistics
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 bins = [b.split("=", 1) for b in os.environ["BINS"].split(",")]
@@ -54,6 +55,7 @@ server {{ listen 127.0.0.1:{proxy}; location / {{ proxy_pass https://up; proxy_h
 mode = os.environ.get("HANDLER", "url-forward")
 opts = f'baseUrl = "https://localhost:{up}"' if mode in ("url-forward", "file") else f'url = "https://localhost:{up}/"'
 if mode == "file": mode = os.environ.get("WASM", str(ROOT / "target/guests/wasm32-wasip2/release/url_forward.wasm"))
+if mode == "js": mode = os.environ["WASM"]  # a JavaScript handler built by `edgemtls build`, reading the `url` option
 systems = []
 for name, path in bins:
     p = port()
