@@ -4,6 +4,7 @@
 /// CPU in glibc's malloc, free and arena consolidation; jemalloc took 15-25% off their CPU
 /// per request (bench/README.md). Its background thread gives freed memory back to the
 /// system within seconds of a load ending (mimalloc, also measured, kept 100 MB resident).
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
