@@ -39,7 +39,7 @@ async fn each_certificate_failure_reaches_the_guest_as_its_own_variant() -> anyh
     let world = World::new()?;
     let now = OffsetDateTime::now_utc();
     world.add_cert("disabled_cert", "disabled", &all_envs())?;
-    world.store()?.set_enabled("disabled_cert", false)?;
+    world.store()?.disable("disabled_cert", false)?;
     world.add_cert("prod_only", "prod-only", &[Environment::Production])?;
     world.add_cert_with_validity("old_cert", "old", &all_envs(), now - Duration::days(10), now - Duration::days(1))?;
     world.add_cert_with_validity("future_cert", "future", &all_envs(), now + Duration::days(1), now + Duration::days(10))?;
@@ -79,7 +79,7 @@ async fn disabling_a_certificate_takes_effect_without_restart() -> anyhow::Resul
     assert_eq!(host.probe(&target, Some("rotating")).await?.status, 200);
 
     // Another process (the CLI) disables it.
-    world.store()?.set_enabled("rotating", false)?;
+    world.store()?.disable("rotating", false)?;
     // The store is polled every 250 ms; the deadline is generous for a loaded machine.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
@@ -92,7 +92,7 @@ async fn disabling_a_certificate_takes_effect_without_restart() -> anyhow::Resul
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     // And enabling it again brings it back.
-    world.store()?.set_enabled("rotating", true)?;
+    world.store()?.enable("rotating")?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while host.probe(&target, Some("rotating")).await?.status != 200 {
         assert!(std::time::Instant::now() < deadline, "still refused 10 s after `cert enable`");

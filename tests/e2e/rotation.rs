@@ -203,7 +203,7 @@ async fn delete_is_refused_while_a_live_deployment_references_the_certificate() 
     assert!(store.find("pinned").is_ok(), "the certificate must still be there");
 
     // The deployment stops referencing it: reload, at once, a config naming a new one.
-    store.set_enabled("pinned", true)?;
+    store.enable("pinned")?;
     world.add_cert("replacement", "replacement", &[Environment::Production])?;
     world.config(&config_text(port, "replacement"), upstream.addr())?;
     host.handle.app().reload(Config::load(&config_path)?).await.map_err(|p| anyhow::anyhow!("{p:?}"))?;

@@ -20,7 +20,7 @@ fn fixture_world() -> anyhow::Result<World> {
     let now = OffsetDateTime::now_utc();
     world.add_cert("ok_cert", "ok", &all_envs())?;
     world.add_cert("disabled_cert", "disabled", &all_envs())?;
-    world.store()?.set_enabled("disabled_cert", false)?;
+    world.store()?.disable("disabled_cert", false)?;
     world.add_cert_with_validity("expired_cert", "expired", &all_envs(), now - Duration::days(30), now - Duration::days(1))?;
     world.add_cert_with_validity("future_cert", "future", &all_envs(), now + Duration::days(1), now + Duration::days(30))?;
     world.add_cert("prod_only", "prod-only", &[Environment::Production])?;

@@ -322,9 +322,10 @@ impl Store {
         self.update_guarded(reference, Change::Environments(environments_to_text(environments)), ("scoping", &detail), &guard)
     }
 
-    /// Enables or disables a certificate.
-    pub fn set_enabled(&mut self, reference: &str, enabled: bool) -> Result<CertificateRecord, StoreError> {
-        self.update_guarded(reference, Change::Enabled(enabled), ("", ""), &|_, _| false)
+    /// Enables a certificate. (Disabling is [`Store::disable`], which minds live deployments:
+    /// there is no other way to switch one off.)
+    pub fn enable(&mut self, reference: &str) -> Result<CertificateRecord, StoreError> {
+        self.update_guarded(reference, Change::Enabled(true), ("enabling", ""), &|_, _| false)
     }
 
     /// Applies `change` to one record, unless `cut_off` says the change takes the

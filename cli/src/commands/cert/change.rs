@@ -64,7 +64,7 @@ pub struct EnableCommand {
 impl EnableCommand {
     pub fn execute(self, context: &Context) -> anyhow::Result<ExitCode> {
         let mut store = context.open_existing()?;
-        let record = store.set_enabled(&self.reference, true)?;
+        let record = store.enable(&self.reference)?;
         say!("certificate '{}' ({}) enabled", record.name, record.id);
         Ok(ExitCode::SUCCESS)
     }

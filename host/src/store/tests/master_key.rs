@@ -68,7 +68,7 @@ fn records_changed_without_the_master_key_are_refused(fixture: &Fixture) -> anyh
     let mut store = fixture.open()?;
     let dev = store.create(new_cert(fixture.scratch(), &ca, "dev_only")?)?;
     let off = store.create(new_cert(fixture.scratch(), &ca, "switched_off")?)?;
-    store.set_enabled("switched_off", false)?;
+    store.disable("switched_off", false)?;
     let untouched = store.create(new_cert(fixture.scratch(), &ca, "untouched")?)?;
     drop(store);
 
@@ -86,7 +86,7 @@ fn records_changed_without_the_master_key_are_refused(fixture: &Fixture) -> anyh
     }
     // The untouched record still works, and a legitimate update does not bless a tampered one.
     store.private_key(&store.find(&untouched.id)?)?;
-    let error = store.set_enabled("dev_only", false).unwrap_err();
+    let error = store.disable("dev_only", false).unwrap_err();
     assert!(matches!(error, StoreError::Tampered { .. }), "{error}");
     Ok(())
 }

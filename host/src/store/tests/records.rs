@@ -33,7 +33,7 @@ fn create_find_update_delete_and_generation(fixture: &Fixture) -> anyhow::Result
 
     let err = store.delete("billing_api").unwrap_err();
     assert!(err.to_string().contains("disable it first"), "{err}");
-    store.set_enabled("billing_api", false)?;
+    store.disable("billing_api", false)?;
     let generation = store.generation()?;
     store.delete("billing_api")?;
     assert!(store.generation()? > generation);
