@@ -4,7 +4,7 @@
 //! stage, 200 interleaved requests, and 10 MiB each way.
 
 use std::io::{Read as _, Write as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use anyhow::{Context, Result, ensure};
@@ -156,18 +156,12 @@ fn a_typescript_handler_presents_exactly_the_certificate_it_names() -> Result<()
         ("billing_preview", "js-preview", "preview"),
         ("switched_off", "js-prod", "production"),
     ] {
-        sandbox.ok([
-            "cert",
-            "create",
-            "--name",
+        sandbox.ok(sandbox.create_args(
             name,
-            "--cert",
-            &format!("{pki}/{cn}.pem"),
-            "--key",
-            &format!("{pki}/{cn}.key"),
-            "--env",
-            env,
-        ])?;
+            Path::new(&format!("{pki}/{cn}.pem")),
+            Some(Path::new(&format!("{pki}/{cn}.key"))),
+            &["--env", env],
+        ))?;
     }
     sandbox.ok(["cert", "disable", "switched_off"])?;
     let now = OffsetDateTime::now_utc();
@@ -268,18 +262,12 @@ fn edgemtls_new_makes_a_typescript_handler_that_builds_and_serves() -> Result<()
     }
     let sandbox = Sandbox::new()?;
     let (pki, _upstream, upstream_port) = dev_pki_and_upstream(&sandbox, &["billing-dev"])?;
-    sandbox.ok([
-        "cert",
-        "create",
-        "--name",
+    sandbox.ok(sandbox.create_args(
         "billing_dev",
-        "--cert",
-        &format!("{pki}/billing-dev.pem"),
-        "--key",
-        &format!("{pki}/billing-dev.key"),
-        "--env",
-        "development",
-    ])?;
+        Path::new(&format!("{pki}/billing-dev.pem")),
+        Some(Path::new(&format!("{pki}/billing-dev.key"))),
+        &[],
+    ))?;
     let created = sandbox.ok(["new", "hello-ts", "--lang", "ts"])?;
     ensure!(created.contains("edgemtls build handler.ts -o handler.wasm"), "{created}");
     sandbox.fails(["new", "hello-ts"], "already exists")?;
@@ -373,18 +361,12 @@ fn a_javascript_handler_passes_answers_on_exactly_and_reused_instances_present_o
     }
     sandbox.ok(["pki", "issue", "--ca", &pki, "--cn", "localhost", "--server", "--san", "localhost", "--out", &pki])?;
     for (name, cn) in [("one", "js-one"), ("two", "js-two")] {
-        sandbox.ok([
-            "cert",
-            "create",
-            "--name",
+        sandbox.ok(sandbox.create_args(
             name,
-            "--cert",
-            &format!("{pki}/{cn}.pem"),
-            "--key",
-            &format!("{pki}/{cn}.key"),
-            "--env",
-            "production",
-        ])?;
+            Path::new(&format!("{pki}/{cn}.pem")),
+            Some(Path::new(&format!("{pki}/{cn}.key"))),
+            &["--env", "production"],
+        ))?;
     }
     // 1 MiB that no two offsets repeat the same way: a byte out of place shows.
     let bytes: Vec<u8> = (0..1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
