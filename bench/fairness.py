@@ -6,17 +6,13 @@ requests that loop forever (x-mode spin), then times 40 normal requests (x-mode 
     python3 bench/fairness.py target/release/edgemtls [WORKERS]   # WORKERS: 1 (default)
 
 Build the probe first (cargo build -p edgemtls-e2e --tests builds it into target/guests)."""
-import http.client, pathlib, socket, statistics, subprocess, sys, tempfile, threading, time
+import http.client, pathlib, statistics, subprocess, sys, tempfile, threading, time
+
+from run import BenchError, free_port, wait_port
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PROBE = ROOT / "target/guests/wasm32-wasip2/release/mtls_probe.wasm"
 SPINNERS = 4
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main():
@@ -30,15 +26,10 @@ def main():
     host = subprocess.Popen([binary, "--store", str(work / "store"), "serve", "--config", str(work / "edgemtls.toml"),
                              "--workers", workers], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                if time.time() > deadline or host.poll() is not None:
-                    sys.exit("edgemtls did not start listening")
-                time.sleep(0.05)
+        try:
+            wait_port(port, host, timeout=60)
+        except BenchError as error:
+            sys.exit(f"edgemtls did not start: {error}")
 
         def get(mode):
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
