@@ -117,6 +117,19 @@ def wait_port(port, proc=None, timeout=180):
     raise BenchError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
+def forward_route(path, upstream_port, certificate, handler="url-forward", extra=""):
+    """A `[[routes]]` entry that forwards `path` to the upstream on `upstream_port`, presenting
+    `certificate`; `extra` holds more route keys, one per line."""
+    return f"""
+[[routes]]
+path = "{path}"
+handler = "{handler}"
+{extra}[routes.options]
+baseUrl = "https://localhost:{upstream_port}"
+mtlsCertificate = "{certificate}"
+"""
+
+
 def cpu_seconds(pid):
     """User + system CPU time of a process (all its threads)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -432,14 +445,7 @@ class Bench:
         port = free_port()
         routes = []
         for name, (up, _) in self.upstreams.items():
-            routes.append(f"""
-[[routes]]
-path = "/{name}"
-handler = "url-forward"
-[routes.options]
-baseUrl = "https://localhost:{up}"
-mtlsCertificate = "bench_client"
-""")
+            routes.append(forward_route(f"/{name}", up, "bench_client"))
         routes.append(f"""
 [[routes]]
 path = "/const"
@@ -476,32 +482,12 @@ max_requests_per_instance = 1
         if self.h1_port:
             # url-forward built in (reused instance) and from its component file with the
             # default a file gets: a fresh instance per request.
-            routes.append(f"""
-[[routes]]
-path = "/h1"
-handler = "url-forward"
-[routes.options]
-baseUrl = "https://localhost:{self.h1_port}"
-mtlsCertificate = "bench_client"
-
-[[routes]]
-path = "/h1-file"
-handler = "{self.guests / 'url_forward.wasm'}"
-certificates = ["bench_client"]
-[routes.options]
-baseUrl = "https://localhost:{self.h1_port}"
-mtlsCertificate = "bench_client"
-""")
+            routes.append(forward_route("/h1", self.h1_port, "bench_client"))
+            routes.append(forward_route("/h1-file", self.h1_port, "bench_client", handler=self.guests / "url_forward.wasm",
+                                        extra='certificates = ["bench_client"]\n'))
         if self.token_env:
             for name in ["keepalive", "handshake"]:
-                routes.append(f"""
-[[routes]]
-path = "/token-{name}"
-handler = "url-forward"
-[routes.options]
-baseUrl = "https://localhost:{self.upstreams[name][0]}"
-mtlsCertificate = "bench_token"
-""")
+                routes.append(forward_route(f"/token-{name}", self.upstreams[name][0], "bench_token"))
         if self.h1_port and self.js_handlers:
             # The JavaScript handlers against the HTTP/1.1 upstream: instances reused (the
             # default for what `edgemtls build` makes) and fresh.
