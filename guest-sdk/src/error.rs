@@ -93,12 +93,9 @@ impl UpstreamFailure {
         self.code.as_ref()
     }
 
-    /// The host's account of a failed request, or one derived from `code`.
-    pub(crate) fn of(future: &wasi::http::types::FutureIncomingResponse, code: ErrorCode) -> Self {
-        match outgoing::failure(future) {
-            Some(failure) => Self { reason: failure.reason, message: failure.message, code: Some(code) },
-            None => Self::from_code(code),
-        }
+    /// What the host said of a request that failed.
+    pub(crate) fn said(failure: outgoing::UpstreamFailure, code: ErrorCode) -> Self {
+        Self { reason: failure.reason, message: failure.message, code: Some(code) }
     }
 
     /// Plain words for a `wasi:http` error code.

@@ -2,8 +2,6 @@
 
 use std::fmt;
 
-use wasi::http::types::{Fields, Method, OutgoingRequest, Scheme};
-
 use crate::bindings::edgemtls::mtls::outgoing;
 use crate::incoming::DeferredForward;
 use crate::{Body, CertificateError, FetchError, Response, UpstreamFailure};
@@ -11,7 +9,7 @@ use crate::{Body, CertificateError, FetchError, Response, UpstreamFailure};
 /// An outbound HTTP request. Build it, optionally name a certificate, then [`Request::send`].
 #[derive(Debug)]
 pub struct Request {
-    method: Method,
+    method: String,
     url: String,
     headers: Vec<(String, Vec<u8>)>,
     body: Body,
@@ -21,15 +19,11 @@ pub struct Request {
 impl Request {
     /// A request with `method` (e.g. `"POST"`) to `url`.
     pub fn new(method: &str, url: &str) -> Self {
-        let method = match method.to_ascii_uppercase().as_str() {
-            "GET" => Method::Get,
-            "HEAD" => Method::Head,
-            "POST" => Method::Post,
-            "PUT" => Method::Put,
-            "DELETE" => Method::Delete,
-            "PATCH" => Method::Patch,
-            "OPTIONS" => Method::Options,
-            other => Method::Other(other.to_string()),
+        // The standard methods in any case, as fetch takes them; others as they are.
+        const STANDARD: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
+        let method = match STANDARD.iter().find(|standard| standard.eq_ignore_ascii_case(method)) {
+            Some(standard) => standard.to_string(),
+            None => method.to_string(),
         };
         Self { method, url: url.to_string(), headers: Vec::new(), body: Body::default(), certificate: None }
     }
@@ -64,65 +58,44 @@ impl Request {
         self
     }
 
-    /// Sends the request. The response body is a [`Body::Stream`]: pass it on, or read it
-    /// with [`Body::into_bytes`].
+    /// Sends the request and waits for the upstream's answer. The response body is a
+    /// [`Body::Stream`]: pass it on (the host streams it, it never enters the guest), or
+    /// read it with [`Body::into_bytes`].
     pub fn send(self) -> Result<Response, FetchError> {
-        let (scheme, authority, path) = split_url(&self.url)?;
-        let headers = Fields::new();
         let full_length = self.body.len_hint();
+        let mut headers: Vec<(String, Vec<u8>)> = Vec::with_capacity(self.headers.len() + 1);
         for (name, value) in &self.headers {
             if crate::incoming::is_hop_by_hop(name, &self.headers) || (full_length.is_some() && name.eq_ignore_ascii_case("content-length"))
             {
                 continue;
             }
-            headers.append(name, value).map_err(|e| FetchError::InvalidUrl(header_problem(name, e)))?;
+            headers.push((name.clone(), value.clone()));
         }
         if let Some(length) = full_length.filter(|n| *n > 0) {
-            headers
-                .append("content-length", length.to_string().as_bytes())
-                .map_err(|e| FetchError::InvalidUrl(header_problem("content-length", e)))?;
+            headers.push(("content-length".into(), length.to_string().into_bytes()));
         }
-        let request = OutgoingRequest::new(headers);
-        let invalid = |what: &str| FetchError::InvalidUrl(format!("{what} rejected in '{}'", self.url));
-        request.set_method(&self.method).map_err(|()| invalid("method"))?;
-        request.set_scheme(Some(&scheme)).map_err(|()| invalid("scheme"))?;
-        request.set_authority(Some(&authority)).map_err(|()| invalid("authority"))?;
-        request.set_path_with_query(Some(&path)).map_err(|()| invalid("path"))?;
-        let body = request.body().map_err(|()| FetchError::Body("request body already taken".into()))?;
-
-        // Hand the request over first, then stream the body: the host reads while we write.
+        let body = match self.body {
+            Body::Full(bytes) => outgoing::RequestBody::Bytes(bytes),
+            Body::Stream(stream) => outgoing::RequestBody::Streamed(stream),
+        };
         // Through edgemtls:mtls even without a certificate (an empty name), so the host can
-        // say why a request failed.
+        // say why a request failed. One call: the host sends, and answers with the head.
         let name = self.certificate.as_deref().unwrap_or("");
-        let future = outgoing::handle(request, None, name).map_err(|error| match error {
-            outgoing::Error::Certificate(e) => FetchError::Certificate(match e {
+        let answer = outgoing::send(&self.method, &self.url, &headers, body, name).map_err(|error| match error {
+            outgoing::SendError::Certificate(e) => FetchError::Certificate(match e {
                 outgoing::CertificateError::NotFound(n) => CertificateError::NotFound(n),
                 outgoing::CertificateError::Disabled(n) => CertificateError::Disabled(n),
                 outgoing::CertificateError::NotInEnvironment(n) => CertificateError::NotInEnvironment(n),
                 outgoing::CertificateError::Expired(n) => CertificateError::Expired(n),
                 outgoing::CertificateError::NotYetValid(n) => CertificateError::NotYetValid(n),
             }),
-            outgoing::Error::Http(code) => FetchError::Upstream(UpstreamFailure::from_code(code)),
+            outgoing::SendError::Header((name, e)) => FetchError::InvalidUrl(header_problem(&name, e)),
+            outgoing::SendError::InvalidRequest(detail) => FetchError::InvalidUrl(detail),
+            outgoing::SendError::Upstream((code, failure)) => FetchError::Upstream(UpstreamFailure::said(failure, code)),
         })?;
-        // If the host refused the request, the body stream is closed; the response future
-        // then carries the real reason, so report that before the body error.
-        let written = self.body.write_to(body);
-
-        let response = loop {
-            match future.get() {
-                Some(result) => break result,
-                None => future.subscribe().block(),
-            }
-        };
-        let response = response
-            .map_err(|()| FetchError::Body("response already taken".into()))?
-            .map_err(|code| FetchError::Upstream(UpstreamFailure::of(&future, code)))?;
-        written?;
-        let status = response.status();
-        let headers: Vec<(String, Vec<u8>)> = response.headers().entries();
-        let body = response.consume().map_err(|()| FetchError::Body("response body already taken".into()))?;
-        let mut out = Response::new(status).with_body(Body::Stream(body));
-        for (name, value) in headers {
+        crate::incoming::answer_unread_bodies_in_host();
+        let mut out = Response::new(answer.status).with_body(Body::Stream(answer.body));
+        for (name, value) in answer.headers.entries() {
             out = out.with_header(&name, value);
         }
         Ok(out)
@@ -136,27 +109,6 @@ fn header_problem(name: &str, error: wasi::http::types::HeaderError) -> String {
         HeaderError::Forbidden => format!("header '{name}' may not be set by a handler"),
         HeaderError::Immutable => format!("header '{name}' cannot be changed here"),
     }
-}
-
-/// Splits `scheme://authority/path?query` into the parts `wasi:http` wants.
-fn split_url(url: &str) -> Result<(Scheme, String, String), FetchError> {
-    let (scheme, rest) =
-        url.split_once("://").ok_or_else(|| FetchError::InvalidUrl(format!("'{url}' has no scheme (expected https://...)")))?;
-    let scheme = match scheme.to_ascii_lowercase().as_str() {
-        "https" => Scheme::Https,
-        "http" => Scheme::Http,
-        other => return Err(FetchError::InvalidUrl(format!("unsupported scheme '{other}' in '{url}'"))),
-    };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..end];
-    if authority.is_empty() {
-        return Err(FetchError::InvalidUrl(format!("'{url}' has no host")));
-    }
-    let mut path = rest[end..].split('#').next().unwrap_or("").to_string();
-    if path.is_empty() || path.starts_with('?') {
-        path.insert(0, '/');
-    }
-    Ok((scheme, authority.to_string(), path))
 }
 
 /// Passes `request` on to `url` — method, headers (minus hop-by-hop and the caller's

@@ -2,6 +2,7 @@
 
 use wasi::http::types::{Fields, IncomingRequest as WasiIncomingRequest, Method, OutgoingResponse, ResponseOutparam};
 
+use crate::bindings::edgemtls::mtls::pass_through;
 use crate::{Body, FetchError};
 
 /// A request handler. Export it with [`crate::handler!`].
@@ -235,28 +236,51 @@ fn send_response(mut response: Response, out: ResponseOutparam) {
         }
         response = on_top_of(forward.in_guest(), response);
     }
-    let headers = Fields::new();
     let full_length = response.body.len_hint();
-    for (name, value) in &response.headers {
-        let skip = is_hop_by_hop(name, &response.headers)
+    let left_out = |name: &str| {
+        is_hop_by_hop(name, &response.headers)
             // A body held in memory gets its own, exact length below.
-            || (full_length.is_some() && name.eq_ignore_ascii_case("content-length"));
-        if !skip {
-            // A header the host forbids is dropped rather than failing the response.
-            let _ = headers.append(name, value);
+            || (full_length.is_some() && name.eq_ignore_ascii_case("content-length"))
+    };
+    let body = match (response.body, RESPOND_IN_HOST.get()) {
+        // A body received and not read (an upstream's, the caller's) streams from the host to
+        // the caller without entering the guest, and the handler returns at once.
+        (Body::Stream(body), Some(respond_in_host)) => {
+            let headers: Vec<(String, Vec<u8>)> = response.headers.iter().filter(|(name, _)| !left_out(name)).cloned().collect();
+            return respond_in_host(response.status, &headers, body, out);
         }
+        (body, _) => body,
+    };
+    let headers = Fields::new();
+    for (name, value) in response.headers.iter().filter(|(name, _)| !left_out(name)) {
+        // A header the host forbids is dropped rather than failing the response.
+        let _ = headers.append(name, value);
     }
     if let Some(length) = full_length {
         let _ = headers.append("content-length", length.to_string().as_bytes());
     }
     let outgoing = OutgoingResponse::new(headers);
     let _ = outgoing.set_status_code(response.status);
-    let Ok(body) = outgoing.body() else {
+    let Ok(outgoing_body) = outgoing.body() else {
         return;
     };
     ResponseOutparam::set(out, Ok(outgoing));
     // The client may have gone away; nothing useful to do about a write error then.
-    let _ = response.body.write_to(body);
+    let _ = body.write_to(outgoing_body);
+}
+
+/// How a handler answers with an unread body in the host (`edgemtls:mtls/pass-through`).
+type RespondInHost = fn(u16, &[(String, Vec<u8>)], wasi::http::types::IncomingBody, ResponseOutparam);
+
+/// Set by the first [`crate::Request::send`], so that only a handler that sends imports
+/// `pass-through` (with `outgoing`, which it imports anyway): one that neither sends nor
+/// forwards stays a plain `wasi:http` component, and splices a caller's body it answers with
+/// through `wasi:io` streams.
+static RESPOND_IN_HOST: std::sync::OnceLock<RespondInHost> = std::sync::OnceLock::new();
+
+/// From now on, answer with unread bodies in the host.
+pub(crate) fn answer_unread_bodies_in_host() {
+    let _ = RESPOND_IN_HOST.set(pass_through::respond_with_body);
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use crate::harness::*;
 
 /// A probe request in `mode` (`forward`: the host forwards; `forward-changed`: the guest
-/// forwards, and adds a header).
+/// forwards, and adds a header; any other: the guest fetches `target` and answers with it).
 async fn forward(host: &Served, mode: &str, target: &str, certificate: &str) -> anyhow::Result<Reply> {
     host.get("/probe", &[("x-mode", mode), ("x-target", target), ("x-certificate", certificate)]).await
 }
@@ -85,47 +85,52 @@ async fn one_instance_in_all(world: &World, upstream: std::net::SocketAddr) -> a
     world.serve(&config, Environment::Development).await
 }
 
+/// Whether the guest's instance is free while the body still streams, both when the host
+/// forwards (`forward`) and when the guest fetched with the SDK and answers with the
+/// upstream's body unread (`fetch`: the host streams it, `pass-through.respond-with-body`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_instance_serves_again_while_the_body_it_forwarded_still_streams() -> anyhow::Result<()> {
+async fn an_instance_serves_again_while_the_body_it_forwarded_or_fetched_still_streams() -> anyhow::Result<()> {
     let world = World::new()?;
     world.add_cert("alpha", "alpha-client", &all_envs())?;
     let upstream = world.upstream(true).await?;
-    let host = one_instance_in_all(&world, upstream.addr()).await?;
-    let metrics = host.handle.app().metrics().clone();
+    for mode in ["forward", "fetch"] {
+        let host = one_instance_in_all(&world, upstream.addr()).await?;
+        let metrics = host.handle.app().metrics().clone();
 
-    // Twenty 64 KiB chunks, 150 ms apart: three seconds of body.
-    let slow = upstream_url(&upstream, "/slow?bytes=1310720&pause_ms=150");
-    let request = hyper::Request::get(format!("http://{}/probe", host.addr))
-        .header("x-mode", "forward")
-        .header("x-target", &slow)
-        .header("x-certificate", "alpha")
-        .body(http_body_util::Full::new(bytes::Bytes::new()))?;
-    let streaming = client_for_test().request(request).await?;
-    assert_eq!(streaming.status(), 200);
-    let reading = tokio::spawn(async move {
-        let mut body = streaming.into_body();
-        let mut received = 0usize;
-        while let Some(frame) = body.frame().await {
-            received += frame?.data_ref().map(|d| d.len()).unwrap_or(0);
-        }
-        anyhow::Ok(received)
-    });
+        // Twenty 64 KiB chunks, 150 ms apart: three seconds of body.
+        let slow = upstream_url(&upstream, "/slow?bytes=1310720&pause_ms=150");
+        let request = hyper::Request::get(format!("http://{}/probe", host.addr))
+            .header("x-mode", mode)
+            .header("x-target", &slow)
+            .header("x-certificate", "alpha")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))?;
+        let streaming = client_for_test().request(request).await?;
+        assert_eq!(streaming.status(), 200, "{mode}");
+        let reading = tokio::spawn(async move {
+            let mut body = streaming.into_body();
+            let mut received = 0usize;
+            while let Some(frame) = body.frame().await {
+                received += frame?.data_ref().map(|d| d.len()).unwrap_or(0);
+            }
+            anyhow::Ok(received)
+        });
 
-    // Meanwhile the one instance serves other requests (503 while it were still busy).
-    let who = upstream_url(&upstream, "/who");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    loop {
-        let reply = forward(&host, "forward", &who, "alpha").await?;
-        if reply.status == 200 {
-            assert_eq!(reply.json()?["client_cn"], "alpha-client");
-            break;
+        // Meanwhile the one instance serves other requests (503 while it were still busy).
+        let who = upstream_url(&upstream, "/who");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            let reply = forward(&host, mode, &who, "alpha").await?;
+            if reply.status == 200 {
+                assert_eq!(reply.json()?["client_cn"], "alpha-client", "{mode}");
+                break;
+            }
+            assert_eq!(reply.status, 503, "{mode}: {}", reply.body);
+            assert!(tokio::time::Instant::now() < deadline, "{mode}: the instance stayed busy while the first body streamed");
         }
-        assert_eq!(reply.status, 503, "{}", reply.body);
-        assert!(tokio::time::Instant::now() < deadline, "the instance stayed busy while the first body streamed");
+        assert!(!reading.is_finished(), "{mode}: the first body ended before the second request was served: the test proves nothing");
+        assert_eq!(reading.await??, 1_310_720, "{mode}: the first body arrives whole");
+        assert_eq!(metrics.instances_created("/probe"), 1, "{mode}");
     }
-    assert!(!reading.is_finished(), "the first body ended before the second request was served: the test proves nothing");
-    assert_eq!(reading.await??, 1_310_720, "the first body arrives whole");
-    assert_eq!(metrics.instances_created("/probe"), 1);
     Ok(())
 }
 

@@ -10,6 +10,8 @@ mod generated {
             "edgemtls:mtls/forward.forward": async | trappable,
             // Waits for the upstream's answer, as `wasi:io/poll` does.
             "edgemtls:mtls/js-requests.wait": async | trappable,
+            // Sends and waits for the upstream's answer.
+            "edgemtls:mtls/outgoing.send": async | trappable,
             default: trappable,
         },
         require_store_data_send: true,

@@ -15,6 +15,7 @@ mod dispatch;
 mod forward;
 mod js_requests;
 mod pass_through;
+mod send;
 mod websocket;
 
 pub(crate) use websocket::Tunnels;
@@ -68,6 +69,9 @@ impl wasmtime::ResourceLimiter for MemoryLimit {
 
 /// Resources (streams, requests, bodies…) one instance may hold at once.
 const MAX_RESOURCES: usize = 10_000;
+
+/// The most a header list a guest sends may hold, as wasi:http fields allow by default.
+const FIELD_SIZE_LIMIT: usize = 128 * 1024;
 
 /// Everything one instance owns; the per-request part is reset by [`HostState::begin_request`].
 pub struct HostState {
@@ -316,7 +320,7 @@ impl WasiHttpHooks for OutboundHooks {
 
 /// Keeps `failure` for `edgemtls:mtls/outgoing.failure` and returns the code wasi:http reports.
 fn failed(slot: &FailureSlot, failure: UpstreamFailure) -> wasmtime_wasi_http::Error {
-    let code = failure.error_code();
+    let code = failure.error_code().into();
     let _ = slot.set(failure);
     code
 }
@@ -419,6 +423,17 @@ impl outgoing::Host for HostState {
                 Err(trap) => Err(trap),
             },
         }
+    }
+
+    async fn send(
+        &mut self,
+        method: String,
+        url: String,
+        headers: Vec<(String, Vec<u8>)>,
+        body: outgoing::RequestBody,
+        certificate: String,
+    ) -> wasmtime::Result<Result<outgoing::Answer, outgoing::SendError>> {
+        self.send_whole(method, url, headers, body, certificate).await
     }
 
     fn failure(&mut self, response: Resource<HostFutureIncomingResponse>) -> wasmtime::Result<Option<outgoing::UpstreamFailure>> {

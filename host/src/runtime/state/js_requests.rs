@@ -10,12 +10,9 @@ use wasmtime_wasi_http::FieldMap;
 use wasmtime_wasi_http::p2::bindings::http::types as wasi;
 use wasmtime_wasi_http::p2::types::{HostFutureIncomingResponse, HostIncomingRequest, HostIncomingResponse, HostOutgoingRequest};
 
-use super::HostState;
 use super::forward::upstream_uri;
+use super::{FIELD_SIZE_LIMIT, HostState};
 use crate::runtime::bindings::{js_requests, outgoing};
-
-/// The most a header list may hold, as wasi:http fields allow by default.
-const FIELD_SIZE_LIMIT: usize = 128 * 1024;
 
 impl js_requests::Host for HostState {
     fn head(&mut self, request: Resource<HostIncomingRequest>) -> wasmtime::Result<js_requests::RequestHead> {

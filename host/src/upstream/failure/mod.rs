@@ -153,8 +153,8 @@ impl UpstreamFailure {
     }
 
     /// The closest `wasi:http` error code, for guests that only see that.
-    pub fn error_code(&self) -> wasmtime_wasi_http::Error {
-        use wasmtime_wasi_http::Error as Code;
+    pub fn error_code(&self) -> wasmtime_wasi_http::p2::bindings::http::types::ErrorCode {
+        use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode as Code, TlsAlertReceivedPayload};
         match self.reason {
             FailureReason::UpstreamUnknownIssuer
             | FailureReason::UpstreamHostnameMismatch
@@ -165,7 +165,10 @@ impl UpstreamFailure {
             | FailureReason::UpstreamPinMismatch
             | FailureReason::UpstreamCertificateInvalid => Code::TlsCertificateError,
             FailureReason::ClientCertificateRequired | FailureReason::ClientCertificateRefused | FailureReason::TlsAlert => {
-                Code::TlsAlertReceived { alert_id: self.alert, alert_message: self.alert.map(|id| alert_name(AlertDescription::from(id))) }
+                Code::TlsAlertReceived(TlsAlertReceivedPayload {
+                    alert_id: self.alert,
+                    alert_message: self.alert.map(|id| alert_name(AlertDescription::from(id))),
+                })
             }
             FailureReason::TlsHandshake => Code::TlsProtocolError,
             FailureReason::ConnectionRefused => Code::ConnectionRefused,
@@ -214,9 +217,9 @@ mod tests {
         let required = from_alert(AlertDescription::CertificateRequired, &anonymous);
         assert_eq!(required.reason(), FailureReason::ClientCertificateRequired);
         match required.error_code() {
-            wasmtime_wasi_http::Error::TlsAlertReceived { alert_id, alert_message } => {
-                assert_eq!(alert_id, Some(116));
-                assert_eq!(alert_message.as_deref(), Some("certificate_required"));
+            wasmtime_wasi_http::p2::bindings::http::types::ErrorCode::TlsAlertReceived(alert) => {
+                assert_eq!(alert.alert_id, Some(116));
+                assert_eq!(alert.alert_message.as_deref(), Some("certificate_required"));
             }
             _ => panic!("expected a TLS alert code"),
         }
