@@ -607,10 +607,14 @@ max_requests_per_instance = 1000
         # Each keeps up to 64 idle connections, like the others: with fewer than the 32
         # concurrent requests (it was 4), N=1 made a new connection and handshake for most.
         fan_up = self.upstreams["keepalive"][0]
-        maps = []
+        maps, maps_h1 = [], []
         for i in range(self.fanout_count):
             blocks.append(f"upstream id{i} {{ server 127.0.0.1:{fan_up}; keepalive 64; }}")
             maps.append(f"        id{i} id{i};")
+            if self.h1_port:
+                # The same, against the HTTP/1.1 upstream (S4 over HTTP/1.1).
+                blocks.append(f"upstream h1id{i} {{ server 127.0.0.1:{self.h1_port}; keepalive 64; }}")
+                maps_h1.append(f"        id{i} h1id{i};")
         conf = f"""
 {nginx_head(d)}    map_hash_bucket_size 128;
     map_hash_max_size 8192;
@@ -618,6 +622,10 @@ max_requests_per_instance = 1000
     map $http_x_cert $fan_backend {{
         default "";
 {chr(10).join(maps)}
+    }}
+    map $http_x_cert $fan_backend_h1 {{
+        default "";
+{chr(10).join(maps_h1)}
     }}
     server {{
         listen 127.0.0.1:{port};
@@ -634,6 +642,13 @@ max_requests_per_instance = 1000
         location /fanout {{
             if ($fan_backend = "") {{ return 400; }}
             proxy_pass https://$fan_backend;
+            proxy_ssl_certificate {self.fanout_files}/$fan_backend.pem;
+            proxy_ssl_certificate_key {self.fanout_files}/$fan_backend.key;
+        }}
+        location /fanout-h1/ {{
+            if ($fan_backend_h1 = "") {{ return 400; }}
+            rewrite ^/fanout-h1/(.*)$ /h1/$1 break;
+            proxy_pass https://$fan_backend_h1;
             proxy_ssl_certificate {self.fanout_files}/$fan_backend.pem;
             proxy_ssl_certificate_key {self.fanout_files}/$fan_backend.key;
         }}
@@ -827,6 +842,17 @@ max_requests_per_instance = 1000
                     "a": lambda: self.wrk(e_port, f"{path}?bytes={size}", e_proc, size),
                     "b": nginx,
                 }, {"c": no_certs, "d": handlers})
+        # S4 against this upstream: each request names one of N certificates, and nginx
+        # answers only when the certificate it saw has the CN the request expects.
+        fanouts = [1, 16] if self.smoke else [1, 16, 256, 1024]
+        target = f"https://localhost:{self.h1_port}/h1/b?bytes=0"
+        for n in fanouts:
+            env = {"BENCH_FANOUT": str(n), "BENCH_TARGET": target}
+            self.scenario(f"S4 identity fan-out over the HTTP/1.1 upstream, 0 B, N={n}", {
+                "a": lambda: self.wrk(e_port, "/fanout", e_proc, 0, env={**env, "BENCH_STYLE": "edgemtls"}, expect_cn=None),
+                "b": (lambda: self.wrk(n_port, "/fanout-h1/b?bytes=0", n_proc, 0, env={**env, "BENCH_STYLE": "nginx"},
+                                       expect_cn=None)) if n_port else None,
+            }, {"c": no_certs, "d": "the native proxy has one identity by design"})
         if self.js_handlers:
             rewritten = len(json.dumps({**H1_JSON, "seenBy": "edgemtls"}, separators=(",", ":")))
             self.scenario(f"S1 HTTP/1.1 upstream, JavaScript handler reading and rewriting a JSON answer ({rewritten} B, reused)", {
