@@ -11,7 +11,8 @@ HOLD=1 starts every system and keeps it serving (printing its port and pid) for 
 
 HANDLER: url-forward (default), hello-mtls (the SDK's in-guest fetch), file (url-forward
 served from its .wasm file, a fresh instance per request; WASM names the file), or js (WASM names
-a JavaScript handler built by `edgemtls build`, e.g. bench/guests-js/forward.ts)."""
+a JavaScript handler built by `edgemtls build`, e.g. bench/guests-js/forward.ts). WASM_<name> gives the
+binary called <name> a file of its own (two builds of one handler, side by side)."""
 import os, subprocess, time, socket, tempfile, re, pathlib, statistics
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 bins = [b.split("=", 1) for b in os.environ["BINS"].split(",")]
@@ -63,7 +64,7 @@ for name, path in bins:
     cfg.write_text(f"""listen = "127.0.0.1:{p}"
 [[routes]]
 path = "/"
-handler = "{mode}"
+handler = "{os.environ.get(f"WASM_{name}", mode)}"
 certificates = ["up"]
 [routes.options]
 {opts}
@@ -72,7 +73,7 @@ mtlsCertificate = "up"
 hosts = ["localhost:{up}"]
 ca_bundle = "{w}/pki/ca.pem"
 """)
-    proc = subprocess.Popen([path, "--store", str(w/f"store-{name}"), "serve", "--config", str(cfg), "--workers", "1"], stdout=open(w/f"{name}.log", "w"), stderr=subprocess.STDOUT, env={**os.environ, "RUST_LOG": "warn"})
+    proc = subprocess.Popen([path, "--store", str(w/f"store-{name}"), "serve", "--config", str(cfg), "--workers", "1"], stdout=open(w/f"{name}.log", "w"), stderr=subprocess.STDOUT, env={"RUST_LOG": "warn", **os.environ})
     systems.append((name, p, proc))
 for p in [up, proxy] + [s[1] for s in systems]: wait(p)
 systems.append(("nginx", proxy, peer))

@@ -39,13 +39,13 @@ fn the_mtls_extension_returns_no_bytes() -> anyhow::Result<()> {
         }
     }
     assert_eq!(
-        functions, 11,
-        "the extension has eleven functions: outgoing.handle and outgoing.failure (why a request failed), \
+        functions, 12,
+        "the extension has twelve functions: outgoing.handle and outgoing.failure (why a request failed), \
          outgoing.send (a request as its parts, answered in one call), next-request.present and \
          next-request.clear (a name for a built-in HTTP client's next request), forward.forward \
          (proxying in the host), pass-through.respond and respond-with-body (answering with an \
-         upstream's response or an unread body in the host), and js-requests.head, send and wait \
-         (the JavaScript SDK's requests in one call each)"
+         upstream's response or an unread body in the host), and js-requests.head, send, wait and \
+         respond (the JavaScript SDK's requests and answers in one call each)"
     );
     Ok(())
 }

@@ -428,6 +428,18 @@ ca_bundle = "pki/ca.pem"
         answer.status
     );
 
+    // Bodies the handler makes: held (one host call, the length the host's own), streamed
+    // (written chunk by chunk) and none; status and repeated headers as the handler set them.
+    let held = get("/js/held")?;
+    ensure!(held.status == 201 && held.body == "held \u{2713}\n".as_bytes(), "{} {:?}", held.status, held.body);
+    ensure!(all(&held, "set-cookie") == ["a=1; Path=/", "b=2; Path=/"] && all(&held, "x-kind") == ["held"], "{:?}", held.headers);
+    ensure!(all(&held, "content-length") == [held.body.len().to_string()], "{:?}", held.headers);
+    let streamed = get("/js/streamed")?;
+    ensure!(streamed.status == 202 && streamed.body == b"one,two,three", "{} {:?}", streamed.status, streamed.body);
+    ensure!(all(&streamed, "x-kind") == ["streamed"], "{:?}", streamed.headers);
+    let empty = get("/js/empty")?;
+    ensure!(empty.status == 204 && empty.body.is_empty() && all(&empty, "x-kind") == ["empty"], "{} {:?}", empty.status, empty.headers);
+
     // Reused instances: each request presents its own certificate, or none, never the one
     // before it; and what the handler keeps in a global outlives the request.
     for i in 0..200 {

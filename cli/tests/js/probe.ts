@@ -105,6 +105,29 @@ export default {
         value.changed = true;
         return json(value, answer.status);
       }
+      case "/js/held": {
+        // A body the handler holds, with repeated headers and a wrong length: one host call.
+        return new Response("held \u2713\n", {
+          status: 201,
+          headers: [["set-cookie", "a=1; Path=/"], ["set-cookie", "b=2; Path=/"], ["x-kind", "held"], ["content-length", "999"]],
+        });
+      }
+      case "/js/streamed": {
+        // A body that streams in three chunks: written as it comes.
+        const chunks = ["one,", "two,", "three"];
+        const encoder = new TextEncoder();
+        const body = new ReadableStream({
+          pull(controller) {
+            const next = chunks.shift();
+            if (next === undefined) controller.close();
+            else controller.enqueue(encoder.encode(next));
+          },
+        });
+        return new Response(body, { status: 202, headers: { "x-kind": "streamed" } });
+      }
+      case "/js/empty": {
+        return new Response(null, { status: 204, headers: { "x-kind": "empty" } });
+      }
       case "/js/served": {
         served += 1;
         return json({ served });

@@ -2,13 +2,19 @@
 //!
 //! Each call a JavaScript guest makes runs binding code in the engine's interpreter, which
 //! costs tens of microseconds: reading the caller's request through `wasi:http` takes seven
-//! calls, building and sending a request eight. Measured on a fetch-and-return handler,
-//! those calls were most of a request's CPU. These two do the same work in one call each.
+//! calls, building and sending a request eight, answering with a body JavaScript holds nine
+//! (one of them, `fields.from-list`, about 35 µs for a single header). Measured on a
+//! fetch-and-return handler, those calls were most of a request's CPU. These do the same
+//! work in one call each.
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
 use wasmtime::component::Resource;
 use wasmtime_wasi_http::FieldMap;
 use wasmtime_wasi_http::p2::bindings::http::types as wasi;
-use wasmtime_wasi_http::p2::types::{HostFutureIncomingResponse, HostIncomingRequest, HostIncomingResponse, HostOutgoingRequest};
+use wasmtime_wasi_http::p2::types::{
+    HostFutureIncomingResponse, HostIncomingRequest, HostIncomingResponse, HostOutgoingRequest, HostResponseOutparam,
+};
 
 use super::forward::upstream_uri;
 use super::{FIELD_SIZE_LIMIT, HostState};
@@ -87,6 +93,29 @@ impl js_requests::Host for HostState {
             // Ready was awaited and nothing took the answer before: neither can happen.
             Some(Err(())) | None => Ok(Err("the upstream's answer was already taken".into())),
         }
+    }
+
+    fn respond(
+        &mut self,
+        status: u16,
+        headers: String,
+        body: Vec<u8>,
+        response_out: Resource<HostResponseOutparam>,
+    ) -> wasmtime::Result<()> {
+        let outparam = self.table.delete(response_out)?;
+        let mut fields = FieldMap::new_mutable(FIELD_SIZE_LIMIT);
+        for (name, value) in headers.lines().filter_map(|line| line.split_once(':')) {
+            if name.eq_ignore_ascii_case("content-length") {
+                continue;
+            }
+            // As `wasi:http` fields refuse them to the guest one by one: left out, not failing
+            // the answer.
+            let _ = fields.append(&mut self.hooks, name.to_string(), value.as_bytes().to_vec());
+        }
+        // A whole body: hyper announces its length.
+        let body = Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed_unsync();
+        super::pass_through::answer(outparam, status, fields, body);
+        Ok(())
     }
 }
 

@@ -64,7 +64,7 @@ impl pass_through::Host for HostState {
 
 /// Sets the guest's response: `status`, `headers` without hop-by-hop ones, and `body`; or a
 /// problem when `status` is not an HTTP status.
-fn answer(outparam: HostResponseOutparam, status: u16, headers: FieldMap, body: WasiBody) {
+pub(super) fn answer(outparam: HostResponseOutparam, status: u16, headers: FieldMap, body: WasiBody) {
     let Ok(status) = StatusCode::from_u16(status) else {
         let detail = format!("the handler answered with status {status}, which is not an HTTP status (100 to 999)");
         let problem = Problem::for_guest(StatusCode::INTERNAL_SERVER_ERROR, "handler-error", "Handler failed", detail, None);
