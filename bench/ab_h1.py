@@ -9,7 +9,8 @@ of CPU per request and of the per-round ratios to nginx are printed.
 
 HOLD=1 starts every system and keeps it serving (printing its port and pid) for perf.
 
-HANDLER: url-forward (default), hello-mtls (the SDK's in-guest fetch), file (url-forward
+HANDLER: url-forward (default), hello-mtls (the SDK's in-guest fetch), probe (the Rust SDK probe
+of the tests, reused, fetching what its headers name; WASM names its file), file (url-forward
 served from its .wasm file, a fresh instance per request; WASM names the file), or js (WASM names
 a JavaScript handler built by `edgemtls build`, e.g. bench/guests-js/forward.ts). WASM_<name> gives the
 binary called <name> a file of its own (two builds of one handler, side by side)."""
@@ -57,6 +58,10 @@ mode = os.environ.get("HANDLER", "url-forward")
 opts = f'baseUrl = "https://localhost:{up}"' if mode in ("url-forward", "file") else f'url = "https://localhost:{up}/"'
 if mode == "file": mode = os.environ.get("WASM", str(ROOT / "target/guests/wasm32-wasip2/release/url_forward.wasm"))
 if mode == "js": mode = os.environ["WASM"]  # a JavaScript handler built by `edgemtls build`, reading the `url` option
+# The Rust SDK probe (tests/guests/mtls-probe, WASM names the file) fetches what its headers name.
+WRK_HEADERS = ["-H", f"x-target: https://localhost:{up}/", "-H", "x-certificate: up"] if mode == "probe" else []
+if mode == "probe": mode = os.environ["WASM"]
+reuse = "max_requests_per_instance = 1000\n" if WRK_HEADERS else ""
 systems = []
 for name, path in bins:
     p = port()
@@ -65,7 +70,7 @@ for name, path in bins:
 [[routes]]
 path = "/"
 handler = "{os.environ.get(f"WASM_{name}", mode)}"
-certificates = ["up"]
+{reuse}certificates = ["up"]
 [routes.options]
 {opts}
 mtlsCertificate = "up"
@@ -99,9 +104,9 @@ def accepted():
     import urllib.request
     return int(re.search(r"server accepts handled requests\s+(\d+)", urllib.request.urlopen(f"http://127.0.0.1:{status}/").read().decode()).group(1))
 def measure(p, pid):
-    subprocess.run(["wrk", "-t1", "-c32", "-d1s", f"http://127.0.0.1:{p}/"], capture_output=True)
+    subprocess.run(["wrk", "-t1", "-c32", "-d1s", *WRK_HEADERS, f"http://127.0.0.1:{p}/"], capture_output=True)
     c0, a0 = cpu(pid), accepted()
-    out = subprocess.run(["wrk", "-t1", "-c32", f"-d{DUR}s", f"http://127.0.0.1:{p}/"], capture_output=True, text=True).stdout
+    out = subprocess.run(["wrk", "-t1", "-c32", f"-d{DUR}s", *WRK_HEADERS, f"http://127.0.0.1:{p}/"], capture_output=True, text=True).stdout
     c1, a1 = cpu(pid), accepted()
     n = int(re.search(r"(\d+) requests in", out).group(1))
     if a1 - a0 > 0: print(f"  {p}: the upstream accepted {a1 - a0} connections in {n} requests", flush=True)
