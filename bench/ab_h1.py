@@ -61,7 +61,8 @@ if mode == "js": mode = os.environ["WASM"]  # a JavaScript handler built by `edg
 # The Rust SDK probe (tests/guests/mtls-probe, WASM names the file) fetches what its headers name.
 WRK_HEADERS = ["-H", f"x-target: https://localhost:{up}/", "-H", "x-certificate: up"] if mode == "probe" else []
 if mode == "probe": mode = os.environ["WASM"]
-reuse = "max_requests_per_instance = 1000\n" if WRK_HEADERS else ""
+# FRESH=1: a fresh instance per request whatever the handler's default.
+reuse = "max_requests_per_instance = 1\n" if os.environ.get("FRESH") else "max_requests_per_instance = 1000\n" if WRK_HEADERS else ""
 systems = []
 for name, path in bins:
     p = port()
