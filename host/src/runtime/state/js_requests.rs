@@ -104,7 +104,7 @@ impl js_requests::Host for HostState {
     ) -> wasmtime::Result<()> {
         let outparam = self.table.delete(response_out)?;
         let mut fields = FieldMap::new_mutable(FIELD_SIZE_LIMIT);
-        for (name, value) in headers.lines().filter_map(|line| line.split_once(':')) {
+        for (name, value) in header_lines(&headers) {
             if name.eq_ignore_ascii_case("content-length") {
                 continue;
             }
@@ -117,6 +117,12 @@ impl js_requests::Host for HostState {
         super::pass_through::answer(outparam, status, fields, body);
         Ok(())
     }
+}
+
+/// The headers of a block of `name:value` lines (a name has no colon, a value no newline);
+/// a line without a colon names no header and is skipped.
+fn header_lines(block: &str) -> impl Iterator<Item = (&str, &str)> {
+    block.lines().filter_map(|line| line.split_once(':'))
 }
 
 /// An error code the host did not record a failure for, in words.
@@ -162,4 +168,17 @@ fn method_name(method: wasi::Method) -> String {
         wasi::Method::Patch => "PATCH",
     };
     name.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::header_lines;
+
+    #[test]
+    fn a_header_block_keeps_colons_in_values_repeated_names_and_skips_lines_without_a_name() {
+        let block = "set-cookie:a=1; Path=/\nset-cookie:b=2\nx-time:12:30:00\nno colon here\n\ncontent-type:text/plain\n";
+        let headers: Vec<(&str, &str)> = header_lines(block).collect();
+        assert_eq!(headers, [("set-cookie", "a=1; Path=/"), ("set-cookie", "b=2"), ("x-time", "12:30:00"), ("content-type", "text/plain")]);
+        assert_eq!(header_lines("").count(), 0);
+    }
 }
