@@ -325,6 +325,11 @@ fn failed(slot: &FailureSlot, failure: UpstreamFailure) -> wasmtime_wasi_http::E
     code
 }
 
+/// What the host says of a failed request, as the guest reads it (`outgoing.upstream-failure`).
+fn said(failure: &UpstreamFailure) -> outgoing::UpstreamFailure {
+    outgoing::UpstreamFailure { reason: failure.reason().as_str().to_string(), message: failure.message().to_string() }
+}
+
 /// Why a name cannot be used, as the guest's typed error (`types.certificate-error`, which
 /// `outgoing` and `next-request` share).
 fn certificate_error(error: ResolveError) -> types::CertificateError {
@@ -438,9 +443,6 @@ impl outgoing::Host for HostState {
 
     fn failure(&mut self, response: Resource<HostFutureIncomingResponse>) -> wasmtime::Result<Option<outgoing::UpstreamFailure>> {
         let failure = self.hooks.failures.get(&response.rep()).and_then(|slot| slot.get());
-        Ok(failure.map(|failure| outgoing::UpstreamFailure {
-            reason: failure.reason().as_str().to_string(),
-            message: failure.message().to_string(),
-        }))
+        Ok(failure.map(said))
     }
 }

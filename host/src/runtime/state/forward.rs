@@ -10,7 +10,7 @@
 //! host, so the guest returns, and its instance serves again, as soon as the head is back.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, StreamBody};
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::StatusCode;
 use wasmtime::component::Resource;
 use wasmtime_wasi::p2::{InputStream, Pollable, StreamError};
@@ -204,6 +204,14 @@ pub(super) fn request_body(mut body: HostIncomingBody, idle: std::time::Duration
 
 pub(super) fn empty() -> WasiBody {
     Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// A body the guest handed over whole: its length is known, so hyper announces it.
+pub(super) fn whole(bytes: Vec<u8>) -> WasiBody {
+    if bytes.is_empty() {
+        return empty();
+    }
+    Full::new(Bytes::from(bytes)).map_err(|never| match never {}).boxed_unsync()
 }
 
 /// `url` as an absolute `http`/`https` URI, or why it is not one. Split as the guest SDK

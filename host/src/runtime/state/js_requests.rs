@@ -7,8 +7,6 @@
 //! fetch-and-return handler, those calls were most of a request's CPU. These do the same
 //! work in one call each.
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use wasmtime::component::Resource;
 use wasmtime_wasi_http::FieldMap;
 use wasmtime_wasi_http::p2::bindings::http::types as wasi;
@@ -16,7 +14,7 @@ use wasmtime_wasi_http::p2::types::{
     HostFutureIncomingResponse, HostIncomingRequest, HostIncomingResponse, HostOutgoingRequest, HostResponseOutparam,
 };
 
-use super::forward::upstream_uri;
+use super::forward::{upstream_uri, whole};
 use super::{FIELD_SIZE_LIMIT, HostState};
 use crate::runtime::bindings::{js_requests, outgoing};
 
@@ -103,18 +101,12 @@ impl js_requests::Host for HostState {
         response_out: Resource<HostResponseOutparam>,
     ) -> wasmtime::Result<()> {
         let outparam = self.table.delete(response_out)?;
-        let mut fields = FieldMap::new_mutable(FIELD_SIZE_LIMIT);
-        for (name, value) in header_lines(&headers) {
-            if name.eq_ignore_ascii_case("content-length") {
-                continue;
-            }
-            // As `wasi:http` fields refuse them to the guest one by one: left out, not failing
-            // the answer.
-            let _ = fields.append(&mut self.hooks, name.to_string(), value.as_bytes().to_vec());
-        }
-        // A whole body: hyper announces its length.
-        let body = Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed_unsync();
-        super::pass_through::answer(outparam, status, fields, body);
+        // The body's own length is announced, not the one a handler wrote.
+        let headers = header_lines(&headers)
+            .filter(|(name, _)| !name.eq_ignore_ascii_case("content-length"))
+            .map(|(name, value)| (name.to_string(), value.as_bytes().to_vec()));
+        let fields = self.answer_fields(headers);
+        super::pass_through::answer(outparam, status, fields, whole(body));
         Ok(())
     }
 }

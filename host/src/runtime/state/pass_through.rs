@@ -51,14 +51,22 @@ impl pass_through::Host for HostState {
     ) -> wasmtime::Result<()> {
         let outparam = self.table.delete(response_out)?;
         let body = request_body(self.table.delete(body)?, self.stream_idle);
-        let mut fields = FieldMap::new_mutable(FIELD_SIZE_LIMIT);
-        for (name, value) in headers {
-            // A header a handler may not set, or past the size limit, is left out rather than
-            // failing the answer, as `wasi:http` fields refuse it to the guest one by one.
-            let _ = fields.append(&mut self.hooks, name, value);
-        }
+        let fields = self.answer_fields(headers);
         answer(outparam, status, fields, body);
         Ok(())
+    }
+}
+
+impl HostState {
+    /// The headers a guest answers with, as fields. A header a handler may not set, or past
+    /// the size limit, is left out rather than failing the answer, as `wasi:http` fields
+    /// refuse it to the guest one by one.
+    pub(super) fn answer_fields(&mut self, headers: impl IntoIterator<Item = (String, Vec<u8>)>) -> FieldMap {
+        let mut fields = FieldMap::new_mutable(FIELD_SIZE_LIMIT);
+        for (name, value) in headers {
+            let _ = fields.append(&mut self.hooks, name, value);
+        }
+        fields
     }
 }
 

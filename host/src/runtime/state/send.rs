@@ -9,16 +9,14 @@
 //! the call: an in-guest fetch costs what the host's forward does, plus two calls (the
 //! headers are `wasi:http` fields, since no function of the extension returns bytes).
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use wasmtime_wasi_http::p2::bindings::http::types::HeaderError;
 use wasmtime_wasi_http::p2::body::HostIncomingBody;
 use wasmtime_wasi_http::{FieldMap, FieldMapError};
 
 use super::dispatch::{Via, dispatch};
-use super::forward::{empty, request_body, upstream_uri};
-use super::{FIELD_SIZE_LIMIT, HostState, certificate_error};
-use crate::runtime::bindings::outgoing::{Answer, RequestBody, SendError, UpstreamFailure};
+use super::forward::{request_body, upstream_uri, whole};
+use super::{FIELD_SIZE_LIMIT, HostState, certificate_error, said};
+use crate::runtime::bindings::outgoing::{Answer, RequestBody, SendError};
 
 impl HostState {
     /// `outgoing.send`: see the module's comment.
@@ -33,8 +31,7 @@ impl HostState {
         // The body is the host's now, whatever happens next: a stream is taken from the table
         // first, so a request refused below does not leave it behind.
         let body = match body {
-            RequestBody::Bytes(bytes) if bytes.is_empty() => empty(),
-            RequestBody::Bytes(bytes) => Full::new(Bytes::from(bytes)).map_err(|never| match never {}).boxed_unsync(),
+            RequestBody::Bytes(bytes) => whole(bytes),
             RequestBody::Streamed(stream) => request_body(self.table.delete(stream)?, self.stream_idle),
         };
         let uri = match upstream_uri(&url) {
@@ -72,10 +69,7 @@ impl HostState {
                 let body = self.table.push(HostIncomingBody::new(body))?;
                 Ok(Ok(Answer { status: parts.status.as_u16(), headers, body }))
             }
-            Err(failure) => {
-                let said = UpstreamFailure { reason: failure.reason().as_str().to_string(), message: failure.message().to_string() };
-                Ok(Err(SendError::Upstream((failure.error_code(), said))))
-            }
+            Err(failure) => Ok(Err(SendError::Upstream((failure.error_code(), said(&failure))))),
         }
     }
 }
