@@ -269,6 +269,8 @@ async fn answer(
     let stall_after = query_number("stall_after");
     // `&pause_ms=P` waits P ms before each 64 KiB chunk (a slow upstream).
     let pause = query_number("pause_ms").map(std::time::Duration::from_millis);
+    // `?answer_after_ms=P` waits P ms before answering (an upstream slow to answer).
+    let answer_after = query_number("answer_after_ms").map(std::time::Duration::from_millis);
     // Count the request body as it streams; never hold it whole.
     let mut body = request.into_body();
     let mut received: u64 = 0;
@@ -277,6 +279,9 @@ async fn answer(
             Ok(frame) => received += frame.data_ref().map(|d| d.len() as u64).unwrap_or(0),
             Err(_) => break,
         }
+    }
+    if let Some(wait) = answer_after {
+        tokio::time::sleep(wait).await;
     }
     log.served.fetch_add(1, Ordering::SeqCst);
     if let Some(expected) = &expected_cn {

@@ -140,13 +140,18 @@ fn client_for_test()
         .build(hyper_util::client::legacy::connect::HttpConnector::new())
 }
 
-/// How a caller in the middle of an upload goes away.
+/// How a caller goes away while its request is being forwarded.
 #[derive(Debug, Clone, Copy)]
 enum Departure {
-    /// Closes its HTTP/1.1 connection: the request body fails, and so does the forward.
+    /// Closes its HTTP/1.1 connection in the middle of an upload: the request body fails,
+    /// and so does the forward.
     Http1Close,
-    /// Resets its HTTP/2 stream: the request is dropped, the forward with it.
+    /// Resets its HTTP/2 stream in the middle of an upload: its request is dropped and its
+    /// body fails at once, and the forward ends by whichever the host sees first.
     Http2Reset,
+    /// Resets its HTTP/2 stream, its request sent whole, while the upstream has not
+    /// answered: the request is dropped, the forward with it.
+    Http2ResetWaiting,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,6 +164,7 @@ async fn a_caller_that_goes_away_frees_its_instance_and_its_forward_is_audited()
     let host = one_instance_in_all(&world, upstream.addr()).await?;
     let metrics = host.handle.app().metrics().clone();
     let who = upstream_url(&upstream, "/who");
+    let slow_to_answer = upstream_url(&upstream, "/who?answer_after_ms=30000");
     let audited = |outcome: &str| {
         let line = format!("edgemtls_outbound_requests_total{{certificate=\"alpha\",outcome=\"{outcome}\"}} ");
         let text = metrics.encode();
@@ -170,9 +176,10 @@ async fn a_caller_that_goes_away_frees_its_instance_and_its_forward_is_audited()
             futures_util::stream::BoxStream<'static, Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>>,
         >>(hyper_util::client::legacy::connect::HttpConnector::new());
 
-    for departure in [Departure::Http1Close, Departure::Http2Reset] {
-        // An upload the caller starts and never finishes: the guest is in `forward`, and the
-        // upstream waits for the rest of the body. It competes for the one instance with the
+    for departure in [Departure::Http1Close, Departure::Http2Reset, Departure::Http2ResetWaiting] {
+        // A request the caller starts and never sees answered: an upload it never finishes
+        // (the upstream waits for the rest of the body), or one the upstream is slow to
+        // answer; meanwhile the guest is in `forward`. It competes for the one instance with the
         // requests that look whether it took it: one that was answered (503 after the slot
         // wait, on a loaded machine) is started again.
         let start = || async {
@@ -186,13 +193,19 @@ async fn a_caller_that_goes_away_frees_its_instance_and_its_forward_is_audited()
                     caller.write_all(&[b'x'; 1000]).await?;
                     Upload::Http1(caller)
                 }
-                Departure::Http2Reset => {
-                    let first =
-                        futures_util::stream::once(async { Ok(hyper::body::Frame::data(bytes::Bytes::from_static(&[b'x'; 1000]))) });
-                    let body = futures_util::StreamExt::boxed(futures_util::StreamExt::chain(first, futures_util::stream::pending()));
+                Departure::Http2Reset | Departure::Http2ResetWaiting => {
+                    let (body, target) = match departure {
+                        Departure::Http2ResetWaiting => (futures_util::StreamExt::boxed(futures_util::stream::empty()), &slow_to_answer),
+                        _ => {
+                            let first = futures_util::stream::once(async {
+                                Ok(hyper::body::Frame::data(bytes::Bytes::from_static(&[b'x'; 1000])))
+                            });
+                            (futures_util::StreamExt::boxed(futures_util::StreamExt::chain(first, futures_util::stream::pending())), &who)
+                        }
+                    };
                     let request = hyper::Request::post(format!("http://{}/probe", host.addr))
                         .header("x-mode", "forward")
-                        .header("x-target", &who)
+                        .header("x-target", target)
                         .header("x-certificate", "alpha")
                         .body(http_body_util::StreamBody::new(body))?;
                     Upload::Http2(AbortOnDrop(tokio::spawn(h2.request(request))))
@@ -208,7 +221,8 @@ async fn a_caller_that_goes_away_frees_its_instance_and_its_forward_is_audited()
                 caller = start().await?;
             }
         }
-        let (failed, abandoned) = (audited("upstream-error"), audited("abandoned"));
+        let outcomes = ["request-body-failed", "abandoned", "upstream-error"];
+        let before = outcomes.map(audited);
 
         // The caller goes away: the instance slot is free long before the request's deadline,
         // and the forward it had in flight gets its audit line.
@@ -221,10 +235,15 @@ async fn a_caller_that_goes_away_frees_its_instance_and_its_forward_is_audited()
             assert_eq!(reply.status, 503, "{departure:?}: {}", reply.body);
             assert!(tokio::time::Instant::now() < deadline, "{departure:?}: the departed caller's guest kept the instance");
         }
-        let (failed, abandoned) = (audited("upstream-error") - failed, audited("abandoned") - abandoned);
+        // One audit line, for the reason the forward ended; never the upstream's fault.
+        let [body_failed, abandoned, upstream_error] = [0, 1, 2].map(|i| audited(outcomes[i]) - before[i]);
+        let seen = (body_failed, abandoned, upstream_error);
         match departure {
-            Departure::Http1Close => assert_eq!((failed, abandoned), (1, 0), "{}", metrics.encode()),
-            Departure::Http2Reset => assert_eq!((failed, abandoned), (0, 1), "{}", metrics.encode()),
+            Departure::Http1Close => assert_eq!(seen, (1, 0, 0), "{departure:?}: {}", metrics.encode()),
+            Departure::Http2Reset => {
+                assert!(matches!(seen, (1, 0, 0) | (0, 1, 0)), "{departure:?}: {seen:?}: {}", metrics.encode())
+            }
+            Departure::Http2ResetWaiting => assert_eq!(seen, (0, 1, 0), "{departure:?}: {}", metrics.encode()),
         }
     }
     Ok(())

@@ -9,6 +9,7 @@ mod connector;
 mod dns;
 mod failure;
 mod probe;
+mod request_body;
 mod tickets;
 mod trust;
 
@@ -221,6 +222,8 @@ impl ClientIdentity {
         // A pooled connection the upstream closed just as it was handed out fails the request
         // before any answer; a bodiless GET or HEAD is safe to send again, once.
         let replay = replayable(&request);
+        let body_failure = request_body::BodyFailure::default();
+        let request = request.map(|body| body_failure.watch(body));
         let started = std::time::Instant::now();
         let mut result = tokio::time::timeout_at(deadline, client.request(request)).await;
         if let (Some(parts), Ok(Err(error))) = (replay, &result)
@@ -233,6 +236,14 @@ impl ClientIdentity {
             // The connection's own TLS error, when it recorded one, is the real cause; an error
             // tied to no connection takes one that a connection to the same upstream read
             // while this request was under way.
+            Ok(Err(_)) if let Some(cause) = body_failure.cause() => {
+                return Err(UpstreamFailure::new(
+                    FailureReason::RequestBodyFailed,
+                    format!(
+                        "the request body failed while it was sent to {authority}: {cause} (its caller went away, or its handler stopped writing it)"
+                    ),
+                ));
+            }
             Ok(result) => {
                 result.map_err(|e| match LastTlsError::of(&e).or_else(|| self.recent_tls_error.since(started, &authority.to_string())) {
                     Some(tls) => classify(&tls, &attempt),

@@ -65,6 +65,9 @@ pub enum FailureReason {
     EgressDenied,
     /// The request could not be sent as given (URL, headers).
     InvalidRequest,
+    /// The request's body failed while it was being sent: its caller went away in the middle
+    /// of an upload, or its handler stopped writing it. Not the upstream's doing.
+    RequestBodyFailed,
     /// Anything else.
     Other,
 }
@@ -94,6 +97,7 @@ impl FailureReason {
             Self::OutboundLimit => "outbound-limit",
             Self::EgressDenied => "egress-denied",
             Self::InvalidRequest => "invalid-request",
+            Self::RequestBodyFailed => "request-body-failed",
             Self::Other => "upstream-error",
         }
     }
@@ -178,9 +182,10 @@ impl UpstreamFailure {
             FailureReason::ResponseTimeout => Code::HttpResponseTimeout,
             FailureReason::InvalidRequest => Code::HttpRequestUriInvalid,
             FailureReason::EgressDenied => Code::HttpRequestDenied,
-            FailureReason::ClientKeyUnavailable | FailureReason::OutboundLimit | FailureReason::Other => {
-                Code::InternalError(Some(self.message.clone()))
-            }
+            FailureReason::ClientKeyUnavailable
+            | FailureReason::OutboundLimit
+            | FailureReason::RequestBodyFailed
+            | FailureReason::Other => Code::InternalError(Some(self.message.clone())),
         }
     }
 }
