@@ -143,13 +143,22 @@ pub(crate) struct LastTlsError {
 
 impl LastTlsError {
     fn record(&self, error: &std::io::Error) {
-        if let Some(tls) = error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>())
-            && let Ok(mut slot) = self.first.lock()
+        if let Some(tls) = error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+            self.record_tls(tls);
+        }
+    }
+
+    fn record_tls(&self, tls: &rustls::Error) {
+        if let Ok(mut slot) = self.first.lock()
             && slot.is_none()
         {
             *slot = Some(tls.clone());
             self.recent.record(&self.authority, tls);
         }
+    }
+
+    fn recorded(&self) -> bool {
+        self.first.lock().map_or(true, |first| first.is_some())
     }
 
     /// The recorded error of the connection a client error happened on, if any.
@@ -294,10 +303,10 @@ pub(crate) struct RecordingConnector<C> {
 
 impl<C> tower_service::Service<http::Uri> for RecordingConnector<C>
 where
-    C: tower_service::Service<http::Uri>,
+    C: tower_service::Service<http::Uri, Response = TlsOverTcp>,
     C::Future: Send + 'static,
 {
-    type Response = Recording<C::Response>;
+    type Response = Recording;
     type Error = C::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
@@ -314,18 +323,49 @@ where
 }
 
 /// A connection that records its first TLS error.
-pub(crate) struct Recording<S> {
-    inner: S,
+pub(crate) struct Recording {
+    inner: TlsOverTcp,
     last: LastTlsError,
 }
 
-impl<S: Connection> Connection for Recording<S> {
+impl Recording {
+    /// A write failed. When the upstream closed the connection with a reason, that reason
+    /// may be unread: a TLS 1.3 server checks our client certificate after our side of the
+    /// handshake has ended, refuses it with an alert and closes, and the request's bytes then
+    /// meet a reset. The alert is in the socket's receive queue, where no read has reached
+    /// it yet (the runtime has not seen the socket readable), and it is the failure, not the
+    /// lost connection: hand what the socket holds to rustls. The connection is dead either
+    /// way, so nothing read here is wanted otherwise.
+    fn write_failed(&mut self, error: &std::io::Error) {
+        self.last.record(error);
+        if self.last.recorded() {
+            return;
+        }
+        let hyper_rustls::MaybeHttpsStream::Https(tls) = &mut self.inner else { return };
+        let (tcp, session) = tls.inner_mut().get_mut();
+        let socket = socket2::SockRef::from(tcp.inner().inner());
+        let mut received = [0u8; 4096];
+        // A few reads at most: the alert comes first, as the upstream sent nothing else.
+        for _ in 0..4 {
+            // The socket does not block: an empty queue is `WouldBlock`, and ends this.
+            let Ok(length @ 1..) = std::io::Read::read(&mut &*socket, &mut received) else { return };
+            if session.read_tls(&mut &received[..length]).is_err() {
+                return;
+            }
+            if let Err(tls_error) = session.process_new_packets() {
+                return self.last.record_tls(&tls_error);
+            }
+        }
+    }
+}
+
+impl Connection for Recording {
     fn connected(&self) -> Connected {
         self.inner.connected().extra(self.last.clone())
     }
 }
 
-impl<S: Read + Unpin> Read for Recording<S> {
+impl Read for Recording {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<std::io::Result<()>> {
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Err(error)) = &poll {
@@ -335,17 +375,21 @@ impl<S: Read + Unpin> Read for Recording<S> {
     }
 }
 
-impl<S: Write + Unpin> Write for Recording<S> {
+impl Write for Recording {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Err(error)) = &poll {
-            self.last.record(error);
+            self.write_failed(error);
         }
         poll
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let poll = Pin::new(&mut self.inner).poll_flush(cx);
+        if let Poll::Ready(Err(error)) = &poll {
+            self.write_failed(error);
+        }
+        poll
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -359,7 +403,7 @@ impl<S: Write + Unpin> Write for Recording<S> {
     fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Err(error)) = &poll {
-            self.last.record(error);
+            self.write_failed(error);
         }
         poll
     }
