@@ -324,10 +324,10 @@ class Bench:
         self.results["js_component"] = {"size_mib": output.stat().st_size / 1048576,
                                         "build_seconds": time.perf_counter() - started}
         self.js_probe = output
-        # The handlers of the HTTP/1.1 rows: fetch-and-return as Zuplo's guide writes it, and
-        # one that reads and rewrites the JSON answer.
+        # The handlers of the HTTP/1.1 rows: fetch-and-return as Zuplo's guide writes it, one
+        # that reads and rewrites the JSON answer, and one that does nothing (the floor).
         self.js_handlers = {}
-        for name in ["forward", "json"]:
+        for name in ["forward", "json", "empty"]:
             built = self.workdir / f"js_{name}.wasm"
             subprocess.run([str(self.bin / "edgemtls"), "build", str(ROOT / "bench" / "guests-js" / f"{name}.ts"), "-o", str(built)],
                            check=True, capture_output=True, text=True)
@@ -501,6 +501,8 @@ max_requests_per_instance = {reuse}
 url = "https://localhost:{self.h1_port}/h1/b"
 mtlsCertificate = "bench_client"
 """)
+            for path, reuse in [("/js-floor", 1000), ("/js-floor-fresh", 1)]:
+                routes.append(f'[[routes]]\npath = "{path}"\nhandler = "{self.js_handlers["empty"]}"\nmax_requests_per_instance = {reuse}\n')
         hosts = ", ".join(f'"localhost:{up}"' for name, (up, _) in self.upstreams.items() if name != TLS12_UPSTREAM)
         if self.h1_port:
             hosts += f', "localhost:{self.h1_port}"'
@@ -853,6 +855,20 @@ max_requests_per_instance = 1000
                 "b": (lambda: self.wrk(n_port, "/fanout-h1/b?bytes=0", n_proc, 0, env={**env, "BENCH_STYLE": "nginx"},
                                        expect_cn=None)) if n_port else None,
             }, {"c": no_certs, "d": "the native proxy has one identity by design"})
+        # The floors, against nginx's whole proxied request: what a request costs here before
+        # its handler does anything (a constant answer from a reused Rust component; a
+        # JavaScript handler that answers at once, reused and fresh). A target below a floor
+        # cannot be met by any handler code.
+        self.scenario("Floor: constant answer from a reused Rust component, no upstream (against nginx's proxied 0 B request)", {
+            "a": lambda: self.wrk(e_port, "/const", e_proc, 3, expect_cn=None),
+            "b": nginx_0,
+        }, {"c": no_certs, "d": handlers})
+        if self.js_handlers:
+            for label, path in [("reused", "/js-floor"), ("fresh instance per request", "/js-floor-fresh")]:
+                self.scenario(f"Floor: JavaScript handler answering at once, no fetch ({label}; against nginx's proxied 0 B request)", {
+                    "a": lambda: self.wrk(e_port, path, e_proc, 0, expect_cn=None),
+                    "b": nginx_0,
+                }, {"c": no_certs, "d": handlers})
         if self.js_handlers:
             rewritten = len(json.dumps({**H1_JSON, "seenBy": "edgemtls"}, separators=(",", ":")))
             self.scenario(f"S1 HTTP/1.1 upstream, JavaScript handler reading and rewriting a JSON answer ({rewritten} B, reused)", {
