@@ -859,10 +859,13 @@ max_requests_per_instance = 1000
         # its handler does anything (a constant answer from a reused Rust component; a
         # JavaScript handler that answers at once, reused and fresh). A target below a floor
         # cannot be met by any handler code.
+        # The native proxy answers /const itself: what its own serving costs, beside its whole
+        # proxied request in the S1 row.
         self.scenario("Floor: constant answer from a reused Rust component, no upstream (against nginx's proxied 0 B request)", {
             "a": lambda: self.wrk(e_port, "/const", e_proc, 3, expect_cn=None),
             "b": nginx_0,
-        }, {"c": no_certs, "d": handlers})
+            "d": lambda: self.wrk(natives["h1"][0], "/const", natives["h1"][1], 3, expect_cn=None),
+        }, {"c": no_certs})
         if self.js_handlers:
             for label, path in [("reused", "/js-floor"), ("fresh instance per request", "/js-floor-fresh")]:
                 self.scenario(f"Floor: JavaScript handler answering at once, no fetch ({label}; against nginx's proxied 0 B request)", {
