@@ -233,9 +233,7 @@ impl ClientIdentity {
             result = tokio::time::timeout_at(deadline, client.request(again)).await;
         }
         let response = match result {
-            // The connection's own TLS error, when it recorded one, is the real cause; an error
-            // tied to no connection takes one that a connection to the same upstream read
-            // while this request was under way.
+            // The request's own body failed: the cause is on our side, whatever hyper says.
             Ok(Err(_)) if let Some(cause) = body_failure.cause() => {
                 return Err(UpstreamFailure::new(
                     FailureReason::RequestBodyFailed,
@@ -244,6 +242,9 @@ impl ClientIdentity {
                     ),
                 ));
             }
+            // The connection's own TLS error, when it recorded one, is the real cause; an error
+            // tied to no connection takes one that a connection to the same upstream read
+            // while this request was under way.
             Ok(result) => {
                 result.map_err(|e| match LastTlsError::of(&e).or_else(|| self.recent_tls_error.since(started, &authority.to_string())) {
                     Some(tls) => classify(&tls, &attempt),
