@@ -13,7 +13,12 @@ HANDLER: url-forward (default), hello-mtls (the SDK's in-guest fetch), probe (th
 of the tests, reused, fetching what its headers name; WASM names its file), file (url-forward
 served from its .wasm file, a fresh instance per request; WASM names the file), or js (WASM names
 a JavaScript handler built by `edgemtls build`, e.g. bench/guests-js/forward.ts). WASM_<name> gives the
-binary called <name> a file of its own (two builds of one handler, side by side)."""
+binary called <name> a file of its own (two builds of one handler, side by side).
+
+NATIVE=1 adds the native hyper + rustls proxy; SPIN=12 adds it again with 12 µs of busy work per
+request (a proxy slower in user space by exactly that much). SPLIT=1 prints user and kernel CPU
+apart; WAKEUPS=1 counts the machine's scheduler wake-ups per request (`perf stat -a -e
+sched:sched_wakeup`, so it needs perf): the peers a proxy wakes cost it kernel time."""
 import os, subprocess, time, socket, tempfile, re, pathlib, statistics
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 bins = [b.split("=", 1) for b in os.environ["BINS"].split(",")]
@@ -28,9 +33,11 @@ def wait(p):
         try: socket.create_connection(("127.0.0.1", p), 0.2).close(); return
         except OSError: time.sleep(0.05)
     raise SystemExit(f"port {p} never opened")
-def cpu(pid):
+def cpu_split(pid):
     f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    return int(f[11]) / os.sysconf("SC_CLK_TCK"), int(f[12]) / os.sysconf("SC_CLK_TCK")
+def cpu(pid):
+    return sum(cpu_split(pid))
 E("pki", "init", "--out", str(w/"pki"))
 E("pki", "issue", "--ca", str(w/"pki"), "--cn", "client", "--out", str(w/"pki"))
 E("pki", "issue", "--ca", str(w/"pki"), "--cn", "localhost", "--server", "--san", "localhost", "--san", "127.0.0.1", "--out", str(w/"pki"))
@@ -91,6 +98,14 @@ if os.environ.get("NATIVE"):
                               stdout=subprocess.DEVNULL, env={**os.environ, "TOKIO_WORKER_THREADS": "1"})
     wait(p)
     systems.append(("native", p, native))
+if os.environ.get("SPIN"):
+    p = port()
+    spun = subprocess.Popen([str(ROOT / "target/release/native-proxy"), "--listen", f"127.0.0.1:{p}", "--upstream", f"https://localhost:{up}",
+                             "--cert", str(w/"pki/client.pem"), "--key", str(w/"pki/client.key"), "--ca", str(w/"pki/ca.pem"),
+                             "--spin-us", os.environ["SPIN"]],
+                            stdout=subprocess.DEVNULL, env={**os.environ, "TOKIO_WORKER_THREADS": "1"})
+    wait(p)
+    systems.append((f"native+{os.environ['SPIN']}us", p, spun))
 if os.environ.get("HOLD"):
     # For profiling: keep every system serving and say where, until interrupted.
     for name, p, proc in systems:
@@ -104,12 +119,25 @@ def accepted():
     if H2: return 0
     import urllib.request
     return int(re.search(r"server accepts handled requests\s+(\d+)", urllib.request.urlopen(f"http://127.0.0.1:{status}/").read().decode()).group(1))
-def measure(p, pid):
+def measure(p, pid, name=""):
     subprocess.run(["wrk", "-t1", "-c32", "-d1s", *WRK_HEADERS, f"http://127.0.0.1:{p}/"], capture_output=True)
-    c0, a0 = cpu(pid), accepted()
-    out = subprocess.run(["wrk", "-t1", "-c32", f"-d{DUR}s", *WRK_HEADERS, f"http://127.0.0.1:{p}/"], capture_output=True, text=True).stdout
-    c1, a1 = cpu(pid), accepted()
+    (u0, s0), a0 = cpu_split(pid), accepted()
+    load = subprocess.Popen(["wrk", "-t1", "-c32", f"-d{DUR}s", *WRK_HEADERS, f"http://127.0.0.1:{p}/"], stdout=subprocess.PIPE, text=True)
+    wakeups = None
+    if os.environ.get("WAKEUPS"):
+        # Counted over the load's middle (one second in, one before its end), then scaled.
+        counted = max(int(DUR) - 2, 1)
+        time.sleep(1)
+        stat = subprocess.run(["perf", "stat", "-a", "-x,", "-e", "sched:sched_wakeup", "--", "sleep", str(counted)],
+                              capture_output=True, text=True).stderr
+        wakeups = int(stat.split(",")[0]) * int(DUR) / counted
+    out = load.communicate()[0]
+    (u1, s1), a1 = cpu_split(pid), accepted()
+    c0, c1 = u0 + s0, u1 + s1
     n = int(re.search(r"(\d+) requests in", out).group(1))
+    if os.environ.get("SPLIT") or wakeups is not None:
+        extra = f" wake-ups/req {wakeups / n:.2f}" if wakeups is not None else ""
+        print(f"  {name or p}: user {(u1 - u0) / n * 1e6:.1f} + kernel {(s1 - s0) / n * 1e6:.1f} us/req{extra}", flush=True)
     if a1 - a0 > 0: print(f"  {p}: the upstream accepted {a1 - a0} connections in {n} requests", flush=True)
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if bad: print("NON-2xx", bad.group(1), flush=True)
@@ -118,7 +146,7 @@ res = {s[0]: [] for s in systems}
 for r in range(ROUNDS):
     order = systems[r % len(systems):] + systems[:r % len(systems)]
     for name, p, proc in order:
-        res[name].append(measure(p, proc.pid))
+        res[name].append(measure(p, proc.pid, name))
     print(f"round {r}: " + "  ".join(f"{k} {v[-1]:.1f}" for k, v in res.items()), flush=True)
 ng = statistics.median(res["nginx"])
 for k, v in res.items():

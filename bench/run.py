@@ -34,6 +34,8 @@ CLIENT_CN = "bench-client"
 H1_JSON = {"items": [{"id": i, "name": f"item {i}", "ok": True} for i in range(20)]}
 # The S3 upstream edgemtls reaches with `tls_versions = ["1.2"]`.
 TLS12_UPSTREAM = "resumption-tls12"
+# The busy work the calibration row adds to each request of the native proxy, in µs.
+CALIBRATION_SPIN_US = 12
 # SoftHSM2, the PKCS#11 token of the token-key rows, and the PIN of the bench's throwaway token.
 SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 TOKEN_PIN = "bench-pin-1234"
@@ -132,8 +134,14 @@ mtlsCertificate = "{certificate}"
 
 def cpu_seconds(pid):
     """User + system CPU time of a process (all its threads)."""
+    user, system = cpu_split(pid)
+    return user + system
+
+
+def cpu_split(pid):
+    """User and system CPU time of a process (all its threads), apart."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 def rss_kib(pid):
@@ -563,6 +571,16 @@ max_requests_per_instance = 1000
                                                   "--key", self.pki / f"{CLIENT_CN}.key", "--ca", self.pki / "ca.pem"],
                                     port=port, env={"TOKIO_WORKER_THREADS": str(self.workers)})
             natives["h1"] = (port, proc)
+            # The same proxy made slower in user space by a fixed amount of busy work: what
+            # that costs it in the kernel too (the calibration row in h1_rows).
+            port = free_port()
+            proc = self.procs.start("native-h1-spin", [self.bin / "native-proxy", "--listen", f"127.0.0.1:{port}",
+                                                       "--upstream", f"https://localhost:{self.h1_port}",
+                                                       "--cert", self.pki / f"{CLIENT_CN}.pem",
+                                                       "--key", self.pki / f"{CLIENT_CN}.key", "--ca", self.pki / "ca.pem",
+                                                       "--spin-us", str(CALIBRATION_SPIN_US)],
+                                    port=port, env={"TOKIO_WORKER_THREADS": str(self.workers)})
+            natives["h1-spin"] = (port, proc)
         return natives
 
     def start_nginx(self):
@@ -710,13 +728,15 @@ max_requests_per_instance = 1000
             subprocess.run(["wrk", "-t1", f"-c{self.connections}", "-d1s", *headers, f"http://127.0.0.1:{port}{path}"],
                            capture_output=True, text=True, env={**os.environ, **(env or {})})
         before = self.upstream_stats(stats_upstream) if stats_upstream else None
-        cpu_before = cpu_seconds(proc.pid)
+        user_before, system_before = cpu_split(proc.pid)
         out = subprocess.run(
             ["wrk", "-t1", f"-c{self.connections}", f"-d{self.duration}s", "--latency", "-s", str(self.wrk_script),
              *headers, f"http://127.0.0.1:{port}{path}"],
             capture_output=True, text=True, env={**os.environ, "BENCH_EXPECT_BYTES": str(expect_bytes), **(env or {})},
         )
-        cpu = cpu_seconds(proc.pid) - cpu_before
+        user_after, system_after = cpu_split(proc.pid)
+        user, system = user_after - user_before, system_after - system_before
+        cpu = user + system
         if out.returncode != 0:
             raise BenchError(f"wrk failed: {out.stderr}")
         text = out.stdout
@@ -750,6 +770,10 @@ max_requests_per_instance = 1000
             "p50_ms": int(re.search(r"BENCH_P50_US (\d+)", text).group(1)) / 1000,
             "p99_ms": int(re.search(r"BENCH_P99_US (\d+)", text).group(1)) / 1000,
             "cpu_us_per_request": cpu * 1e6 / requests,
+            # Apart: the kernel's share holds the loopback delivery to the peers and their
+            # wake-ups, which grow as user space gets slower (the calibration row).
+            "user_cpu_us_per_request": user * 1e6 / requests,
+            "system_cpu_us_per_request": system * 1e6 / requests,
             "requests": requests,
             # What the upstream saw of this system's TLS handshakes: how many per request,
             # and what share resumed a session or settled on TLS 1.2.
@@ -856,8 +880,8 @@ max_requests_per_instance = 1000
                                        expect_cn=None)) if n_port else None,
             }, {"c": no_certs, "d": "the native proxy has one identity by design"})
         # The floors, against nginx's whole proxied request: what a request costs here before
-        # its handler does anything (a constant answer from a reused Rust component; a
-        # JavaScript handler that answers at once, reused and fresh). A target below a floor
+        # its handler does anything (a constant answer from a Rust component, and a
+        # JavaScript handler that answers at once, each reused and fresh). A target below a floor
         # cannot be met by any handler code.
         # The native proxy answers /const itself: what its own serving costs, beside its whole
         # proxied request in the S1 row.
@@ -865,6 +889,20 @@ max_requests_per_instance = 1000
             "a": lambda: self.wrk(e_port, "/const", e_proc, 3, expect_cn=None),
             "b": nginx_0,
             "d": lambda: self.wrk(natives["h1"][0], "/const", natives["h1"][1], 3, expect_cn=None),
+        }, {"c": no_certs})
+        self.scenario("Floor: constant answer from a Rust component, fresh instance per request, no upstream (against nginx's proxied 0 B request)", {
+            "a": lambda: self.wrk(e_port, "/const-fresh", e_proc, 3, expect_cn=None),
+            "b": nginx_0,
+        }, {"c": no_certs, "d": "the native proxy runs no handlers"})
+        # Calibration: the native proxy with a fixed amount of busy work per request. On one
+        # machine the kernel's share of each request (loopback delivery to the peers, and
+        # waking them) grows as user space gets slower, since the peers sleep between
+        # requests that come further apart: this row measures how much, so the other rows'
+        # kernel time can be read as what it is.
+        self.scenario(f"Calibration: the native proxy with {CALIBRATION_SPIN_US} µs of busy work per request (d), HTTP/1.1 upstream, 0 B", {
+            "a": lambda: self.wrk(e_port, "/h1/b?bytes=0", e_proc, 0),
+            "b": nginx_0,
+            "d": lambda: self.wrk(natives["h1-spin"][0], "/h1/b?bytes=0", natives["h1-spin"][1], 0),
         }, {"c": no_certs})
         if self.js_handlers:
             for label, path in [("reused", "/js-floor"), ("fresh instance per request", "/js-floor-fresh")]:
@@ -1230,6 +1268,15 @@ def render_markdown(results):
                      f"{ratio(get('a', 'cpu_us_per_request'), get('b', 'cpu_us_per_request'))} | "
                      f"{ratio(get('a', 'cpu_us_per_request'), get('d', 'cpu_us_per_request'))} | "
                      f"{ratio(get('a', 'cpu_us_per_request'), get('c', 'cpu_us_per_request'))} |")
+    split = lambda r, k: (f"{r[k]['user_cpu_us_per_request']:.1f} + {r[k]['system_cpu_us_per_request']:.1f}"
+                          if "user_cpu_us_per_request" in r.get(k, {}) else "–")
+    split_rows = [row for row in results["scenarios"] if any("user_cpu_us_per_request" in v for v in row["results"].values())]
+    if split_rows:
+        lines += ["", "CPU µs per request apart, user + kernel (the kernel's share holds the loopback delivery to the "
+                  "peers and their wake-ups, which grow as user space gets slower: see the calibration row):", "",
+                  "| scenario | a | b | c | d |", "|---|---|---|---|---|"]
+        lines += [f"| {row['scenario']} | {split(row['results'], 'a')} | {split(row['results'], 'b')} | "
+                  f"{split(row['results'], 'c')} | {split(row['results'], 'd')} |" for row in split_rows]
     handshakes = []
     for row in results["scenarios"]:
         seen = [f"{k} {r['resumed_share']:.0%} resumed on TLS {'1.2' if r['tls12_share'] > 0.5 else '1.3'}"

@@ -28,6 +28,11 @@ struct Args {
     key: PathBuf,
     #[arg(long)]
     ca: PathBuf,
+    /// Spend this many microseconds of CPU on each forwarded request before sending it: a
+    /// proxy as fast as this one in everything but that, to see what a slower user space
+    /// costs the kernel (the peers it wakes) on the same machine.
+    #[arg(long, default_value_t = 0)]
+    spin_us: u64,
 }
 
 type Body = UnsyncBoxBody<Bytes, hyper::Error>;
@@ -50,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
     let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config).https_only().enable_http1().wrap_connector(http);
     let client: Client<_, Body> = Client::builder(TokioExecutor::new()).build(connector);
     let upstream: Arc<str> = args.upstream.trim_end_matches('/').into();
+    let spin = std::time::Duration::from_micros(args.spin_us);
 
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     println!("ready");
@@ -62,7 +68,10 @@ async fn main() -> anyhow::Result<()> {
             let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
                 let client = client.clone();
                 let upstream = upstream.clone();
-                async move { Ok::<_, std::convert::Infallible>(forward(&client, &upstream, request).await) }
+                async move {
+                    spin_for(spin);
+                    Ok::<_, std::convert::Infallible>(forward(&client, &upstream, request).await)
+                }
             });
             let _ =
                 hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
@@ -87,6 +96,17 @@ where
     match client.request(hyper::Request::from_parts(parts, body.boxed_unsync())).await {
         Ok(response) => response.map(|b| b.boxed_unsync()),
         Err(_) => status(502),
+    }
+}
+
+/// Busy for `duration` (of wall time, on a core this process has to itself while it runs).
+fn spin_for(duration: std::time::Duration) {
+    if duration.is_zero() {
+        return;
+    }
+    let start = std::time::Instant::now();
+    while start.elapsed() < duration {
+        std::hint::spin_loop();
     }
 }
 
