@@ -13,7 +13,8 @@ HANDLER: url-forward (default), hello-mtls (the SDK's in-guest fetch), probe (th
 of the tests, reused, fetching what its headers name; WASM names its file), file (url-forward
 served from its .wasm file, a fresh instance per request; WASM names the file), or js (WASM names
 a JavaScript handler built by `edgemtls build`, e.g. bench/guests-js/forward.ts). WASM_<name> gives the
-binary called <name> a file of its own (two builds of one handler, side by side).
+binary called <name> a file of its own (two builds of one handler, side by side). WORKERS sets
+edgemtls' worker threads (default 1, as nginx's one worker process).
 
 NATIVE=1 adds the native hyper + rustls proxy; SPIN=12 adds it again with 12 µs of busy work per
 request (a proxy slower in user space by exactly that much). SPLIT=1 prints user and kernel CPU
@@ -86,7 +87,7 @@ mtlsCertificate = "up"
 hosts = ["localhost:{up}"]
 ca_bundle = "{w}/pki/ca.pem"
 """)
-    proc = subprocess.Popen([path, "--store", str(w/f"store-{name}"), "serve", "--config", str(cfg), "--workers", "1"], stdout=open(w/f"{name}.log", "w"), stderr=subprocess.STDOUT, env={"RUST_LOG": "warn", **os.environ})
+    proc = subprocess.Popen([path, "--store", str(w/f"store-{name}"), "serve", "--config", str(cfg), "--workers", os.environ.get("WORKERS", "1")], stdout=open(w/f"{name}.log", "w"), stderr=subprocess.STDOUT, env={"RUST_LOG": "warn", **os.environ})
     systems.append((name, p, proc))
 for p in [up, proxy] + [s[1] for s in systems]: wait(p)
 systems.append(("nginx", proxy, peer))
@@ -122,7 +123,7 @@ def accepted():
 def measure(p, pid, name=""):
     subprocess.run(["wrk", "-t1", "-c32", "-d1s", *WRK_HEADERS, f"http://127.0.0.1:{p}/"], capture_output=True)
     (u0, s0), a0 = cpu_split(pid), accepted()
-    load = subprocess.Popen(["wrk", "-t1", "-c32", f"-d{DUR}s", *WRK_HEADERS, f"http://127.0.0.1:{p}/"], stdout=subprocess.PIPE, text=True)
+    load = subprocess.Popen(["wrk", "-t1", "-c32", f"-d{DUR}s", "--latency", *WRK_HEADERS, f"http://127.0.0.1:{p}/"], stdout=subprocess.PIPE, text=True)
     wakeups = None
     if os.environ.get("WAKEUPS"):
         # Counted over the load's middle (one second in, one before its end), then scaled.
@@ -137,7 +138,9 @@ def measure(p, pid, name=""):
     n = int(re.search(r"(\d+) requests in", out).group(1))
     if os.environ.get("SPLIT") or wakeups is not None:
         extra = f" wake-ups/req {wakeups / n:.2f}" if wakeups is not None else ""
-        print(f"  {name or p}: user {(u1 - u0) / n * 1e6:.1f} + kernel {(s1 - s0) / n * 1e6:.1f} us/req{extra}", flush=True)
+        percentile = lambda q: re.search(rf"^ +{q}% +(\S+)", out, re.M).group(1)
+        latency = f"p50 {percentile(50)} p99 {percentile(99)}"
+        print(f"  {name or p}: user {(u1 - u0) / n * 1e6:.1f} + kernel {(s1 - s0) / n * 1e6:.1f} us/req{extra} {latency}", flush=True)
     if a1 - a0 > 0: print(f"  {p}: the upstream accepted {a1 - a0} connections in {n} requests", flush=True)
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if bad: print("NON-2xx", bad.group(1), flush=True)

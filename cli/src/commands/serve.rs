@@ -121,6 +121,15 @@ impl ServeCommand {
     pub fn execute(self, store: &StoreLocation) -> anyhow::Result<ExitCode> {
         let mut runtime = tokio::runtime::Builder::new_multi_thread();
         runtime.enable_all();
+        // A task woken by another on the same worker (a forward handing its request to the
+        // upstream connection's task, that task handing the answer back) runs next by
+        // default, so every request is written out alone, and the peers (caller and
+        // upstream) are woken once per request. Woken tasks taking their turn instead, the
+        // requests ready together are written together, and each wake-up serves several: on
+        // a 2-core VM a native proxy 20 µs slower than hyper's best went from 1.0 to 0.16
+        // wake-ups a request, and from 42 to 34 µs of CPU (bench/README.md).
+        #[cfg(tokio_unstable)]
+        runtime.disable_lifo_slot();
         if let Some(workers) = self.workers {
             runtime.worker_threads(workers.into());
         }
