@@ -481,6 +481,25 @@ impl Drop for Running {
     }
 }
 
+impl Running {
+    /// Waits (at most 30 s) until this process listens on `port`. One that exits first fails
+    /// at once; either failure quotes the process's `log` (its stderr), so a node that could
+    /// not start says why.
+    pub fn wait_until_listening(&mut self, port: u16, log: &Path) -> Result<()> {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let log_text = || std::fs::read_to_string(log).unwrap_or_else(|error| format!("(no log: {error})"));
+        while std::net::TcpStream::connect(addr).is_err() {
+            if let Some(status) = self.0.try_wait()? {
+                bail!("the process exited ({status}) before it listened on {addr}; its log:\n{}", log_text());
+            }
+            ensure!(std::time::Instant::now() < deadline, "nothing listens on {addr} after 30 s; the process's log:\n{}", log_text());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Ok(())
+    }
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -542,8 +561,8 @@ pub fn serve_logged(sandbox: &Sandbox, config: &Path, json_log: bool) -> Result<
     }
     args.extend(["serve", "--config", &text(config), "--env", "development", "--listen", &format!("127.0.0.1:{port}")].map(String::from));
     let serve = sandbox.command(args).stdout(Stdio::null()).stderr(std::fs::File::create(&log)?).spawn()?;
-    let serve = Running(serve);
-    wait_for(port)?;
+    let mut serve = Running(serve);
+    serve.wait_until_listening(port, &log)?;
     Ok((serve, port, log))
 }
 

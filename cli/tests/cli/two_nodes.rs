@@ -26,6 +26,7 @@ impl Node {
         let port = free_port()?;
         let admin = free_port()?;
         let config = sandbox.path(&format!("{name}.toml"));
+        let log = sandbox.path(&format!("{name}.log"));
         rotation_config(&config, certificate, upstream_port, admin)?;
         let process = edgemtls(
             sandbox,
@@ -35,11 +36,11 @@ impl Node {
         )
         .env("EDGEMTLS_NODE_NAME", name)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
         .spawn()?;
-        let process = Running(process);
-        wait_for(port)?;
-        wait_for(admin)?;
+        let mut process = Running(process);
+        process.wait_until_listening(port, &log).with_context(|| format!("{name} did not start"))?;
+        process.wait_until_listening(admin, &log).with_context(|| format!("{name}'s admin listener did not start"))?;
         Ok(Self { name, port, admin, config, upstream_port, _process: process })
     }
 
