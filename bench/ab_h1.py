@@ -37,8 +37,6 @@ def wait(p):
 def cpu_split(pid):
     f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return int(f[11]) / os.sysconf("SC_CLK_TCK"), int(f[12]) / os.sysconf("SC_CLK_TCK")
-def cpu(pid):
-    return sum(cpu_split(pid))
 E("pki", "init", "--out", str(w/"pki"))
 E("pki", "issue", "--ca", str(w/"pki"), "--cn", "client", "--out", str(w/"pki"))
 E("pki", "issue", "--ca", str(w/"pki"), "--cn", "localhost", "--server", "--san", "localhost", "--san", "127.0.0.1", "--out", str(w/"pki"))
@@ -91,22 +89,20 @@ ca_bundle = "{w}/pki/ca.pem"
     systems.append((name, p, proc))
 for p in [up, proxy] + [s[1] for s in systems]: wait(p)
 systems.append(("nginx", proxy, peer))
-if os.environ.get("NATIVE"):
-    # The native hyper + rustls proxy (hyper-util's pooled client) against the same upstream.
+def native_proxy(spin_us="0"):
+    """The native hyper + rustls proxy (hyper-util's pooled client) against the same upstream,
+    spending `spin_us` µs of busy work on each request; returns (port, process)."""
     p = port()
-    native = subprocess.Popen([str(ROOT / "target/release/native-proxy"), "--listen", f"127.0.0.1:{p}", "--upstream", f"https://localhost:{up}",
-                               "--cert", str(w/"pki/client.pem"), "--key", str(w/"pki/client.key"), "--ca", str(w/"pki/ca.pem")],
-                              stdout=subprocess.DEVNULL, env={**os.environ, "TOKIO_WORKER_THREADS": "1"})
-    wait(p)
-    systems.append(("native", p, native))
-if os.environ.get("SPIN"):
-    p = port()
-    spun = subprocess.Popen([str(ROOT / "target/release/native-proxy"), "--listen", f"127.0.0.1:{p}", "--upstream", f"https://localhost:{up}",
+    proc = subprocess.Popen([str(ROOT / "target/release/native-proxy"), "--listen", f"127.0.0.1:{p}", "--upstream", f"https://localhost:{up}",
                              "--cert", str(w/"pki/client.pem"), "--key", str(w/"pki/client.key"), "--ca", str(w/"pki/ca.pem"),
-                             "--spin-us", os.environ["SPIN"]],
+                             "--spin-us", spin_us],
                             stdout=subprocess.DEVNULL, env={**os.environ, "TOKIO_WORKER_THREADS": "1"})
     wait(p)
-    systems.append((f"native+{os.environ['SPIN']}us", p, spun))
+    return p, proc
+if os.environ.get("NATIVE"):
+    systems.append(("native", *native_proxy()))
+if os.environ.get("SPIN"):
+    systems.append((f"native+{os.environ['SPIN']}us", *native_proxy(os.environ["SPIN"])))
 if os.environ.get("HOLD"):
     # For profiling: keep every system serving and say where, until interrupted.
     for name, p, proc in systems:

@@ -556,32 +556,25 @@ max_requests_per_instance = 1000
         for name, (up, _) in self.upstreams.items():
             if name == TLS12_UPSTREAM:
                 continue  # the native proxy has no TLS version setting
-            port = free_port()
-            proc = self.procs.start(f"native-{name}", [self.bin / "native-proxy", "--listen", f"127.0.0.1:{port}",
-                                                        "--upstream", f"https://localhost:{up}",
-                                                        "--cert", self.pki / f"{CLIENT_CN}.pem",
-                                                        "--key", self.pki / f"{CLIENT_CN}.key", "--ca", self.pki / "ca.pem"],
-                                    port=port, env={"TOKIO_WORKER_THREADS": str(self.workers)})
-            natives[name] = (port, proc)
+            natives[name] = self.start_native_proxy(f"native-{name}", up)
         if self.h1_port:
-            port = free_port()
-            proc = self.procs.start("native-h1", [self.bin / "native-proxy", "--listen", f"127.0.0.1:{port}",
-                                                  "--upstream", f"https://localhost:{self.h1_port}",
-                                                  "--cert", self.pki / f"{CLIENT_CN}.pem",
-                                                  "--key", self.pki / f"{CLIENT_CN}.key", "--ca", self.pki / "ca.pem"],
-                                    port=port, env={"TOKIO_WORKER_THREADS": str(self.workers)})
-            natives["h1"] = (port, proc)
+            natives["h1"] = self.start_native_proxy("native-h1", self.h1_port)
             # The same proxy made slower in user space by a fixed amount of busy work: what
             # that costs it in the kernel too (the calibration row in h1_rows).
-            port = free_port()
-            proc = self.procs.start("native-h1-spin", [self.bin / "native-proxy", "--listen", f"127.0.0.1:{port}",
-                                                       "--upstream", f"https://localhost:{self.h1_port}",
-                                                       "--cert", self.pki / f"{CLIENT_CN}.pem",
-                                                       "--key", self.pki / f"{CLIENT_CN}.key", "--ca", self.pki / "ca.pem",
-                                                       "--spin-us", str(CALIBRATION_SPIN_US)],
-                                    port=port, env={"TOKIO_WORKER_THREADS": str(self.workers)})
-            natives["h1-spin"] = (port, proc)
+            natives["h1-spin"] = self.start_native_proxy("native-h1-spin", self.h1_port, spin_us=CALIBRATION_SPIN_US)
         return natives
+
+    def start_native_proxy(self, name, upstream_port, spin_us=0):
+        """The native proxy towards 127.0.0.1:`upstream_port` with the bench client's
+        certificate, on a free port; returns (port, process)."""
+        port = free_port()
+        proc = self.procs.start(name, [self.bin / "native-proxy", "--listen", f"127.0.0.1:{port}",
+                                       "--upstream", f"https://localhost:{upstream_port}",
+                                       "--cert", self.pki / f"{CLIENT_CN}.pem",
+                                       "--key", self.pki / f"{CLIENT_CN}.key", "--ca", self.pki / "ca.pem",
+                                       "--spin-us", str(spin_us)],
+                                port=port, env={"TOKIO_WORKER_THREADS": str(self.workers)})
+        return port, proc
 
     def start_nginx(self):
         nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)

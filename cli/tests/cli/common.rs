@@ -487,16 +487,14 @@ impl Running {
     /// not start says why.
     pub fn wait_until_listening(&mut self, port: u16, log: &Path) -> Result<()> {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        let log_text = || std::fs::read_to_string(log).unwrap_or_else(|error| format!("(no log: {error})"));
-        while std::net::TcpStream::connect(addr).is_err() {
-            if let Some(status) = self.0.try_wait()? {
-                bail!("the process exited ({status}) before it listened on {addr}; its log:\n{}", log_text());
-            }
-            ensure!(std::time::Instant::now() < deadline, "nothing listens on {addr} after 30 s; the process's log:\n{}", log_text());
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        Ok(())
+        let alive = || match self.0.try_wait()? {
+            Some(status) => bail!("the process exited ({status}) before it listened on {addr}"),
+            None => Ok(()),
+        };
+        wait_for_addr_while(addr, std::time::Duration::from_secs(30), alive).with_context(|| {
+            let log = std::fs::read_to_string(log).unwrap_or_else(|error| format!("(no log: {error})"));
+            format!("the process's log:\n{log}")
+        })
     }
 }
 
@@ -518,8 +516,19 @@ pub fn wait_for_addr(addr: std::net::SocketAddr) -> Result<()> {
 /// Waits at most `limit` until something accepts connections on `addr` (a host that compiles
 /// a 12 MiB JavaScript component at start, on a busy machine, takes a while).
 pub fn wait_for_addr_within(addr: std::net::SocketAddr, limit: std::time::Duration) -> Result<()> {
+    wait_for_addr_while(addr, limit, || Ok(()))
+}
+
+/// Waits at most `limit` until something accepts connections on `addr`, failing at once with
+/// `still_waiting`'s error (the process that should listen has exited).
+fn wait_for_addr_while(
+    addr: std::net::SocketAddr,
+    limit: std::time::Duration,
+    mut still_waiting: impl FnMut() -> Result<()>,
+) -> Result<()> {
     let deadline = std::time::Instant::now() + limit;
     while std::net::TcpStream::connect(addr).is_err() {
+        still_waiting()?;
         anyhow::ensure!(std::time::Instant::now() < deadline, "nothing listens on {addr}");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
